@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+/**
+ * drawdown's command line:
+ *   start        all-in-one: a local nats-server + chDB under --data-dir, every stage in one process
+ *   ingest       the HTTP gateway alone        (needs --nats-url)
+ *   rater        the rater alone               (needs --nats-url, --clickhouse-url)
+ *   settlement   balances/ledger/settlement API + schedule (needs --clickhouse-url)
+ *   settle       one settlement run up to --until (default: the last whole minute), report on stdout
+ *   demo         the all-in-one with SPEC §7 examples 1 and 2 streamed through HTTP; prints balances
+ * Every setting is also an environment variable (docs/configuration.md).
+ */
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadConfig, parseArgs, type Config } from '../shared/config.js';
+import { isDrawdownError } from '../shared/errors.js';
+import { createLogger } from '../shared/log.js';
+import { openStore } from '../shared/clickhouse/open.js';
+import { ensureSchema } from '../shared/clickhouse/schema.js';
+import { loadCatalogFile } from '../shared/catalog.js';
+import { settle } from '../settlement/settle.js';
+import { startAllInOne } from './all-in-one.js';
+import { runDemo } from './demo.js';
+import { startDrawdown, type Running } from './processes.js';
+
+const demoCatalog = fileURLToPath(new URL('../../deploy/demo-catalog.json', import.meta.url));
+
+function waitForSignal(running: { stop(): Promise<void> }, log: { info: (o: object, m: string) => void }): void {
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    running.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { flags, positional } = parseArgs(argv);
+  const command = positional[0] ?? 'help';
+  const env = process.env;
+  switch (command) {
+    case 'start': {
+      const config = loadConfig(flags, env, [], { catalog: demoCatalog });
+      const running = await startAllInOne(config);
+      process.stdout.write(`drawdown is running at ${running.url} (data in ${resolve(config.dataDir)}); Ctrl-C stops it\n`);
+      waitForSignal(running, running.log);
+      return -1;
+    }
+    case 'ingest':
+    case 'rater':
+    case 'settlement': {
+      const required = command === 'ingest' ? (['natsUrl', 'catalog'] as const) : command === 'rater' ? (['natsUrl', 'clickhouseUrl', 'catalog'] as const) : (['clickhouseUrl', 'catalog'] as const);
+      const config = loadConfig(flags, env, required);
+      const running: Running = await startDrawdown(config, { ingest: command === 'ingest', rater: command === 'rater', settlement: command === 'settlement' });
+      waitForSignal(running, running.log);
+      return -1;
+    }
+    case 'settle': {
+      const until = flags.get('--until');
+      flags.delete('--until');
+      const config: Config = loadConfig(flags, env, ['clickhouseUrl', 'catalog']);
+      const untilMs = until === undefined ? Date.now() : /^\d+$/.test(until) ? Number(until) : Date.parse(until);
+      if (!Number.isFinite(untilMs)) throw new Error(`--until ${until} is not an ISO-8601 instant or ms since epoch`);
+      const store = openStore(config.clickhouseUrl!);
+      try {
+        await ensureSchema(store);
+        const report = await settle(store, loadCatalogFile(config.catalog!), { untilSec: Math.floor(untilMs / 60_000) * 60 });
+        process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      } finally {
+        await store.close();
+      }
+      return 0;
+    }
+    case 'demo': {
+      const config = loadConfig(flags, env, [], { catalog: demoCatalog, logLevel: 'warn', httpPort: 0 });
+      return runDemo(config);
+    }
+    default:
+      process.stdout.write(`usage: drawdown <start|ingest|rater|settlement|settle|demo> [--flag value ...]\n`);
+      return command === 'help' || command === '--help' ? 0 : 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (error: unknown) => {
+    const log = createLogger('error', 'drawdown');
+    if (isDrawdownError(error) && (error.code === 'config_invalid' || error.code === 'catalog_invalid')) {
+      process.stderr.write(`drawdown: ${error.message}\n`);
+      for (const p of error.problems) if (!error.message.includes(p.message)) process.stderr.write(`  ${p.field}: ${p.message}\n`);
+    } else {
+      log.fatal({ err: error }, 'drawdown failed');
+    }
+    process.exit(1);
+  },
+);

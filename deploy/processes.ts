@@ -1,0 +1,171 @@
+/**
+ * Composes drawdown's stages into a running process: any subset of ingest,
+ * rater and settlement, against given NATS and ClickHouse. The all-in-one,
+ * the separate commands and the tests all start drawdown through here.
+ */
+import type { Registry } from 'prom-client';
+import { loadCatalogFile, meterDefinitions, type Catalog } from '../shared/catalog.js';
+import { openStore } from '../shared/clickhouse/open.js';
+import { ensureSchema } from '../shared/clickhouse/schema.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import { parsePartitionList, type Config } from '../shared/config.js';
+import { DrawdownError } from '../shared/errors.js';
+import type { Route } from '../shared/http.js';
+import { createLogger, type Logger } from '../shared/log.js';
+import { createRegistry } from '../shared/metrics.js';
+import { connectNats, type NatsHandles } from '../shared/nats/connect.js';
+import { ensureStream, type StreamSettings } from '../shared/nats/stream.js';
+import { startService, type RunningService } from '../shared/service.js';
+import { createIngestMetrics, ingestRoutes } from '../ingest/gateway.js';
+import { BatchPublisher } from '../ingest/publisher.js';
+import { Rater } from '../rater/rater.js';
+import { createSettlementMetrics, settlementRoutes } from '../settlement/api.js';
+import { SettlementRunner } from '../settlement/runner.js';
+
+export interface Parts {
+  ingest: boolean;
+  rater: boolean;
+  settlement: boolean;
+}
+
+export interface Running {
+  url: string | undefined;
+  catalog: Catalog;
+  store: Store | undefined;
+  nats: NatsHandles | undefined;
+  runner: SettlementRunner | undefined;
+  registry: Registry;
+  log: Logger;
+  stop(): Promise<void>;
+}
+
+// Room for the headers the gateway adds to a batch on its way into the stream.
+const headerAllowanceBytes = 16 * 1024;
+
+export function streamSettings(config: Config): StreamSettings {
+  return {
+    name: config.streamName,
+    subjectPrefix: config.subjectPrefix,
+    partitions: config.partitions,
+    maxBytes: config.streamMaxBytes,
+    maxMessages: config.streamMaxMessages,
+    maxMessageBytes: config.bodyBytesMax + headerAllowanceBytes,
+    duplicateWindowMs: config.duplicateWindowMs,
+    replicas: config.streamReplicas,
+  };
+}
+
+export async function startDrawdown(config: Config, parts: Parts, options: { store?: Store; log?: Logger; now?: () => number } = {}): Promise<Running> {
+  const name = [parts.ingest && 'ingest', parts.rater && 'rater', parts.settlement && 'settlement'].filter(Boolean).join('+');
+  const log = options.log ?? createLogger(config.logLevel, `drawdown-${name}`);
+  const registry = createRegistry();
+  if (config.catalog === undefined) throw new DrawdownError('config_invalid', 'DRAWDOWN_CATALOG (or --catalog) is required');
+  const catalog = loadCatalogFile(config.catalog);
+  const meters = meterDefinitions(catalog);
+  const stream = streamSettings(config);
+  const stops: (() => Promise<void>)[] = [];
+  const stopAll = async (): Promise<void> => {
+    for (const stop of stops.reverse()) {
+      try {
+        await stop();
+      } catch (error) {
+        log.warn({ err: error }, 'error while stopping');
+      }
+    }
+  };
+
+  try {
+    let store: Store | undefined = options.store;
+    if ((parts.rater || parts.settlement) && store === undefined) {
+      if (config.clickhouseUrl === undefined) throw new DrawdownError('config_invalid', 'DRAWDOWN_CLICKHOUSE_URL (or --clickhouse-url) is required');
+      const opened = openStore(config.clickhouseUrl);
+      store = opened;
+      stops.push(() => opened.close());
+    }
+    if (store) await ensureSchema(store);
+
+    let nats: NatsHandles | undefined;
+    if (parts.ingest || parts.rater) {
+      if (config.natsUrl === undefined) throw new DrawdownError('config_invalid', 'DRAWDOWN_NATS_URL (or --nats-url) is required');
+      const handles = await connectNats(config.natsUrl, `drawdown-${name}`, log);
+      nats = handles;
+      stops.push(() => handles.nc.drain().catch(() => handles.nc.close()));
+      const maxPayload = handles.nc.info?.max_payload ?? 1024 * 1024;
+      if (stream.maxMessageBytes > maxPayload) {
+        throw new DrawdownError(
+          'config_invalid',
+          `DRAWDOWN_BODY_BYTES_MAX (${config.bodyBytesMax}) plus ${headerAllowanceBytes} bytes of headers exceeds the NATS server's max_payload (${maxPayload}); raise max_payload or lower the body limit`,
+        );
+      }
+      await ensureStream(handles.jsm, stream);
+    }
+
+    const routes: Route[] = [];
+    if (parts.ingest) {
+      const publisher = new BatchPublisher(nats!.js, stream, config.publishTimeoutMs);
+      routes.push(
+        ...ingestRoutes({
+          publisher,
+          meters,
+          limits: { batchEventsMax: config.batchEventsMax, bodyBytesMax: config.bodyBytesMax, bodyTimeoutMs: config.bodyTimeoutMs, lateMs: config.lateMs, skewMs: config.skewMs },
+          metrics: createIngestMetrics(registry),
+          ...(options.now ? { now: options.now } : {}),
+        }),
+      );
+    }
+
+    if (parts.rater) {
+      const rater = new Rater({
+        js: nats!.js,
+        jsm: nats!.jsm,
+        store: store!,
+        stream,
+        partitions: parsePartitionList(config.raterPartitions, config.partitions),
+        limits: {
+          flushIntervalMs: config.flushIntervalMs,
+          flushRowsMax: Math.max(config.flushRowsMax, config.batchEventsMax),
+          fetchMessagesMax: config.fetchMessagesMax,
+          retryDelayMaxMs: config.retryDelayMaxMs,
+          ackWaitMs: config.ackWaitMs,
+          maxAckPending: config.maxAckPending,
+        },
+        threads: config.raterThreads,
+        meters,
+        log,
+        registry,
+      });
+      await rater.start();
+      stops.push(() => rater.stop());
+    }
+
+    let runner: SettlementRunner | undefined;
+    if (parts.settlement) {
+      const settlementRunner = new SettlementRunner(store!, catalog, log, createSettlementMetrics(registry));
+      runner = settlementRunner;
+      settlementRunner.schedule(config.settleEveryMs);
+      stops.push(() => settlementRunner.stop());
+      routes.push(...settlementRoutes({ store: store!, catalog, runner: settlementRunner, ...(options.now ? { now: options.now } : {}) }));
+    }
+
+    const service: RunningService = await startService({
+      host: config.httpHost,
+      port: config.httpPort,
+      routes,
+      registry,
+      log,
+      requestTimeoutMs: config.bodyTimeoutMs,
+      ready: async () => {
+        const checks: Record<string, boolean> = {};
+        if (nats) checks.nats = !nats.nc.isClosed() && nats.nc.info !== undefined && !(nats.nc as { isReconnecting?: () => boolean }).isReconnecting?.();
+        if (store) checks.clickhouse = await store.ping().catch(() => false);
+        return checks;
+      },
+    });
+    stops.push(() => service.close());
+
+    return { url: service.url, catalog, store, nats, runner, registry, log, stop: stopAll };
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The ingest gateway: decode, validate, publish — nothing else. A batch is
+ * answered 202 only after JetStream acknowledged it, and a batch with any
+ * invalid event is refused whole, with every problem named by index and field.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { MeterDefinitions } from '../shared/catalog.js';
+import { decodeBatch, expectEventArray, validateEvents, type BatchFormat } from '../shared/batch.js';
+import { DrawdownError } from '../shared/errors.js';
+import { readBody, sendJson, type Route } from '../shared/http.js';
+import type { BatchPublisher } from './publisher.js';
+
+export interface GatewayLimits {
+  batchEventsMax: number;
+  bodyBytesMax: number;
+  bodyTimeoutMs: number;
+  lateMs: number;
+  skewMs: number;
+}
+
+const idempotencyKeyPattern = /^[\x21-\x7e]{1,128}$/;
+
+export function batchFormat(contentType: string | undefined): BatchFormat {
+  const type = (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  if (type === 'application/msgpack' || type === 'application/x-msgpack' || type === 'application/vnd.msgpack') return 'msgpack';
+  if (type === 'application/json') return 'json';
+  throw new DrawdownError('unsupported_media_type', `Content-Type ${JSON.stringify(type)} is not application/msgpack or application/json`);
+}
+
+export function createIngestMetrics(registry: Registry) {
+  return {
+    events: new Counter({ name: 'drawdown_ingest_events_total', help: 'Events accepted into the stream', registers: [registry] }),
+    batches: new Counter({ name: 'drawdown_ingest_batches_total', help: 'Batch requests by outcome', labelNames: ['outcome'] as const, registers: [registry] }),
+    batchSize: new Histogram({
+      name: 'drawdown_ingest_batch_size',
+      help: 'Events per accepted batch',
+      buckets: [1, 10, 100, 1_000, 10_000, 100_000],
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: 'drawdown_ingest_request_duration_seconds',
+      help: 'POST /v1/events handling time, body read to stream acknowledgement',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+  };
+}
+
+export type IngestMetrics = ReturnType<typeof createIngestMetrics>;
+
+export interface IngestDeps {
+  publisher: BatchPublisher;
+  meters: MeterDefinitions;
+  limits: GatewayLimits;
+  metrics: IngestMetrics;
+  now?: () => number;
+}
+
+export function ingestRoutes(deps: IngestDeps): Route[] {
+  const now = deps.now ?? Date.now;
+  async function postEvents(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const stopTimer = deps.metrics.duration.startTimer();
+    try {
+      const format = batchFormat(req.headers['content-type']);
+      const keyHeader = req.headers['idempotency-key'];
+      const idempotencyKey = Array.isArray(keyHeader) ? keyHeader[0] : keyHeader;
+      if (idempotencyKey !== undefined && !idempotencyKeyPattern.test(idempotencyKey)) {
+        throw new DrawdownError('idempotency_key_invalid', 'Idempotency-Key must be 1–128 printable ASCII characters');
+      }
+      const body = await readBody(req, deps.limits.bodyBytesMax, deps.limits.bodyTimeoutMs);
+      const receivedMs = now();
+      const raw = expectEventArray(decodeBatch(body, format), deps.limits.batchEventsMax);
+      validateEvents(raw, deps.meters, { receivedMs, lateMs: deps.limits.lateMs, skewMs: deps.limits.skewMs });
+      if (raw.length === 0) {
+        deps.metrics.batches.inc({ outcome: 'empty' });
+        sendJson(res, 202, { accepted: 0, duplicate: false });
+        return;
+      }
+      // The client's bytes go to the stream unchanged: the rater decodes them
+      // with the same code, so nothing is re-encoded on the hot path.
+      const result = await deps.publisher.publish(body, format, receivedMs, raw.length, idempotencyKey);
+      deps.metrics.batches.inc({ outcome: result.duplicate ? 'duplicate' : 'accepted' });
+      if (!result.duplicate) {
+        deps.metrics.events.inc(raw.length);
+        deps.metrics.batchSize.observe(raw.length);
+      }
+      sendJson(res, 202, { accepted: raw.length, duplicate: result.duplicate, sequence: result.sequence });
+    } catch (error) {
+      deps.metrics.batches.inc({ outcome: error instanceof DrawdownError ? error.code : 'internal' });
+      throw error;
+    } finally {
+      stopTimer();
+    }
+  }
+  return [{ method: 'POST', path: /^\/v1\/events$/, handler: postEvents }];
+}

@@ -1,0 +1,52 @@
+/**
+ * Writes one flush: aggregate rows plus the watermark they carry, as one
+ * INSERT. On failure it asks ClickHouse whether the insert landed anyway (an
+ * HTTP timeout can hide a commit) before trying again, so a flush is written
+ * at most once and, while the rater lives, at least once.
+ */
+import type { Store } from '../shared/clickhouse/store.js';
+import { usageMinuteColumns } from '../shared/clickhouse/schema.js';
+import { formatScaled } from '../shared/quantity.js';
+import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
+import type { AggregateRow } from './aggregate.js';
+import { readWatermark } from './watermark.js';
+
+export function flushPayload(rows: readonly AggregateRow[], partition: number, flushSeq: number, flushedAtSec: number): string {
+  const cells: string[][] = new Array(rows.length);
+  const partitionText = String(partition);
+  const seqText = String(flushSeq);
+  const flushedText = tsvDateTime(flushedAtSec);
+  for (let i = 0; i < rows.length; i++) {
+    const [customer, meter, dimensions, minuteSec, scaled, events] = rows[i]!;
+    cells[i] = [customer, meter, dimensions, tsvDateTime(minuteSec), formatScaled(scaled), String(events), partitionText, seqText, flushedText];
+  }
+  return encodeTsv(cells);
+}
+
+export interface FlushRetry {
+  delayMaxMs: number;
+  /** Stops retrying (returns false) when the rater is shutting down. */
+  shouldContinue: () => boolean;
+  onError: (error: unknown, attempt: number) => void;
+}
+
+/** Returns true once the flush is in ClickHouse, false if told to stop first. */
+export async function writeFlush(store: Store, partition: number, flushSeq: number, payload: string, retry: FlushRetry): Promise<boolean> {
+  let ambiguous = false;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      if (ambiguous && (await readWatermark(store, partition)) >= flushSeq) return true;
+      await store.insert('usage_minute', usageMinuteColumns, payload);
+      return true;
+    } catch (error) {
+      ambiguous = true;
+      retry.onError(error, attempt);
+      if (!retry.shouldContinue()) return false;
+      // Exponential back-off from 100 ms to delayMaxMs; ClickHouse being down is
+      // an operating condition, and the stream buffers meanwhile.
+      const delay = Math.min(retry.delayMaxMs, 100 * 2 ** Math.min(attempt - 1, 16));
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (!retry.shouldContinue()) return false;
+    }
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * One partition's loop: pull batches in stream order, aggregate them in the
+ * worker pool, write a flush to ClickHouse, then ack. Crash anywhere and the
+ * restart resumes exactly after the watermark ClickHouse holds:
+ *
+ *   fetch ─▶ decode+aggregate (worker) ─▶ merge ─▶ INSERT rows+watermark ─▶ ack
+ *   crash before INSERT: nothing written; messages redelivered and counted once.
+ *   crash after INSERT, before ack: watermark covers them; purged at restart.
+ */
+import type { Consumer, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
+import type { Piscina } from 'piscina';
+import type { Logger } from '../shared/log.js';
+import type { MeterDefinitions } from '../shared/catalog.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import { crashPoint } from '../shared/fault.js';
+import { batchHeaders, resetPartitionConsumer, type ConsumerSettings, type StreamSettings } from '../shared/nats/stream.js';
+import { Aggregator } from './aggregate.js';
+import { flushPayload, writeFlush } from './flush.js';
+import type { RaterMetrics } from './metrics.js';
+import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
+import { readWatermark } from './watermark.js';
+
+export interface PartitionLimits extends ConsumerSettings {
+  flushIntervalMs: number;
+  flushRowsMax: number;
+  fetchMessagesMax: number;
+  retryDelayMaxMs: number;
+}
+
+export interface PartitionDeps {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  store: Store;
+  pool: Piscina<AggregateTask, AggregateResult>;
+  stream: StreamSettings;
+  partition: number;
+  limits: PartitionLimits;
+  meters: MeterDefinitions;
+  log: Logger;
+  metrics: RaterMetrics;
+}
+
+export class PartitionRater {
+  readonly #deps: PartitionDeps;
+  readonly #aggregator: Aggregator;
+  readonly #label: { partition: string };
+  #consumer: Consumer | undefined;
+  #stopping = false;
+  #loop: Promise<void> | undefined;
+  #committedSeq = 0;
+  /** Highest stream sequence taken into this process; anything at or below is a redelivery. */
+  #highestSeen = 0;
+  /** Messages merged into the aggregator but not yet in ClickHouse, in stream order. */
+  #pending: JsMsg[] = [];
+  #pendingSinceMs = 0;
+
+  constructor(deps: PartitionDeps) {
+    this.#deps = deps;
+    this.#aggregator = new Aggregator(deps.meters);
+    this.#label = { partition: String(deps.partition) };
+  }
+
+  get committedSequence(): number {
+    return this.#committedSeq;
+  }
+
+  async start(): Promise<void> {
+    const { jsm, js, store, stream, partition, limits } = this.#deps;
+    this.#committedSeq = await readWatermark(store, partition);
+    this.#highestSeen = this.#committedSeq;
+    const name = await resetPartitionConsumer(jsm, stream, partition, this.#committedSeq, limits);
+    this.#consumer = await js.consumers.get(stream.name, name);
+    this.#deps.metrics.committedSequence.set(this.#label, this.#committedSeq);
+    this.#deps.log.info({ partition, committedSeq: this.#committedSeq }, 'partition consumer ready');
+    this.#loop = this.#run();
+  }
+
+  /** Stops pulling, writes what is pending (unless ClickHouse is down), and returns. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping) {
+      try {
+        const messages = await this.#fetch();
+        if (messages.length > 0) await this.#aggregate(messages);
+        if (this.#flushDue()) await this.#flush();
+      } catch (error) {
+        if (this.#stopping) break;
+        this.#deps.log.error({ err: error, partition: this.#deps.partition }, 'partition loop error; retrying');
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    }
+    if (this.#pending.length > 0) await this.#flush();
+  }
+
+  async #fetch(): Promise<JsMsg[]> {
+    const { limits } = this.#deps;
+    const batch = await this.#consumer!.fetch({
+      max_messages: limits.fetchMessagesMax,
+      // Short enough that an idle partition still flushes on time.
+      expires: Math.max(1_000, Math.min(limits.flushIntervalMs, 5_000)),
+    });
+    const out: JsMsg[] = [];
+    for await (const message of batch) {
+      if (message.seq <= this.#highestSeen) {
+        // A redelivery (ack wait passed while we held it, or committed but
+        // unacked): it is already pending or already in ClickHouse.
+        this.#deps.metrics.redeliveries.inc(this.#label);
+        continue;
+      }
+      this.#highestSeen = message.seq;
+      out.push(message);
+      if (this.#stopping) break;
+    }
+    return out;
+  }
+
+  async #aggregate(messages: JsMsg[]): Promise<void> {
+    const { limits } = this.#deps;
+    // A task's rows are bounded by its events; keep each task within one flush.
+    let start = 0;
+    while (start < messages.length) {
+      let end = start;
+      let events = 0;
+      while (end < messages.length) {
+        const count = Number(messages[end]!.headers?.get(batchHeaders.events) ?? '0');
+        if (end > start && events + count > limits.flushRowsMax) break;
+        events += count;
+        end++;
+      }
+      const group = messages.slice(start, end);
+      start = end;
+      if (this.#aggregator.size + events > limits.flushRowsMax && this.#pending.length > 0) await this.#flush();
+      const task = packMessages(
+        group.map((m) => m.data),
+        group.map((m) => (m.headers?.get(batchHeaders.format) === 'json' ? 'json' : 'msgpack')),
+      );
+      const result = await this.#deps.pool.run(task, { transferList: [task.data.buffer as ArrayBuffer] });
+      for (const rejected of result.rejected) {
+        // Only a publisher bypassing the gateway can put these here; they are
+        // logged with their sequence and skipped so the partition keeps moving.
+        this.#deps.metrics.poisonMessages.inc(this.#label);
+        this.#deps.log.error({ partition: this.#deps.partition, seq: group[rejected.message]!.seq, reason: rejected.reason }, 'skipping undecodable stream message');
+      }
+      for (const row of result.rows) this.#aggregator.addRow(row);
+      this.#deps.metrics.events.inc(this.#label, result.events);
+      if (this.#pending.length === 0) this.#pendingSinceMs = Date.now();
+      this.#pending.push(...group);
+    }
+  }
+
+  #flushDue(): boolean {
+    if (this.#pending.length === 0) return false;
+    return this.#aggregator.size >= this.#deps.limits.flushRowsMax || Date.now() - this.#pendingSinceMs >= this.#deps.limits.flushIntervalMs;
+  }
+
+  async #flush(): Promise<void> {
+    const { store, partition, metrics, log, limits } = this.#deps;
+    const messages = this.#pending;
+    const flushSeq = messages[messages.length - 1]!.seq;
+    const rows = this.#aggregator.drain();
+    const payload = flushPayload(rows, partition, flushSeq, Math.floor(Date.now() / 1000));
+    const stopTimer = metrics.insertDuration.startTimer();
+    const written = await writeFlush(store, partition, flushSeq, payload, {
+      delayMaxMs: limits.retryDelayMaxMs,
+      // While stopping, one attempt is made; unwritten messages stay in the stream.
+      shouldContinue: () => !this.#stopping,
+      onError: (error, attempt) => {
+        metrics.insertErrors.inc();
+        log.warn({ err: error, partition, flushSeq, attempt }, 'ClickHouse insert failed; will retry');
+      },
+    });
+    stopTimer();
+    if (!written) {
+      log.warn({ partition, flushSeq, messages: messages.length }, 'stopping with an unwritten flush; the stream keeps those batches');
+      return;
+    }
+    crashPoint('after-insert');
+    this.#pending = [];
+    this.#committedSeq = flushSeq;
+    for (const message of messages) message.ack();
+    metrics.flushRows.observe(rows.length);
+    metrics.committedSequence.set(this.#label, flushSeq);
+    log.debug({ partition, flushSeq, rows: rows.length, messages: messages.length }, 'flush committed');
+  }
+
+  /** Messages in the stream for this partition not yet delivered, for the lag gauge. */
+  async pendingInStream(): Promise<number> {
+    const info = await this.#consumer?.info(true);
+    return info?.num_pending ?? 0;
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * The rater: a Piscina pool shared by one loop per owned stream partition.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import type { Registry } from 'prom-client';
+import type { MeterDefinitions } from '../shared/catalog.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import type { Logger } from '../shared/log.js';
+import type { StreamSettings } from '../shared/nats/stream.js';
+import { createRaterMetrics } from './metrics.js';
+import { PartitionRater, type PartitionLimits } from './partition-rater.js';
+import type { AggregateResult, AggregateTask } from './task.js';
+
+export interface RaterOptions {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  store: Store;
+  stream: StreamSettings;
+  partitions: number[];
+  limits: PartitionLimits;
+  threads: number;
+  meters: MeterDefinitions;
+  log: Logger;
+  registry: Registry;
+}
+
+/**
+ * Worker threads load JavaScript. Under the compiled build the worker sits
+ * beside this file; when this module runs from TypeScript source (tests), the
+ * compiled copy in dist/ is used.
+ */
+function workerFile(): string {
+  const beside = fileURLToPath(new URL('./worker.js', import.meta.url));
+  if (existsSync(beside)) return beside;
+  const compiled = fileURLToPath(new URL('../dist/rater/worker.js', import.meta.url));
+  if (existsSync(compiled)) return compiled;
+  throw new Error(`rater worker not found at ${beside} or ${compiled}; run npm run build`);
+}
+
+export class Rater {
+  readonly #options: RaterOptions;
+  readonly #pool: Piscina<AggregateTask, AggregateResult>;
+  readonly #partitions: PartitionRater[] = [];
+  readonly #metrics;
+  #lagTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: RaterOptions) {
+    this.#options = options;
+    this.#metrics = createRaterMetrics(options.registry);
+    this.#pool = new Piscina<AggregateTask, AggregateResult>({
+      filename: workerFile(),
+      workerData: { meters: options.meters },
+      minThreads: options.threads,
+      maxThreads: options.threads,
+      // Each partition loop has at most one task in flight.
+      maxQueue: Math.max(1, options.partitions.length),
+      idleTimeout: 60_000,
+    });
+  }
+
+  async start(): Promise<void> {
+    for (const partition of this.#options.partitions) {
+      const rater = new PartitionRater({ ...this.#options, pool: this.#pool, partition, metrics: this.#metrics });
+      await rater.start();
+      this.#partitions.push(rater);
+    }
+    this.#lagTimer = setInterval(() => void this.#updateLag(), 5_000);
+    this.#lagTimer.unref();
+  }
+
+  async #updateLag(): Promise<void> {
+    for (const rater of this.#partitions) {
+      try {
+        this.#metrics.lag.set({ partition: String(this.#options.partitions[this.#partitions.indexOf(rater)]) }, await rater.pendingInStream());
+      } catch {
+        // Lag is best-effort; NATS being away is reported elsewhere.
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#lagTimer);
+    await Promise.all(this.#partitions.map((p) => p.stop()));
+    await this.#pool.destroy();
+  }
+}

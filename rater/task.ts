@@ -1,0 +1,46 @@
+/**
+ * The message between a partition loop and a worker thread. Many stream
+ * messages travel in one ArrayBuffer that is transferred, not copied:
+ *
+ *   data:    [ msg 0 bytes | msg 1 bytes | ... ]   (ArrayBuffer we allocated)
+ *   offsets: [ 0, len0, len0+len1, ... ]           (n + 1 entries)
+ *   formats: [ 0 = msgpack | 1 = json, ... ]
+ *
+ * We allocate `data` ourselves because NATS message payloads are views into
+ * shared read buffers; transferring one of those would detach the rest.
+ */
+import type { AggregateRow } from './aggregate.js';
+
+export interface AggregateTask {
+  data: Uint8Array;
+  offsets: Uint32Array;
+  formats: Uint8Array;
+}
+
+export interface RejectedMessage {
+  /** Position of the message in the task. */
+  message: number;
+  reason: string;
+}
+
+export interface AggregateResult {
+  rows: AggregateRow[];
+  events: number;
+  rejected: RejectedMessage[];
+}
+
+export function packMessages(payloads: readonly Uint8Array[], formats: readonly ('msgpack' | 'json')[]): AggregateTask {
+  let total = 0;
+  for (const p of payloads) total += p.length;
+  const data = new Uint8Array(new ArrayBuffer(total));
+  const offsets = new Uint32Array(payloads.length + 1);
+  const formatCodes = new Uint8Array(payloads.length);
+  let at = 0;
+  for (let i = 0; i < payloads.length; i++) {
+    data.set(payloads[i]!, at);
+    at += payloads[i]!.length;
+    offsets[i + 1] = at;
+    formatCodes[i] = formats[i] === 'json' ? 1 : 0;
+  }
+  return { data, offsets, formats: formatCodes };
+}

@@ -1,0 +1,151 @@
+/**
+ * Read and settlement routes: balances, ledger, usage, purchases and
+ * on-demand settlement runs. Request bodies are validated here, once.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Catalog } from '../shared/catalog.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import { DrawdownError } from '../shared/errors.js';
+import { queryParams, readJsonBody, sendJson, type Route } from '../shared/http.js';
+import { formatAmount, parseStoredDecimal } from '../shared/money.js';
+import { sqlDateTime, sqlString } from '../shared/sql.js';
+import { Problems, isPlainObject, isoInstant } from '../shared/validate.js';
+import { balanceOf } from './balance.js';
+import { readLedger, type LedgerEntry } from './ledger.js';
+import { purchasePackage } from './purchases.js';
+import type { SettlementRunner } from './runner.js';
+
+const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
+
+export function entryJson(e: LedgerEntry): Record<string, unknown> {
+  return {
+    id: e.entryId,
+    kind: e.kind,
+    unit: e.unit,
+    amount: formatAmount(e.amount),
+    effective_at: new Date(e.effectiveAtSec * 1000).toISOString(),
+    posted_at: new Date(e.postedAtSec * 1000).toISOString(),
+    run_id: e.runId || null,
+    meter: e.meter || null,
+    dimensions: e.dimensions ? JSON.parse(e.dimensions) : null,
+    quantity: e.kind === 'usage' ? formatAmount(e.quantity) : null,
+    rate_version: e.rateVersion || null,
+    source: e.source,
+  };
+}
+
+function checkCustomer(customer: string): string {
+  if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(customer)) throw new DrawdownError('request_invalid', 'customer id must be 1–128 characters of [A-Za-z0-9._:@-]');
+  return customer;
+}
+
+/** A time parameter: ISO-8601 with zone, or ms since epoch → whole seconds. */
+export function parseTime(value: unknown, field: string, problems: Problems): number | undefined {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return Math.floor(value / 1000);
+  if (typeof value === 'string' && isoInstant.test(value) && Number.isFinite(Date.parse(value))) return Math.floor(Date.parse(value) / 1000);
+  if (typeof value === 'string' && /^\d+$/.test(value)) return Math.floor(Number(value) / 1000);
+  problems.add(field, 'format', `${field} must be an ISO-8601 instant with a zone or ms since epoch`);
+  return undefined;
+}
+
+export function createSettlementMetrics(registry: Registry) {
+  return {
+    runDuration: new Histogram({ name: 'drawdown_settlement_run_duration_seconds', help: 'Settlement run time', buckets: [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300], registers: [registry] }),
+    entriesPosted: new Counter({ name: 'drawdown_settlement_entries_posted_total', help: 'Ledger entries posted by settlement', registers: [registry] }),
+    creditsDeducted: new Counter({ name: 'drawdown_settlement_credits_deducted_total', help: 'Credits deducted by usage entries, by unit', labelNames: ['unit'] as const, registers: [registry] }),
+  };
+}
+
+export interface SettlementApiDeps {
+  store: Store;
+  catalog: Catalog;
+  runner: SettlementRunner;
+  now?: () => number;
+}
+
+export function settlementRoutes(deps: SettlementApiDeps): Route[] {
+  const now = deps.now ?? Date.now;
+  const { store, catalog } = deps;
+
+  async function balance(_req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
+    sendJson(res, 200, await balanceOf(store, catalog, checkCustomer(customer!), now()));
+  }
+
+  async function ledger(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
+    const params = queryParams(req);
+    const limit = Number(params.get('limit') ?? '100');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new DrawdownError('request_invalid', 'limit must be 1–1000');
+    const after = params.get('after') ?? undefined;
+    if (after !== undefined && !/^\d+\|.+$/.test(after)) throw new DrawdownError('request_invalid', 'after must be the next token of a previous page');
+    const page = await readLedger(store, checkCustomer(customer!), limit, after);
+    sendJson(res, 200, { entries: page.entries.map(entryJson), next: page.next ?? null });
+  }
+
+  async function usage(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
+    const params = queryParams(req);
+    const problems = new Problems();
+    const nowSec = Math.floor(now() / 1000);
+    const fromSec = params.has('from') ? parseTime(params.get('from'), 'from', problems) : nowSec - 86_400;
+    const untilSec = params.has('until') ? parseTime(params.get('until'), 'until', problems) : nowSec + 60;
+    const granularity = params.get('granularity') ?? 'hour';
+    if (granularity !== 'hour' && granularity !== 'day') problems.add('granularity', 'enum', 'granularity must be hour or day');
+    if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
+    const bucket = granularity === 'day' ? 'toStartOfDay(minute)' : 'toStartOfHour(minute)';
+    const rows = await store.query(
+      `SELECT meter, dimensions, toUnixTimestamp(${bucket}) AS bucket, sum(quantity), max(quantity), sum(events)
+       FROM usage_minute WHERE customer = ${sqlString(checkCustomer(customer!))}
+         AND minute >= ${sqlDateTime(fromSec!)} AND minute < ${sqlDateTime(untilSec!)}
+       GROUP BY meter, dimensions, bucket ORDER BY bucket, meter, dimensions`,
+    );
+    sendJson(res, 200, {
+      customer,
+      granularity,
+      usage: rows.map(([meter, dimensions, bucketSec, sum, max, events]) => ({
+        meter,
+        dimensions: JSON.parse(dimensions!),
+        start: new Date(Number(bucketSec) * 1000).toISOString(),
+        quantity: formatAmount(parseStoredDecimal(catalog.meters.get(meter!)?.aggregation === 'max' ? max! : sum!)),
+        events: Number(events),
+      })),
+    });
+  }
+
+  async function purchase(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
+    const body = await readJsonBody(req);
+    const problems = new Problems();
+    if (!isPlainObject(body)) throw new DrawdownError('request_invalid', 'body must be a JSON object');
+    if (typeof body.package !== 'string') problems.add('package', 'required', 'package must be the id of a credit package');
+    const header = req.headers['idempotency-key'];
+    const key = (Array.isArray(header) ? header[0] : header) ?? (typeof body.id === 'string' ? body.id : undefined) ?? randomUUID();
+    if (key.length < 1 || key.length > 128) problems.add('Idempotency-Key', 'length', 'Idempotency-Key must be 1–128 characters');
+    if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
+    const result = await purchasePackage(store, catalog, {
+      customer: checkCustomer(customer!),
+      packageId: body.package as string,
+      idempotencyKey: key,
+      nowSec: Math.floor(now() / 1000),
+    });
+    sendJson(res, result.created ? 201 : 200, { entry: entryJson(result.entry), created: result.created });
+  }
+
+  async function settlements(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await readJsonBody(req);
+    if (!isPlainObject(body)) throw new DrawdownError('request_invalid', 'body must be a JSON object');
+    const problems = new Problems();
+    const untilSec = body.until === undefined ? Math.floor(now() / 60_000) * 60 : parseTime(body.until, 'until', problems);
+    const fromSec = body.from === undefined ? undefined : parseTime(body.from, 'from', problems);
+    if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
+    const report = await deps.runner.run({ untilSec: untilSec!, ...(fromSec === undefined ? {} : { fromSec }) });
+    sendJson(res, 200, report);
+  }
+
+  return [
+    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/balance$`), handler: balance },
+    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/ledger$`), handler: ledger },
+    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/usage$`), handler: usage },
+    { method: 'POST', path: new RegExp(`^/v1/customers/${customerPath}/purchases$`), handler: purchase },
+    { method: 'POST', path: /^\/v1\/settlements$/, handler: settlements },
+  ];
+}

@@ -1,0 +1,58 @@
+/**
+ * A customer's balance per credit unit: settled (the ledger's sum), pending
+ * (usage after the last settlement, priced at current rates, not yet posted)
+ * and available (settled − pending).
+ */
+import type { Decimal } from 'decimal.js';
+import type { Catalog } from '../shared/catalog.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import { formatAmount, formatAtPrecision, money } from '../shared/money.js';
+import { settledBalances } from './ledger.js';
+import { priceUsage, settledUntil } from './settle.js';
+import { readUsage } from './usage-reader.js';
+
+export interface UnitBalance {
+  unit: string;
+  settled: string;
+  pending: string;
+  available: string;
+  /** available at the unit's display precision. */
+  display: string;
+}
+
+export interface Balance {
+  customer: string;
+  settledUntil: string | null;
+  units: UnitBalance[];
+  unratedPending: { meter: string; dimensions: string; quantity: string }[];
+}
+
+export async function balanceOf(store: Store, catalog: Catalog, customer: string, nowMs: number = Date.now()): Promise<Balance> {
+  const settled = await settledBalances(store, customer);
+  const cursor = await settledUntil(store);
+  // Pending covers everything after the cursor, up to the end of the current minute.
+  const untilSec = (Math.floor(nowMs / 60_000) + 1) * 60;
+  const lines = untilSec > cursor ? await readUsage(store, catalog, { fromSec: cursor, untilSec, customer }) : [];
+  const { priced, unrated } = priceUsage(catalog, lines);
+  const pending = new Map<string, Decimal>();
+  for (const p of priced) pending.set(p.unit, (pending.get(p.unit) ?? money(0)).plus(p.cost));
+
+  const units = [...new Set([...settled.keys(), ...pending.keys()])].sort();
+  return {
+    customer,
+    settledUntil: cursor === 0 ? null : new Date(cursor * 1000).toISOString(),
+    units: units.map((unit) => {
+      const s = settled.get(unit) ?? money(0);
+      const p = pending.get(unit) ?? money(0);
+      const available = s.minus(p);
+      return {
+        unit,
+        settled: formatAmount(s),
+        pending: formatAmount(p),
+        available: formatAmount(available),
+        display: formatAtPrecision(available, catalog.creditUnits.get(unit)?.precision ?? 2),
+      };
+    }),
+    unratedPending: unrated.map((u) => ({ meter: u.line.meter, dimensions: u.line.dimensions, quantity: formatAmount(u.line.quantity) })),
+  };
+}

@@ -1,0 +1,130 @@
+/**
+ * The immutable per-(customer, credit unit) ledger in ClickHouse. Every entry
+ * has a deterministic id derived from what caused it, so posting the same
+ * thing twice writes the same id; reads take one row per id, which makes a
+ * repeated insert (a re-run, a crash between insert and bookkeeping) harmless.
+ */
+import { createHash } from 'node:crypto';
+import type { Decimal } from 'decimal.js';
+import { ledgerColumns } from '../shared/clickhouse/schema.js';
+import { insertRowsMax, type Store } from '../shared/clickhouse/store.js';
+import { formatAmount, parseStoredDecimal } from '../shared/money.js';
+import { sqlString, sqlUInt } from '../shared/sql.js';
+import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
+
+export type EntryKind = 'grant' | 'purchase' | 'usage' | 'expiry' | 'overage' | 'adjustment';
+
+export interface LedgerEntry {
+  entryId: string;
+  customer: string;
+  unit: string;
+  kind: EntryKind;
+  /** Signed: credits added are positive, credits used are negative. */
+  amount: Decimal;
+  effectiveAtSec: number;
+  postedAtSec: number;
+  runId: string;
+  meter: string;
+  dimensions: string;
+  quantity: Decimal;
+  rateVersion: string;
+  /** What caused the entry, e.g. "usage 2026-01-01T00:00:00Z..2026-01-01T01:00:00Z" or "package credits-100". */
+  source: string;
+}
+
+/** A stable id: kind prefix plus a hash of the parts that make the entry unique. */
+export function entryId(kind: EntryKind, parts: readonly (string | number)[]): string {
+  const hash = createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 32);
+  return `${kind}:${hash}`;
+}
+
+function toRow(e: LedgerEntry): string[] {
+  return [
+    e.entryId,
+    e.customer,
+    e.unit,
+    e.kind,
+    // Decimal(38, 9) accepts at most 9 fraction digits; amounts are already fixed there.
+    formatAmount(e.amount),
+    tsvDateTime(e.effectiveAtSec),
+    tsvDateTime(e.postedAtSec),
+    e.runId,
+    e.meter,
+    e.dimensions,
+    formatAmount(e.quantity),
+    e.rateVersion,
+    e.source,
+  ];
+}
+
+export async function writeEntries(store: Store, entries: readonly LedgerEntry[]): Promise<void> {
+  for (let i = 0; i < entries.length; i += insertRowsMax) {
+    await store.insert('ledger_entries', ledgerColumns, encodeTsv(entries.slice(i, i + insertRowsMax).map(toRow)));
+  }
+}
+
+const selectColumns = `entry_id, any(customer), any(unit), any(kind), any(amount), toUnixTimestamp(any(effective_at)), toUnixTimestamp(any(posted_at)),
+  any(run_id), any(meter), any(dimensions), any(quantity), any(rate_version), any(source)`;
+
+function fromRow(r: string[]): LedgerEntry {
+  return {
+    entryId: r[0]!,
+    customer: r[1]!,
+    unit: r[2]!,
+    kind: r[3] as EntryKind,
+    amount: parseStoredDecimal(r[4]!),
+    effectiveAtSec: Number(r[5]),
+    postedAtSec: Number(r[6]),
+    runId: r[7]!,
+    meter: r[8]!,
+    dimensions: r[9]!,
+    quantity: parseStoredDecimal(r[10]!),
+    rateVersion: r[11]!,
+    source: r[12]!,
+  };
+}
+
+/** Ids a settlement run already posted (all of them, if it completed; some, if it crashed). */
+export async function entryIdsOfRun(store: Store, runId: string): Promise<Set<string>> {
+  const rows = await store.query(`SELECT DISTINCT entry_id FROM ledger_entries WHERE run_id = ${sqlString(runId)}`);
+  return new Set(rows.map((r) => r[0]!));
+}
+
+export async function entryExists(store: Store, customer: string, id: string): Promise<LedgerEntry | undefined> {
+  const rows = await store.query(`SELECT ${selectColumns} FROM ledger_entries WHERE customer = ${sqlString(customer)} AND entry_id = ${sqlString(id)} GROUP BY entry_id`);
+  return rows[0] === undefined ? undefined : fromRow(rows[0]);
+}
+
+export interface LedgerPage {
+  entries: LedgerEntry[];
+  /** Pass as `after` for the next page; absent on the last page. */
+  next: string | undefined;
+}
+
+/**
+ * A customer's entries, oldest first, `limit` per page. Pages are keyed by
+ * (effective_at, entry_id), so entries posted meanwhile never shift a page.
+ */
+export async function readLedger(store: Store, customer: string, limit: number, after?: string): Promise<LedgerPage> {
+  let afterFilter = '';
+  if (after !== undefined) {
+    const [sec, id] = [Number(after.split('|', 1)[0]), after.slice(after.indexOf('|') + 1)];
+    afterFilter = ` HAVING (toUnixTimestamp(any(effective_at)) > ${sqlUInt(sec)}) OR (toUnixTimestamp(any(effective_at)) = ${sqlUInt(sec)} AND entry_id > ${sqlString(id)})`;
+  }
+  const rows = await store.query(
+    `SELECT ${selectColumns} FROM ledger_entries WHERE customer = ${sqlString(customer)}
+     GROUP BY entry_id${afterFilter}
+     ORDER BY toUnixTimestamp(any(effective_at)), entry_id LIMIT ${sqlUInt(limit + 1)}`,
+  );
+  const entries = rows.slice(0, limit).map(fromRow);
+  const last = entries[entries.length - 1];
+  return { entries, next: rows.length > limit && last ? `${last.effectiveAtSec}|${last.entryId}` : undefined };
+}
+
+/** Settled balance per credit unit: the sum of the customer's entries, one row per id. */
+export async function settledBalances(store: Store, customer: string): Promise<Map<string, Decimal>> {
+  const rows = await store.query(
+    `SELECT unit, sum(amount) FROM (SELECT entry_id, any(unit) AS unit, any(amount) AS amount FROM ledger_entries WHERE customer = ${sqlString(customer)} GROUP BY entry_id) GROUP BY unit ORDER BY unit`,
+  );
+  return new Map(rows.map(([unit, sum]) => [unit!, parseStoredDecimal(sum!)]));
+}

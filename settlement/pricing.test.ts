@@ -1,0 +1,323 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { parseCatalog, type Catalog, type Price } from '../shared/catalog.js';
+import { DrawdownError } from '../shared/errors.js';
+import { formatAmount, money, parseStoredDecimal, sumMoney } from '../shared/money.js';
+import { costOf, matchRow, versionAt } from './pricing.js';
+import { priceUsage } from './settle.js';
+import type { UsageLine } from './usage-reader.js';
+
+const demoCatalog = parseCatalog(JSON.parse(readFileSync(new URL('../deploy/demo-catalog.json', import.meta.url), 'utf8')));
+
+const januarySec = Date.parse('2026-01-15T00:00:00Z') / 1000;
+const februarySec = Date.parse('2026-02-15T00:00:00Z') / 1000;
+
+/** A usage line as the reader returns it: quantity parsed from stored decimal text. */
+function line(meter: string, dimensions: Record<string, string>, quantity: string, fromSec = januarySec): UsageLine {
+  const sorted = Object.fromEntries(Object.entries(dimensions).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return { customer: 'acme', meter, dimensions: JSON.stringify(sorted), fromSec, quantity: parseStoredDecimal(quantity), events: 1 };
+}
+
+function costs(catalog: Catalog, lines: UsageLine[]): string[] {
+  const outcome = priceUsage(catalog, lines);
+  expect(outcome.unrated).toEqual([]);
+  return outcome.priced.map((p) => formatAmount(p.cost));
+}
+
+function baseCatalogJson(): Record<string, any> {
+  return {
+    credit_units: [{ id: 'credits', name: 'Credits', fiat: { currency: 'USD', value: '1.00' }, precision: 2 }],
+    meters: [
+      { key: 'tokens', aggregation: 'sum' },
+      { key: 'images', aggregation: 'sum', dimensions: ['resolution', 'model'] },
+      { key: 'calls', aggregation: 'count' },
+    ],
+    rate_card: {
+      versions: [
+        // Listed out of order on purpose: the catalog sorts by effective_from.
+        {
+          version: 'v2',
+          effective_from: '2026-02-01T00:00:00Z',
+          rows: [{ meter: 'tokens', unit: 'credits', price: { model: 'package', amount: '5.00', size: '1000000', rounding: 'up' } }],
+        },
+        {
+          version: 'v1',
+          effective_from: '2026-01-01T00:00:00Z',
+          rows: [
+            { meter: 'tokens', unit: 'credits', price: { model: 'package', amount: '5.00', size: '1000000' } },
+            { meter: 'images', match: { model: 'm1' }, unit: 'credits', price: { model: 'unit', amount: '2' } },
+            { meter: 'images', match: { model: 'm1', resolution: '4K' }, unit: 'credits', price: { model: 'unit', amount: '7' } },
+          ],
+        },
+      ],
+    },
+    packages: [{ id: 'credits-100', price: { currency: 'USD', amount: '100.00' }, credits: '100', unit: 'credits' }],
+  };
+}
+
+const catalog = parseCatalog(baseCatalogJson());
+
+function catalogWithRows(rows: unknown[]): Catalog {
+  const raw = baseCatalogJson();
+  raw.rate_card.versions = [{ version: 'only', effective_from: '2026-01-01T00:00:00Z', rows }];
+  return parseCatalog(raw);
+}
+
+describe('SPEC §7 example 1: unified credits', () => {
+  it('given 2,000,000 GPT-4o input tokens at 5.00 per 1,000,000, then the cost is 10.00', () => {
+    expect(costs(demoCatalog, [line('gpt-4o.input_tokens', {}, '2000000')])).toEqual(['10']);
+  });
+
+  it('given 50 standard DALL-E 3 images at 0.04, then the cost is 2.00', () => {
+    expect(costs(demoCatalog, [line('dall-e-3.images', { quality: 'standard', size: '1024x1024' }, '50')])).toEqual(['2']);
+  });
+
+  it('given both, then settlement deducts 12.00 from the 100-credit package, leaving 88', () => {
+    const outcome = priceUsage(demoCatalog, [line('gpt-4o.input_tokens', {}, '2000000'), line('dall-e-3.images', { quality: 'standard' }, '50')]);
+    const total = sumMoney(outcome.priced.map((p) => p.cost));
+    expect(formatAmount(total)).toBe('12');
+    expect(outcome.priced.every((p) => p.unit === 'credits' && p.rateVersion === '2026-01')).toBe(true);
+    expect(formatAmount(demoCatalog.packages.get('credits-100')!.credits.minus(total))).toBe('88');
+  });
+});
+
+describe('SPEC §7 example 2: dimensional prices', () => {
+  it('given 10 + 4 + 2 + 5 images of the four rows, then they cost 30 + 20 + 20 + 30 = 100', () => {
+    const lines = [
+      line('images', { model: 'Nano Banana', resolution: '1K', input: 'prompt' }, '10'),
+      line('images', { model: 'Nano Banana', resolution: '1K', input: 'prompt+image' }, '4'),
+      line('images', { model: 'Nano Banana Pro', resolution: '4K', input: 'prompt+multi-image' }, '2'),
+      line('images', { model: 'GPT Image 1.5', resolution: '2K', input: 'prompt' }, '5'),
+    ];
+    const outcome = priceUsage(demoCatalog, lines);
+    expect(outcome.unrated).toEqual([]);
+    expect(outcome.priced.map((p) => formatAmount(p.cost))).toEqual(['30', '20', '20', '30']);
+    expect(formatAmount(sumMoney(outcome.priced.map((p) => p.cost)))).toBe('100');
+  });
+});
+
+describe('package prices', () => {
+  it('given 1,500,000 tokens at 5.00 per 1,000,000 prorated, then the cost is 7.50', () => {
+    expect(costs(catalog, [line('tokens', {}, '1500000', januarySec)])).toEqual(['7.5']);
+  });
+
+  it('given 1,500,000 tokens at 5.00 per 1,000,000 rounded up to whole packages, then the cost is 10.00', () => {
+    expect(costs(catalog, [line('tokens', {}, '1500000', februarySec)])).toEqual(['10']);
+  });
+
+  it('given exactly whole packages with rounding up, then no extra package is billed', () => {
+    expect(costs(catalog, [line('tokens', {}, '2000000', februarySec)])).toEqual(['10']);
+    expect(costs(catalog, [line('tokens', {}, '0', februarySec)])).toEqual(['0']);
+  });
+
+  it('given one token more than a package with rounding up, then a second package is billed', () => {
+    expect(costs(catalog, [line('tokens', {}, '1000000.000000001', februarySec)])).toEqual(['10']);
+  });
+
+  it('given 3 tokens at 5.00 per 1,000,000, then the cost is exactly 0.000015', () => {
+    expect(costs(catalog, [line('tokens', {}, '3')])).toEqual(['0.000015']);
+  });
+
+  it('given a package size that does not divide evenly (3.50 per 7), then the cost is still rounded half-up from the exact value', () => {
+    const price: Price = { model: 'package', amount: money('3.50'), size: money('7'), rounding: 'prorate' };
+    // 10.000000001 × 3.5 / 7 = 5.0000000005 exactly, which rounds half-up to 5.000000001.
+    expect(formatAmount(costOf(price, money('10.000000001')))).toBe('5.000000001');
+    // 0.000000009 × 3.5 / 7 = 0.0000000045 exactly → 0.000000005.
+    expect(formatAmount(costOf(price, money('0.000000009')))).toBe('0.000000005');
+  });
+});
+
+describe('unit prices', () => {
+  it('given a price of 0.0000000004 for 1 unit, then the cost rounds to 0', () => {
+    const priced = catalogWithRows([{ meter: 'tokens', unit: 'credits', price: { model: 'unit', amount: '0.0000000004' } }]);
+    expect(costs(priced, [line('tokens', {}, '1')])).toEqual(['0']);
+  });
+
+  it('given a price of 0.0000000005 for 1 unit, then the cost rounds half-up to 0.000000001', () => {
+    const priced = catalogWithRows([{ meter: 'tokens', unit: 'credits', price: { model: 'unit', amount: '0.0000000005' } }]);
+    expect(costs(priced, [line('tokens', {}, '1')])).toEqual(['0.000000001']);
+  });
+
+  it('given a fractional quantity, then the product is exact (no float error)', () => {
+    const priced = catalogWithRows([{ meter: 'tokens', unit: 'credits', price: { model: 'unit', amount: '0.1' } }]);
+    expect(costs(priced, [line('tokens', {}, '0.2')])).toEqual(['0.02']);
+    expect(costs(priced, [line('tokens', {}, '999999999999999999.999999999')])).toEqual(['100000000000000000']);
+  });
+});
+
+describe('row matching', () => {
+  const version = catalog.rateCard.find((v) => v.version === 'v1')!;
+
+  it('given a line matching both {model} and {model, resolution}, then the more specific row wins', () => {
+    expect(costs(catalog, [line('images', { model: 'm1', resolution: '4K' }, '1')])).toEqual(['7']);
+    expect(matchRow(version, 'images', { model: 'm1', resolution: '4K' })!.price.amount.toFixed()).toBe('7');
+  });
+
+  it('given a line matching only {model}, then the less specific row prices it', () => {
+    expect(costs(catalog, [line('images', { model: 'm1', resolution: '1K' }, '3')])).toEqual(['6']);
+    expect(costs(catalog, [line('images', { model: 'm1' }, '3')])).toEqual(['6']);
+  });
+
+  it('given two equally specific rows that both match, then the choice does not depend on row order', () => {
+    const rows = [
+      { meter: 'images', match: { resolution: '4K' }, unit: 'credits', price: { model: 'unit', amount: '1' } },
+      { meter: 'images', match: { model: 'm1' }, unit: 'credits', price: { model: 'unit', amount: '2' } },
+    ];
+    const forward = catalogWithRows(rows);
+    const backward = catalogWithRows([...rows].reverse());
+    const usage = [line('images', { model: 'm1', resolution: '4K' }, '1')];
+    expect(costs(forward, usage)).toEqual(costs(backward, usage));
+  });
+});
+
+describe('unrated usage is reported, never priced at zero', () => {
+  it('given dimensions that match no row, then the line is unrated', () => {
+    const usage = line('images', { model: 'm2', resolution: '4K' }, '5');
+    const outcome = priceUsage(catalog, [usage]);
+    expect(outcome.priced).toEqual([]);
+    expect(outcome.unrated).toHaveLength(1);
+    expect(outcome.unrated[0]!.line).toBe(usage);
+    expect(outcome.unrated[0]!.reason).toContain('v1');
+  });
+
+  it('given a meter that no row prices, then the line is unrated', () => {
+    const outcome = priceUsage(catalog, [line('calls', {}, '12')]);
+    expect(outcome.priced).toEqual([]);
+    expect(outcome.unrated.map((u) => u.line.meter)).toEqual(['calls']);
+  });
+
+  it('given usage before the first rate card version, then the line is unrated', () => {
+    const before = Date.parse('2025-12-31T23:59:00Z') / 1000;
+    const outcome = priceUsage(catalog, [line('tokens', {}, '1000000', before)]);
+    expect(outcome.priced).toEqual([]);
+    expect(outcome.unrated).toHaveLength(1);
+    expect(outcome.unrated[0]!.reason).toMatch(/no rate card version/);
+  });
+
+  it('given a mix, then priced and unrated lines are split without losing any', () => {
+    const lines = [line('tokens', {}, '1000000'), line('calls', {}, '1'), line('images', { model: 'm1' }, '1')];
+    const outcome = priceUsage(catalog, lines);
+    expect(outcome.priced.map((p) => p.line)).toEqual([lines[0], lines[2]]);
+    expect(outcome.unrated.map((u) => u.line)).toEqual([lines[1]]);
+  });
+});
+
+describe('versionAt', () => {
+  const at = (iso: string) => versionAt(catalog.rateCard, Date.parse(iso))?.version;
+
+  it('sorts versions by effective_from whatever their order in the file', () => {
+    expect(catalog.rateCard.map((v) => v.version)).toEqual(['v1', 'v2']);
+  });
+
+  it('given a time before the first version, then there is none', () => {
+    expect(at('2025-12-31T23:59:59.999Z')).toBeUndefined();
+  });
+
+  it('given a time at or after a version start, then that version is in force until the next one', () => {
+    expect(at('2026-01-01T00:00:00Z')).toBe('v1');
+    expect(at('2026-01-31T23:59:59.999Z')).toBe('v1');
+    expect(at('2026-02-01T00:00:00Z')).toBe('v2');
+    expect(at('2030-01-01T00:00:00Z')).toBe('v2');
+  });
+
+  it('given usage lines in each version, then each is priced by its own version', () => {
+    const outcome = priceUsage(catalog, [line('tokens', {}, '1', januarySec), line('tokens', {}, '1', februarySec)]);
+    expect(outcome.priced.map((p) => [p.rateVersion, formatAmount(p.cost)])).toEqual([
+      ['v1', '0.000005'],
+      ['v2', '5'],
+    ]);
+  });
+});
+
+describe('parseCatalog', () => {
+  function problemsOf(raw: unknown): [string, string][] {
+    try {
+      parseCatalog(raw);
+    } catch (error) {
+      expect(error).toBeInstanceOf(DrawdownError);
+      expect((error as DrawdownError).code).toBe('catalog_invalid');
+      return (error as DrawdownError).problems.map((p) => [p.field, p.code]);
+    }
+    throw new Error('expected catalog_invalid; the catalog was accepted');
+  }
+
+  function withRow(row: Record<string, unknown>): Record<string, any> {
+    const raw = baseCatalogJson();
+    raw.rate_card.versions[1].rows.push(row);
+    return raw;
+  }
+
+  const row3 = 'rate_card.versions[1].rows[3]';
+
+  it('given the demo catalog, then meters, units, versions and packages are read', () => {
+    expect([...demoCatalog.meters.keys()]).toEqual(['gpt-4o.input_tokens', 'dall-e-3.images', 'images']);
+    expect(demoCatalog.meters.get('images')!.dimensions).toEqual(['input', 'model', 'resolution']);
+    expect(demoCatalog.creditUnits.get('credits')!.precision).toBe(2);
+    expect(demoCatalog.rateCard).toHaveLength(1);
+    expect(demoCatalog.packages.get('credits-100')!.price.amount.toFixed()).toBe('100');
+  });
+
+  it.each([
+    ['a row for an unknown meter', { meter: 'nope', unit: 'credits', price: { model: 'unit', amount: '1' } }, `${row3}.meter`, 'unknown'],
+    ['a row in an unknown unit', { meter: 'calls', unit: 'euros', price: { model: 'unit', amount: '1' } }, `${row3}.unit`, 'unknown'],
+    ['a match on an undeclared dimension', { meter: 'images', match: { color: 'red' }, unit: 'credits', price: { model: 'unit', amount: '1' } }, `${row3}.match.color`, 'unknown'],
+    ['an unknown price model', { meter: 'calls', unit: 'credits', price: { model: 'tiered', amount: '1' } }, `${row3}.price.model`, 'enum'],
+    ['a negative price', { meter: 'calls', unit: 'credits', price: { model: 'unit', amount: '-1' } }, `${row3}.price.amount`, 'range'],
+    ['a price that is not a decimal', { meter: 'calls', unit: 'credits', price: { model: 'unit', amount: '1e3' } }, `${row3}.price.amount`, 'type'],
+    ['a package of size 0', { meter: 'calls', unit: 'credits', price: { model: 'package', amount: '1', size: '0' } }, `${row3}.price.size`, 'range'],
+    ['an unknown package rounding', { meter: 'calls', unit: 'credits', price: { model: 'package', amount: '1', size: '10', rounding: 'down' } }, `${row3}.price.rounding`, 'enum'],
+  ])('given %s, then the problem names its path', (_label, row, field, code) => {
+    expect(problemsOf(withRow(row))).toEqual([[field, code]]);
+  });
+
+  it('given two rows with the same meter and match (in any key order), then the second is a duplicate', () => {
+    const raw = baseCatalogJson();
+    raw.rate_card.versions[1].rows.push({ meter: 'images', match: { resolution: '4K', model: 'm1' }, unit: 'credits', price: { model: 'unit', amount: '9' } });
+    expect(problemsOf(raw)).toEqual([[row3, 'duplicate']]);
+  });
+
+  it('given two versions taking effect at the same instant written differently, then it is a duplicate', () => {
+    const raw = baseCatalogJson();
+    raw.rate_card.versions[0].effective_from = '2026-01-01T01:00:00+01:00';
+    expect(problemsOf(raw)).toEqual([['rate_card.versions', 'duplicate']]);
+  });
+
+  it.each(['2026-01-01', '2026-01-01T00:00:00', 'January 1, 2026', 1767225600000])('given effective_from %j, then it must be an ISO instant with a zone', (effectiveFrom) => {
+    const raw = baseCatalogJson();
+    raw.rate_card.versions[0].effective_from = effectiveFrom;
+    expect(problemsOf(raw)).toEqual([['rate_card.versions[0].effective_from', 'format']]);
+  });
+
+  it('given a package in an unknown unit, then the problem names the package', () => {
+    const raw = baseCatalogJson();
+    raw.packages[0].unit = 'euros';
+    expect(problemsOf(raw)).toEqual([['packages[0].unit', 'unknown']]);
+  });
+
+  it('given several problems, then all are reported together', () => {
+    const raw = baseCatalogJson();
+    raw.rate_card.versions[1].rows.push(
+      { meter: 'nope', unit: 'credits', price: { model: 'unit', amount: '1' } },
+      { meter: 'calls', unit: 'euros', price: { model: 'unit', amount: '-2' } },
+    );
+    raw.rate_card.versions[0].effective_from = 'soon';
+    raw.packages[0].unit = 'euros';
+    expect(problemsOf(raw)).toEqual([
+      ['rate_card.versions[0].effective_from', 'format'],
+      ['rate_card.versions[1].rows[3].meter', 'unknown'],
+      ['rate_card.versions[1].rows[4].unit', 'unknown'],
+      ['rate_card.versions[1].rows[4].price.amount', 'range'],
+      ['packages[0].unit', 'unknown'],
+    ]);
+  });
+
+  it('given a hostile key in a match (own property via JSON.parse), then it is refused', () => {
+    const raw = baseCatalogJson();
+    raw.rate_card.versions[1].rows.push(JSON.parse('{"meter":"images","match":{"__proto__":"x"},"unit":"credits","price":{"model":"unit","amount":"1"}}'));
+    expect(problemsOf(raw)).toEqual([[`${row3}.match.__proto__`, 'hostile_key']]);
+  });
+
+  it('given a catalog that is not an object, then it is invalid', () => {
+    expect(problemsOf([])).toEqual([['catalog', 'type']]);
+  });
+});

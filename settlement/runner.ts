@@ -1,0 +1,69 @@
+/**
+ * Runs settlement one run at a time (on demand and on a schedule), with
+ * metrics and logs. One settlement process per deployment: runs are
+ * serialised here, and entry ids make an accidental second process harmless
+ * for re-runs of the same window.
+ */
+import type { Catalog } from '../shared/catalog.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import type { Logger } from '../shared/log.js';
+import { money } from '../shared/money.js';
+import type { createSettlementMetrics } from './api.js';
+import { settle, type SettleRequest, type SettlementReport } from './settle.js';
+
+export class SettlementRunner {
+  readonly #store: Store;
+  readonly #catalog: Catalog;
+  readonly #log: Logger;
+  readonly #metrics: ReturnType<typeof createSettlementMetrics>;
+  #queue: Promise<unknown> = Promise.resolve();
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(store: Store, catalog: Catalog, log: Logger, metrics: ReturnType<typeof createSettlementMetrics>) {
+    this.#store = store;
+    this.#catalog = catalog;
+    this.#log = log;
+    this.#metrics = metrics;
+  }
+
+  run(request: SettleRequest): Promise<SettlementReport> {
+    const next = this.#queue.then(() => this.#runNow(request));
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async #runNow(request: SettleRequest): Promise<SettlementReport> {
+    const stop = this.#metrics.runDuration.startTimer();
+    this.#log.info({ from: request.fromSec, until: request.untilSec }, 'settlement run starting');
+    try {
+      const report = await settle(this.#store, this.#catalog, request);
+      this.#metrics.entriesPosted.inc(report.entriesPosted);
+      if (report.entriesPosted > 0) {
+        for (const customer of Object.values(report.customers)) {
+          for (const [unit, amount] of Object.entries(customer.deducted)) this.#metrics.creditsDeducted.inc({ unit }, money(amount).toNumber());
+        }
+      }
+      this.#log.info(
+        { runId: report.runId, entriesPosted: report.entriesPosted, alreadyPosted: report.entriesAlreadyPosted, customers: Object.keys(report.customers).length },
+        'settlement run finished',
+      );
+      return report;
+    } finally {
+      stop();
+    }
+  }
+
+  /** Settles up to the last whole minute every `everyMs`. */
+  schedule(everyMs: number): void {
+    if (everyMs <= 0) return;
+    this.#timer = setInterval(() => {
+      this.run({ untilSec: Math.floor(Date.now() / 60_000) * 60 }).catch((error: unknown) => this.#log.error({ err: error }, 'scheduled settlement failed'));
+    }, everyMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#queue;
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * A settlement run over [from, until): read aggregated usage, price it, post
+ * one `usage` entry per (customer, unit, meter, dimensions, rate version), and
+ * record the run. Entry ids derive from the window and what was priced, so a
+ * re-run — after success or after a crash at any point — posts nothing new.
+ */
+import type { Decimal } from 'decimal.js';
+import type { Catalog } from '../shared/catalog.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import { settlementRunColumns } from '../shared/clickhouse/schema.js';
+import { DrawdownError } from '../shared/errors.js';
+import { formatAmount, money } from '../shared/money.js';
+import { sqlString } from '../shared/sql.js';
+import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
+import { entryId, entryIdsOfRun, writeEntries, type LedgerEntry } from './ledger.js';
+import { costOf, matchRow, versionAt } from './pricing.js';
+import { readUsage, type UsageLine } from './usage-reader.js';
+
+export interface SettlementReport {
+  runId: string;
+  fromSec: number;
+  untilSec: number;
+  entriesPosted: number;
+  entriesAlreadyPosted: number;
+  customers: Record<string, CustomerReport>;
+}
+
+export interface CustomerReport {
+  rated: { meter: string; dimensions: string; rateVersion: string; unit: string; quantity: string; cost: string }[];
+  deducted: Record<string, string>;
+  unrated: { meter: string; dimensions: string; quantity: string; reason: string }[];
+}
+
+export interface PricedLine {
+  line: UsageLine;
+  unit: string;
+  rateVersion: string;
+  cost: Decimal;
+}
+
+export interface PricingOutcome {
+  priced: PricedLine[];
+  unrated: { line: UsageLine; reason: string }[];
+}
+
+/** Prices usage lines; what no version or row covers is returned as unrated, never as free. */
+export function priceUsage(catalog: Catalog, lines: readonly UsageLine[]): PricingOutcome {
+  const out: PricingOutcome = { priced: [], unrated: [] };
+  for (const line of lines) {
+    const version = versionAt(catalog.rateCard, line.fromSec * 1000);
+    if (version === undefined) {
+      out.unrated.push({ line, reason: 'no rate card version in force' });
+      continue;
+    }
+    const row = matchRow(version, line.meter, JSON.parse(line.dimensions) as Record<string, string>);
+    if (row === undefined) {
+      out.unrated.push({ line, reason: `rate card ${version.version} has no row for this meter and dimensions` });
+      continue;
+    }
+    out.priced.push({ line, unit: row.unit, rateVersion: version.version, cost: costOf(row.price, line.quantity) });
+  }
+  return out;
+}
+
+export function runIdFor(fromSec: number, untilSec: number): string {
+  return `run:${fromSec}:${untilSec}`;
+}
+
+/** The end of the last completed run, epoch s; 0 before the first. */
+export async function settledUntil(store: Store): Promise<number> {
+  const rows = await store.query('SELECT max(toUnixTimestamp(window_until)) FROM settlement_runs');
+  return Number(rows[0]?.[0] ?? 0);
+}
+
+async function runExists(store: Store, runId: string): Promise<boolean> {
+  const rows = await store.query(`SELECT count() FROM settlement_runs WHERE run_id = ${sqlString(runId)}`);
+  return Number(rows[0]?.[0] ?? 0) > 0;
+}
+
+export interface SettleRequest {
+  untilSec: number;
+  /** Defaults to where the previous run ended. */
+  fromSec?: number;
+  nowSec?: number;
+}
+
+export async function settle(store: Store, catalog: Catalog, request: SettleRequest): Promise<SettlementReport> {
+  const untilSec = request.untilSec;
+  if (untilSec % 60 !== 0) throw new DrawdownError('request_invalid', 'until must fall on a whole minute (usage is aggregated per minute)');
+  const cursor = await settledUntil(store);
+  const fromSec = request.fromSec ?? cursor;
+  if (fromSec % 60 !== 0) throw new DrawdownError('request_invalid', 'from must fall on a whole minute');
+  const runId = runIdFor(fromSec, untilSec);
+  // Re-running a window exactly is a no-op; any other overlap with settled
+  // time would price the same usage twice under different entry ids.
+  if (fromSec < cursor && untilSec > fromSec && !(await runExists(store, runId))) {
+    throw new DrawdownError('request_invalid', `window overlaps time already settled (settled until ${new Date(cursor * 1000).toISOString()})`);
+  }
+  const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
+  if (untilSec <= fromSec) return report;
+
+  const lines = await readUsage(store, catalog, { fromSec, untilSec });
+  const { priced, unrated } = priceUsage(catalog, lines);
+  const nowSec = request.nowSec ?? Math.floor(Date.now() / 1000);
+  const customerReport = (customer: string): CustomerReport => (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [] });
+
+  const entries: LedgerEntry[] = [];
+  for (const p of priced) {
+    const { line } = p;
+    const r = customerReport(line.customer);
+    r.rated.push({ meter: line.meter, dimensions: line.dimensions, rateVersion: p.rateVersion, unit: p.unit, quantity: formatAmount(line.quantity), cost: formatAmount(p.cost) });
+    r.deducted[p.unit] = formatAmount(money(r.deducted[p.unit] ?? '0').plus(p.cost));
+    entries.push({
+      entryId: entryId('usage', [line.customer, p.unit, line.meter, line.dimensions, p.rateVersion, line.fromSec, fromSec, untilSec]),
+      customer: line.customer,
+      unit: p.unit,
+      kind: 'usage',
+      amount: p.cost.negated(),
+      effectiveAtSec: untilSec,
+      postedAtSec: nowSec,
+      runId,
+      meter: line.meter,
+      dimensions: line.dimensions,
+      quantity: line.quantity,
+      rateVersion: p.rateVersion,
+      source: `usage ${new Date(Math.max(line.fromSec, fromSec) * 1000).toISOString()}..${new Date(untilSec * 1000).toISOString()}`,
+    });
+  }
+  for (const u of unrated) {
+    customerReport(u.line.customer).unrated.push({ meter: u.line.meter, dimensions: u.line.dimensions, quantity: formatAmount(u.line.quantity), reason: u.reason });
+  }
+
+  const already = await entryIdsOfRun(store, runId);
+  const fresh = entries.filter((e) => !already.has(e.entryId));
+  await writeEntries(store, fresh);
+  report.entriesPosted = fresh.length;
+  report.entriesAlreadyPosted = entries.length - fresh.length;
+
+  // Recorded last: a crash before this line leaves the cursor where it was,
+  // and the re-run finds its entries already posted.
+  await store.insert('settlement_runs', settlementRunColumns, encodeTsv([[runId, tsvDateTime(fromSec), tsvDateTime(untilSec), tsvDateTime(nowSec), JSON.stringify(report)]]));
+  return report;
+}

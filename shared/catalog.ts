@@ -1,0 +1,286 @@
+/**
+ * The catalog: credit units, meters, the versioned rate card and credit
+ * packages. It arrives as JSON (catalog-as-code) and is validated once, here,
+ * into typed values; everything downstream trusts it.
+ */
+import { readFileSync } from 'node:fs';
+import type { Decimal } from 'decimal.js';
+import { DrawdownError } from './errors.js';
+import { money } from './money.js';
+import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from './validate.js';
+
+export type Aggregation = 'sum' | 'count' | 'max';
+
+export interface Meter {
+  key: string;
+  name: string;
+  unitSingular: string;
+  unitPlural: string;
+  aggregation: Aggregation;
+  /** Declared dimension keys, sorted; only these are kept from events. */
+  dimensions: string[];
+}
+
+export interface CreditUnit {
+  id: string;
+  name: string;
+  internalName: string;
+  fiat: { currency: string; value: Decimal } | undefined;
+  /** Fraction digits shown to people; the ledger itself keeps 9. */
+  precision: number;
+  /** How far below zero usage may take the balance; undefined = not at all. */
+  allowedNegativeBalance: Decimal | undefined;
+  archived: boolean;
+}
+
+export type Price =
+  | { model: 'unit'; amount: Decimal }
+  | { model: 'package'; amount: Decimal; size: Decimal; rounding: 'prorate' | 'up' };
+
+export interface RateRow {
+  meter: string;
+  /** Dimension values this row requires; more keys = more specific. */
+  match: Record<string, string>;
+  unit: string;
+  price: Price;
+}
+
+export interface RateCardVersion {
+  version: string;
+  effectiveFromMs: number;
+  rows: RateRow[];
+}
+
+export interface CreditPackage {
+  id: string;
+  name: string;
+  price: { currency: string; amount: Decimal };
+  credits: Decimal;
+  unit: string;
+}
+
+export interface Catalog {
+  creditUnits: ReadonlyMap<string, CreditUnit>;
+  meters: ReadonlyMap<string, Meter>;
+  /** Sorted by effectiveFromMs, ascending. */
+  rateCard: readonly RateCardVersion[];
+  packages: ReadonlyMap<string, CreditPackage>;
+}
+
+/** What the rater's worker threads need, as structured-clone-safe data. */
+export interface MeterDefinitions {
+  [key: string]: { aggregation: Aggregation; dimensions: string[] };
+}
+
+export function meterDefinitions(catalog: Catalog): MeterDefinitions {
+  const out: MeterDefinitions = Object.create(null);
+  for (const meter of catalog.meters.values()) out[meter.key] = { aggregation: meter.aggregation, dimensions: meter.dimensions };
+  return out;
+}
+
+const idPattern = /^[A-Za-z0-9._:@-]+$/;
+const meterKeyPattern = /^[A-Za-z0-9._:-]+$/;
+const currencyPattern = /^[A-Z]{3}$/;
+
+function list(problems: Problems, value: unknown, field: string): unknown[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) {
+    problems.add(field, 'type', `${field} must be an array`);
+    return [];
+  }
+  return value;
+}
+
+function object(problems: Problems, value: unknown, field: string): Record<string, unknown> {
+  if (!isPlainObject(value)) {
+    problems.add(field, 'type', `${field} must be an object`);
+    return {};
+  }
+  for (const key of Object.keys(value)) if (hostileKeys.has(key)) problems.add(`${field}.${key}`, 'hostile_key', `${field} may not have the key ${key}`);
+  return value;
+}
+
+function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUnit | undefined {
+  const o = object(problems, raw, at);
+  const id = readString(problems, o.id, `${at}.id`, { max: 64, pattern: idPattern });
+  const name = readString(problems, o.name, `${at}.name`, { max: 128 });
+  const internalName = readString(problems, o.internal_name ?? o.name, `${at}.internal_name`, { max: 128 });
+  let fiat: CreditUnit['fiat'];
+  if (o.fiat !== undefined) {
+    const f = object(problems, o.fiat, `${at}.fiat`);
+    const currency = readString(problems, f.currency, `${at}.fiat.currency`, { pattern: currencyPattern });
+    const value = readDecimalText(problems, f.value, `${at}.fiat.value`, { positive: true });
+    if (currency && value) fiat = { currency, value: money(value) };
+  }
+  const precision = o.precision ?? 2;
+  if (!Number.isInteger(precision) || (precision as number) < 0 || (precision as number) > 9) {
+    problems.add(`${at}.precision`, 'range', `${at}.precision must be an integer 0–9`);
+  }
+  const allowed =
+    o.allowed_negative_balance === undefined || o.allowed_negative_balance === null
+      ? undefined
+      : readDecimalText(problems, o.allowed_negative_balance, `${at}.allowed_negative_balance`);
+  if (o.archived !== undefined && typeof o.archived !== 'boolean') problems.add(`${at}.archived`, 'type', `${at}.archived must be a boolean`);
+  if (!id || !name || !internalName) return undefined;
+  return {
+    id,
+    name,
+    internalName,
+    fiat,
+    precision: precision as number,
+    allowedNegativeBalance: allowed === undefined ? undefined : money(allowed),
+    archived: o.archived === true,
+  };
+}
+
+function parseMeter(problems: Problems, raw: unknown, at: string): Meter | undefined {
+  const o = object(problems, raw, at);
+  const key = readString(problems, o.key, `${at}.key`, { max: 128, pattern: meterKeyPattern });
+  const name = readString(problems, o.name ?? o.key, `${at}.name`, { max: 128 });
+  const unit = o.unit === undefined ? {} : object(problems, o.unit, `${at}.unit`);
+  const unitSingular = readString(problems, unit.singular ?? 'unit', `${at}.unit.singular`, { max: 64 });
+  const unitPlural = readString(problems, unit.plural ?? 'units', `${at}.unit.plural`, { max: 64 });
+  const aggregation = o.aggregation ?? 'sum';
+  if (aggregation !== 'sum' && aggregation !== 'count' && aggregation !== 'max') {
+    problems.add(`${at}.aggregation`, 'enum', `${at}.aggregation must be sum, count or max`);
+  }
+  const dimensions: string[] = [];
+  list(problems, o.dimensions, `${at}.dimensions`).forEach((d, i) => {
+    const dimension = readString(problems, d, `${at}.dimensions[${i}]`, { max: 64, pattern: /^[A-Za-z0-9_.-]+$/ });
+    if (dimension === undefined) return;
+    if (hostileKeys.has(dimension)) problems.add(`${at}.dimensions[${i}]`, 'hostile_key', `dimension key ${dimension} is not allowed`);
+    else if (dimensions.includes(dimension)) problems.add(`${at}.dimensions[${i}]`, 'duplicate', `dimension ${dimension} is declared twice`);
+    else dimensions.push(dimension);
+  });
+  if (dimensions.length > 16) problems.add(`${at}.dimensions`, 'too_many', 'a meter declares at most 16 dimensions');
+  if (!key || !name || !unitSingular || !unitPlural) return undefined;
+  return { key, name, unitSingular, unitPlural, aggregation: aggregation as Aggregation, dimensions: dimensions.sort() };
+}
+
+function parsePrice(problems: Problems, raw: unknown, at: string): Price | undefined {
+  const o = object(problems, raw, at);
+  const amount = readDecimalText(problems, o.amount, `${at}.amount`);
+  if (o.model === 'unit') return amount === undefined ? undefined : { model: 'unit', amount: money(amount) };
+  if (o.model === 'package') {
+    const size = readDecimalText(problems, o.size, `${at}.size`, { positive: true });
+    const rounding = o.rounding ?? 'prorate';
+    if (rounding !== 'prorate' && rounding !== 'up') problems.add(`${at}.rounding`, 'enum', `${at}.rounding must be prorate or up`);
+    if (amount === undefined || size === undefined) return undefined;
+    return { model: 'package', amount: money(amount), size: money(size), rounding: rounding as 'prorate' | 'up' };
+  }
+  problems.add(`${at}.model`, 'enum', `${at}.model must be unit or package`);
+  return undefined;
+}
+
+function parseRateRow(problems: Problems, raw: unknown, at: string, meters: Map<string, Meter>, units: Map<string, CreditUnit>): RateRow | undefined {
+  const o = object(problems, raw, at);
+  const meterKey = readString(problems, o.meter, `${at}.meter`, { max: 128 });
+  const unit = readString(problems, o.unit, `${at}.unit`, { max: 64 });
+  const meter = meterKey === undefined ? undefined : meters.get(meterKey);
+  if (meterKey !== undefined && meter === undefined) problems.add(`${at}.meter`, 'unknown', `meter ${meterKey} is not defined`);
+  if (unit !== undefined && !units.has(unit)) problems.add(`${at}.unit`, 'unknown', `credit unit ${unit} is not defined`);
+  const match: Record<string, string> = Object.create(null);
+  const rawMatch = o.match === undefined ? {} : object(problems, o.match, `${at}.match`);
+  for (const [key, value] of Object.entries(rawMatch)) {
+    if (hostileKeys.has(key)) continue;
+    if (meter && !meter.dimensions.includes(key)) problems.add(`${at}.match.${key}`, 'unknown', `meter ${meter.key} declares no dimension ${key}`);
+    const text = readString(problems, value, `${at}.match.${key}`, { max: 128 });
+    if (text !== undefined) match[key] = text;
+  }
+  const price = parsePrice(problems, o.price, `${at}.price`);
+  if (!meterKey || !unit || !price) return undefined;
+  return { meter: meterKey, match, unit, price };
+}
+
+/** Rows with the same meter and the same match would make "most specific wins" ambiguous. */
+function rowIdentity(row: RateRow): string {
+  const keys = Object.keys(row.match).sort();
+  return JSON.stringify([row.meter, keys.map((k) => [k, row.match[k]])]);
+}
+
+export function parseCatalog(raw: unknown): Catalog {
+  const problems = new Problems();
+  const root = object(problems, raw, 'catalog');
+
+  const creditUnits = new Map<string, CreditUnit>();
+  list(problems, root.credit_units, 'credit_units').forEach((u, i) => {
+    const unit = parseCreditUnit(problems, u, `credit_units[${i}]`);
+    if (!unit) return;
+    if (creditUnits.has(unit.id)) problems.add(`credit_units[${i}].id`, 'duplicate', `credit unit ${unit.id} is defined twice`);
+    creditUnits.set(unit.id, unit);
+  });
+
+  const meters = new Map<string, Meter>();
+  list(problems, root.meters, 'meters').forEach((m, i) => {
+    const meter = parseMeter(problems, m, `meters[${i}]`);
+    if (!meter) return;
+    if (meters.has(meter.key)) problems.add(`meters[${i}].key`, 'duplicate', `meter ${meter.key} is defined twice`);
+    meters.set(meter.key, meter);
+  });
+
+  const rateCard: RateCardVersion[] = [];
+  const card = root.rate_card === undefined ? {} : object(problems, root.rate_card, 'rate_card');
+  list(problems, card.versions, 'rate_card.versions').forEach((v, i) => {
+    const at = `rate_card.versions[${i}]`;
+    const o = object(problems, v, at);
+    const version = readString(problems, o.version, `${at}.version`, { max: 64, pattern: idPattern });
+    const effectiveFromMs = readInstant(problems, o.effective_from, `${at}.effective_from`);
+    const rows: RateRow[] = [];
+    const seen = new Set<string>();
+    list(problems, o.rows, `${at}.rows`).forEach((r, j) => {
+      const row = parseRateRow(problems, r, `${at}.rows[${j}]`, meters, creditUnits);
+      if (!row) return;
+      const identity = rowIdentity(row);
+      if (seen.has(identity)) problems.add(`${at}.rows[${j}]`, 'duplicate', 'another row has the same meter and match');
+      seen.add(identity);
+      rows.push(row);
+    });
+    if (version !== undefined && effectiveFromMs !== undefined) rateCard.push({ version, effectiveFromMs, rows });
+  });
+  rateCard.sort((a, b) => a.effectiveFromMs - b.effectiveFromMs);
+  for (let i = 1; i < rateCard.length; i++) {
+    if (rateCard[i]!.effectiveFromMs === rateCard[i - 1]!.effectiveFromMs) {
+      problems.add('rate_card.versions', 'duplicate', `two versions take effect at the same instant (${rateCard[i]!.version})`);
+    }
+    if (rateCard.findIndex((v) => v.version === rateCard[i]!.version) !== i) {
+      problems.add('rate_card.versions', 'duplicate', `version ${rateCard[i]!.version} is defined twice`);
+    }
+  }
+
+  const packages = new Map<string, CreditPackage>();
+  list(problems, root.packages, 'packages').forEach((p, i) => {
+    const at = `packages[${i}]`;
+    const o = object(problems, p, at);
+    const id = readString(problems, o.id, `${at}.id`, { max: 64, pattern: idPattern });
+    const name = readString(problems, o.name ?? o.id, `${at}.name`, { max: 128 });
+    const price = object(problems, o.price, `${at}.price`);
+    const currency = readString(problems, price.currency, `${at}.price.currency`, { pattern: currencyPattern });
+    const amount = readDecimalText(problems, price.amount, `${at}.price.amount`);
+    const credits = readDecimalText(problems, o.credits, `${at}.credits`, { positive: true });
+    const unit = readString(problems, o.unit, `${at}.unit`, { max: 64 });
+    if (unit !== undefined && !creditUnits.has(unit)) problems.add(`${at}.unit`, 'unknown', `credit unit ${unit} is not defined`);
+    if (unit !== undefined && creditUnits.get(unit)?.archived) problems.add(`${at}.unit`, 'archived', `credit unit ${unit} is archived`);
+    if (!id || !name || !currency || !amount || !credits || !unit) return;
+    if (packages.has(id)) problems.add(`${at}.id`, 'duplicate', `package ${id} is defined twice`);
+    packages.set(id, { id, name, price: { currency, amount: money(amount) }, credits: money(credits), unit });
+  });
+
+  if (!problems.empty) throw new DrawdownError('catalog_invalid', `catalog has ${problems.list.length} problem(s)`, { problems: problems.list });
+  return { creditUnits, meters, rateCard, packages };
+}
+
+export function loadCatalogFile(path: string): Catalog {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (cause) {
+    throw new DrawdownError('catalog_invalid', `cannot read catalog file ${path}: ${(cause as Error).message}`, { cause });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new DrawdownError('catalog_invalid', `catalog file ${path} is not valid JSON: ${(cause as Error).message}`, { cause });
+  }
+  return parseCatalog(raw);
+}

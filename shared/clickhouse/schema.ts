@@ -1,0 +1,82 @@
+/**
+ * The tables, created identically on ClickHouse 18.16 and on chDB. Only types
+ * and engines both understand: String, UInt*, Decimal(38, 9), DateTime('UTC'),
+ * MergeTree and ReplacingMergeTree; DateTimes are read back with
+ * toUnixTimestamp() because the two print empty/zero dates differently.
+ */
+import type { Store } from './store.js';
+
+export const tables = {
+  /**
+   * Usage aggregated per (customer, meter, dimensions, minute) by the rater.
+   * Each row also names the stream partition and the last stream sequence of
+   * the flush that wrote it: max(flush_seq) per partition IS the rater's
+   * committed watermark (docs/exactly-once.md). No PARTITION BY, so one
+   * INSERT writes one part and commits atomically.
+   */
+  usageMinute: `CREATE TABLE IF NOT EXISTS usage_minute (
+    customer String,
+    meter String,
+    dimensions String,
+    minute DateTime('UTC'),
+    quantity Decimal(38, 9),
+    events UInt64,
+    stream_partition UInt16,
+    flush_seq UInt64,
+    flushed_at DateTime('UTC')
+  ) ENGINE = MergeTree ORDER BY (customer, meter, minute, dimensions)`,
+
+  /**
+   * The immutable ledger. entry_id is deterministic, so a re-run writes the
+   * same ids; ReplacingMergeTree and reads that pick one row per entry_id make
+   * a repeated insert harmless.
+   */
+  ledgerEntries: `CREATE TABLE IF NOT EXISTS ledger_entries (
+    entry_id String,
+    customer String,
+    unit String,
+    kind String,
+    amount Decimal(38, 9),
+    effective_at DateTime('UTC'),
+    posted_at DateTime('UTC'),
+    run_id String,
+    meter String,
+    dimensions String,
+    quantity Decimal(38, 9),
+    rate_version String,
+    source String
+  ) ENGINE = ReplacingMergeTree ORDER BY (customer, unit, entry_id)`,
+
+  /** One row per completed settlement run; the cursor is max(window_until). */
+  settlementRuns: `CREATE TABLE IF NOT EXISTS settlement_runs (
+    run_id String,
+    window_from DateTime('UTC'),
+    window_until DateTime('UTC'),
+    completed_at DateTime('UTC'),
+    report String
+  ) ENGINE = ReplacingMergeTree ORDER BY run_id`,
+} as const;
+
+export const usageMinuteColumns = ['customer', 'meter', 'dimensions', 'minute', 'quantity', 'events', 'stream_partition', 'flush_seq', 'flushed_at'] as const;
+
+export const ledgerColumns = [
+  'entry_id',
+  'customer',
+  'unit',
+  'kind',
+  'amount',
+  'effective_at',
+  'posted_at',
+  'run_id',
+  'meter',
+  'dimensions',
+  'quantity',
+  'rate_version',
+  'source',
+] as const;
+
+export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'completed_at', 'report'] as const;
+
+export async function ensureSchema(store: Store): Promise<void> {
+  for (const ddl of Object.values(tables)) await store.command(ddl);
+}

@@ -1,0 +1,37 @@
+/**
+ * ClickHouse access behind one small interface with two back ends that run
+ * identical SQL: a ClickHouse server over HTTP (production) and chDB
+ * in-process (the single-machine default). Data moves as TabSeparated in both
+ * directions, so decimals stay exact on ClickHouse 18.16 and on current chDB.
+ */
+export interface Store {
+  readonly kind: 'server' | 'chdb';
+  /** A statement with no result (DDL, ALTER). */
+  command(sql: string): Promise<void>;
+  /** A SELECT; rows of unescaped TabSeparated cells. The SQL must not carry a FORMAT clause. */
+  query(sql: string): Promise<string[][]>;
+  /**
+   * Inserts a TabSeparated payload. One call is one INSERT statement: below
+   * `insertRowsMax` rows into a table without PARTITION BY it writes exactly
+   * one part, atomically — the rater's exactly-once commit depends on that.
+   */
+  insert(table: string, columns: readonly string[], tsv: string): Promise<void>;
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/**
+ * ClickHouse forms one block (and so one part) per `max_insert_block_size`
+ * rows (1,048,576 by default on both engines); we stay well below it.
+ */
+export const insertRowsMax = 500_000;
+
+/** A storage failure; `retryable` distinguishes "server unreachable" from "our SQL is wrong". */
+export class StoreError extends Error {
+  readonly retryable: boolean;
+  constructor(message: string, retryable: boolean, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'StoreError';
+    this.retryable = retryable;
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * Every setting of every drawdown process, in one table: its environment
+ * variable, its flag, its default (with units) and its bounds. Settings are
+ * read once at start-up, every problem is reported together, and the result
+ * is frozen.
+ */
+import { DrawdownError } from './errors.js';
+import { Problems } from './validate.js';
+
+type Spec =
+  | { kind: 'int'; env: string; default: number | undefined; min: number; max: number; doc: string }
+  | { kind: 'string'; env: string; default: string | undefined; pattern?: RegExp; doc: string }
+  | { kind: 'enum'; env: string; default: string; values: readonly string[]; doc: string };
+
+const MiB = 1024 * 1024;
+
+export const settings = {
+  natsUrl: { kind: 'string', env: 'DRAWDOWN_NATS_URL', default: undefined, pattern: /^(nats|tls):\/\/[^\s]+$/, doc: 'NATS server URL(s), comma-separated, e.g. nats://127.0.0.1:4222' },
+  clickhouseUrl: { kind: 'string', env: 'DRAWDOWN_CLICKHOUSE_URL', default: undefined, pattern: /^(https?:\/\/|chdb:)\S+$/, doc: 'http(s)://host:port[/database] for a ClickHouse server, or chdb:PATH for embedded chDB' },
+  catalog: { kind: 'string', env: 'DRAWDOWN_CATALOG', default: undefined, doc: 'Path of the catalog JSON (credit units, meters, rate card, packages)' },
+  httpHost: { kind: 'string', env: 'DRAWDOWN_HTTP_HOST', default: '127.0.0.1', doc: 'Address the HTTP server listens on' },
+  httpPort: { kind: 'int', env: 'DRAWDOWN_HTTP_PORT', default: 8080, min: 0, max: 65535, doc: 'HTTP port (0 = any free port)' },
+  dataDir: { kind: 'string', env: 'DRAWDOWN_DATA_DIR', default: '.data', doc: 'Where the all-in-one keeps nats-server and chDB data' },
+  logLevel: { kind: 'enum', env: 'DRAWDOWN_LOG_LEVEL', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level' },
+
+  streamName: { kind: 'string', env: 'DRAWDOWN_STREAM', default: 'DRAWDOWN_EVENTS', pattern: /^[A-Za-z0-9_-]+$/, doc: 'JetStream stream name' },
+  subjectPrefix: { kind: 'string', env: 'DRAWDOWN_SUBJECT_PREFIX', default: 'drawdown.events', pattern: /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, doc: 'Subject prefix; partition p publishes to <prefix>.<p>' },
+  partitions: { kind: 'int', env: 'DRAWDOWN_PARTITIONS', default: 4, min: 1, max: 256, doc: 'Stream partitions (one rater consumer each); fixed once data exists' },
+  streamMaxBytes: { kind: 'int', env: 'DRAWDOWN_STREAM_MAX_BYTES', default: 1024 * MiB, min: MiB, max: Number.MAX_SAFE_INTEGER, doc: 'Stream size limit in bytes; when full the gateway answers 429' },
+  streamMaxMessages: { kind: 'int', env: 'DRAWDOWN_STREAM_MAX_MESSAGES', default: 1_000_000, min: 1, max: Number.MAX_SAFE_INTEGER, doc: 'Stream message-count limit (one message = one batch)' },
+  streamReplicas: { kind: 'int', env: 'DRAWDOWN_STREAM_REPLICAS', default: 1, min: 1, max: 5, doc: 'Stream replicas (3 on a JetStream cluster)' },
+  duplicateWindowMs: { kind: 'int', env: 'DRAWDOWN_DUPLICATE_WINDOW_MS', default: 10 * 60_000, min: 1_000, max: 7 * 24 * 3_600_000, doc: 'How long a batch Idempotency-Key is remembered, in ms' },
+
+  batchEventsMax: { kind: 'int', env: 'DRAWDOWN_BATCH_EVENTS_MAX', default: 10_000, min: 1, max: 1_000_000, doc: 'Events per request' },
+  bodyBytesMax: { kind: 'int', env: 'DRAWDOWN_BODY_BYTES_MAX', default: 4 * MiB, min: 1024, max: 60 * MiB, doc: 'Request body size in bytes (must fit the NATS max_payload)' },
+  bodyTimeoutMs: { kind: 'int', env: 'DRAWDOWN_BODY_TIMEOUT_MS', default: 30_000, min: 100, max: 600_000, doc: 'Time allowed to receive a whole request, in ms' },
+  lateMs: { kind: 'int', env: 'DRAWDOWN_LATE_MS', default: 7 * 24 * 3_600_000, min: 0, max: 366 * 24 * 3_600_000, doc: 'How old an event timestamp may be when it arrives, in ms' },
+  skewMs: { kind: 'int', env: 'DRAWDOWN_SKEW_MS', default: 5 * 60_000, min: 0, max: 24 * 3_600_000, doc: 'How far in the future an event timestamp may be, in ms' },
+  publishTimeoutMs: { kind: 'int', env: 'DRAWDOWN_PUBLISH_TIMEOUT_MS', default: 5_000, min: 100, max: 60_000, doc: 'Wait for the JetStream acknowledgement, in ms' },
+
+  raterThreads: { kind: 'int', env: 'DRAWDOWN_RATER_THREADS', default: 2, min: 1, max: 64, doc: 'Piscina worker threads decoding and aggregating' },
+  raterPartitions: { kind: 'string', env: 'DRAWDOWN_RATER_PARTITIONS', default: 'all', pattern: /^(all|\d+(-\d+)?(,\d+(-\d+)?)*)$/, doc: 'Partitions this rater owns: all, or e.g. 0-3,8' },
+  flushIntervalMs: { kind: 'int', env: 'DRAWDOWN_FLUSH_INTERVAL_MS', default: 1_000, min: 10, max: 60_000, doc: 'Longest time aggregates wait before being written, in ms' },
+  flushRowsMax: { kind: 'int', env: 'DRAWDOWN_FLUSH_ROWS_MAX', default: 100_000, min: 1, max: 500_000, doc: 'Aggregate rows per ClickHouse insert (one atomic part)' },
+  fetchMessagesMax: { kind: 'int', env: 'DRAWDOWN_FETCH_MESSAGES_MAX', default: 64, min: 1, max: 10_000, doc: 'Batches pulled from the stream per fetch' },
+  ackWaitMs: { kind: 'int', env: 'DRAWDOWN_ACK_WAIT_MS', default: 120_000, min: 1_000, max: 3_600_000, doc: 'JetStream ack wait, in ms; redeliveries inside a rater are ignored' },
+  maxAckPending: { kind: 'int', env: 'DRAWDOWN_MAX_ACK_PENDING', default: 10_000, min: 1, max: 1_000_000, doc: 'Unacknowledged batches a partition consumer may hold' },
+  retryDelayMaxMs: { kind: 'int', env: 'DRAWDOWN_RETRY_DELAY_MAX_MS', default: 10_000, min: 10, max: 300_000, doc: 'Longest back-off between ClickHouse retries, in ms' },
+
+  settleEveryMs: { kind: 'int', env: 'DRAWDOWN_SETTLE_EVERY_MS', default: 0, min: 0, max: 31 * 24 * 3_600_000, doc: 'Run settlement on this schedule, in ms (0 = only on demand)' },
+} as const satisfies Record<string, Spec>;
+
+export type SettingName = keyof typeof settings;
+type ValueOf<S> = S extends { kind: 'int' } ? number : string;
+// Settings without a default may be absent unless the process requires them.
+type Absent<S> = S extends { default: undefined } ? undefined : never;
+export type Config = { readonly [K in SettingName]: ValueOf<(typeof settings)[K]> | Absent<(typeof settings)[K]> };
+
+/** `natsUrl` → `--nats-url`. */
+export function flagName(name: string): string {
+  return `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** Splits `--flag value` / `--flag=value` arguments; anything else is positional. */
+export function parseArgs(argv: readonly string[]): { flags: Map<string, string>; positional: string[] } {
+  const flags = new Map<string, string>();
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('--')) {
+      positional.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    if (eq > 0) flags.set(arg.slice(0, eq), arg.slice(eq + 1));
+    else if (i + 1 < argv.length && !argv[i + 1]!.startsWith('--')) flags.set(arg, argv[++i]!);
+    else flags.set(arg, 'true');
+  }
+  return { flags, positional };
+}
+
+/**
+ * Reads every setting from flags (first), then the environment, then the
+ * default. `required` names the settings this process cannot run without.
+ */
+export function loadConfig(
+  flags: ReadonlyMap<string, string>,
+  env: NodeJS.ProcessEnv,
+  required: readonly SettingName[] = [],
+  defaults: Partial<Record<SettingName, string | number>> = {},
+): Config {
+  const problems = new Problems();
+  const known = new Set(Object.keys(settings).map(flagName));
+  for (const flag of flags.keys()) if (!known.has(flag)) problems.add(flag, 'unknown_flag', `unknown flag ${flag}`);
+
+  const out: Record<string, string | number | undefined> = {};
+  for (const [name, spec] of Object.entries(settings) as [SettingName, Spec][]) {
+    const flag = flagName(name);
+    const raw = flags.get(flag) ?? env[spec.env];
+    const where = flags.has(flag) ? flag : spec.env;
+    if (raw === undefined || raw === '') {
+      const fallback = defaults[name] ?? spec.default;
+      if (fallback === undefined && required.includes(name)) problems.add(where, 'required', `${spec.env} (or ${flag}) is required: ${spec.doc}`);
+      out[name] = fallback;
+      continue;
+    }
+    if (spec.kind === 'int') {
+      const value = /^-?\d+$/.test(raw) ? Number(raw) : Number.NaN;
+      if (!Number.isSafeInteger(value)) problems.add(where, 'type', `${where} must be a whole number, got ${JSON.stringify(raw)}`);
+      else if (value < spec.min || value > spec.max) problems.add(where, 'range', `${where} must be ${spec.min}–${spec.max}, got ${value}`);
+      out[name] = value;
+    } else if (spec.kind === 'enum') {
+      if (!spec.values.includes(raw)) problems.add(where, 'enum', `${where} must be one of ${spec.values.join(', ')}, got ${JSON.stringify(raw)}`);
+      out[name] = raw;
+    } else {
+      if (spec.pattern && !spec.pattern.test(raw)) problems.add(where, 'format', `${where} is malformed (${spec.doc}), got ${JSON.stringify(raw)}`);
+      out[name] = raw;
+    }
+  }
+  if (!problems.empty) {
+    throw new DrawdownError('config_invalid', `invalid configuration:\n${problems.list.map((p) => `  ${p.message}`).join('\n')}`, { problems: problems.list });
+  }
+  return Object.freeze(out) as Config;
+}
+
+/** "all" | "0-3,8" → sorted partition numbers below `partitions`. */
+export function parsePartitionList(text: string, partitions: number): number[] {
+  if (text === 'all') return Array.from({ length: partitions }, (_, i) => i);
+  const out = new Set<number>();
+  for (const part of text.split(',')) {
+    const [from, to] = part.split('-').map(Number) as [number, number | undefined];
+    for (let p = from; p <= (to ?? from); p++) {
+      if (p >= partitions) throw new DrawdownError('config_invalid', `rater partition ${p} does not exist (partitions = ${partitions})`);
+      out.add(p);
+    }
+  }
+  return [...out].sort((a, b) => a - b);
+}

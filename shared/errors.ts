@@ -1,0 +1,79 @@
+/**
+ * The error registry: every error drawdown reports has a stable code, an HTTP
+ * status and a title. Codes are part of the API contract — clients branch on
+ * them — so they are never renamed; docs/errors.md lists them and a test keeps
+ * the two in step.
+ */
+export const errorCodes = {
+  // Request-level problems (ingest and API).
+  body_too_large: { status: 413, title: 'Request body exceeds the configured limit' },
+  body_malformed: { status: 400, title: 'Request body could not be decoded' },
+  body_not_array: { status: 400, title: 'Request body must be an array of events' },
+  batch_too_many_events: { status: 413, title: 'Batch holds more events than the configured limit' },
+  unsupported_media_type: { status: 415, title: 'Content-Type must be application/msgpack or application/json' },
+  idempotency_key_invalid: { status: 400, title: 'Idempotency-Key header is invalid' },
+  // Event-level problems: every one names the event index and the field.
+  event_invalid: { status: 422, title: 'One or more events are invalid' },
+  // Request routing.
+  not_found: { status: 404, title: 'No such resource' },
+  method_not_allowed: { status: 405, title: 'Method not allowed on this resource' },
+  request_timeout: { status: 408, title: 'Request body was not received in time' },
+  // Validation of API request bodies (catalog, purchases, settlements).
+  request_invalid: { status: 400, title: 'Request is invalid' },
+  unknown_package: { status: 404, title: 'No such credit package' },
+  // Backpressure and dependencies.
+  stream_full: { status: 429, title: 'Event stream is at its limit; retry later' },
+  stream_unavailable: { status: 503, title: 'Event stream is unavailable; retry later' },
+  store_unavailable: { status: 503, title: 'Storage is unavailable; retry later' },
+  // Configuration (start-up only; never an HTTP response in normal operation).
+  config_invalid: { status: 500, title: 'Configuration is invalid' },
+  catalog_invalid: { status: 500, title: 'Catalog is invalid' },
+  internal: { status: 500, title: 'Internal error' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof errorCodes;
+
+/** One problem with one input field; `index` is the event's position in its batch. */
+export interface FieldProblem {
+  index?: number;
+  field: string;
+  code: string;
+  message: string;
+}
+
+export class DrawdownError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly problems: FieldProblem[];
+  readonly retryAfterSeconds: number | undefined;
+
+  constructor(
+    code: ErrorCode,
+    detail?: string,
+    options: { problems?: FieldProblem[]; retryAfterSeconds?: number; cause?: unknown } = {},
+  ) {
+    super(detail ?? errorCodes[code].title, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'DrawdownError';
+    this.code = code;
+    this.status = errorCodes[code].status;
+    this.problems = options.problems ?? [];
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
+
+  /** RFC 7807 problem details, as served with `application/problem+json`. */
+  toProblem(): Record<string, unknown> {
+    const problem: Record<string, unknown> = {
+      type: `https://drawdown.dev/errors/${this.code}`,
+      title: errorCodes[this.code].title,
+      status: this.status,
+      code: this.code,
+      detail: this.message,
+    };
+    if (this.problems.length > 0) problem.errors = this.problems;
+    return problem;
+  }
+}
+
+export function isDrawdownError(error: unknown): error is DrawdownError {
+  return error instanceof DrawdownError;
+}

@@ -1,0 +1,121 @@
+/**
+ * The few HTTP pieces every drawdown service shares: a bounded body reader,
+ * JSON and problem+json responses, and a tiny router. Node's own http module
+ * keeps the gateway's hot path free of framework work.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { DrawdownError, isDrawdownError } from './errors.js';
+import type { Logger } from './log.js';
+
+/**
+ * Reads a request body, refusing it as soon as it passes `limitBytes` (from
+ * Content-Length, or while streaming) and when it takes longer than
+ * `timeoutMs` to arrive, so a slow or huge client cannot hold memory.
+ */
+export function readBody(req: IncomingMessage, limitBytes: number, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = req.headers['content-length'];
+    if (declared !== undefined && Number(declared) > limitBytes) {
+      reject(new DrawdownError('body_too_large', `body of ${declared} bytes exceeds the limit of ${limitBytes} bytes`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let received = 0;
+    const timer = setTimeout(() => finish(new DrawdownError('request_timeout', `body not received within ${timeoutMs} ms`)), timeoutMs);
+    const onData = (chunk: Buffer): void => {
+      received += chunk.length;
+      if (received > limitBytes) {
+        finish(new DrawdownError('body_too_large', `body exceeds the limit of ${limitBytes} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => finish();
+    const onError = (error: Error): void => finish(error);
+    function finish(error?: Error): void {
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      if (error) {
+        // Stop reading: the rest of an oversized or stalled body is never buffered.
+        req.pause();
+        reject(error);
+      } else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received));
+    }
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+  });
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+export function sendProblem(res: ServerResponse, error: DrawdownError, closeConnection = false): void {
+  const headers: Record<string, string> = {};
+  if (error.retryAfterSeconds !== undefined) headers['retry-after'] = String(error.retryAfterSeconds);
+  // After refusing a body we did not read, the connection cannot carry another request.
+  if (closeConnection) headers.connection = 'close';
+  const text = JSON.stringify(error.toProblem());
+  res.writeHead(error.status, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse, params: string[]) => Promise<void>;
+
+export interface Route {
+  method: string;
+  /** Anchored pattern; capture groups become `params`. */
+  path: RegExp;
+  handler: Handler;
+}
+
+/** Dispatches to the first route whose path matches; turns thrown errors into problem+json. */
+export function createRouter(routes: readonly Route[], log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const url = req.url ?? '/';
+    const path = url.split('?', 1)[0]!;
+    let pathMatched = false;
+    for (const route of routes) {
+      const match = route.path.exec(path);
+      if (!match) continue;
+      pathMatched = true;
+      if (route.method !== req.method) continue;
+      const params = match.slice(1).map((p) => decodeURIComponent(p));
+      route.handler(req, res, params).catch((error: unknown) => respondWithError(req, res, error, log));
+      return;
+    }
+    respondWithError(req, res, new DrawdownError(pathMatched ? 'method_not_allowed' : 'not_found', `${req.method} ${path}`), log);
+  };
+}
+
+export function respondWithError(req: IncomingMessage, res: ServerResponse, error: unknown, log: Logger): void {
+  const problem = isDrawdownError(error) ? error : new DrawdownError('internal', 'internal error', { cause: error });
+  if (problem.status >= 500) log.error({ err: error, method: req.method, url: req.url }, 'request failed');
+  else log.debug({ code: problem.code, method: req.method, url: req.url }, 'request rejected');
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendProblem(res, problem, !req.readableEnded);
+}
+
+export function queryParams(req: IncomingMessage): URLSearchParams {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  return new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+}
+
+export async function readJsonBody(req: IncomingMessage, limitBytes = 1024 * 1024, timeoutMs = 30_000): Promise<unknown> {
+  const body = await readBody(req, limitBytes, timeoutMs);
+  if (body.length === 0) return {};
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (cause) {
+    throw new DrawdownError('body_malformed', `body is not valid JSON: ${(cause as Error).message}`, { cause });
+  }
+}

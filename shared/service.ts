@@ -1,0 +1,74 @@
+/**
+ * The HTTP shell every drawdown process serves: its own routes plus
+ * /healthz (the process is up), /readyz (its dependencies answer) and
+ * /metrics (Prometheus).
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import { createRouter, sendJson, type Route } from './http.js';
+import type { Logger } from './log.js';
+
+export interface ServiceOptions {
+  host: string;
+  port: number;
+  routes: Route[];
+  registry: Registry;
+  ready: () => Promise<Record<string, boolean>>;
+  log: Logger;
+  /** Whole-request time limit (slow clients), in ms. */
+  requestTimeoutMs: number;
+}
+
+export interface RunningService {
+  server: Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startService(options: ServiceOptions): Promise<RunningService> {
+  const routes: Route[] = [
+    ...options.routes,
+    {
+      method: 'GET',
+      path: /^\/healthz$/,
+      handler: async (_req, res) => sendJson(res, 200, { status: 'ok' }),
+    },
+    {
+      method: 'GET',
+      path: /^\/readyz$/,
+      handler: async (_req, res) => {
+        const checks = await options.ready();
+        const ok = Object.values(checks).every(Boolean);
+        sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'not_ready', checks });
+      },
+    },
+    {
+      method: 'GET',
+      path: /^\/metrics$/,
+      handler: async (_req, res) => {
+        const text = await options.registry.metrics();
+        res.writeHead(200, { 'content-type': options.registry.contentType });
+        res.end(text);
+      },
+    },
+  ];
+  const server = createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: Math.min(options.requestTimeoutMs, 60_000) }, createRouter(routes, options.log));
+  server.keepAliveTimeout = 5_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
+  options.log.info({ url }, 'listening');
+  return {
+    server,
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}

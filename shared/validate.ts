@@ -1,0 +1,80 @@
+/**
+ * Small helpers for validating untrusted JSON-like input at a boundary while
+ * collecting every problem (not just the first), each named by its path.
+ */
+import type { FieldProblem } from './errors.js';
+
+export class Problems {
+  readonly list: FieldProblem[] = [];
+
+  add(field: string, code: string, message: string, index?: number): void {
+    this.list.push(index === undefined ? { field, code, message } : { index, field, code, message });
+  }
+
+  get empty(): boolean {
+    return this.list.length === 0;
+  }
+}
+
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Keys that reach a prototype when assigned; msgpackr rewrites `__proto__` to `__proto_`. */
+export const hostileKeys: ReadonlySet<string> = new Set(['__proto__', '__proto_', 'constructor', 'prototype']);
+
+export function readString(
+  problems: Problems,
+  value: unknown,
+  field: string,
+  rules: { min?: number; max?: number; pattern?: RegExp; optional?: boolean } = {},
+): string | undefined {
+  if (value === undefined && rules.optional) return undefined;
+  if (typeof value !== 'string') {
+    problems.add(field, 'type', `${field} must be a string`);
+    return undefined;
+  }
+  const min = rules.min ?? 1;
+  if (value.length < min || (rules.max !== undefined && value.length > rules.max)) {
+    problems.add(field, 'length', `${field} must be ${min}–${rules.max ?? '∞'} characters`);
+    return undefined;
+  }
+  if (rules.pattern && !rules.pattern.test(value)) {
+    problems.add(field, 'format', `${field} does not match ${rules.pattern}`);
+    return undefined;
+  }
+  return value;
+}
+
+export function readDecimalText(
+  problems: Problems,
+  value: unknown,
+  field: string,
+  rules: { optional?: boolean; positive?: boolean } = {},
+): string | undefined {
+  if (value === undefined && rules.optional) return undefined;
+  const text = typeof value === 'number' && Number.isFinite(value) ? String(value) : value;
+  if (typeof text !== 'string' || !/^-?\d+(\.\d+)?$/.test(text)) {
+    problems.add(field, 'type', `${field} must be a decimal number or string such as "5.00"`);
+    return undefined;
+  }
+  if (text.startsWith('-') || (rules.positive && /^0+(\.0+)?$/.test(text))) {
+    problems.add(field, 'range', `${field} must be ${rules.positive ? '> 0' : '≥ 0'}`);
+    return undefined;
+  }
+  return text;
+}
+
+export function readInstant(problems: Problems, value: unknown, field: string): number | undefined {
+  if (typeof value === 'string' && isoInstant.test(value)) {
+    const ms = Date.parse(value);
+    if (Number.isFinite(ms)) return ms;
+  }
+  problems.add(field, 'format', `${field} must be an ISO-8601 instant with a zone, e.g. 2026-01-01T00:00:00Z`);
+  return undefined;
+}
+
+/** ISO-8601 date-time with an explicit zone: local times would depend on the machine. */
+export const isoInstant = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;

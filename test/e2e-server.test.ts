@@ -1,0 +1,3 @@
+import { defineEndToEnd } from './e2e-suite.js';
+
+defineEndToEnd('server');

@@ -1,0 +1,143 @@
+/**
+ * Test harness: real nats-server and clickhouse-server processes (or chDB),
+ * drawdown started in-process or as child processes, and small HTTP helpers.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Packr } from 'msgpackr';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { loadConfig, type Config } from '../shared/config.js';
+import { openStore } from '../shared/clickhouse/open.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
+import { NatsServerProcess } from '../deploy/nats-server.js';
+
+export type Backend = 'server' | 'chdb';
+
+export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+export const catalogPath = join(repoRoot, 'deploy', 'demo-catalog.json');
+export const cliPath = join(repoRoot, 'dist', 'deploy', 'cli.js');
+
+export const packr = new Packr({ useRecords: false });
+
+export function tempDir(prefix: string): { path: string; remove: () => void } {
+  const path = mkdtempSync(join(tmpdir(), `drawdown-${prefix}-`));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** Where drawdown's ClickHouse lives for a backend: a real server, or a chDB directory. */
+export interface ClickHouseTarget {
+  url: string;
+  server: ClickHouseServerProcess | undefined;
+  stop(): Promise<void>;
+}
+
+export async function startClickHouse(backend: Backend, dir: string): Promise<ClickHouseTarget> {
+  if (backend === 'chdb') return { url: `chdb:${join(dir, 'chdb')}`, server: undefined, stop: async () => {} };
+  const server = await ClickHouseServerProcess.start({ dir: join(dir, 'clickhouse') });
+  return { url: server.url, server, stop: () => server.stop() };
+}
+
+export async function startNats(dir: string): Promise<NatsServerProcess> {
+  return NatsServerProcess.start({ dir: join(dir, 'nats') });
+}
+
+/** A config as a process would load it, with test-friendly limits on top. */
+export function testConfig(overrides: Partial<Record<keyof Config, string | number>>): Config {
+  return loadConfig(new Map(), {}, [], { catalog: catalogPath, httpPort: 0, logLevel: 'warn', flushIntervalMs: 100, partitions: 2, raterThreads: 1, ...overrides });
+}
+
+export function openTestStore(url: string): Store {
+  return openStore(url);
+}
+
+export async function postEvents(base: string, events: unknown[], options: { key?: string; json?: boolean } = {}): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${base}/v1/events`, {
+    method: 'POST',
+    headers: {
+      'content-type': options.json ? 'application/json' : 'application/msgpack',
+      ...(options.key ? { 'idempotency-key': options.key } : {}),
+    },
+    body: options.json ? JSON.stringify(events) : packr.pack(events),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+export async function api(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  const response = await fetch(base + path, {
+    method,
+    headers: { 'content-type': 'application/json', ...headers },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+/**
+ * Waits until the stream holds no messages: with work-queue retention a batch
+ * leaves the stream only when the rater acked it, which it does only after
+ * ClickHouse holds the batch. So an empty stream means everything is committed.
+ */
+export async function waitForStreamDrained(natsUrl: string, stream = 'DRAWDOWN_EVENTS', timeoutMs = 60_000): Promise<void> {
+  const nc = await connect({ servers: natsUrl });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const info = await jsm.streams.info(stream);
+      if (info.state.messages === 0) return;
+      if (Date.now() > deadline) throw new Error(`stream still holds ${info.state.messages} messages after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+export async function streamLastSequence(natsUrl: string, stream = 'DRAWDOWN_EVENTS'): Promise<number> {
+  const nc = await connect({ servers: natsUrl });
+  try {
+    const jsm = await jetstreamManager(nc);
+    return (await jsm.streams.info(stream)).state.last_seq;
+  } finally {
+    await nc.close();
+  }
+}
+
+/** Usage totals straight from ClickHouse, keyed "customer|meter|dimensions". */
+export async function usageTotals(store: Store): Promise<Map<string, string>> {
+  const rows = await store.query('SELECT customer, meter, dimensions, toString(sum(quantity)), sum(events) FROM usage_minute GROUP BY customer, meter, dimensions ORDER BY customer, meter, dimensions');
+  // Normalise 18.16's zero padding so both engines compare equal.
+  return new Map(rows.map(([c, m, d, q, e]) => [`${c}|${m}|${d}`, `${q!.includes('.') ? q!.replace(/0+$/, '').replace(/\.$/, '') : q}|${e}`]));
+}
+
+export interface ChildService {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stop(): Promise<void>;
+}
+
+/** Runs `drawdown <command>` from the compiled build as a real child process. */
+export function spawnDrawdown(command: string, env: Record<string, string>): ChildService {
+  const child = spawn(process.execPath, [cliPath, command], {
+    env: { ...process.env, DRAWDOWN_CATALOG: catalogPath, DRAWDOWN_HTTP_PORT: '0', DRAWDOWN_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  return {
+    child,
+    output: () => output,
+    exited,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}

@@ -1,0 +1,3 @@
+import { defineRaterCrash } from './rater-crash-suite.js';
+
+defineRaterCrash('chdb');
