@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, fstatSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { delimiter, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './free-port.js';
@@ -20,9 +21,11 @@ export interface ClickHouseServerOptions {
 }
 
 const DEFAULT_START_TIMEOUT_MS = 30_000;
-// 18.16 waits for running queries and background merges on SIGTERM; a bit
-// more grace than nats-server needs, still bounded.
-const STOP_GRACE_MS = 10_000;
+// 18.16 gives open connections 5 s on SIGTERM (shutdown_wait_unfinished) and
+// then can hang several more seconds on a client's idle keep-alive socket,
+// while its own storage shutdown takes milliseconds: past 5 s, killing it
+// loses nothing a graceful exit would have kept.
+const STOP_GRACE_MS = 5_000;
 const POLL_INTERVAL_MS = 100;
 const PROBE_TIMEOUT_MS = 1_000;
 const LOG_TAIL_LINES = 20;
@@ -111,7 +114,7 @@ export class ClickHouseServerProcess {
     }
   }
 
-  /** Graceful stop: SIGTERM, then SIGKILL if the server is still running after 10 s. */
+  /** Graceful stop: SIGTERM, then SIGKILL if the server is still running after 5 s. */
   async stop(): Promise<void> {
     return this.serially(() => this.terminate(true));
   }
@@ -298,14 +301,27 @@ async function exitsWithin(launched: Launched, ms: number): Promise<boolean> {
   }
 }
 
-/** GET with a hard timeout; undefined when nothing answered. */
-async function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body: string } | undefined> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    return { status: response.status, body: await response.text() };
-  } catch {
-    return undefined;
-  }
+/**
+ * GET with a hard timeout; undefined when nothing answered. Each probe uses its
+ * own connection and closes it: an idle keep-alive connection would hold up
+ * the server's graceful shutdown later.
+ */
+function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body: string } | undefined> {
+  return new Promise((resolve) => {
+    const request = get(url, { agent: false }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (body += chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+    });
+    const timer = setTimeout(() => request.destroy(), timeoutMs);
+    // 'close' always comes last; when it comes before a complete answer, nothing usable answered.
+    request.on('close', () => {
+      clearTimeout(timer);
+      resolve(undefined);
+    });
+    request.on('error', () => resolve(undefined));
+  });
 }
 
 function fileSize(path: string): number {

@@ -5,7 +5,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, accessSync, fstatSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { delimiter, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './free-port.js';
@@ -336,14 +337,27 @@ async function exitsWithin(launched: Launched, ms: number): Promise<boolean> {
   }
 }
 
-/** GET with a hard timeout; undefined when nothing answered. */
-async function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body: string } | undefined> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    return { status: response.status, body: await response.text() };
-  } catch {
-    return undefined;
-  }
+/**
+ * GET with a hard timeout; undefined when nothing answered. Each probe uses its
+ * own connection and closes it: an idle keep-alive connection would hold up
+ * the server's graceful shutdown later.
+ */
+function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body: string } | undefined> {
+  return new Promise((resolve) => {
+    const request = get(url, { agent: false }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (body += chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+    });
+    const timer = setTimeout(() => request.destroy(), timeoutMs);
+    // 'close' always comes last; when it comes before a complete answer, nothing usable answered.
+    request.on('close', () => {
+      clearTimeout(timer);
+      resolve(undefined);
+    });
+    request.on('error', () => resolve(undefined));
+  });
 }
 
 /** The last lines written to a file since `fromOffset`. */

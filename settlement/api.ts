@@ -11,7 +11,7 @@ import { DrawdownError } from '../shared/errors.js';
 import { queryParams, readJsonBody, sendJson, type Route } from '../shared/http.js';
 import { formatAmount, parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString } from '../shared/sql.js';
-import { Problems, isPlainObject, isoInstant } from '../shared/validate.js';
+import { Problems, isPlainObject, parseIsoInstant } from '../shared/validate.js';
 import { balanceOf } from './balance.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { purchasePackage } from './purchases.js';
@@ -44,7 +44,8 @@ function checkCustomer(customer: string): string {
 /** A time parameter: ISO-8601 with zone, or ms since epoch → whole seconds. */
 export function parseTime(value: unknown, field: string, problems: Problems): number | undefined {
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return Math.floor(value / 1000);
-  if (typeof value === 'string' && isoInstant.test(value) && Number.isFinite(Date.parse(value))) return Math.floor(Date.parse(value) / 1000);
+  const iso = typeof value === 'string' ? parseIsoInstant(value) : undefined;
+  if (iso !== undefined) return Math.floor(iso / 1000);
   if (typeof value === 'string' && /^\d+$/.test(value)) return Math.floor(Number(value) / 1000);
   problems.add(field, 'format', `${field} must be an ISO-8601 instant with a zone or ms since epoch`);
   return undefined;

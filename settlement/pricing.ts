@@ -45,9 +45,15 @@ export function matchRow(version: RateCardVersion, meter: string, dimensions: Re
 /** Cost of `quantity` at `price`, rounded half-up to 9 fraction digits. */
 export function costOf(price: Price, quantity: Decimal): Decimal {
   if (price.model === 'unit') return toLedgerAmount(price.amount.times(quantity));
-  const packages = quantity.dividedBy(price.size);
-  const billed = price.rounding === 'up' ? packages.ceil() : packages;
-  return toLedgerAmount(price.amount.times(billed));
+  if (price.rounding === 'up') {
+    // Whole packages, decided exactly: no quotient is rounded before the ceiling.
+    const whole = quantity.dividedToIntegerBy(price.size);
+    const packages = quantity.modulo(price.size).isZero() ? whole : whole.plus(1);
+    return toLedgerAmount(price.amount.times(packages));
+  }
+  // Multiply before dividing: the product is exact, so the one rounding of the
+  // quotient (at 60 digits) cannot move a half-nano-credit tie.
+  return toLedgerAmount(price.amount.times(quantity).dividedBy(price.size));
 }
 
 export function zero(): Decimal {

@@ -16,10 +16,38 @@ export type BatchFormat = 'msgpack' | 'json';
 const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'auto' as 'bigint' });
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Problems listed in one error response; the rest are counted, not listed. */
+/** Problems listed in one error response; validation stops once this many are found. */
 export const problemsListedMax = 100;
 
+/** Events nest three levels (batch → event → dimensions); anything far deeper is hostile. */
+export const nestingDepthMax = 32;
+
+/**
+ * JSON.parse accepts arbitrarily deep nesting (it does not recurse on the
+ * stack), so depth is checked on the bytes first; brackets inside strings do
+ * not count. MessagePack needs no such pass: msgpackr recurses and a hostile
+ * depth ends in a RangeError, caught below.
+ */
+function jsonDepthExceeds(bytes: Uint8Array, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]!;
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
 export function decodeBatch(bytes: Uint8Array, format: BatchFormat): unknown {
+  if (format === 'json' && jsonDepthExceeds(bytes, nestingDepthMax)) {
+    throw new DrawdownError('body_malformed', `body nests deeper than ${nestingDepthMax} levels`);
+  }
   try {
     if (format === 'json') return JSON.parse(utf8.decode(bytes));
     return unpackr.unpack(bytes);

@@ -225,6 +225,8 @@ export function parseCatalog(raw: unknown): Catalog {
     const o = object(problems, v, at);
     const version = readString(problems, o.version, `${at}.version`, { max: 64, pattern: idPattern });
     const effectiveFromMs = readInstant(problems, o.effective_from, `${at}.effective_from`);
+    // Usage is aggregated per minute; a version starting mid-minute could not price that minute's two halves apart.
+    if (effectiveFromMs !== undefined && effectiveFromMs % 60_000 !== 0) problems.add(`${at}.effective_from`, 'alignment', `${at}.effective_from must fall on a whole minute`);
     const rows: RateRow[] = [];
     const seen = new Set<string>();
     list(problems, o.rows, `${at}.rows`).forEach((r, j) => {

@@ -5,7 +5,7 @@
  */
 import type { MeterDefinitions } from './catalog.js';
 import { parseQuantity } from './quantity.js';
-import { Problems, hostileKeys, isPlainObject, isoInstant } from './validate.js';
+import { Problems, hostileKeys, isPlainObject, parseIsoInstant } from './validate.js';
 
 export interface UsageEvent {
   id: string;
@@ -43,9 +43,9 @@ function parseTimestamp(value: unknown): number | undefined {
     return Number.isFinite(ms) && ms >= 0 ? Math.floor(ms) : undefined;
   }
   if (typeof value === 'bigint') return value >= 0n && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : undefined;
-  if (typeof value === 'string' && isoInstant.test(value)) {
-    const ms = Date.parse(value);
-    return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
+  if (typeof value === 'string') {
+    const ms = parseIsoInstant(value);
+    return ms !== undefined && ms >= 0 ? ms : undefined;
   }
   return undefined;
 }

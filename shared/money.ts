@@ -30,7 +30,9 @@ export function formatAmount(value: Decimal): string {
 
 /** Text for display at a credit unit's precision (e.g. 2 → "88.00"). */
 export function formatAtPrecision(value: Decimal, precision: number): string {
-  return new Money(value).toFixed(precision, Decimal.ROUND_HALF_UP);
+  const text = new Money(value).toFixed(precision, Decimal.ROUND_HALF_UP);
+  // -0.001 shown at 2 places is zero, not "-0.00".
+  return /^-0(\.0*)?$/.test(text) ? text.slice(1) : text;
 }
 
 /** Exact decimal text from storage (18.16 pads "1.500000000", chDB trims "1.5"). */

@@ -48,7 +48,7 @@ describe('sqlString', () => {
   it('given any string, then the output is one literal from first to last character that reads back as the input (property)', () => {
     const hostile = fc.string({ unit: fc.constantFrom("'", '\\', '"', '\n', '\r', '\t', '\0', '\b', '\f', 'a', ';', '-', '🎉') });
     fc.assert(
-      fc.property(fc.oneof(hostile, fc.string({ unit: 'binary', maxLength: 64 })), (input) => {
+      fc.property(fc.oneof(hostile, fc.string({ unit: 'binary' })), (input) => {
         const sql = sqlString(input);
         const literal = readLiteral(sql);
         return sql.startsWith("'") && sql.endsWith("'") && literal.end === sql.length - 1 && literal.value === input;

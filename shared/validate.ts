@@ -68,13 +68,25 @@ export function readDecimalText(
 }
 
 export function readInstant(problems: Problems, value: unknown, field: string): number | undefined {
-  if (typeof value === 'string' && isoInstant.test(value)) {
-    const ms = Date.parse(value);
-    if (Number.isFinite(ms)) return ms;
-  }
+  const ms = typeof value === 'string' ? parseIsoInstant(value) : undefined;
+  if (ms !== undefined) return ms;
   problems.add(field, 'format', `${field} must be an ISO-8601 instant with a zone, e.g. 2026-01-01T00:00:00Z`);
   return undefined;
 }
 
 /** ISO-8601 date-time with an explicit zone: local times would depend on the machine. */
-export const isoInstant = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+const isoInstant = /^(\d{4})-(\d{2})-(\d{2})T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * ms since epoch for an ISO-8601 instant with a zone, or undefined. Refuses
+ * calendar dates that do not exist (2026-02-30), which Date.parse would
+ * silently roll over into the next month.
+ */
+export function parseIsoInstant(text: string): number | undefined {
+  const match = isoInstant.exec(text);
+  if (match === null) return undefined;
+  const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
+  const ms = Date.parse(text);
+  return Number.isFinite(ms) ? ms : undefined;
+}

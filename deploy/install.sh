@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Makes sure what drawdown runs against is present: Debian's nats-server and
+# clickhouse-server binaries, and the npm dependencies. Safe to run every
+# time: when everything is there it only looks, and prints nothing.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+say() { echo "install.sh: $*"; }
+
+# Runs a command with its output hidden, showing the output only if it fails,
+# so a successful run stays one line per action.
+run_quietly() {
+  local output status
+  output="$(mktemp)"
+  if "$@" >"$output" 2>&1; then
+    rm -f "$output"
+    return 0
+  else
+    status=$?
+    cat "$output" >&2
+    rm -f "$output"
+    echo "install.sh: failed ($status): $*" >&2
+    exit "$status"
+  fi
+}
+
+# Debian installs both servers to /usr/sbin, which is not on a normal user's
+# PATH; the TypeScript wrappers look there too.
+have_binary() {
+  local dir
+  command -v "$1" >/dev/null 2>&1 && return 0
+  for dir in /usr/local/sbin /usr/sbin /sbin; do
+    [[ -x "$dir/$1" ]] && return 0
+  done
+  return 1
+}
+
+missing=()
+for package in nats-server clickhouse-server; do
+  # Each Debian package is named after the binary it provides.
+  have_binary "$package" || missing+=("$package")
+done
+
+if ((${#missing[@]} > 0)); then
+  if [[ "$(id -u)" -ne 0 ]]; then
+    {
+      echo "install.sh: missing ${missing[*]}. Install as root with:"
+      echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ${missing[*]}"
+    } >&2
+    exit 1
+  fi
+  say "apt-get update"
+  run_quietly apt-get update
+  # Only what is missing: naming an installed package would upgrade it.
+  say "apt-get install ${missing[*]}"
+  run_quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  for package in "${missing[@]}"; do
+    if ! have_binary "$package"; then
+      echo "install.sh: apt-get installed $package but no $package binary was found on PATH or in /usr/sbin" >&2
+      exit 1
+    fi
+  done
+fi
+
+if [[ "${DRAWDOWN_SKIP_NPM:-}" != "1" && ! -d "$repo_root/node_modules" ]]; then
+  cd "$repo_root"
+  if [[ -f package-lock.json ]]; then
+    say "npm ci"
+    run_quietly npm ci --no-audit --no-fund
+  else
+    say "npm install"
+    run_quietly npm install --no-audit --no-fund
+  fi
+fi
