@@ -34,7 +34,7 @@ const LOG_TAIL_MAX_BYTES = 64 * 1024;
 // A port can be taken by a racing process between freePort() and bind, or not
 // yet released by a server that was just killed: retry a few times.
 const LAUNCH_ATTEMPTS = 5;
-const LAUNCH_RETRY_DELAY_MS = 500;
+const LAUNCH_RETRY_DELAY_MS = 250;
 
 // Servers must not outlive the process that started them. 'exit' handlers
 // run synchronously, so there is no time for a graceful SIGTERM here.

@@ -120,8 +120,8 @@ export class NatsServerProcess {
     if (!Number.isInteger(maxFileStore) || maxFileStore < 1) {
       throw new RangeError(`jetstreamMaxFileBytes must be a positive integer, got ${maxFileStore}`);
     }
-    const clustered = options.clusterName !== undefined || (options.routes?.length ?? 0) > 0 || options.clusterPort !== undefined;
-    if (clustered && options.clusterName === undefined) {
+    const { clusterName } = options;
+    if (clusterName === undefined && ((options.routes?.length ?? 0) > 0 || options.clusterPort !== undefined)) {
       throw new Error('clusterName is required when routes or clusterPort are given: JetStream clustering needs a cluster name');
     }
     const dir = resolve(options.dir);
@@ -139,7 +139,7 @@ export class NatsServerProcess {
         serverName,
         maxFileStore,
         maxPayload,
-        cluster: clustered ? { name: options.clusterName!, port: options.clusterPort ?? (await freePort()), routes: options.routes ?? [] } : undefined,
+        cluster: clusterName === undefined ? undefined : { name: clusterName, port: options.clusterPort ?? (await freePort()), routes: options.routes ?? [] },
         startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
       };
       const server = new NatsServerProcess(settings);

@@ -33,8 +33,12 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
+// An idle keep-alive connection makes clickhouse-server 18.16 linger on
+// SIGTERM until stop() gives up and kills it; these tests want the clean path.
+const noKeepAlive = { connection: 'close' };
+
 async function query(url: string, sql: string): Promise<string> {
-  const response = await fetch(url, { method: 'POST', body: sql, signal: AbortSignal.timeout(10_000) });
+  const response = await fetch(url, { method: 'POST', body: sql, headers: noKeepAlive, signal: AbortSignal.timeout(10_000) });
   const body = await response.text();
   if (response.status !== 200) throw new Error(`ClickHouse answered ${response.status} to ${sql}: ${body}`);
   return body;
@@ -101,7 +105,7 @@ describe('ClickHouseServerProcess', () => {
     const clickhouse = await ClickHouseServerProcess.start({ dir: join(await tempDir('clickhouse'), 'clickhouse') });
     try {
       expect(clickhouse.url).toBe(`http://127.0.0.1:${clickhouse.httpPort}`);
-      const selectOne = await fetch(clickhouse.url + '/?query=SELECT%201');
+      const selectOne = await fetch(clickhouse.url + '/?query=SELECT%201', { headers: noKeepAlive });
       expect(await selectOne.text()).toBe('1\n');
 
       await query(clickhouse.url, 'CREATE TABLE kept (n UInt32) ENGINE = MergeTree ORDER BY n');
@@ -113,7 +117,7 @@ describe('ClickHouseServerProcess', () => {
 
       await clickhouse.restart();
       expect(await canConnect(clickhouse.tcpPort)).toBe(true);
-      const again = await fetch(clickhouse.url + '/?query=SELECT%201');
+      const again = await fetch(clickhouse.url + '/?query=SELECT%201', { headers: noKeepAlive });
       expect(await again.text()).toBe('1\n');
       expect(await query(clickhouse.url, 'SELECT count(), sum(n) FROM kept')).toBe('3\t6\n');
 
