@@ -10,10 +10,14 @@ import { startDrawdown, type Running } from './processes.js';
 
 export async function startAllInOne(config: Config, options: { now?: () => number } = {}): Promise<Running> {
   const dataDir = resolve(config.dataDir);
-  const nats = await NatsServerProcess.start({ dir: join(dataDir, 'nats'), maxPayloadBytes: Math.max(8 * 1024 * 1024, config.bodyBytesMax * 2) });
+  // A given NATS URL is used as is; otherwise this process runs its own nats-server.
+  const nats =
+    config.natsUrl === undefined
+      ? await NatsServerProcess.start({ dir: join(dataDir, 'nats'), maxPayloadBytes: Math.max(8 * 1024 * 1024, config.bodyBytesMax * 2) })
+      : undefined;
   try {
     const running = await startDrawdown(
-      { ...config, natsUrl: config.natsUrl ?? nats.url, clickhouseUrl: config.clickhouseUrl ?? `chdb:${join(dataDir, 'chdb')}` },
+      { ...config, natsUrl: config.natsUrl ?? nats!.url, clickhouseUrl: config.clickhouseUrl ?? `chdb:${join(dataDir, 'chdb')}` },
       { ingest: true, rater: true, settlement: true },
       options,
     );
@@ -21,11 +25,11 @@ export async function startAllInOne(config: Config, options: { now?: () => numbe
       ...running,
       stop: async () => {
         await running.stop();
-        await nats.stop();
+        await nats?.stop();
       },
     };
   } catch (error) {
-    await nats.stop();
+    await nats?.stop();
     throw error;
   }
 }

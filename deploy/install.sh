@@ -65,11 +65,10 @@ fi
 
 if [[ "${DRAWDOWN_SKIP_NPM:-}" != "1" && ! -d "$repo_root/node_modules" ]]; then
   cd "$repo_root"
-  if [[ -f package-lock.json ]]; then
-    say "npm ci"
-    run_quietly npm ci --no-audit --no-fund
-  else
-    say "npm install"
-    run_quietly npm install --no-audit --no-fund
-  fi
+  # Not `npm ci`: chdb lists optional per-platform packages (darwin, arm64)
+  # that the registry we can reach does not serve, so the lock file cannot
+  # name them and `npm ci` refuses it as out of sync. `npm install` follows
+  # the lock file for everything it does name, and leaves it unchanged.
+  say "npm install"
+  run_quietly npm install --no-audit --no-fund
 fi
