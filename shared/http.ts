@@ -95,7 +95,10 @@ export function createRouter(routes: readonly Route[], log: Logger): (req: Incom
 
 export function respondWithError(req: IncomingMessage, res: ServerResponse, error: unknown, log: Logger): void {
   const problem = isDrawdownError(error) ? error : new DrawdownError('internal', 'internal error', { cause: error });
-  if (problem.status >= 500) log.error({ err: error, method: req.method, url: req.url }, 'request failed');
+  // A bug gets its stack; a dependency being away (503) is an operating
+  // condition, logged once per request without one so an outage cannot flood the log.
+  if (problem.code === 'internal') log.error({ err: error, method: req.method, url: req.url }, 'request failed');
+  else if (problem.status >= 500) log.warn({ code: problem.code, detail: problem.message, method: req.method, url: req.url }, 'request refused: dependency unavailable');
   else log.debug({ code: problem.code, method: req.method, url: req.url }, 'request rejected');
   if (res.headersSent) {
     res.destroy();
