@@ -1,0 +1,132 @@
+/**
+ * One customer's credits in one unit over a settlement window, in time order:
+ * expiries, capped rollovers, new grant periods, then usage, at each instant.
+ * Pure: the state comes in (rebuilt from the ledger), postings come out.
+ *
+ * At the same instant the order is fixed so a boundary is never ambiguous:
+ *   1. blocks whose expiry has come expire,
+ *   2. capped grants whose period ends here keep their capped carry,
+ *   3. grants whose period starts here are issued,
+ *   4. usage at this instant draws down.
+ * Windows are half-open, [from, until): an instant equal to `until` belongs
+ * to the next window, so consecutive windows never process it twice.
+ */
+import type { Decimal } from 'decimal.js';
+import { money } from '../../shared/money.js';
+import { drawDown, expireDue, openBlock, type CreditState, type DrawDownPolicy, type Posting } from './blocks.js';
+import { boundariesIn, periodAt, periodStart, type Frequency } from './periods.js';
+import { capAtPeriodEnd, grantExpiry, type Rollover } from './rollover.js';
+
+export interface GrantSchedule {
+  /** Stable identity of the grant within its subscription and version, e.g. "sub_1:monthly-credits:v2". */
+  key: string;
+  quantity: Decimal;
+  frequency: Frequency;
+  rollover: Rollover;
+  /** Periods are counted from here. */
+  anchorMs: number;
+  /** No period starts before this (subscription start) … */
+  activeFromMs: number;
+  /** … or at/after this (subscription end, or the next term's version taking over). */
+  activeUntilMs: number | undefined;
+}
+
+export interface UsageCharge {
+  atMs: number;
+  cost: Decimal;
+  note: string;
+  kind: 'usage' | 'adjustment';
+}
+
+export interface WindowReport {
+  granted: Decimal;
+  expired: Decimal;
+  carried: Decimal;
+  deducted: Decimal;
+  intoNegative: Decimal;
+  overage: Decimal;
+  overLimit: Decimal;
+}
+
+export function blockIdFor(grant: GrantSchedule, periodIndex: number): string {
+  return `${grant.key}:p${periodIndex}`;
+}
+
+function grantBlockIds(state: CreditState, grant: GrantSchedule): string[] {
+  const prefix = `${grant.key}:p`;
+  return [...state.blocks.keys()].filter((id) => id.startsWith(prefix));
+}
+
+function activeAt(grant: GrantSchedule, atMs: number): boolean {
+  return atMs >= grant.activeFromMs && (grant.activeUntilMs === undefined || atMs < grant.activeUntilMs);
+}
+
+export function settleWindow(
+  state: CreditState,
+  window: { fromMs: number; untilMs: number },
+  grants: readonly GrantSchedule[],
+  usage: readonly UsageCharge[],
+  policy: DrawDownPolicy,
+): { postings: Posting[]; report: WindowReport } {
+  const { fromMs, untilMs } = window;
+  const report: WindowReport = { granted: money(0), expired: money(0), carried: money(0), deducted: money(0), intoNegative: money(0), overage: money(0), overLimit: money(0) };
+  const postings: Posting[] = [];
+
+  // Every instant in [from, until) at which something happens.
+  const instants = new Set<number>();
+  for (const grant of grants) {
+    const first = periodStart(grant.anchorMs, grant.frequency, periodAt(grant.anchorMs, grant.frequency, fromMs).index);
+    if (first >= fromMs && first < untilMs) instants.add(first);
+    for (const b of boundariesIn(grant.anchorMs, grant.frequency, fromMs, untilMs - 1)) instants.add(b);
+  }
+  for (const block of state.blocks.values()) if (block.expiresAtMs !== undefined && block.expiresAtMs >= fromMs && block.expiresAtMs < untilMs) instants.add(block.expiresAtMs);
+  for (const charge of usage) {
+    if (charge.atMs < fromMs || charge.atMs >= untilMs) throw new RangeError(`usage at ${new Date(charge.atMs).toISOString()} lies outside the window`);
+    instants.add(charge.atMs);
+  }
+  const sortedUsage = [...usage].sort((a, b) => a.atMs - b.atMs);
+  let nextUsage = 0;
+
+  for (const at of [...instants].sort((a, b) => a - b)) {
+    // 1. Expiries, including blocks granted earlier in this window.
+    for (const p of expireDue(state, at)) {
+      postings.push(p);
+      report.expired = report.expired.plus(p.amount.negated());
+    }
+    for (const grant of grants) {
+      const period = periodAt(grant.anchorMs, grant.frequency, at);
+      if (period.startMs !== at) continue;
+      // 2. The previous period of a capped grant ends here.
+      if (grant.rollover.kind === 'capped') {
+        const capped = capAtPeriodEnd(state, grantBlockIds(state, grant), grant.rollover, at);
+        postings.push(...capped.postings);
+        report.expired = report.expired.plus(capped.expired);
+        report.carried = report.carried.plus(capped.carried);
+      }
+      // 3. A new period starts.
+      if (activeAt(grant, at)) {
+        const opened = openBlock(state, {
+          id: blockIdFor(grant, period.index),
+          source: 'grant',
+          amount: grant.quantity,
+          atMs: at,
+          expiresAtMs: grantExpiry(grant.rollover, period.endMs),
+          note: `${grant.frequency} grant ${grant.key}, period from ${new Date(period.startMs).toISOString()}`,
+        });
+        if (opened.length > 0) report.granted = report.granted.plus(grant.quantity);
+        postings.push(...opened);
+      }
+    }
+    // 4. Usage at this instant.
+    while (nextUsage < sortedUsage.length && sortedUsage[nextUsage]!.atMs === at) {
+      const charge = sortedUsage[nextUsage++]!;
+      const result = drawDown(state, charge.cost, at, policy, charge.kind, charge.note);
+      postings.push(...result.postings);
+      report.deducted = report.deducted.plus(charge.cost);
+      report.intoNegative = report.intoNegative.plus(result.intoNegative);
+      report.overage = report.overage.plus(result.overage);
+      report.overLimit = report.overLimit.plus(result.overLimit);
+    }
+  }
+  return { postings, report };
+}
