@@ -89,7 +89,12 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
       if (config.natsUrl === undefined) throw new DrawdownError('config_invalid', 'DRAWDOWN_NATS_URL (or --nats-url) is required');
       const handles = await connectNats(config.natsUrl, `drawdown-${name}`, log);
       nats = handles;
-      stops.push(() => handles.nc.drain().catch(() => handles.nc.close()));
+      // Draining needs the server; if it is away, give up after a bound and close.
+      stops.push(async () => {
+        const drained = handles.nc.drain().then(() => true, () => false);
+        const inTime = await Promise.race([drained, new Promise<boolean>((r) => setTimeout(() => r(false), 5_000).unref())]);
+        if (!inTime && !handles.nc.isClosed()) await handles.nc.close();
+      });
       const maxPayload = handles.nc.info?.max_payload ?? 1024 * 1024;
       if (stream.maxMessageBytes > maxPayload) {
         throw new DrawdownError(

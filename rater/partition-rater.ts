@@ -20,6 +20,8 @@ import type { RaterMetrics } from './metrics.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
 import { readWatermark } from './watermark.js';
 
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
 export interface PartitionLimits extends ConsumerSettings {
   flushIntervalMs: number;
   flushRowsMax: number;
@@ -65,14 +67,26 @@ export class PartitionRater {
   }
 
   async start(): Promise<void> {
+    await this.#resumeFromWatermark();
+    this.#loop = this.#run();
+  }
+
+  /**
+   * (Re)starts consumption right after what ClickHouse holds, forgetting
+   * anything held in memory: it was not committed, and the new consumer
+   * delivers it again. Used at start and after any unexpected error, so the
+   * in-memory state can never drift from the stream's.
+   */
+  async #resumeFromWatermark(): Promise<void> {
     const { jsm, js, store, stream, partition, limits } = this.#deps;
+    this.#aggregator.drain();
+    this.#pending = [];
     this.#committedSeq = await readWatermark(store, partition);
     this.#highestSeen = this.#committedSeq;
     const name = await resetPartitionConsumer(jsm, stream, partition, this.#committedSeq, limits);
     this.#consumer = await js.consumers.get(stream.name, name);
     this.#deps.metrics.committedSequence.set(this.#label, this.#committedSeq);
     this.#deps.log.info({ partition, committedSeq: this.#committedSeq }, 'partition consumer ready');
-    this.#loop = this.#run();
   }
 
   /** Stops pulling, writes what is pending (unless ClickHouse is down), and returns. */
@@ -82,18 +96,40 @@ export class PartitionRater {
   }
 
   async #run(): Promise<void> {
+    const { log, partition } = this.#deps;
+    let resumeNeeded = false;
     while (!this.#stopping) {
       try {
-        const messages = await this.#fetch();
+        if (resumeNeeded) {
+          await this.#resumeFromWatermark();
+          resumeNeeded = false;
+        }
+      } catch (error) {
+        log.warn({ err: error, partition }, 'cannot resume partition yet; retrying');
+        await sleep(1_000);
+        continue;
+      }
+      let messages: JsMsg[];
+      try {
+        messages = await this.#fetch();
+      } catch (error) {
+        // Nothing was taken from this fetch, so nothing is lost: just pull again.
+        if (this.#stopping) break;
+        log.warn({ err: error, partition }, 'fetch failed; retrying');
+        await sleep(500);
+        continue;
+      }
+      try {
         if (messages.length > 0) await this.#aggregate(messages);
         if (this.#flushDue()) await this.#flush();
       } catch (error) {
-        if (this.#stopping) break;
-        this.#deps.log.error({ err: error, partition: this.#deps.partition }, 'partition loop error; retrying');
-        await new Promise((resolve) => setTimeout(resolve, 500));
+        // Messages taken but not committed: start over from the watermark.
+        log.error({ err: error, partition }, 'partition loop error; resuming from the committed watermark');
+        resumeNeeded = true;
+        await sleep(500);
       }
     }
-    if (this.#pending.length > 0) await this.#flush();
+    if (this.#pending.length > 0 && !resumeNeeded) await this.#flush();
   }
 
   async #fetch(): Promise<JsMsg[]> {
@@ -104,18 +140,32 @@ export class PartitionRater {
       expires: Math.max(1_000, Math.min(limits.flushIntervalMs, 5_000)),
     });
     const out: JsMsg[] = [];
+    try {
+      await this.#take(batch, out);
+    } catch (error) {
+      // A fetch can fail half-way (NATS restart, stream leader change). The
+      // messages already taken count as seen, so they must be processed —
+      // dropping them here would later get them acked as "redeliveries".
+      if (out.length === 0) throw error;
+      this.#deps.log.warn({ err: error, partition: this.#deps.partition, taken: out.length }, 'fetch ended early; processing what arrived');
+    }
+    return out;
+  }
+
+  async #take(batch: AsyncIterable<JsMsg>, out: JsMsg[]): Promise<void> {
     for await (const message of batch) {
       if (message.seq <= this.#highestSeen) {
-        // A redelivery (ack wait passed while we held it, or committed but
-        // unacked): it is already pending or already in ClickHouse.
+        // A redelivery: ack wait passed while we held it, or our ack was lost
+        // (NATS restarted). Already committed → ack again, so it leaves the
+        // stream; still pending here → its flush will ack it.
         this.#deps.metrics.redeliveries.inc(this.#label);
+        if (message.seq <= this.#committedSeq) message.ack();
         continue;
       }
       this.#highestSeen = message.seq;
       out.push(message);
       if (this.#stopping) break;
     }
-    return out;
   }
 
   async #aggregate(messages: JsMsg[]): Promise<void> {

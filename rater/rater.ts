@@ -81,9 +81,16 @@ export class Rater {
     }
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops the loops, waiting at most `stopWaitMs` for their last flush: an
+   * unwritten flush is safe to abandon (its batches stay unacked in the
+   * stream), a shutdown that never ends is not.
+   */
+  async stop(stopWaitMs = 15_000): Promise<void> {
     clearInterval(this.#lagTimer);
-    await Promise.all(this.#partitions.map((p) => p.stop()));
+    const stopped = Promise.all(this.#partitions.map((p) => p.stop()));
+    const timedOut = await Promise.race([stopped.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), stopWaitMs).unref())]);
+    if (timedOut) this.#options.log.warn({ stopWaitMs }, 'rater loops did not stop in time; unflushed batches stay in the stream');
     await this.#pool.destroy();
   }
 }

@@ -9,6 +9,7 @@ import type { Catalog } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { settlementRunColumns } from '../shared/clickhouse/schema.js';
 import { DrawdownError } from '../shared/errors.js';
+import { crashPoint } from '../shared/fault.js';
 import { formatAmount, money } from '../shared/money.js';
 import { sqlString } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
@@ -22,6 +23,8 @@ export interface SettlementReport {
   untilSec: number;
   entriesPosted: number;
   entriesAlreadyPosted: number;
+  /** True when this report is of an interrupted run that this call finished. */
+  resumed?: boolean;
   customers: Record<string, CustomerReport>;
 }
 
@@ -68,13 +71,33 @@ export function runIdFor(fromSec: number, untilSec: number): string {
 
 /** The end of the last completed run, epoch s; 0 before the first. */
 export async function settledUntil(store: Store): Promise<number> {
-  const rows = await store.query('SELECT max(toUnixTimestamp(window_until)) FROM settlement_runs');
+  const rows = await store.query("SELECT max(toUnixTimestamp(window_until)) FROM settlement_runs WHERE status = 'completed'");
   return Number(rows[0]?.[0] ?? 0);
+}
+
+interface RunRecord {
+  runId: string;
+  fromSec: number;
+  untilSec: number;
+}
+
+/** A run that recorded its intent but not its completion: it crashed, or is still running. */
+async function interruptedRun(store: Store): Promise<RunRecord | undefined> {
+  const rows = await store.query(
+    `SELECT run_id, toUnixTimestamp(any(window_from)), toUnixTimestamp(any(window_until)) FROM settlement_runs
+     GROUP BY run_id HAVING max(status = 'completed') = 0 ORDER BY run_id LIMIT 1`,
+  );
+  const row = rows[0];
+  return row === undefined ? undefined : { runId: row[0]!, fromSec: Number(row[1]), untilSec: Number(row[2]) };
 }
 
 async function runExists(store: Store, runId: string): Promise<boolean> {
   const rows = await store.query(`SELECT count() FROM settlement_runs WHERE run_id = ${sqlString(runId)}`);
   return Number(rows[0]?.[0] ?? 0) > 0;
+}
+
+async function recordRun(store: Store, run: RunRecord, nowSec: number, status: 'started' | 'completed', report: string): Promise<void> {
+  await store.insert('settlement_runs', settlementRunColumns, encodeTsv([[run.runId, tsvDateTime(run.fromSec), tsvDateTime(run.untilSec), tsvDateTime(nowSec), report, status]]));
 }
 
 export interface SettleRequest {
@@ -84,24 +107,49 @@ export interface SettleRequest {
   nowSec?: number;
 }
 
+/**
+ * Settles up to `untilSec`. A run first records its window ("started"), then
+ * posts, then records completion. If an earlier run was interrupted, its
+ * exact window is finished first — the same window gives the same entry ids,
+ * so nothing it had posted is posted again — and only then does the cursor move.
+ */
 export async function settle(store: Store, catalog: Catalog, request: SettleRequest): Promise<SettlementReport> {
   const untilSec = request.untilSec;
   if (untilSec % 60 !== 0) throw new DrawdownError('request_invalid', 'until must fall on a whole minute (usage is aggregated per minute)');
+  if (request.fromSec !== undefined && request.fromSec % 60 !== 0) throw new DrawdownError('request_invalid', 'from must fall on a whole minute');
+  const nowSec = request.nowSec ?? Math.floor(Date.now() / 1000);
+
+  let resumed: SettlementReport | undefined;
+  const interrupted = await interruptedRun(store);
+  if (interrupted !== undefined) {
+    resumed = await executeRun(store, catalog, interrupted, nowSec);
+    resumed.resumed = true;
+  }
+
   const cursor = await settledUntil(store);
   const fromSec = request.fromSec ?? cursor;
-  if (fromSec % 60 !== 0) throw new DrawdownError('request_invalid', 'from must fall on a whole minute');
-  const runId = runIdFor(fromSec, untilSec);
-  // Re-running a window exactly is a no-op; any other overlap with settled
-  // time would price the same usage twice under different entry ids.
-  if (fromSec < cursor && untilSec > fromSec && !(await runExists(store, runId))) {
-    throw new DrawdownError('request_invalid', `window overlaps time already settled (settled until ${new Date(cursor * 1000).toISOString()})`);
+  const run: RunRecord = { runId: runIdFor(fromSec, untilSec), fromSec, untilSec };
+  if (resumed !== undefined && resumed.runId === run.runId) return resumed;
+  if (untilSec <= fromSec) {
+    return resumed ?? { runId: run.runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
   }
-  const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
-  if (untilSec <= fromSec) return report;
+  if (fromSec < cursor) {
+    // Re-running a settled window exactly is a no-op; any other overlap with
+    // settled time would price the same usage twice under different entry ids.
+    if (!(await runExists(store, run.runId))) {
+      throw new DrawdownError('request_invalid', `window overlaps time already settled (settled until ${new Date(cursor * 1000).toISOString()})`);
+    }
+  } else {
+    await recordRun(store, run, nowSec, 'started', '');
+  }
+  return executeRun(store, catalog, run, nowSec);
+}
 
+async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number): Promise<SettlementReport> {
+  const { runId, fromSec, untilSec } = run;
+  const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
   const lines = await readUsage(store, catalog, { fromSec, untilSec });
   const { priced, unrated } = priceUsage(catalog, lines);
-  const nowSec = request.nowSec ?? Math.floor(Date.now() / 1000);
   const customerReport = (customer: string): CustomerReport => (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [] });
 
   const entries: LedgerEntry[] = [];
@@ -133,11 +181,11 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
   const already = await entryIdsOfRun(store, runId);
   const fresh = entries.filter((e) => !already.has(e.entryId));
   await writeEntries(store, fresh);
+  crashPoint('settle-after-ledger');
   report.entriesPosted = fresh.length;
   report.entriesAlreadyPosted = entries.length - fresh.length;
-
-  // Recorded last: a crash before this line leaves the cursor where it was,
-  // and the re-run finds its entries already posted.
-  await store.insert('settlement_runs', settlementRunColumns, encodeTsv([[runId, tsvDateTime(fromSec), tsvDateTime(untilSec), tsvDateTime(nowSec), JSON.stringify(report)]]));
+  // Recorded last: until this row exists the run counts as interrupted and
+  // the next call finishes exactly this window.
+  await recordRun(store, run, nowSec, 'completed', JSON.stringify(report));
   return report;
 }

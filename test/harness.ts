@@ -82,14 +82,20 @@ export async function api(base: string, method: string, path: string, body?: unk
  * ClickHouse holds the batch. So an empty stream means everything is committed.
  */
 export async function waitForStreamDrained(natsUrl: string, stream = 'DRAWDOWN_EVENTS', timeoutMs = 60_000): Promise<void> {
-  const nc = await connect({ servers: natsUrl });
+  const nc = await connect({ servers: natsUrl.split(',') });
   try {
-    const jsm = await jetstreamManager(nc);
     const deadline = Date.now() + timeoutMs;
+    let last = 'no answer yet';
     for (;;) {
-      const info = await jsm.streams.info(stream);
-      if (info.state.messages === 0) return;
-      if (Date.now() > deadline) throw new Error(`stream still holds ${info.state.messages} messages after ${timeoutMs} ms`);
+      try {
+        // Asked anew each time: after a node failure the JetStream API can time out until a leader is elected.
+        const info = await (await jetstreamManager(nc, { timeout: 2_000 })).streams.info(stream);
+        if (info.state.messages === 0) return;
+        last = `${info.state.messages} messages`;
+      } catch (error) {
+        last = (error as Error).message;
+      }
+      if (Date.now() > deadline) throw new Error(`stream not drained after ${timeoutMs} ms (last: ${last})`);
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {

@@ -47,14 +47,20 @@ export const tables = {
     source String
   ) ENGINE = ReplacingMergeTree ORDER BY (customer, unit, entry_id)`,
 
-  /** One row per completed settlement run; the cursor is max(window_until). */
+  /**
+   * Settlement runs: a "started" row before a run posts anything, a
+   * "completed" row (with the report) after. The cursor is the latest
+   * completed window_until; a started run without completion is finished,
+   * with its exact window, before any new one (docs/exactly-once.md).
+   */
   settlementRuns: `CREATE TABLE IF NOT EXISTS settlement_runs (
     run_id String,
     window_from DateTime('UTC'),
     window_until DateTime('UTC'),
-    completed_at DateTime('UTC'),
-    report String
-  ) ENGINE = ReplacingMergeTree ORDER BY run_id`,
+    recorded_at DateTime('UTC'),
+    report String,
+    status String
+  ) ENGINE = MergeTree ORDER BY (run_id, status)`,
 } as const;
 
 export const usageMinuteColumns = ['customer', 'meter', 'dimensions', 'minute', 'quantity', 'events', 'stream_partition', 'flush_seq', 'flushed_at'] as const;
@@ -75,7 +81,7 @@ export const ledgerColumns = [
   'source',
 ] as const;
 
-export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'completed_at', 'report'] as const;
+export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'recorded_at', 'report', 'status'] as const;
 
 export async function ensureSchema(store: Store): Promise<void> {
   for (const ddl of Object.values(tables)) await store.command(ddl);
