@@ -103,11 +103,12 @@ export async function waitForStreamDrained(natsUrl: string, stream = 'DRAWDOWN_E
   }
 }
 
-export async function streamLastSequence(natsUrl: string, stream = 'DRAWDOWN_EVENTS'): Promise<number> {
+/** The event stream's current state: batches held now, and the last sequence ever stored. */
+export async function streamState(natsUrl: string, stream = 'DRAWDOWN_EVENTS'): Promise<{ messages: number; lastSeq: number }> {
   const nc = await connect({ servers: natsUrl });
   try {
-    const jsm = await jetstreamManager(nc);
-    return (await jsm.streams.info(stream)).state.last_seq;
+    const { state } = await (await jetstreamManager(nc)).streams.info(stream);
+    return { messages: state.messages, lastSeq: state.last_seq };
   } finally {
     await nc.close();
   }

@@ -9,7 +9,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { packr, postEvents, startNats, tempDir, testConfig } from './harness.js';
+import { packr, postEvents, startNats, streamState, tempDir, testConfig } from './harness.js';
 
 const streamMessagesMax = 6;
 
@@ -20,14 +20,7 @@ describe('ingest gateway over HTTP', () => {
   let base: string;
   const event = (i: number) => ({ id: `e${i}`, customer: 'acme', meter: 'gpt-4o.input_tokens', quantity: 1, timestamp: Date.now() });
 
-  async function storedBatches(): Promise<number> {
-    const nc = await connect({ servers: nats.url });
-    try {
-      return (await (await jetstreamManager(nc)).streams.info('DRAWDOWN_EVENTS')).state.messages;
-    } finally {
-      await nc.close();
-    }
-  }
+  const storedBatches = async (): Promise<number> => (await streamState(nats.url)).messages;
 
   async function raw(body: Buffer | string, headers: Record<string, string>, path = '/v1/events', method = 'POST'): Promise<{ status: number; headers: Headers; body: any }> {
     const response = await fetch(base + path, { method, headers, ...(method === 'GET' ? {} : { body }) });

@@ -6,18 +6,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Decimal } from 'decimal.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ClickHouseTarget } from './harness.js';
-import { connect } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, streamState, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ClickHouseTarget } from './harness.js';
 
-async function streamMessages(url: string): Promise<number> {
-  const nc = await connect({ servers: url });
-  try {
-    return (await (await jetstreamManager(nc)).streams.info('DRAWDOWN_EVENTS')).state.messages;
-  } finally {
-    await nc.close();
-  }
-}
 
 export function defineRaterCrash(backend: Backend): void {
   describe(`rater killed between ClickHouse write and ack (${backend})`, () => {
@@ -69,7 +59,7 @@ export function defineRaterCrash(backend: Backend): void {
         const exit = await doomed.exited;
         expect(exit.signal, doomed.output()).toBe('SIGKILL');
         // The crash landed in the gap: ClickHouse holds rows whose batches are still unacked in the stream.
-        expect(await streamMessages(nats.url)).toBeGreaterThan(0);
+        expect((await streamState(nats.url)).messages).toBeGreaterThan(0);
         await sendBatches(4);
       }
       const store = backend === 'server' ? openTestStore(clickhouse.url) : undefined;
