@@ -9,7 +9,7 @@ import type { Decimal } from 'decimal.js';
 import { ledgerColumns } from '../shared/clickhouse/schema.js';
 import { insertRowsMax, type Store } from '../shared/clickhouse/store.js';
 import { formatAmount, parseStoredDecimal } from '../shared/money.js';
-import { sqlString, sqlUInt } from '../shared/sql.js';
+import { sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 
 export type EntryKind = 'grant' | 'purchase' | 'usage' | 'expiry' | 'overage' | 'adjustment';
@@ -30,6 +30,10 @@ export interface LedgerEntry {
   rateVersion: string;
   /** What caused the entry, e.g. "usage 2026-01-01T00:00:00Z..2026-01-01T01:00:00Z" or "package credits-100". */
   source: string;
+  /** The credit block the entry moves ('' = the negative balance); a grant or purchase opens the block of its own id. */
+  blockId: string;
+  /** For a grant or purchase: when its block expires, epoch s; 0 = never. */
+  expiresAtSec: number;
 }
 
 /** A stable id: kind prefix plus a hash of the parts that make the entry unique. */
@@ -54,6 +58,8 @@ function toRow(e: LedgerEntry): string[] {
     formatAmount(e.quantity),
     e.rateVersion,
     e.source,
+    e.blockId,
+    tsvDateTime(e.expiresAtSec),
   ];
 }
 
@@ -64,7 +70,7 @@ export async function writeEntries(store: Store, entries: readonly LedgerEntry[]
 }
 
 const selectColumns = `entry_id, any(customer), any(unit), any(kind), any(amount), toUnixTimestamp(any(effective_at)), toUnixTimestamp(any(posted_at)),
-  any(run_id), any(meter), any(dimensions), any(quantity), any(rate_version), any(source)`;
+  any(run_id), any(meter), any(dimensions), any(quantity), any(rate_version), any(source), any(block_id), toUnixTimestamp(any(expires_at))`;
 
 function fromRow(r: string[]): LedgerEntry {
   return {
@@ -81,7 +87,27 @@ function fromRow(r: string[]): LedgerEntry {
     quantity: parseStoredDecimal(r[10]!),
     rateVersion: r[11]!,
     source: r[12]!,
+    blockId: r[13]!,
+    expiresAtSec: Number(r[14]),
   };
+}
+
+/**
+ * Every entry of these customers effective before `untilSec`, oldest first —
+ * what settlement replays to rebuild their credit blocks.
+ */
+export async function entriesBefore(store: Store, customers: readonly string[], untilSec: number): Promise<LedgerEntry[]> {
+  const out: LedgerEntry[] = [];
+  // Bounded IN lists: a window may touch many customers.
+  for (let i = 0; i < customers.length; i += 10_000) {
+    const rows = await store.query(
+      `SELECT ${selectColumns} FROM ledger_entries
+       WHERE customer IN ${sqlStringList(customers.slice(i, i + 10_000))} AND effective_at < toDateTime(${sqlUInt(untilSec)}, 'UTC')
+       GROUP BY entry_id ORDER BY toUnixTimestamp(any(effective_at)), entry_id`,
+    );
+    for (const row of rows) out.push(fromRow(row));
+  }
+  return out;
 }
 
 /** Ids a settlement run already posted (all of them, if it completed; some, if it crashed). */

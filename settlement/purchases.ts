@@ -35,6 +35,9 @@ export async function purchasePackage(store: Store, catalog: Catalog, request: P
     dimensions: '',
     quantity: money(1),
     rateVersion: '',
+    // A purchase is a block of its own; purchased credits do not expire.
+    blockId: id,
+    expiresAtSec: 0,
     source: `package ${pkg.id} (${formatAmount(pkg.price.amount)} ${pkg.price.currency})`,
   };
   await writeEntries(store, [entry]);

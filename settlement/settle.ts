@@ -13,7 +13,9 @@ import { crashPoint } from '../shared/fault.js';
 import { formatAmount, money } from '../shared/money.js';
 import { sqlString } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
-import { entryId, entryIdsOfRun, writeEntries, type LedgerEntry } from './ledger.js';
+import { entriesBefore, entryId, entryIdsOfRun, writeEntries, type LedgerEntry } from './ledger.js';
+import { applyPosting, emptyState, type CreditState } from './credit/blocks.js';
+import { settleWindow, type ExistingBlock, type UsageCharge } from './credit/timeline.js';
 import { costOf, matchRow, versionAt } from './pricing.js';
 import { readUsage, type UsageLine } from './usage-reader.js';
 
@@ -32,6 +34,8 @@ export interface CustomerReport {
   rated: { meter: string; dimensions: string; rateVersion: string; unit: string; quantity: string; cost: string }[];
   deducted: Record<string, string>;
   unrated: { meter: string; dimensions: string; quantity: string; reason: string }[];
+  /** Credits used past the allowed negative balance, per unit: posted, and the customer is over limit. */
+  overLimit: Record<string, string>;
 }
 
 export interface PricedLine {
@@ -79,21 +83,25 @@ interface RunRecord {
   runId: string;
   fromSec: number;
   untilSec: number;
+  /** When the run recorded its start: entries posted later are not its inputs. */
+  startedAtSec: number;
+}
+
+const runColumns = `run_id, toUnixTimestamp(any(window_from)), toUnixTimestamp(any(window_until)), toUnixTimestamp(minIf(recorded_at, status = 'started'))`;
+
+function toRun(row: string[]): RunRecord {
+  return { runId: row[0]!, fromSec: Number(row[1]), untilSec: Number(row[2]), startedAtSec: Number(row[3]) };
 }
 
 /** A run that recorded its intent but not its completion: it crashed, or is still running. */
 async function interruptedRun(store: Store): Promise<RunRecord | undefined> {
-  const rows = await store.query(
-    `SELECT run_id, toUnixTimestamp(any(window_from)), toUnixTimestamp(any(window_until)) FROM settlement_runs
-     GROUP BY run_id HAVING max(status = 'completed') = 0 ORDER BY run_id LIMIT 1`,
-  );
-  const row = rows[0];
-  return row === undefined ? undefined : { runId: row[0]!, fromSec: Number(row[1]), untilSec: Number(row[2]) };
+  const rows = await store.query(`SELECT ${runColumns} FROM settlement_runs GROUP BY run_id HAVING max(status = 'completed') = 0 ORDER BY run_id LIMIT 1`);
+  return rows[0] === undefined ? undefined : toRun(rows[0]);
 }
 
-async function runExists(store: Store, runId: string): Promise<boolean> {
-  const rows = await store.query(`SELECT count() FROM settlement_runs WHERE run_id = ${sqlString(runId)}`);
-  return Number(rows[0]?.[0] ?? 0) > 0;
+async function findRun(store: Store, runId: string): Promise<RunRecord | undefined> {
+  const rows = await store.query(`SELECT ${runColumns} FROM settlement_runs WHERE run_id = ${sqlString(runId)} GROUP BY run_id`);
+  return rows[0] === undefined ? undefined : toRun(rows[0]);
 }
 
 async function recordRun(store: Store, run: RunRecord, nowSec: number, status: 'started' | 'completed', report: string): Promise<void> {
@@ -128,54 +136,105 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
 
   const cursor = await settledUntil(store);
   const fromSec = request.fromSec ?? cursor;
-  const run: RunRecord = { runId: runIdFor(fromSec, untilSec), fromSec, untilSec };
-  if (resumed !== undefined && resumed.runId === run.runId) return resumed;
+  const runId = runIdFor(fromSec, untilSec);
+  if (resumed !== undefined && resumed.runId === runId) return resumed;
   if (untilSec <= fromSec) {
-    return resumed ?? { runId: run.runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
+    return resumed ?? { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
   }
   if (fromSec < cursor) {
-    // Re-running a settled window exactly is a no-op; any other overlap with
-    // settled time would price the same usage twice under different entry ids.
-    if (!(await runExists(store, run.runId))) {
+    // Re-running a settled window exactly is a no-op (same inputs, same ids);
+    // any other overlap with settled time would price usage twice.
+    const earlier = await findRun(store, runId);
+    if (earlier === undefined) {
       throw new DrawdownError('request_invalid', `window overlaps time already settled (settled until ${new Date(cursor * 1000).toISOString()})`);
     }
-  } else {
-    await recordRun(store, run, nowSec, 'started', '');
+    return executeRun(store, catalog, earlier, nowSec);
   }
+  const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec };
+  await recordRun(store, run, nowSec, 'started', '');
   return executeRun(store, catalog, run, nowSec);
 }
 
+/** Replays one ledger entry onto a credit state. */
+function replay(state: CreditState, e: LedgerEntry): void {
+  const opening =
+    (e.kind === 'grant' || e.kind === 'purchase') && e.blockId !== '' && !state.blocks.has(e.blockId)
+      ? { id: e.blockId, source: e.kind, createdAtMs: e.effectiveAtSec * 1000, expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000 }
+      : undefined;
+  applyPosting(state, { kind: e.kind, amount: e.amount, blockId: e.blockId, atMs: e.effectiveAtSec * 1000, note: '' }, opening);
+}
+
 async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number): Promise<SettlementReport> {
-  const { runId, fromSec, untilSec } = run;
+  const { runId, fromSec, untilSec, startedAtSec } = run;
   const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
   const lines = await readUsage(store, catalog, { fromSec, untilSec });
   const { priced, unrated } = priceUsage(catalog, lines);
-  const customerReport = (customer: string): CustomerReport => (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [] });
+  const customerReport = (customer: string): CustomerReport => (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [], overLimit: {} });
 
-  const entries: LedgerEntry[] = [];
+  // Usage per (customer, credit unit): each is drawn down from that customer's blocks in that unit.
+  const byAccount = new Map<string, PricedLine[]>();
   for (const p of priced) {
-    const { line } = p;
-    const r = customerReport(line.customer);
-    r.rated.push({ meter: line.meter, dimensions: line.dimensions, rateVersion: p.rateVersion, unit: p.unit, quantity: formatAmount(line.quantity), cost: formatAmount(p.cost) });
+    const key = `${p.line.customer}\u0000${p.unit}`;
+    const list = byAccount.get(key);
+    if (list) list.push(p);
+    else byAccount.set(key, [p]);
+    const r = customerReport(p.line.customer);
+    r.rated.push({ meter: p.line.meter, dimensions: p.line.dimensions, rateVersion: p.rateVersion, unit: p.unit, quantity: formatAmount(p.line.quantity), cost: formatAmount(p.cost) });
     r.deducted[p.unit] = formatAmount(money(r.deducted[p.unit] ?? '0').plus(p.cost));
-    entries.push({
-      entryId: entryId('usage', [line.customer, p.unit, line.meter, line.dimensions, p.rateVersion, line.fromSec, fromSec, untilSec]),
-      customer: line.customer,
-      unit: p.unit,
-      kind: 'usage',
-      amount: p.cost.negated(),
-      effectiveAtSec: untilSec,
-      postedAtSec: nowSec,
-      runId,
-      meter: line.meter,
-      dimensions: line.dimensions,
-      quantity: line.quantity,
-      rateVersion: p.rateVersion,
-      source: `usage ${new Date(Math.max(line.fromSec, fromSec) * 1000).toISOString()}..${new Date(untilSec * 1000).toISOString()}`,
-    });
   }
   for (const u of unrated) {
     customerReport(u.line.customer).unrated.push({ meter: u.line.meter, dimensions: u.line.dimensions, quantity: formatAmount(u.line.quantity), reason: u.reason });
+  }
+
+  // Inputs are fixed so that a re-run computes the very same postings: entries
+  // effective before the window, plus blocks posted outside settlement
+  // (purchases) effective inside it — only those posted before the run started.
+  const customers = [...new Set(priced.map((p) => p.line.customer))].sort();
+  const history = await entriesBefore(store, customers, untilSec);
+  const entries: LedgerEntry[] = [];
+  for (const [key, charges] of [...byAccount].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const [customer, unit] = key.split('\u0000') as [string, string];
+    const state = emptyState();
+    const existing: ExistingBlock[] = [];
+    for (const e of history) {
+      // Strictly before: entries posted in the run's own first second may or may not
+      // have been visible to it, so none of them are inputs.
+      if (e.customer !== customer || e.unit !== unit || e.postedAtSec >= startedAtSec) continue;
+      if (e.effectiveAtSec < fromSec) replay(state, e);
+      else if ((e.kind === 'purchase' || e.kind === 'grant') && e.runId === '' && e.blockId !== '') {
+        existing.push({ atMs: e.effectiveAtSec * 1000, id: e.blockId, source: e.kind, amount: e.amount, expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000 });
+      }
+    }
+    const creditUnit = catalog.creditUnits.get(unit);
+    const usage: UsageCharge[] = charges.map((p, i) => ({
+      atMs: Math.max(p.line.fromSec, fromSec) * 1000,
+      cost: p.cost,
+      kind: 'usage',
+      note: `usage ${new Date(Math.max(p.line.fromSec, fromSec) * 1000).toISOString()}..${new Date(untilSec * 1000).toISOString()}`,
+      ref: i,
+    }));
+    const { postings, report: window } = settleWindow(state, { fromMs: fromSec * 1000, untilMs: untilSec * 1000 }, [], usage, { allowedNegative: creditUnit?.allowedNegativeBalance, overage: undefined }, existing);
+    if (window.overLimit.gt(0)) customerReport(customer).overLimit[unit] = formatAmount(window.overLimit);
+    postings.forEach((posting, index) => {
+      const charge = posting.ref === undefined ? undefined : charges[posting.ref];
+      entries.push({
+        entryId: entryId(posting.kind, [customer, unit, runId, index]),
+        customer,
+        unit,
+        kind: posting.kind,
+        amount: posting.amount,
+        effectiveAtSec: Math.floor(posting.atMs / 1000),
+        postedAtSec: nowSec,
+        runId,
+        meter: charge?.line.meter ?? '',
+        dimensions: charge?.line.dimensions ?? '',
+        quantity: charge?.line.quantity ?? money(0),
+        rateVersion: charge?.rateVersion ?? '',
+        source: posting.note,
+        blockId: posting.blockId,
+        expiresAtSec: 0,
+      });
+    });
   }
 
   const already = await entryIdsOfRun(store, runId);

@@ -39,6 +39,8 @@ export interface Posting {
   blockId: string;
   atMs: number;
   note: string;
+  /** Which usage charge caused it, for the caller's bookkeeping. */
+  ref?: number;
 }
 
 export function emptyState(): CreditState {
@@ -98,13 +100,25 @@ export interface OpenBlock {
  */
 export function openBlock(state: CreditState, block: OpenBlock): Posting[] {
   if (state.blocks.has(block.id)) return [];
-  const postings: Posting[] = [{ kind: block.source, amount: block.amount, blockId: block.id, atMs: block.atMs, note: block.note }];
-  applyPosting(state, postings[0]!, { id: block.id, source: block.source, createdAtMs: block.atMs, expiresAtMs: block.expiresAtMs });
-  if (state.debt.gt(0)) {
-    const repay = minOf(state.debt, block.amount);
+  const posting: Posting = { kind: block.source, amount: block.amount, blockId: block.id, atMs: block.atMs, note: block.note };
+  applyPosting(state, posting, { id: block.id, source: block.source, createdAtMs: block.atMs, expiresAtMs: block.expiresAtMs });
+  return [posting, ...repayDebt(state, block.atMs)];
+}
+
+/**
+ * Repays the negative balance from live blocks, in burn order, as adjustment
+ * pairs that leave the balance unchanged — so no block holds credits while
+ * the customer owes credits.
+ */
+export function repayDebt(state: CreditState, atMs: number): Posting[] {
+  const postings: Posting[] = [];
+  const live = [...state.blocks.values()].filter((b) => b.remaining.gt(0) && (b.expiresAtMs === undefined || b.expiresAtMs > atMs)).sort(compareBlocks);
+  for (const block of live) {
+    if (!state.debt.gt(0)) break;
+    const repay = minOf(state.debt, block.remaining);
     const pair: Posting[] = [
-      { kind: 'adjustment', amount: repay, blockId: '', atMs: block.atMs, note: `negative balance repaid from ${block.id}` },
-      { kind: 'adjustment', amount: repay.negated(), blockId: block.id, atMs: block.atMs, note: 'repays negative balance' },
+      { kind: 'adjustment', amount: repay, blockId: '', atMs, note: `negative balance repaid from ${block.id}` },
+      { kind: 'adjustment', amount: repay.negated(), blockId: block.id, atMs, note: 'repays negative balance' },
     ];
     for (const p of pair) applyPosting(state, p);
     postings.push(...pair);

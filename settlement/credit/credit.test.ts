@@ -213,6 +213,12 @@ describe('invariants, for any grants, purchases and usage', () => {
     return { ...run(windows, grants, usage, policy), usage };
   }
 
+  it('a block granted inside a window expires inside it too (found by the property below)', () => {
+    const grant = monthlyGrant({ kind: 'time_limited', duration: { months: 0, days: 5 } }, '1');
+    const { postings } = run([['2026-01-01T00:00:00Z', '2026-04-11T00:00:00Z']], [grant], []);
+    expect(postings.filter((p) => p.kind === 'expiry').map((p) => new Date(p.atMs).toISOString().slice(0, 10))).toEqual(['2026-02-06', '2026-03-06', '2026-04-06']);
+  });
+
   it('balance = sum of postings, no block below zero, total drawn = total rated, and windowing changes nothing', () => {
     fc.assert(
       fc.property(scenario, (s) => {
@@ -232,7 +238,8 @@ describe('invariants, for any grants, purchases and usage', () => {
         // Settling in many windows or in one gives the same postings.
         expect(split.postings.map((p) => [p.kind, p.blockId, p.atMs, p.amount.toFixed()])).toEqual(whole.postings.map((p) => [p.kind, p.blockId, p.atMs, p.amount.toFixed()]));
       }),
-      { numRuns: 200 },
+      // A fixed seed keeps CI repeatable; DRAWDOWN_PROPERTY_SEED explores others.
+      { numRuns: 300, seed: Number(process.env.DRAWDOWN_PROPERTY_SEED ?? 20261125) },
     );
   });
 });

@@ -13,7 +13,7 @@
  */
 import type { Decimal } from 'decimal.js';
 import { money } from '../../shared/money.js';
-import { drawDown, expireDue, openBlock, type CreditState, type DrawDownPolicy, type Posting } from './blocks.js';
+import { applyPosting, drawDown, expireDue, openBlock, repayDebt, type CreditState, type DrawDownPolicy, type Posting } from './blocks.js';
 import { boundariesIn, periodAt, periodStart, type Frequency } from './periods.js';
 import { capAtPeriodEnd, grantExpiry, type Rollover } from './rollover.js';
 
@@ -36,6 +36,17 @@ export interface UsageCharge {
   cost: Decimal;
   note: string;
   kind: 'usage' | 'adjustment';
+  /** Passed through to the postings it causes. */
+  ref?: number;
+}
+
+/** A block already in the ledger (a purchase posted through the API) that appears inside the window. */
+export interface ExistingBlock {
+  atMs: number;
+  id: string;
+  source: 'grant' | 'purchase';
+  amount: Decimal;
+  expiresAtMs: number | undefined;
 }
 
 export interface WindowReport {
@@ -67,6 +78,7 @@ export function settleWindow(
   grants: readonly GrantSchedule[],
   usage: readonly UsageCharge[],
   policy: DrawDownPolicy,
+  existing: readonly ExistingBlock[] = [],
 ): { postings: Posting[]; report: WindowReport } {
   const { fromMs, untilMs } = window;
   const report: WindowReport = { granted: money(0), expired: money(0), carried: money(0), deducted: money(0), intoNegative: money(0), overage: money(0), overLimit: money(0) };
@@ -84,10 +96,17 @@ export function settleWindow(
     if (charge.atMs < fromMs || charge.atMs >= untilMs) throw new RangeError(`usage at ${new Date(charge.atMs).toISOString()} lies outside the window`);
     instants.add(charge.atMs);
   }
+  for (const block of existing) instants.add(block.atMs);
   const sortedUsage = [...usage].sort((a, b) => a.atMs - b.atMs);
   let nextUsage = 0;
+  // A negative balance left from before the window is repaid first, from whatever is live now.
+  postings.push(...repayDebt(state, fromMs));
 
-  for (const at of [...instants].sort((a, b) => a - b)) {
+  // Instants are taken smallest first; a block opened inside the window adds
+  // its own expiry, which may fall later in this same window.
+  const inWindow = (ms: number | undefined): ms is number => ms !== undefined && ms >= fromMs && ms < untilMs;
+  for (let at = Math.min(...instants); instants.size > 0; at = Math.min(...instants)) {
+    instants.delete(at);
     // 1. Expiries, including blocks granted earlier in this window.
     for (const p of expireDue(state, at)) {
       postings.push(p);
@@ -114,13 +133,23 @@ export function settleWindow(
           note: `${grant.frequency} grant ${grant.key}, period from ${new Date(period.startMs).toISOString()}`,
         });
         if (opened.length > 0) report.granted = report.granted.plus(grant.quantity);
+        const expiresAt = state.blocks.get(blockIdFor(grant, period.index))?.expiresAtMs;
+        if (inWindow(expiresAt) && expiresAt > at) instants.add(expiresAt);
         postings.push(...opened);
       }
+    }
+    // Blocks posted outside settlement (purchases) join the state when they take effect.
+    for (const block of existing) {
+      if (block.atMs !== at || state.blocks.has(block.id)) continue;
+      applyPosting(state, { kind: block.source, amount: block.amount, blockId: block.id, atMs: at, note: '' }, { id: block.id, source: block.source, createdAtMs: at, expiresAtMs: block.expiresAtMs });
+      if (inWindow(block.expiresAtMs) && block.expiresAtMs > at) instants.add(block.expiresAtMs);
+      postings.push(...repayDebt(state, at));
     }
     // 4. Usage at this instant.
     while (nextUsage < sortedUsage.length && sortedUsage[nextUsage]!.atMs === at) {
       const charge = sortedUsage[nextUsage++]!;
       const result = drawDown(state, charge.cost, at, policy, charge.kind, charge.note);
+      for (const p of result.postings) if (charge.ref !== undefined) p.ref = charge.ref;
       postings.push(...result.postings);
       report.deducted = report.deducted.plus(charge.cost);
       report.intoNegative = report.intoNegative.plus(result.intoNegative);

@@ -44,7 +44,9 @@ export const tables = {
     dimensions String,
     quantity Decimal(38, 9),
     rate_version String,
-    source String
+    source String,
+    block_id String,
+    expires_at DateTime('UTC')
   ) ENGINE = ReplacingMergeTree ORDER BY (customer, unit, entry_id)`,
 
   /**
@@ -79,6 +81,8 @@ export const ledgerColumns = [
   'quantity',
   'rate_version',
   'source',
+  'block_id',
+  'expires_at',
 ] as const;
 
 export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'recorded_at', 'report', 'status'] as const;
