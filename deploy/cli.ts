@@ -17,7 +17,7 @@ import { createLogger } from '../shared/log.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
 import { loadCatalogFile } from '../shared/catalog.js';
-import { settle } from '../settlement/settle.js';
+import { reportJson, settle } from '../settlement/settle.js';
 import { startAllInOne } from './all-in-one.js';
 import { runDemo } from './demo.js';
 import { startDrawdown, type Running } from './processes.js';
@@ -70,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
       try {
         await ensureSchema(store);
         const report = await settle(store, loadCatalogFile(config.catalog!), { untilSec: Math.floor(untilMs / 60_000) * 60 });
-        process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify(reportJson(report), null, 2)}\n`);
       } finally {
         await store.close();
       }

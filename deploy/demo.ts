@@ -70,7 +70,7 @@ export async function runDemo(config: Config): Promise<number> {
     for (const [customer, , events] of workloads) await waitForUsage(base, customer, events.length, 30_000);
 
     const report = await call(base, 'POST', '/v1/settlements', { until: new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString() });
-    out(`settlement ${report.runId}: ${report.entriesPosted} ledger entries posted`);
+    out(`settlement ${report.run_id}: ${report.entries_posted} ledger entries posted`);
 
     let ok = true;
     for (const [customer, title, , expected] of workloads) {

@@ -16,6 +16,7 @@ import { balanceOf } from './balance.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { purchasePackage } from './purchases.js';
 import type { SettlementRunner } from './runner.js';
+import { reportJson } from './settle.js';
 
 const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
 
@@ -139,7 +140,7 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     const fromSec = body.from === undefined ? undefined : parseTime(body.from, 'from', problems);
     if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
     const report = await deps.runner.run({ untilSec: untilSec!, ...(fromSec === undefined ? {} : { fromSec }) });
-    sendJson(res, 200, report);
+    sendJson(res, 200, reportJson(report));
   }
 
   return [

@@ -18,13 +18,16 @@ export interface UnitBalance {
   available: string;
   /** available at the unit's display precision. */
   display: string;
+  /** Below the unit's allowed negative balance (below zero when it allows none). */
+  over_limit: boolean;
 }
 
+/** As served by GET /v1/customers/{id}/balance (snake_case, like every API body). */
 export interface Balance {
   customer: string;
-  settledUntil: string | null;
+  settled_until: string | null;
   units: UnitBalance[];
-  unratedPending: { meter: string; dimensions: string; quantity: string }[];
+  unrated_pending: { meter: string; dimensions: string; quantity: string }[];
 }
 
 export async function balanceOf(store: Store, catalog: Catalog, customer: string, nowMs: number = Date.now()): Promise<Balance> {
@@ -40,7 +43,7 @@ export async function balanceOf(store: Store, catalog: Catalog, customer: string
   const units = [...new Set([...settled.keys(), ...pending.keys()])].sort();
   return {
     customer,
-    settledUntil: cursor === 0 ? null : new Date(cursor * 1000).toISOString(),
+    settled_until: cursor === 0 ? null : new Date(cursor * 1000).toISOString(),
     units: units.map((unit) => {
       const s = settled.get(unit) ?? money(0);
       const p = pending.get(unit) ?? money(0);
@@ -51,8 +54,9 @@ export async function balanceOf(store: Store, catalog: Catalog, customer: string
         pending: formatAmount(p),
         available: formatAmount(available),
         display: formatAtPrecision(available, catalog.creditUnits.get(unit)?.precision ?? 2),
+        over_limit: available.lessThan((catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0)).negated()),
       };
     }),
-    unratedPending: unrated.map((u) => ({ meter: u.line.meter, dimensions: u.line.dimensions, quantity: formatAmount(u.line.quantity) })),
+    unrated_pending: unrated.map((u) => ({ meter: u.line.meter, dimensions: u.line.dimensions, quantity: formatAmount(u.line.quantity) })),
   };
 }

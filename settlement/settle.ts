@@ -38,6 +38,29 @@ export interface CustomerReport {
   overLimit: Record<string, string>;
 }
 
+/** The report as the HTTP API and the CLI show it: snake_case, instants as ISO-8601. */
+export function reportJson(report: SettlementReport): Record<string, unknown> {
+  return {
+    run_id: report.runId,
+    from: new Date(report.fromSec * 1000).toISOString(),
+    until: new Date(report.untilSec * 1000).toISOString(),
+    entries_posted: report.entriesPosted,
+    entries_already_posted: report.entriesAlreadyPosted,
+    resumed: report.resumed === true,
+    customers: Object.fromEntries(
+      Object.entries(report.customers).map(([customer, r]) => [
+        customer,
+        {
+          rated: r.rated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), rate_version: x.rateVersion, unit: x.unit, quantity: x.quantity, cost: x.cost })),
+          deducted: r.deducted,
+          unrated: r.unrated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), quantity: x.quantity, reason: x.reason })),
+          over_limit: r.overLimit,
+        },
+      ]),
+    ),
+  };
+}
+
 export interface PricedLine {
   line: UsageLine;
   unit: string;
@@ -245,6 +268,6 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   report.entriesAlreadyPosted = entries.length - fresh.length;
   // Recorded last: until this row exists the run counts as interrupted and
   // the next call finishes exactly this window.
-  await recordRun(store, run, nowSec, 'completed', JSON.stringify(report));
+  await recordRun(store, run, nowSec, 'completed', JSON.stringify(reportJson(report)));
   return report;
 }

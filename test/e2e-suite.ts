@@ -61,7 +61,7 @@ export function defineEndToEnd(backend: Backend): void {
 
     it('example 1: 2,000,000 GPT-4o tokens and 50 images deduct 12.00; 100 → 88', async () => {
       const balance = await api(base, 'GET', '/v1/customers/acme/balance');
-      expect(balance.body.units).toEqual([{ unit: 'credits', settled: '88', pending: '0', available: '88', display: '88.00' }]);
+      expect(balance.body.units).toEqual([{ unit: 'credits', settled: '88', pending: '0', available: '88', display: '88.00', over_limit: false }]);
       const ledger = await api(base, 'GET', '/v1/customers/acme/ledger');
       const lines = (ledger.body.entries as any[]).map((e) => [e.kind, e.meter, e.quantity, e.amount]).sort();
       expect(lines).toEqual(
@@ -96,7 +96,9 @@ export function defineEndToEnd(backend: Backend): void {
       const usage = await api(base, 'GET', '/v1/customers/retry/usage?granularity=day&from=0');
       expect(usage.body.usage).toEqual([expect.objectContaining({ meter: 'gpt-4o.input_tokens', quantity: '1000000', events: 1 })]);
       const balance = await api(base, 'GET', '/v1/customers/retry/balance');
-      expect(balance.body.units).toEqual([expect.objectContaining({ settled: '-5' })]);
+      // No credits bought: the usage is posted anyway, and the customer is over limit.
+      expect(balance.body.units).toEqual([expect.objectContaining({ settled: '-5', over_limit: true })]);
+      expect(first.settlement.body.customers.retry.over_limit).toEqual({ credits: '5' });
     });
 
     it('a batch with a bad event is refused whole, naming each bad event and field, and nothing is counted', async () => {
@@ -113,11 +115,11 @@ export function defineEndToEnd(backend: Backend): void {
     });
 
     it('re-running the settlement window posts nothing new and leaves balances unchanged', async () => {
-      const from = new Date(first.settlement.body.fromSec * 1000).toISOString();
+      const from = first.settlement.body.from;
       const again = await api(base, 'POST', '/v1/settlements', { from, until: untilIso });
       expect(again.status).toBe(200);
-      expect(again.body.entriesPosted).toBe(0);
-      expect(again.body.entriesAlreadyPosted).toBe(first.settlement.body.entriesPosted);
+      expect(again.body.entries_posted).toBe(0);
+      expect(again.body.entries_already_posted).toBe(first.settlement.body.entries_posted);
       const balance = await api(base, 'GET', '/v1/customers/acme/balance');
       expect(balance.body.units[0].settled).toBe('88');
     });

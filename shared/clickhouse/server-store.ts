@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
 import { StoreError, type Store } from './store.js';
 import { sqlIdentifier } from '../sql.js';
 import { decodeTsv } from '../tsv.js';
@@ -34,6 +34,9 @@ export class ServerStore implements Store {
       clickhouse_settings: {},
       compression: { request: false, response: false },
       max_open_connections: 10,
+      // Failures reach our own structured logs as StoreErrors; the client's
+      // console logger would print them a second time, unstructured.
+      log: { level: ClickHouseLogLevel.OFF },
     });
   }
 
