@@ -61,7 +61,8 @@ export async function runDemo(config: Config): Promise<number> {
       ['studio', 'SPEC example 2: dimensional image prices', example2('studio', atMs), '0'],
     ];
     for (const [customer, title, events] of workloads) {
-      await call(base, 'POST', `/v1/customers/${customer}/purchases`, { package: 'credits-100' }, { 'idempotency-key': `demo-${customer}-purchase` });
+      // Bought just before the usage, so settlement draws the usage from this block.
+      await call(base, 'POST', `/v1/customers/${customer}/purchases`, { package: 'credits-100', effective_at: new Date(atMs - 60_000).toISOString() }, { 'idempotency-key': `demo-${customer}-purchase` });
       const accepted = await sendEvents(base, events, `demo-${customer}-batch-1`);
       // The same batch again, as a client retry would: counted once.
       await sendEvents(base, events, `demo-${customer}-batch-1`);

@@ -33,6 +33,7 @@ export function entryJson(e: LedgerEntry): Record<string, unknown> {
     dimensions: e.dimensions ? JSON.parse(e.dimensions) : null,
     quantity: e.kind === 'usage' ? formatAmount(e.quantity) : null,
     rate_version: e.rateVersion || null,
+    block: e.blockId || null,
     source: e.source,
   };
 }
@@ -122,12 +123,16 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     const header = req.headers['idempotency-key'];
     const key = (Array.isArray(header) ? header[0] : header) ?? (typeof body.id === 'string' ? body.id : undefined) ?? randomUUID();
     if (key.length < 1 || key.length > 128) problems.add('Idempotency-Key', 'length', 'Idempotency-Key must be 1–128 characters');
+    const nowSec = Math.floor(now() / 1000);
+    const effectiveAtSec = body.effective_at === undefined ? nowSec : parseTime(body.effective_at, 'effective_at', problems);
+    if (effectiveAtSec !== undefined && effectiveAtSec > nowSec) problems.add('effective_at', 'range', 'effective_at may not be in the future');
     if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
     const result = await purchasePackage(store, catalog, {
       customer: checkCustomer(customer!),
       packageId: body.package as string,
       idempotencyKey: key,
-      nowSec: Math.floor(now() / 1000),
+      nowSec,
+      effectiveAtSec: effectiveAtSec!,
     });
     sendJson(res, result.created ? 201 : 200, { entry: entryJson(result.entry), created: result.created });
   }

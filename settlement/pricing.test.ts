@@ -15,7 +15,7 @@ const februarySec = Date.parse('2026-02-15T00:00:00Z') / 1000;
 /** A usage line as the reader returns it: quantity parsed from stored decimal text. */
 function line(meter: string, dimensions: Record<string, string>, quantity: string, fromSec = januarySec): UsageLine {
   const sorted = Object.fromEntries(Object.entries(dimensions).sort(([a], [b]) => (a < b ? -1 : 1)));
-  return { customer: 'acme', meter, dimensions: JSON.stringify(sorted), fromSec, quantity: parseStoredDecimal(quantity), events: 1 };
+  return { customer: 'acme', meter, dimensions: JSON.stringify(sorted), fromSec, quantity: parseStoredDecimal(quantity), events: 1, firstMinuteSec: fromSec };
 }
 
 function costs(catalog: Catalog, lines: UsageLine[]): string[] {

@@ -14,6 +14,8 @@ export interface PurchaseRequest {
   packageId: string;
   idempotencyKey: string;
   nowSec: number;
+  /** When the credits take effect; defaults to now. Earlier is allowed (imports, late recording), later is not. */
+  effectiveAtSec?: number;
 }
 
 export async function purchasePackage(store: Store, catalog: Catalog, request: PurchaseRequest): Promise<{ entry: LedgerEntry; created: boolean }> {
@@ -28,7 +30,7 @@ export async function purchasePackage(store: Store, catalog: Catalog, request: P
     unit: pkg.unit,
     kind: 'purchase',
     amount: pkg.credits,
-    effectiveAtSec: request.nowSec,
+    effectiveAtSec: Math.min(request.effectiveAtSec ?? request.nowSec, request.nowSec),
     postedAtSec: request.nowSec,
     runId: '',
     meter: '',

@@ -229,8 +229,12 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
       }
     }
     const creditUnit = catalog.creditUnits.get(unit);
+    // A line is drawn down at its first minute of usage: blocks opened later in
+    // the window (a purchase mid-window) do not cover it, blocks that expire
+    // later do. Windows are short (hourly), so this minute-level approximation
+    // of a line's usage is documented, not hidden.
     const usage: UsageCharge[] = charges.map((p, i) => ({
-      atMs: Math.max(p.line.fromSec, fromSec) * 1000,
+      atMs: Math.max(p.line.firstMinuteSec, p.line.fromSec, fromSec) * 1000,
       cost: p.cost,
       kind: 'usage',
       note: `usage ${new Date(Math.max(p.line.fromSec, fromSec) * 1000).toISOString()}..${new Date(untilSec * 1000).toISOString()}`,

@@ -19,6 +19,8 @@ export interface UsageLine {
   /** Sum (sum/count meters) or max (max meters) over the part. */
   quantity: Decimal;
   events: number;
+  /** The first minute with usage in this line, epoch s: when settlement draws it down. */
+  firstMinuteSec: number;
 }
 
 export interface UsageQuery {
@@ -39,18 +41,19 @@ export async function readUsage(store: Store, catalog: Catalog, query: UsageQuer
       : `multiIf(${boundaries.map((b, i) => `minute < ${sqlDateTime(b)}, ${i}`).join(', ')}, ${boundaries.length})`;
   const customerFilter = query.customer === undefined ? '' : ` AND customer = ${sqlString(query.customer)}`;
   const rows = await store.query(
-    `SELECT customer, meter, dimensions, ${partExpr} AS part, sum(quantity), max(quantity), sum(events)
+    `SELECT customer, meter, dimensions, ${partExpr} AS part, sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
      FROM usage_minute
      WHERE minute >= ${sqlDateTime(query.fromSec)} AND minute < ${sqlDateTime(query.untilSec)}${customerFilter}
      GROUP BY customer, meter, dimensions, part
      ORDER BY customer, meter, dimensions, part`,
   );
-  return rows.map(([customer, meter, dimensions, part, sum, max, events]) => ({
+  return rows.map(([customer, meter, dimensions, part, sum, max, events, firstMinute]) => ({
     customer: customer!,
     meter: meter!,
     dimensions: dimensions!,
     fromSec: parts[Number(part)]!,
     quantity: parseStoredDecimal(catalog.meters.get(meter!)?.aggregation === 'max' ? max! : sum!),
     events: Number(events),
+    firstMinuteSec: Number(firstMinute),
   }));
 }

@@ -28,7 +28,7 @@ export function defineEndToEnd(backend: Backend): void {
       base = drawdown.url!;
 
       for (const customer of ['acme', 'studio']) {
-        const bought = await api(base, 'POST', `/v1/customers/${customer}/purchases`, { package: 'credits-100' }, { 'idempotency-key': `buy-${customer}` });
+        const bought = await api(base, 'POST', `/v1/customers/${customer}/purchases`, { package: 'credits-100', effective_at: new Date(atMs - 60_000).toISOString() }, { 'idempotency-key': `buy-${customer}` });
         expect(bought.status).toBe(201);
       }
       expect((await postEvents(base, example1('acme', atMs))).status).toBe(202);
@@ -63,6 +63,10 @@ export function defineEndToEnd(backend: Backend): void {
       const balance = await api(base, 'GET', '/v1/customers/acme/balance');
       expect(balance.body.units).toEqual([{ unit: 'credits', settled: '88', pending: '0', available: '88', display: '88.00', over_limit: false }]);
       const ledger = await api(base, 'GET', '/v1/customers/acme/ledger');
+      // Bought before the usage: both usage entries draw on the purchase's block, and nothing is over limit.
+      const purchase = (ledger.body.entries as any[]).find((e) => e.kind === 'purchase');
+      expect((ledger.body.entries as any[]).filter((e) => e.kind === 'usage').map((e) => e.block)).toEqual([purchase.block, purchase.block]);
+      expect(first.settlement.body.customers.acme.over_limit).toEqual({});
       const lines = (ledger.body.entries as any[]).map((e) => [e.kind, e.meter, e.quantity, e.amount]).sort();
       expect(lines).toEqual(
         [
