@@ -14,8 +14,8 @@ import { formatAmount, money } from '../shared/money.js';
 import { sqlString } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { entriesBefore, entryId, entryIdsOfRun, writeEntries, type LedgerEntry } from './ledger.js';
-import { applyPosting, emptyState, type CreditState } from './credit/blocks.js';
-import { settleWindow, type ExistingBlock, type UsageCharge } from './credit/timeline.js';
+import { applyPosting, emptyState, type CreditState, type DrawDownPolicy } from './credit/blocks.js';
+import { settleWindow, type ExistingBlock, type GrantSchedule, type UsageCharge } from './credit/timeline.js';
 import { costOf, matchRow, versionAt } from './pricing.js';
 import { readUsage, type UsageLine } from './usage-reader.js';
 
@@ -36,6 +36,11 @@ export interface CustomerReport {
   unrated: { meter: string; dimensions: string; quantity: string; reason: string }[];
   /** Credits used past the allowed negative balance, per unit: posted, and the customer is over limit. */
   overLimit: Record<string, string>;
+  granted?: Record<string, string>;
+  expired?: Record<string, string>;
+  carried?: Record<string, string>;
+  /** Credits billed as overage, per unit. */
+  overage?: Record<string, string>;
 }
 
 /** The report as the HTTP API and the CLI show it: snake_case, instants as ISO-8601. */
@@ -55,6 +60,10 @@ export function reportJson(report: SettlementReport): Record<string, unknown> {
           deducted: r.deducted,
           unrated: r.unrated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), quantity: x.quantity, reason: x.reason })),
           over_limit: r.overLimit,
+          granted: r.granted ?? {},
+          expired: r.expired ?? {},
+          carried: r.carried ?? {},
+          overage: r.overage ?? {},
         },
       ]),
     ),
@@ -209,10 +218,38 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
     customerReport(u.line.customer).unrated.push({ meter: u.line.meter, dimensions: u.line.dimensions, quantity: formatAmount(u.line.quantity), reason: u.reason });
   }
 
+  // Subscriptions active in the window bring their grants (and overage) even without usage.
+  const fromMs = fromSec * 1000;
+  const untilMs = untilSec * 1000;
+  const grantsByAccount = new Map<string, GrantSchedule[]>();
+  const overageByAccount = new Map<string, DrawDownPolicy['overage']>();
+  for (const subscription of catalog.subscriptions) {
+    if (subscription.startMs >= untilMs || (subscription.endMs !== undefined && subscription.endMs <= fromMs)) continue;
+    const version = catalog.plans.get(subscription.plan)?.versions[subscription.planVersion - 1];
+    if (version === undefined) continue;
+    for (const grant of version.grants) {
+      const override = subscription.overrides[grant.id] ?? {};
+      const key = `${subscription.customer}\u0000${grant.unit}`;
+      const list = grantsByAccount.get(key) ?? [];
+      list.push({
+        key: `${subscription.id}:${grant.id}:v${subscription.planVersion}`,
+        quantity: override.quantity ?? grant.quantity,
+        frequency: override.frequency ?? grant.frequency,
+        rollover: override.rollover ?? grant.rollover,
+        anchorMs: subscription.anchorMs,
+        activeFromMs: subscription.startMs,
+        activeUntilMs: subscription.endMs,
+      });
+      grantsByAccount.set(key, list);
+      if (!byAccount.has(key)) byAccount.set(key, []);
+    }
+    if (version.overage) overageByAccount.set(`${subscription.customer}\u0000${version.overage.unit}`, { pricePerCredit: version.overage.pricePerCredit, currency: version.overage.currency });
+  }
+
   // Inputs are fixed so that a re-run computes the very same postings: entries
   // effective before the window, plus blocks posted outside settlement
   // (purchases) effective inside it — only those posted before the run started.
-  const customers = [...new Set(priced.map((p) => p.line.customer))].sort();
+  const customers = [...new Set([...byAccount.keys()].map((k) => k.split('\u0000')[0]!))].sort();
   const history = await entriesBefore(store, customers, untilSec);
   const entries: LedgerEntry[] = [];
   for (const [key, charges] of [...byAccount].sort(([a], [b]) => (a < b ? -1 : 1))) {
@@ -240,8 +277,13 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
       note: `usage ${new Date(Math.max(p.line.fromSec, fromSec) * 1000).toISOString()}..${new Date(untilSec * 1000).toISOString()}`,
       ref: i,
     }));
-    const { postings, report: window } = settleWindow(state, { fromMs: fromSec * 1000, untilMs: untilSec * 1000 }, [], usage, { allowedNegative: creditUnit?.allowedNegativeBalance, overage: undefined }, existing);
-    if (window.overLimit.gt(0)) customerReport(customer).overLimit[unit] = formatAmount(window.overLimit);
+    const policy: DrawDownPolicy = { allowedNegative: creditUnit?.allowedNegativeBalance, overage: overageByAccount.get(key) };
+    const { postings, report: window } = settleWindow(state, { fromMs, untilMs }, grantsByAccount.get(key) ?? [], usage, policy, existing);
+    const r = customerReport(customer);
+    if (window.overLimit.gt(0)) r.overLimit[unit] = formatAmount(window.overLimit);
+    for (const [field, amount] of [['granted', window.granted], ['expired', window.expired], ['carried', window.carried], ['overage', window.overage]] as const) {
+      if (amount.gt(0)) (r[field] ??= {})[unit] = formatAmount(amount);
+    }
     postings.forEach((posting, index) => {
       const charge = posting.ref === undefined ? undefined : charges[posting.ref];
       entries.push({
@@ -259,7 +301,8 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
         rateVersion: charge?.rateVersion ?? '',
         source: posting.note,
         blockId: posting.blockId,
-        expiresAtSec: 0,
+        // A grant's block keeps its expiry in the ledger, so replaying the ledger rebuilds it.
+        expiresAtSec: posting.kind === 'grant' ? Math.floor((state.blocks.get(posting.blockId)?.expiresAtMs ?? 0) / 1000) : 0,
       });
     });
   }

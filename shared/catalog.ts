@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Decimal } from 'decimal.js';
 import { DrawdownError } from './errors.js';
 import { money } from './money.js';
+import { parsePlan, parseSubscription, type Plan, type Subscription } from './plans.js';
 import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from './validate.js';
 
 export type Aggregation = 'sum' | 'count' | 'max';
@@ -65,6 +66,8 @@ export interface Catalog {
   /** Sorted by effectiveFromMs, ascending. */
   rateCard: readonly RateCardVersion[];
   packages: ReadonlyMap<string, CreditPackage>;
+  plans: ReadonlyMap<string, Plan>;
+  subscriptions: readonly Subscription[];
 }
 
 /** What the rater's worker threads need, as structured-clone-safe data. */
@@ -267,8 +270,23 @@ export function parseCatalog(raw: unknown): Catalog {
     packages.set(id, { id, name, price: { currency, amount: money(amount) }, credits: money(credits), unit });
   });
 
+  const plans = new Map<string, Plan>();
+  list(problems, root.plans, 'plans').forEach((p, i) => {
+    const plan = parsePlan(problems, p, `plans[${i}]`, creditUnits);
+    if (!plan) return;
+    if (plans.has(plan.id)) problems.add(`plans[${i}].id`, 'duplicate', `plan ${plan.id} is defined twice`);
+    plans.set(plan.id, plan);
+  });
+  const subscriptions: Subscription[] = [];
+  list(problems, root.subscriptions, 'subscriptions').forEach((s, i) => {
+    const subscription = parseSubscription(problems, s, `subscriptions[${i}]`, plans);
+    if (!subscription) return;
+    if (subscriptions.some((x) => x.id === subscription.id)) problems.add(`subscriptions[${i}].id`, 'duplicate', `subscription ${subscription.id} is defined twice`);
+    subscriptions.push(subscription);
+  });
+
   if (!problems.empty) throw new DrawdownError('catalog_invalid', `catalog has ${problems.list.length} problem(s)`, { problems: problems.list });
-  return { creditUnits, meters, rateCard, packages };
+  return { creditUnits, meters, rateCard, packages, plans, subscriptions };
 }
 
 export function loadCatalogFile(path: string): Catalog {

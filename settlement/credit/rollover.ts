@@ -13,15 +13,11 @@
  */
 import { Decimal } from 'decimal.js';
 import { money } from '../../shared/money.js';
-import { addDuration, type Duration } from './periods.js';
+import type { Rollover } from '../../shared/plans.js';
+import { addDuration } from './periods.js';
 import { applyPosting, compareBlocks, type CreditState, type Posting } from './blocks.js';
 
-export type Rollover =
-  | { kind: 'none' }
-  | { kind: 'unlimited' }
-  | { kind: 'time_limited'; duration: Duration }
-  /** `percent` is 0–100. */
-  | { kind: 'capped'; percent: Decimal; maximum: Decimal };
+export type { Rollover };
 
 /** When a block granted for a period ending at `periodEndMs` expires by time; undefined = not by time. */
 export function grantExpiry(rollover: Rollover, periodEndMs: number): number | undefined {

@@ -1,0 +1,98 @@
+/**
+ * Subscriptions through the real pipeline: monthly grants issued by
+ * settlement, capped rollover applied at each period end, usage drawn from the
+ * grant, and a plan's overage billed past the balance — on clickhouse-server.
+ */
+import { writeFileSync, readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDrawdown, type Running } from '../deploy/processes.js';
+import type { NatsServerProcess } from '../deploy/nats-server.js';
+import { api, catalogPath, postEvents, startClickHouse, startNats, tempDir, testConfig, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
+
+const dayMs = 86_400_000;
+
+describe('subscriptions and grants', () => {
+  const dir = tempDir('subscriptions');
+  let nats: NatsServerProcess;
+  let clickhouse: ClickHouseTarget;
+  let drawdown: Running;
+  let base: string;
+  // Whole seconds, 65 days ago: three monthly periods have started since.
+  const startMs = Math.floor((Date.now() - 65 * dayMs) / 1000) * 1000;
+  const usageAtMs = Math.floor(Date.now() / 60_000) * 60_000 - 10 * 60_000;
+  const untilIso = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
+  let report: any;
+
+  beforeAll(async () => {
+    const catalog = JSON.parse(readFileSync(catalogPath, 'utf8'));
+    catalog.plans = [
+      {
+        id: 'pro',
+        billing: 'monthly',
+        versions: [
+          { version: 1, grants: [{ id: 'monthly', unit: 'credits', quantity: '1000', frequency: 'monthly', rollover: { kind: 'capped', percent: '50', maximum: '250' } }] },
+          {
+            version: 2,
+            grants: [{ id: 'monthly', unit: 'credits', quantity: '10', frequency: 'monthly', rollover: { kind: 'none' } }],
+            overage: { unit: 'credits', price_per_credit: { currency: 'USD', amount: '0.02' } },
+          },
+        ],
+      },
+    ];
+    catalog.subscriptions = [
+      // Started on version 1, and keeps it though version 2 exists.
+      { id: 'sub-capped', customer: 'capped', plan: 'pro', plan_version: 1, start: new Date(startMs).toISOString() },
+      { id: 'sub-overage', customer: 'overage', plan: 'pro', start: new Date(startMs).toISOString() },
+    ];
+    const path = `${dir.path}/catalog.json`;
+    writeFileSync(path, JSON.stringify(catalog));
+    nats = await startNats(dir.path);
+    clickhouse = await startClickHouse('server', dir.path);
+    drawdown = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, catalog: path }), { ingest: true, rater: true, settlement: true });
+    base = drawdown.url!;
+    for (const customer of ['capped', 'overage']) {
+      // 80,000,000 tokens at 5.00 per 1,000,000 = 400 credits.
+      const sent = await postEvents(base, [{ id: `${customer}-1`, customer, meter: 'gpt-4o.input_tokens', quantity: 80_000_000, timestamp: usageAtMs }]);
+      expect(sent.status).toBe(202);
+    }
+    await waitForStreamDrained(nats.url);
+    report = (await api(base, 'POST', '/v1/settlements', { until: untilIso })).body;
+  });
+
+  afterAll(async () => {
+    await drawdown?.stop();
+    await clickhouse?.stop();
+    await nats?.stop();
+    dir.remove();
+  });
+
+  it('issues a monthly grant per period and applies the capped rollover at each period end', async () => {
+    // 1,000 unused → 250 carry (750 expire); 1,250 unused → 250 carry (1,000 expire); 1,250 − 400 used = 850.
+    expect(report.customers.capped).toMatchObject({ granted: { credits: '3000' }, expired: { credits: '1750' }, carried: { credits: '500' }, over_limit: {} });
+    const balance = await api(base, 'GET', '/v1/customers/capped/balance');
+    expect(balance.body.units[0]).toMatchObject({ settled: '850', over_limit: false });
+    const ledger = await api(base, 'GET', '/v1/customers/capped/ledger');
+    // Per block: the second period end expires the 250 carried from period 1 first (oldest), then 750 of
+    // period 2's grant; the 400 used come from period 2's remaining 250, then 150 of period 3's grant.
+    const kinds = (ledger.body.entries as any[]).map((e) => `${e.kind} ${e.amount} ${e.block.split(':').at(-1)}`).sort();
+    expect(kinds).toEqual(['expiry -250 p0', 'expiry -750 p0', 'expiry -750 p1', 'grant 1000 p0', 'grant 1000 p1', 'grant 1000 p2', 'usage -150 p2', 'usage -250 p1']);
+  });
+
+  it('bills overage at the plan price once the balance is exhausted', async () => {
+    // Version 2: 10 credits a month, expiring; 400 used → 10 from the grant, 390 billed as overage at 0.02 USD.
+    expect(report.customers.overage).toMatchObject({ overage: { credits: '390' }, over_limit: {} });
+    const ledger = await api(base, 'GET', '/v1/customers/overage/ledger');
+    const overage = (ledger.body.entries as any[]).find((e) => e.kind === 'overage');
+    expect(overage).toMatchObject({ amount: '390' });
+    expect(overage.source).toContain('7.8 USD');
+    const balance = await api(base, 'GET', '/v1/customers/overage/balance');
+    expect(balance.body.units[0]).toMatchObject({ settled: '0', over_limit: false });
+  });
+
+  it('settling again, up to the same instant, posts nothing new', async () => {
+    const again = await api(base, 'POST', '/v1/settlements', { until: untilIso });
+    expect(again.body.entries_posted).toBe(0);
+    const balance = await api(base, 'GET', '/v1/customers/capped/balance');
+    expect(balance.body.units[0].settled).toBe('850');
+  });
+});
