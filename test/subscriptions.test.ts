@@ -21,6 +21,7 @@ describe('subscriptions and grants', () => {
   const startMs = Math.floor((Date.now() - 65 * dayMs) / 1000) * 1000;
   const usageAtMs = Math.floor(Date.now() / 60_000) * 60_000 - 10 * 60_000;
   const untilIso = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
+  const priceChangeMs = usageAtMs + 5 * 60_000;
   let report: any;
 
   beforeAll(async () => {
@@ -39,6 +40,14 @@ describe('subscriptions and grants', () => {
         ],
       },
     ];
+    // A price change 5 minutes before "now": 5.00 → 10.00 credits per 1,000,000 tokens.
+    const v1 = catalog.rate_card.versions[0];
+    catalog.rate_card.versions.push({
+      ...v1,
+      version: '2026-price-change',
+      effective_from: new Date(priceChangeMs).toISOString(),
+      rows: v1.rows.map((row: any) => (row.meter === 'gpt-4o.input_tokens' ? { ...row, price: { ...row.price, amount: '10.00' } } : row)),
+    });
     catalog.subscriptions = [
       // Started on version 1, and keeps it though version 2 exists.
       { id: 'sub-capped', customer: 'capped', plan: 'pro', plan_version: 1, start: new Date(startMs).toISOString() },
@@ -55,6 +64,12 @@ describe('subscriptions and grants', () => {
       const sent = await postEvents(base, [{ id: `${customer}-1`, customer, meter: 'gpt-4o.input_tokens', quantity: 80_000_000, timestamp: usageAtMs }]);
       expect(sent.status).toBe(202);
     }
+    // One million tokens before the price change and one million after it, in the same settlement window.
+    const repriced = await postEvents(base, [
+      { id: 'rp-1', customer: 'repriced', meter: 'gpt-4o.input_tokens', quantity: 1_000_000, timestamp: priceChangeMs - 2 * 60_000 },
+      { id: 'rp-2', customer: 'repriced', meter: 'gpt-4o.input_tokens', quantity: 1_000_000, timestamp: priceChangeMs + 2 * 60_000 },
+    ]);
+    expect(repriced.status).toBe(202);
     await waitForStreamDrained(nats.url);
     report = (await api(base, 'POST', '/v1/settlements', { until: untilIso })).body;
   });
@@ -87,6 +102,15 @@ describe('subscriptions and grants', () => {
     expect(overage.source).toContain('7.8 USD');
     const balance = await api(base, 'GET', '/v1/customers/overage/balance');
     expect(balance.body.units[0]).toMatchObject({ settled: '0', over_limit: false });
+  });
+
+  it('prices each part of a window by the rate card version in force at its own minutes', async () => {
+    expect(report.customers.repriced.rated.map((r: any) => [r.rate_version, r.quantity, r.cost]).sort()).toEqual([
+      ['2026-01', '1000000', '5'],
+      ['2026-price-change', '1000000', '10'],
+    ]);
+    const balance = await api(base, 'GET', '/v1/customers/repriced/balance');
+    expect(balance.body.units[0]).toMatchObject({ settled: '-15' });
   });
 
   it('settling again, up to the same instant, posts nothing new', async () => {
