@@ -8,8 +8,8 @@ import type { Catalog } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { formatAmount, formatAtPrecision, money } from '../shared/money.js';
 import { settledBalances } from './ledger.js';
-import { priceUsage, settledUntil } from './settle.js';
-import { readUsage } from './usage-reader.js';
+import { lastCompletedRun, priceUsage, settledUntil } from './settle.js';
+import { readSelectedUsage } from './usage-reader.js';
 
 export interface UnitBalance {
   unit: string;
@@ -35,7 +35,15 @@ export async function balanceOf(store: Store, catalog: Catalog, customer: string
   const cursor = await settledUntil(store);
   // Pending covers everything after the cursor, up to the end of the current minute.
   const untilSec = (Math.floor(nowMs / 60_000) + 1) * 60;
-  const lines = untilSec > cursor ? await readUsage(store, catalog, { fromSec: cursor, untilSec, customer }) : [];
+  // Pending = everything committed that no completed run has taken yet, late usage included.
+  const last = await lastCompletedRun(store);
+  const lines = await readSelectedUsage(store, catalog, {
+    untilSec: Math.max(untilSec, cursor),
+    watermarks: undefined,
+    excluding: last && { untilSec: last.untilSec, watermarks: last.watermarks },
+    lateBeforeSec: cursor,
+    customer,
+  });
   const { priced, unrated } = priceUsage(catalog, lines);
   const pending = new Map<string, Decimal>();
   for (const p of priced) pending.set(p.unit, (pending.get(p.unit) ?? money(0)).plus(p.cost));

@@ -11,13 +11,14 @@ import { settlementRunColumns } from '../shared/clickhouse/schema.js';
 import { DrawdownError } from '../shared/errors.js';
 import { crashPoint } from '../shared/fault.js';
 import { formatAmount, money } from '../shared/money.js';
-import { sqlString } from '../shared/sql.js';
+import { sqlString, sqlUInt } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { entriesBefore, entryId, entryIdsOfRun, writeEntries, type LedgerEntry } from './ledger.js';
 import { applyPosting, emptyState, type CreditState, type DrawDownPolicy } from './credit/blocks.js';
 import { settleWindow, type ExistingBlock, type GrantSchedule, type UsageCharge } from './credit/timeline.js';
 import { costOf, matchRow, versionAt } from './pricing.js';
-import { readUsage, type UsageLine } from './usage-reader.js';
+import { readSelectedUsage, type SelectedLine, type UsageLine, type Watermarks } from './usage-reader.js';
+import { readWatermarks } from '../rater/watermark.js';
 
 export interface SettlementReport {
   runId: string;
@@ -31,7 +32,7 @@ export interface SettlementReport {
 }
 
 export interface CustomerReport {
-  rated: { meter: string; dimensions: string; rateVersion: string; unit: string; quantity: string; cost: string }[];
+  rated: { meter: string; dimensions: string; rateVersion: string; unit: string; quantity: string; cost: string; late: boolean }[];
   deducted: Record<string, string>;
   unrated: { meter: string; dimensions: string; quantity: string; reason: string }[];
   /** Credits used past the allowed negative balance, per unit: posted, and the customer is over limit. */
@@ -56,7 +57,7 @@ export function reportJson(report: SettlementReport): Record<string, unknown> {
       Object.entries(report.customers).map(([customer, r]) => [
         customer,
         {
-          rated: r.rated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), rate_version: x.rateVersion, unit: x.unit, quantity: x.quantity, cost: x.cost })),
+          rated: r.rated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), rate_version: x.rateVersion, unit: x.unit, quantity: x.quantity, cost: x.cost, late: x.late })),
           deducted: r.deducted,
           unrated: r.unrated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), quantity: x.quantity, reason: x.reason })),
           over_limit: r.overLimit,
@@ -117,12 +118,29 @@ interface RunRecord {
   untilSec: number;
   /** When the run recorded its start: entries posted later are not its inputs. */
   startedAtSec: number;
+  /** The rater's committed watermarks when the run started: usage committed later is the next run's. */
+  watermarks: Watermarks;
 }
 
-const runColumns = `run_id, toUnixTimestamp(any(window_from)), toUnixTimestamp(any(window_until)), toUnixTimestamp(minIf(recorded_at, status = 'started'))`;
+const runColumns = `run_id, toUnixTimestamp(any(window_from)), toUnixTimestamp(any(window_until)), toUnixTimestamp(minIf(recorded_at, status = 'started')), anyIf(watermarks, status = 'started')`;
 
 function toRun(row: string[]): RunRecord {
-  return { runId: row[0]!, fromSec: Number(row[1]), untilSec: Number(row[2]), startedAtSec: Number(row[3]) };
+  return { runId: row[0]!, fromSec: Number(row[1]), untilSec: Number(row[2]), startedAtSec: Number(row[3]), watermarks: JSON.parse(row[4] || '{}') as Watermarks };
+}
+
+/** The completed run that ended where this one starts, whose usage this one must not take again. */
+async function previousRun(store: Store, fromSec: number): Promise<RunRecord | undefined> {
+  if (fromSec === 0) return undefined;
+  const rows = await store.query(
+    `SELECT ${runColumns} FROM settlement_runs GROUP BY run_id HAVING max(status = 'completed') = 1 AND toUnixTimestamp(any(window_until)) = ${sqlUInt(fromSec)} ORDER BY run_id LIMIT 1`,
+  );
+  return rows[0] === undefined ? undefined : toRun(rows[0]);
+}
+
+/** The last completed run, for what counts as settled in balances. */
+export async function lastCompletedRun(store: Store): Promise<{ untilSec: number; watermarks: Watermarks } | undefined> {
+  const rows = await store.query(`SELECT ${runColumns} FROM settlement_runs GROUP BY run_id HAVING max(status = 'completed') = 1 ORDER BY toUnixTimestamp(any(window_until)) DESC, run_id LIMIT 1`);
+  return rows[0] === undefined ? undefined : toRun(rows[0]);
 }
 
 /** A run that recorded its intent but not its completion: it crashed, or is still running. */
@@ -137,7 +155,7 @@ async function findRun(store: Store, runId: string): Promise<RunRecord | undefin
 }
 
 async function recordRun(store: Store, run: RunRecord, nowSec: number, status: 'started' | 'completed', report: string): Promise<void> {
-  await store.insert('settlement_runs', settlementRunColumns, encodeTsv([[run.runId, tsvDateTime(run.fromSec), tsvDateTime(run.untilSec), tsvDateTime(nowSec), report, status]]));
+  await store.insert('settlement_runs', settlementRunColumns, encodeTsv([[run.runId, tsvDateTime(run.fromSec), tsvDateTime(run.untilSec), tsvDateTime(nowSec), report, status, JSON.stringify(run.watermarks)]]));
 }
 
 export interface SettleRequest {
@@ -182,7 +200,10 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
     }
     return executeRun(store, catalog, earlier, nowSec);
   }
-  const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec };
+  if (fromSec > cursor) throw new DrawdownError('request_invalid', `from may not leave a gap after the settled time (settled until ${new Date(cursor * 1000).toISOString()})`);
+  // The snapshot is taken before the start is recorded, so the recorded run owns exactly it.
+  const watermarks = Object.fromEntries([...(await readWatermarks(store))].map(([p, seq]) => [String(p), seq]));
+  const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec, watermarks };
   await recordRun(store, run, nowSec, 'started', '');
   return executeRun(store, catalog, run, nowSec);
 }
@@ -199,7 +220,13 @@ function replay(state: CreditState, e: LedgerEntry): void {
 async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number): Promise<SettlementReport> {
   const { runId, fromSec, untilSec, startedAtSec } = run;
   const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
-  const lines = await readUsage(store, catalog, { fromSec, untilSec });
+  const previous = await previousRun(store, fromSec);
+  const lines = await readSelectedUsage(store, catalog, {
+    untilSec,
+    watermarks: run.watermarks,
+    excluding: previous && { untilSec: previous.untilSec, watermarks: previous.watermarks },
+    lateBeforeSec: fromSec,
+  });
   const { priced, unrated } = priceUsage(catalog, lines);
   const customerReport = (customer: string): CustomerReport => (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [], overLimit: {} });
 
@@ -211,7 +238,7 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
     if (list) list.push(p);
     else byAccount.set(key, [p]);
     const r = customerReport(p.line.customer);
-    r.rated.push({ meter: p.line.meter, dimensions: p.line.dimensions, rateVersion: p.rateVersion, unit: p.unit, quantity: formatAmount(p.line.quantity), cost: formatAmount(p.cost) });
+    r.rated.push({ meter: p.line.meter, dimensions: p.line.dimensions, rateVersion: p.rateVersion, unit: p.unit, quantity: formatAmount(p.line.quantity), cost: formatAmount(p.cost), late: (p.line as SelectedLine).late === true });
     r.deducted[p.unit] = formatAmount(money(r.deducted[p.unit] ?? '0').plus(p.cost));
   }
   for (const u of unrated) {
@@ -270,13 +297,20 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
     // the window (a purchase mid-window) do not cover it, blocks that expire
     // later do. Windows are short (hourly), so this minute-level approximation
     // of a line's usage is documented, not hidden.
-    const usage: UsageCharge[] = charges.map((p, i) => ({
-      atMs: Math.max(p.line.firstMinuteSec, p.line.fromSec, fromSec) * 1000,
-      cost: p.cost,
-      kind: 'usage',
-      note: `usage ${new Date(Math.max(p.line.fromSec, fromSec) * 1000).toISOString()}..${new Date(untilSec * 1000).toISOString()}`,
-      ref: i,
-    }));
+    // Late usage (minutes settled before, committed after that run) is an
+    // adjustment drawn at the start of this window.
+    const usage: UsageCharge[] = charges.map((p, i) => {
+      const late = (p.line as SelectedLine).late === true;
+      return {
+        atMs: late ? fromMs : Math.max(p.line.firstMinuteSec, p.line.fromSec, fromSec) * 1000,
+        cost: p.cost,
+        kind: late ? 'adjustment' : 'usage',
+        note: late
+          ? `late usage from ${new Date(p.line.firstMinuteSec * 1000).toISOString()}, settled in this run`
+          : `usage ${new Date(Math.max(p.line.fromSec, fromSec) * 1000).toISOString()}..${new Date(untilSec * 1000).toISOString()}`,
+        ref: i,
+      };
+    });
     const policy: DrawDownPolicy = { allowedNegative: creditUnit?.allowedNegativeBalance, overage: overageByAccount.get(key) };
     const { postings, report: window } = settleWindow(state, { fromMs, untilMs }, grantsByAccount.get(key) ?? [], usage, policy, existing);
     const r = customerReport(customer);

@@ -7,7 +7,7 @@ import type { Decimal } from 'decimal.js';
 import type { Catalog } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { parseStoredDecimal } from '../shared/money.js';
-import { sqlDateTime, sqlString } from '../shared/sql.js';
+import { sqlDateTime, sqlString, sqlUInt } from '../shared/sql.js';
 
 export interface UsageLine {
   customer: string;
@@ -23,37 +23,62 @@ export interface UsageLine {
   firstMinuteSec: number;
 }
 
-export interface UsageQuery {
-  fromSec: number;
+/** Per stream partition, the last flush sequence a selection takes (the rater's watermark at some instant). */
+export type Watermarks = Readonly<Record<string, number>>;
+
+/**
+ * Which aggregated usage to read. Settlement attributes usage by what the
+ * rater had committed when a run started, not only by event time: a run takes
+ * rows of minutes before `untilSec` committed at or below `watermarks`, minus
+ * what the previous run took. Rows that arrived late — minutes already
+ * settled, committed after that run's snapshot — are picked up by the next
+ * run and flagged `late`, so no usage is ever skipped.
+ */
+export interface UsageSelection {
   untilSec: number;
+  /** undefined: everything committed so far. */
+  watermarks: Watermarks | undefined;
+  excluding: { untilSec: number; watermarks: Watermarks } | undefined;
+  /** Minutes before this are late (their time was settled already). */
+  lateBeforeSec: number;
   customer?: string;
 }
 
-export async function readUsage(store: Store, catalog: Catalog, query: UsageQuery): Promise<UsageLine[]> {
-  const boundaries = catalog.rateCard
-    .map((v) => Math.floor(v.effectiveFromMs / 1000))
-    .filter((sec) => sec > query.fromSec && sec < query.untilSec);
-  const parts = [query.fromSec, ...boundaries];
-  // multiIf(minute < b1, 0, minute < b2, 1, 2): which part each minute falls in.
-  const partExpr =
-    boundaries.length === 0
-      ? '0'
-      : `multiIf(${boundaries.map((b, i) => `minute < ${sqlDateTime(b)}, ${i}`).join(', ')}, ${boundaries.length})`;
-  const customerFilter = query.customer === undefined ? '' : ` AND customer = ${sqlString(query.customer)}`;
+export interface SelectedLine extends UsageLine {
+  late: boolean;
+}
+
+function committedUnder(watermarks: Watermarks | undefined): string {
+  if (watermarks === undefined) return '1';
+  const entries = Object.entries(watermarks);
+  if (entries.length === 0) return '0';
+  return `multiIf(${entries.map(([p, seq]) => `stream_partition = ${sqlUInt(Number(p))}, flush_seq <= ${sqlUInt(seq)}`).join(', ')}, 0)`;
+}
+
+export async function readSelectedUsage(store: Store, catalog: Catalog, selection: UsageSelection): Promise<SelectedLine[]> {
+  // Parts at every rate-card boundary, so late rows are priced by their own version too.
+  const boundaries = catalog.rateCard.map((v) => Math.floor(v.effectiveFromMs / 1000)).filter((sec) => sec > 0 && sec < selection.untilSec);
+  const parts = [0, ...boundaries];
+  const partExpr = boundaries.length === 0 ? '0' : `multiIf(${boundaries.map((b, i) => `minute < ${sqlDateTime(b)}, ${i}`).join(', ')}, ${boundaries.length})`;
+  const taken = `(minute < ${sqlDateTime(selection.untilSec)} AND ${committedUnder(selection.watermarks)})`;
+  const excluded = selection.excluding === undefined ? '0' : `(minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)})`;
+  const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
   const rows = await store.query(
-    `SELECT customer, meter, dimensions, ${partExpr} AS part, sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
+    `SELECT customer, meter, dimensions, ${partExpr} AS part, minute < ${sqlDateTime(selection.lateBeforeSec)} AS late,
+       sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
      FROM usage_minute
-     WHERE minute >= ${sqlDateTime(query.fromSec)} AND minute < ${sqlDateTime(query.untilSec)}${customerFilter}
-     GROUP BY customer, meter, dimensions, part
-     ORDER BY customer, meter, dimensions, part`,
+     WHERE ${taken} AND NOT ${excluded}${customerFilter}
+     GROUP BY customer, meter, dimensions, part, late
+     ORDER BY customer, meter, dimensions, part, late`,
   );
-  return rows.map(([customer, meter, dimensions, part, sum, max, events, firstMinute]) => ({
+  return rows.map(([customer, meter, dimensions, part, late, sum, max, events, firstMinute]) => ({
     customer: customer!,
     meter: meter!,
     dimensions: dimensions!,
-    fromSec: parts[Number(part)]!,
+    fromSec: Math.max(parts[Number(part)]!, late === '1' ? 0 : selection.lateBeforeSec),
     quantity: parseStoredDecimal(catalog.meters.get(meter!)?.aggregation === 'max' ? max! : sum!),
     events: Number(events),
     firstMinuteSec: Number(firstMinute),
+    late: late === '1',
   }));
 }

@@ -20,7 +20,9 @@ describe('subscriptions and grants', () => {
   // Whole seconds, 65 days ago: three monthly periods have started since.
   const startMs = Math.floor((Date.now() - 65 * dayMs) / 1000) * 1000;
   const usageAtMs = Math.floor(Date.now() / 60_000) * 60_000 - 10 * 60_000;
-  const untilIso = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
+  // The first run stops 2 minutes short of now, leaving room for a later run.
+  const untilMs = Math.floor(Date.now() / 60_000) * 60_000 - 2 * 60_000;
+  const untilIso = new Date(untilMs).toISOString();
   const priceChangeMs = usageAtMs + 5 * 60_000;
   let report: any;
 
@@ -118,5 +120,21 @@ describe('subscriptions and grants', () => {
     expect(again.body.entries_posted).toBe(0);
     const balance = await api(base, 'GET', '/v1/customers/capped/balance');
     expect(balance.body.units[0].settled).toBe('850');
+  });
+
+  it('usage arriving after its time was settled is billed by the next run, as an adjustment', async () => {
+    const late = await postEvents(base, [{ id: 'late-1', customer: 'late', meter: 'gpt-4o.input_tokens', quantity: 1_000_000, timestamp: untilMs - 60_000 }]);
+    expect(late.status).toBe(202);
+    await waitForStreamDrained(nats.url);
+    const pending = await api(base, 'GET', '/v1/customers/late/balance');
+    // Its minute lies after the price change: 10.00 per 1,000,000 tokens.
+    expect(pending.body.units[0]).toMatchObject({ settled: '0', pending: '10', available: '-10' });
+    const next = await api(base, 'POST', '/v1/settlements', { until: new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString() });
+    expect(next.body.customers.late.rated).toEqual([expect.objectContaining({ quantity: '1000000', cost: '10', rate_version: '2026-price-change', late: true })]);
+    const ledger = await api(base, 'GET', '/v1/customers/late/ledger');
+    expect((ledger.body.entries as any[]).map((e) => [e.kind, e.amount])).toEqual([['adjustment', '-10']]);
+    // Nothing settled earlier is billed again.
+    const capped = await api(base, 'GET', '/v1/customers/capped/balance');
+    expect(capped.body.units[0].settled).toBe('850');
   });
 });

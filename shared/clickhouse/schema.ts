@@ -61,7 +61,8 @@ export const tables = {
     window_until DateTime('UTC'),
     recorded_at DateTime('UTC'),
     report String,
-    status String
+    status String,
+    watermarks String
   ) ENGINE = MergeTree ORDER BY (run_id, status)`,
 } as const;
 
@@ -85,7 +86,7 @@ export const ledgerColumns = [
   'expires_at',
 ] as const;
 
-export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'recorded_at', 'report', 'status'] as const;
+export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'recorded_at', 'report', 'status', 'watermarks'] as const;
 
 export async function ensureSchema(store: Store): Promise<void> {
   for (const ddl of Object.values(tables)) await store.command(ddl);
