@@ -3,12 +3,11 @@
  * tests, bound to 127.0.0.1, with its config, data and logs under one
  * directory so a restart finds the tables the previous run left.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants, fstatSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
-import { get } from 'node:http';
-import { delimiter, join, resolve } from 'node:path';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './free-port.js';
+import { findBinary, httpGet, LaunchError, logTail, ManagedServer, retryWhilePortInUse, type Launched } from './server-process.js';
 
 export interface ClickHouseServerOptions {
   dir: string;
@@ -28,20 +27,7 @@ const DEFAULT_START_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 5_000;
 const POLL_INTERVAL_MS = 100;
 const PROBE_TIMEOUT_MS = 1_000;
-const LOG_TAIL_LINES = 20;
-// Only the end of a long-lived log matters for an error message.
-const LOG_TAIL_MAX_BYTES = 64 * 1024;
-// A port can be taken by a racing process between freePort() and bind, or not
-// yet released by a server that was just killed: retry a few times.
-const LAUNCH_ATTEMPTS = 5;
 const LAUNCH_RETRY_DELAY_MS = 250;
-
-// Servers must not outlive the process that started them. 'exit' handlers
-// run synchronously, so there is no time for a graceful SIGTERM here.
-const liveChildren = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of liveChildren) child.kill('SIGKILL');
-});
 
 interface Settings {
   dir: string;
@@ -51,51 +37,26 @@ interface Settings {
   startTimeoutMs: number;
 }
 
-/** One spawned child; `ended` is set synchronously when it exits, so polling loops see it at once. */
-interface Launched {
-  child: ChildProcess;
-  exited: Promise<void>;
-  ended: string | undefined;
-  /** Where each log file ended before this launch, so errors show only this launch's lines. */
-  logOffsets: Map<string, number>;
-}
-
-/** A failed launch; `portInUse` says whether retrying (later, or on other ports) can help. */
-class LaunchError extends Error {
-  constructor(
-    message: string,
-    readonly portInUse: boolean,
-  ) {
-    super(message);
-  }
-}
-
-export class ClickHouseServerProcess {
+export class ClickHouseServerProcess extends ManagedServer {
   readonly url: string;
   readonly httpPort: number;
   readonly tcpPort: number;
   readonly dir: string;
-  private launched: Launched | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(private readonly settings: Settings) {
+    super(STOP_GRACE_MS, LAUNCH_RETRY_DELAY_MS);
     this.httpPort = settings.httpPort;
     this.tcpPort = settings.tcpPort;
     this.dir = settings.dir;
     this.url = `http://127.0.0.1:${settings.httpPort}`;
   }
 
-  /** The running server's pid, or undefined while stopped. */
-  get pid(): number | undefined {
-    const launched = this.launched;
-    return launched && launched.ended === undefined ? launched.child.pid : undefined;
-  }
-
   static async start(options: ClickHouseServerOptions): Promise<ClickHouseServerProcess> {
     const dir = resolve(options.dir);
     mkdirSync(dir, { recursive: true });
     const binary = findBinary('clickhouse-server');
-    for (let attempt = 1; ; attempt++) {
+    // Ports we picked are simply picked again; ports the caller chose may just need a moment.
+    return retryWhilePortInUse(async () => {
       const server = new ClickHouseServerProcess({
         dir,
         binary,
@@ -103,84 +64,18 @@ export class ClickHouseServerProcess {
         tcpPort: options.tcpPort ?? (await freePort()),
         startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
       });
-      try {
-        await server.launch();
-        return server;
-      } catch (error) {
-        if (!(error instanceof LaunchError && error.portInUse) || attempt >= LAUNCH_ATTEMPTS) throw error;
-        // Ports we picked are simply picked again; ports the caller chose may just need a moment.
-        await sleep(LAUNCH_RETRY_DELAY_MS * attempt);
-      }
-    }
+      await server.launch();
+      return server;
+    }, LAUNCH_RETRY_DELAY_MS);
   }
 
-  /** Graceful stop: SIGTERM, then SIGKILL if the server is still running after 5 s. */
-  async stop(): Promise<void> {
-    return this.serially(() => this.terminate(true));
-  }
-
-  /** Crash the server: SIGKILL, no chance to flush or clean up. */
-  async kill(): Promise<void> {
-    return this.serially(() => this.terminate(false));
-  }
-
-  /** Stop the server if running and start it again on the same ports and data directory. */
-  async restart(): Promise<void> {
-    return this.serially(async () => {
-      await this.terminate(true);
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await this.launch();
-        } catch (error) {
-          if (!(error instanceof LaunchError && error.portInUse) || attempt >= LAUNCH_ATTEMPTS) throw error;
-          await sleep(LAUNCH_RETRY_DELAY_MS * attempt);
-        }
-      }
-    });
-  }
-
-  // Operations overlap in tests (a kill while a stop is pending); running them
-  // one at a time keeps every state transition simple.
-  private serially<T>(operation: () => Promise<T>): Promise<T> {
-    const result = this.queue.then(operation);
-    this.queue = result.catch(() => undefined);
-    return result;
-  }
-
-  private async terminate(graceful: boolean): Promise<void> {
-    const launched = this.launched;
-    this.launched = undefined;
-    if (!launched || launched.ended !== undefined) return;
-    if (graceful) {
-      launched.child.kill('SIGTERM');
-      if (await exitsWithin(launched, STOP_GRACE_MS)) return;
-    }
-    launched.child.kill('SIGKILL');
-    await launched.exited;
-  }
-
-  private logPaths(): string[] {
-    return [join(this.dir, 'error.log'), join(this.dir, 'stdout.log')];
-  }
-
-  private async launch(): Promise<void> {
+  protected async launch(): Promise<void> {
     const { dir, binary } = this.settings;
     const configPath = join(dir, 'config.xml');
     writeFileSync(configPath, serverConfig(this.settings));
     writeFileSync(join(dir, 'users.xml'), USERS_XML);
-    const logOffsets = new Map(this.logPaths().map((path) => [path, fileSize(path)]));
-    const launched = spawnServer(binary, [`--config-file=${configPath}`], join(dir, 'stdout.log'), logOffsets);
-    this.launched = launched;
-    try {
-      await this.waitReady(launched);
-    } catch (error) {
-      this.launched = undefined;
-      if (launched.ended === undefined) {
-        launched.child.kill('SIGKILL');
-        await launched.exited;
-      }
-      throw error;
-    }
+    const output = join(dir, 'stdout.log');
+    await this.run(binary, [`--config-file=${configPath}`], output, [join(dir, 'error.log'), output], (launched) => this.waitReady(launched));
   }
 
   private async waitReady(launched: Launched): Promise<void> {
@@ -189,12 +84,12 @@ export class ClickHouseServerProcess {
     const deadline = Date.now() + settings.startTimeoutMs;
     for (;;) {
       if (launched.ended !== undefined) {
-        const tail = this.logTail(launched);
+        const tail = logTail(launched);
         throw new LaunchError(`${where} exited during startup (${launched.ended}); ${tail}`, /address already in use/i.test(tail));
       }
       const remaining = deadline - Date.now();
       if (remaining <= 0) {
-        throw new LaunchError(`${where} did not answer /ping within ${settings.startTimeoutMs} ms; ${this.logTail(launched)}`, false);
+        throw new LaunchError(`${where} did not answer /ping within ${settings.startTimeoutMs} ms; ${logTail(launched)}`, false);
       }
       const ping = await httpGet(`${this.url}/ping`, Math.min(PROBE_TIMEOUT_MS, remaining));
       if (ping?.status === 200 && ping.body.trim() === 'Ok.') {
@@ -213,16 +108,8 @@ export class ClickHouseServerProcess {
     const answer = await httpGet(`${this.url}/?query=${query}`, PROBE_TIMEOUT_MS);
     const actual = answer?.status === 200 ? answer.body.trim() : `no answer (${answer?.status ?? 'connection failed'})`;
     if (actual !== expected) {
-      throw new LaunchError(`another server answers on ${where}'s HTTP port: its system database lives at ${actual}, expected ${expected}; ${this.logTail(launched)}`, true);
+      throw new LaunchError(`another server answers on ${where}'s HTTP port: its system database lives at ${actual}, expected ${expected}; ${logTail(launched)}`, true);
     }
-  }
-
-  private logTail(launched: Launched): string {
-    const parts = this.logPaths().map((path) => {
-      const lines = tailLines(path, launched.logOffsets.get(path) ?? 0);
-      return lines.length > 0 ? `last lines of ${path}:\n${lines.join('\n')}` : `${path} has nothing new`;
-    });
-    return parts.join('\n');
   }
 }
 
@@ -265,103 +152,3 @@ const USERS_XML = `<?xml version="1.0"?>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 `;
-
-function spawnServer(binary: string, args: string[], stdoutPath: string, logOffsets: Map<string, number>): Launched {
-  // The server writes straight to the file, so its output never depends on
-  // this process's event loop keeping up.
-  const outFd = openSync(stdoutPath, 'a');
-  let child: ChildProcess;
-  try {
-    child = spawn(binary, args, { stdio: ['ignore', outFd, outFd] });
-  } finally {
-    // The child holds its own copy of the descriptor.
-    closeSync(outFd);
-  }
-  liveChildren.add(child);
-  const launched: Launched = { child, exited: Promise.resolve(), ended: undefined, logOffsets };
-  launched.exited = new Promise<void>((resolveExit) => {
-    const end = (how: string) => {
-      if (launched.ended !== undefined) return;
-      launched.ended = how;
-      liveChildren.delete(child);
-      resolveExit();
-    };
-    child.once('exit', (code, signal) => end(signal ? `killed by ${signal}` : `exit code ${code}`));
-    child.once('error', (error) => end(`could not run ${binary}: ${error.message}`));
-  });
-  return launched;
-}
-
-async function exitsWithin(launched: Launched, ms: number): Promise<boolean> {
-  const timer = new AbortController();
-  try {
-    return await Promise.race([launched.exited.then(() => true), sleep(ms, false, { signal: timer.signal })]);
-  } finally {
-    timer.abort();
-  }
-}
-
-/**
- * GET with a hard timeout; undefined when nothing answered. Each probe uses its
- * own connection and closes it: an idle keep-alive connection would hold up
- * the server's graceful shutdown later.
- */
-function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body: string } | undefined> {
-  return new Promise((resolve) => {
-    const request = get(url, { agent: false }, (response) => {
-      let body = '';
-      response.setEncoding('utf8');
-      response.on('data', (chunk: string) => (body += chunk));
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
-    });
-    const timer = setTimeout(() => request.destroy(), timeoutMs);
-    // 'close' always comes last; when it comes before a complete answer, nothing usable answered.
-    request.on('close', () => {
-      clearTimeout(timer);
-      resolve(undefined);
-    });
-    request.on('error', () => resolve(undefined));
-  });
-}
-
-function fileSize(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
-}
-
-/** The last lines written to a file since `fromOffset`. */
-function tailLines(path: string, fromOffset: number): string[] {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch {
-    return [];
-  }
-  try {
-    const size = fstatSync(fd).size;
-    const start = Math.max(fromOffset, size - LOG_TAIL_MAX_BYTES);
-    const buffer = Buffer.alloc(Math.max(0, size - start));
-    readSync(fd, buffer, 0, buffer.length, start);
-    return buffer.toString().split('\n').filter((line) => line.length > 0).slice(-LOG_TAIL_LINES);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-// Debian installs the server to /usr/sbin, which is not on a normal user's PATH.
-function findBinary(name: string): string {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter((dir) => dir.length > 0), '/usr/local/sbin', '/usr/sbin', '/sbin'];
-  for (const dir of dirs) {
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      if (statSync(candidate).isFile()) return candidate;
-    } catch {
-      // Not here; try the next directory.
-    }
-  }
-  throw new Error(`${name} not found on PATH or in /usr/sbin; run \`bash deploy/install.sh\` (as root it installs it with apt-get)`);
-}
