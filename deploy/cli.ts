@@ -7,11 +7,13 @@
  *   settlement   balances/ledger/settlement API + schedule (needs --clickhouse-url)
  *   settle       one settlement run up to --until (default: the last whole minute), report on stdout
  *   demo         the all-in-one with SPEC §7 examples 1 and 2 streamed through HTTP; prints balances
+ *   keys new     a new API key (shown once) and the hashed entry for DRAWDOWN_API_KEYS
  * Every setting is also an environment variable (docs/configuration.md).
  */
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, parseArgs, type Config } from '../shared/config.js';
+import { hashKey, newKey, scopes } from '../shared/auth.js';
 import { isDrawdownError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import { openStore } from '../shared/clickhouse/open.js';
@@ -45,7 +47,7 @@ async function main(argv: string[]): Promise<number> {
   const env = process.env;
   switch (command) {
     case 'start': {
-      const config = loadConfig(flags, env, [], { catalog: demoCatalog });
+      const config = loadConfig(flags, env, [], { catalog: demoCatalog, auth: 'off' });
       const running = await startAllInOne(config);
       process.stdout.write(`drawdown is running at ${running.url} (data in ${resolve(config.dataDir)}); Ctrl-C stops it\n`);
       waitForSignal(running, running.log);
@@ -76,12 +78,24 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
+    case 'keys': {
+      // `drawdown keys new --scopes ingest,read [--id NAME]`: the key is shown once; only its hash is configured.
+      const wanted = (flags.get('--scopes') ?? '').split(',').filter(Boolean);
+      if (positional[1] !== 'new' || wanted.length === 0 || wanted.some((s) => !(scopes as readonly string[]).includes(s))) {
+        process.stderr.write(`usage: drawdown keys new --scopes ${scopes.join(',')} [--id NAME]\n`);
+        return 2;
+      }
+      const key = newKey();
+      const entry = { id: flags.get('--id') ?? `key-${new Date().toISOString().slice(0, 10)}`, sha256: hashKey(key), scopes: wanted };
+      process.stdout.write(`key (shown once; give it to the client):\n  ${key}\nentry for DRAWDOWN_API_KEYS:\n  ${JSON.stringify(entry)}\n`);
+      return 0;
+    }
     case 'demo': {
-      const config = loadConfig(flags, env, [], { catalog: demoCatalog, logLevel: 'warn', httpPort: 0 });
+      const config = loadConfig(flags, env, [], { catalog: demoCatalog, logLevel: 'warn', httpPort: 0, auth: 'off' });
       return runDemo(config);
     }
     default:
-      process.stdout.write(`usage: drawdown <start|ingest|rater|settlement|settle|demo> [--flag value ...]\n`);
+      process.stdout.write(`usage: drawdown <start|ingest|rater|settlement|settle|demo|keys new> [--flag value ...]\n`);
       return command === 'help' || command === '--help' ? 0 : 2;
   }
 }

@@ -93,5 +93,5 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
       stopTimer();
     }
   }
-  return [{ method: 'POST', path: /^\/v1\/events$/, handler: postEvents }];
+  return [{ method: 'POST', path: /^\/v1\/events$/, scope: 'ingest', handler: postEvents }];
 }

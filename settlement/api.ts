@@ -149,10 +149,10 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
   }
 
   return [
-    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/balance$`), handler: balance },
-    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/ledger$`), handler: ledger },
-    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/usage$`), handler: usage },
-    { method: 'POST', path: new RegExp(`^/v1/customers/${customerPath}/purchases$`), handler: purchase },
-    { method: 'POST', path: /^\/v1\/settlements$/, handler: settlements },
+    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/balance$`), scope: 'read', handler: balance },
+    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/ledger$`), scope: 'read', handler: ledger },
+    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/usage$`), scope: 'read', handler: usage },
+    { method: 'POST', path: new RegExp(`^/v1/customers/${customerPath}/purchases$`), scope: 'admin', handler: purchase },
+    { method: 'POST', path: /^\/v1\/settlements$/, scope: 'admin', handler: settlements },
   ];
 }

@@ -14,6 +14,9 @@ export const errorCodes = {
   idempotency_key_invalid: { status: 400, title: 'Idempotency-Key header is invalid' },
   // Event-level problems: every one names the event index and the field.
   event_invalid: { status: 422, title: 'One or more events are invalid' },
+  // Authentication: a missing or unknown key, or a key without the route's scope.
+  unauthorized: { status: 401, title: 'A valid API key is required' },
+  forbidden: { status: 403, title: 'The API key does not have the scope this route needs' },
   // Request routing.
   not_found: { status: 404, title: 'No such resource' },
   method_not_allowed: { status: 405, title: 'Method not allowed on this resource' },

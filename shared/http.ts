@@ -4,6 +4,7 @@
  * keeps the gateway's hot path free of framework work.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { authorize, type KeyTable, type Scope } from './auth.js';
 import { DrawdownError, isDrawdownError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -58,6 +59,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 export function sendProblem(res: ServerResponse, error: DrawdownError, closeConnection = false): void {
   const headers: Record<string, string> = {};
   if (error.retryAfterSeconds !== undefined) headers['retry-after'] = String(error.retryAfterSeconds);
+  if (error.code === 'unauthorized') headers['www-authenticate'] = 'Bearer';
   // After refusing a body we did not read, the connection cannot carry another request.
   if (closeConnection) headers.connection = 'close';
   const text = JSON.stringify(error.toProblem());
@@ -71,11 +73,17 @@ export interface Route {
   method: string;
   /** Anchored pattern; capture groups become `params`. */
   path: RegExp;
+  /** The API-key scope the route needs; required, so no route can forget it. */
+  scope: Scope | 'public';
   handler: Handler;
 }
 
-/** Dispatches to the first route whose path matches; turns thrown errors into problem+json. */
-export function createRouter(routes: readonly Route[], log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
+/**
+ * Dispatches to the first route whose path matches; turns thrown errors into
+ * problem+json. With a key table, a route's scope is checked before its
+ * handler runs — before any body is read.
+ */
+export function createRouter(routes: readonly Route[], log: Logger, keys: KeyTable | undefined): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const url = req.url ?? '/';
     const path = url.split('?', 1)[0]!;
@@ -85,6 +93,12 @@ export function createRouter(routes: readonly Route[], log: Logger): (req: Incom
       if (!match) continue;
       pathMatched = true;
       if (route.method !== req.method) continue;
+      try {
+        if (keys !== undefined && route.scope !== 'public') authorize(keys, req.headers.authorization, route.scope);
+      } catch (error) {
+        respondWithError(req, res, error, log);
+        return;
+      }
       const params = match.slice(1).map((p) => decodeURIComponent(p));
       route.handler(req, res, params).catch((error: unknown) => respondWithError(req, res, error, log));
       return;

@@ -6,6 +6,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import type { KeyTable } from './auth.js';
 import { createRouter, sendJson, type Route } from './http.js';
 import type { Logger } from './log.js';
 
@@ -16,6 +17,8 @@ export interface ServiceOptions {
   registry: Registry;
   ready: () => Promise<Record<string, boolean>>;
   log: Logger;
+  /** undefined: auth off. */
+  keys: KeyTable | undefined;
   /** Whole-request time limit (slow clients), in ms. */
   requestTimeoutMs: number;
 }
@@ -32,11 +35,14 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     {
       method: 'GET',
       path: /^\/healthz$/,
+      // Probes and Prometheus scrape from inside the network; these stay open.
+      scope: 'public',
       handler: async (_req, res) => sendJson(res, 200, { status: 'ok' }),
     },
     {
       method: 'GET',
       path: /^\/readyz$/,
+      scope: 'public',
       handler: async (_req, res) => {
         const checks = await options.ready();
         const ok = Object.values(checks).every(Boolean);
@@ -46,6 +52,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     {
       method: 'GET',
       path: /^\/metrics$/,
+      scope: 'public',
       handler: async (_req, res) => {
         const text = await options.registry.metrics();
         res.writeHead(200, { 'content-type': options.registry.contentType });
@@ -53,7 +60,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       },
     },
   ];
-  const server = createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: Math.min(options.requestTimeoutMs, 60_000) }, createRouter(routes, options.log));
+  const server = createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: Math.min(options.requestTimeoutMs, 60_000) }, createRouter(routes, options.log, options.keys));
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -48,7 +48,7 @@ export async function startNats(dir: string): Promise<NatsServerProcess> {
 
 /** A config as a process would load it, with test-friendly limits on top. */
 export function testConfig(overrides: Partial<Record<keyof Config, string | number>>): Config {
-  return loadConfig(new Map(), {}, [], { catalog: catalogPath, httpPort: 0, logLevel: 'warn', flushIntervalMs: 100, partitions: 2, raterThreads: 1, ...overrides });
+  return loadConfig(new Map(), {}, [], { catalog: catalogPath, httpPort: 0, logLevel: 'warn', flushIntervalMs: 100, partitions: 2, raterThreads: 1, auth: 'off', ...overrides });
 }
 
 export function openTestStore(url: string): Store {
@@ -131,7 +131,7 @@ export interface ChildService {
 /** Runs `drawdown <command>` from the compiled build as a real child process. */
 export function spawnDrawdown(command: string, env: Record<string, string>): ChildService {
   const child = spawn(process.execPath, [cliPath, command], {
-    env: { ...process.env, DRAWDOWN_CATALOG: catalogPath, DRAWDOWN_HTTP_PORT: '0', DRAWDOWN_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, DRAWDOWN_CATALOG: catalogPath, DRAWDOWN_HTTP_PORT: '0', DRAWDOWN_LOG_LEVEL: 'warn', DRAWDOWN_AUTH: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
