@@ -2,18 +2,20 @@
 /**
  * drawdown's command line:
  *   start        all-in-one: a local nats-server + chDB under --data-dir, every stage in one process
+ *                (API keys off by default while it listens on a loopback address)
  *   ingest       the HTTP gateway alone        (needs --nats-url)
  *   rater        the rater alone               (needs --nats-url, --clickhouse-url)
  *   settlement   balances/ledger/settlement API + schedule (needs --clickhouse-url)
  *   settle       one settlement run up to --until (default: the last whole minute), report on stdout
  *   demo         the all-in-one with SPEC §7 examples 1 and 2 streamed through HTTP; prints balances
- *   keys new     a new API key (shown once) and the hashed entry for DRAWDOWN_API_KEYS
+ *   keys new     a new API key (shown once) and its hashed entry for DRAWDOWN_API_KEYS
+ *                (--scopes ingest,read,admin — any of them — [--id NAME])
  * Every setting is also an environment variable (docs/configuration.md).
  */
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, parseArgs, type Config } from '../shared/config.js';
-import { hashKey, newKey, scopes } from '../shared/auth.js';
+import { hashKey, isScope, keyIdPattern, newKey, scopes } from '../shared/auth.js';
 import { isDrawdownError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import { openStore } from '../shared/clickhouse/open.js';
@@ -24,7 +26,34 @@ import { startAllInOne } from './all-in-one.js';
 import { runDemo } from './demo.js';
 import { startDrawdown, type Running } from './processes.js';
 
+const keysUsage = `usage: drawdown keys new --scopes <${scopes.join('|')}>[,…] [--id NAME]   (NAME: 1–64 of [A-Za-z0-9._:@-])`;
+
+const usage = `usage: drawdown <command> [--flag value ...]
+
+commands:
+  start        all-in-one: local nats-server + chDB, every stage in one process (API keys off on 127.0.0.1)
+  ingest       the HTTP gateway: POST /v1/events                            (needs --nats-url, API keys)
+  rater        stream → ClickHouse                                          (needs --nats-url, --clickhouse-url)
+  settlement   balances, ledger, usage, purchases, settlements + schedule   (needs --clickhouse-url, API keys)
+  settle       one settlement run up to --until, report on stdout          (needs --clickhouse-url)
+  demo         SPEC §7 examples 1 and 2 through the all-in-one; prints balances
+  keys new     a new API key, shown once, and its entry for DRAWDOWN_API_KEYS
+               --scopes ${scopes.join(',')} (any of them)  [--id NAME]
+
+Every setting is a flag or an environment variable: docs/configuration.md.
+`;
+
 const demoCatalog = fileURLToPath(new URL('../../deploy/demo-catalog.json', import.meta.url));
+
+/**
+ * `start` and `demo` are for one machine: on a loopback address their
+ * DRAWDOWN_AUTH defaults to off (with a warning at start-up). Told to listen
+ * on any other address, they default to required like the services.
+ */
+function localAuthDefault(flags: ReadonlyMap<string, string>, env: NodeJS.ProcessEnv): 'off' | 'required' {
+  const host = flags.get('--http-host') || env.DRAWDOWN_HTTP_HOST || '127.0.0.1';
+  return /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/.test(host) ? 'off' : 'required';
+}
 
 function waitForSignal(running: { stop(): Promise<void> }, log: { info: (o: object, m: string) => void }): void {
   let stopping = false;
@@ -47,7 +76,7 @@ async function main(argv: string[]): Promise<number> {
   const env = process.env;
   switch (command) {
     case 'start': {
-      const config = loadConfig(flags, env, [], { catalog: demoCatalog, auth: 'off' });
+      const config = loadConfig(flags, env, [], { catalog: demoCatalog, auth: localAuthDefault(flags, env) });
       const running = await startAllInOne(config);
       process.stdout.write(`drawdown is running at ${running.url} (data in ${resolve(config.dataDir)}); Ctrl-C stops it\n`);
       waitForSignal(running, running.log);
@@ -79,23 +108,27 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'keys': {
-      // `drawdown keys new --scopes ingest,read [--id NAME]`: the key is shown once; only its hash is configured.
-      const wanted = (flags.get('--scopes') ?? '').split(',').filter(Boolean);
-      if (positional[1] !== 'new' || wanted.length === 0 || wanted.some((s) => !(scopes as readonly string[]).includes(s))) {
-        process.stderr.write(`usage: drawdown keys new --scopes ${scopes.join(',')} [--id NAME]\n`);
+      // The key is printed once and kept nowhere: only its hash is configured.
+      const wanted = (flags.get('--scopes') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+      const id = flags.get('--id');
+      const unknownFlags = [...flags.keys()].filter((f) => f !== '--scopes' && f !== '--id');
+      if (positional[1] !== 'new' || positional.length > 2 || wanted.length === 0 || !wanted.every(isScope) || unknownFlags.length > 0 || (id !== undefined && !keyIdPattern.test(id))) {
+        process.stderr.write(`${keysUsage}\n`);
         return 2;
       }
       const key = newKey();
-      const entry = { id: flags.get('--id') ?? `key-${new Date().toISOString().slice(0, 10)}`, sha256: hashKey(key), scopes: wanted };
+      const sha256 = hashKey(key);
+      // Without --id, the first hash digits name the key: unique enough, and they reveal nothing the entry does not.
+      const entry = { id: id ?? `key-${sha256.slice(0, 8)}`, sha256, scopes: [...new Set(wanted)] };
       process.stdout.write(`key (shown once; give it to the client):\n  ${key}\nentry for DRAWDOWN_API_KEYS:\n  ${JSON.stringify(entry)}\n`);
       return 0;
     }
     case 'demo': {
-      const config = loadConfig(flags, env, [], { catalog: demoCatalog, logLevel: 'warn', httpPort: 0, auth: 'off' });
+      const config = loadConfig(flags, env, [], { catalog: demoCatalog, logLevel: 'warn', httpPort: 0, auth: localAuthDefault(flags, env) });
       return runDemo(config);
     }
     default:
-      process.stdout.write(`usage: drawdown <start|ingest|rater|settlement|settle|demo|keys new> [--flag value ...]\n`);
+      process.stdout.write(usage);
       return command === 'help' || command === '--help' ? 0 : 2;
   }
 }

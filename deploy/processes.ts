@@ -10,7 +10,7 @@ import { ensureSchema } from '../shared/clickhouse/schema.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { parsePartitionList, type Config } from '../shared/config.js';
 import { DrawdownError } from '../shared/errors.js';
-import { parseKeyTable, type KeyTable } from '../shared/auth.js';
+import { authFromConfig } from '../shared/auth.js';
 import type { Route } from '../shared/http.js';
 import { createLogger, type Logger } from '../shared/log.js';
 import { createRegistry } from '../shared/metrics.js';
@@ -62,16 +62,10 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
   const registry = createRegistry();
   if (config.catalog === undefined) throw new DrawdownError('config_invalid', 'DRAWDOWN_CATALOG (or --catalog) is required');
   const catalog = loadCatalogFile(config.catalog);
-  // Validated before anything starts: a deployment must not come up open by accident.
-  let keys: KeyTable | undefined;
-  if (config.auth === 'required') {
-    if (config.apiKeys === undefined) {
-      throw new DrawdownError('config_invalid', 'DRAWDOWN_API_KEYS is required while DRAWDOWN_AUTH=required (create keys with `drawdown keys new`, or set DRAWDOWN_AUTH=off for local use)');
-    }
-    keys = parseKeyTable(config.apiKeys);
-  } else {
-    log.warn('API keys are off (DRAWDOWN_AUTH=off): every route is open to anyone who can reach it');
-  }
+  // Checked before anything starts: a process serving /v1 routes must not come up open by accident.
+  const servesApi = parts.ingest || parts.settlement;
+  const auth = authFromConfig(config, servesApi);
+  if (auth === 'off' && servesApi) log.warn('API keys are off (DRAWDOWN_AUTH=off): every /v1 route is open to anyone who can reach this port');
   const meters = meterDefinitions(catalog);
   const stream = streamSettings(config);
   const stops: (() => Promise<void>)[] = [];
@@ -170,7 +164,7 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
       registry,
       log,
       requestTimeoutMs: config.bodyTimeoutMs,
-      keys,
+      auth,
       ready: async () => {
         const checks: Record<string, boolean> = {};
         if (nats) checks.nats = !nats.nc.isClosed() && nats.nc.info !== undefined && !(nats.nc as { isReconnecting?: () => boolean }).isReconnecting?.();

@@ -21,8 +21,8 @@ export const settings = {
   httpHost: { kind: 'string', env: 'DRAWDOWN_HTTP_HOST', default: '127.0.0.1', doc: 'Address the HTTP server listens on' },
   httpPort: { kind: 'int', env: 'DRAWDOWN_HTTP_PORT', default: 8080, min: 0, max: 65535, doc: 'HTTP port (0 = any free port)' },
   dataDir: { kind: 'string', env: 'DRAWDOWN_DATA_DIR', default: '.data', doc: 'Where the all-in-one keeps nats-server and chDB data' },
-  auth: { kind: 'enum', env: 'DRAWDOWN_AUTH', default: 'required', values: ['required', 'off'], doc: 'API keys required on every /v1 route, or off (start and demo default to off: they listen on 127.0.0.1 for local use)' },
-  apiKeys: { kind: 'string', env: 'DRAWDOWN_API_KEYS', default: undefined, doc: 'JSON array of {"id", "sha256", "scopes"}, or @path of a file holding it (drawdown keys new prints entries)' },
+  auth: { kind: 'enum', env: 'DRAWDOWN_AUTH', default: 'required', values: ['required', 'off'], doc: 'API key with the route\'s scope required on every /v1 route, or off (start and demo default to off while they listen on a loopback address)' },
+  apiKeys: { kind: 'string', env: 'DRAWDOWN_API_KEYS', default: undefined, doc: 'JSON array of {"id", "sha256", "scopes"} (SHA-256 hex of each key), or @path of a file holding it; drawdown keys new prints entries' },
   logLevel: { kind: 'enum', env: 'DRAWDOWN_LOG_LEVEL', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level' },
 
   streamName: { kind: 'string', env: 'DRAWDOWN_STREAM', default: 'DRAWDOWN_EVENTS', pattern: /^[A-Za-z0-9_-]+$/, doc: 'JetStream stream name' },

@@ -4,7 +4,7 @@
  * keeps the gateway's hot path free of framework work.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { authorize, type KeyTable, type Scope } from './auth.js';
+import { authorize, type Auth, type RouteScope } from './auth.js';
 import { DrawdownError, isDrawdownError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -73,17 +73,22 @@ export interface Route {
   method: string;
   /** Anchored pattern; capture groups become `params`. */
   path: RegExp;
-  /** The API-key scope the route needs; required, so no route can forget it. */
-  scope: Scope | 'public';
+  /**
+   * The API-key scope the route needs. Required, so no route can forget it;
+   * `public` only for /healthz, /readyz and /metrics, which probes and
+   * Prometheus reach from inside the network.
+   */
+  scope: RouteScope;
   handler: Handler;
 }
 
 /**
  * Dispatches to the first route whose path matches; turns thrown errors into
- * problem+json. With a key table, a route's scope is checked before its
- * handler runs — before any body is read.
+ * problem+json. Unless auth is off, a route's scope is checked before its
+ * handler runs — so before any body is read, and a refused request does no
+ * work: 401 without a valid key, 403 for a key without the scope.
  */
-export function createRouter(routes: readonly Route[], log: Logger, keys: KeyTable | undefined): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRouter(routes: readonly Route[], log: Logger, auth: Auth): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const url = req.url ?? '/';
     const path = url.split('?', 1)[0]!;
@@ -94,7 +99,7 @@ export function createRouter(routes: readonly Route[], log: Logger, keys: KeyTab
       pathMatched = true;
       if (route.method !== req.method) continue;
       try {
-        if (keys !== undefined && route.scope !== 'public') authorize(keys, req.headers.authorization, route.scope);
+        if (auth !== 'off' && route.scope !== 'public') authorize(auth, req.headers.authorization, route.scope);
       } catch (error) {
         respondWithError(req, res, error, log);
         return;

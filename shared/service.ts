@@ -6,7 +6,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import type { KeyTable } from './auth.js';
+import type { Auth } from './auth.js';
 import { createRouter, sendJson, type Route } from './http.js';
 import type { Logger } from './log.js';
 
@@ -17,8 +17,8 @@ export interface ServiceOptions {
   registry: Registry;
   ready: () => Promise<Record<string, boolean>>;
   log: Logger;
-  /** undefined: auth off. */
-  keys: KeyTable | undefined;
+  /** The key table checked on every non-public route, or 'off'. */
+  auth: Auth;
   /** Whole-request time limit (slow clients), in ms. */
   requestTimeoutMs: number;
 }
@@ -35,7 +35,9 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     {
       method: 'GET',
       path: /^\/healthz$/,
-      // Probes and Prometheus scrape from inside the network; these stay open.
+      // Health, readiness and metrics stay open: kubelet probes and Prometheus
+      // reach them from inside the cluster without credentials. Keep them
+      // inside the network (bind or filter), not behind keys.
       scope: 'public',
       handler: async (_req, res) => sendJson(res, 200, { status: 'ok' }),
     },
@@ -60,7 +62,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       },
     },
   ];
-  const server = createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: Math.min(options.requestTimeoutMs, 60_000) }, createRouter(routes, options.log, options.keys));
+  const server = createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: Math.min(options.requestTimeoutMs, 60_000) }, createRouter(routes, options.log, options.auth));
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
