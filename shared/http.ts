@@ -3,6 +3,7 @@
  * JSON and problem+json responses, and a tiny router. Node's own http module
  * keeps the gateway's hot path free of framework work.
  */
+import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { authorize, type Auth, type RouteScope } from './auth.js';
 import { DrawdownError, isDrawdownError } from './errors.js';
@@ -56,13 +57,30 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
+/**
+ * A client's X-Request-Id is kept when it is short printable ASCII without
+ * spaces, so it can be searched for in logs and cannot forge log lines;
+ * anything else is replaced by a fresh UUID.
+ */
+const requestIdPattern = /^[A-Za-z0-9._:@\/+=-]{1,128}$/;
+
+export function requestIdFor(req: IncomingMessage): string {
+  const header = req.headers['x-request-id'];
+  const given = Array.isArray(header) ? header[0] : header;
+  return given !== undefined && requestIdPattern.test(given) ? given : randomUUID();
+}
+
 export function sendProblem(res: ServerResponse, error: DrawdownError, closeConnection = false): void {
   const headers: Record<string, string> = {};
   if (error.retryAfterSeconds !== undefined) headers['retry-after'] = String(error.retryAfterSeconds);
   if (error.code === 'unauthorized') headers['www-authenticate'] = 'Bearer';
   // After refusing a body we did not read, the connection cannot carry another request.
   if (closeConnection) headers.connection = 'close';
-  const text = JSON.stringify(error.toProblem());
+  const problem = error.toProblem();
+  // The router set X-Request-Id before any handler ran; the body repeats it so a pasted error finds its log lines.
+  const requestId = res.getHeader('x-request-id');
+  if (typeof requestId === 'string') problem.request_id = requestId;
+  const text = JSON.stringify(problem);
   res.writeHead(error.status, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
 }
@@ -92,24 +110,44 @@ export function createRouter(routes: readonly Route[], log: Logger, auth: Auth):
   return (req, res) => {
     const url = req.url ?? '/';
     const path = url.split('?', 1)[0]!;
+    // Every response carries the request's id, and every log line about it (via this child logger).
+    const requestId = requestIdFor(req);
+    res.setHeader('x-request-id', requestId);
+    // Made only when something is logged: a child logger per request would cost the hot path.
+    const requestLog = (): Logger => log.child({ requestId });
+    // One line per request at debug: at info a busy gateway would log more than it ingests.
+    if (log.isLevelEnabled('debug')) {
+      const startedMs = performance.now();
+      res.once('finish', () => requestLog().debug({ method: req.method, path, status: res.statusCode, durationMs: Math.round(performance.now() - startedMs) }, 'request completed'));
+    }
     let pathMatched = false;
     for (const route of routes) {
       const match = route.path.exec(path);
       if (!match) continue;
       pathMatched = true;
       if (route.method !== req.method) continue;
+      let params: string[];
       try {
         if (auth !== 'off' && route.scope !== 'public') authorize(auth, req.headers.authorization, route.scope);
+        params = match.slice(1).map((p) => decodeParam(p));
       } catch (error) {
-        respondWithError(req, res, error, log);
+        respondWithError(req, res, error, requestLog());
         return;
       }
-      const params = match.slice(1).map((p) => decodeURIComponent(p));
-      route.handler(req, res, params).catch((error: unknown) => respondWithError(req, res, error, log));
+      route.handler(req, res, params).catch((error: unknown) => respondWithError(req, res, error, requestLog()));
       return;
     }
-    respondWithError(req, res, new DrawdownError(pathMatched ? 'method_not_allowed' : 'not_found', `${req.method} ${path}`), log);
+    respondWithError(req, res, new DrawdownError(pathMatched ? 'method_not_allowed' : 'not_found', `${req.method} ${path}`), requestLog());
   };
+}
+
+/** A path segment, percent-decoded; a broken escape is the client's 400, not an exception in the server. */
+function decodeParam(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new DrawdownError('request_invalid', `path segment ${JSON.stringify(segment)} is not valid percent-encoding`);
+  }
 }
 
 export function respondWithError(req: IncomingMessage, res: ServerResponse, error: unknown, log: Logger): void {
