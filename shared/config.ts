@@ -17,7 +17,7 @@ const MiB = 1024 * 1024;
 export const settings = {
   natsUrl: { kind: 'string', env: 'DRAWDOWN_NATS_URL', default: undefined, pattern: /^(nats|tls):\/\/[^\s]+$/, doc: 'NATS server URL(s), comma-separated, e.g. nats://127.0.0.1:4222' },
   clickhouseUrl: { kind: 'string', env: 'DRAWDOWN_CLICKHOUSE_URL', default: undefined, pattern: /^(https?:\/\/|chdb:)\S+$/, doc: 'http(s)://host:port[/database] for a ClickHouse server, or chdb:PATH for embedded chDB' },
-  catalog: { kind: 'string', env: 'DRAWDOWN_CATALOG', default: undefined, doc: 'Path of the catalog JSON (credit units, meters, rate card, packages)' },
+  catalog: { kind: 'string', env: 'DRAWDOWN_CATALOG', default: undefined, doc: 'Path of the catalog JSON: seeds the catalog store (revision 1) when it is empty; a process without ClickHouse (ingest) reads it directly' },
   httpHost: { kind: 'string', env: 'DRAWDOWN_HTTP_HOST', default: '127.0.0.1', doc: 'Address the HTTP server listens on' },
   httpPort: { kind: 'int', env: 'DRAWDOWN_HTTP_PORT', default: 8080, min: 0, max: 65535, doc: 'HTTP port (0 = any free port)' },
   dataDir: { kind: 'string', env: 'DRAWDOWN_DATA_DIR', default: '.data', doc: 'Where the all-in-one keeps nats-server and chDB data' },
@@ -49,6 +49,7 @@ export const settings = {
   maxAckPending: { kind: 'int', env: 'DRAWDOWN_MAX_ACK_PENDING', default: 10_000, min: 1, max: 1_000_000, doc: 'Unacknowledged batches a partition consumer may hold' },
   retryDelayMaxMs: { kind: 'int', env: 'DRAWDOWN_RETRY_DELAY_MAX_MS', default: 10_000, min: 10, max: 300_000, doc: 'Longest back-off between ClickHouse retries, in ms' },
 
+  catalogRefreshMs: { kind: 'int', env: 'DRAWDOWN_CATALOG_REFRESH_MS', default: 10_000, min: 100, max: 3_600_000, doc: 'How often a process with ClickHouse checks the catalog store for a new revision, in ms (settlement also checks at the start of every run)' },
   settleEveryMs: { kind: 'int', env: 'DRAWDOWN_SETTLE_EVERY_MS', default: 0, min: 0, max: 31 * 24 * 3_600_000, doc: 'Run settlement on this schedule, in ms (0 = only on demand)' },
 } as const satisfies Record<string, Spec>;
 

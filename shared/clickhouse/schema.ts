@@ -64,7 +64,24 @@ export const tables = {
     status String,
     watermarks String
   ) ENGINE = MergeTree ORDER BY (run_id, status)`,
+
+  /**
+   * The catalog's history (settlement/catalog): one row per revision, each
+   * the whole validated catalog as canonical JSON. Append-only; the latest
+   * revision is in force. Two racing writers can both insert the same
+   * revision number: readers take the row with the smallest sha256, and the
+   * writer whose row that is not reports the write as stale.
+   */
+  catalogRevisions: `CREATE TABLE IF NOT EXISTS catalog_revisions (
+    revision UInt64,
+    applied_at DateTime('UTC'),
+    applied_by String,
+    sha256 String,
+    document String
+  ) ENGINE = MergeTree ORDER BY (revision, sha256)`,
 } as const;
+
+export const catalogRevisionColumns = ['revision', 'applied_at', 'applied_by', 'sha256', 'document'] as const;
 
 export const usageMinuteColumns = ['customer', 'meter', 'dimensions', 'minute', 'quantity', 'events', 'stream_partition', 'flush_seq', 'flushed_at'] as const;
 
