@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure what drawdown runs against is present: Debian's nats-server and
-# clickhouse-server binaries, and the npm dependencies. Safe to run every
+# clickhouse-server binaries (and prometheus, for the metrics test), and the
+# npm dependencies. Safe to run every
 # time: when everything is there it only looks, and prints nothing.
 set -euo pipefail
 
@@ -37,10 +38,18 @@ have_binary() {
 }
 
 missing=()
-for package in nats-server clickhouse-server; do
+for package in nats-server clickhouse-server prometheus; do
   # Each Debian package is named after the binary it provides.
   have_binary "$package" || missing+=("$package")
 done
+
+# Prometheus is only for test/prometheus.test.ts (drawdown runs without it):
+# a user who cannot install it is told how, and carries on.
+if [[ "$(id -u)" -ne 0 && " ${missing[*]} " == *" prometheus "* ]]; then
+  echo "install.sh: prometheus is missing (only test/prometheus.test.ts needs it); install as root with: sudo apt-get install -y prometheus" >&2
+  missing=("${missing[@]/prometheus/}")
+  read -r -a missing <<<"${missing[*]}"
+fi
 
 if ((${#missing[@]} > 0)); then
   if [[ "$(id -u)" -ne 0 ]]; then
