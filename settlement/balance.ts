@@ -8,7 +8,7 @@ import type { Catalog } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { formatAmount, formatAtPrecision, money } from '../shared/money.js';
 import { settledBalances } from './ledger.js';
-import { lastCompletedRun, priceUsage, settledUntil } from './settle.js';
+import { lastCompletedRun, priceUsage, priorUsageFor, settledUntil } from './settle.js';
 import { readSelectedUsage } from './usage-reader.js';
 
 export interface UnitBalance {
@@ -37,14 +37,9 @@ export async function balanceOf(store: Store, catalog: Catalog, customer: string
   const untilSec = (Math.floor(nowMs / 60_000) + 1) * 60;
   // Pending = everything committed that no completed run has taken yet, late usage included.
   const last = await lastCompletedRun(store);
-  const lines = await readSelectedUsage(store, catalog, {
-    untilSec: Math.max(untilSec, cursor),
-    watermarks: undefined,
-    excluding: last && { untilSec: last.untilSec, watermarks: last.watermarks },
-    lateBeforeSec: cursor,
-    customer,
-  });
-  const { priced, unrated } = priceUsage(catalog, lines);
+  const excluding = last && { untilSec: last.untilSec, watermarks: last.watermarks };
+  const lines = await readSelectedUsage(store, catalog, { untilSec: Math.max(untilSec, cursor), watermarks: undefined, excluding, lateBeforeSec: cursor, customer });
+  const { priced, unrated } = priceUsage(catalog, lines, await priorUsageFor(store, catalog, lines, excluding, customer));
   const pending = new Map<string, Decimal>();
   for (const p of priced) pending.set(p.unit, (pending.get(p.unit) ?? money(0)).plus(p.cost));
 

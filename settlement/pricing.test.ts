@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseCatalog, type Catalog, type Price } from '../shared/catalog.js';
 import { DrawdownError } from '../shared/errors.js';
 import { formatAmount, money, parseStoredDecimal, sumMoney } from '../shared/money.js';
 import { costOf, matchRow, versionAt } from './pricing.js';
-import { priceUsage } from './settle.js';
+import { priceUsage, priorUsageKey, type PriorUsage } from './settle.js';
 import type { UsageLine } from './usage-reader.js';
 
 const demoCatalog = parseCatalog(JSON.parse(readFileSync(new URL('../deploy/demo-catalog.json', import.meta.url), 'utf8')));
@@ -150,7 +151,8 @@ describe('row matching', () => {
 
   it('given a line matching both {model} and {model, resolution}, then the more specific row wins', () => {
     expect(costs(catalog, [line('images', { model: 'm1', resolution: '4K' }, '1')])).toEqual(['7']);
-    expect(matchRow(version, 'images', { model: 'm1', resolution: '4K' })!.price.amount.toFixed()).toBe('7');
+    const price = matchRow(version, 'images', { model: 'm1', resolution: '4K' })!.price;
+    expect(price.model === 'unit' && price.amount.toFixed()).toBe('7');
   });
 
   it('given a line matching only {model}, then the less specific row prices it', () => {
@@ -319,5 +321,100 @@ describe('parseCatalog', () => {
 
   it('given a catalog that is not an object, then it is invalid', () => {
     expect(problemsOf([])).toEqual([['catalog', 'type']]);
+  });
+});
+
+describe('graduated tiers', () => {
+  // 5 per million up to 1M, 4 per million up to 3M, 2 per million above.
+  const tiers = [
+    { up_to: '1000000', amount: '5', per: '1000000' },
+    { up_to: '3000000', amount: '4', per: '1000000' },
+    { up_to: null, amount: '2', per: '1000000' },
+  ];
+  const graduated = catalogWithRows([
+    { meter: 'tokens', unit: 'credits', price: { model: 'graduated', tiers } },
+    { meter: 'images', unit: 'credits', price: { model: 'graduated', tiers: [{ up_to: '3', amount: '1' }, { up_to: null, amount: '0.5' }] } },
+  ]);
+  const price = (quantity: string, before = '0'): string => {
+    const row = graduated.rateCard[0]!.rows[0]!;
+    return formatAmount(costOf(row.price, money(quantity), money(before)));
+  };
+
+  it('given usage exactly at a tier bound, then all of it is priced by that tier', () => {
+    expect(price('1000000')).toBe('5');
+    expect(price('1000001')).toBe('5.000004');
+  });
+
+  it('given one line crossing several tiers, then each part is priced by its own tier', () => {
+    // 1M × 5 + 2M × 4 + 1.5M × 2 per million = 5 + 8 + 3.
+    expect(price('4500000')).toBe('16');
+  });
+
+  it('given usage already in the month, then a line starts where it left off', () => {
+    expect(price('1000000', '2500000')).toBe('3'); // 0.5M × 4 + 0.5M × 2
+    expect(price('1000000', '3000000')).toBe('2');
+  });
+
+  it('given zero usage, then the cost is zero at any point of the tiers', () => {
+    expect(price('0')).toBe('0');
+    expect(price('0', '1234567')).toBe('0');
+  });
+
+  it('given usage taken by earlier runs this month, then this run prices from that point', () => {
+    const prior: PriorUsage = new Map([[priorUsageKey('acme', 'tokens', Date.parse('2026-01-01T00:00:00Z') / 1000), [{ dimensions: '{}', quantity: money('900000') }]]]);
+    expect(formatAmount(priceUsage(graduated, [line('tokens', {}, '200000')], prior).priced[0]!.cost)).toBe('0.9'); // 0.1M × 5 + 0.1M × 4
+    // A different month starts again at the first tier.
+    expect(formatAmount(priceUsage(graduated, [line('tokens', {}, '200000', februarySec)], prior).priced[0]!.cost)).toBe('1');
+  });
+
+  it('given several dimension sets priced by one graduated row, then they share the tiers', () => {
+    const outcome = priceUsage(graduated, [line('images', { model: 'a' }, '2'), line('images', { model: 'b' }, '2')]);
+    expect(outcome.priced.map((p) => formatAmount(p.cost)).sort()).toEqual(['1.5', '2']);
+  });
+
+  it.each([
+    ['tiers out of order', [{ up_to: '10', amount: '1' }, { up_to: '5', amount: '1' }, { up_to: null, amount: '1' }], 'tiers[1].up_to', 'order'],
+    ['a closed last tier', [{ up_to: '10', amount: '1' }], 'tiers[0].up_to', 'range'],
+    ['an open tier before the last', [{ up_to: null, amount: '1' }, { up_to: null, amount: '1' }], 'tiers[0].up_to', 'required'],
+    ['a bound that is not an exact decimal', [{ up_to: '1e6', amount: '1' }, { up_to: null, amount: '1' }], 'tiers[0].up_to', 'type'],
+    ['no tiers', [], 'tiers', 'required'],
+  ])('given %s, then the catalog is refused naming the tier', (_name, badTiers, field, code) => {
+    try {
+      catalogWithRows([{ meter: 'tokens', unit: 'credits', price: { model: 'graduated', tiers: badTiers } }]);
+      expect.unreachable('the catalog should be refused');
+    } catch (error) {
+      expect(error).toBeInstanceOf(DrawdownError);
+      expect((error as DrawdownError).problems).toContainEqual(expect.objectContaining({ field: `rate_card.versions[0].rows[0].price.${field}`, code }));
+    }
+  });
+
+  it('given a month cut into any number of runs, then the costs add up to exactly the cost of one run', () => {
+    // Usage per minute for two dimension sets, priced by one graduated row with awkward per-values.
+    const awkward = catalogWithRows([
+      { meter: 'images', unit: 'credits', price: { model: 'graduated', tiers: [{ up_to: '7', amount: '1', per: '3' }, { up_to: '20.5', amount: '0.7', per: '7' }, { up_to: null, amount: '0.013' }] } },
+    ]);
+    const minute = fc.record({ at: fc.integer({ min: 0, max: 59 }), model: fc.constantFrom('a', 'b'), quantity: fc.integer({ min: 0, max: 4_000 }).map((n) => (n / 1000).toString()) });
+    fc.assert(
+      fc.property(fc.array(minute, { maxLength: 40 }), fc.uniqueArray(fc.integer({ min: 1, max: 59 }), { maxLength: 10 }), (usage, cuts) => {
+        const bounds = [0, ...cuts.sort((a, b) => a - b), 60];
+        const run = (from: number, until: number): UsageLine[] => {
+          const byModel = new Map<string, { quantity: ReturnType<typeof money>; first: number }>();
+          for (const u of usage.filter((x) => x.at >= from && x.at < until)) {
+            const entry = byModel.get(u.model) ?? { quantity: money(0), first: u.at };
+            byModel.set(u.model, { quantity: entry.quantity.plus(u.quantity), first: Math.min(entry.first, u.at) });
+          }
+          return [...byModel].map(([model, e]) => ({ ...line('images', { model }, e.quantity.toFixed(), januarySec + from * 60), firstMinuteSec: januarySec + e.first * 60 }));
+        };
+        const priorOf = (until: number): PriorUsage => {
+          const lines = run(0, until);
+          return new Map([[priorUsageKey('acme', 'images', Date.parse('2026-01-01T00:00:00Z') / 1000), lines.map((l) => ({ dimensions: l.dimensions, quantity: l.quantity }))]]);
+        };
+        const total = (outcomes: ReturnType<typeof priceUsage>[]) => formatAmount(sumMoney(outcomes.flatMap((o) => o.priced.map((p) => p.cost))));
+        const whole = total([priceUsage(awkward, run(0, 60))]);
+        const parts = total(bounds.slice(1).map((until, i) => priceUsage(awkward, run(bounds[i]!, until), priorOf(bounds[i]!))));
+        expect(parts).toBe(whole);
+      }),
+      { numRuns: 300 },
+    );
   });
 });

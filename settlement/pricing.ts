@@ -4,8 +4,26 @@
  * decimals throughout; the cost is fixed to the ledger's 9 places once.
  */
 import type { Decimal } from 'decimal.js';
-import type { Price, RateCardVersion, RateRow } from '../shared/catalog.js';
+import type { Price, PriceTier, RateCardVersion, RateRow } from '../shared/catalog.js';
 import { money, toLedgerAmount } from '../shared/money.js';
+
+/**
+ * Graduated tiers count usage over the customer's calendar month in UTC:
+ * the month containing `sec` starts here, epoch s. (A calendar month rather
+ * than a billing term: usage needs no subscription to be priced.)
+ */
+export function tierPeriodStartSec(sec: number): number {
+  const d = new Date(sec * 1000);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1) / 1000;
+}
+
+/** Identifies a row within its version: the catalog refuses two rows with the same meter and match. */
+export function rowSignature(row: RateRow): string {
+  return Object.keys(row.match)
+    .sort()
+    .map((k) => `${k}\u0000${row.match[k]}`)
+    .join('\u0001');
+}
 
 /** The version in force at `atMs`: the latest whose effective_from ≤ atMs. */
 export function versionAt(card: readonly RateCardVersion[], atMs: number): RateCardVersion | undefined {
@@ -42,8 +60,35 @@ export function matchRow(version: RateCardVersion, meter: string, dimensions: Re
   return best;
 }
 
-/** Cost of `quantity` at `price`, rounded half-up to 9 fraction digits. */
-export function costOf(price: Price, quantity: Decimal): Decimal {
+/**
+ * The exact cost of the first `quantity` units of a period under graduated
+ * tiers: each tier prices the part of [0, quantity) that falls into it.
+ */
+export function graduatedTotal(tiers: readonly PriceTier[], quantity: Decimal): Decimal {
+  let total = money(0);
+  let lower = money(0);
+  for (const tier of tiers) {
+    if (!quantity.greaterThan(lower)) break;
+    const upper = tier.upTo === undefined || quantity.lessThan(tier.upTo) ? quantity : tier.upTo;
+    // Multiply before dividing, as for packages: one rounding, at 60 digits.
+    total = total.plus(tier.amount.times(upper.minus(lower)).dividedBy(tier.per));
+    if (tier.upTo === undefined) break;
+    lower = tier.upTo;
+  }
+  return total;
+}
+
+/**
+ * Cost of `quantity` at `price`, rounded half-up to 9 fraction digits.
+ * `before` is the quantity already used in the period (graduated prices
+ * only): the cost is the rounded cumulative total after the line minus the
+ * rounded total before it, so however a period is cut into lines and runs,
+ * its costs add up to exactly the cost of the whole period in one line.
+ */
+export function costOf(price: Price, quantity: Decimal, before: Decimal = money(0)): Decimal {
+  if (price.model === 'graduated') {
+    return toLedgerAmount(graduatedTotal(price.tiers, before.plus(quantity))).minus(toLedgerAmount(graduatedTotal(price.tiers, before)));
+  }
   if (price.model === 'unit') return toLedgerAmount(price.amount.times(quantity));
   if (price.rounding === 'up') {
     // Whole packages, decided exactly: no quotient is rounded before the ceiling.

@@ -5,7 +5,7 @@
  * re-run — after success or after a crash at any point — posts nothing new.
  */
 import type { Decimal } from 'decimal.js';
-import type { Catalog } from '../shared/catalog.js';
+import type { Catalog, RateCardVersion, RateRow } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { settlementRunColumns } from '../shared/clickhouse/schema.js';
 import { DrawdownError } from '../shared/errors.js';
@@ -16,8 +16,8 @@ import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { entriesBefore, entryId, entryIdsOfRun, writeEntries, type LedgerEntry } from './ledger.js';
 import { applyPosting, emptyState, type CreditState, type DrawDownPolicy } from './credit/blocks.js';
 import { settleWindow, type ExistingBlock, type GrantSchedule, type UsageCharge } from './credit/timeline.js';
-import { costOf, matchRow, versionAt } from './pricing.js';
-import { readSelectedUsage, type SelectedLine, type UsageLine, type Watermarks } from './usage-reader.js';
+import { costOf, matchRow, rowSignature, tierPeriodStartSec, versionAt } from './pricing.js';
+import { readPriorUsage, readSelectedUsage, type SelectedLine, type UsageLine, type Watermarks } from './usage-reader.js';
 import { readWatermarks } from '../rater/watermark.js';
 
 export interface SettlementReport {
@@ -83,23 +83,91 @@ export interface PricingOutcome {
   unrated: { line: UsageLine; reason: string }[];
 }
 
-/** Prices usage lines; what no version or row covers is returned as unrated, never as free. */
-export function priceUsage(catalog: Catalog, lines: readonly UsageLine[]): PricingOutcome {
+/**
+ * Quantities taken by earlier runs, for graduated tiers: per
+ * `priorUsageKey(customer, meter, month start)`, each dimension set's total.
+ */
+export type PriorUsage = ReadonlyMap<string, readonly { dimensions: string; quantity: Decimal }[]>;
+
+export function priorUsageKey(customer: string, meter: string, monthStartSec: number): string {
+  return `${customer}\u0000${meter}\u0000${monthStartSec}`;
+}
+
+/**
+ * Prices usage lines; what no version or row covers is returned as unrated,
+ * never as free. A graduated row prices a line by where it falls in the
+ * month's cumulative usage of that row: everything taken before (`prior`,
+ * from earlier runs) plus this run's earlier lines, in time order, that the
+ * same version's same row prices.
+ */
+export function priceUsage(catalog: Catalog, lines: readonly UsageLine[], prior: PriorUsage = new Map()): PricingOutcome {
   const out: PricingOutcome = { priced: [], unrated: [] };
+  const parsed = new Map<string, Record<string, string>>();
+  const dimensionsOf = (text: string): Record<string, string> => {
+    let value = parsed.get(text);
+    if (value === undefined) parsed.set(text, (value = JSON.parse(text) as Record<string, string>));
+    return value;
+  };
+  const graduated: { priced: PricedLine; version: RateCardVersion; row: RateRow }[] = [];
   for (const line of lines) {
     const version = versionAt(catalog.rateCard, line.fromSec * 1000);
     if (version === undefined) {
       out.unrated.push({ line, reason: 'no rate card version in force' });
       continue;
     }
-    const row = matchRow(version, line.meter, JSON.parse(line.dimensions) as Record<string, string>);
+    const row = matchRow(version, line.meter, dimensionsOf(line.dimensions));
     if (row === undefined) {
       out.unrated.push({ line, reason: `rate card ${version.version} has no row for this meter and dimensions` });
       continue;
     }
-    out.priced.push({ line, unit: row.unit, rateVersion: version.version, cost: costOf(row.price, line.quantity) });
+    const priced: PricedLine = { line, unit: row.unit, rateVersion: version.version, cost: money(0) };
+    if (row.price.model === 'graduated') graduated.push({ priced, version, row });
+    else priced.cost = costOf(row.price, line.quantity);
+    out.priced.push(priced);
+  }
+  if (graduated.length === 0) return out;
+
+  // This run's lines of each (customer, meter, month), in time order, to count what came before a line.
+  const monthOf = (line: UsageLine): number => tierPeriodStartSec(line.firstMinuteSec);
+  const inTimeOrder = (a: UsageLine, b: UsageLine): number =>
+    a.fromSec - b.fromSec || Number((b as SelectedLine).late === true) - Number((a as SelectedLine).late === true) || a.firstMinuteSec - b.firstMinuteSec || (a.dimensions < b.dimensions ? -1 : a.dimensions > b.dimensions ? 1 : 0);
+  const groups = new Map<string, UsageLine[]>();
+  for (const { priced } of graduated) groups.set(priorUsageKey(priced.line.customer, priced.line.meter, monthOf(priced.line)), []);
+  for (const line of lines) groups.get(priorUsageKey(line.customer, line.meter, monthOf(line)))?.push(line);
+  for (const group of groups.values()) group.sort(inTimeOrder);
+
+  for (const { priced, version, row } of graduated) {
+    const { line } = priced;
+    const key = priorUsageKey(line.customer, line.meter, monthOf(line));
+    const signature = rowSignature(row);
+    const sameRow = (dimensions: string): boolean => {
+      const r = matchRow(version, line.meter, dimensionsOf(dimensions));
+      return r !== undefined && rowSignature(r) === signature;
+    };
+    let before = money(0);
+    for (const p of prior.get(key) ?? []) if (sameRow(p.dimensions)) before = before.plus(p.quantity);
+    for (const other of groups.get(key)!) {
+      if (other === line) break;
+      if (sameRow(other.dimensions)) before = before.plus(other.quantity);
+    }
+    priced.cost = costOf(row.price, line.quantity, before);
   }
   return out;
+}
+
+/** What earlier runs took in the months of these lines, for the meters some version prices by graduated tiers. */
+export async function priorUsageFor(
+  store: Store,
+  catalog: Catalog,
+  lines: readonly UsageLine[],
+  excluding: { untilSec: number; watermarks: Watermarks } | undefined,
+  customer?: string,
+): Promise<PriorUsage> {
+  const meters = new Set<string>();
+  for (const version of catalog.rateCard) for (const row of version.rows) if (row.price.model === 'graduated') meters.add(row.meter);
+  const months = new Set<number>();
+  for (const line of lines) if (meters.has(line.meter)) months.add(tierPeriodStartSec(line.firstMinuteSec));
+  return readPriorUsage(store, { excluding, meters: [...meters].sort(), monthStartsSec: [...months].sort((a, b) => a - b), customer });
 }
 
 export function runIdFor(fromSec: number, untilSec: number): string {
@@ -221,13 +289,9 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   const { runId, fromSec, untilSec, startedAtSec } = run;
   const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
   const previous = await previousRun(store, fromSec);
-  const lines = await readSelectedUsage(store, catalog, {
-    untilSec,
-    watermarks: run.watermarks,
-    excluding: previous && { untilSec: previous.untilSec, watermarks: previous.watermarks },
-    lateBeforeSec: fromSec,
-  });
-  const { priced, unrated } = priceUsage(catalog, lines);
+  const excluding = previous && { untilSec: previous.untilSec, watermarks: previous.watermarks };
+  const lines = await readSelectedUsage(store, catalog, { untilSec, watermarks: run.watermarks, excluding, lateBeforeSec: fromSec });
+  const { priced, unrated } = priceUsage(catalog, lines, await priorUsageFor(store, catalog, lines, excluding));
   const customerReport = (customer: string): CustomerReport => (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [], overLimit: {} });
 
   // Usage per (customer, credit unit): each is drawn down from that customer's blocks in that unit.

@@ -7,7 +7,8 @@ import type { Decimal } from 'decimal.js';
 import type { Catalog } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { parseStoredDecimal } from '../shared/money.js';
-import { sqlDateTime, sqlString, sqlUInt } from '../shared/sql.js';
+import { sqlDateTime, sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
+import { tierPeriodStartSec } from './pricing.js';
 
 export interface UsageLine {
   customer: string;
@@ -64,21 +65,55 @@ export async function readSelectedUsage(store: Store, catalog: Catalog, selectio
   const excluded = selection.excluding === undefined ? '0' : `(minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)})`;
   const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
   const rows = await store.query(
-    `SELECT customer, meter, dimensions, ${partExpr} AS part, minute < ${sqlDateTime(selection.lateBeforeSec)} AS late,
+    // Lines are also cut at calendar months (UTC): graduated tiers count usage per month.
+    `SELECT customer, meter, dimensions, ${partExpr} AS part, minute < ${sqlDateTime(selection.lateBeforeSec)} AS late, toRelativeMonthNum(minute) AS month,
        sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
      FROM usage_minute
      WHERE ${taken} AND NOT ${excluded}${customerFilter}
-     GROUP BY customer, meter, dimensions, part, late
-     ORDER BY customer, meter, dimensions, part, late`,
+     GROUP BY customer, meter, dimensions, part, late, month
+     ORDER BY customer, meter, dimensions, part, late, month`,
   );
-  return rows.map(([customer, meter, dimensions, part, late, sum, max, events, firstMinute]) => ({
+  return rows.map(([customer, meter, dimensions, part, late, , sum, max, events, firstMinute]) => ({
     customer: customer!,
     meter: meter!,
     dimensions: dimensions!,
-    fromSec: Math.max(parts[Number(part)]!, late === '1' ? 0 : selection.lateBeforeSec),
+    fromSec: Math.max(parts[Number(part)]!, late === '1' ? 0 : selection.lateBeforeSec, tierPeriodStartSec(Number(firstMinute))),
     quantity: parseStoredDecimal(catalog.meters.get(meter!)?.aggregation === 'max' ? max! : sum!),
     events: Number(events),
     firstMinuteSec: Number(firstMinute),
     late: late === '1',
   }));
+}
+
+/**
+ * What earlier runs took (the `excluding` selection) of the given meters in
+ * the given calendar months, per (customer, meter, dimensions, month): the
+ * cumulative usage graduated tiers start from.
+ */
+export async function readPriorUsage(
+  store: Store,
+  selection: { excluding: { untilSec: number; watermarks: Watermarks } | undefined; meters: readonly string[]; monthStartsSec: readonly number[]; customer?: string },
+): Promise<Map<string, { dimensions: string; quantity: Decimal }[]>> {
+  const out = new Map<string, { dimensions: string; quantity: Decimal }[]>();
+  if (selection.excluding === undefined || selection.meters.length === 0 || selection.monthStartsSec.length === 0) return out;
+  const months = selection.monthStartsSec.map((start) => {
+    const d = new Date(start * 1000);
+    return `(minute >= ${sqlDateTime(start)} AND minute < ${sqlDateTime(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) / 1000)})`;
+  });
+  const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
+  const rows = await store.query(
+    `SELECT customer, meter, dimensions, toRelativeMonthNum(minute) AS month, sum(quantity), toUnixTimestamp(min(minute))
+     FROM usage_minute
+     WHERE minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)}
+       AND meter IN ${sqlStringList(selection.meters)} AND (${months.join(' OR ')})${customerFilter}
+     GROUP BY customer, meter, dimensions, month
+     ORDER BY customer, meter, dimensions, month`,
+  );
+  for (const [customer, meter, dimensions, , sum, firstMinute] of rows) {
+    const key = `${customer}\u0000${meter}\u0000${tierPeriodStartSec(Number(firstMinute))}`;
+    const list = out.get(key) ?? [];
+    list.push({ dimensions: dimensions!, quantity: parseStoredDecimal(sum!) });
+    out.set(key, list);
+  }
+  return out;
 }

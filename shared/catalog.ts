@@ -34,9 +34,25 @@ export interface CreditUnit {
   archived: boolean;
 }
 
+/**
+ * One tier of a graduated price: the quantity above the previous tier's
+ * `upTo` and up to this one's costs `amount` per `per` units. `upTo`
+ * undefined = no upper bound (only the last tier).
+ */
+export interface PriceTier {
+  upTo: Decimal | undefined;
+  amount: Decimal;
+  per: Decimal;
+}
+
 export type Price =
   | { model: 'unit'; amount: Decimal }
-  | { model: 'package'; amount: Decimal; size: Decimal; rounding: 'prorate' | 'up' };
+  | { model: 'package'; amount: Decimal; size: Decimal; rounding: 'prorate' | 'up' }
+  /** Each tier prices the part of the period's cumulative quantity that falls into it (settlement/README.md). */
+  | { model: 'graduated'; tiers: PriceTier[] };
+
+/** Enough for any real rate card; bounds the work of pricing one line. */
+const priceTiersMax = 32;
 
 export interface RateRow {
   meter: string;
@@ -160,8 +176,56 @@ function parseMeter(problems: Problems, raw: unknown, at: string): Meter | undef
   return { key, name, unitSingular, unitPlural, aggregation: aggregation as Aggregation, dimensions: dimensions.sort() };
 }
 
+function parseTiers(problems: Problems, raw: unknown, at: string): PriceTier[] | undefined {
+  if (!Array.isArray(raw) || raw.length === 0) {
+    problems.add(at, 'required', `${at} must list at least one tier, the last with "up_to": null`);
+    return undefined;
+  }
+  if (raw.length > priceTiersMax) {
+    problems.add(at, 'too_many', `${at} may list at most ${priceTiersMax} tiers`);
+    return undefined;
+  }
+  const tiers: PriceTier[] = [];
+  let ok = true;
+  raw.forEach((t, i) => {
+    const tat = `${at}[${i}]`;
+    const o = object(problems, t, tat);
+    const last = i === raw.length - 1;
+    let upTo: Decimal | undefined;
+    if (o.up_to === null || o.up_to === undefined) {
+      if (!last) {
+        problems.add(`${tat}.up_to`, 'required', `${tat}.up_to is required: only the last tier is open-ended`);
+        ok = false;
+      }
+    } else {
+      const text = readDecimalText(problems, o.up_to, `${tat}.up_to`, { positive: true });
+      if (text === undefined) ok = false;
+      else if (last) {
+        problems.add(`${tat}.up_to`, 'range', `${tat}.up_to must be null: the last tier is open-ended, so no usage goes unpriced`);
+        ok = false;
+      } else {
+        upTo = money(text);
+        const previous = tiers[i - 1]?.upTo;
+        if (previous !== undefined && !upTo.greaterThan(previous)) {
+          problems.add(`${tat}.up_to`, 'order', `${tat}.up_to must be above the previous tier's up_to (${previous.toFixed()})`);
+          ok = false;
+        }
+      }
+    }
+    const amount = readDecimalText(problems, o.amount, `${tat}.amount`);
+    const per = o.per === undefined ? '1' : readDecimalText(problems, o.per, `${tat}.per`, { positive: true });
+    if (amount === undefined || per === undefined) ok = false;
+    else tiers.push({ upTo, amount: money(amount), per: money(per) });
+  });
+  return ok ? tiers : undefined;
+}
+
 function parsePrice(problems: Problems, raw: unknown, at: string): Price | undefined {
   const o = object(problems, raw, at);
+  if (o.model === 'graduated') {
+    const tiers = parseTiers(problems, o.tiers, `${at}.tiers`);
+    return tiers === undefined ? undefined : { model: 'graduated', tiers };
+  }
   const amount = readDecimalText(problems, o.amount, `${at}.amount`);
   if (o.model === 'unit') return amount === undefined ? undefined : { model: 'unit', amount: money(amount) };
   if (o.model === 'package') {
@@ -171,7 +235,7 @@ function parsePrice(problems: Problems, raw: unknown, at: string): Price | undef
     if (amount === undefined || size === undefined) return undefined;
     return { model: 'package', amount: money(amount), size: money(size), rounding: rounding as 'prorate' | 'up' };
   }
-  problems.add(`${at}.model`, 'enum', `${at}.model must be unit or package`);
+  problems.add(`${at}.model`, 'enum', `${at}.model must be unit, package or graduated`);
   return undefined;
 }
 
@@ -191,6 +255,8 @@ function parseRateRow(problems: Problems, raw: unknown, at: string, meters: Map<
     if (text !== undefined) match[key] = text;
   }
   const price = parsePrice(problems, o.price, `${at}.price`);
+  // Tiers count a period's cumulative quantity; a max meter's quantities do not add up.
+  if (price?.model === 'graduated' && meter?.aggregation === 'max') problems.add(`${at}.price.model`, 'range', `meter ${meter.key} aggregates by max; graduated tiers need a sum or count meter`);
   if (!meterKey || !unit || !price) return undefined;
   return { meter: meterKey, match, unit, price };
 }
