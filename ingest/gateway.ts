@@ -10,6 +10,7 @@ import { decodeBatch, expectEventArray, validateEvents, type BatchFormat } from 
 import { DrawdownError } from '../shared/errors.js';
 import { readBody, sendJson, type Route } from '../shared/http.js';
 import type { BatchPublisher } from './publisher.js';
+import { routeBatch } from './route.js';
 
 export interface GatewayLimits {
   batchEventsMax: number;
@@ -77,15 +78,16 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
         sendJson(res, 202, { accepted: 0, duplicate: false });
         return;
       }
-      // The client's bytes go to the stream unchanged: the rater decodes them
-      // with the same code, so nothing is re-encoded on the hot path.
-      const result = await deps.publisher.publish(body, format, receivedMs, raw.length, idempotencyKey);
+      // Each customer's events go to one partition (for event-id dedupe); the
+      // client's bytes are copied, never re-encoded, on the hot path.
+      const parts = routeBatch(body, format, raw, deps.publisher.partitions);
+      const result = await deps.publisher.publish(parts, format, receivedMs, idempotencyKey);
       deps.metrics.batches.inc({ outcome: result.duplicate ? 'duplicate' : 'accepted' });
       if (!result.duplicate) {
         deps.metrics.events.inc(raw.length);
         deps.metrics.batchSize.observe(raw.length);
       }
-      sendJson(res, 202, { accepted: raw.length, duplicate: result.duplicate, sequence: result.sequence });
+      sendJson(res, 202, { accepted: raw.length, duplicate: result.duplicate, sequence: result.sequence, parts: result.parts });
     } catch (error) {
       deps.metrics.batches.inc({ outcome: error instanceof DrawdownError ? error.code : 'internal' });
       throw error;

@@ -7,10 +7,14 @@ import { JetStreamApiError, type JetStreamClient } from '@nats-io/jetstream';
 import { DrawdownError } from '../shared/errors.js';
 import { batchHeaders, partitionSubject, type StreamSettings } from '../shared/nats/stream.js';
 import type { BatchFormat } from '../shared/batch.js';
+import type { BatchPart } from './route.js';
 
 export interface PublishResult {
+  /** The highest stream sequence among the batch's parts. */
   sequence: number;
+  /** True when every part had been stored before (a retry). */
   duplicate: boolean;
+  parts: number;
 }
 
 // nats-server reports a full stream as JSStreamStoreFailedF (10077) with
@@ -31,7 +35,6 @@ export class BatchPublisher {
   readonly #js: JetStreamClient;
   readonly #settings: StreamSettings;
   readonly #timeoutMs: number;
-  #next = 0;
 
   constructor(js: JetStreamClient, settings: StreamSettings, timeoutMs: number) {
     this.#js = js;
@@ -39,22 +42,34 @@ export class BatchPublisher {
     this.#timeoutMs = timeoutMs;
   }
 
-  async publish(body: Uint8Array, format: BatchFormat, receivedMs: number, events: number, idempotencyKey: string | undefined): Promise<PublishResult> {
-    // Round-robin spreads batches over partitions; duplicate detection is
-    // stream-wide, so a retry may land on any partition.
-    const partition = this.#next;
-    this.#next = (this.#next + 1) % this.#settings.partitions;
+  get partitions(): number {
+    return this.#settings.partitions;
+  }
+
+  /**
+   * Publishes a batch's parts (one per partition its customers map to) at
+   * once and resolves when every part is acknowledged. Each part's message id
+   * is the Idempotency-Key plus its partition: a retried batch splits the same
+   * way, so JetStream recognises every part, including those a failed attempt
+   * had already stored. A batch sent without a key and retried after a
+   * partial failure is covered by event-id dedupe in the rater instead.
+   */
+  async publish(parts: readonly BatchPart[], format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined): Promise<PublishResult> {
+    const acks = await Promise.all(parts.map((part) => this.#publishPart(part, format, receivedMs, idempotencyKey)));
+    return { sequence: Math.max(...acks.map((a) => a.seq)), duplicate: acks.every((a) => a.duplicate), parts: parts.length };
+  }
+
+  async #publishPart(part: BatchPart, format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined): Promise<{ seq: number; duplicate: boolean }> {
     const h = headers();
     h.set(batchHeaders.format, format);
     h.set(batchHeaders.receivedMs, String(receivedMs));
-    h.set(batchHeaders.events, String(events));
+    h.set(batchHeaders.events, String(part.events));
     try {
-      const ack = await this.#js.publish(partitionSubject(this.#settings, partition), body, {
+      return await this.#js.publish(partitionSubject(this.#settings, part.partition), part.body, {
         headers: h,
         timeout: this.#timeoutMs,
-        ...(idempotencyKey === undefined ? {} : { msgID: idempotencyKey }),
+        ...(idempotencyKey === undefined ? {} : { msgID: `${idempotencyKey}#${part.partition}` }),
       });
-      return { sequence: ack.seq, duplicate: ack.duplicate };
     } catch (error) {
       throw classifyPublishError(error);
     }

@@ -9,6 +9,8 @@ import { usageMinuteColumns } from '../shared/clickhouse/schema.js';
 import { formatScaled } from '../shared/quantity.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import type { AggregateRow } from './aggregate.js';
+import { crashPoint } from '../shared/fault.js';
+import { writeIds } from './dedupe/id-log.js';
 import { readWatermark } from './watermark.js';
 
 export function flushPayload(rows: readonly AggregateRow[], partition: number, flushSeq: number, flushedAtSec: number): string {
@@ -30,11 +32,21 @@ export interface FlushRetry {
   onError: (error: unknown, attempt: number) => void;
 }
 
-/** Returns true once the flush is in ClickHouse, false if told to stop first. */
-export async function writeFlush(store: Store, partition: number, flushSeq: number, payload: string, retry: FlushRetry): Promise<boolean> {
+/**
+ * Returns true once the flush is in ClickHouse, false if told to stop first.
+ * `idsPayload` (the flush's remembered event ids) is written before the
+ * usage rows: see rater/dedupe/id-log.ts for why that order is safe.
+ */
+export async function writeFlush(store: Store, partition: number, flushSeq: number, payload: string, retry: FlushRetry, idsPayload = ''): Promise<boolean> {
   let ambiguous = false;
+  let idsWritten = idsPayload === '';
   for (let attempt = 1; ; attempt++) {
     try {
+      if (!idsWritten) {
+        await writeIds(store, idsPayload);
+        idsWritten = true;
+        crashPoint('after-ids-insert');
+      }
       if (ambiguous && (await readWatermark(store, partition)) >= flushSeq) return true;
       await store.insert('usage_minute', usageMinuteColumns, payload);
       return true;

@@ -6,6 +6,9 @@ export function createRaterMetrics(registry: Registry) {
     redeliveries: new Counter({ name: 'drawdown_rater_redeliveries_total', help: 'Stream redeliveries ignored because already held or committed', labelNames: ['partition'] as const, registers: [registry] }),
     poisonMessages: new Counter({ name: 'drawdown_rater_poison_messages_total', help: 'Stream messages that could not be decoded and were skipped', labelNames: ['partition'] as const, registers: [registry] }),
     committedSequence: new Gauge({ name: 'drawdown_rater_committed_sequence', help: 'Last stream sequence committed to ClickHouse', labelNames: ['partition'] as const, registers: [registry] }),
+    duplicates: new Counter({ name: 'drawdown_rater_duplicate_events_total', help: 'Events dropped because their (customer, id) was already counted', labelNames: ['partition'] as const, registers: [registry] }),
+    dedupeIds: new Gauge({ name: 'drawdown_rater_dedupe_ids', help: 'Event ids remembered for duplicate dropping', labelNames: ['partition'] as const, registers: [registry] }),
+    dedupeMemory: new Gauge({ name: 'drawdown_rater_dedupe_memory_bytes', help: 'Memory reserved for remembered event ids (fixed at start)', registers: [registry] }),
     lag: new Gauge({ name: 'drawdown_rater_lag_messages', help: 'Batches in the stream not yet delivered to the rater', labelNames: ['partition'] as const, registers: [registry] }),
     flushRows: new Histogram({ name: 'drawdown_rater_flush_rows', help: 'Aggregate rows per ClickHouse insert', buckets: [1, 10, 100, 1_000, 10_000, 100_000], registers: [registry] }),
     insertDuration: new Histogram({

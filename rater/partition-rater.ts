@@ -3,9 +3,13 @@
  * worker pool, write a flush to ClickHouse, then ack. Crash anywhere and the
  * restart resumes exactly after the watermark ClickHouse holds:
  *
- *   fetch ─▶ decode+aggregate (worker) ─▶ merge ─▶ INSERT rows+watermark ─▶ ack
+ *   fetch ─▶ decode+dedupe+aggregate (worker) ─▶ merge ─▶ INSERT ids ─▶ INSERT rows+watermark ─▶ ack
  *   crash before INSERT: nothing written; messages redelivered and counted once.
  *   crash after INSERT, before ack: watermark covers them; purged at restart.
+ *
+ * Repeated event ids are dropped against the partition's id set, which is
+ * rebuilt from ClickHouse (ids committed up to the watermark) whenever the
+ * loop resumes, so it never remembers an id whose event was not committed.
  */
 import type { Consumer, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import type { Piscina } from 'piscina';
@@ -19,6 +23,8 @@ import { flushPayload, writeFlush } from './flush.js';
 import type { RaterMetrics } from './metrics.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
 import { readWatermark } from './watermark.js';
+import { IdSet } from './dedupe/id-set.js';
+import { idsPayload, readRecentIds } from './dedupe/id-log.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -30,6 +36,8 @@ export interface PartitionLimits extends ConsumerSettings {
 }
 
 export interface PartitionDeps {
+  /** Event ids remembered for duplicate dropping (at least this many most recent); 0 = off. */
+  dedupeIdsMax: number;
   js: JetStreamClient;
   jsm: JetStreamManager;
   store: Store;
@@ -54,12 +62,18 @@ export class PartitionRater {
   #highestSeen = 0;
   /** Messages merged into the aggregator but not yet in ClickHouse, in stream order. */
   #pending: JsMsg[] = [];
+  /** Fingerprints of the pending messages' counted event ids, written with their flush. */
+  #pendingIds: Uint32Array[] = [];
   #pendingSinceMs = 0;
+  readonly #ids: IdSet | undefined;
+  /** The id set's hand-over epoch the next task must find. */
+  #idsEpoch = 0;
 
   constructor(deps: PartitionDeps) {
     this.#deps = deps;
     this.#aggregator = new Aggregator(deps.meters);
     this.#label = { partition: String(deps.partition) };
+    this.#ids = deps.dedupeIdsMax > 0 ? IdSet.create(deps.dedupeIdsMax) : undefined;
   }
 
   get committedSequence(): number {
@@ -81,12 +95,34 @@ export class PartitionRater {
     const { jsm, js, store, stream, partition, limits } = this.#deps;
     this.#aggregator.drain();
     this.#pending = [];
+    this.#pendingIds = [];
     this.#committedSeq = await readWatermark(store, partition);
     this.#highestSeen = this.#committedSeq;
+    await this.#rebuildIds();
     const name = await resetPartitionConsumer(jsm, stream, partition, this.#committedSeq, limits);
     this.#consumer = await js.consumers.get(stream.name, name);
     this.#deps.metrics.committedSequence.set(this.#label, this.#committedSeq);
     this.#deps.log.info({ partition, committedSeq: this.#committedSeq }, 'partition consumer ready');
+  }
+
+  /**
+   * Remembers exactly the ids ClickHouse holds up to the watermark (at least
+   * the last dedupeIdsMax of them). No task runs meanwhile: this thread owns
+   * the set until it hands it on with a new epoch.
+   */
+  async #rebuildIds(): Promise<void> {
+    const ids = this.#ids;
+    if (ids === undefined) return;
+    const chunks = await readRecentIds(this.#deps.store, this.#deps.partition, this.#committedSeq, ids.idsPerGeneration);
+    ids.clear();
+    let loaded = 0;
+    for (const chunk of chunks) {
+      for (let at = 0; at < chunk.length; at += 3) ids.add(chunk[at]!, chunk[at + 1]!, chunk[at + 2]!);
+      loaded += chunk.length / 3;
+    }
+    this.#idsEpoch = ids.release();
+    this.#deps.metrics.dedupeIds.set(this.#label, ids.size);
+    this.#deps.log.info({ partition: this.#deps.partition, loaded, remembered: ids.size }, 'event-id dedupe set rebuilt');
   }
 
   /** Stops pulling, writes what is pending (unless ClickHouse is down), and returns. */
@@ -188,7 +224,14 @@ export class PartitionRater {
         group.map((m) => m.data),
         group.map((m) => (m.headers?.get(batchHeaders.format) === 'json' ? 'json' : 'msgpack')),
       );
+      if (this.#ids !== undefined) task.dedupe = { buffer: this.#ids.buffer, epoch: this.#idsEpoch };
       const result = await this.#deps.pool.run(task, { transferList: [task.data.buffer as ArrayBuffer] });
+      if (this.#ids !== undefined) {
+        this.#idsEpoch = (this.#idsEpoch + 1) | 0;
+        if (result.ids.length > 0) this.#pendingIds.push(result.ids);
+        if (result.duplicates > 0) this.#deps.metrics.duplicates.inc(this.#label, result.duplicates);
+        this.#deps.metrics.dedupeIds.set(this.#label, this.#ids.size);
+      }
       for (const rejected of result.rejected) {
         // Only a publisher bypassing the gateway can put these here; they are
         // logged with their sequence and skipped so the partition keeps moving.
@@ -212,7 +255,9 @@ export class PartitionRater {
     const messages = this.#pending;
     const flushSeq = messages[messages.length - 1]!.seq;
     const rows = this.#aggregator.drain();
-    const payload = flushPayload(rows, partition, flushSeq, Math.floor(Date.now() / 1000));
+    const nowSec = Math.floor(Date.now() / 1000);
+    const payload = flushPayload(rows, partition, flushSeq, nowSec);
+    const ids = idsPayload(this.#pendingIds, partition, flushSeq, nowSec);
     const stopTimer = metrics.insertDuration.startTimer();
     const written = await writeFlush(store, partition, flushSeq, payload, {
       delayMaxMs: limits.retryDelayMaxMs,
@@ -222,7 +267,7 @@ export class PartitionRater {
         metrics.insertErrors.inc();
         log.warn({ err: error, partition, flushSeq, attempt }, 'ClickHouse insert failed; will retry');
       },
-    });
+    }, ids);
     stopTimer();
     if (!written) {
       log.warn({ partition, flushSeq, messages: messages.length }, 'stopping with an unwritten flush; the stream keeps those batches');
@@ -230,6 +275,7 @@ export class PartitionRater {
     }
     crashPoint('after-insert');
     this.#pending = [];
+    this.#pendingIds = [];
     this.#committedSeq = flushSeq;
     for (const message of messages) message.ack();
     metrics.flushRows.observe(rows.length);

@@ -13,6 +13,8 @@ import type { StreamSettings } from '../shared/nats/stream.js';
 import { createRaterMetrics } from './metrics.js';
 import { PartitionRater, type PartitionLimits } from './partition-rater.js';
 import type { AggregateResult, AggregateTask } from './task.js';
+import { IdSet } from './dedupe/id-set.js';
+import { dropExpiredIds } from './dedupe/id-log.js';
 
 export interface RaterOptions {
   js: JetStreamClient;
@@ -25,7 +27,12 @@ export interface RaterOptions {
   meters: MeterDefinitions;
   log: Logger;
   registry: Registry;
+  /** Event ids remembered per partition (0 = dedupe off) and how many days ClickHouse keeps them. */
+  dedupe: { idsMax: number; retentionDays: number };
 }
+
+// Retention is a cheap DROP PARTITION of whole days; hourly is plenty.
+const retentionEveryMs = 3_600_000;
 
 /**
  * Worker threads load JavaScript. Under the compiled build the worker sits
@@ -46,6 +53,7 @@ export class Rater {
   readonly #partitions: PartitionRater[] = [];
   readonly #metrics;
   #lagTimer: NodeJS.Timeout | undefined;
+  #retentionTimer: NodeJS.Timeout | undefined;
 
   constructor(options: RaterOptions) {
     this.#options = options;
@@ -63,12 +71,29 @@ export class Rater {
 
   async start(): Promise<void> {
     for (const partition of this.#options.partitions) {
-      const rater = new PartitionRater({ ...this.#options, pool: this.#pool, partition, metrics: this.#metrics });
+      const rater = new PartitionRater({ ...this.#options, pool: this.#pool, partition, metrics: this.#metrics, dedupeIdsMax: this.#options.dedupe.idsMax });
       await rater.start();
       this.#partitions.push(rater);
     }
     this.#lagTimer = setInterval(() => void this.#updateLag(), 5_000);
     this.#lagTimer.unref();
+    const { idsMax, retentionDays } = this.#options.dedupe;
+    this.#metrics.dedupeMemory.set(idsMax > 0 ? this.#options.partitions.length * IdSet.bytesFor(idsMax) : 0);
+    if (idsMax > 0) {
+      void this.#dropExpiredIds(retentionDays);
+      this.#retentionTimer = setInterval(() => void this.#dropExpiredIds(retentionDays), retentionEveryMs);
+      this.#retentionTimer.unref();
+    }
+  }
+
+  async #dropExpiredIds(retentionDays: number): Promise<void> {
+    try {
+      const days = await dropExpiredIds(this.#options.store, retentionDays, Math.floor(Date.now() / 1000));
+      if (days > 0) this.#options.log.info({ days, retentionDays }, 'dropped expired event-id days');
+    } catch (error) {
+      // Retention is housekeeping: ClickHouse being away delays it, nothing else.
+      this.#options.log.warn({ err: error }, 'could not drop expired event ids; will retry');
+    }
   }
 
   async #updateLag(): Promise<void> {
@@ -88,6 +113,7 @@ export class Rater {
    */
   async stop(stopWaitMs = 15_000): Promise<void> {
     clearInterval(this.#lagTimer);
+    clearInterval(this.#retentionTimer);
     const stopped = Promise.all(this.#partitions.map((p) => p.stop()));
     const timedOut = await Promise.race([stopped.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), stopWaitMs).unref())]);
     if (timedOut) this.#options.log.warn({ stopWaitMs }, 'rater loops did not stop in time; unflushed batches stay in the stream');

@@ -15,6 +15,12 @@ export interface AggregateTask {
   data: Uint8Array;
   offsets: Uint32Array;
   formats: Uint8Array;
+  /**
+   * The partition's remembered event ids (rater/dedupe/id-set.ts): shared
+   * memory, not copied; `epoch` is the hand-over this task must find.
+   * Absent when dedupe is off.
+   */
+  dedupe?: { buffer: SharedArrayBuffer; epoch: number };
 }
 
 export interface RejectedMessage {
@@ -25,7 +31,12 @@ export interface RejectedMessage {
 
 export interface AggregateResult {
   rows: AggregateRow[];
+  /** Events counted (duplicates excluded). */
   events: number;
+  /** Events dropped because their (customer, id) was already remembered. */
+  duplicates: number;
+  /** Fingerprints of the counted events' ids, 3 words each, in order: what the flush persists. */
+  ids: Uint32Array;
   rejected: RejectedMessage[];
 }
 

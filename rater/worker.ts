@@ -1,31 +1,73 @@
 /**
- * Piscina worker: decode, validate and aggregate a task's batches off the
- * main thread. The catalog's meter definitions arrive once, as workerData.
+ * Piscina worker: decode, validate, drop repeated event ids and aggregate a
+ * task's batches off the main thread. The catalog's meter definitions
+ * arrive once, as workerData; a partition's id set arrives as shared memory
+ * with each of its tasks.
  */
 import { workerData } from 'node:worker_threads';
 import { decodeBatch, expectEventArray, validateEvents } from '../shared/batch.js';
 import type { MeterDefinitions } from '../shared/catalog.js';
 import { Aggregator } from './aggregate.js';
+import { hashEventId } from './dedupe/id-hash.js';
+import { IdSet } from './dedupe/id-set.js';
 import type { AggregateResult, AggregateTask } from './task.js';
 
 const { meters } = workerData as { meters: MeterDefinitions };
+// One view per partition's set, made once per thread.
+const idSets = new WeakMap<SharedArrayBuffer, IdSet>();
+
+function idSetOf(buffer: SharedArrayBuffer): IdSet {
+  let set = idSets.get(buffer);
+  if (set === undefined) {
+    set = IdSet.attach(buffer);
+    idSets.set(buffer, set);
+  }
+  return set;
+}
 
 export default function aggregateTask(task: AggregateTask): AggregateResult {
   const aggregator = new Aggregator(meters);
   const rejected: AggregateResult['rejected'] = [];
+  const set = task.dedupe === undefined ? undefined : idSetOf(task.dedupe.buffer);
+  set?.acquire(task.dedupe!.epoch);
+  let ids = new Uint32Array(set === undefined ? 0 : 3 * 1024);
+  let idWords = 0;
   let events = 0;
-  const count = task.formats.length;
-  for (let i = 0; i < count; i++) {
-    const bytes = task.data.subarray(task.offsets[i]!, task.offsets[i + 1]!);
-    try {
-      const raw = expectEventArray(decodeBatch(bytes, task.formats[i] === 1 ? 'json' : 'msgpack'), Number.MAX_SAFE_INTEGER);
-      // No time window: the gateway checked it on arrival, against its clock.
-      const batch = validateEvents(raw, meters, undefined);
-      for (const event of batch) aggregator.addEvent(event);
-      events += batch.length;
-    } catch (error) {
-      rejected.push({ message: i, reason: (error as Error).message });
+  let duplicates = 0;
+  try {
+    const count = task.formats.length;
+    for (let i = 0; i < count; i++) {
+      const bytes = task.data.subarray(task.offsets[i]!, task.offsets[i + 1]!);
+      let batch;
+      try {
+        const raw = expectEventArray(decodeBatch(bytes, task.formats[i] === 1 ? 'json' : 'msgpack'), Number.MAX_SAFE_INTEGER);
+        // No time window: the gateway checked it on arrival, against its clock.
+        batch = validateEvents(raw, meters, undefined);
+      } catch (error) {
+        // Nothing of this message was remembered or counted: it is skipped whole.
+        rejected.push({ message: i, reason: (error as Error).message });
+        continue;
+      }
+      for (const event of batch) {
+        if (set !== undefined) {
+          if (idWords + 3 > ids.length) {
+            const grown = new Uint32Array(ids.length * 2);
+            grown.set(ids);
+            ids = grown;
+          }
+          hashEventId(event.customer, event.id, ids, idWords);
+          if (!set.add(ids[idWords]!, ids[idWords + 1]!, ids[idWords + 2]!)) {
+            duplicates++;
+            continue;
+          }
+          idWords += 3;
+        }
+        aggregator.addEvent(event);
+        events++;
+      }
     }
+  } finally {
+    set?.release();
   }
-  return { rows: aggregator.drain(), events, rejected };
+  return { rows: aggregator.drain(), events, duplicates, ids: ids.slice(0, idWords), rejected };
 }

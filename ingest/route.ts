@@ -1,0 +1,89 @@
+/**
+ * Routes a validated batch to stream partitions by customer: every event of
+ * a customer lands on one partition, so that partition's rater sees all of
+ * that customer's event ids and can drop repeats (rater/dedupe/). A batch
+ * whose events all map to one partition is published unchanged; otherwise it
+ * is cut into one part per partition by copying each event's bytes (no
+ * re-encoding), keeping the events' order within each part.
+ */
+import { Packr } from 'msgpackr';
+import type { BatchFormat } from '../shared/batch.js';
+import { arrayElementOffsets, arrayHeader } from './msgpack-split.js';
+
+export interface BatchPart {
+  partition: number;
+  body: Uint8Array;
+  events: number;
+}
+
+/**
+ * FNV-1a (32-bit) of the customer id's UTF-16 code units, modulo the
+ * partition count. This mapping is part of the stored data's layout: it must
+ * never change, and neither may DRAWDOWN_PARTITIONS once data exists.
+ */
+export function partitionOfCustomer(customer: string, partitions: number): number {
+  if (partitions === 1) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < customer.length; i++) {
+    h ^= customer.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % partitions;
+}
+
+// Standard MessagePack for the rare body that used msgpackr's records.
+const standardPackr = new Packr({ useRecords: false });
+
+function customerOf(event: unknown): string {
+  return (event as { customer: string }).customer;
+}
+
+/** `raw` is the decoded batch; every element has already passed validation. */
+export function routeBatch(body: Uint8Array, format: BatchFormat, raw: readonly unknown[], partitions: number): BatchPart[] {
+  const count = raw.length;
+  const first = partitionOfCustomer(customerOf(raw[0]), partitions);
+  const partitionOf = new Uint16Array(count);
+  let single = true;
+  for (let i = 0; i < count; i++) {
+    const p = i === 0 ? first : partitionOfCustomer(customerOf(raw[i]), partitions);
+    partitionOf[i] = p;
+    if (p !== first) single = false;
+  }
+  if (single) return [{ partition: first, body, events: count }];
+
+  const groups = new Map<number, number[]>();
+  for (let i = 0; i < count; i++) {
+    const p = partitionOf[i]!;
+    const group = groups.get(p);
+    if (group) group.push(i);
+    else groups.set(p, [i]);
+  }
+  const ordered = [...groups].sort(([a], [b]) => a - b);
+
+  if (format === 'json') {
+    // JSON is the slow path anyway; what JSON.parse produced stringifies back to the same values.
+    return ordered.map(([partition, indexes]) => ({
+      partition,
+      body: Buffer.from(`[${indexes.map((i) => JSON.stringify(raw[i])).join(',')}]`, 'utf8'),
+      events: indexes.length,
+    }));
+  }
+
+  const { offsets, usesRecords } = arrayElementOffsets(body);
+  if (usesRecords) {
+    return ordered.map(([partition, indexes]) => ({ partition, body: standardPackr.pack(indexes.map((i) => raw[i])), events: indexes.length }));
+  }
+  return ordered.map(([partition, indexes]) => {
+    const header = arrayHeader(indexes.length);
+    let size = header.length;
+    for (const i of indexes) size += offsets[i + 1]! - offsets[i]!;
+    const part = Buffer.allocUnsafe(size);
+    part.set(header, 0);
+    let at = header.length;
+    for (const i of indexes) {
+      part.set(body.subarray(offsets[i]!, offsets[i + 1]!), at);
+      at += offsets[i + 1]! - offsets[i]!;
+    }
+    return { partition, body: part, events: indexes.length };
+  });
+}

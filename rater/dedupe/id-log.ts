@@ -1,0 +1,103 @@
+/**
+ * The remembered event ids, kept in ClickHouse so a restarted rater forgets
+ * nothing inside the dedupe window. A flush writes the fingerprints of the
+ * ids it counted BEFORE its usage rows:
+ *
+ *   INSERT dedupe_ids (flush F) ─▶ INSERT usage_minute (watermark F) ─▶ ack
+ *
+ *   crash before the ids insert: nothing written; the batches are redelivered.
+ *   crash between the two: ids rows with flush_seq F > watermark. A rebuild
+ *     reads only flush_seq ≤ watermark, so they are ignored; once the
+ *     watermark passes F they are read, but they only repeat ids that later
+ *     flushes committed for the very same redelivered events.
+ *   crash after the usage insert: both committed; the watermark covers them.
+ *
+ * Rows hold up to `idsPerRow` fingerprints as base64 of 12 bytes each (little
+ * endian, three 32-bit words), so a flush is a handful of rows whatever its
+ * size, and TabSeparated needs no escaping. The table is partitioned by day
+ * so that retention is a cheap DROP PARTITION.
+ */
+import type { Store } from '../../shared/clickhouse/store.js';
+import { dedupeIdsColumns } from '../../shared/clickhouse/schema.js';
+import { sqlUInt } from '../../shared/sql.js';
+import { encodeTsv, tsvDateTime } from '../../shared/tsv.js';
+
+const bytesPerId = 12;
+/** ~1 MiB of base64 per row. */
+export const idsPerRow = 65_536;
+/** Rows of (flush_seq, ids) looked at when rebuilding: bounds the rebuild's first query. */
+const rebuildRowsMax = 200_000;
+
+/** The TSV for one flush's ids; `chunks` are fingerprint arrays (3 words per id) in the order they were counted. */
+export function idsPayload(chunks: readonly Uint32Array[], partition: number, flushSeq: number, writtenAtSec: number): string {
+  let words = 0;
+  for (const c of chunks) words += c.length;
+  if (words === 0) return '';
+  const all = Buffer.allocUnsafe(words * 4);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(new Uint8Array(c.buffer, c.byteOffset, c.byteLength), at);
+    at += c.byteLength;
+  }
+  const ids = words / 3;
+  const rows: string[][] = [];
+  for (let first = 0, chunk = 0; first < ids; first += idsPerRow, chunk++) {
+    const count = Math.min(idsPerRow, ids - first);
+    rows.push([String(partition), String(flushSeq), String(chunk), tsvDateTime(writtenAtSec), String(count), all.toString('base64', first * bytesPerId, (first + count) * bytesPerId)]);
+  }
+  return encodeTsv(rows);
+}
+
+export async function writeIds(store: Store, payload: string): Promise<void> {
+  if (payload !== '') await store.insert('dedupe_ids', dedupeIdsColumns, payload);
+}
+
+function decodeIds(base64: string): Uint32Array {
+  const bytes = Buffer.from(base64, 'base64');
+  // Copied into an aligned buffer of our own: Buffer.from may hand back a pooled, unaligned slice.
+  const words = new Uint32Array(bytes.length / 4);
+  new Uint8Array(words.buffer).set(bytes);
+  return words;
+}
+
+/**
+ * The fingerprints of at least the last `idsWanted` ids a partition committed
+ * at or below `watermark`, oldest first (fewer if fewer were kept).
+ */
+export async function readRecentIds(store: Store, partition: number, watermark: number, idsWanted: number): Promise<Uint32Array[]> {
+  if (watermark === 0 || idsWanted === 0) return [];
+  const counts = await store.query(
+    `SELECT flush_seq, sum(ids) FROM dedupe_ids WHERE stream_partition = ${sqlUInt(partition)} AND flush_seq <= ${sqlUInt(watermark)}
+     GROUP BY flush_seq ORDER BY flush_seq DESC LIMIT ${sqlUInt(rebuildRowsMax)}`,
+  );
+  if (counts.length === 0) return [];
+  let total = 0;
+  let fromSeq = Number(counts[counts.length - 1]![0]);
+  for (const [seq, ids] of counts) {
+    total += Number(ids);
+    if (total >= idsWanted) {
+      fromSeq = Number(seq);
+      break;
+    }
+  }
+  // A retried insert may have written a flush's rows twice; repeats are harmless to a set.
+  const rows = await store.query(
+    `SELECT hashes FROM dedupe_ids WHERE stream_partition = ${sqlUInt(partition)} AND flush_seq >= ${sqlUInt(fromSeq)} AND flush_seq <= ${sqlUInt(watermark)}
+     ORDER BY flush_seq, chunk`,
+  );
+  return rows.map(([hashes]) => decodeIds(hashes!));
+}
+
+/** Drops whole days of remembered ids older than `retentionDays`; returns how many days were dropped. */
+export async function dropExpiredIds(store: Store, retentionDays: number, nowSec: number): Promise<number> {
+  const cutoff = Number(new Date((nowSec - retentionDays * 86_400) * 1000).toISOString().slice(0, 10).replaceAll('-', ''));
+  const rows = await store.query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'dedupe_ids' AND active");
+  let dropped = 0;
+  for (const [partition] of rows) {
+    const day = Number(partition);
+    if (!Number.isSafeInteger(day) || day >= cutoff) continue;
+    await store.command(`ALTER TABLE dedupe_ids DROP PARTITION ${sqlUInt(day)}`);
+    dropped++;
+  }
+  return dropped;
+}
