@@ -140,6 +140,7 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
           maxAckPending: config.maxAckPending,
         },
         threads: config.raterThreads,
+        dedupe: { idsMax: config.dedupeIds, retentionDays: config.dedupeRetentionDays },
         meters,
         log,
         registry,

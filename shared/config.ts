@@ -47,6 +47,8 @@ export const settings = {
   fetchMessagesMax: { kind: 'int', env: 'DRAWDOWN_FETCH_MESSAGES_MAX', default: 64, min: 1, max: 10_000, doc: 'Batches pulled from the stream per fetch' },
   ackWaitMs: { kind: 'int', env: 'DRAWDOWN_ACK_WAIT_MS', default: 120_000, min: 1_000, max: 3_600_000, doc: 'JetStream ack wait, in ms; redeliveries inside a rater are ignored' },
   maxAckPending: { kind: 'int', env: 'DRAWDOWN_MAX_ACK_PENDING', default: 10_000, min: 1, max: 1_000_000, doc: 'Unacknowledged batches a partition consumer may hold' },
+  dedupeIds: { kind: 'int', env: 'DRAWDOWN_DEDUPE_IDS', default: 1_000_000, min: 0, max: 2 ** 26, doc: 'Event ids each partition remembers to drop repeats: at least this many most recent (0 = off); 32–64 bytes of memory each' },
+  dedupeRetentionDays: { kind: 'int', env: 'DRAWDOWN_DEDUPE_RETENTION_DAYS', default: 7, min: 1, max: 366, doc: 'Days ClickHouse keeps remembered event ids for rebuilding the set after a restart' },
   retryDelayMaxMs: { kind: 'int', env: 'DRAWDOWN_RETRY_DELAY_MAX_MS', default: 10_000, min: 10, max: 300_000, doc: 'Longest back-off between ClickHouse retries, in ms' },
 
   catalogRefreshMs: { kind: 'int', env: 'DRAWDOWN_CATALOG_REFRESH_MS', default: 10_000, min: 100, max: 3_600_000, doc: 'How often a process with ClickHouse checks the catalog store for a new revision, in ms (settlement also checks at the start of every run)' },

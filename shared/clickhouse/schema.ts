@@ -79,7 +79,24 @@ export const tables = {
     sha256 String,
     document String
   ) ENGINE = MergeTree ORDER BY (revision, sha256)`,
+
+  /**
+   * Event-id fingerprints each rater flush counted (rater/dedupe/id-log.ts):
+   * what a restarted rater reloads to keep dropping repeated event ids.
+   * Written before the flush's usage rows; read only up to the watermark.
+   * Partitioned by day so retention drops whole days.
+   */
+  dedupeIds: `CREATE TABLE IF NOT EXISTS dedupe_ids (
+    stream_partition UInt16,
+    flush_seq UInt64,
+    chunk UInt32,
+    written_at DateTime('UTC'),
+    ids UInt32,
+    hashes String
+  ) ENGINE = MergeTree PARTITION BY toYYYYMMDD(written_at) ORDER BY (stream_partition, flush_seq, chunk)`,
 } as const;
+
+export const dedupeIdsColumns = ['stream_partition', 'flush_seq', 'chunk', 'written_at', 'ids', 'hashes'] as const;
 
 export const catalogRevisionColumns = ['revision', 'applied_at', 'applied_by', 'sha256', 'document'] as const;
 
