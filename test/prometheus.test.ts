@@ -5,12 +5,16 @@
  * A known workload goes through, is settled, and Prometheus's HTTP API must
  * show the same numbers: events accepted, batches by outcome, rater commits
  * and lag, ClickHouse inserts, ledger entries and credits deducted by unit.
+ * docs/metrics.md must name exactly the metrics /metrics serves, and every
+ * query of the Grafana dashboard must run and name only real metrics.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { PrometheusServerProcess, type PromSample } from '../deploy/prometheus-server.js';
-import { api, postEvents, startClickHouse, startNats, streamState, tempDir, testConfig, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
+import { api, postEvents, repoRoot, startClickHouse, startNats, streamState, tempDir, testConfig, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
 
 const scrapeIntervalMs = 1_000;
 // Long enough for several scrapes and the rater's lag refresh; only a failing test waits this long.
@@ -138,4 +142,39 @@ describe('metrics scraped by a real Prometheus', () => {
     expect(total(await eventually('drawdown_settlement_entries_posted_total', (s) => total(s) === report.entries_posted))).toBe(report.entries_posted);
     expect(total(await eventually('drawdown_settlement_run_duration_seconds_count', (s) => total(s) === 1))).toBe(1);
   });
+
+  /** Metric name → type, from the /metrics text of every running process. */
+  async function servedMetrics(): Promise<Map<string, string>> {
+    const served = new Map<string, string>();
+    for (const r of running) {
+      const text = await (await fetch(`${r.url}/metrics`)).text();
+      for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) served.set(name!, type!);
+    }
+    return served;
+  }
+
+  it('given docs/metrics.md, when compared with what /metrics serves, then every metric is documented once with its type, and nothing more', async () => {
+    const served = await servedMetrics();
+    const doc = readFileSync(join(repoRoot, 'docs', 'metrics.md'), 'utf8');
+    const rows = [...doc.matchAll(/^\| `(drawdown_[a-z0-9_]+)` \| (\w+) \|/gm)].map(([, name, type]) => [name!, type!] as const);
+    expect(new Set(rows.map(([name]) => name)).size).toBe(rows.length);
+    expect(new Map(rows)).toEqual(served);
+  });
+
+  it('given the Grafana dashboard, when its queries run on Prometheus, then each succeeds, names only served metrics, and all but the 5xx panel show data', async () => {
+    const served = await servedMetrics();
+    const dashboard = JSON.parse(readFileSync(join(repoRoot, 'deploy', 'grafana', 'drawdown-dashboard.json'), 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
+    const queries = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
+    expect(queries.length).toBeGreaterThan(15);
+    const base = (name: string): string => name.replace(/_(bucket|sum|count)$/, '');
+    for (const { panel, expr } of queries) {
+      for (const [name] of expr.matchAll(/\bdrawdown_[a-z0-9_]+/g)) expect({ panel, metric: served.has(name) || served.has(base(name)) ? 'served' : name }).toEqual({ panel, metric: 'served' });
+      // Grafana's $__rate_interval is at least four scrape intervals; one minute covers it here.
+      // A rate needs two scrapes of a series, so data is waited for; a query Prometheus refuses throws at once.
+      const query = expr.replaceAll('$__rate_interval', '1m');
+      if (panel.includes('5xx')) await prometheus.query(query);
+      else expect({ panel, expr, empty: (await eventually(query, (s) => s.length > 0)).length === 0 }).toEqual({ panel, expr, empty: false });
+    }
+  });
 });
+
