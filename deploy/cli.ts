@@ -10,6 +10,7 @@
  *   demo         the all-in-one with SPEC §7 examples 1 and 2 streamed through HTTP; prints balances
  *   keys new     a new API key (shown once) and its hashed entry for DRAWDOWN_API_KEYS
  *                (--scopes ingest,read,admin — any of them — [--id NAME])
+ *   catalog      apply FILE [--dry-run] | get [--revision N]: the catalog store (needs --clickhouse-url)
  * Every setting is also an environment variable (docs/configuration.md).
  */
 import { resolve } from 'node:path';
@@ -20,8 +21,10 @@ import { isDrawdownError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
-import { loadCatalogFile } from '../shared/catalog.js';
 import { reportJson, settle } from '../settlement/settle.js';
+import { runCatalogCommand } from '../settlement/catalog/cli.js';
+import { openStoreCatalogSource, readCatalogFile } from '../settlement/catalog/source.js';
+import { CatalogStore } from '../settlement/catalog/store.js';
 import { startAllInOne } from './all-in-one.js';
 import { runDemo } from './demo.js';
 import { startDrawdown, type Running } from './processes.js';
@@ -39,6 +42,8 @@ commands:
   demo         SPEC §7 examples 1 and 2 through the all-in-one; prints balances
   keys new     a new API key, shown once, and its entry for DRAWDOWN_API_KEYS
                --scopes ${scopes.join(',')} (any of them)  [--id NAME]
+  catalog apply FILE [--dry-run]   validate, show the diff, write a new catalog revision (needs --clickhouse-url)
+  catalog get [--revision N]       print the catalog in force (or revision N)                (needs --clickhouse-url)
 
 Every setting is a flag or an environment variable: docs/configuration.md.
 `;
@@ -85,7 +90,8 @@ async function main(argv: string[]): Promise<number> {
     case 'ingest':
     case 'rater':
     case 'settlement': {
-      const required = command === 'ingest' ? (['natsUrl', 'catalog'] as const) : command === 'rater' ? (['natsUrl', 'clickhouseUrl', 'catalog'] as const) : (['clickhouseUrl', 'catalog'] as const);
+      // The catalog comes from the catalog store when there is ClickHouse (the file only seeds an empty store).
+      const required = command === 'ingest' ? (['natsUrl'] as const) : command === 'rater' ? (['natsUrl', 'clickhouseUrl'] as const) : (['clickhouseUrl'] as const);
       const config = loadConfig(flags, env, required);
       const running: Running = await startDrawdown(config, { ingest: command === 'ingest', rater: command === 'rater', settlement: command === 'settlement' });
       waitForSignal(running, running.log);
@@ -94,14 +100,22 @@ async function main(argv: string[]): Promise<number> {
     case 'settle': {
       const until = flags.get('--until');
       flags.delete('--until');
-      const config: Config = loadConfig(flags, env, ['clickhouseUrl', 'catalog']);
+      const config: Config = loadConfig(flags, env, ['clickhouseUrl']);
       const untilMs = until === undefined ? Date.now() : /^\d+$/.test(until) ? Number(until) : Date.parse(until);
       if (!Number.isFinite(untilMs)) throw new Error(`--until ${until} is not an ISO-8601 instant or ms since epoch`);
       const store = openStore(config.clickhouseUrl!);
       try {
         await ensureSchema(store);
-        const report = await settle(store, loadCatalogFile(config.catalog!), { untilSec: Math.floor(untilMs / 60_000) * 60 });
-        process.stdout.write(`${JSON.stringify(reportJson(report), null, 2)}\n`);
+        // The latest catalog revision prices the run (an empty store is seeded from DRAWDOWN_CATALOG).
+        const file = config.catalog === undefined ? undefined : readCatalogFile(config.catalog);
+        const source = await openStoreCatalogSource(new CatalogStore(store), {
+          refreshMs: 0,
+          log: createLogger(config.logLevel, 'drawdown-settle'),
+          ...(file === undefined ? {} : { seed: { raw: file.raw, appliedBy: `seed:${config.catalog}` } }),
+        });
+        const { revision, catalog } = source.current();
+        const report = await settle(store, catalog, { untilSec: Math.floor(untilMs / 60_000) * 60 });
+        process.stdout.write(`${JSON.stringify({ ...reportJson(report), catalog_revision: revision }, null, 2)}\n`);
       } finally {
         await store.close();
       }
@@ -123,6 +137,8 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`key (shown once; give it to the client):\n  ${key}\nentry for DRAWDOWN_API_KEYS:\n  ${JSON.stringify(entry)}\n`);
       return 0;
     }
+    case 'catalog':
+      return runCatalogCommand(positional, flags, env, { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) });
     case 'demo': {
       const config = loadConfig(flags, env, [], { catalog: demoCatalog, logLevel: 'warn', httpPort: 0, auth: localAuthDefault(flags, env) });
       return runDemo(config);
@@ -139,7 +155,8 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     const log = createLogger('error', 'drawdown');
-    if (isDrawdownError(error) && (error.code === 'config_invalid' || error.code === 'catalog_invalid')) {
+    const listed = ['config_invalid', 'catalog_invalid', 'catalog_definition_invalid', 'catalog_conflict', 'catalog_revision_stale'];
+    if (isDrawdownError(error) && listed.includes(error.code)) {
       process.stderr.write(`drawdown: ${error.message}\n`);
       for (const p of error.problems) if (!error.message.includes(p.message)) process.stderr.write(`  ${p.field}: ${p.message}\n`);
     } else {

@@ -4,7 +4,7 @@
  * the separate commands and the tests all start drawdown through here.
  */
 import type { Registry } from 'prom-client';
-import { loadCatalogFile, meterDefinitions, type Catalog } from '../shared/catalog.js';
+import type { Catalog } from '../shared/catalog.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
 import type { Store } from '../shared/clickhouse/store.js';
@@ -22,6 +22,9 @@ import { BatchPublisher } from '../ingest/publisher.js';
 import { Rater } from '../rater/rater.js';
 import { createSettlementMetrics, settlementRoutes } from '../settlement/api.js';
 import { SettlementRunner } from '../settlement/runner.js';
+import { catalogRoutes } from '../settlement/catalog/api.js';
+import { liveCatalog, liveMeterDefinitions, openStoreCatalogSource, readCatalogFile, staticCatalogSource, type CatalogSource } from '../settlement/catalog/source.js';
+import { CatalogStore } from '../settlement/catalog/store.js';
 
 export interface Parts {
   ingest: boolean;
@@ -31,7 +34,9 @@ export interface Parts {
 
 export interface Running {
   url: string | undefined;
+  /** Always the catalog revision in use now (a live view of `catalogSource`). */
   catalog: Catalog;
+  catalogSource: CatalogSource;
   store: Store | undefined;
   nats: NatsHandles | undefined;
   runner: SettlementRunner | undefined;
@@ -60,13 +65,15 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
   const name = [parts.ingest && 'ingest', parts.rater && 'rater', parts.settlement && 'settlement'].filter(Boolean).join('+');
   const log = options.log ?? createLogger(config.logLevel, `drawdown-${name}`);
   const registry = createRegistry();
-  if (config.catalog === undefined) throw new DrawdownError('config_invalid', 'DRAWDOWN_CATALOG (or --catalog) is required');
-  const catalog = loadCatalogFile(config.catalog);
+  // The file is checked first even when the store will win: a broken file is a configuration error.
+  const catalogFile = config.catalog === undefined ? undefined : readCatalogFile(config.catalog);
+  if (catalogFile === undefined && config.clickhouseUrl === undefined && options.store === undefined) {
+    throw new DrawdownError('config_invalid', 'DRAWDOWN_CATALOG (or --catalog) is required without DRAWDOWN_CLICKHOUSE_URL (the catalog store)');
+  }
   // Checked before anything starts: a process serving /v1 routes must not come up open by accident.
   const servesApi = parts.ingest || parts.settlement;
   const auth = authFromConfig(config, servesApi);
   if (auth === 'off' && servesApi) log.warn('API keys are off (DRAWDOWN_AUTH=off): every /v1 route is open to anyone who can reach this port');
-  const meters = meterDefinitions(catalog);
   const stream = streamSettings(config);
   const stops: (() => Promise<void>)[] = [];
   const stopAll = async (): Promise<void> => {
@@ -81,13 +88,31 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
 
   try {
     let store: Store | undefined = options.store;
-    if ((parts.rater || parts.settlement) && store === undefined) {
+    // The gateway needs no ClickHouse, but with one it follows catalog changes (new meters) without a restart.
+    if ((parts.rater || parts.settlement || (parts.ingest && config.clickhouseUrl !== undefined)) && store === undefined) {
       if (config.clickhouseUrl === undefined) throw new DrawdownError('config_invalid', 'DRAWDOWN_CLICKHOUSE_URL (or --clickhouse-url) is required');
       const opened = openStore(config.clickhouseUrl);
       store = opened;
       stops.push(() => opened.close());
     }
     if (store) await ensureSchema(store);
+
+    // The catalog store is the source of truth; an empty store is seeded from the file.
+    const catalogs = store && new CatalogStore(store);
+    let catalogSource: CatalogSource;
+    if (catalogs !== undefined) {
+      const source = await openStoreCatalogSource(catalogs, {
+        refreshMs: config.catalogRefreshMs,
+        log,
+        registry,
+        ...(catalogFile === undefined ? {} : { seed: { raw: catalogFile.raw, appliedBy: `seed:${config.catalog}` } }),
+      });
+      catalogSource = source;
+      stops.push(async () => source.close());
+    } else {
+      catalogSource = staticCatalogSource(catalogFile!.raw, catalogFile!.catalog);
+    }
+    const catalog = liveCatalog(catalogSource);
 
     let nats: NatsHandles | undefined;
     if (parts.ingest || parts.rater) {
@@ -116,7 +141,8 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
       routes.push(
         ...ingestRoutes({
           publisher,
-          meters,
+          // Kept current in place: a meter added (or archived) in the catalog applies after the next refresh.
+          meters: liveMeterDefinitions(catalogSource, { includeArchived: false }),
           limits: { batchEventsMax: config.batchEventsMax, bodyBytesMax: config.bodyBytesMax, bodyTimeoutMs: config.bodyTimeoutMs, lateMs: config.lateMs, skewMs: config.skewMs },
           metrics: createIngestMetrics(registry),
           ...(options.now ? { now: options.now } : {}),
@@ -141,7 +167,8 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
         },
         threads: config.raterThreads,
         dedupe: { idsMax: config.dedupeIds, retentionDays: config.dedupeRetentionDays },
-        meters,
+        // The main thread's copy follows changes; worker threads get theirs at start (catalogSource.onChange to follow).
+        meters: liveMeterDefinitions(catalogSource, { includeArchived: true }),
         log,
         registry,
       });
@@ -151,11 +178,17 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
 
     let runner: SettlementRunner | undefined;
     if (parts.settlement) {
-      const settlementRunner = new SettlementRunner(store!, catalog, log, createSettlementMetrics(registry));
+      // Each run reads the latest revision first, and prices the whole run with it.
+      const runCatalog = async () => {
+        const snapshot = await catalogSource.refresh();
+        return { revision: snapshot.revision, catalog: snapshot.catalog };
+      };
+      const settlementRunner = new SettlementRunner(store!, runCatalog, log, createSettlementMetrics(registry));
       runner = settlementRunner;
       settlementRunner.schedule(config.settleEveryMs);
       stops.push(() => settlementRunner.stop());
       routes.push(...settlementRoutes({ store: store!, catalog, runner: settlementRunner, ...(options.now ? { now: options.now } : {}) }));
+      routes.push(...catalogRoutes({ catalogs: catalogs!, source: catalogSource, auth, ...(options.now ? { now: options.now } : {}) }));
     }
 
     const service: RunningService = await startService({
@@ -175,7 +208,7 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
     });
     stops.push(() => service.close());
 
-    return { url: service.url, catalog, store, nats, runner, registry, log, stop: stopAll };
+    return { url: service.url, catalog, catalogSource, store, nats, runner, registry, log, stop: stopAll };
   } catch (error) {
     await stopAll();
     throw error;

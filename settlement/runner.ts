@@ -11,32 +11,43 @@ import { money } from '../shared/money.js';
 import type { createSettlementMetrics } from './api.js';
 import { settle, type SettleRequest, type SettlementReport } from './settle.js';
 
+/**
+ * The catalog a run prices with, asked for at the start of every run so a
+ * catalog change applies without a restart (settlement/catalog/source.ts).
+ */
+export type RunCatalog = () => Promise<{ revision: number; catalog: Catalog }>;
+
+/** A run's report and the catalog revision it priced with. */
+export type RunReport = SettlementReport & { catalogRevision?: number };
+
 export class SettlementRunner {
   readonly #store: Store;
-  readonly #catalog: Catalog;
+  readonly #catalog: Catalog | RunCatalog;
   readonly #log: Logger;
   readonly #metrics: ReturnType<typeof createSettlementMetrics>;
   #queue: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(store: Store, catalog: Catalog, log: Logger, metrics: ReturnType<typeof createSettlementMetrics>) {
+  constructor(store: Store, catalog: Catalog | RunCatalog, log: Logger, metrics: ReturnType<typeof createSettlementMetrics>) {
     this.#store = store;
     this.#catalog = catalog;
     this.#log = log;
     this.#metrics = metrics;
   }
 
-  run(request: SettleRequest): Promise<SettlementReport> {
+  run(request: SettleRequest): Promise<RunReport> {
     const next = this.#queue.then(() => this.#runNow(request));
     this.#queue = next.catch(() => undefined);
     return next;
   }
 
-  async #runNow(request: SettleRequest): Promise<SettlementReport> {
+  async #runNow(request: SettleRequest): Promise<RunReport> {
     const stop = this.#metrics.runDuration.startTimer();
-    this.#log.info({ from: request.fromSec, until: request.untilSec }, 'settlement run starting');
     try {
-      const report = await settle(this.#store, this.#catalog, request);
+      const { revision, catalog } = typeof this.#catalog === 'function' ? await this.#catalog() : { revision: undefined, catalog: this.#catalog };
+      this.#log.info({ from: request.fromSec, until: request.untilSec, catalogRevision: revision }, 'settlement run starting');
+      const report: RunReport = await settle(this.#store, catalog, request);
+      if (revision !== undefined) report.catalogRevision = revision;
       this.#metrics.entriesPosted.inc(report.entriesPosted);
       if (report.entriesPosted > 0) {
         for (const customer of Object.values(report.customers)) {
@@ -44,7 +55,7 @@ export class SettlementRunner {
         }
       }
       this.#log.info(
-        { runId: report.runId, entriesPosted: report.entriesPosted, alreadyPosted: report.entriesAlreadyPosted, customers: Object.keys(report.customers).length },
+        { runId: report.runId, catalogRevision: revision, entriesPosted: report.entriesPosted, alreadyPosted: report.entriesAlreadyPosted, customers: Object.keys(report.customers).length },
         'settlement run finished',
       );
       return report;

@@ -1,0 +1,139 @@
+/**
+ * The rules that keep data already recorded meaningful when the catalog
+ * changes (settlement/catalog/README.md). parseCatalog decides whether a
+ * catalog is valid on its own; these decide whether moving from the catalog
+ * in force to a new one is allowed. Every refusal names a field of the new
+ * document.
+ */
+import type { Catalog } from '../../shared/catalog.js';
+import type { FieldProblem } from '../../shared/errors.js';
+import { canonicalText, entityList, type CatalogDocument } from './document.js';
+
+export interface TransitionContext {
+  nowMs: number;
+  /** End of the last completed settlement run (0 before the first): time before it is billed. */
+  settledUntilMs: number;
+}
+
+export interface CatalogState {
+  document: CatalogDocument;
+  catalog: Catalog;
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function indexBy(list: Record<string, unknown>[], key: string): Map<string, number> {
+  return new Map(list.map((e, i) => [String(e[key]), i]));
+}
+
+/**
+ * Fields the catalog file may carry that parseCatalog does not read:
+ * `archived` on a meter (the gateway refuses new events for it; data and
+ * rates stay). Problems here are definition problems, like parseCatalog's.
+ */
+export function extraDefinitionProblems(raw: CatalogDocument): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  entityList(raw, 'meters').forEach((m, i) => {
+    if (m !== null && typeof m === 'object' && m.archived !== undefined && typeof m.archived !== 'boolean') {
+      problems.push({ field: `meters[${i}].archived`, code: 'type', message: `meters[${i}].archived must be a boolean` });
+    }
+  });
+  return problems;
+}
+
+/** Meter keys marked `archived: true`: kept for data and rating, closed to new events. */
+export function archivedMeters(document: CatalogDocument): Set<string> {
+  return new Set(entityList(document, 'meters').filter((m) => m.archived === true).map((m) => String(m.key)));
+}
+
+/** Every way `next` (as submitted: paths index into it) would change data already in use under `previous`. */
+export function transitionProblems(previous: CatalogState, next: CatalogState, context: TransitionContext): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  const refuse = (field: string, code: string, message: string) => problems.push({ field, code, message });
+  const prev = previous.catalog;
+  const cat = next.catalog;
+
+  // Credit units: balances and ledger entries name them forever.
+  for (const id of prev.creditUnits.keys()) {
+    if (!cat.creditUnits.has(id)) refuse('credit_units', 'removed', `credit unit ${id} cannot be removed (ledger entries use it); set "archived": true instead`);
+  }
+
+  // Meters: stored usage was aggregated by these rules.
+  const meterIndex = indexBy(entityList(next.document, 'meters'), 'key');
+  for (const [key, meter] of prev.meters) {
+    const now = cat.meters.get(key);
+    if (now === undefined) {
+      refuse('meters', 'removed', `meter ${key} cannot be removed (usage is stored under it); set "archived": true instead`);
+      continue;
+    }
+    const at = `meters[${meterIndex.get(key)}]`;
+    if (now.aggregation !== meter.aggregation) refuse(`${at}.aggregation`, 'immutable', `meter ${key} was saved with aggregation ${meter.aggregation}; it cannot change (define a new meter)`);
+    if (canonicalText(now.dimensions) !== canonicalText(meter.dimensions)) {
+      refuse(`${at}.dimensions`, 'immutable', `meter ${key} was saved with dimensions [${meter.dimensions.join(', ')}]; they cannot change (define a new meter)`);
+    }
+  }
+
+  // Rate card: a version in force (or covering settled time) has priced usage.
+  const frozenUntilMs = Math.max(context.nowMs, context.settledUntilMs);
+  const prevVersions = new Map(entityList(previous.document, 'rate_card.versions').map((v) => [String(v.version), v]));
+  const nextVersions = entityList(next.document, 'rate_card.versions');
+  const nextIndex = indexBy(nextVersions, 'version');
+  for (const version of prev.rateCard) {
+    if (version.effectiveFromMs > frozenUntilMs) continue;
+    const i = nextIndex.get(version.version);
+    if (i === undefined) {
+      refuse('rate_card.versions', 'removed', `rate card version ${version.version} is in force since ${iso(version.effectiveFromMs)} and cannot be removed; add a new version instead`);
+    } else if (canonicalText(nextVersions[i]) !== canonicalText(prevVersions.get(version.version))) {
+      refuse(`rate_card.versions[${i}]`, 'immutable', `rate card version ${version.version} is in force since ${iso(version.effectiveFromMs)} and cannot change; add a new version with a later effective_from instead`);
+    }
+  }
+  nextVersions.forEach((v, i) => {
+    const before = prevVersions.get(String(v.version));
+    if (before !== undefined && canonicalText(before) === canonicalText(v)) return;
+    const mine = cat.rateCard.find((x) => x.version === String(v.version));
+    if (mine !== undefined && mine.effectiveFromMs < context.settledUntilMs) {
+      refuse(`rate_card.versions[${i}].effective_from`, 'settled', `a new or changed rate card version must take effect at or after ${iso(context.settledUntilMs)}, the end of the last settlement run`);
+    }
+  });
+
+  // Plans: subscriptions pin a version; its grants are what they were sold.
+  const prevPlans = new Map(entityList(previous.document, 'plans').map((p) => [String(p.id), p]));
+  const nextPlans = entityList(next.document, 'plans');
+  const planIndex = indexBy(nextPlans, 'id');
+  for (const [id, plan] of prev.plans) {
+    const i = planIndex.get(id);
+    if (i === undefined) {
+      refuse('plans', 'removed', `plan ${id} cannot be removed (subscriptions and grants refer to it)`);
+      continue;
+    }
+    const now = cat.plans.get(id);
+    if (now !== undefined && now.billing !== plan.billing) refuse(`plans[${i}].billing`, 'immutable', `plan ${id} was saved with billing ${plan.billing}; it cannot change`);
+    const before = entityList(prevPlans.get(id) ?? {}, 'versions');
+    const after = entityList(nextPlans[i]!, 'versions');
+    if (after.length < before.length) refuse(`plans[${i}].versions`, 'removed', `plan ${id} has ${before.length} saved versions; versions cannot be removed`);
+    before.forEach((v, j) => {
+      if (j < after.length && canonicalText(after[j]) !== canonicalText(v)) {
+        refuse(`plans[${i}].versions[${j}]`, 'immutable', `plan ${id} version ${j + 1} is saved and cannot change; add version ${after.length + 1} instead`);
+      }
+    });
+  }
+  // No new grants on an archived unit: new plan versions may not grant it.
+  nextPlans.forEach((p, i) => {
+    const saved = entityList(prevPlans.get(String(p.id)) ?? {}, 'versions').length;
+    entityList(p, 'versions').forEach((v, j) => {
+      if (j < saved) return;
+      entityList(v, 'grants').forEach((g, k) => {
+        if (cat.creditUnits.get(String(g.unit))?.archived) refuse(`plans[${i}].versions[${j}].grants[${k}].unit`, 'archived', `credit unit ${String(g.unit)} is archived: no new grants on it`);
+      });
+    });
+  });
+
+  // Subscriptions carry grant history; they end, they are not deleted.
+  const subscriptionIds = new Set(cat.subscriptions.map((s) => s.id));
+  for (const s of prev.subscriptions) {
+    if (!subscriptionIds.has(s.id)) refuse('subscriptions', 'removed', `subscription ${s.id} cannot be removed (its grants are in the ledger); set its "end" instead`);
+  }
+  return problems;
+}

@@ -1,0 +1,228 @@
+/**
+ * The catalog's source of truth: append-only revisions in ClickHouse
+ * (catalog_revisions), each the whole validated catalog as canonical JSON.
+ * Writing is read latest → validate → check the transition rules → insert
+ * latest + 1 → re-read to confirm this write owns that revision
+ * (settlement/catalog/README.md describes the race this leaves).
+ */
+import { parseCatalog, type Catalog } from '../../shared/catalog.js';
+import { catalogRevisionColumns } from '../../shared/clickhouse/schema.js';
+import type { Store } from '../../shared/clickhouse/store.js';
+import { DrawdownError, isDrawdownError, type FieldProblem } from '../../shared/errors.js';
+import { sqlUInt } from '../../shared/sql.js';
+import { encodeTsv, tsvDateTime } from '../../shared/tsv.js';
+import { settledUntil } from '../settle.js';
+import { diffDocuments, type EntityChange } from './diff.js';
+import { canonicalDocument, cloneDocument, documentText, sha256Hex, type CatalogDocument } from './document.js';
+import { extraDefinitionProblems, transitionProblems } from './rules.js';
+
+export interface RevisionSummary {
+  revision: number;
+  appliedAtSec: number;
+  appliedBy: string;
+  sha256: string;
+}
+
+export interface Revision extends RevisionSummary {
+  document: CatalogDocument;
+}
+
+export interface ApplyOptions {
+  /** Who applied it: an API key id, `cli:user@host`, `seed:path`. */
+  appliedBy: string;
+  /** The revision this write was based on (0 = the store is empty); a different latest is refused as stale. */
+  expectedRevision?: number;
+  dryRun?: boolean;
+  nowMs?: number;
+  /** Progress lines for people watching a long apply (the CLI prints them). */
+  progress?: (line: string) => void;
+}
+
+export interface ApplyResult {
+  /** The revision in force after the call: the new one, or the unchanged latest. */
+  revision: number;
+  previousRevision: number;
+  changed: boolean;
+  dryRun: boolean;
+  sha256: string;
+  changes: EntityChange[];
+  document: CatalogDocument;
+  catalog: Catalog;
+}
+
+/** Whole documents up to this size; a bigger catalog would make every revision row heavy. */
+export const catalogDocumentBytesMax = 8 * 1024 * 1024;
+
+/** History pages hold at most this many revisions. */
+export const historyPageMax = 1000;
+
+const summaryColumns = 'revision, toUnixTimestamp(applied_at), applied_by, sha256';
+
+function toSummary(row: string[]): RevisionSummary {
+  return { revision: Number(row[0]), appliedAtSec: Number(row[1]), appliedBy: row[2]!, sha256: row[3]! };
+}
+
+function toRevision(row: string[]): Revision {
+  return { ...toSummary(row), document: JSON.parse(row[4]!) as CatalogDocument };
+}
+
+function summarize(code: 'catalog_definition_invalid' | 'catalog_conflict', problems: FieldProblem[]): DrawdownError {
+  const first = problems[0]!;
+  const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem(s) listed)` : '';
+  return new DrawdownError(code, `${first.field}: ${first.message}${more}`, { problems });
+}
+
+/**
+ * Validates a raw document with parseCatalog (the one validator) and the
+ * extra fields the store keeps; every problem is collected.
+ */
+export function validateDocument(raw: unknown): { catalog: Catalog; raw: CatalogDocument } {
+  let catalog: Catalog | undefined;
+  let problems: FieldProblem[] = [];
+  try {
+    catalog = parseCatalog(raw);
+  } catch (error) {
+    if (!isDrawdownError(error) || error.code !== 'catalog_invalid') throw error;
+    problems = error.problems.length > 0 ? [...error.problems] : [{ field: 'catalog', code: 'invalid', message: error.message }];
+  }
+  const document = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as CatalogDocument) : {};
+  problems.push(...extraDefinitionProblems(document));
+  if (problems.length > 0 || catalog === undefined) throw summarize('catalog_definition_invalid', problems);
+  return { catalog, raw: document };
+}
+
+export class CatalogStore {
+  readonly #store: Store;
+  /** Writes from this process go one at a time, so they never race each other. */
+  #writes: Promise<unknown> = Promise.resolve();
+
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  /** The revision in force (per revision number, the row with the smallest sha256), or undefined for an empty store. */
+  async latest(): Promise<Revision | undefined> {
+    const rows = await this.#store.query(`SELECT ${summaryColumns}, document FROM catalog_revisions ORDER BY revision DESC, sha256 ASC LIMIT 1`);
+    return rows[0] === undefined ? undefined : toRevision(rows[0]);
+  }
+
+  /** The latest revision's number and hash only: what pollers ask every few seconds. */
+  async head(): Promise<{ revision: number; sha256: string } | undefined> {
+    const rows = await this.#store.query('SELECT revision, sha256 FROM catalog_revisions ORDER BY revision DESC, sha256 ASC LIMIT 1');
+    return rows[0] === undefined ? undefined : { revision: Number(rows[0][0]), sha256: rows[0][1]! };
+  }
+
+  async get(revision: number): Promise<Revision | undefined> {
+    const rows = await this.#store.query(`SELECT ${summaryColumns}, document FROM catalog_revisions WHERE revision = ${sqlUInt(revision)} ORDER BY sha256 ASC LIMIT 1`);
+    return rows[0] === undefined ? undefined : toRevision(rows[0]);
+  }
+
+  /** Newest first, revisions below `before` (all when absent). */
+  async history(limit: number, before?: number): Promise<RevisionSummary[]> {
+    const where = before === undefined ? '' : `WHERE revision < ${sqlUInt(before)}`;
+    const rows = await this.#store.query(
+      `SELECT revision, argMin(toUnixTimestamp(applied_at), sha256), argMin(applied_by, sha256), min(sha256)
+       FROM catalog_revisions ${where} GROUP BY revision ORDER BY revision DESC LIMIT ${sqlUInt(limit)}`,
+    );
+    return rows.map(toSummary);
+  }
+
+  /** Validates `raw`, shows what it would change, and (unless a dry run or unchanged) writes it as the next revision. */
+  apply(raw: unknown, options: ApplyOptions): Promise<ApplyResult> {
+    return this.#serially(() => this.#apply(raw, options));
+  }
+
+  /**
+   * Read-modify-write of the latest document (entity routes): `modify` gets a
+   * copy of the latest document (empty for an empty store) and returns the
+   * whole new one. Runs inside this process's write lock, so entity writes
+   * from different clients never turn each other stale; a write from another
+   * process in between is refused as stale.
+   */
+  update(modify: (latest: CatalogDocument, revision: number) => unknown, options: ApplyOptions): Promise<ApplyResult> {
+    return this.#serially(async () => {
+      const latest = await this.latest();
+      const revision = latest?.revision ?? 0;
+      if (options.expectedRevision !== undefined && options.expectedRevision !== revision) {
+        throw new DrawdownError('catalog_revision_stale', `this write was based on revision ${options.expectedRevision}, but the latest is ${revision}; re-read the catalog and retry`);
+      }
+      const raw = modify(cloneDocument(latest?.document ?? {}), revision);
+      return this.#apply(raw, { ...options, expectedRevision: revision });
+    });
+  }
+
+  #serially<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.#writes.then(work);
+    this.#writes = next.catch(() => undefined);
+    return next;
+  }
+
+  async #apply(raw: unknown, options: ApplyOptions): Promise<ApplyResult> {
+    const progress = options.progress ?? (() => {});
+    const nowMs = options.nowMs ?? Date.now();
+    progress('validating the catalog');
+    const { catalog, raw: submitted } = validateDocument(raw);
+    const document = canonicalDocument(submitted);
+    const text = documentText(document);
+    if (Buffer.byteLength(text) > catalogDocumentBytesMax) {
+      throw new DrawdownError('catalog_definition_invalid', `the catalog is ${Buffer.byteLength(text)} bytes; at most ${catalogDocumentBytesMax} are stored per revision`);
+    }
+    const sha256 = sha256Hex(text);
+
+    progress('reading the latest revision');
+    const latest = await this.latest();
+    const latestRevision = latest?.revision ?? 0;
+    if (options.expectedRevision !== undefined && options.expectedRevision !== latestRevision) {
+      throw new DrawdownError('catalog_revision_stale', `this write was based on revision ${options.expectedRevision}, but the latest is ${latestRevision}; re-read the catalog and retry`);
+    }
+    const result = (revision: number, changed: boolean, changes: EntityChange[]): ApplyResult => ({
+      revision,
+      previousRevision: latestRevision,
+      changed,
+      dryRun: options.dryRun === true,
+      sha256,
+      changes,
+      document,
+      catalog,
+    });
+    if (latest !== undefined && latest.sha256 === sha256) return result(latestRevision, false, []);
+
+    progress('comparing with the latest revision');
+    const changes = diffDocuments(latest?.document, document);
+    if (latest !== undefined) {
+      const previous = { document: latest.document, catalog: parseCatalog(latest.document) };
+      const settledUntilMs = (await settledUntil(this.#store)) * 1000;
+      const problems = transitionProblems(previous, { document: submitted, catalog }, { nowMs, settledUntilMs });
+      if (problems.length > 0) throw summarize('catalog_conflict', problems);
+    }
+    if (options.dryRun) return result(latestRevision, changes.length > 0, changes);
+
+    const revision = latestRevision + 1;
+    progress(`writing revision ${revision}`);
+    const row = [String(revision), tsvDateTime(Math.floor(nowMs / 1000)), options.appliedBy, sha256, text];
+    await this.#store.insert('catalog_revisions', catalogRevisionColumns, encodeTsv([row]));
+    // Another writer may have inserted the same revision number meanwhile: the smallest sha256 owns it.
+    const owner = await this.#store.query(`SELECT min(sha256) FROM catalog_revisions WHERE revision = ${sqlUInt(revision)}`);
+    if (owner[0]?.[0] !== sha256) {
+      throw new DrawdownError('catalog_revision_stale', `another write took revision ${revision} at the same time; re-read the catalog and retry`);
+    }
+    return result(revision, true, changes);
+  }
+
+  /**
+   * Start-up: an empty store is seeded with revision 1 from the catalog file;
+   * once the store has revisions, the store wins and the file is ignored.
+   */
+  async seed(raw: unknown, appliedBy: string): Promise<{ seeded: boolean; latest: Revision }> {
+    const existing = await this.latest();
+    if (existing !== undefined) return { seeded: false, latest: existing };
+    try {
+      await this.apply(raw, { appliedBy, expectedRevision: 0 });
+      return { seeded: true, latest: (await this.latest())! };
+    } catch (error) {
+      // Another process seeded it first: the store wins.
+      if (isDrawdownError(error) && error.code === 'catalog_revision_stale') return { seeded: false, latest: (await this.latest())! };
+      throw error;
+    }
+  }
+}
