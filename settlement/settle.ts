@@ -15,7 +15,8 @@ import { sqlString, sqlUInt } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { entriesBefore, entryId, entryIdsOfRun, writeEntries, type LedgerEntry } from './ledger.js';
 import { applyPosting, emptyState, type CreditState, type DrawDownPolicy } from './credit/blocks.js';
-import { settleWindow, type ExistingBlock, type GrantSchedule, type UsageCharge } from './credit/timeline.js';
+import { settleWindow, type ExistingBlock, type UsageCharge } from './credit/timeline.js';
+import { grantSchedules } from './credit/schedule.js';
 import { costOf, matchRow, rowSignature, tierPeriodStartSec, versionAt } from './pricing.js';
 import { readPriorUsage, readSelectedUsage, type SelectedLine, type UsageLine, type Watermarks } from './usage-reader.js';
 import { readWatermarks } from '../rater/watermark.js';
@@ -312,30 +313,8 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   // Subscriptions active in the window bring their grants (and overage) even without usage.
   const fromMs = fromSec * 1000;
   const untilMs = untilSec * 1000;
-  const grantsByAccount = new Map<string, GrantSchedule[]>();
-  const overageByAccount = new Map<string, DrawDownPolicy['overage']>();
-  for (const subscription of catalog.subscriptions) {
-    if (subscription.startMs >= untilMs || (subscription.endMs !== undefined && subscription.endMs <= fromMs)) continue;
-    const version = catalog.plans.get(subscription.plan)?.versions[subscription.planVersion - 1];
-    if (version === undefined) continue;
-    for (const grant of version.grants) {
-      const override = subscription.overrides[grant.id] ?? {};
-      const key = `${subscription.customer}\u0000${grant.unit}`;
-      const list = grantsByAccount.get(key) ?? [];
-      list.push({
-        key: `${subscription.id}:${grant.id}:v${subscription.planVersion}`,
-        quantity: override.quantity ?? grant.quantity,
-        frequency: override.frequency ?? grant.frequency,
-        rollover: override.rollover ?? grant.rollover,
-        anchorMs: subscription.anchorMs,
-        activeFromMs: subscription.startMs,
-        activeUntilMs: subscription.endMs,
-      });
-      grantsByAccount.set(key, list);
-      if (!byAccount.has(key)) byAccount.set(key, []);
-    }
-    if (version.overage) overageByAccount.set(`${subscription.customer}\u0000${version.overage.unit}`, { pricePerCredit: version.overage.pricePerCredit, currency: version.overage.currency });
-  }
+  const { grantsByAccount, overageByAccount } = grantSchedules(catalog, fromMs, untilMs);
+  for (const key of grantsByAccount.keys()) if (!byAccount.has(key)) byAccount.set(key, []);
 
   // Inputs are fixed so that a re-run computes the very same postings: entries
   // effective before the window, plus blocks posted outside settlement

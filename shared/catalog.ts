@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Decimal } from 'decimal.js';
 import { DrawdownError } from './errors.js';
 import { money } from './money.js';
-import { parsePlan, parseSubscription, type Plan, type Subscription } from './plans.js';
+import { parsePlan, parseSubscription, refuseNewGrantsOnArchivedUnits, type Plan, type Subscription } from './plans.js';
 import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from './validate.js';
 
 export type Aggregation = 'sum' | 'count' | 'max';
@@ -350,6 +350,7 @@ export function parseCatalog(raw: unknown): Catalog {
     if (subscriptions.some((x) => x.id === subscription.id)) problems.add(`subscriptions[${i}].id`, 'duplicate', `subscription ${subscription.id} is defined twice`);
     subscriptions.push(subscription);
   });
+  refuseNewGrantsOnArchivedUnits(problems, plans, subscriptions);
 
   if (!problems.empty) throw new DrawdownError('catalog_invalid', `catalog has ${problems.list.length} problem(s)`, { problems: problems.list });
   return { creditUnits, meters, rateCard, packages, plans, subscriptions };

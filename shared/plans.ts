@@ -4,8 +4,10 @@
  * settlement/credit; these are only the shapes and their validation.
  */
 import type { Decimal } from 'decimal.js';
+import { periodIndexAt, periodStart } from '../settlement/credit/periods.js';
+import { DrawdownError } from './errors.js';
 import { money } from './money.js';
-import { Problems, isPlainObject, readDecimalText, readInstant, readString } from './validate.js';
+import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from './validate.js';
 
 export type Frequency = 'daily' | 'monthly' | 'yearly';
 export type BillingFrequency = 'monthly' | 'yearly';
@@ -45,17 +47,30 @@ export interface Plan {
   versions: PlanVersion[];
 }
 
-export interface Subscription {
+/** Per-grant overrides, by grant id. */
+export type Overrides = Record<string, Partial<Pick<GrantDefinition, 'quantity' | 'frequency' | 'rollover'>>>;
+
+/** What a subscription grants during a billing term: a plan version and its overrides. */
+export interface SubscriptionTerms {
+  planVersion: number;
+  overrides: Overrides;
+}
+
+/** Terms that take over at the start of a billing term (edits never apply mid-term). */
+export interface SubscriptionChange extends SubscriptionTerms {
+  effectiveFromMs: number;
+}
+
+export interface Subscription extends SubscriptionTerms {
   id: string;
   customer: string;
   plan: string;
-  planVersion: number;
   startMs: number;
   /** Grant and billing periods count from here; defaults to the start. */
   anchorMs: number;
   endMs: number | undefined;
-  /** Per-grant overrides, by grant id. */
-  overrides: Record<string, Partial<Pick<GrantDefinition, 'quantity' | 'frequency' | 'rollover'>>>;
+  /** Scheduled edits, ascending by effectiveFromMs, each at a billing-term start. */
+  changes: SubscriptionChange[];
 }
 
 const frequencyRank: Record<Frequency, number> = { daily: 0, monthly: 1, yearly: 2 };
@@ -103,6 +118,32 @@ function parseFrequency(problems: Problems, raw: unknown, at: string): Frequency
   return undefined;
 }
 
+/** Grants in archived units, per plan, as parsePlan found them: judged once the subscriptions are known. */
+const archivedGrants = new WeakMap<Plan, { version: number; field: string; unit: string }[]>();
+
+/**
+ * An archived unit takes no new grants (SPEC §4), but subscriptions already
+ * on a plan version granting it keep receiving them. Within one catalog
+ * document "already" means: some subscription is on that version (its
+ * `plan_version` or a scheduled change). A version granting an archived unit
+ * that no subscription uses is a new grant, and is refused naming the grant's
+ * unit. (A version keeps being accepted while any subscription still uses
+ * it; a new subscription on it is indistinguishable here from an old one.)
+ */
+export function refuseNewGrantsOnArchivedUnits(problems: Problems, plans: ReadonlyMap<string, Plan>, subscriptions: readonly Subscription[]): void {
+  const used = new Set<string>();
+  for (const s of subscriptions) {
+    used.add(`${s.plan}\u0000${s.planVersion}`);
+    for (const change of s.changes) used.add(`${s.plan}\u0000${change.planVersion}`);
+  }
+  for (const plan of plans.values()) {
+    for (const grant of archivedGrants.get(plan) ?? []) {
+      if (used.has(`${plan.id}\u0000${grant.version}`)) continue;
+      problems.add(grant.field, 'archived', `credit unit ${grant.unit} is archived: plan ${plan.id} version ${grant.version} is used by no subscription, so it would configure a new grant`);
+    }
+  }
+}
+
 export function parsePlan(problems: Problems, raw: unknown, at: string, units: ReadonlyMap<string, { archived: boolean }>): Plan | undefined {
   if (!isPlainObject(raw)) {
     problems.add(at, 'type', `${at} must be an object`);
@@ -116,6 +157,7 @@ export function parsePlan(problems: Problems, raw: unknown, at: string, units: R
   const rawVersions = Array.isArray(raw.versions) ? raw.versions : [];
   if (rawVersions.length === 0) problems.add(`${at}.versions`, 'required', `${at}.versions must list at least one version`);
   const grantUnits = new Map<string, string>();
+  const archived: { version: number; field: string; unit: string }[] = [];
   rawVersions.forEach((v, i) => {
     const vat = `${at}.versions[${i}]`;
     if (!isPlainObject(v)) return problems.add(vat, 'type', `${vat} must be an object`);
@@ -130,6 +172,7 @@ export function parsePlan(problems: Problems, raw: unknown, at: string, units: R
       const frequency = parseFrequency(problems, g.frequency, `${gat}.frequency`);
       const rollover = parseRollover(problems, g.rollover, `${gat}.rollover`);
       if (unit !== undefined && !units.has(unit)) problems.add(`${gat}.unit`, 'unknown', `credit unit ${unit} is not defined`);
+      if (unit !== undefined && units.get(unit)?.archived) archived.push({ version: i + 1, field: `${gat}.unit`, unit });
       if (frequency !== undefined && (billing === 'monthly' || billing === 'yearly') && frequencyRank[frequency] > frequencyRank[billing]) {
         problems.add(`${gat}.frequency`, 'range', `a ${frequency} grant is longer than the plan's ${billing} billing period`);
       }
@@ -154,7 +197,9 @@ export function parsePlan(problems: Problems, raw: unknown, at: string, units: R
     versions.push({ version: i + 1, grants, overage });
   });
   if (!id || !name || (billing !== 'monthly' && billing !== 'yearly')) return undefined;
-  return { id, name, billing, versions };
+  const plan: Plan = { id, name, billing, versions };
+  archivedGrants.set(plan, archived);
+  return plan;
 }
 
 export function parseSubscription(problems: Problems, raw: unknown, at: string, plans: ReadonlyMap<string, Plan>): Subscription | undefined {
@@ -175,36 +220,177 @@ export function parseSubscription(problems: Problems, raw: unknown, at: string, 
   const startMs = readInstant(problems, raw.start, `${at}.start`);
   const anchorMs = raw.billing_anchor === undefined ? startMs : readInstant(problems, raw.billing_anchor, `${at}.billing_anchor`);
   const endMs = raw.end === undefined ? undefined : readInstant(problems, raw.end, `${at}.end`);
-  const overrides: Subscription['overrides'] = {};
-  if (raw.overrides !== undefined) {
-    if (!isPlainObject(raw.overrides)) problems.add(`${at}.overrides`, 'type', `${at}.overrides must map grant ids to overrides`);
-    else {
-      for (const [grantId, o] of Object.entries(raw.overrides)) {
-        const oat = `${at}.overrides.${grantId}`;
-        const version = plan?.versions[(planVersion as number) - 1];
-        if (version && !version.grants.some((g) => g.id === grantId)) problems.add(oat, 'unknown', `plan ${plan!.id} version ${planVersion} has no grant ${grantId}`);
-        if (!isPlainObject(o)) {
-          problems.add(oat, 'type', `${oat} must be an object`);
-          continue;
-        }
-        const entry: Subscription['overrides'][string] = {};
-        if (o.quantity !== undefined) {
-          const q = readDecimalText(problems, o.quantity, `${oat}.quantity`, { positive: true });
-          if (q) entry.quantity = money(q);
-        }
-        if (o.frequency !== undefined) {
-          const f = parseFrequency(problems, o.frequency, `${oat}.frequency`);
-          if (f && plan && frequencyRank[f] > frequencyRank[plan.billing]) problems.add(`${oat}.frequency`, 'range', `a ${f} grant is longer than the plan's ${plan.billing} billing period`);
-          if (f) entry.frequency = f;
-        }
-        if (o.rollover !== undefined) {
-          const r = parseRollover(problems, o.rollover, `${oat}.rollover`);
-          if (r) entry.rollover = r;
-        }
-        overrides[grantId] = entry;
-      }
+  const overrides = parseOverrides(problems, raw.overrides, `${at}.overrides`, plan, planVersion as number);
+  const changes: SubscriptionChange[] = [];
+  if (raw.changes !== undefined && !Array.isArray(raw.changes)) problems.add(`${at}.changes`, 'type', `${at}.changes must be an array`);
+  const rawChanges = Array.isArray(raw.changes) ? raw.changes : [];
+  if (rawChanges.length > subscriptionChangesMax) problems.add(`${at}.changes`, 'too_many', `${at}.changes may list at most ${subscriptionChangesMax} changes`);
+  let previous: SubscriptionTerms = { planVersion: planVersion as number, overrides };
+  rawChanges.slice(0, subscriptionChangesMax).forEach((c, i) => {
+    const cat = `${at}.changes[${i}]`;
+    if (!isPlainObject(c)) return problems.add(cat, 'type', `${cat} must be an object`);
+    const effectiveFromMs = readInstant(problems, c.effective_from, `${cat}.effective_from`);
+    if (effectiveFromMs !== undefined && plan && anchorMs !== undefined && startMs !== undefined) {
+      const problem = termStartProblem(plan, anchorMs, startMs, endMs, effectiveFromMs, changes[changes.length - 1]?.effectiveFromMs);
+      if (problem) problems.add(`${cat}.effective_from`, 'term_boundary', `${cat}.effective_from ${problem}`);
     }
-  }
+    const version = c.plan_version ?? previous.planVersion;
+    if (plan && (!Number.isInteger(version) || (version as number) < 1 || (version as number) > plan.versions.length)) {
+      problems.add(`${cat}.plan_version`, 'unknown', `plan ${plan.id} has versions 1–${plan.versions.length}`);
+      return;
+    }
+    // Overrides carry over while the version stays; a new version starts from its own grants.
+    const changeOverrides = c.overrides !== undefined ? parseOverrides(problems, c.overrides, `${cat}.overrides`, plan, version as number) : version === previous.planVersion ? previous.overrides : {};
+    if (effectiveFromMs === undefined) return;
+    previous = { planVersion: version as number, overrides: changeOverrides };
+    changes.push({ effectiveFromMs, ...previous });
+  });
   if (!id || !customer || !plan || startMs === undefined || anchorMs === undefined) return undefined;
-  return { id, customer, plan: plan.id, planVersion: planVersion as number, startMs, anchorMs, endMs, overrides };
+  return { id, customer, plan: plan.id, planVersion: planVersion as number, startMs, anchorMs, endMs, overrides, changes };
+}
+
+/** Bounds the catalog document and the work of finding a term's state. */
+const subscriptionChangesMax = 120;
+
+function parseOverrides(problems: Problems, raw: unknown, at: string, plan: Plan | undefined, planVersion: number): Overrides {
+  const overrides: Overrides = {};
+  if (raw === undefined) return overrides;
+  if (!isPlainObject(raw)) {
+    problems.add(at, 'type', `${at} must map grant ids to overrides`);
+    return overrides;
+  }
+  for (const [grantId, o] of Object.entries(raw)) {
+    const oat = `${at}.${grantId}`;
+    const version = plan?.versions[planVersion - 1];
+    if (version && !version.grants.some((g) => g.id === grantId)) problems.add(oat, 'unknown', `plan ${plan!.id} version ${planVersion} has no grant ${grantId}`);
+    if (!isPlainObject(o)) {
+      problems.add(oat, 'type', `${oat} must be an object`);
+      continue;
+    }
+    const entry: Overrides[string] = {};
+    if (o.quantity !== undefined) {
+      const q = readDecimalText(problems, o.quantity, `${oat}.quantity`, { positive: true });
+      if (q) entry.quantity = money(q);
+    }
+    if (o.frequency !== undefined) {
+      const f = parseFrequency(problems, o.frequency, `${oat}.frequency`);
+      if (f && plan && frequencyRank[f] > frequencyRank[plan.billing]) problems.add(`${oat}.frequency`, 'range', `a ${f} grant is longer than the plan's ${plan.billing} billing period`);
+      if (f) entry.frequency = f;
+    }
+    if (o.rollover !== undefined) {
+      const r = parseRollover(problems, o.rollover, `${oat}.rollover`);
+      if (r) entry.rollover = r;
+    }
+    if (!hostileKeys.has(grantId)) overrides[grantId] = entry;
+  }
+  return overrides;
+}
+
+/** Start of billing term `index` (0 = the one starting at the anchor). */
+export function termStart(plan: Pick<Plan, 'billing'>, anchorMs: number, index: number): number {
+  return periodStart(anchorMs, plan.billing, index);
+}
+
+/** Why `atMs` cannot be when a change takes effect; undefined if it can. */
+function termStartProblem(plan: Pick<Plan, 'billing'>, anchorMs: number, startMs: number, endMs: number | undefined, atMs: number, previousMs: number | undefined): string | undefined {
+  if (termStart(plan, anchorMs, periodIndexAt(anchorMs, plan.billing, atMs)) !== atMs) {
+    return `must be the start of a ${plan.billing} billing term (counted from the billing anchor ${new Date(anchorMs).toISOString()}): edits never take effect mid-term`;
+  }
+  if (atMs <= startMs) return 'must be after the subscription start (the start itself takes plan_version and overrides)';
+  if (endMs !== undefined && atMs >= endMs) return 'must be before the subscription end';
+  if (previousMs !== undefined && atMs <= previousMs) return 'must be after the previous change';
+  return undefined;
+}
+
+/** The terms in force at `atMs`: the last change effective by then, else the initial terms. */
+export function termsAt(subscription: Subscription, atMs: number): SubscriptionTerms {
+  let terms: SubscriptionTerms = subscription;
+  for (const change of subscription.changes) if (change.effectiveFromMs <= atMs) terms = change;
+  return terms;
+}
+
+/** The subscription's life cut at its changes: each piece with the terms in force throughout it. */
+export function termSegments(subscription: Subscription): { fromMs: number; untilMs: number | undefined; terms: SubscriptionTerms }[] {
+  const starts = [{ fromMs: subscription.startMs, terms: subscription as SubscriptionTerms }, ...subscription.changes.map((c) => ({ fromMs: c.effectiveFromMs, terms: c as SubscriptionTerms }))];
+  return starts.map((s, i) => ({ fromMs: s.fromMs, untilMs: starts[i + 1]?.fromMs ?? subscription.endMs, terms: { planVersion: s.terms.planVersion, overrides: s.terms.overrides } }));
+}
+
+/** An edit to an active subscription: a new plan version and/or new overrides (replacing the old ones). */
+export interface SubscriptionEdit {
+  planVersion?: number;
+  overrides?: Overrides;
+}
+
+/**
+ * Places an edit at the start of the next billing term after `nowMs` (SPEC §4:
+ * edits take effect at the next term, never mid-term) and returns the
+ * edited subscription; the input is not changed. A change already scheduled
+ * for that term is replaced; changes scheduled later stay. Before the
+ * subscription starts, the edit replaces its initial terms. Without
+ * `overrides`, the overrides in force carry over when the version stays and
+ * are dropped with a new version. Refuses (request_invalid, naming the
+ * field) a version the plan lacks, overrides of grants the version lacks,
+ * and an edit after the subscription has ended.
+ */
+export function scheduleSubscriptionEdit(subscription: Subscription, plan: Plan, edit: SubscriptionEdit, nowMs: number): Subscription {
+  const problems = new Problems();
+  if (plan.id !== subscription.plan) problems.add('plan', 'mismatch', `subscription ${subscription.id} is on plan ${subscription.plan}, not ${plan.id}`);
+  const before = nowMs < subscription.startMs;
+  const effectiveFromMs = before ? subscription.startMs : termStart(plan, subscription.anchorMs, periodIndexAt(subscription.anchorMs, plan.billing, nowMs) + 1);
+  if (subscription.endMs !== undefined && effectiveFromMs >= subscription.endMs) problems.add('effective_from', 'range', `subscription ${subscription.id} ends before its next billing term`);
+  // Based on what that term would have had, a change already scheduled for it included.
+  const current = termsAt(subscription, effectiveFromMs);
+  const planVersion = edit.planVersion ?? current.planVersion;
+  if (!Number.isInteger(planVersion) || planVersion < 1 || planVersion > plan.versions.length) problems.add('plan_version', 'unknown', `plan ${plan.id} has versions 1–${plan.versions.length}`);
+  const version = plan.versions[planVersion - 1];
+  const overrides = edit.overrides ?? (planVersion === current.planVersion ? current.overrides : {});
+  for (const [grantId, o] of Object.entries(overrides)) {
+    if (version && !version.grants.some((g) => g.id === grantId)) problems.add(`overrides.${grantId}`, 'unknown', `plan ${plan.id} version ${planVersion} has no grant ${grantId}`);
+    if (o.frequency && frequencyRank[o.frequency] > frequencyRank[plan.billing]) problems.add(`overrides.${grantId}.frequency`, 'range', `a ${o.frequency} grant is longer than the plan's ${plan.billing} billing period`);
+    if (o.quantity && !o.quantity.gt(0)) problems.add(`overrides.${grantId}.quantity`, 'range', 'quantity must be > 0');
+  }
+  if (!problems.empty) throw new DrawdownError('request_invalid', `subscription edit refused: ${problems.list.map((p) => p.message).join('; ')}`, { problems: problems.list });
+  if (before) return { ...subscription, planVersion, overrides, changes: subscription.changes.filter((c) => c.effectiveFromMs > subscription.startMs) };
+  const changes = subscription.changes.filter((c) => c.effectiveFromMs !== effectiveFromMs);
+  changes.push({ effectiveFromMs, planVersion, overrides });
+  changes.sort((a, b) => a.effectiveFromMs - b.effectiveFromMs);
+  return { ...subscription, changes };
+}
+
+function rolloverJson(r: Rollover): Record<string, unknown> {
+  switch (r.kind) {
+    case 'none':
+    case 'unlimited':
+      return { kind: r.kind };
+    case 'time_limited':
+      return { kind: r.kind, duration: `P${r.duration.months > 0 ? `${r.duration.months}M` : ''}${r.duration.days > 0 ? `${r.duration.days}D` : ''}` };
+    case 'capped':
+      return { kind: r.kind, percent: r.percent.toFixed(), maximum: r.maximum.toFixed() };
+  }
+}
+
+function overridesJson(overrides: Overrides): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(overrides).map(([id, o]) => [
+      id,
+      { ...(o.quantity && { quantity: o.quantity.toFixed() }), ...(o.frequency && { frequency: o.frequency }), ...(o.rollover && { rollover: rolloverJson(o.rollover) }) },
+    ]),
+  );
+}
+
+/** A subscription as the catalog document writes it (the inverse of parseSubscription). */
+export function subscriptionJson(s: Subscription): Record<string, unknown> {
+  return {
+    id: s.id,
+    customer: s.customer,
+    plan: s.plan,
+    plan_version: s.planVersion,
+    start: new Date(s.startMs).toISOString(),
+    ...(s.anchorMs !== s.startMs && { billing_anchor: new Date(s.anchorMs).toISOString() }),
+    ...(s.endMs !== undefined && { end: new Date(s.endMs).toISOString() }),
+    ...(Object.keys(s.overrides).length > 0 && { overrides: overridesJson(s.overrides) }),
+    ...(s.changes.length > 0 && {
+      changes: s.changes.map((c) => ({ effective_from: new Date(c.effectiveFromMs).toISOString(), plan_version: c.planVersion, overrides: overridesJson(c.overrides) })),
+    }),
+  };
 }

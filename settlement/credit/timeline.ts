@@ -72,6 +72,10 @@ function activeAt(grant: GrantSchedule, atMs: number): boolean {
   return atMs >= grant.activeFromMs && (grant.activeUntilMs === undefined || atMs < grant.activeUntilMs);
 }
 
+function activeDuring(grant: GrantSchedule, fromMs: number, untilMs: number): boolean {
+  return grant.activeFromMs < untilMs && (grant.activeUntilMs === undefined || grant.activeUntilMs > fromMs);
+}
+
 export function settleWindow(
   state: CreditState,
   window: { fromMs: number; untilMs: number },
@@ -115,8 +119,9 @@ export function settleWindow(
     for (const grant of grants) {
       const period = periodAt(grant.anchorMs, grant.frequency, at);
       if (period.startMs !== at) continue;
-      // 2. The previous period of a capped grant ends here.
-      if (grant.rollover.kind === 'capped') {
+      // 2. The previous period of a capped grant ends here — if the grant was
+      // active in it (a grant whose terms changed is capped once, by the terms that granted it).
+      if (grant.rollover.kind === 'capped' && activeDuring(grant, periodStart(grant.anchorMs, grant.frequency, period.index - 1), at)) {
         const capped = capAtPeriodEnd(state, grantBlockIds(state, grant), grant.rollover, at);
         postings.push(...capped.postings);
         report.expired = report.expired.plus(capped.expired);
