@@ -67,7 +67,7 @@ export const defaultOptions = Object.freeze({
   blockedTracksMax: 10_000,
   requestsInFlightMax: 4,
   requestTimeoutMs: 10_000,
-  retryAttemptsMax: 10,
+  retryAttemptsMax: 15, // with the default back-off, 40–60 s of outage before retryElapsedMaxMs ends it
   retryElapsedMaxMs: 60_000, // well inside the gateway's 10-minute duplicate window
   retryDelayBaseMs: 100,
   retryDelayMaxMs: 10_000,
