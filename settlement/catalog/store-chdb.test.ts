@@ -1,0 +1,3 @@
+import { defineCatalogStore } from './store-suite.js';
+
+defineCatalogStore('chdb');

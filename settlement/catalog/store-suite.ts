@@ -1,0 +1,178 @@
+/**
+ * The catalog store against real ClickHouse: defined once, run on
+ * clickhouse-server (store-server.test.ts) and chDB (store-chdb.test.ts).
+ */
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseCatalog } from '../../shared/catalog.js';
+import { catalogRevisionColumns, ensureSchema } from '../../shared/clickhouse/schema.js';
+import { encodeTsv } from '../../shared/tsv.js';
+import type { Store } from '../../shared/clickhouse/store.js';
+import type { DrawdownError } from '../../shared/errors.js';
+import { catalogPath, openTestStore, startClickHouse, tempDir, type Backend, type ClickHouseTarget } from '../../test/harness.js';
+import { settle } from '../settle.js';
+import { CatalogStore, type ApplyOptions } from './store.js';
+
+const demo = (): any => JSON.parse(readFileSync(catalogPath, 'utf8'));
+const by = (who: string, extra: Partial<ApplyOptions> = {}): ApplyOptions => ({ appliedBy: who, ...extra });
+
+async function refusal(promise: Promise<unknown>): Promise<DrawdownError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e as DrawdownError,
+  );
+  if (error === undefined) throw new Error('expected the write to be refused');
+  return error;
+}
+
+export function defineCatalogStore(backend: Backend): void {
+  describe(`catalog store on ${backend === 'chdb' ? 'chDB' : 'clickhouse-server'}`, () => {
+    const dir = tempDir(`catalog-store-${backend}`);
+    let clickhouse: ClickHouseTarget;
+    let store: Store;
+    let catalogs: CatalogStore;
+
+    beforeAll(async () => {
+      clickhouse = await startClickHouse(backend, dir.path);
+      store = openTestStore(clickhouse.url);
+      await ensureSchema(store);
+      catalogs = new CatalogStore(store);
+    });
+
+    afterAll(async () => {
+      await store?.close();
+      await clickhouse?.stop();
+      dir.remove();
+    });
+
+    it('given an empty store, when a catalog is applied twice, then the second apply writes nothing', async () => {
+      const first = await catalogs.apply(demo(), by('test'));
+      expect(first).toMatchObject({ revision: 1, previousRevision: 0, changed: true });
+      expect(first.changes.map((c) => `${c.change} ${c.kind} ${c.id}`)).toContain('added meter gpt-4o.input_tokens');
+
+      // The same catalog with its lists in another order is the same catalog.
+      const reordered = demo();
+      reordered.meters.reverse();
+      const second = await catalogs.apply(reordered, by('test'));
+      expect(second).toMatchObject({ revision: 1, previousRevision: 1, changed: false, changes: [] });
+      expect((await catalogs.history(10)).map((r) => r.revision)).toEqual([1]);
+      const latest = await catalogs.latest();
+      expect(latest).toMatchObject({ revision: 1, appliedBy: 'test', sha256: first.sha256 });
+      expect(parseCatalog(latest!.document).meters.size).toBe(3);
+    });
+
+    it('given a dry run, then it shows field-level changes and writes no revision', async () => {
+      const next = demo();
+      next.packages[0].price.amount = '90.00';
+      const dry = await catalogs.apply(next, by('test', { dryRun: true }));
+      expect(dry).toMatchObject({ revision: 1, changed: true, dryRun: true });
+      expect(dry.changes).toEqual([{ kind: 'package', id: 'credits-100', change: 'changed', fields: [{ path: 'price.amount', before: '100.00', after: '90.00' }] }]);
+      expect((await catalogs.latest())!.revision).toBe(1);
+    });
+
+    it('given invalid definitions, then every problem is named by its field and no revision is written', async () => {
+      const bad = demo();
+      bad.meters[0].aggregation = 'avg';
+      bad.packages[0].unit = 'no-such-unit';
+      bad.meters[1].archived = 'yes';
+      const error = await refusal(catalogs.apply(bad, by('test')));
+      expect(error.code).toBe('catalog_definition_invalid');
+      expect(error.status).toBe(422);
+      expect(error.problems.map((p) => p.field).sort()).toEqual(['meters[0].aggregation', 'meters[1].archived', 'packages[0].unit']);
+      expect((await catalogs.latest())!.revision).toBe(1);
+    });
+
+    it('given saved meters, units, plan versions and rates in force, then changing them is refused, naming the field', async () => {
+      const withPlan = demo();
+      withPlan.plans = [{ id: 'pro', billing: 'monthly', versions: [{ version: 1, grants: [{ id: 'g', unit: 'credits', quantity: '100', frequency: 'monthly' }] }] }];
+      withPlan.subscriptions = [{ id: 'sub-1', customer: 'acme', plan: 'pro', start: '2026-01-01T00:00:00Z' }];
+      expect((await catalogs.apply(withPlan, by('test'))).revision).toBe(2);
+
+      const changed = JSON.parse(JSON.stringify(withPlan));
+      changed.meters[1].aggregation = 'max';
+      changed.meters[1].dimensions = ['quality'];
+      // The images meter removed, with its rate rows; one price changed in the version in force.
+      changed.meters.splice(2, 1);
+      const rows = changed.rate_card.versions[0].rows.filter((r: any) => r.meter !== 'images');
+      rows[0].price.amount = '6.00';
+      changed.rate_card.versions[0].rows = rows;
+      changed.credit_units[0].name = 'Renamed'; // allowed
+      changed.plans[0].versions[0].grants[0].quantity = '200';
+      changed.subscriptions = [];
+      const error = await refusal(catalogs.apply(changed, by('test')));
+      expect(error.code).toBe('catalog_conflict');
+      expect(error.status).toBe(409);
+      expect(error.problems.map((p) => `${p.field} ${p.code}`).sort()).toEqual([
+        'meters removed',
+        'meters[1].aggregation immutable',
+        'meters[1].dimensions immutable',
+        'plans[0].versions[0] immutable',
+        'rate_card.versions[0] immutable',
+        'subscriptions removed',
+      ]);
+      expect((await catalogs.latest())!.revision).toBe(2);
+    });
+
+    it('given an archived credit unit, then a new plan version may not grant it, while saved versions stay', async () => {
+      const next = (await catalogs.latest())!.document as any;
+      next.credit_units.push({ id: 'old', name: 'Old credits', archived: true });
+      next.plans[0].versions.push({ version: 2, grants: [{ id: 'g', unit: 'credits', quantity: '100', frequency: 'monthly' }, { id: 'h', unit: 'old', quantity: '1', frequency: 'monthly' }] });
+      const error = await refusal(catalogs.apply(next, by('test')));
+      expect(error.problems.map((p) => p.field)).toEqual(['plans[0].versions[1].grants[1].unit']);
+      expect((await catalogs.latest())!.revision).toBe(2);
+    });
+
+    it('given settled time, then a new rate card version may start at or after it, not before', async () => {
+      const nowMs = Date.now();
+      const settledUntilSec = Math.floor(nowMs / 60_000) * 60 - 3600;
+      const latest = (await catalogs.latest())!;
+      await settle(store, parseCatalog(latest.document), { untilSec: settledUntilSec });
+
+      const early = latest.document as any;
+      early.rate_card.versions.push({ ...early.rate_card.versions[0], version: 'too-early', effective_from: new Date((settledUntilSec - 60) * 1000).toISOString() });
+      const error = await refusal(catalogs.apply(early, by('test', { nowMs })));
+      expect(error.problems).toEqual([expect.objectContaining({ field: 'rate_card.versions[1].effective_from', code: 'settled' })]);
+
+      const onTime = (await catalogs.latest())!.document as any;
+      onTime.rate_card.versions.push({ ...onTime.rate_card.versions[0], version: 'on-time', effective_from: new Date(settledUntilSec * 1000).toISOString() });
+      const applied = await catalogs.apply(onTime, by('test', { nowMs }));
+      expect(applied).toMatchObject({ revision: 3, changed: true });
+      expect(applied.changes).toEqual([{ kind: 'rate_card_version', id: 'on-time', change: 'added', fields: [] }]);
+    });
+
+    it('given a write based on an older revision, then it is refused as stale', async () => {
+      const next = demo();
+      const error = await refusal(catalogs.apply(next, by('test', { expectedRevision: 2 })));
+      expect(error.code).toBe('catalog_revision_stale');
+      expect(error.status).toBe(412);
+    });
+
+    it('given another writer took the same revision number, then readers agree on one row and the other writer hears it lost', async () => {
+      const latest = (await catalogs.latest())!;
+      // A rival row for the next revision whose sha256 sorts first, as if written concurrently by another process.
+      const rival = [String(latest.revision + 1), '2026-01-01 00:00:00', 'rival', '0000', JSON.stringify(latest.document)];
+      await store.insert('catalog_revisions', catalogRevisionColumns, encodeTsv([rival]));
+      const next = latest.document as any;
+      next.packages[0].name = 'Raced';
+      const error = await refusal(catalogs.apply(next, by('test', { expectedRevision: latest.revision })));
+      expect(error.code).toBe('catalog_revision_stale');
+      expect(await catalogs.latest()).toMatchObject({ revision: latest.revision + 1, appliedBy: 'rival' });
+      expect((await catalogs.history(1))[0]).toMatchObject({ revision: latest.revision + 1, appliedBy: 'rival', sha256: '0000' });
+    });
+
+    it('keeps every revision readable, newest first, page by page', async () => {
+      const all = await catalogs.history(100);
+      expect(all.map((r) => r.revision)).toEqual([4, 3, 2, 1]);
+      const page = await catalogs.history(2, 3);
+      expect(page.map((r) => r.revision)).toEqual([2, 1]);
+      const first = await catalogs.get(1);
+      expect(parseCatalog(first!.document).plans.size).toBe(0);
+      expect(await catalogs.get(99)).toBeUndefined();
+    });
+
+    it('given a seed file and a store with revisions, then the store wins', async () => {
+      const seeded = await catalogs.seed(demo(), 'seed:test');
+      expect(seeded).toMatchObject({ seeded: false, latest: { revision: 4 } });
+    });
+  });
+}
