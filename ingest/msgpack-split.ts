@@ -16,11 +16,12 @@ import { DrawdownError } from '../shared/errors.js';
 /** msgpackr's record-definition extension: bodies using it are re-encoded, not sliced (see route.ts). */
 export const msgpackrRecordExtension = 0x72;
 
-export interface ElementOffsets {
-  offsets: Uint32Array;
-  /** True when an extension of msgpackr's records appears: slices would lose their structure definitions. */
-  usesRecords: boolean;
-}
+/**
+ * Either every element's offsets, or `usesRecords`: the body uses msgpackr's
+ * records, whose references are followed by bare field values — not standard
+ * MessagePack framing — so scanning stops at the first record definition.
+ */
+export type ElementOffsets = { offsets: Uint32Array; usesRecords: false } | { offsets: undefined; usesRecords: true };
 
 function malformed(): DrawdownError {
   return new DrawdownError('body_malformed', 'body is not a well-formed MessagePack array');
@@ -51,7 +52,6 @@ export function arrayElementOffsets(b: Uint8Array): ElementOffsets {
 
   const offsets = new Uint32Array(count + 1);
   offsets[0] = pos;
-  let usesRecords = false;
   for (let i = 0; i < count; i++) {
     let pending = 1;
     while (pending > 0) {
@@ -116,7 +116,7 @@ export function arrayElementOffsets(b: Uint8Array): ElementOffsets {
         case 0xd8: {
           // fixext 1, 2, 4, 8, 16: type byte, then data.
           need(pos, 1);
-          if (b[pos] === msgpackrRecordExtension) usesRecords = true;
+          if (b[pos] === msgpackrRecordExtension) return { offsets: undefined, usesRecords: true };
           pos += 1 + (1 << (t - 0xd4));
           break;
         }
@@ -126,7 +126,7 @@ export function arrayElementOffsets(b: Uint8Array): ElementOffsets {
           const lengthBytes = 1 << (t - 0xc7);
           need(pos, lengthBytes + 1);
           const length = lengthBytes === 1 ? b[pos]! : lengthBytes === 2 ? view.getUint16(pos) : view.getUint32(pos);
-          if (b[pos + lengthBytes] === msgpackrRecordExtension) usesRecords = true;
+          if (b[pos + lengthBytes] === msgpackrRecordExtension) return { offsets: undefined, usesRecords: true };
           pos += lengthBytes + 1 + length;
           break;
         }
@@ -158,7 +158,7 @@ export function arrayElementOffsets(b: Uint8Array): ElementOffsets {
     offsets[i + 1] = pos;
   }
   if (pos !== end) throw malformed();
-  return { offsets, usesRecords };
+  return { offsets, usesRecords: false };
 }
 
 /** A MessagePack array header for `count` elements. */

@@ -69,8 +69,8 @@ export function routeBatch(body: Uint8Array, format: BatchFormat, raw: readonly 
     }));
   }
 
-  const { offsets, usesRecords } = arrayElementOffsets(body);
-  if (usesRecords) {
+  const { offsets } = arrayElementOffsets(body);
+  if (offsets === undefined) {
     return ordered.map(([partition, indexes]) => ({ partition, body: standardPackr.pack(indexes.map((i) => raw[i])), events: indexes.length }));
   }
   return ordered.map(([partition, indexes]) => {

@@ -1,0 +1,3 @@
+import { defineDedupe } from './dedupe-suite.js';
+
+defineDedupe('server');
