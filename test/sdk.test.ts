@@ -4,6 +4,7 @@
  * exact totals, a gateway restart survived, backpressure obeyed, its own bugs
  * reported without being retried, and memory that stays bounded.
  */
+import { createHash } from 'node:crypto';
 import { Decimal } from 'decimal.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
@@ -230,6 +231,26 @@ describe('SDK against the real gateway', () => {
     await waitForStreamDrained(ns.natsUrl);
     expect(await totals(ns.clickhouseUrl, 'refused')).toEqual(kept.want());
     expect(await totals(ns.clickhouseUrl, 'rejected')).toEqual(new Map());
+  });
+
+  it('given API keys are required, then the SDK sends its key as a Bearer token, and a missing or out-of-scope key is refused once, not retried', async () => {
+    const ns = await backends('auth');
+    const keys = { ingest: 'sdk-test-ingest-key-1', read: 'sdk-test-read-key-1' };
+    const keyTable = Object.entries(keys).map(([scope, key]) => ({ id: scope, sha256: createHash('sha256').update(key).digest('hex'), scopes: [scope] }));
+    const gateway = await drawdown({ ...ns, auth: 'required', apiKeys: JSON.stringify(keyTable) }, { ingest: true, rater: false });
+    const outcome = async (apiKey: string | undefined) => {
+      const retries: RetryInfo[] = [];
+      const sdk = client({ url: gateway.url!, ...(apiKey === undefined ? {} : { apiKey }), onRetry: (r) => retries.push(r) });
+      for (const event of new Workload('auth').take(3)) await sdk.track(event);
+      const failure = await sdk.flush().then(
+        () => undefined,
+        (error: DrawdownSdkError) => error,
+      );
+      return { code: failure?.code, status: failure?.status, acknowledged: sdk.stats().acknowledged, retries: retries.length };
+    };
+    expect(await outcome(keys.ingest)).toEqual({ code: undefined, status: undefined, acknowledged: 3, retries: 0 });
+    expect(await outcome(keys.read)).toEqual({ code: 'batch_rejected', status: 403, acknowledged: 0, retries: 0 });
+    expect(await outcome(undefined)).toEqual({ code: 'batch_rejected', status: 401, acknowledged: 0, retries: 0 });
   });
 
   it("given the gateway is unreachable and whenFull 'drop', then events past bufferedEventsMax are dropped and counted, and close() reports the undelivered rest", async () => {

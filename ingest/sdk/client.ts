@@ -231,6 +231,8 @@ export class DrawdownClient {
       const waiter = this.#waiters.shift()!;
       waiter.admit(this.#admit(waiter.encoded));
     }
+    // Tracks still waiting: the buffer is full again, so the open batch will not grow — send it now.
+    if (this.#waiters.length > 0 && this.#open !== undefined) this.#seal(this.#open);
   }
 
   /** A caller's callback that throws must not break delivery; its error is rethrown outside our bookkeeping. */
