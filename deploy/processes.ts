@@ -66,7 +66,7 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
   const log = options.log ?? createLogger(config.logLevel, `drawdown-${name}`);
   const registry = createRegistry();
   // The file is checked first even when the store will win: a broken file is a configuration error.
-  const catalogFile = config.catalog === undefined ? undefined : readCatalogFile(config.catalog);
+  const catalogFile = config.catalog === undefined || config.catalog === '' ? undefined : readCatalogFile(config.catalog);
   if (catalogFile === undefined && config.clickhouseUrl === undefined && options.store === undefined) {
     throw new DrawdownError('config_invalid', 'DRAWDOWN_CATALOG (or --catalog) is required without DRAWDOWN_CLICKHOUSE_URL (the catalog store)');
   }
