@@ -24,10 +24,10 @@ export interface EntityChange {
 
 const knownTopLevel = new Set(['credit_units', 'meters', 'rate_card', 'packages', 'plans', 'subscriptions']);
 
-/** Leaf values by path; empty objects and arrays are leaves, so adding the first element shows. */
+/** Leaf values by path; empty objects and arrays below the root are leaves, so adding the first element shows. */
 function flatten(value: unknown, path: string, out: Map<string, unknown>): Map<string, unknown> {
   if (Array.isArray(value) && value.length > 0) value.forEach((v, i) => flatten(v, `${path}[${i}]`, out));
-  else if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length > 0) {
+  else if (value !== null && typeof value === 'object' && !Array.isArray(value) && (path === '' || Object.keys(value).length > 0)) {
     for (const [k, v] of Object.entries(value)) flatten(v, path === '' ? k : `${path}.${k}`, out);
   } else out.set(path, value);
   return out;
