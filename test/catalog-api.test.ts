@@ -37,7 +37,7 @@ describe('catalog admin API on the all-in-one (chDB)', () => {
 
   it('given a catalog file and an empty store, then the file is revision 1 and GET returns it with its ETag', async () => {
     const response = await fetch(`${base}/v1/catalog`);
-    const body = await response.json();
+    const body = (await response.json()) as any;
     expect(response.status).toBe(200);
     expect(response.headers.get('etag')).toBe('"1"');
     expect(body).toMatchObject({ revision: 1, applied_by: expect.stringMatching(/^seed:/) });
