@@ -143,6 +143,7 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
           publisher,
           // Kept current in place: a meter added (or archived) in the catalog applies after the next refresh.
           meters: liveMeterDefinitions(catalogSource, { includeArchived: false }),
+          catalogRevision: () => catalogSource.current().revision,
           limits: { batchEventsMax: config.batchEventsMax, bodyBytesMax: config.bodyBytesMax, bodyTimeoutMs: config.bodyTimeoutMs, lateMs: config.lateMs, skewMs: config.skewMs },
           metrics: createIngestMetrics(registry),
           ...(options.now ? { now: options.now } : {}),
@@ -167,8 +168,13 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
         },
         threads: config.raterThreads,
         dedupe: { idsMax: config.dedupeIds, retentionDays: config.dedupeRetentionDays },
-        // The main thread's copy follows changes; worker threads get theirs at start (catalogSource.onChange to follow).
-        meters: liveMeterDefinitions(catalogSource, { includeArchived: true }),
+        // Kept current in place; workers get each new revision with their next task, and a
+        // batch validated against a newer revision than this makes the rater refresh first.
+        catalog: {
+          meters: liveMeterDefinitions(catalogSource, { includeArchived: true }),
+          revision: () => catalogSource.current().revision,
+          refresh: async () => void (await catalogSource.refresh()),
+        },
         log,
         registry,
       });

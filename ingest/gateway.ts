@@ -53,6 +53,8 @@ export type IngestMetrics = ReturnType<typeof createIngestMetrics>;
 export interface IngestDeps {
   publisher: BatchPublisher;
   meters: MeterDefinitions;
+  /** The catalog revision `meters` belong to (0 for a catalog file); travels with each batch. */
+  catalogRevision: () => number;
   limits: GatewayLimits;
   metrics: IngestMetrics;
   now?: () => number;
@@ -72,6 +74,7 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
       const body = await readBody(req, deps.limits.bodyBytesMax, deps.limits.bodyTimeoutMs);
       const receivedMs = now();
       const raw = expectEventArray(decodeBatch(body, format), deps.limits.batchEventsMax);
+      const catalogRevision = deps.catalogRevision();
       validateEvents(raw, deps.meters, { receivedMs, lateMs: deps.limits.lateMs, skewMs: deps.limits.skewMs });
       if (raw.length === 0) {
         deps.metrics.batches.inc({ outcome: 'empty' });
@@ -81,7 +84,7 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
       // Each customer's events go to one partition (for event-id dedupe); the
       // client's bytes are copied, never re-encoded, on the hot path.
       const parts = routeBatch(body, format, raw, deps.publisher.partitions);
-      const result = await deps.publisher.publish(parts, format, receivedMs, idempotencyKey);
+      const result = await deps.publisher.publish(parts, format, receivedMs, idempotencyKey, catalogRevision);
       deps.metrics.batches.inc({ outcome: result.duplicate ? 'duplicate' : 'accepted' });
       if (!result.duplicate) {
         deps.metrics.events.inc(raw.length);

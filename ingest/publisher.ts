@@ -54,13 +54,14 @@ export class BatchPublisher {
    * had already stored. A batch sent without a key and retried after a
    * partial failure is covered by event-id dedupe in the rater instead.
    */
-  async publish(parts: readonly BatchPart[], format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined): Promise<PublishResult> {
-    const acks = await Promise.all(parts.map((part) => this.#publishPart(part, format, receivedMs, idempotencyKey)));
+  async publish(parts: readonly BatchPart[], format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined, catalogRevision: number): Promise<PublishResult> {
+    const acks = await Promise.all(parts.map((part) => this.#publishPart(part, format, receivedMs, idempotencyKey, catalogRevision)));
     return { sequence: Math.max(...acks.map((a) => a.seq)), duplicate: acks.every((a) => a.duplicate), parts: parts.length };
   }
 
-  async #publishPart(part: BatchPart, format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined): Promise<{ seq: number; duplicate: boolean }> {
+  async #publishPart(part: BatchPart, format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined, catalogRevision: number): Promise<{ seq: number; duplicate: boolean }> {
     const h = headers();
+    h.set(batchHeaders.catalogRevision, String(catalogRevision));
     h.set(batchHeaders.format, format);
     h.set(batchHeaders.receivedMs, String(receivedMs));
     h.set(batchHeaders.events, String(part.events));

@@ -146,11 +146,12 @@ describe('Aggregator.drain', () => {
 });
 
 describe('packMessages', () => {
+  const meters = { revision: 3, json: '{}' };
   const bytes = (...values: number[]) => Uint8Array.from(values);
 
   it('given payloads, then data holds them back to back, offsets has n + 1 entries and formats one code each', () => {
     const payloads = [bytes(1, 2, 3), bytes(), bytes(4, 5, 6, 7, 8)];
-    const task = packMessages(payloads, ['msgpack', 'json', 'json']);
+    const task = packMessages(payloads, ['msgpack', 'json', 'json'], meters);
     expect([...task.data]).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     expect(task.offsets).toBeInstanceOf(Uint32Array);
     expect([...task.offsets]).toEqual([0, 3, 3, 8]);
@@ -163,7 +164,7 @@ describe('packMessages', () => {
   it('given payloads that are views into a shared read buffer, then data.buffer is a fresh ArrayBuffer of exactly the total length', () => {
     const shared = new Uint8Array(64).map((_, i) => i);
     const payloads = [shared.subarray(10, 14), shared.subarray(40, 42)];
-    const task = packMessages(payloads, ['json', 'msgpack']);
+    const task = packMessages(payloads, ['json', 'msgpack'], meters);
     expect(task.data.buffer).toBeInstanceOf(ArrayBuffer);
     expect(task.data.buffer).not.toBe(shared.buffer);
     expect(task.data.byteOffset).toBe(0);
@@ -175,7 +176,7 @@ describe('packMessages', () => {
   it('given the task buffer is transferred, then the clone has the bytes and the source payloads are untouched', () => {
     const shared = new Uint8Array(16).fill(7);
     const payloads = [shared.subarray(0, 4), shared.subarray(8, 16)];
-    const task = packMessages(payloads, ['msgpack', 'msgpack']);
+    const task = packMessages(payloads, ['msgpack', 'msgpack'], meters);
     const buffer = task.data.buffer;
     expect(buffer).toBeInstanceOf(ArrayBuffer);
     const moved = structuredClone(task, { transfer: [buffer as ArrayBuffer] });
@@ -188,16 +189,20 @@ describe('packMessages', () => {
 
   it('given a payload changed after packing, then the task keeps the packed bytes (copied, not shared)', () => {
     const payload = bytes(1, 2);
-    const task = packMessages([payload], ['json']);
+    const task = packMessages([payload], ['json'], meters);
     payload[0] = 99;
     expect([...task.data]).toEqual([1, 2]);
   });
 
   it('given no payloads, then data is empty and offsets is [0]', () => {
-    const task = packMessages([], []);
+    const task = packMessages([], [], meters);
     expect(task.data.byteLength).toBe(0);
     expect(task.data.buffer.byteLength).toBe(0);
     expect([...task.offsets]).toEqual([0]);
     expect(task.formats).toHaveLength(0);
+  });
+
+  it('given meter definitions, then the task carries them with their revision', () => {
+    expect(packMessages([bytes(1)], ['json'], meters).meters).toBe(meters);
   });
 });

@@ -14,7 +14,6 @@
 import type { Consumer, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import type { Piscina } from 'piscina';
 import type { Logger } from '../shared/log.js';
-import type { MeterDefinitions } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { crashPoint } from '../shared/fault.js';
 import { batchHeaders, resetPartitionConsumer, type ConsumerSettings, type StreamSettings } from '../shared/nats/stream.js';
@@ -24,6 +23,7 @@ import type { RaterMetrics } from './metrics.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
 import { readWatermark } from './watermark.js';
 import { IdSet } from './dedupe/id-set.js';
+import type { MeterCatalog } from './meter-catalog.js';
 import { idsPayload, readRecentIds } from './dedupe/id-log.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -45,7 +45,9 @@ export interface PartitionDeps {
   stream: StreamSettings;
   partition: number;
   limits: PartitionLimits;
-  meters: MeterDefinitions;
+  catalog: MeterCatalog;
+  /** The definitions in force, serialised once per revision (shared by the rater's partitions). */
+  metersJson: () => { revision: number; json: string };
   log: Logger;
   metrics: RaterMetrics;
 }
@@ -71,7 +73,7 @@ export class PartitionRater {
 
   constructor(deps: PartitionDeps) {
     this.#deps = deps;
-    this.#aggregator = new Aggregator(deps.meters);
+    this.#aggregator = new Aggregator(deps.catalog.meters);
     this.#label = { partition: String(deps.partition) };
     this.#ids = deps.dedupeIdsMax > 0 ? IdSet.create(deps.dedupeIdsMax) : undefined;
   }
@@ -219,10 +221,12 @@ export class PartitionRater {
       }
       const group = messages.slice(start, end);
       start = end;
+      await this.#catchUpCatalog(group);
       if (this.#aggregator.size + events > limits.flushRowsMax && this.#pending.length > 0) await this.#flush();
       const task = packMessages(
         group.map((m) => m.data),
         group.map((m) => (m.headers?.get(batchHeaders.format) === 'json' ? 'json' : 'msgpack')),
+        this.#deps.metersJson(),
       );
       if (this.#ids !== undefined) task.dedupe = { buffer: this.#ids.buffer, epoch: this.#idsEpoch };
       const result = await this.#deps.pool.run(task, { transferList: [task.data.buffer as ArrayBuffer] });
@@ -243,6 +247,22 @@ export class PartitionRater {
       if (this.#pending.length === 0) this.#pendingSinceMs = Date.now();
       this.#pending.push(...group);
     }
+  }
+
+  /**
+   * Makes sure the meters in force are at least as new as the catalog each
+   * batch was validated against. Still behind after a refresh (a store that
+   * lags the gateway's): an error, so the loop resumes and tries again later —
+   * never a skipped batch.
+   */
+  async #catchUpCatalog(group: readonly JsMsg[]): Promise<void> {
+    let needed = 0;
+    for (const m of group) needed = Math.max(needed, Number(m.headers?.get(batchHeaders.catalogRevision) || '0'));
+    const { catalog } = this.#deps;
+    if (needed <= catalog.revision()) return;
+    await catalog.refresh();
+    if (needed > catalog.revision()) throw new Error(`batch validated against catalog revision ${needed}, but the newest this rater can read is ${catalog.revision()}`);
+    this.#deps.log.info({ partition: this.#deps.partition, revision: catalog.revision() }, 'caught up with the catalog revision a batch was validated against');
   }
 
   #flushDue(): boolean {

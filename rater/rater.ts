@@ -6,7 +6,6 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { Registry } from 'prom-client';
-import type { MeterDefinitions } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import type { Logger } from '../shared/log.js';
 import type { StreamSettings } from '../shared/nats/stream.js';
@@ -15,6 +14,7 @@ import { PartitionRater, type PartitionLimits } from './partition-rater.js';
 import type { AggregateResult, AggregateTask } from './task.js';
 import { IdSet } from './dedupe/id-set.js';
 import { dropExpiredIds } from './dedupe/id-log.js';
+import type { MeterCatalog } from './meter-catalog.js';
 
 export interface RaterOptions {
   js: JetStreamClient;
@@ -24,7 +24,7 @@ export interface RaterOptions {
   partitions: number[];
   limits: PartitionLimits;
   threads: number;
-  meters: MeterDefinitions;
+  catalog: MeterCatalog;
   log: Logger;
   registry: Registry;
   /** Event ids remembered per partition (0 = dedupe off) and how many days ClickHouse keeps them. */
@@ -54,13 +54,20 @@ export class Rater {
   readonly #metrics;
   #lagTimer: NodeJS.Timeout | undefined;
   #retentionTimer: NodeJS.Timeout | undefined;
+  #metersCache: { revision: number; json: string } | undefined;
+  /** The definitions in force as tasks carry them, serialised once per revision for every partition. */
+  readonly #metersJson = (): { revision: number; json: string } => {
+    const revision = this.#options.catalog.revision();
+    if (this.#metersCache?.revision !== revision) this.#metersCache = { revision, json: JSON.stringify(this.#options.catalog.meters) };
+    return this.#metersCache;
+  };
 
   constructor(options: RaterOptions) {
     this.#options = options;
     this.#metrics = createRaterMetrics(options.registry);
     this.#pool = new Piscina<AggregateTask, AggregateResult>({
       filename: workerFile(),
-      workerData: { meters: options.meters },
+      workerData: { meters: options.catalog.meters },
       minThreads: options.threads,
       maxThreads: options.threads,
       // Each partition loop has at most one task in flight.
@@ -71,7 +78,7 @@ export class Rater {
 
   async start(): Promise<void> {
     for (const partition of this.#options.partitions) {
-      const rater = new PartitionRater({ ...this.#options, pool: this.#pool, partition, metrics: this.#metrics, dedupeIdsMax: this.#options.dedupe.idsMax });
+      const rater = new PartitionRater({ ...this.#options, pool: this.#pool, partition, metrics: this.#metrics, dedupeIdsMax: this.#options.dedupe.idsMax, metersJson: this.#metersJson });
       await rater.start();
       this.#partitions.push(rater);
     }

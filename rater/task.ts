@@ -21,6 +21,8 @@ export interface AggregateTask {
    * Absent when dedupe is off.
    */
   dedupe?: { buffer: SharedArrayBuffer; epoch: number };
+  /** Meter definitions in force (JSON) and their catalog revision; a worker re-parses only a new revision. */
+  meters: { revision: number; json: string };
 }
 
 export interface RejectedMessage {
@@ -40,7 +42,7 @@ export interface AggregateResult {
   rejected: RejectedMessage[];
 }
 
-export function packMessages(payloads: readonly Uint8Array[], formats: readonly ('msgpack' | 'json')[]): AggregateTask {
+export function packMessages(payloads: readonly Uint8Array[], formats: readonly ('msgpack' | 'json')[], meters: AggregateTask['meters']): AggregateTask {
   let total = 0;
   for (const p of payloads) total += p.length;
   const data = new Uint8Array(new ArrayBuffer(total));
@@ -53,5 +55,5 @@ export function packMessages(payloads: readonly Uint8Array[], formats: readonly 
     offsets[i + 1] = at;
     formatCodes[i] = formats[i] === 'json' ? 1 : 0;
   }
-  return { data, offsets, formats: formatCodes };
+  return { data, offsets, formats: formatCodes, meters };
 }

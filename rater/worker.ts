@@ -1,8 +1,8 @@
 /**
  * Piscina worker: decode, validate, drop repeated event ids and aggregate a
- * task's batches off the main thread. The catalog's meter definitions
- * arrive once, as workerData; a partition's id set arrives as shared memory
- * with each of its tasks.
+ * task's batches off the main thread. Meter definitions arrive with each
+ * task and are parsed again only when their catalog revision changes; a
+ * partition's id set arrives as shared memory with each of its tasks.
  */
 import { workerData } from 'node:worker_threads';
 import { decodeBatch, expectEventArray, validateEvents } from '../shared/batch.js';
@@ -12,7 +12,8 @@ import { hashEventId } from './dedupe/id-hash.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { AggregateResult, AggregateTask } from './task.js';
 
-const { meters } = workerData as { meters: MeterDefinitions };
+let meters = (workerData as { meters: MeterDefinitions }).meters;
+let metersRevision = -1;
 // One view per partition's set, made once per thread.
 const idSets = new WeakMap<SharedArrayBuffer, IdSet>();
 
@@ -26,6 +27,10 @@ function idSetOf(buffer: SharedArrayBuffer): IdSet {
 }
 
 export default function aggregateTask(task: AggregateTask): AggregateResult {
+  if (task.meters.revision !== metersRevision) {
+    meters = JSON.parse(task.meters.json) as MeterDefinitions;
+    metersRevision = task.meters.revision;
+  }
   const aggregator = new Aggregator(meters);
   const rejected: AggregateResult['rejected'] = [];
   const set = task.dedupe === undefined ? undefined : idSetOf(task.dedupe.buffer);

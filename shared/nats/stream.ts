@@ -40,6 +40,8 @@ export const batchHeaders = {
   format: 'Drawdown-Format',
   receivedMs: 'Drawdown-Received-Ms',
   events: 'Drawdown-Events',
+  /** The catalog revision the gateway validated the batch against; the rater catches up to it first. */
+  catalogRevision: 'Drawdown-Catalog-Revision',
 } as const;
 
 export function partitionSubject(settings: Pick<StreamSettings, 'subjectPrefix'>, partition: number): string {
