@@ -16,7 +16,7 @@ import { parseCatalog } from '../shared/catalog.js';
 import { loadConfig, parsePartitionList, settings, type SettingName } from '../shared/config.js';
 import { repoRoot } from './harness.js';
 
-const settingEnvs = new Set(Object.values(settings).map((s) => s.env));
+const settingEnvs: ReadonlySet<string> = new Set(Object.values(settings).map((s) => s.env));
 const cliCommands = new Set([...readFileSync(join(repoRoot, 'deploy', 'cli.ts'), 'utf8').matchAll(/^\s*case '([a-z]+)':/gm)].map(([, c]) => c!));
 /** Paths of the routes every process serves (shared/service.ts). */
 const serviceRoutes = new Set([...readFileSync(join(repoRoot, 'shared', 'service.ts'), 'utf8').matchAll(/path: \/\^\\\/([a-z]+)\$\//g)].map(([, p]) => `/${p}`));
