@@ -94,6 +94,9 @@ describe('drawdown catalog apply and get', () => {
     writeFileSync(file, JSON.stringify(next));
     const result = cli(['catalog', 'apply', file, '--dry-run']);
     expect(result.status).toBe(1);
+    // What the file would change is still shown, then why it is refused.
+    expect(result.stdout).toContain('~ meter gpt-4o.input_tokens\n    aggregation: "sum" → "max"\n');
+    expect(result.stdout).toContain('- meter tts.seconds (removed)');
     expect(result.stderr).toContain('meters[0].aggregation');
     expect(result.stderr).toContain('meter tts.seconds cannot be removed');
     expect(cli(['catalog', 'get']).stderr).toMatch(/^revision 2,/m);

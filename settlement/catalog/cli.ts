@@ -79,8 +79,14 @@ export async function runCatalogCommand(positional: readonly string[], flags: Ma
     const dryRun = dry !== undefined && dry !== 'false';
     io.err(`reading ${file}\n`);
     const document = readDocument(file);
-    const result = await catalogs.apply(document, { appliedBy: whoAmI(), dryRun, progress: (line) => io.err(`${line}\n`) });
-    io.out(formatDiff(result.changes));
+    // The diff is shown as soon as it is known: a refused change still shows what it would have changed.
+    let shown = false;
+    const show = (changes: Parameters<typeof formatDiff>[0]) => {
+      io.out(formatDiff(changes));
+      shown = true;
+    };
+    const result = await catalogs.apply(document, { appliedBy: whoAmI(), dryRun, progress: (line) => io.err(`${line}\n`), onDiff: show });
+    if (!shown) show(result.changes);
     if (!result.changed) io.out(`no changes: revision ${result.revision} is in force\n`);
     else if (result.dryRun) io.out(`dry run: nothing written (revision ${result.previousRevision} is in force)\n`);
     else io.out(`applied: revision ${result.revision} (was ${result.previousRevision})\n`);

@@ -36,6 +36,8 @@ export interface ApplyOptions {
   nowMs?: number;
   /** Progress lines for people watching a long apply (the CLI prints them). */
   progress?: (line: string) => void;
+  /** Called with the diff before the transition rules run, so a refused change can still be shown. */
+  onDiff?: (changes: EntityChange[]) => void;
 }
 
 export interface ApplyResult {
@@ -189,6 +191,7 @@ export class CatalogStore {
 
     progress('comparing with the latest revision');
     const changes = diffDocuments(latest?.document, document);
+    options.onDiff?.(changes);
     if (latest !== undefined) {
       const previous = { document: latest.document, catalog: parseCatalog(latest.document) };
       const settledUntilMs = (await settledUntil(this.#store)) * 1000;
