@@ -7,6 +7,7 @@
 import { workerData } from 'node:worker_threads';
 import { decodeBatch, expectEventArray, validateEvents } from '../shared/batch.js';
 import type { MeterDefinitions } from '../shared/catalog.js';
+import { crashPoint } from '../shared/fault.js';
 import { Aggregator } from './aggregate.js';
 import { hashEventId } from './dedupe/id-hash.js';
 import { IdSet } from './dedupe/id-set.js';
@@ -48,6 +49,8 @@ export default function aggregateTask(task: AggregateTask): AggregateResult {
         const raw = expectEventArray(decodeBatch(bytes, task.formats[i] === 1 ? 'json' : 'msgpack'), Number.MAX_SAFE_INTEGER);
         // No time window: the gateway checked it on arrival, against its clock.
         batch = validateEvents(raw, meters, undefined);
+        // Test-only: a worker thread killing the process dies with the whole rater, mid-decode.
+        crashPoint('in-worker');
       } catch (error) {
         // Nothing of this message was remembered or counted: it is skipped whole.
         rejected.push({ message: i, reason: (error as Error).message });
