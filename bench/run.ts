@@ -1,32 +1,46 @@
 /**
- * `npm run bench`: ingest and end-to-end throughput of drawdown, measured in
+ * `npm run bench`: drawdown's ingest and end-to-end throughput, measured in
  * the same run as two baselines on the same bytes, so the figures are ratios
- * that survive a noisy machine:
+ * that survive a noisy, shared machine:
  *   (a) raw JetStream publish of the batch bytes from a plain nats.js client;
- *   (b) a no-op Node HTTP server that only reads the bodies (autocannon, same load).
- * Then drawdown's gateway under the same autocannon load, and the time until
- * the rater has committed everything to ClickHouse, with the totals checked
- * exactly. Results: bench/results/latest.{json,md}, a line in history.md.
+ *   (b) a no-op Node HTTP server that only reads the bodies (same autocannon load).
+ * The gateway (`drawdown ingest`) and the rater (`drawdown rater`) run as
+ * separate child processes, so CPU and memory are reported per process.
  *
- * Flags: --duration-s 10 --batch-events 1000 --connections 16 --backend chdb|server
+ * Phases:
+ *   1. baselines (a) and (b) for every batch size;
+ *   2. gateway peak for every batch size (rater not running: ingest alone);
+ *   3. gateway latency at 80 % of the headline peak (autocannon overallRate);
+ *   4. per ClickHouse back end: a sustained end-to-end phase (gateway + rater),
+ *      RSS and stream lag sampled every second, events/s from the first
+ *      request until the rater committed everything, totals checked exactly.
+ * Results: bench/results/latest.{json,md}, lines in history.md.
+ *
+ * Flags: --quick (3 s phases, 10 s sustained), --phase-s 10, --sustained-s 60,
+ * --connections 16, --backend chdb|server|both, --sizes 1,100,1000,10000,
+ * --headline 1000, --profile gateway|rater (node --cpu-prof into
+ * bench/results/profiles/), --no-history.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
 import { Decimal } from 'decimal.js';
 import { connect } from '@nats-io/transport-node';
-import { DiscardPolicy, jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { parseArgs } from '../shared/config.js';
+import { openStore } from '../shared/clickhouse/open.js';
+import { sqlString } from '../shared/sql.js';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
-import { procStats } from './proc-stats.js';
-import { benchCustomers, makeBatch } from './workload.js';
+import { repoRoot, startDrawdown, startNoopServer, type Child } from './children.js';
+import { acceptedEvents, httpLoad, rawJetStreamBaseline, type LoadResult } from './load.js';
+import { mib, procStats, procStatsIfAlive } from './proc-stats.js';
+import { benchCustomers, makeBatch, type BenchBatch } from './workload.js';
+import { renderMarkdown, historyLines, type BenchResults, type EndToEndResult, type SizeResult } from './report.js';
 
-const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
-const log = (line: string): void => void process.stdout.write(`[bench] ${line}\n`);
+const log = (line: string): void => void process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const streamName = 'DRAWDOWN_EVENTS';
 
 function intFlag(flags: Map<string, string>, name: string, fallback: number, min: number, max: number): number {
   const value = Number(flags.get(name) ?? fallback);
@@ -34,210 +48,280 @@ function intFlag(flags: Map<string, string>, name: string, fallback: number, min
   return value;
 }
 
-async function rawJetStreamBaseline(natsUrl: string, body: Buffer, durationMs: number, inFlight: number): Promise<number> {
-  const nc = await connect({ servers: natsUrl });
-  const jsm = await jetstreamManager(nc);
-  await jsm.streams.add({ name: 'BENCH_RAW', subjects: ['bench.raw'], storage: StorageType.File, max_bytes: 2 * 1024 ** 3, discard: DiscardPolicy.Old });
-  const js = jetstream(nc);
-  let acked = 0;
-  const deadline = Date.now() + durationMs;
-  // `inFlight` publishers, each waiting for its ack before the next: the same
-  // concurrency autocannon's connections give the gateway.
-  await Promise.all(
-    Array.from({ length: inFlight }, async () => {
-      while (Date.now() < deadline) {
-        await js.publish('bench.raw', body);
-        acked++;
-      }
-    }),
-  );
-  await jsm.streams.delete('BENCH_RAW');
-  await nc.close();
-  return acked / (durationMs / 1000);
-}
-
-function spawnNode(args: string[], readyPattern: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    const timer = setTimeout(() => reject(new Error(`not ready within 60 s:\n${output}`)), 60_000);
-    const onData = (d: Buffer): void => {
-      output += d.toString();
-      const match = readyPattern.exec(output);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, match });
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    child.once('exit', (code) => reject(new Error(`exited with ${code} before ready:\n${output}`)));
-  });
-}
-
-async function load(url: string, body: Buffer, durationS: number, connections: number): Promise<autocannon.Result> {
-  return autocannon({
-    url,
-    method: 'POST',
-    headers: { 'content-type': 'application/msgpack' },
-    body,
-    connections,
-    duration: durationS,
-  });
-}
-
-/**
- * Batches the stream stored. autocannon's 2xx count misses requests still in
- * flight when its clock ran out, which the gateway did accept; the stream's
- * last sequence counts every accepted batch (duplicates are never stored).
- */
-async function storedBatches(natsUrl: string): Promise<number> {
-  const nc = await connect({ servers: natsUrl });
+async function streamState(jsm: JetStreamManager): Promise<{ messages: number; bytes: number }> {
   try {
-    return (await (await jetstreamManager(nc)).streams.info('DRAWDOWN_EVENTS')).state.last_seq;
-  } finally {
-    await nc.close();
+    const { messages, bytes } = (await jsm.streams.info(streamName)).state;
+    return { messages, bytes };
+  } catch {
+    return { messages: 0, bytes: 0 };
   }
 }
 
-async function waitDrained(natsUrl: string, timeoutMs: number): Promise<number> {
-  const nc = await connect({ servers: natsUrl });
-  const jsm = await jetstreamManager(nc);
+async function purgeStream(jsm: JetStreamManager): Promise<void> {
+  try {
+    await jsm.streams.purge(streamName);
+  } catch {
+    // No stream yet: nothing to purge.
+  }
+}
+
+async function waitDrained(jsm: JetStreamManager, timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;
-  let lastReport = 0;
-  try {
-    for (;;) {
-      const { messages } = (await jsm.streams.info('DRAWDOWN_EVENTS')).state;
-      if (messages === 0) return Date.now();
-      if (Date.now() > deadline) throw new Error(`stream still holds ${messages} batches after ${timeoutMs} ms`);
-      if (Date.now() - lastReport > 2_000) {
-        log(`  rater catching up: ${messages} batches left in the stream`);
-        lastReport = Date.now();
-      }
-      await new Promise((r) => setTimeout(r, 50));
+  let lastReport = Date.now();
+  for (;;) {
+    const { messages } = await streamState(jsm);
+    if (messages === 0) return Date.now();
+    if (Date.now() > deadline) throw new Error(`stream still holds ${messages} batches after ${timeoutMs} ms`);
+    if (Date.now() - lastReport > 5_000) {
+      log(`  rater catching up: ${messages} stream messages left`);
+      lastReport = Date.now();
     }
-  } finally {
-    await nc.close();
+    await sleep(100);
   }
 }
+
+const round = (n: number, digits = 0): number => Number(n.toFixed(digits));
 
 async function main(): Promise<void> {
   const { flags } = parseArgs(process.argv.slice(2));
-  const durationS = intFlag(flags, '--duration-s', 10, 1, 600);
-  const batchEvents = intFlag(flags, '--batch-events', 1000, 1, 10_000);
+  const quick = flags.has('--quick');
+  const phaseS = intFlag(flags, '--phase-s', quick ? 3 : 10, 1, 600);
+  const sustainedS = intFlag(flags, '--sustained-s', quick ? 10 : 60, 1, 3_600);
   const connections = intFlag(flags, '--connections', 16, 1, 512);
-  const backend = flags.get('--backend') ?? 'chdb';
-  if (backend !== 'chdb' && backend !== 'server') throw new RangeError('--backend must be chdb or server');
+  const headline = intFlag(flags, '--headline', 1000, 1, 10_000);
+  const sizes = (flags.get('--sizes') ?? '1,100,1000,10000').split(',').map(Number);
+  if (sizes.some((s) => !Number.isInteger(s) || s < 1 || s > 10_000)) throw new RangeError('--sizes must be integers 1–10000');
+  if (!sizes.includes(headline)) sizes.push(headline);
+  const backendFlag = flags.get('--backend') ?? 'both';
+  if (!['chdb', 'server', 'both'].includes(backendFlag)) throw new RangeError('--backend must be chdb, server or both');
+  const backends = (backendFlag === 'both' ? ['chdb', 'server'] : [backendFlag]) as ('chdb' | 'server')[];
+  const profile = flags.get('--profile');
+  if (profile !== undefined && profile !== 'gateway' && profile !== 'rater') throw new RangeError('--profile must be gateway or rater');
+  const profileDir = join(repoRoot, 'bench', 'results', 'profiles');
+  const profileFlags = (who: string): string[] => (profile === who ? (mkdirSync(profileDir, { recursive: true }), ['--cpu-prof', '--cpu-prof-dir', profileDir]) : []);
+  // Phases for sizes other than the headline are short: they show the shape, the headline gets the time.
+  const sizePhaseS = (size: number): number => (size === headline ? phaseS : Math.max(2, Math.round(phaseS / 3)));
 
   const dir = mkdtempSync(join(tmpdir(), 'drawdown-bench-'));
-  const children: ChildProcess[] = [];
+  const children: Child[] = [];
   let nats: NatsServerProcess | undefined;
   let clickhouse: ClickHouseServerProcess | undefined;
+  let nc: Awaited<ReturnType<typeof connect>> | undefined;
   try {
-    const batch = makeBatch(batchEvents, Date.now() - 120_000);
-    log(`batch: ${batchEvents} events, ${batch.body.length} bytes of MessagePack; ${durationS} s per phase, ${connections} connections, ClickHouse back end: ${backend}`);
-    nats = await NatsServerProcess.start({ dir: join(dir, 'nats'), maxPayloadBytes: 16 * 1024 * 1024 });
+    const atMs = Date.now() - 120_000;
+    const batches = new Map<number, BenchBatch>(sizes.map((size, i) => [size, makeBatch(size, atMs, i)]));
+    const head = batches.get(headline)!;
+    log(`batch sizes ${sizes.join(', ')} (headline ${headline}: ${head.body.length} B); ${phaseS} s headline phases, ${sustainedS} s sustained; ${connections} connections; back ends: ${backends.join(', ')}`);
+    nats = await NatsServerProcess.start({ dir: join(dir, 'nats'), maxPayloadBytes: 16 * 1024 * 1024, jetstreamMaxFileBytes: 64 * 1024 ** 3, logFile: false });
+    nc = await connect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
 
-    log('(a) raw JetStream publish of the same bytes …');
-    const rawBatchesPerS = await rawJetStreamBaseline(nats.url, batch.body, durationS * 1000, connections);
-
-    log('(b) no-op HTTP server reading the same bodies …');
-    const noop = await spawnNode(
-      ['-e', "const s=require('http').createServer((q,r)=>{q.on('data',()=>{});q.on('end',()=>{r.writeHead(202,{'content-type':'application/json'});r.end('{}')})});s.listen(0,'127.0.0.1',()=>console.log('port '+s.address().port))"],
-      /port (\d+)/,
-    );
-    children.push(noop.child);
-    const noopResult = await load(`http://127.0.0.1:${noop.match[1]}/v1/events`, batch.body, durationS, connections);
-    noop.child.kill('SIGTERM');
-
-    let clickhouseUrl: string[] = [];
-    if (backend === 'server') {
-      clickhouse = await ClickHouseServerProcess.start({ dir: join(dir, 'clickhouse') });
-      clickhouseUrl = ['--clickhouse-url', clickhouse.url];
+    const bySize = new Map<number, SizeResult>();
+    // (a) raw JetStream
+    for (const size of sizes) {
+      const batch = batches.get(size)!;
+      const durationS = sizePhaseS(size);
+      log(`(a) raw JetStream publish, ${size}-event batches, ${durationS} s …`);
+      const natsBefore = procStatsIfAlive(nats.pid);
+      const perS = await rawJetStreamBaseline(nats.url, batch.body, durationS * 1000, connections);
+      const natsAfter = procStatsIfAlive(nats.pid);
+      bySize.set(size, {
+        batchEvents: size,
+        batchBytes: batch.body.length,
+        phaseS: durationS,
+        rawJetStreamEventsPerS: round(perS * size),
+        natsCpuPerS: natsBefore && natsAfter ? round((natsAfter.cpuSeconds - natsBefore.cpuSeconds) / durationS, 2) : null,
+      } as SizeResult);
+      log(`    ${round(perS * size).toLocaleString('en')} events/s`);
     }
-    log('(c) drawdown gateway + rater (all-in-one process) under the same load …');
-    const drawdown = await spawnNode(
-      [join(repoRoot, 'dist/deploy/cli.js'), 'start', '--nats-url', nats.url, '--data-dir', join(dir, 'drawdown'), '--http-port', '0', '--log-level', 'warn', ...clickhouseUrl],
-      /running at (http:\/\/[^\s]+)/,
-    );
-    children.push(drawdown.child);
-    const base = drawdown.match[1]!;
-    const startedAt = Date.now();
-    const ingest = await load(`${base}/v1/events`, batch.body, durationS, connections);
-    const ingestDoneAt = Date.now();
-    const drainedAt = await waitDrained(nats.url, 10 * 60_000);
-    const acceptedBatches = await storedBatches(nats.url);
+    // (b) no-op HTTP
+    const noop = await startNoopServer();
+    children.push(noop);
+    for (const size of sizes) {
+      const durationS = sizePhaseS(size);
+      log(`(b) no-op HTTP server, ${size}-event batches, ${durationS} s …`);
+      const before = procStats(noop.pid);
+      const r = await httpLoad({ url: `http://127.0.0.1:${noop.ready}/v1/events`, batch: batches.get(size)!, durationS, connections });
+      const after = procStats(noop.pid);
+      const result = bySize.get(size)!;
+      result.noopHttpEventsPerS = round(r.requestsPerS * size);
+      result.noopCpuPerS = round((after.cpuSeconds - before.cpuSeconds) / durationS, 2);
+      log(`    ${result.noopHttpEventsPerS.toLocaleString('en')} events/s`);
+    }
+    await noop.stop();
 
-    log('verifying totals in ClickHouse …');
-    let exact = true;
-    for (let c = 0; c < benchCustomers; c++) {
-      const customer = `cust-${c}`;
-      const response = await fetch(`${base}/v1/customers/${customer}/usage?granularity=day&from=0`);
-      const usage = ((await response.json()) as { usage: { meter: string; quantity: string }[] }).usage;
-      const tokens = usage.filter((u) => u.meter === 'gpt-4o.input_tokens').reduce((sum, u) => sum.plus(u.quantity), new Decimal(0));
-      const want = (batch.tokensPerCustomer.get(customer) ?? new Decimal(0)).times(acceptedBatches);
-      if (!tokens.equals(want)) {
-        exact = false;
-        log(`  MISMATCH ${customer}: ClickHouse has ${tokens.toFixed()} tokens, ${want.toFixed()} were accepted`);
+    // Gateway alone: ingest capacity without the rater competing for the cores.
+    const gateway = await startDrawdown('ingest', { natsUrl: nats.url, nodeFlags: profileFlags('gateway') });
+    children.push(gateway);
+    const gatewayUrl = gateway.ready;
+    for (const size of sizes) {
+      const durationS = sizePhaseS(size);
+      await purgeStream(jsm);
+      log(`gateway peak, ${size}-event batches, ${durationS} s …`);
+      const before = await acceptedEvents(gatewayUrl);
+      const cpuBefore = procStats(gateway.pid);
+      const natsBefore = procStatsIfAlive(nats.pid);
+      const startedAt = Date.now();
+      const r = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: batches.get(size)!, durationS, connections });
+      const elapsedS = (Date.now() - startedAt) / 1000;
+      const accepted = (await acceptedEvents(gatewayUrl)) - before;
+      const cpuAfter = procStats(gateway.pid);
+      const natsAfter = procStatsIfAlive(nats.pid);
+      const result = bySize.get(size)!;
+      result.gatewayEventsPerS = round(accepted / elapsedS);
+      result.ratioToRawJetStream = round(result.gatewayEventsPerS / result.rawJetStreamEventsPerS, 3);
+      result.ratioToNoopHttp = round(result.gatewayEventsPerS / result.noopHttpEventsPerS, 3);
+      result.gatewayLatencyMs = { p50: r.latencyMs.p50, p99: r.latencyMs.p99 };
+      result.gatewayCpuPerS = round((cpuAfter.cpuSeconds - cpuBefore.cpuSeconds) / elapsedS, 2);
+      result.gatewayNatsCpuPerS = natsBefore && natsAfter ? round((natsAfter.cpuSeconds - natsBefore.cpuSeconds) / elapsedS, 2) : null;
+      result.non2xx = r.non2xx;
+      result.errors = r.errors;
+      log(`    ${result.gatewayEventsPerS.toLocaleString('en')} events/s = ${result.ratioToRawJetStream} × raw JetStream, ${result.ratioToNoopHttp} × no-op HTTP; p99 ${r.latencyMs.p99} ms; gateway ${result.gatewayCpuPerS} CPU s/s; ${r.non2xx} non-2xx, ${r.errors} errors`);
+    }
+
+    // Latency at 80 % of the headline peak.
+    await purgeStream(jsm);
+    const peak = bySize.get(headline)!.gatewayEventsPerS;
+    const targetRate = Math.max(1, Math.round((0.8 * peak) / headline));
+    log(`gateway latency at 80 % of peak: ${targetRate} requests/s of ${headline} events, ${phaseS} s …`);
+    const latencyBefore = await acceptedEvents(gatewayUrl);
+    const latencyStart = Date.now();
+    const latencyRun: LoadResult = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: head, durationS: phaseS, connections, overallRate: targetRate });
+    const latencyAchieved = ((await acceptedEvents(gatewayUrl)) - latencyBefore) / ((Date.now() - latencyStart) / 1000);
+    log(`    achieved ${round(latencyAchieved).toLocaleString('en')} events/s; p50 ${latencyRun.latencyMs.p50} ms, p99 ${latencyRun.latencyMs.p99} ms`);
+    await purgeStream(jsm);
+
+    const endToEnd: EndToEndResult[] = [];
+    for (const [index, backend] of backends.entries()) {
+      let clickhouseUrl: string;
+      if (backend === 'server') {
+        log('starting clickhouse-server …');
+        clickhouse = await ClickHouseServerProcess.start({ dir: join(dir, 'clickhouse') });
+        clickhouseUrl = clickhouse.url;
+      } else {
+        clickhouseUrl = `chdb:${join(dir, `chdb-${index}`)}`;
       }
-    }
-    const stats = procStats(drawdown.child.pid!);
-    const natsStats = nats.pid === undefined ? undefined : procStats(nats.pid);
-    drawdown.child.kill('SIGTERM');
+      const rater = await startDrawdown('rater', { natsUrl: nats.url, clickhouseUrl, nodeFlags: profileFlags('rater') });
+      children.push(rater);
+      log(`end to end on ${backend}: ${sustainedS} s of ${headline}-event batches at full speed, then until the rater committed everything …`);
+      const samples: EndToEndResult['samples'] = [];
+      const gatewayCpu0 = procStats(gateway.pid).cpuSeconds;
+      const raterCpu0 = procStats(rater.pid).cpuSeconds;
+      const natsCpu0 = procStatsIfAlive(nats.pid)?.cpuSeconds ?? 0;
+      const before = await acceptedEvents(gatewayUrl);
+      const startedAt = Date.now();
+      let sampling = true;
+      const sampler = (async () => {
+        let next = startedAt + 1000;
+        while (sampling) {
+          await sleep(Math.max(0, next - Date.now()));
+          next += 1000;
+          if (!sampling) break;
+          const g = procStatsIfAlive(gateway.pid);
+          const r = procStatsIfAlive(rater.pid);
+          const s = await streamState(jsm);
+          const accepted = (await acceptedEvents(gatewayUrl).catch(() => before)) - before;
+          const sample = { tS: Math.round((Date.now() - startedAt) / 1000), acceptedEvents: accepted, lagMessages: s.messages, lagMiB: mib(s.bytes), gatewayRssMiB: g ? mib(g.rssBytes) : 0, raterRssMiB: r ? mib(r.rssBytes) : 0 };
+          samples.push(sample);
+          if (sample.tS % 5 === 0) log(`    t=${sample.tS}s accepted ${accepted.toLocaleString('en')} events; stream lag ${s.messages} messages (${sample.lagMiB} MiB); RSS gateway ${sample.gatewayRssMiB} MiB, rater ${sample.raterRssMiB} MiB`);
+        }
+      })();
+      const load = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: head, durationS: sustainedS, connections });
+      const ingestDoneAt = Date.now();
+      const drainedAt = await waitDrained(jsm, 15 * 60_000);
+      sampling = false;
+      await sampler;
+      const accepted = (await acceptedEvents(gatewayUrl)) - before;
+      const gatewayStats = procStats(gateway.pid);
+      const raterStats = procStats(rater.pid);
+      const natsCpu = (procStatsIfAlive(nats.pid)?.cpuSeconds ?? 0) - natsCpu0;
+      await rater.stop();
 
-    const gatewayEventsPerS = (acceptedBatches * batchEvents) / ((ingestDoneAt - startedAt) / 1000);
-    const results = {
-      date: new Date().toISOString(),
-      machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
-      settings: { durationS, batchEvents, batchBytes: batch.body.length, connections, backend },
-      baselines: {
-        rawJetStreamEventsPerS: Math.round(rawBatchesPerS * batchEvents),
-        noopHttpEventsPerS: Math.round(noopResult.requests.average * batchEvents),
-      },
-      gateway: {
-        eventsPerS: Math.round(gatewayEventsPerS),
-        acceptedBatches,
-        rejected: ingest.non2xx,
-        errors: ingest.errors,
-        latencyMs: { p50: ingest.latency.p50, p99: ingest.latency.p99 },
-        ratioToRawJetStream: Number((gatewayEventsPerS / (rawBatchesPerS * batchEvents)).toFixed(3)),
-        ratioToNoopHttp: Number((gatewayEventsPerS / (noopResult.requests.average * batchEvents)).toFixed(3)),
-      },
-      endToEnd: {
-        eventsPerS: Math.round((acceptedBatches * batchEvents) / ((drainedAt - startedAt) / 1000)),
-        raterCatchUpS: Number(((drainedAt - ingestDoneAt) / 1000).toFixed(2)),
+      log(`  verifying totals in ClickHouse (${backend}) …`);
+      const store = openStore(clickhouseUrl);
+      let exact = true;
+      try {
+        const rows = await store.query(`SELECT customer, toString(sum(quantity)) FROM usage_minute WHERE meter = ${sqlString('gpt-4o.input_tokens')} GROUP BY customer`);
+        const got = new Map(rows.map(([customer, sum]) => [customer!, new Decimal(sum!)]));
+        const requests = accepted / headline;
+        for (let c = 0; c < benchCustomers; c++) {
+          const customer = `cust-${c}`;
+          const want = (head.tokensPerCustomer.get(customer) ?? new Decimal(0)).times(requests);
+          const have = got.get(customer) ?? new Decimal(0);
+          if (!have.equals(want)) {
+            exact = false;
+            log(`  MISMATCH ${customer}: ClickHouse has ${have.toFixed()} tokens, ${want.toFixed()} were accepted`);
+          }
+        }
+        const [[events]] = (await store.query('SELECT toString(sum(events)) FROM usage_minute')) as [[string]];
+        if (Number(events) !== accepted) {
+          exact = false;
+          log(`  MISMATCH: ClickHouse counted ${events} events, the gateway accepted ${accepted}`);
+        }
+      } finally {
+        await store.close();
+      }
+      await clickhouse?.stop();
+      clickhouse = undefined;
+
+      const loadSamples = samples.filter((s) => s.tS <= sustainedS);
+      const avg = (list: typeof samples, key: 'gatewayRssMiB' | 'raterRssMiB'): number => (list.length === 0 ? 0 : round(list.reduce((sum, s) => sum + s[key], 0) / list.length));
+      const first = loadSamples.slice(0, 10);
+      const last = loadSamples.slice(-10);
+      const e2e: EndToEndResult = {
+        backend,
+        durationS: sustainedS,
+        acceptedEvents: accepted,
+        ingestEventsPerS: round(accepted / ((ingestDoneAt - startedAt) / 1000)),
+        eventsPerS: round(accepted / ((drainedAt - startedAt) / 1000)),
+        raterCatchUpS: round((drainedAt - ingestDoneAt) / 1000, 2),
         totalsExact: exact,
+        latencyMs: { p50: load.latencyMs.p50, p99: load.latencyMs.p99 },
+        non2xx: load.non2xx,
+        errors: load.errors,
+        gateway: { cpuSeconds: round(gatewayStats.cpuSeconds - gatewayCpu0, 1), peakRssMiB: mib(gatewayStats.peakRssBytes), rssFirst10sMiB: avg(first, 'gatewayRssMiB'), rssLast10sMiB: avg(last, 'gatewayRssMiB') },
+        rater: { cpuSeconds: round(raterStats.cpuSeconds - raterCpu0, 1), peakRssMiB: mib(raterStats.peakRssBytes), rssFirst10sMiB: avg(first, 'raterRssMiB'), rssLast10sMiB: avg(last, 'raterRssMiB') },
+        natsCpuSeconds: round(natsCpu, 1),
+        maxLagMessages: samples.reduce((m, s) => Math.max(m, s.lagMessages), 0),
+        samples,
+      };
+      endToEnd.push(e2e);
+      log(`    ${e2e.eventsPerS.toLocaleString('en')} events/s end to end (ingest ${e2e.ingestEventsPerS.toLocaleString('en')}/s, rater caught up ${e2e.raterCatchUpS} s after the load); totals exact: ${exact}`);
+      await purgeStream(jsm);
+    }
+    await gateway.stop();
+
+    const results: BenchResults = {
+      date: new Date().toISOString(),
+      machine: { cpus: cpus().length, node: process.version },
+      settings: { phaseS, sustainedS, connections, headline, sizes, backends, quick },
+      bySize: sizes.map((s) => bySize.get(s)!),
+      latencyAt80: {
+        targetEventsPerS: targetRate * headline,
+        achievedEventsPerS: round(latencyAchieved),
+        latencyMs: latencyRun.latencyMs,
+        non2xx: latencyRun.non2xx,
+        errors: latencyRun.errors,
       },
-      drawdownProcess: { cpuSeconds: stats.cpuSeconds, peakRssMiB: Math.round(stats.peakRssBytes / 1024 / 1024) },
-      natsServer: natsStats ? { cpuSeconds: natsStats.cpuSeconds, peakRssMiB: Math.round(natsStats.peakRssBytes / 1024 / 1024) } : null,
+      endToEnd,
+      gatewayPeakRssMiB: mib(procStatsIfAlive(gateway.pid)?.peakRssBytes ?? 0),
     };
     const resultsDir = join(repoRoot, 'bench', 'results');
     mkdirSync(resultsDir, { recursive: true });
     writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
-    const md = [
-      `# Benchmark ${results.date}`,
-      '',
-      `${results.machine.cpus} CPUs, Node ${results.machine.node}; ${batchEvents}-event batches (${batch.body.length} B), ${connections} connections, ${durationS} s per phase, ClickHouse: ${backend}.`,
-      '',
-      '| measure | events/s | ratio |',
-      '|---|---:|---:|',
-      `| (a) raw JetStream publish, same bytes | ${results.baselines.rawJetStreamEventsPerS.toLocaleString('en')} | 1 |`,
-      `| (b) no-op HTTP server, same bodies | ${results.baselines.noopHttpEventsPerS.toLocaleString('en')} | |`,
-      `| gateway: HTTP → JetStream acked | ${results.gateway.eventsPerS.toLocaleString('en')} | ${results.gateway.ratioToRawJetStream} of (a), ${results.gateway.ratioToNoopHttp} of (b) |`,
-      `| end to end: HTTP → aggregated in ClickHouse | ${results.endToEnd.eventsPerS.toLocaleString('en')} | totals exact: ${exact} |`,
-      '',
-      `Gateway latency p50 ${results.gateway.latencyMs.p50} ms, p99 ${results.gateway.latencyMs.p99} ms; ${results.gateway.rejected} non-2xx, ${results.gateway.errors} errors. Rater caught up ${results.endToEnd.raterCatchUpS} s after the load stopped. drawdown process: ${results.drawdownProcess.cpuSeconds} CPU s, peak RSS ${results.drawdownProcess.peakRssMiB} MiB.`,
-      '',
-    ].join('\n');
+    const md = renderMarkdown(results);
     writeFileSync(join(resultsDir, 'latest.md'), md);
-    appendFileSync(
-      join(resultsDir, 'history.md'),
-      `| ${results.date.slice(0, 16)} | ${backend} | ${batchEvents} | ${results.gateway.eventsPerS} | ${results.gateway.ratioToRawJetStream} | ${results.gateway.ratioToNoopHttp} | ${results.endToEnd.eventsPerS} | ${results.gateway.latencyMs.p99} | ${exact} |\n`,
-    );
+    if (!flags.has('--no-history')) {
+      const historyPath = join(resultsDir, 'history.md');
+      // Re-read right before appending: another bench appends its own lines here.
+      const existing = readFileSync(historyPath, 'utf8');
+      appendFileSync(historyPath, `${existing.endsWith('\n') ? '' : '\n'}${historyLines(results, flags.get('--note') ?? '').join('\n')}\n`);
+    }
     process.stdout.write(`\n${md}`);
-    if (!exact) process.exitCode = 1;
+    if (endToEnd.some((e) => !e.totalsExact)) process.exitCode = 1;
   } finally {
-    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+    await nc?.close().catch(() => undefined);
+    for (const child of children) await child.stop(5_000).catch(() => undefined);
     await clickhouse?.stop();
     await nats?.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -1,0 +1,99 @@
+/** The benchmark's result shape and its Markdown renderings (latest.md, history.md lines). */
+
+export interface SizeResult {
+  batchEvents: number;
+  batchBytes: number;
+  phaseS: number;
+  rawJetStreamEventsPerS: number;
+  natsCpuPerS: number | null;
+  noopHttpEventsPerS: number;
+  noopCpuPerS: number;
+  gatewayEventsPerS: number;
+  ratioToRawJetStream: number;
+  ratioToNoopHttp: number;
+  gatewayLatencyMs: { p50: number; p99: number };
+  gatewayCpuPerS: number;
+  gatewayNatsCpuPerS: number | null;
+  non2xx: number;
+  errors: number;
+}
+
+interface ProcessResult {
+  cpuSeconds: number;
+  peakRssMiB: number;
+  rssFirst10sMiB: number;
+  rssLast10sMiB: number;
+}
+
+export interface EndToEndResult {
+  backend: 'chdb' | 'server';
+  durationS: number;
+  acceptedEvents: number;
+  ingestEventsPerS: number;
+  eventsPerS: number;
+  raterCatchUpS: number;
+  totalsExact: boolean;
+  latencyMs: { p50: number; p99: number };
+  non2xx: number;
+  errors: number;
+  gateway: ProcessResult;
+  rater: ProcessResult;
+  natsCpuSeconds: number;
+  maxLagMessages: number;
+  samples: { tS: number; acceptedEvents: number; lagMessages: number; lagMiB: number; gatewayRssMiB: number; raterRssMiB: number }[];
+}
+
+export interface BenchResults {
+  date: string;
+  machine: { cpus: number; node: string };
+  settings: { phaseS: number; sustainedS: number; connections: number; headline: number; sizes: number[]; backends: string[]; quick: boolean };
+  bySize: SizeResult[];
+  latencyAt80: { targetEventsPerS: number; achievedEventsPerS: number; latencyMs: { p50: number; p90: number; p99: number; max: number }; non2xx: number; errors: number };
+  endToEnd: EndToEndResult[];
+  gatewayPeakRssMiB: number;
+}
+
+const n = (value: number): string => value.toLocaleString('en');
+
+export function renderMarkdown(r: BenchResults): string {
+  const lines = [
+    `# Benchmark ${r.date}`,
+    '',
+    `${r.machine.cpus} CPUs (shared; the load generator runs on them too), Node ${r.machine.node}; ${r.settings.connections} connections; headline ${r.settings.headline}-event batches for ${r.settings.phaseS} s, other sizes shorter; gateway and rater are separate processes.`,
+    '',
+    '## Ingest: gateway alone (HTTP → JetStream acked), same bytes as the baselines',
+    '',
+    '| events/batch | bytes | (a) raw JetStream events/s | (b) no-op HTTP events/s | gateway events/s | ÷ (a) | ÷ (b) | p50 / p99 ms | gateway CPU s/s | nats CPU s/s |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...r.bySize.map(
+      (s) =>
+        `| ${n(s.batchEvents)} | ${n(s.batchBytes)} | ${n(s.rawJetStreamEventsPerS)} | ${n(s.noopHttpEventsPerS)} | ${n(s.gatewayEventsPerS)} | ${s.ratioToRawJetStream} | ${s.ratioToNoopHttp} | ${s.gatewayLatencyMs.p50} / ${s.gatewayLatencyMs.p99} | ${s.gatewayCpuPerS} | ${s.gatewayNatsCpuPerS ?? '–'} |`,
+    ),
+    '',
+    `Latency at 80 % of the ${r.settings.headline}-event peak (${n(r.latencyAt80.targetEventsPerS)} events/s asked, ${n(r.latencyAt80.achievedEventsPerS)} achieved): p50 ${r.latencyAt80.latencyMs.p50} ms, p90 ${r.latencyAt80.latencyMs.p90} ms, p99 ${r.latencyAt80.latencyMs.p99} ms, max ${r.latencyAt80.latencyMs.max} ms; ${r.latencyAt80.non2xx} non-2xx, ${r.latencyAt80.errors} errors.`,
+    '',
+    `## End to end: HTTP → aggregated in ClickHouse (${r.settings.sustainedS} s of load at full speed, then until committed)`,
+    '',
+    '| ClickHouse | events/s end to end | ingest events/s | rater catch-up s | totals exact | p50 / p99 ms | gateway CPU s / peak RSS MiB / RSS first→last 10 s | rater CPU s / peak RSS MiB / RSS first→last 10 s | nats CPU s | max lag (messages) |',
+    '|---|---:|---:|---:|---|---:|---|---|---:|---:|',
+    ...r.endToEnd.map(
+      (e) =>
+        `| ${e.backend} | ${n(e.eventsPerS)} | ${n(e.ingestEventsPerS)} | ${e.raterCatchUpS} | ${e.totalsExact} | ${e.latencyMs.p50} / ${e.latencyMs.p99} | ${e.gateway.cpuSeconds} / ${e.gateway.peakRssMiB} / ${e.gateway.rssFirst10sMiB}→${e.gateway.rssLast10sMiB} | ${e.rater.cpuSeconds} / ${e.rater.peakRssMiB} / ${e.rater.rssFirst10sMiB}→${e.rater.rssLast10sMiB} | ${e.natsCpuSeconds} | ${n(e.maxLagMessages)} |`,
+    ),
+    '',
+    'Rater lag over time (stream messages not yet committed, every 5 s):',
+    '',
+    ...r.endToEnd.map((e) => `- ${e.backend}: ${e.samples.filter((s) => s.tS % 5 === 0).map((s) => `${s.tS}s ${s.lagMessages}`).join(', ')}`),
+    '',
+  ];
+  return lines.join('\n');
+}
+
+/** One line per back end, in history.md's columns. */
+export function historyLines(r: BenchResults, note: string): string[] {
+  const head = r.bySize.find((s) => s.batchEvents === r.settings.headline)!;
+  return r.endToEnd.map(
+    (e) =>
+      `| ${r.date.slice(0, 16)} | ${e.backend} | ${r.settings.headline} | ${head.gatewayEventsPerS} | ${head.ratioToRawJetStream} | ${head.ratioToNoopHttp} | ${e.eventsPerS} | ${r.latencyAt80.latencyMs.p99} | ${e.totalsExact} |${note === '' ? '' : ` ${note}`}`,
+  );
+}
