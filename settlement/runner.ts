@@ -58,7 +58,11 @@ export class SettlementRunner {
         { runId: report.runId, catalogRevision: revision, entriesPosted: report.entriesPosted, alreadyPosted: report.entriesAlreadyPosted, customers: Object.keys(report.customers).length },
         'settlement run finished',
       );
+      this.#metrics.runs.inc({ outcome: 'completed' });
       return report;
+    } catch (error) {
+      this.#metrics.runs.inc({ outcome: 'failed' });
+      throw error;
     } finally {
       stop();
     }

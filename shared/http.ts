@@ -106,7 +106,8 @@ export interface Route {
  * handler runs — so before any body is read, and a refused request does no
  * work: 401 without a valid key, 403 for a key without the scope.
  */
-export function createRouter(routes: readonly Route[], log: Logger, auth: Auth): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRouter(routes: readonly Route[], log: Logger, auth: Auth, observe?: RequestObserver): (req: IncomingMessage, res: ServerResponse) => void {
+  const templates = new Map(routes.map((r) => [r, routeTemplate(r.path)]));
   return (req, res) => {
     const url = req.url ?? '/';
     const path = url.split('?', 1)[0]!;
@@ -121,10 +122,13 @@ export function createRouter(routes: readonly Route[], log: Logger, auth: Auth):
       res.once('finish', () => requestLog().debug({ method: req.method, path, status: res.statusCode, durationMs: Math.round(performance.now() - startedMs) }, 'request completed'));
     }
     let pathMatched = false;
+    let template = 'unmatched';
+    if (observe !== undefined) res.once('finish', () => observe(req.method ?? '', template, res.statusCode));
     for (const route of routes) {
       const match = route.path.exec(path);
       if (!match) continue;
       pathMatched = true;
+      template = templates.get(route)!;
       if (route.method !== req.method) continue;
       let params: string[];
       try {
@@ -139,6 +143,14 @@ export function createRouter(routes: readonly Route[], log: Logger, auth: Auth):
     }
     respondWithError(req, res, new DrawdownError(pathMatched ? 'method_not_allowed' : 'not_found', `${req.method} ${path}`), requestLog());
   };
+}
+
+/** Told of every response: its method, the route's path template (`unmatched` for none) and status. */
+export type RequestObserver = (method: string, route: string, status: number) => void;
+
+/** `^/v1/customers/([…]{1,384})/balance$` → `/v1/customers/{}/balance`: a bounded label for metrics. */
+export function routeTemplate(path: RegExp): string {
+  return path.source.replace(/^\^/, '').replace(/\$$/, '').replace(/\((?:[^()\\]|\\.)*\)/g, '{}').replace(/\\\//g, '/');
 }
 
 /** A path segment, percent-decoded; a broken escape is the client's 400, not an exception in the server. */

@@ -5,7 +5,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import type { Auth } from './auth.js';
 import { createRouter, sendJson, type Route } from './http.js';
 import type { Logger } from './log.js';
@@ -22,6 +22,8 @@ export interface ServiceOptions {
   /** Whole-request time limit (slow clients), in ms. */
   requestTimeoutMs: number;
 }
+
+const knownMethods: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
 export interface RunningService {
   server: Server;
@@ -62,7 +64,11 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       },
     },
   ];
-  const server = createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: Math.min(options.requestTimeoutMs, 60_000) }, createRouter(routes, options.log, options.auth));
+  // Every response, refusals before any handler (401, 403, 404, 405, 408) included. Labels stay
+  // bounded: route templates, a known method or "other", and the status.
+  const requests = new Counter({ name: 'drawdown_http_requests_total', help: 'HTTP responses by method, route template and status', labelNames: ['method', 'route', 'status'] as const, registers: [options.registry] });
+  const observe = (method: string, route: string, status: number): void => requests.inc({ method: knownMethods.has(method) ? method : 'other', route, status: String(status) });
+  const server = createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: Math.min(options.requestTimeoutMs, 60_000) }, createRouter(routes, options.log, options.auth, observe));
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
