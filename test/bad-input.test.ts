@@ -9,19 +9,7 @@ import { Unpackr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
-import { packr, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
-
-/** A small, seeded PRNG (mulberry32) so a failing fuzz run can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { packr, prng, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
 
 describe('bad input at the gateway', () => {
   const dir = tempDir('bad-input');

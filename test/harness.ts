@@ -24,6 +24,18 @@ export const cliPath = join(repoRoot, 'dist', 'deploy', 'cli.js');
 
 export const packr = new Packr({ useRecords: false });
 
+/** A small seeded PRNG (mulberry32), so a failing randomised test can be replayed from its seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
 export function tempDir(prefix: string): { path: string; remove: () => void } {
   const path = mkdtempSync(join(tmpdir(), `drawdown-${prefix}-`));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };

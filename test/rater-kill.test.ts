@@ -10,19 +10,7 @@ import { Decimal } from 'decimal.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
-import { openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
-
-/** mulberry32: a seeded PRNG, so a failing run can be replayed exactly. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+import { openTestStore, postEvents, prng, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -41,7 +29,7 @@ describe('rater killed at random points', () => {
 
   it('counts every distinct event exactly once across ten kills and restarts', async () => {
     const seed = Number(process.env.DRAWDOWN_TEST_SEED ?? 20261125);
-    const rand = random(seed);
+    const rand = prng(seed);
     nats = await startNats(dir.path);
     clickhouse = await startClickHouse('server', dir.path);
     ingest = await startDrawdown(testConfig({ natsUrl: nats.url }), { ingest: true, rater: false, settlement: false });
