@@ -5,13 +5,13 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCatalog } from '../../shared/catalog.js';
-import { catalogRevisionColumns, ensureSchema } from '../../shared/clickhouse/schema.js';
+import { catalogCommitColumns, catalogRevisionColumns, ensureSchema } from '../../shared/clickhouse/schema.js';
 import { encodeTsv } from '../../shared/tsv.js';
 import type { Store } from '../../shared/clickhouse/store.js';
 import type { DrawdownError } from '../../shared/errors.js';
 import { catalogPath, openTestStore, startClickHouse, tempDir, type Backend, type ClickHouseTarget } from '../../test/harness.js';
 import { settle } from '../settle.js';
-import { CatalogStore, type ApplyOptions } from './store.js';
+import { CatalogStore, proposalTtlSec, type ApplyOptions } from './store.js';
 
 const demo = (): any => JSON.parse(readFileSync(catalogPath, 'utf8'));
 const by = (who: string, extra: Partial<ApplyOptions> = {}): ApplyOptions => ({ appliedBy: who, ...extra });
@@ -147,22 +147,42 @@ export function defineCatalogStore(backend: Backend): void {
       expect(error.status).toBe(412);
     });
 
-    it('given another writer took the same revision number, then readers agree on one row and the other writer hears it lost', async () => {
+    it('given another writer proposes the same revision number meanwhile, then this write is refused as stale, and succeeds once the other withdraws', async () => {
       const latest = (await catalogs.latest())!;
-      // A rival row for the next revision whose sha256 sorts first, as if written concurrently by another process.
-      const rival = [String(latest.revision + 1), '2026-01-01 00:00:00', 'rival', '0000', JSON.stringify(latest.document)];
-      await store.insert('catalog_revisions', catalogRevisionColumns, encodeTsv([rival]));
       const next = latest.document as any;
       next.packages[0].name = 'Raced';
-      const error = await refusal(catalogs.apply(next, by('test', { expectedRevision: latest.revision })));
+      const rival = { ...(latest.document as any), packages: [{ ...next.packages[0], name: 'Rival' }] };
+      const revision = latest.revision + 1;
+      // Between this writer's read and its proposal, another process proposes the same number.
+      const rivalRow = [String(revision), '2026-01-01 00:00:00', 'rival', 'f'.repeat(64), JSON.stringify(rival), 'rival-attempt'];
+      const error = await refusal(
+        catalogs.apply(next, by('test', { expectedRevision: latest.revision, onDiff: () => store.insert('catalog_revisions', catalogRevisionColumns, encodeTsv([rivalRow])) })),
+      );
       expect(error.code).toBe('catalog_revision_stale');
-      expect(await catalogs.latest()).toMatchObject({ revision: latest.revision + 1, appliedBy: 'rival' });
-      expect((await catalogs.history(1))[0]).toMatchObject({ revision: latest.revision + 1, appliedBy: 'rival', sha256: '0000' });
+      expect(error.message).toContain(`another write proposed revision ${revision}`);
+      // Neither is in force: the rival, checking after this proposal, withdraws too.
+      expect((await catalogs.latest())!.revision).toBe(latest.revision);
+      await store.insert('catalog_commits', catalogCommitColumns, encodeTsv([[String(revision), 'f'.repeat(64), 'rival-attempt', 'withdrawn']]));
+      const retried = await catalogs.apply(next, by('test', { expectedRevision: latest.revision }));
+      expect(retried).toMatchObject({ revision, changed: true });
+      expect(await catalogs.latest()).toMatchObject({ revision, appliedBy: 'test', sha256: retried.sha256 });
     });
 
-    it('keeps every revision readable, newest first, page by page', async () => {
+    it('given a proposal left by a writer that died before committing, then it stops blocking its number after the TTL', async () => {
+      const latest = (await catalogs.latest())!;
+      const revision = latest.revision + 1;
+      const stale = new Date(Date.now() - (proposalTtlSec + 60) * 1000).toISOString().slice(0, 19).replace('T', ' ');
+      const dead = [String(revision), stale, 'dead', 'e'.repeat(64), JSON.stringify(latest.document), 'dead-attempt', stale];
+      await store.insert('catalog_revisions', [...catalogRevisionColumns, 'proposed_at'], encodeTsv([dead]));
+      const next = latest.document as any;
+      next.packages[0].name = 'After a crash';
+      expect(await catalogs.apply(next, by('test'))).toMatchObject({ revision, changed: true });
+    });
+
+    it('keeps every committed revision readable, newest first, page by page', async () => {
       const all = await catalogs.history(100);
-      expect(all.map((r) => r.revision)).toEqual([4, 3, 2, 1]);
+      expect(all.map((r) => r.revision)).toEqual([5, 4, 3, 2, 1]);
+      expect(all[0]).toMatchObject({ appliedBy: 'test' });
       const page = await catalogs.history(2, 3);
       expect(page.map((r) => r.revision)).toEqual([2, 1]);
       const first = await catalogs.get(1);
@@ -172,7 +192,32 @@ export function defineCatalogStore(backend: Backend): void {
 
     it('given a seed file and a store with revisions, then the store wins', async () => {
       const seeded = await catalogs.seed(demo(), 'seed:test');
-      expect(seeded).toMatchObject({ seeded: false, latest: { revision: 4 } });
+      expect(seeded).toMatchObject({ seeded: false, latest: { revision: 5 } });
+    });
+
+    it('given two processes writing at once, round after round, then no write that was told it succeeded is lost', async () => {
+      // A second CatalogStore on its own connection stands for another process: no shared lock.
+      const other = openTestStore(clickhouse.url);
+      const rivals = new CatalogStore(other);
+      try {
+        const successes: { revision: number; sha256: string }[] = [];
+        for (let round = 0; round < 6; round++) {
+          const base = (await catalogs.latest())!.document as any;
+          const a = { ...base, packages: [{ ...base.packages[0], name: `a-${round}` }] };
+          const b = { ...base, packages: [{ ...base.packages[0], name: `b-${round}` }] };
+          const outcomes = await Promise.allSettled([catalogs.apply(a, by('a')), rivals.apply(b, by('b'))]);
+          for (const o of outcomes) {
+            if (o.status === 'fulfilled') successes.push({ revision: o.value.revision, sha256: o.value.sha256 });
+            else expect((o.reason as DrawdownError).code).toBe('catalog_revision_stale');
+          }
+        }
+        // Each success is the revision readers see at its number, and no number has two.
+        for (const s of successes) expect((await catalogs.get(s.revision))?.sha256).toBe(s.sha256);
+        expect(new Set(successes.map((s) => s.revision)).size).toBe(successes.length);
+        expect((await catalogs.history(1))[0]?.revision).toBe(Math.max(5, ...successes.map((s) => s.revision)));
+      } finally {
+        await other.close();
+      }
     });
   });
 }

@@ -1,15 +1,17 @@
 /**
  * The catalog's source of truth: append-only revisions in ClickHouse
  * (catalog_revisions), each the whole validated catalog as canonical JSON.
- * Writing is read latest → validate → check the transition rules → insert
- * latest + 1 → re-read to confirm this write owns that revision
- * (settlement/catalog/README.md describes the race this leaves).
+ * Writing is read latest → validate → check the transition rules → propose
+ * latest + 1 → commit it only if no other writer proposed that number
+ * (settlement/catalog/README.md, "Concurrency").
  */
+import { randomUUID } from 'node:crypto';
 import { parseCatalog, type Catalog } from '../../shared/catalog.js';
-import { catalogRevisionColumns } from '../../shared/clickhouse/schema.js';
+import { catalogCommitColumns, catalogRevisionColumns } from '../../shared/clickhouse/schema.js';
 import type { Store } from '../../shared/clickhouse/store.js';
 import { DrawdownError, isDrawdownError, type FieldProblem } from '../../shared/errors.js';
-import { sqlUInt } from '../../shared/sql.js';
+import { crashPoint } from '../../shared/fault.js';
+import { sqlString, sqlUInt } from '../../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../../shared/tsv.js';
 import { settledUntil } from '../settle.js';
 import { diffDocuments, type EntityChange } from './diff.js';
@@ -36,8 +38,8 @@ export interface ApplyOptions {
   nowMs?: number;
   /** Progress lines for people watching a long apply (the CLI prints them). */
   progress?: (line: string) => void;
-  /** Called with the diff before the transition rules run, so a refused change can still be shown. */
-  onDiff?: (changes: EntityChange[]) => void;
+  /** Called with the diff before the transition rules run, so a refused change can still be shown (awaited: it may ask for confirmation). */
+  onDiff?: (changes: EntityChange[]) => void | Promise<void>;
 }
 
 export interface ApplyResult {
@@ -93,6 +95,17 @@ export function validateDocument(raw: unknown): { catalog: Catalog; raw: Catalog
   return { catalog, raw: document };
 }
 
+/**
+ * A proposal older than this (by ClickHouse's clock) without an outcome is
+ * from a writer that died between proposing and committing; it stops
+ * blocking its revision number. Writers take milliseconds between the two.
+ */
+export const proposalTtlSec = 30;
+/** A writer later than this since its own proposal withdraws rather than commit: it may no longer block rivals. */
+const proposalCommitWithinSec = 10;
+/** Of several commits of one revision number (only possible past the TTL), the first recorded wins. */
+const commitOrder = 'recorded_at ASC, sha256 ASC';
+
 export class CatalogStore {
   readonly #store: Store;
   /** Writes from this process go one at a time, so they never race each other. */
@@ -102,31 +115,43 @@ export class CatalogStore {
     this.#store = store;
   }
 
-  /** The revision in force (per revision number, the row with the smallest sha256), or undefined for an empty store. */
-  async latest(): Promise<Revision | undefined> {
-    const rows = await this.#store.query(`SELECT ${summaryColumns}, document FROM catalog_revisions ORDER BY revision DESC, sha256 ASC LIMIT 1`);
-    return rows[0] === undefined ? undefined : toRevision(rows[0]);
-  }
-
-  /** The latest revision's number and hash only: what pollers ask every few seconds. */
+  /** The latest committed revision's number and hash only: what pollers ask every few seconds. */
   async head(): Promise<{ revision: number; sha256: string } | undefined> {
-    const rows = await this.#store.query('SELECT revision, sha256 FROM catalog_revisions ORDER BY revision DESC, sha256 ASC LIMIT 1');
+    const rows = await this.#store.query(`SELECT revision, sha256 FROM catalog_commits WHERE outcome = 'committed' ORDER BY revision DESC, ${commitOrder} LIMIT 1`);
     return rows[0] === undefined ? undefined : { revision: Number(rows[0][0]), sha256: rows[0][1]! };
   }
 
-  async get(revision: number): Promise<Revision | undefined> {
-    const rows = await this.#store.query(`SELECT ${summaryColumns}, document FROM catalog_revisions WHERE revision = ${sqlUInt(revision)} ORDER BY sha256 ASC LIMIT 1`);
+  async #proposal(revision: number, sha256: string): Promise<Revision | undefined> {
+    const rows = await this.#store.query(`SELECT ${summaryColumns}, document FROM catalog_revisions WHERE revision = ${sqlUInt(revision)} AND sha256 = ${sqlString(sha256)} LIMIT 1`);
     return rows[0] === undefined ? undefined : toRevision(rows[0]);
   }
 
-  /** Newest first, revisions below `before` (all when absent). */
+  /** The revision in force, or undefined for an empty store. */
+  async latest(): Promise<Revision | undefined> {
+    const head = await this.head();
+    return head === undefined ? undefined : this.#proposal(head.revision, head.sha256);
+  }
+
+  async get(revision: number): Promise<Revision | undefined> {
+    const sha256 = await this.#committedSha(revision);
+    return sha256 === undefined ? undefined : this.#proposal(revision, sha256);
+  }
+
+  async #committedSha(revision: number): Promise<string | undefined> {
+    const rows = await this.#store.query(`SELECT sha256 FROM catalog_commits WHERE outcome = 'committed' AND revision = ${sqlUInt(revision)} ORDER BY ${commitOrder} LIMIT 1`);
+    return rows[0]?.[0];
+  }
+
+  /** Committed revisions, newest first, below `before` (all when absent). */
   async history(limit: number, before?: number): Promise<RevisionSummary[]> {
-    const where = before === undefined ? '' : `WHERE revision < ${sqlUInt(before)}`;
-    const rows = await this.#store.query(
-      `SELECT revision, argMin(toUnixTimestamp(applied_at), sha256), argMin(applied_by, sha256), min(sha256)
-       FROM catalog_revisions ${where} GROUP BY revision ORDER BY revision DESC LIMIT ${sqlUInt(limit)}`,
+    const below = before === undefined ? '' : `AND revision < ${sqlUInt(before)}`;
+    const commits = await this.#store.query(
+      `SELECT revision, sha256 FROM catalog_commits WHERE outcome = 'committed' ${below} ORDER BY revision DESC, ${commitOrder} LIMIT 1 BY revision LIMIT ${sqlUInt(limit)}`,
     );
-    return rows.map(toSummary);
+    if (commits.length === 0) return [];
+    const rows = await this.#store.query(`SELECT ${summaryColumns} FROM catalog_revisions WHERE revision IN (${commits.map((c) => sqlUInt(Number(c[0]))).join(', ')})`);
+    const summaries = new Map(rows.map((r) => [`${r[0]}|${r[3]}`, toSummary(r)]));
+    return commits.flatMap(([revision, sha]) => summaries.get(`${revision}|${sha}`) ?? []);
   }
 
   /** Validates `raw`, shows what it would change, and (unless a dry run or unchanged) writes it as the next revision. */
@@ -191,7 +216,7 @@ export class CatalogStore {
 
     progress('comparing with the latest revision');
     const changes = diffDocuments(latest?.document, document);
-    options.onDiff?.(changes);
+    await options.onDiff?.(changes);
     if (latest !== undefined) {
       const previous = { document: latest.document, catalog: parseCatalog(latest.document) };
       const settledUntilMs = (await settledUntil(this.#store)) * 1000;
@@ -202,14 +227,42 @@ export class CatalogStore {
 
     const revision = latestRevision + 1;
     progress(`writing revision ${revision}`);
-    const row = [String(revision), tsvDateTime(Math.floor(nowMs / 1000)), options.appliedBy, sha256, text];
-    await this.#store.insert('catalog_revisions', catalogRevisionColumns, encodeTsv([row]));
-    // Another writer may have inserted the same revision number meanwhile: the smallest sha256 owns it.
-    const owner = await this.#store.query(`SELECT min(sha256) FROM catalog_revisions WHERE revision = ${sqlUInt(revision)}`);
-    if (owner[0]?.[0] !== sha256) {
-      throw new DrawdownError('catalog_revision_stale', `another write took revision ${revision} at the same time; re-read the catalog and retry`);
-    }
+    await this.#commit(revision, sha256, options.appliedBy, nowMs, text);
     return result(revision, true, changes);
+  }
+
+  /**
+   * Proposes `revision` and commits it only if no other live proposal holds
+   * that number (README "Concurrency"). Of two writers racing for one number
+   * at most one commits: each checks after its own proposal is stored, so the
+   * later checker sees the earlier proposal. Both may withdraw; neither is
+   * ever silently lost.
+   */
+  async #commit(revision: number, sha256: string, appliedBy: string, nowMs: number, text: string): Promise<void> {
+    const at = sqlUInt(revision);
+    // Names this proposal apart from an earlier one of the same document at the same number.
+    const attempt = randomUUID();
+    const stale = (why: string) => new DrawdownError('catalog_revision_stale', `${why}; re-read the catalog and retry`);
+    // recorded_at is left to its DEFAULT now(), like proposed_at.
+    const outcome = (what: 'committed' | 'withdrawn') => this.#store.insert('catalog_commits', catalogCommitColumns, encodeTsv([[String(revision), sha256, attempt, what]]));
+    // proposed_at is left to its DEFAULT now(): ages are measured on one clock, ClickHouse's.
+    await this.#store.insert('catalog_revisions', catalogRevisionColumns, encodeTsv([[String(revision), tsvDateTime(Math.floor(nowMs / 1000)), appliedBy, sha256, text, attempt]]));
+    crashPoint('catalog-after-proposal');
+    const proposals = await this.#store.query(`SELECT sha256, attempt, toUnixTimestamp(now()) - toUnixTimestamp(proposed_at) FROM catalog_revisions WHERE revision = ${at}`);
+    const outcomes = await this.#store.query(`SELECT sha256, attempt, outcome FROM catalog_commits WHERE revision = ${at}`);
+    // The same document proposed twice is no rival: whichever commits, the revision is the same.
+    const committed = outcomes.filter(([sha, , what]) => what === 'committed' && sha !== sha256);
+    const withdrawn = new Set(outcomes.filter(([, , what]) => what === 'withdrawn').map(([, id]) => id));
+    const rivals = proposals.filter(([sha, id, age]) => sha !== sha256 && !withdrawn.has(id!) && Number(age) <= proposalTtlSec);
+    const mine = proposals.find(([, id]) => id === attempt);
+    const mineAge = mine === undefined ? Number.POSITIVE_INFINITY : Number(mine[2]);
+    if (committed.length > 0 || rivals.length > 0 || !(mineAge <= proposalCommitWithinSec)) {
+      await outcome('withdrawn');
+      throw stale(committed.length > 0 ? `revision ${revision} was committed by another write` : rivals.length > 0 ? `another write proposed revision ${revision} at the same time` : `revision ${revision} took too long to commit`);
+    }
+    await outcome('committed');
+    // Only a commit recorded past the TTL can meet another; the first recorded wins and the other hears it lost.
+    if ((await this.#committedSha(revision)) !== sha256) throw stale(`revision ${revision} was committed by another write`);
   }
 
   /**

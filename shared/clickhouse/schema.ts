@@ -66,18 +66,29 @@ export const tables = {
   ) ENGINE = MergeTree ORDER BY (run_id, status)`,
 
   /**
-   * The catalog's history (settlement/catalog): one row per revision, each
-   * the whole validated catalog as canonical JSON. Append-only; the latest
-   * revision is in force. Two racing writers can both insert the same
-   * revision number: readers take the row with the smallest sha256, and the
-   * writer whose row that is not reports the write as stale.
+   * The catalog's history (settlement/catalog): each row proposes one
+   * revision, the whole validated catalog as canonical JSON. A proposal is in
+   * force only once catalog_commits records it committed (two writers may
+   * propose the same number; at most one commits). proposed_at is filled by
+   * ClickHouse, so proposal ages are measured on one clock. Append-only.
    */
   catalogRevisions: `CREATE TABLE IF NOT EXISTS catalog_revisions (
     revision UInt64,
     applied_at DateTime('UTC'),
     applied_by String,
     sha256 String,
-    document String
+    document String,
+    attempt String,
+    proposed_at DateTime('UTC') DEFAULT now()
+  ) ENGINE = MergeTree ORDER BY (revision, sha256)`,
+
+  /** What became of each catalog proposal (by its attempt id): `committed` or `withdrawn` (settlement/catalog/store.ts). */
+  catalogCommits: `CREATE TABLE IF NOT EXISTS catalog_commits (
+    revision UInt64,
+    sha256 String,
+    attempt String,
+    outcome String,
+    recorded_at DateTime('UTC') DEFAULT now()
   ) ENGINE = MergeTree ORDER BY (revision, sha256)`,
 
   /**
@@ -98,7 +109,8 @@ export const tables = {
 
 export const dedupeIdsColumns = ['stream_partition', 'flush_seq', 'chunk', 'written_at', 'ids', 'hashes'] as const;
 
-export const catalogRevisionColumns = ['revision', 'applied_at', 'applied_by', 'sha256', 'document'] as const;
+export const catalogRevisionColumns = ['revision', 'applied_at', 'applied_by', 'sha256', 'document', 'attempt'] as const;
+export const catalogCommitColumns = ['revision', 'sha256', 'attempt', 'outcome'] as const;
 
 export const usageMinuteColumns = ['customer', 'meter', 'dimensions', 'minute', 'quantity', 'events', 'stream_partition', 'flush_seq', 'flushed_at'] as const;
 
