@@ -57,6 +57,9 @@ export interface ApplyResult {
 /** Whole documents up to this size; a bigger catalog would make every revision row heavy. */
 export const catalogDocumentBytesMax = 8 * 1024 * 1024;
 
+/** Start-up tries to seed an empty store before giving up (each try waits 50–250 ms after a collision). */
+const seedAttemptsMax = 5;
+
 /** History pages hold at most this many revisions. */
 export const historyPageMax = 1000;
 
@@ -270,15 +273,19 @@ export class CatalogStore {
    * once the store has revisions, the store wins and the file is ignored.
    */
   async seed(raw: unknown, appliedBy: string): Promise<{ seeded: boolean; latest: Revision }> {
-    const existing = await this.latest();
-    if (existing !== undefined) return { seeded: false, latest: existing };
-    try {
-      await this.apply(raw, { appliedBy, expectedRevision: 0 });
-      return { seeded: true, latest: (await this.latest())! };
-    } catch (error) {
-      // Another process seeded it first: the store wins.
-      if (isDrawdownError(error) && error.code === 'catalog_revision_stale') return { seeded: false, latest: (await this.latest())! };
-      throw error;
+    // Processes starting together with different files may all withdraw once; a few tries settle it.
+    for (let attempt = 1; ; attempt++) {
+      const existing = await this.latest();
+      if (existing !== undefined) return { seeded: false, latest: existing };
+      try {
+        await this.apply(raw, { appliedBy, expectedRevision: 0 });
+        const latest = await this.latest();
+        if (latest === undefined) throw new DrawdownError('store_unavailable', 'the catalog revision just written cannot be read back');
+        return { seeded: true, latest };
+      } catch (error) {
+        if (!isDrawdownError(error) || error.code !== 'catalog_revision_stale' || attempt >= seedAttemptsMax) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 50 + Math.floor(Math.random() * 200)));
+      }
     }
   }
 }
