@@ -108,6 +108,25 @@ describe('drawdown catalog apply and get', () => {
     expect(JSON.parse(result.stdout)).toMatchObject({ catalog_revision: 2 });
   });
 
+  it('given an apply killed between proposing and committing, then the catalog stays as it was, and applying the file again commits it', () => {
+    const next = demo();
+    next.packages[0].price.amount = '80.00';
+    next.meters.push({ key: 'tts.seconds', name: 'TTS seconds' });
+    writeFileSync(file, JSON.stringify(next));
+    const killed = spawnSync(process.execPath, [cliPath, 'catalog', 'apply', file], {
+      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_FAULT: 'catalog-after-proposal' },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(killed.signal, killed.stderr).toBe('SIGKILL');
+    expect(cli(['catalog', 'get']).stderr).toMatch(/^revision 2,/m);
+    expect(JSON.parse(cli(['catalog', 'get']).stdout).packages[0].price.amount).toBe('90.00');
+    // The dead proposal holds the same document, so it does not block this one.
+    const again = cli(['catalog', 'apply', file]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toContain('applied: revision 3 (was 2)');
+  });
+
   it('shows its usage for a malformed command', () => {
     const result = cli(['catalog', 'apply']);
     expect(result.status).toBe(2);
