@@ -89,9 +89,11 @@ export function transitionProblems(previous: CatalogState, next: CatalogState, c
       refuse(`rate_card.versions[${i}]`, 'immutable', `rate card version ${version.version} is in force since ${iso(version.effectiveFromMs)} and cannot change; add a new version with a later effective_from instead`);
     }
   }
+  const frozen = new Set(prev.rateCard.filter((v) => v.effectiveFromMs <= frozenUntilMs).map((v) => v.version));
   nextVersions.forEach((v, i) => {
     const before = prevVersions.get(String(v.version));
-    if (before !== undefined && canonicalText(before) === canonicalText(v)) return;
+    // Unchanged, or already refused above as a version in force.
+    if (before !== undefined && (canonicalText(before) === canonicalText(v) || frozen.has(String(v.version)))) return;
     const mine = cat.rateCard.find((x) => x.version === String(v.version));
     if (mine !== undefined && mine.effectiveFromMs < context.settledUntilMs) {
       refuse(`rate_card.versions[${i}].effective_from`, 'settled', `a new or changed rate card version must take effect at or after ${iso(context.settledUntilMs)}, the end of the last settlement run`);
