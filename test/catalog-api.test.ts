@@ -261,3 +261,13 @@ describe('catalog admin API with API keys', () => {
     expect(latest.body).toMatchObject({ revision: 2, applied_by: 'key:billing' });
   });
 });
+
+describe('catalog bootstrap', () => {
+  const dir = tempDir('catalog-bootstrap');
+  afterAll(() => dir.remove());
+
+  it('given an empty store and no catalog file, then settlement refuses to start and says how to seed it', async () => {
+    const started = startDrawdown(testConfig({ clickhouseUrl: `chdb:${dir.path}/chdb`, catalog: '' }), { ingest: false, rater: false, settlement: true });
+    await expect(started).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringContaining('drawdown catalog apply FILE') });
+  });
+});
