@@ -8,7 +8,7 @@
  */
 import { Packr } from 'msgpackr';
 import type { BatchFormat } from '../shared/batch.js';
-import { arrayElementOffsets, arrayHeader } from './msgpack-split.js';
+import { arrayElementOffsets, arrayHeader, type ScannedBatch } from './msgpack-split.js';
 
 export interface BatchPart {
   partition: number;
@@ -73,17 +73,48 @@ export function routeBatch(body: Uint8Array, format: BatchFormat, raw: readonly 
   if (offsets === undefined) {
     return ordered.map(([partition, indexes]) => ({ partition, body: standardPackr.pack(indexes.map((i) => raw[i])), events: indexes.length }));
   }
-  return ordered.map(([partition, indexes]) => {
-    const header = arrayHeader(indexes.length);
-    let size = header.length;
-    for (const i of indexes) size += offsets[i + 1]! - offsets[i]!;
-    const part = Buffer.allocUnsafe(size);
-    part.set(header, 0);
-    let at = header.length;
-    for (const i of indexes) {
-      part.set(body.subarray(offsets[i]!, offsets[i + 1]!), at);
-      at += offsets[i + 1]! - offsets[i]!;
+  return sliceParts(body, offsets, partitionOf, count);
+}
+
+/** Routes a batch the gateway's fast path (msgpack-split.ts scanValidBatch) proved valid. */
+export function routeScanned(body: Uint8Array, scanned: ScannedBatch): BatchPart[] {
+  if (scanned.single) return [{ partition: scanned.partitionOf[0]!, body, events: scanned.count }];
+  return sliceParts(body, scanned.offsets, scanned.partitionOf, scanned.count);
+}
+
+/**
+ * One part per partition, in partition order, each event's bytes copied in
+ * the batch's order: sizes are counted first, so each part is allocated once
+ * and filled in one pass over the events.
+ */
+function sliceParts(body: Uint8Array, offsets: Uint32Array, partitionOf: Uint16Array, count: number): BatchPart[] {
+  const source = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  const bytes = new Map<number, { events: number; size: number; at: number; part: Buffer | undefined }>();
+  for (let i = 0; i < count; i++) {
+    const p = partitionOf[i]!;
+    const size = offsets[i + 1]! - offsets[i]!;
+    const entry = bytes.get(p);
+    if (entry === undefined) bytes.set(p, { events: 1, size, at: 0, part: undefined });
+    else {
+      entry.events++;
+      entry.size += size;
     }
-    return { partition, body: part, events: indexes.length };
-  });
+  }
+  const ordered = [...bytes].sort(([a], [b]) => a - b);
+  for (const [, entry] of ordered) {
+    const header = arrayHeader(entry.events);
+    entry.part = Buffer.allocUnsafe(header.length + entry.size);
+    entry.part.set(header, 0);
+    entry.at = header.length;
+  }
+  for (let i = 0; i < count; ) {
+    // Runs of consecutive events bound for one partition are copied at once.
+    const p = partitionOf[i]!;
+    let j = i + 1;
+    while (j < count && partitionOf[j] === p) j++;
+    const entry = bytes.get(p)!;
+    entry.at += source.copy(entry.part!, entry.at, offsets[i]!, offsets[j]!);
+    i = j;
+  }
+  return ordered.map(([partition, entry]) => ({ partition, body: entry.part!, events: entry.events }));
 }
