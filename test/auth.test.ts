@@ -199,6 +199,24 @@ describe('API keys and scopes', () => {
     }
   });
 
+  it('counts refusals made before any handler in drawdown_http_requests_total, by route template and status', async () => {
+    const count = async (labels: string): Promise<number> => {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`drawdown_http_requests_total{${labels}}`));
+      return line === undefined ? 0 : Number(line.split(' ').pop());
+    };
+    // Given the counts so far, when a balance is asked for without a key and with a key lacking `read`,
+    const route = 'route="/v1/customers/{}/balance"';
+    const before401 = await count(`method="GET",${route},status="401"`);
+    const before403 = await count(`method="GET",${route},status="403"`);
+    await (await fetch(`${base}/v1/customers/acme/balance`)).arrayBuffer();
+    await (await fetch(`${base}/v1/customers/acme/balance`, { headers: bearer(keys.ingest) })).arrayBuffer();
+    // then each refusal is counted under the route's template, never its customer id.
+    expect(await count(`method="GET",${route},status="401"`)).toBe(before401 + 1);
+    expect(await count(`method="GET",${route},status="403"`)).toBe(before403 + 1);
+    expect(await (await fetch(`${base}/metrics`)).text()).not.toContain('/v1/customers/acme');
+  });
+
   it('never writes a key to the logs, even when a request with its header is logged', () => {
     // Given every request above was logged at trace level (refusals included),
     expect(logged).toContain('"code":"unauthorized"');
