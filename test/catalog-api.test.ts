@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashKey } from '../shared/auth.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { api, postEvents, startClickHouse, startNats, tempDir, testConfig, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
+import { api, postEvents, postEventsUntil, startClickHouse, startNats, tempDir, testConfig, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
 
 const minuteMs = 60_000;
 
@@ -213,22 +213,12 @@ describe('a gateway on its own follows meters added through the settlement proce
 
     const added = await api(settlement.url!, 'PUT', '/v1/catalog/meters/video.seconds', { name: 'Video seconds' });
     expect(added.status).toBe(200);
-    let status = 0;
-    for (let attempt = 0; attempt < 200 && status !== 202; attempt++) {
-      status = (await postEvents(gateway.url!, [event])).status;
-      if (status !== 202) await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(status).toBe(202);
+    expect(await postEventsUntil(gateway.url!, 202, () => [event])).toBe(202);
     expect(gateway.catalogSource.current().revision).toBe(added.body.revision);
 
     // Archived: the gateway stops accepting new events for it.
     expect((await api(settlement.url!, 'PUT', '/v1/catalog/meters/video.seconds', { name: 'Video seconds', archived: true })).status).toBe(200);
-    status = 0;
-    for (let attempt = 0; attempt < 200 && status !== 422; attempt++) {
-      status = (await postEvents(gateway.url!, [{ ...event, id: `v-${attempt + 2}` }])).status;
-      if (status !== 422) await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(status).toBe(422);
+    expect(await postEventsUntil(gateway.url!, 422, (attempt) => [{ ...event, id: `v-${attempt + 2}` }])).toBe(422);
   });
 });
 

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { api, openTestStore, postEvents, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
+import { api, openTestStore, postEventsUntil, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
 
 describe('a meter added while the rater runs', () => {
   const dir = tempDir('catalog-rater');
@@ -46,12 +46,7 @@ describe('a meter added while the rater runs', () => {
       { id: 'a-1', customer: 'acme', meter: 'audio.seconds', quantity: '12.5', timestamp: Date.now() - 60_000, dimensions: { voice: 'alto' } },
       { id: 'a-2', customer: 'acme', meter: 'audio.seconds', quantity: '7.25', timestamp: Date.now() - 60_000, dimensions: { voice: 'alto' } },
     ];
-    let status = 0;
-    for (let attempt = 0; attempt < 200 && status !== 202; attempt++) {
-      status = (await postEvents(gateway.url!, events, { key: 'new-meter-batch' })).status;
-      if (status !== 202) await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(status).toBe(202);
+    expect(await postEventsUntil(gateway.url!, 202, () => events, { key: 'new-meter-batch' })).toBe(202);
     expect(rater.catalogSource.current().revision).toBe(raterRevision);
     await waitForStreamDrained(nats.url);
 

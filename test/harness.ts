@@ -79,6 +79,20 @@ export async function postEvents(base: string, events: unknown[], options: { key
   return { status: response.status, body: await response.json() };
 }
 
+/**
+ * Posts until the gateway answers `want` (a catalog change reaches a gateway
+ * at its next refresh), at most `attemptsMax` times 50 ms apart; returns the
+ * last status. `events(attempt)` may vary the batch between attempts.
+ */
+export async function postEventsUntil(base: string, want: number, events: (attempt: number) => unknown[], options: { key?: string; attemptsMax?: number } = {}): Promise<number> {
+  let status = 0;
+  for (let attempt = 0; attempt < (options.attemptsMax ?? 200) && status !== want; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 50));
+    status = (await postEvents(base, events(attempt), options.key === undefined ? {} : { key: options.key })).status;
+  }
+  return status;
+}
+
 export async function api(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
   const response = await fetch(base + path, {
     method,
