@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Decimal } from 'decimal.js';
-import { ledgerColumns } from '../shared/clickhouse/schema.js';
+import { creditSnapshotColumns, ledgerColumns } from '../shared/clickhouse/schema.js';
 import { insertRowsMax, type Store } from '../shared/clickhouse/store.js';
 import { formatAmount, parseStoredDecimal } from '../shared/money.js';
 import { sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
@@ -92,20 +92,57 @@ function fromRow(r: string[]): LedgerEntry {
   };
 }
 
+/** IN lists stay bounded: a run may touch every customer. */
+const customersPerQuery = 10_000;
+
 /**
- * Every entry of these customers effective before `untilSec`, oldest first —
- * what settlement replays to rebuild their credit blocks.
+ * Entries of these customers effective before `untilSec`, oldest first —
+ * only those posted outside settlement (purchases) unless `all`.
  */
-export async function entriesBefore(store: Store, customers: readonly string[], untilSec: number): Promise<LedgerEntry[]> {
+export async function entriesOf(store: Store, customers: readonly string[], untilSec: number, all: boolean): Promise<LedgerEntry[]> {
   const out: LedgerEntry[] = [];
-  // Bounded IN lists: a window may touch many customers.
-  for (let i = 0; i < customers.length; i += 10_000) {
+  for (let i = 0; i < customers.length; i += customersPerQuery) {
     const rows = await store.query(
       `SELECT ${selectColumns} FROM ledger_entries
-       WHERE customer IN ${sqlStringList(customers.slice(i, i + 10_000))} AND effective_at < toDateTime(${sqlUInt(untilSec)}, 'UTC')
+       WHERE customer IN ${sqlStringList(customers.slice(i, i + customersPerQuery))} AND effective_at < toDateTime(${sqlUInt(untilSec)}, 'UTC')${all ? '' : " AND run_id = ''"}
        GROUP BY entry_id ORDER BY toUnixTimestamp(any(effective_at)), entry_id`,
     );
     for (const row of rows) out.push(fromRow(row));
+  }
+  return out;
+}
+
+export interface CreditSnapshot {
+  customer: string;
+  unit: string;
+  asOfSec: number;
+  runId: string;
+  /** Entries posted at or after this were not the run's inputs. */
+  inputsBeforeSec: number;
+  balance: Decimal;
+  state: string;
+}
+
+export async function writeSnapshots(store: Store, snapshots: readonly CreditSnapshot[]): Promise<void> {
+  for (let i = 0; i < snapshots.length; i += insertRowsMax) {
+    const rows = snapshots.slice(i, i + insertRowsMax).map((s) => [s.customer, s.unit, tsvDateTime(s.asOfSec), s.runId, tsvDateTime(s.inputsBeforeSec), formatAmount(s.balance), s.state]);
+    await store.insert('credit_snapshots', creditSnapshotColumns, encodeTsv(rows));
+  }
+}
+
+/** Each account's latest snapshot as of `atOrBeforeSec` (one query per 10,000 customers), keyed `customer\u0000unit`. */
+export async function latestSnapshots(store: Store, customers: readonly string[], atOrBeforeSec: number): Promise<Map<string, CreditSnapshot>> {
+  const out = new Map<string, CreditSnapshot>();
+  for (let i = 0; i < customers.length; i += customersPerQuery) {
+    const rows = await store.query(
+      `SELECT customer, unit, toUnixTimestamp(max(as_of)), argMax(run_id, as_of), toUnixTimestamp(argMax(inputs_before, as_of)), argMax(balance, as_of), argMax(state, as_of)
+       FROM credit_snapshots
+       WHERE customer IN ${sqlStringList(customers.slice(i, i + customersPerQuery))} AND as_of <= toDateTime(${sqlUInt(atOrBeforeSec)}, 'UTC')
+       GROUP BY customer, unit`,
+    );
+    for (const [customer, unit, asOf, runId, inputsBefore, balance, state] of rows) {
+      out.set(`${customer}\u0000${unit}`, { customer: customer!, unit: unit!, asOfSec: Number(asOf), runId: runId!, inputsBeforeSec: Number(inputsBefore), balance: parseStoredDecimal(balance!), state: state! });
+    }
   }
   return out;
 }

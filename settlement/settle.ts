@@ -13,8 +13,8 @@ import { crashPoint } from '../shared/fault.js';
 import { formatAmount, money } from '../shared/money.js';
 import { sqlString, sqlUInt } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
-import { entriesBefore, entryId, entryIdsOfRun, writeEntries, type LedgerEntry } from './ledger.js';
-import { applyPosting, emptyState, type CreditState, type DrawDownPolicy } from './credit/blocks.js';
+import { entriesOf, entryId, entryIdsOfRun, latestSnapshots, writeEntries, writeSnapshots, type CreditSnapshot, type LedgerEntry } from './ledger.js';
+import { applyPosting, balanceOf, decodeState, emptyState, encodeState, type CreditState, type DrawDownPolicy } from './credit/blocks.js';
 import { settleWindow, type ExistingBlock, type UsageCharge } from './credit/timeline.js';
 import { grantSchedules } from './credit/schedule.js';
 import { costOf, matchRow, rowSignature, tierPeriodStartSec, versionAt } from './pricing.js';
@@ -232,6 +232,8 @@ export interface SettleRequest {
   /** Defaults to where the previous run ended. */
   fromSec?: number;
   nowSec?: number;
+  /** Called as each phase of the run ends (benchmarks and logs). */
+  onPhase?: (phase: string) => void;
 }
 
 /**
@@ -249,7 +251,7 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
   let resumed: SettlementReport | undefined;
   const interrupted = await interruptedRun(store);
   if (interrupted !== undefined) {
-    resumed = await executeRun(store, catalog, interrupted, nowSec);
+    resumed = await executeRun(store, catalog, interrupted, nowSec, request.onPhase);
     resumed.resumed = true;
   }
 
@@ -267,14 +269,14 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
     if (earlier === undefined) {
       throw new DrawdownError('request_invalid', `window overlaps time already settled (settled until ${new Date(cursor * 1000).toISOString()})`);
     }
-    return executeRun(store, catalog, earlier, nowSec);
+    return executeRun(store, catalog, earlier, nowSec, request.onPhase);
   }
   if (fromSec > cursor) throw new DrawdownError('request_invalid', `from may not leave a gap after the settled time (settled until ${new Date(cursor * 1000).toISOString()})`);
   // The snapshot is taken before the start is recorded, so the recorded run owns exactly it.
   const watermarks = Object.fromEntries([...(await readWatermarks(store))].map(([p, seq]) => [String(p), seq]));
   const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec, watermarks };
   await recordRun(store, run, nowSec, 'started', '');
-  return executeRun(store, catalog, run, nowSec);
+  return executeRun(store, catalog, run, nowSec, request.onPhase);
 }
 
 /** Replays one ledger entry onto a credit state. */
@@ -286,13 +288,78 @@ function replay(state: CreditState, e: LedgerEntry): void {
   applyPosting(state, { kind: e.kind, amount: e.amount, blockId: e.blockId, atMs: e.effectiveAtSec * 1000, note: '' }, opening);
 }
 
-async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number): Promise<SettlementReport> {
+/** Block openings first within a second: a debt repayment from a new block shares its second and may sort before it by id. */
+function replayOrder(a: LedgerEntry, b: LedgerEntry): number {
+  const opens = (e: LedgerEntry): number => (e.kind === 'grant' || e.kind === 'purchase' ? 0 : 1);
+  return a.effectiveAtSec - b.effectiveAtSec || opens(a) - opens(b) || (a.entryId < b.entryId ? -1 : a.entryId > b.entryId ? 1 : 0);
+}
+
+interface CreditInputs {
+  state: CreditState;
+  existing: ExistingBlock[];
+}
+
+/**
+ * Each account's credit state at the window start, and the blocks posted
+ * outside settlement (purchases) that take effect inside the window. Inputs
+ * are fixed so that a re-run computes the very same postings: entries
+ * effective before the window plus purchases effective inside it — only
+ * those posted before the run started (strictly: entries posted in the run's
+ * own first second may or may not have been visible to it).
+ *
+ * The state starts from the account's latest snapshot as of the window start
+ * (written by the last run that settled it), plus the purchases that
+ * snapshot's run did not see. An account without a snapshot (a ledger
+ * written before snapshots existed, or one never settled) is rebuilt by
+ * replaying its whole ledger. So a run reads O(accounts) rows, not the
+ * ledger's history.
+ */
+async function loadCreditInputs(store: Store, accounts: readonly string[], run: RunRecord): Promise<Map<string, CreditInputs>> {
+  const { fromSec, untilSec, startedAtSec } = run;
+  const customers = [...new Set(accounts.map((k) => k.slice(0, k.indexOf('\u0000'))))];
+  const snapshots = await latestSnapshots(store, customers, fromSec);
+  const replayAll = new Set(accounts.filter((k) => !snapshots.has(k)).map((k) => k.slice(0, k.indexOf('\u0000'))));
+  // Purchases of customers with snapshots; every entry of customers that need a full replay.
+  const outside = await entriesOf(store, customers.filter((c) => !replayAll.has(c)), untilSec, false);
+  const everything = replayAll.size === 0 ? [] : await entriesOf(store, [...replayAll], untilSec, true);
+  const byAccount = new Map<string, LedgerEntry[]>();
+  for (const e of [...outside, ...everything]) {
+    const key = `${e.customer}\u0000${e.unit}`;
+    const list = byAccount.get(key);
+    if (list) list.push(e);
+    else byAccount.set(key, [e]);
+  }
+  const out = new Map<string, CreditInputs>();
+  for (const key of accounts) {
+    const snapshot = snapshots.get(key);
+    const state = snapshot === undefined ? emptyState() : decodeState(snapshot.state);
+    const existing: ExistingBlock[] = [];
+    const list = (byAccount.get(key) ?? []).sort(replayOrder);
+    for (const e of list) {
+      if (e.postedAtSec >= startedAtSec) continue;
+      // Already in the snapshot: seen by its run (posted before it started) and effective before its window ended.
+      if (snapshot !== undefined && (e.runId !== '' || (e.effectiveAtSec < snapshot.asOfSec && e.postedAtSec < snapshot.inputsBeforeSec))) continue;
+      if (e.effectiveAtSec < fromSec) replay(state, e);
+      else if ((e.kind === 'purchase' || e.kind === 'grant') && e.runId === '' && e.blockId !== '') {
+        existing.push({ atMs: e.effectiveAtSec * 1000, id: e.blockId, source: e.kind, amount: e.amount, expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000 });
+      }
+    }
+    out.set(key, { state, existing });
+  }
+  return out;
+}
+
+async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number, onPhase: (phase: string) => void = () => {}): Promise<SettlementReport> {
   const { runId, fromSec, untilSec, startedAtSec } = run;
   const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
   const previous = await previousRun(store, fromSec);
   const excluding = previous && { untilSec: previous.untilSec, watermarks: previous.watermarks };
   const lines = await readSelectedUsage(store, catalog, { untilSec, watermarks: run.watermarks, excluding, lateBeforeSec: fromSec });
-  const { priced, unrated } = priceUsage(catalog, lines, await priorUsageFor(store, catalog, lines, excluding));
+  onPhase('read usage');
+  const prior = await priorUsageFor(store, catalog, lines, excluding);
+  onPhase('read prior usage');
+  const { priced, unrated } = priceUsage(catalog, lines, prior);
+  onPhase('price');
   const customerReport = (customer: string): CustomerReport => (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [], overLimit: {} });
 
   // Usage per (customer, credit unit): each is drawn down from that customer's blocks in that unit.
@@ -319,22 +386,15 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   // Inputs are fixed so that a re-run computes the very same postings: entries
   // effective before the window, plus blocks posted outside settlement
   // (purchases) effective inside it — only those posted before the run started.
-  const customers = [...new Set([...byAccount.keys()].map((k) => k.split('\u0000')[0]!))].sort();
-  const history = await entriesBefore(store, customers, untilSec);
+  const accounts = [...byAccount.keys()].sort();
+  const inputs = await loadCreditInputs(store, accounts, run);
+  onPhase('load credit state');
   const entries: LedgerEntry[] = [];
-  for (const [key, charges] of [...byAccount].sort(([a], [b]) => (a < b ? -1 : 1))) {
+  const snapshots: CreditSnapshot[] = [];
+  for (const key of accounts) {
+    const charges = byAccount.get(key)!;
     const [customer, unit] = key.split('\u0000') as [string, string];
-    const state = emptyState();
-    const existing: ExistingBlock[] = [];
-    for (const e of history) {
-      // Strictly before: entries posted in the run's own first second may or may not
-      // have been visible to it, so none of them are inputs.
-      if (e.customer !== customer || e.unit !== unit || e.postedAtSec >= startedAtSec) continue;
-      if (e.effectiveAtSec < fromSec) replay(state, e);
-      else if ((e.kind === 'purchase' || e.kind === 'grant') && e.runId === '' && e.blockId !== '') {
-        existing.push({ atMs: e.effectiveAtSec * 1000, id: e.blockId, source: e.kind, amount: e.amount, expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000 });
-      }
-    }
+    const { state, existing } = inputs.get(key) ?? { state: emptyState(), existing: [] };
     const creditUnit = catalog.creditUnits.get(unit);
     // A line is drawn down at its first minute of usage: blocks opened later in
     // the window (a purchase mid-window) do not cover it, blocks that expire
@@ -382,16 +442,23 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
         expiresAtSec: posting.kind === 'grant' ? Math.floor((state.blocks.get(posting.blockId)?.expiresAtMs ?? 0) / 1000) : 0,
       });
     });
+    snapshots.push({ customer, unit, asOfSec: untilSec, runId, inputsBeforeSec: startedAtSec, balance: balanceOf(state), state: encodeState(state) });
   }
 
+  onPhase('settle accounts');
   const already = await entryIdsOfRun(store, runId);
   const fresh = entries.filter((e) => !already.has(e.entryId));
   await writeEntries(store, fresh);
   crashPoint('settle-after-ledger');
+  onPhase('write ledger');
+  // Before completion: a crash here re-runs the window, which writes the same snapshots again.
+  await writeSnapshots(store, snapshots);
+  onPhase('write snapshots');
   report.entriesPosted = fresh.length;
   report.entriesAlreadyPosted = entries.length - fresh.length;
   // Recorded last: until this row exists the run counts as interrupted and
   // the next call finishes exactly this window.
   await recordRun(store, run, nowSec, 'completed', JSON.stringify(reportJson(report)));
+  onPhase('record run');
   return report;
 }

@@ -199,3 +199,26 @@ export function drawDown(state: CreditState, cost: Decimal, atMs: number, policy
   }
   return result;
 }
+
+/**
+ * A state as text, for the snapshot settlement writes with every run
+ * (settlement/README.md): debt and the blocks that still hold credits.
+ * Blocks used up or expired are left out — nothing can post to them again,
+ * and a grant period is issued only inside the window that contains its start.
+ */
+export function encodeState(state: CreditState): string {
+  const blocks: (string | number | null)[][] = [];
+  for (const b of state.blocks.values()) {
+    if (b.remaining.gt(0)) blocks.push([b.id, b.source === 'grant' ? 0 : 1, formatAmount(b.amount), formatAmount(b.remaining), b.createdAtMs, b.expiresAtMs ?? null]);
+  }
+  return JSON.stringify([formatAmount(state.debt), blocks]);
+}
+
+export function decodeState(text: string): CreditState {
+  const [debt, blocks] = JSON.parse(text) as [string, [string, 0 | 1, string, string, number, number | null][]];
+  const state: CreditState = { blocks: new Map(), debt: money(debt) };
+  for (const [id, source, amount, remaining, createdAtMs, expiresAtMs] of blocks) {
+    state.blocks.set(id, { id, source: source === 0 ? 'grant' : 'purchase', amount: money(amount), remaining: money(remaining), createdAtMs, expiresAtMs: expiresAtMs ?? undefined });
+  }
+  return state;
+}

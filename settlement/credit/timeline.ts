@@ -91,9 +91,14 @@ export function settleWindow(
   // Every instant in [from, until) at which something happens.
   const instants = new Set<number>();
   for (const grant of grants) {
-    const first = periodStart(grant.anchorMs, grant.frequency, periodAt(grant.anchorMs, grant.frequency, fromMs).index);
-    if (first >= fromMs && first < untilMs) instants.add(first);
-    for (const b of boundariesIn(grant.anchorMs, grant.frequency, fromMs, untilMs - 1)) instants.add(b);
+    // Only the grant's active time matters (and its end, where a capped rollover
+    // happens): a first window from the epoch must not walk every month since 1970.
+    const lo = Math.max(fromMs, grant.activeFromMs);
+    const hi = Math.min(untilMs - 1, grant.activeUntilMs ?? Number.POSITIVE_INFINITY);
+    if (lo > hi) continue;
+    const first = periodStart(grant.anchorMs, grant.frequency, periodAt(grant.anchorMs, grant.frequency, lo).index);
+    if (first === lo) instants.add(first);
+    for (const b of boundariesIn(grant.anchorMs, grant.frequency, lo, hi)) instants.add(b);
   }
   for (const block of state.blocks.values()) if (block.expiresAtMs !== undefined && block.expiresAtMs >= fromMs && block.expiresAtMs < untilMs) instants.add(block.expiresAtMs);
   for (const charge of usage) {

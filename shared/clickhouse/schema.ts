@@ -55,6 +55,24 @@ export const tables = {
    * completed window_until; a started run without completion is finished,
    * with its exact window, before any new one (docs/exactly-once.md).
    */
+  /**
+   * Each (customer, credit unit)'s credit state as a settlement run leaves it
+   * (`as_of` = the run's window end): the run's inputs were the entries
+   * effective before its window and posted before `inputs_before`, plus its
+   * own postings. The next run starts from here instead of replaying the
+   * ledger. `balance` = the state's balance, which equals the sum of the
+   * account's entries at that point.
+   */
+  creditSnapshots: `CREATE TABLE IF NOT EXISTS credit_snapshots (
+    customer String,
+    unit String,
+    as_of DateTime('UTC'),
+    run_id String,
+    inputs_before DateTime('UTC'),
+    balance Decimal(38, 9),
+    state String
+  ) ENGINE = ReplacingMergeTree ORDER BY (customer, unit, as_of)`,
+
   settlementRuns: `CREATE TABLE IF NOT EXISTS settlement_runs (
     run_id String,
     window_from DateTime('UTC'),
@@ -131,6 +149,8 @@ export const ledgerColumns = [
   'block_id',
   'expires_at',
 ] as const;
+
+export const creditSnapshotColumns = ['customer', 'unit', 'as_of', 'run_id', 'inputs_before', 'balance', 'state'] as const;
 
 export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'recorded_at', 'report', 'status', 'watermarks'] as const;
 
