@@ -9,7 +9,7 @@ import { meterDefinitions } from '../shared/catalog.js';
 import { readCatalogFile } from '../settlement/catalog/source.js';
 import { routeBatch, routeScanned } from '../ingest/route.js';
 import { arrayElementOffsets, scanValidBatch } from '../ingest/msgpack-split.js';
-import { Aggregator } from '../rater/aggregate.js';
+import { Aggregator, ScannedAggregator, ScannedEvents, scanBatch } from '../rater/aggregate.js';
 import { hashEventId } from '../rater/dedupe/id-hash.js';
 import { flushPayload } from '../rater/flush.js';
 import { join } from 'node:path';
@@ -76,3 +76,10 @@ const rows = (() => {
   return a.drain();
 })();
 time(`flushPayload (${rows.length} rows per ${events} events)`, () => flushPayload(rows, 0, 1, 1_700_000_000));
+const scanned = new ScannedEvents();
+time('rater worker fast path (scan+hash+agg)', (b) => {
+  if (!scanBatch(b, meters, scanned, true)) throw new Error('fast path refused the bench batch');
+  const sums = new ScannedAggregator();
+  for (let i = 0; i < scanned.count; i++) sums.add(scanned, i);
+  return sums.drain();
+});

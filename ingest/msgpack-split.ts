@@ -14,7 +14,25 @@
 import type { MeterDefinitions } from '../shared/catalog.js';
 import { DrawdownError } from '../shared/errors.js';
 import { eventLimits, type TimestampWindow } from '../shared/event.js';
-import { parseQuantity, quantityIntegerDigitsMax, quantityScale } from '../shared/quantity.js';
+import { parseQuantity } from '../shared/quantity.js';
+import {
+  asciiBytes,
+  bytesEqual,
+  customerByte,
+  decimalTextOk,
+  F_CUSTOMER,
+  F_ID,
+  F_METER,
+  F_QUANTITY,
+  F_TIMESTAMP,
+  fieldOf,
+  hostileKeyBytes,
+  isAscii,
+  numberAt,
+  requiredFields,
+  scanCursor,
+  strAt,
+} from '../shared/batch.js';
 
 /** msgpackr's record-definition extension: bodies using it are re-encoded, not sliced (see route.ts). */
 export const msgpackrRecordExtension = 0x72;
@@ -182,47 +200,6 @@ export function arrayHeader(count: number): Uint8Array {
  * the fast path can be stricter than the rules, never looser.
  */
 
-const F_ID = 1;
-const F_CUSTOMER = 2;
-const F_METER = 4;
-const F_QUANTITY = 8;
-const F_TIMESTAMP = 16;
-const F_DIMENSIONS = 32;
-const requiredFields = F_ID | F_CUSTOMER | F_METER | F_TIMESTAMP;
-
-/** Bytes allowed in a customer id: [A-Za-z0-9._:@-] (shared/event.ts customerPattern). */
-const customerByte = new Uint8Array(128);
-for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-') customerByte[c.charCodeAt(0)] = 1;
-
-const asciiBytes = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
-const hostileKeyBytes = ['__proto__', '__proto_', 'constructor', 'prototype'].map(asciiBytes);
-
-function bytesEqual(b: Uint8Array, at: number, length: number, expected: Uint8Array): boolean {
-  if (length !== expected.length) return false;
-  for (let i = 0; i < length; i++) if (b[at + i] !== expected[i]) return false;
-  return true;
-}
-
-function isAscii(b: Uint8Array, at: number, length: number): boolean {
-  for (let i = 0; i < length; i++) if (b[at + i]! >= 0x80) return false;
-  return true;
-}
-
-// Event field names, compared by length first.
-const fieldNames: [Uint8Array, number][] = [
-  [asciiBytes('id'), F_ID],
-  [asciiBytes('customer'), F_CUSTOMER],
-  [asciiBytes('meter'), F_METER],
-  [asciiBytes('quantity'), F_QUANTITY],
-  [asciiBytes('timestamp'), F_TIMESTAMP],
-  [asciiBytes('dimensions'), F_DIMENSIONS],
-];
-
-function fieldOf(b: Uint8Array, at: number, length: number): number {
-  for (const [name, flag] of fieldNames) if (bytesEqual(b, at, length, name)) return flag;
-  return 0;
-}
-
 /** Defined meters' keys as bytes, rebuilt whenever the (live, mutable) definitions change. */
 let meterCache: { source: MeterDefinitions; signature: string; keys: Uint8Array[] } | undefined;
 
@@ -244,118 +221,6 @@ export interface ScannedBatch {
   partitionOf: Uint16Array;
   /** Every event maps to partitionOf[0]. */
   single: boolean;
-}
-
-// Where the last string read by strAt() starts; set alongside its return value.
-let strStart = 0;
-
-/** Length of the string at `pos` (any str format), with strStart set; -1 if it is not a string. */
-function strAt(b: Uint8Array, view: DataView, pos: number, end: number): number {
-  const t = b[pos]!;
-  let length: number;
-  if (t >= 0xa0 && t <= 0xbf) {
-    length = t & 0x1f;
-    strStart = pos + 1;
-  } else if (t === 0xd9) {
-    if (pos + 2 > end) return -1;
-    length = b[pos + 1]!;
-    strStart = pos + 2;
-  } else if (t === 0xda) {
-    if (pos + 3 > end) return -1;
-    length = view.getUint16(pos + 1);
-    strStart = pos + 3;
-  } else return -1;
-  return strStart + length > end ? -1 : length;
-}
-
-// Where the number read by a numberAt() ends; set alongside its return value.
-let numberEnd = 0;
-
-/**
- * A non-negative integer or float64 at `pos`, as msgpackr decodes it, with
- * numberEnd set; NaN for anything else (negative integers, float32, 64-bit
- * integers beyond 2^53, non-numbers), which the fast path does not take.
- */
-function numberAt(b: Uint8Array, view: DataView, pos: number, end: number): number {
-  const t = b[pos]!;
-  if (t <= 0x7f) {
-    numberEnd = pos + 1;
-    return t;
-  }
-  let size: number;
-  switch (t) {
-    case 0xcc:
-    case 0xd0:
-      size = 1;
-      break;
-    case 0xcd:
-    case 0xd1:
-      size = 2;
-      break;
-    case 0xce:
-    case 0xd2:
-      size = 4;
-      break;
-    case 0xcb:
-    case 0xcf:
-    case 0xd3:
-      size = 8;
-      break;
-    default:
-      return NaN;
-  }
-  if (pos + 1 + size > end) return NaN;
-  numberEnd = pos + 1 + size;
-  const at = pos + 1;
-  switch (t) {
-    case 0xcc:
-      return b[at]!;
-    case 0xcd:
-      return view.getUint16(at);
-    case 0xce:
-      return view.getUint32(at);
-    case 0xd0: {
-      const v = view.getInt8(at);
-      return v < 0 ? NaN : v;
-    }
-    case 0xd1: {
-      const v = view.getInt16(at);
-      return v < 0 ? NaN : v;
-    }
-    case 0xd2: {
-      const v = view.getInt32(at);
-      return v < 0 ? NaN : v;
-    }
-    case 0xcb:
-      return view.getFloat64(at);
-    default: {
-      // uint64 / int64: exact as a number only below 2^53 (msgpackr 'auto' gives a bigint beyond).
-      const high = view.getUint32(at);
-      if (high >= 0x200000) return NaN;
-      return high * 0x100000000 + view.getUint32(at + 4);
-    }
-  }
-}
-
-/** A quantity string the rules accept: digits[.digits], ≤ 18 significant integer digits, ≤ 9 fraction digits after trailing zeros. */
-function decimalTextOk(b: Uint8Array, at: number, length: number): boolean {
-  const end = at + length;
-  let i = at;
-  while (i < end && b[i]! >= 0x30 && b[i]! <= 0x39) i++;
-  const integerEnd = i;
-  if (integerEnd === at) return false;
-  let first = at;
-  while (first < integerEnd - 1 && b[first] === 0x30) first++;
-  if (integerEnd - first > quantityIntegerDigitsMax) return false;
-  if (i === end) return true;
-  if (b[i] !== 0x2e) return false;
-  i++;
-  const fractionStart = i;
-  while (i < end && b[i]! >= 0x30 && b[i]! <= 0x39) i++;
-  if (i !== end || i === fractionStart) return false;
-  let last = end;
-  while (last > fractionStart && b[last - 1] === 0x30) last--;
-  return last - fractionStart <= quantityScale;
 }
 
 export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: TimestampWindow, eventsMax: number, partitions: number): ScannedBatch | undefined {
@@ -411,20 +276,20 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
       switch (field) {
         case F_ID: {
           const length = strAt(b, view, pos, end);
-          if (length < 1 || length > eventLimits.idLengthMax || !isAscii(b, strStart, length)) return undefined;
-          pos = strStart + length;
+          if (length < 1 || length > eventLimits.idLengthMax || !isAscii(b, scanCursor.strStart, length)) return undefined;
+          pos = scanCursor.strStart + length;
           break;
         }
         case F_CUSTOMER: {
           const length = strAt(b, view, pos, end);
           if (length < 1 || length > eventLimits.customerLengthMax) return undefined;
-          for (let at = strStart; at < strStart + length; at++) {
+          for (let at = scanCursor.strStart; at < scanCursor.strStart + length; at++) {
             const c = b[at]!;
             if (c >= 0x80 || customerByte[c] === 0) return undefined;
             // FNV-1a over the id's code units (ASCII: its bytes), as partitionOfCustomer.
             hash = Math.imul(hash ^ c, 0x01000193);
           }
-          pos = strStart + length;
+          pos = scanCursor.strStart + length;
           break;
         }
         case F_METER: {
@@ -432,33 +297,33 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
           if (length < 0) return undefined;
           let known = false;
           for (const key of keys) {
-            if (bytesEqual(b, strStart, length, key)) {
+            if (bytesEqual(b, scanCursor.strStart, length, key)) {
               known = true;
               break;
             }
           }
           if (!known) return undefined;
-          pos = strStart + length;
+          pos = scanCursor.strStart + length;
           break;
         }
         case F_QUANTITY: {
           const length = strAt(b, view, pos, end);
           if (length >= 0) {
-            if (!decimalTextOk(b, strStart, length)) return undefined;
-            pos = strStart + length;
+            if (!decimalTextOk(b, scanCursor.strStart, length)) return undefined;
+            pos = scanCursor.strStart + length;
             break;
           }
           const value = numberAt(b, view, pos, end);
           if (Number.isNaN(value)) return undefined;
           // Integers below 2^53 always pass; a float64 takes the rules' own parser.
           if (b[pos] === 0xcb && !parseQuantity(value).ok) return undefined;
-          pos = numberEnd;
+          pos = scanCursor.numberEnd;
           break;
         }
         case F_TIMESTAMP: {
           const value = numberAt(b, view, pos, end);
           if (!Number.isSafeInteger(value) || value < oldestMs || value > newestMs) return undefined;
-          pos = numberEnd;
+          pos = scanCursor.numberEnd;
           break;
         }
         default: {
@@ -476,13 +341,13 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
           for (let d = 0; d < entries; d++) {
             if (pos >= end) return undefined;
             const keyLength = strAt(b, view, pos, end);
-            if (keyLength < 0 || keyLength > eventLimits.dimensionKeyLengthMax || !isAscii(b, strStart, keyLength)) return undefined;
-            for (const hostile of hostileKeyBytes) if (bytesEqual(b, strStart, keyLength, hostile)) return undefined;
-            pos = strStart + keyLength;
+            if (keyLength < 0 || keyLength > eventLimits.dimensionKeyLengthMax || !isAscii(b, scanCursor.strStart, keyLength)) return undefined;
+            for (const hostile of hostileKeyBytes) if (bytesEqual(b, scanCursor.strStart, keyLength, hostile)) return undefined;
+            pos = scanCursor.strStart + keyLength;
             if (pos >= end) return undefined;
             const valueLength = strAt(b, view, pos, end);
-            if (valueLength < 0 || valueLength > eventLimits.dimensionValueLengthMax || !isAscii(b, strStart, valueLength)) return undefined;
-            pos = strStart + valueLength;
+            if (valueLength < 0 || valueLength > eventLimits.dimensionValueLengthMax || !isAscii(b, scanCursor.strStart, valueLength)) return undefined;
+            pos = scanCursor.strStart + valueLength;
           }
         }
       }

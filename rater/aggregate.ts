@@ -4,7 +4,9 @@
  * one flush. Quantities are scaled bigints, so sums are exact.
  */
 import type { Aggregation, MeterDefinitions } from '../shared/catalog.js';
-import type { UsageEvent } from '../shared/event.js';
+import { eventLimits, type UsageEvent } from '../shared/event.js';
+import { parseQuantity } from '../shared/quantity.js';
+import { asciiBytes, bytesEqual, customerByte, decimalTextOk, F_CUSTOMER, F_ID, F_METER, F_QUANTITY, F_TIMESTAMP, fieldOf, hostileKeyBytes, isAscii, numberAt, requiredFields, scanCursor, strAt } from '../shared/batch.js';
 
 /** [customer, meter, dimensions, minute (epoch s), quantity × 10^9, events] — structured-clone friendly. */
 export type AggregateRow = [customer: string, meter: string, dimensions: string, minuteSec: number, scaled: bigint, events: number];
@@ -53,6 +55,431 @@ export class Aggregator {
   /** Returns the rows and empties the aggregator. */
   drain(): AggregateRow[] {
     const rows = [...this.#rows.values()];
+    this.#rows.clear();
+    return rows;
+  }
+}
+
+/*
+ * The workers' fast path: a MessagePack batch scanned straight from its
+ * bytes into per-event fields (no event objects, no bigint per event), for
+ * the common shapes the gateway's fast path also takes. scanBatch answers
+ * false for anything else — and the worker then decodes and validates the
+ * message the full way — so both paths count exactly the same events.
+ */
+
+const hashSeed = 0x9747b28c;
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** A meter as the byte scanner needs it: key bytes, and declared dimensions sorted as the canonical JSON orders them. */
+interface ScanMeter {
+  key: string;
+  bytes: Uint8Array;
+  aggregation: Aggregation;
+  /** Declared dimension names, sorted; with their bytes and JSON-quoted forms. */
+  dimensions: { name: string; bytes: Uint8Array; json: string }[];
+}
+
+let scanMetersCache: { source: MeterDefinitions; meters: ScanMeter[] } | undefined;
+
+function scanMeters(meters: MeterDefinitions): ScanMeter[] {
+  if (scanMetersCache?.source === meters) return scanMetersCache.meters;
+  const list: ScanMeter[] = [];
+  for (const key of Object.keys(meters)) {
+    if (!/^[\x00-\x7f]*$/.test(key)) continue; // never matched: such events take the full path
+    const definition = meters[key]!;
+    const dimensions = [...definition.dimensions]
+      .filter((d) => /^[\x00-\x7f]*$/.test(d))
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+      .map((name) => ({ name, bytes: asciiBytes(name), json: JSON.stringify(name) }));
+    // A declared dimension with non-ASCII characters could be present under a key we do not match: leave such meters to the full path.
+    if (dimensions.length !== definition.dimensions.length) continue;
+    list.push({ key, bytes: asciiBytes(key), aggregation: definition.aggregation, dimensions });
+  }
+  scanMetersCache = { source: meters, meters: list };
+  return list;
+}
+
+/** One message's events as scanned; arrays grow to the largest message seen. */
+export class ScannedEvents {
+  count = 0;
+  customers: string[] = [];
+  meters: ScanMeter[] = [];
+  dimensions: string[] = [];
+  minutes = new Float64Array(1024);
+  /** Quantity = units + nanos / 10^9, both exact integers (units < 2^53, nanos < 10^9). */
+  units = new Float64Array(1024);
+  nanos = new Float64Array(1024);
+  /** hashEventId's 96-bit fingerprints, 3 words per event. */
+  ids = new Uint32Array(3 * 1024);
+  /** Byte ranges of each event's id and customer, for hashing. */
+  idAt = new Uint32Array(4 * 1024);
+
+  reserve(count: number): void {
+    if (this.minutes.length >= count) return;
+    const size = Math.max(count, 2 * this.minutes.length);
+    this.minutes = new Float64Array(size);
+    this.units = new Float64Array(size);
+    this.nanos = new Float64Array(size);
+    this.ids = new Uint32Array(3 * size);
+    this.idAt = new Uint32Array(4 * size);
+  }
+}
+
+// Scratch for one event's dimensions: byte ranges of up to 16 (key, value) pairs.
+const dimensionRanges = new Uint32Array(4 * 16);
+// Code units of `customer \0 id` for hashing: at most 128 + 1 + 128, plus a zero pad.
+const hashUnits = new Uint16Array(260);
+const hashWords = new Uint32Array(hashUnits.buffer);
+
+function rotl(x: number, r: number): number {
+  return (x << r) | (x >>> (32 - r));
+}
+
+function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+/**
+ * rater/dedupe/id-hash.ts hashEventId for an ASCII customer and id read from
+ * bytes: the same MurmurHash3 x86_128 over the same code units (little-endian
+ * words of two code units), without making either string.
+ */
+export function hashEventIdBytes(b: Uint8Array, customerAt: number, customerLength: number, idAt: number, idLength: number, out: Uint32Array, at: number): void {
+  const units = customerLength + 1 + idLength;
+  for (let i = 0; i < customerLength; i++) hashUnits[i] = b[customerAt + i]!;
+  hashUnits[customerLength] = 0;
+  for (let i = 0; i < idLength; i++) hashUnits[customerLength + 1 + i] = b[idAt + i]!;
+  hashUnits[units] = 0;
+  const words = (units + 1) >> 1;
+  const c1 = 0x239b961b;
+  const c2 = 0xab0e9789;
+  const c3 = 0x38b34ae5;
+  const c4 = 0xa1e38b93;
+  let h1 = hashSeed;
+  let h2 = hashSeed;
+  let h3 = hashSeed;
+  let h4 = hashSeed;
+  const blocks = words >> 2;
+  for (let w = 0; w < blocks << 2; w += 4) {
+    let k1 = hashWords[w]!;
+    let k2 = hashWords[w + 1]!;
+    let k3 = hashWords[w + 2]!;
+    let k4 = hashWords[w + 3]!;
+    k1 = Math.imul(rotl(Math.imul(k1, c1), 15), c2);
+    h1 ^= k1;
+    h1 = (Math.imul((rotl(h1, 19) + h2) | 0, 5) + 0x561ccd1b) | 0;
+    k2 = Math.imul(rotl(Math.imul(k2, c2), 16), c3);
+    h2 ^= k2;
+    h2 = (Math.imul((rotl(h2, 17) + h3) | 0, 5) + 0x0bcaa747) | 0;
+    k3 = Math.imul(rotl(Math.imul(k3, c3), 17), c4);
+    h3 ^= k3;
+    h3 = (Math.imul((rotl(h3, 15) + h4) | 0, 5) + 0x96cd1c35) | 0;
+    k4 = Math.imul(rotl(Math.imul(k4, c4), 18), c1);
+    h4 ^= k4;
+    h4 = (Math.imul((rotl(h4, 13) + h1) | 0, 5) + 0x32ac3b17) | 0;
+  }
+  const tail = blocks << 2;
+  const rest = words - tail;
+  if (rest >= 3) h3 ^= Math.imul(rotl(Math.imul(hashWords[tail + 2]!, c3), 17), c4);
+  if (rest >= 2) h2 ^= Math.imul(rotl(Math.imul(hashWords[tail + 1]!, c2), 16), c3);
+  if (rest >= 1) h1 ^= Math.imul(rotl(Math.imul(hashWords[tail]!, c1), 15), c2);
+  const bytes = units * 2;
+  h1 ^= bytes;
+  h2 ^= bytes;
+  h3 ^= bytes;
+  h4 ^= bytes;
+  h1 = (h1 + h2 + h3 + h4) | 0;
+  h2 = (h2 + h1) | 0;
+  h3 = (h3 + h1) | 0;
+  h4 = (h4 + h1) | 0;
+  h1 = fmix(h1);
+  h2 = fmix(h2);
+  h3 = fmix(h3);
+  h4 = fmix(h4);
+  h1 = (h1 + h2 + h3 + h4) | 0;
+  h2 = (h2 + h1) | 0;
+  h3 = (h3 + h1) | 0;
+  out[at] = h1 | 1;
+  out[at + 1] = h2;
+  out[at + 2] = h3;
+}
+
+// Buffer's own latin1 decoder without toString's argument checks (ASCII was checked: latin1 = UTF-8 here).
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Buffer, start: number, end: number): string }).latin1Slice;
+function latin1(b: Buffer, start: number, end: number): string {
+  return latin1Slice.call(b, start, end);
+}
+
+/** Integer digits the fast path keeps in a double exactly (10^15 < 2^53); longer quantities take the full path. */
+const unitsDigitsMax = 15;
+
+/**
+ * Scans one message into `out`. True when every event is valid and of a
+ * shape the fast path takes; false means "use the full path" (nothing in
+ * `out` may then be used). `b` must be a Buffer (for latin1 strings).
+ */
+export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvents, withIds: boolean): boolean {
+  if (!littleEndian) return false;
+  const end = b.length;
+  if (end < 1) return false;
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const head = b[0]!;
+  let pos: number;
+  let count: number;
+  if (head >= 0x90 && head <= 0x9f) {
+    count = head & 0x0f;
+    pos = 1;
+  } else if (head === 0xdc && end >= 3) {
+    count = view.getUint16(1);
+    pos = 3;
+  } else if (head === 0xdd && end >= 5) {
+    count = view.getUint32(1);
+    pos = 5;
+  } else return false;
+  if (count > end - pos) return false;
+  out.reserve(count);
+  const table = scanMeters(meters);
+  const { customers, dimensions, minutes, units, nanos, idAt } = out;
+  const meterOf = out.meters;
+  for (let i = 0; i < count; i++) {
+    if (pos >= end) return false;
+    const mapType = b[pos]!;
+    let fields: number;
+    if (mapType >= 0x81 && mapType <= 0x86) {
+      fields = mapType & 0x0f;
+      pos++;
+    } else if (mapType === 0xde && pos + 3 <= end) {
+      fields = view.getUint16(pos + 1);
+      if (fields < 1 || fields > 6) return false;
+      pos += 3;
+    } else return false;
+    let seen = 0;
+    let meter: ScanMeter | undefined;
+    let dimensionPairs = 0;
+    units[i] = 1;
+    nanos[i] = 0;
+    for (let f = 0; f < fields; f++) {
+      if (pos >= end) return false;
+      const keyType = b[pos]!;
+      if (keyType < 0xa0 || keyType > 0xbf) return false;
+      const keyLength = keyType & 0x1f;
+      if (pos + 1 + keyLength >= end) return false;
+      const field = fieldOf(b, pos + 1, keyLength);
+      if (field === 0 || (seen & field) !== 0) return false;
+      seen |= field;
+      pos += 1 + keyLength;
+      switch (field) {
+        case F_ID: {
+          const length = strAt(b, view, pos, end);
+          if (length < 1 || length > eventLimits.idLengthMax || !isAscii(b, scanCursor.strStart, length)) return false;
+          idAt[4 * i] = scanCursor.strStart;
+          idAt[4 * i + 1] = length;
+          pos = scanCursor.strStart + length;
+          break;
+        }
+        case F_CUSTOMER: {
+          const length = strAt(b, view, pos, end);
+          if (length < 1 || length > eventLimits.customerLengthMax) return false;
+          const start = scanCursor.strStart;
+          for (let at = start; at < start + length; at++) {
+            const c = b[at]!;
+            if (c >= 0x80 || customerByte[c] === 0) return false;
+          }
+          customers[i] = latin1(b, start, start + length);
+          idAt[4 * i + 2] = start;
+          idAt[4 * i + 3] = length;
+          pos = start + length;
+          break;
+        }
+        case F_METER: {
+          const length = strAt(b, view, pos, end);
+          if (length < 0) return false;
+          for (const candidate of table) {
+            if (bytesEqual(b, scanCursor.strStart, length, candidate.bytes)) {
+              meter = candidate;
+              break;
+            }
+          }
+          if (meter === undefined) return false;
+          pos = scanCursor.strStart + length;
+          break;
+        }
+        case F_QUANTITY: {
+          const length = strAt(b, view, pos, end);
+          if (length >= 0) {
+            const start = scanCursor.strStart;
+            if (!decimalTextOk(b, start, length)) return false;
+            let at = start;
+            const stop = start + length;
+            while (at < stop - 1 && b[at] === 0x30 && b[at + 1] !== 0x2e) at++;
+            let whole = 0;
+            let digits = 0;
+            for (; at < stop && b[at] !== 0x2e; at++, digits++) whole = whole * 10 + (b[at]! - 0x30);
+            if (digits > unitsDigitsMax) return false;
+            let fraction = 0;
+            let scale = 100_000_000;
+            for (at++; at < stop && scale >= 1; at++, scale /= 10) fraction += (b[at]! - 0x30) * scale;
+            units[i] = whole;
+            nanos[i] = fraction;
+            pos = stop;
+            break;
+          }
+          const value = numberAt(b, view, pos, end);
+          if (Number.isNaN(value)) return false;
+          if (b[pos] === 0xcb) {
+            // A double takes the rules' own parser (shortest round-trip text), then splits exactly.
+            const parsed = parseQuantity(value);
+            if (!parsed.ok || parsed.scaled >= 10n ** BigInt(unitsDigitsMax + quantityScaleDigits)) return false;
+            units[i] = Number(parsed.scaled / nanosPerUnit);
+            nanos[i] = Number(parsed.scaled % nanosPerUnit);
+          } else {
+            // Integers from 10^15 up would break ScannedAggregator's exactness bound: full path.
+            if (value >= 1e15) return false;
+            units[i] = value;
+          }
+          pos = scanCursor.numberEnd;
+          break;
+        }
+        case F_TIMESTAMP: {
+          const value = numberAt(b, view, pos, end);
+          if (!Number.isSafeInteger(value) || value < 0) return false;
+          minutes[i] = Math.floor(value / 60_000) * 60;
+          pos = scanCursor.numberEnd;
+          break;
+        }
+        default: {
+          const t = b[pos]!;
+          let entries: number;
+          if (t >= 0x80 && t <= 0x8f) {
+            entries = t & 0x0f;
+            pos++;
+          } else if (t === 0xde && pos + 3 <= end) {
+            entries = view.getUint16(pos + 1);
+            pos += 3;
+          } else return false;
+          if (entries > eventLimits.dimensionKeysMax) return false;
+          for (let d = 0; d < entries; d++) {
+            if (pos >= end) return false;
+            const keyLength = strAt(b, view, pos, end);
+            const keyStart = scanCursor.strStart;
+            if (keyLength < 0 || keyLength > eventLimits.dimensionKeyLengthMax || !isAscii(b, keyStart, keyLength)) return false;
+            for (const hostile of hostileKeyBytes) if (bytesEqual(b, keyStart, keyLength, hostile)) return false;
+            pos = keyStart + keyLength;
+            if (pos >= end) return false;
+            const valueLength = strAt(b, view, pos, end);
+            const valueStart = scanCursor.strStart;
+            if (valueLength < 0 || valueLength > eventLimits.dimensionValueLengthMax) return false;
+            // Values go into the canonical JSON as they are: only those JSON.stringify leaves unescaped.
+            for (let at = valueStart; at < valueStart + valueLength; at++) {
+              const c = b[at]!;
+              if (c >= 0x80 || c < 0x20 || c === 0x22 || c === 0x5c) return false;
+            }
+            dimensionRanges[4 * dimensionPairs] = keyStart;
+            dimensionRanges[4 * dimensionPairs + 1] = keyLength;
+            dimensionRanges[4 * dimensionPairs + 2] = valueStart;
+            dimensionRanges[4 * dimensionPairs + 3] = valueLength;
+            dimensionPairs++;
+            pos = valueStart + valueLength;
+          }
+        }
+      }
+    }
+    if ((seen & requiredFields) !== requiredFields || meter === undefined) return false;
+    if (meter.aggregation === 'max') return false; // kept on the full path: rare, and compares rather than sums
+    // Canonical dimensions: the declared ones present, sorted by name, as JSON.
+    let canonical = '{}';
+    if (dimensionPairs > 0 && meter.dimensions.length > 0) {
+      let text = '';
+      for (const declared of meter.dimensions) {
+        let found = -1;
+        for (let d = 0; d < dimensionPairs; d++) {
+          if (bytesEqual(b, dimensionRanges[4 * d]!, dimensionRanges[4 * d + 1]!, declared.bytes)) {
+            // A repeated key would mean "last one wins" in the full path's decoder: leave it to that path.
+            if (found !== -1) return false;
+            found = d;
+          }
+        }
+        if (found === -1) continue;
+        const valueStart = dimensionRanges[4 * found + 2]!;
+        text += `${text === '' ? '{' : ','}${declared.json}:"${latin1(b, valueStart, valueStart + dimensionRanges[4 * found + 3]!)}"`;
+      }
+      if (text !== '') canonical = `${text}}`;
+    }
+    dimensions[i] = canonical;
+    meterOf[i] = meter;
+    if (meter.aggregation === 'count') {
+      units[i] = 1;
+      nanos[i] = 0;
+    }
+  }
+  if (pos !== end) return false;
+  if (withIds) {
+    for (let i = 0; i < count; i++) hashEventIdBytes(b, idAt[4 * i + 2]!, idAt[4 * i + 3]!, idAt[4 * i]!, idAt[4 * i + 1]!, out.ids, 3 * i);
+  }
+  out.count = count;
+  return true;
+}
+
+const nanosPerUnit = 1_000_000_000n;
+const quantityScaleDigits = 9;
+const unitsSafeMax = Number.MAX_SAFE_INTEGER - 1e15;
+
+interface SumRow {
+  customer: string;
+  meter: string;
+  dimensions: string;
+  minuteSec: number;
+  units: number;
+  nanos: number;
+  /** Whole units moved out of `units` before it could lose exactness. */
+  carried: bigint;
+  events: number;
+}
+
+/** Sums scanned events per (customer, meter, dimensions, minute), exactly; drains to the same rows as Aggregator. */
+export class ScannedAggregator {
+  readonly #rows = new Map<string, SumRow>();
+
+  /** Adds event `i` of `events` (sum and count meters only; scanBatch refuses max). */
+  add(events: ScannedEvents, i: number): void {
+    const customer = events.customers[i]!;
+    const meter = events.meters[i]!.key;
+    const dimensions = events.dimensions[i]!;
+    const minuteSec = events.minutes[i]!;
+    const key = `${customer}\u0000${meter}\u0000${minuteSec}\u0000${dimensions}`;
+    const row = this.#rows.get(key);
+    if (row === undefined) {
+      this.#rows.set(key, { customer, meter, dimensions, minuteSec, units: events.units[i]!, nanos: events.nanos[i]!, carried: 0n, events: 1 });
+      return;
+    }
+    row.units += events.units[i]!;
+    row.nanos += events.nanos[i]!;
+    if (row.nanos >= 1e9) {
+      row.nanos -= 1e9;
+      row.units += 1;
+    }
+    // Each event adds < 10^15 units, so moving the sum to a bigint before 2^53 − 10^15 keeps it exact.
+    if (row.units > unitsSafeMax) {
+      row.carried += BigInt(row.units);
+      row.units = 0;
+    }
+    row.events++;
+  }
+
+  get size(): number {
+    return this.#rows.size;
+  }
+
+  drain(): AggregateRow[] {
+    const rows: AggregateRow[] = [];
+    for (const r of this.#rows.values()) {
+      rows.push([r.customer, r.meter, r.dimensions, r.minuteSec, (r.carried + BigInt(r.units)) * nanosPerUnit + BigInt(r.nanos), r.events]);
+    }
     this.#rows.clear();
     return rows;
   }

@@ -6,6 +6,7 @@ import { Unpackr } from 'msgpackr';
 import type { MeterDefinitions } from './catalog.js';
 import { DrawdownError } from './errors.js';
 import { parseEvent, type TimestampWindow, type UsageEvent } from './event.js';
+import { quantityIntegerDigitsMax, quantityScale } from './quantity.js';
 import { Problems } from './validate.js';
 
 export type BatchFormat = 'msgpack' | 'json';
@@ -83,3 +84,164 @@ export function validateEvents(raw: readonly unknown[], meters: MeterDefinitions
   }
   return events;
 }
+
+/*
+ * Byte-level scanning of standard MessagePack events, shared by the
+ * gateway's fast path (ingest/msgpack-split.ts) and the rater's
+ * (rater/aggregate.ts): the same rules as parseEvent, read straight from the
+ * bytes for the common shapes (ASCII strings, integer or float64 numbers).
+ * Each caller treats anything these do not recognise as "not sure" and
+ * falls back to decodeBatch + validateEvents.
+ */
+
+export const F_ID = 1;
+export const F_CUSTOMER = 2;
+export const F_METER = 4;
+export const F_QUANTITY = 8;
+export const F_TIMESTAMP = 16;
+export const F_DIMENSIONS = 32;
+export const requiredFields = F_ID | F_CUSTOMER | F_METER | F_TIMESTAMP;
+
+/** Bytes allowed in a customer id: [A-Za-z0-9._:@-] (shared/event.ts customerPattern). */
+export const customerByte = new Uint8Array(128);
+for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-') customerByte[c.charCodeAt(0)] = 1;
+
+export const asciiBytes = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
+export const hostileKeyBytes = ['__proto__', '__proto_', 'constructor', 'prototype'].map(asciiBytes);
+
+export function bytesEqual(b: Uint8Array, at: number, length: number, expected: Uint8Array): boolean {
+  if (length !== expected.length) return false;
+  for (let i = 0; i < length; i++) if (b[at + i] !== expected[i]) return false;
+  return true;
+}
+
+export function isAscii(b: Uint8Array, at: number, length: number): boolean {
+  for (let i = 0; i < length; i++) if (b[at + i]! >= 0x80) return false;
+  return true;
+}
+
+// Event field names, compared by length first.
+const fieldNames: [Uint8Array, number][] = [
+  [asciiBytes('id'), F_ID],
+  [asciiBytes('customer'), F_CUSTOMER],
+  [asciiBytes('meter'), F_METER],
+  [asciiBytes('quantity'), F_QUANTITY],
+  [asciiBytes('timestamp'), F_TIMESTAMP],
+  [asciiBytes('dimensions'), F_DIMENSIONS],
+];
+
+export function fieldOf(b: Uint8Array, at: number, length: number): number {
+  for (const [name, flag] of fieldNames) if (bytesEqual(b, at, length, name)) return flag;
+  return 0;
+}
+
+/** Set by strAt (where the string's bytes start) and numberAt (where the number ends). */
+export const scanCursor = { strStart: 0, numberEnd: 0 };
+
+/** Length of the string at `pos` (any str format), with scanCursor.strStart set; -1 if it is not a string. */
+export function strAt(b: Uint8Array, view: DataView, pos: number, end: number): number {
+  const t = b[pos]!;
+  let length: number;
+  if (t >= 0xa0 && t <= 0xbf) {
+    length = t & 0x1f;
+    scanCursor.strStart = pos + 1;
+  } else if (t === 0xd9) {
+    if (pos + 2 > end) return -1;
+    length = b[pos + 1]!;
+    scanCursor.strStart = pos + 2;
+  } else if (t === 0xda) {
+    if (pos + 3 > end) return -1;
+    length = view.getUint16(pos + 1);
+    scanCursor.strStart = pos + 3;
+  } else return -1;
+  return scanCursor.strStart + length > end ? -1 : length;
+}
+
+
+/**
+ * A non-negative integer or float64 at `pos`, as msgpackr decodes it, with
+ * scanCursor.numberEnd set; NaN for anything else (negative integers, float32, 64-bit
+ * integers beyond 2^53, non-numbers), which the fast path does not take.
+ */
+export function numberAt(b: Uint8Array, view: DataView, pos: number, end: number): number {
+  const t = b[pos]!;
+  if (t <= 0x7f) {
+    scanCursor.numberEnd = pos + 1;
+    return t;
+  }
+  let size: number;
+  switch (t) {
+    case 0xcc:
+    case 0xd0:
+      size = 1;
+      break;
+    case 0xcd:
+    case 0xd1:
+      size = 2;
+      break;
+    case 0xce:
+    case 0xd2:
+      size = 4;
+      break;
+    case 0xcb:
+    case 0xcf:
+    case 0xd3:
+      size = 8;
+      break;
+    default:
+      return NaN;
+  }
+  if (pos + 1 + size > end) return NaN;
+  scanCursor.numberEnd = pos + 1 + size;
+  const at = pos + 1;
+  switch (t) {
+    case 0xcc:
+      return b[at]!;
+    case 0xcd:
+      return view.getUint16(at);
+    case 0xce:
+      return view.getUint32(at);
+    case 0xd0: {
+      const v = view.getInt8(at);
+      return v < 0 ? NaN : v;
+    }
+    case 0xd1: {
+      const v = view.getInt16(at);
+      return v < 0 ? NaN : v;
+    }
+    case 0xd2: {
+      const v = view.getInt32(at);
+      return v < 0 ? NaN : v;
+    }
+    case 0xcb:
+      return view.getFloat64(at);
+    default: {
+      // uint64 / int64: exact as a number only below 2^53 (msgpackr 'auto' gives a bigint beyond).
+      const high = view.getUint32(at);
+      if (high >= 0x200000) return NaN;
+      return high * 0x100000000 + view.getUint32(at + 4);
+    }
+  }
+}
+
+/** A quantity string the rules accept: digits[.digits], ≤ 18 significant integer digits, ≤ 9 fraction digits after trailing zeros. */
+export function decimalTextOk(b: Uint8Array, at: number, length: number): boolean {
+  const end = at + length;
+  let i = at;
+  while (i < end && b[i]! >= 0x30 && b[i]! <= 0x39) i++;
+  const integerEnd = i;
+  if (integerEnd === at) return false;
+  let first = at;
+  while (first < integerEnd - 1 && b[first] === 0x30) first++;
+  if (integerEnd - first > quantityIntegerDigitsMax) return false;
+  if (i === end) return true;
+  if (b[i] !== 0x2e) return false;
+  i++;
+  const fractionStart = i;
+  while (i < end && b[i]! >= 0x30 && b[i]! <= 0x39) i++;
+  if (i !== end || i === fractionStart) return false;
+  let last = end;
+  while (last > fractionStart && b[last - 1] === 0x30) last--;
+  return last - fractionStart <= quantityScale;
+}
+
