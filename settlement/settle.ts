@@ -13,7 +13,7 @@ import { crashPoint } from '../shared/fault.js';
 import { formatAmount, money } from '../shared/money.js';
 import { sqlString, sqlUInt } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
-import { entriesOf, entryId, entryIdsOfRun, latestSnapshots, writeEntries, writeSnapshots, type CreditSnapshot, type LedgerEntry } from './ledger.js';
+import { entriesOf, entriesOutsideSettlementSince, entryId, entryIdsOfRun, latestSnapshots, writeEntries, writeSnapshots, type CreditSnapshot, type LedgerEntry } from './ledger.js';
 import { applyPosting, balanceOf, decodeState, emptyState, encodeState, type CreditState, type DrawDownPolicy } from './credit/blocks.js';
 import { settleWindow, type ExistingBlock, type UsageCharge } from './credit/timeline.js';
 import { grantSchedules } from './credit/schedule.js';
@@ -43,6 +43,39 @@ export interface CustomerReport {
   carried?: Record<string, string>;
   /** Credits billed as overage, per unit. */
   overage?: Record<string, string>;
+}
+
+/**
+ * What settlement_runs keeps of a report: all of it up to
+ * `storedReportCustomersMax` customers, else totals per unit — a run over
+ * 100,000 customers would otherwise store one ~50 MB row. The ledger holds
+ * every detail either way.
+ */
+export const storedReportCustomersMax = 1_000;
+
+export function storedReport(report: SettlementReport): Record<string, unknown> {
+  const customers = Object.values(report.customers);
+  if (customers.length <= storedReportCustomersMax) return reportJson(report);
+  const totals: Record<string, Record<string, Decimal>> = {};
+  for (const r of customers) {
+    for (const [field, byUnit] of [['deducted', r.deducted], ['over_limit', r.overLimit], ['granted', r.granted], ['expired', r.expired], ['carried', r.carried], ['overage', r.overage]] as const) {
+      for (const [unit, amount] of Object.entries(byUnit ?? {})) {
+        const t = (totals[unit] ??= {});
+        t[field] = (t[field] ?? money(0)).plus(amount);
+      }
+    }
+  }
+  return {
+    run_id: report.runId,
+    from: new Date(report.fromSec * 1000).toISOString(),
+    until: new Date(report.untilSec * 1000).toISOString(),
+    entries_posted: report.entriesPosted,
+    entries_already_posted: report.entriesAlreadyPosted,
+    resumed: report.resumed === true,
+    customer_count: customers.length,
+    unrated_lines: customers.reduce((n, r) => n + r.unrated.length, 0),
+    totals: Object.fromEntries(Object.entries(totals).map(([unit, t]) => [unit, Object.fromEntries(Object.entries(t).map(([k, v]) => [k, formatAmount(v)]))])),
+  };
 }
 
 /** The report as the HTTP API and the CLI show it: snake_case, instants as ISO-8601. */
@@ -110,13 +143,22 @@ export function priceUsage(catalog: Catalog, lines: readonly UsageLine[], prior:
     return value;
   };
   const graduated: { priced: PricedLine; version: RateCardVersion; row: RateRow }[] = [];
+  // Lines repeat a handful of (version, meter, dimensions): match each once.
+  const rows = new Map<RateCardVersion, Map<string, RateRow | undefined>>();
+  const rowFor = (version: RateCardVersion, meter: string, dimensions: string): RateRow | undefined => {
+    let byLine = rows.get(version);
+    if (byLine === undefined) rows.set(version, (byLine = new Map()));
+    const key = `${meter}\u0000${dimensions}`;
+    if (!byLine.has(key)) byLine.set(key, matchRow(version, meter, dimensionsOf(dimensions)));
+    return byLine.get(key);
+  };
   for (const line of lines) {
     const version = versionAt(catalog.rateCard, line.fromSec * 1000);
     if (version === undefined) {
       out.unrated.push({ line, reason: 'no rate card version in force' });
       continue;
     }
-    const row = matchRow(version, line.meter, dimensionsOf(line.dimensions));
+    const row = rowFor(version, line.meter, line.dimensions);
     if (row === undefined) {
       out.unrated.push({ line, reason: `rate card ${version.version} has no row for this meter and dimensions` });
       continue;
@@ -142,7 +184,7 @@ export function priceUsage(catalog: Catalog, lines: readonly UsageLine[], prior:
     const key = priorUsageKey(line.customer, line.meter, monthOf(line));
     const signature = rowSignature(row);
     const sameRow = (dimensions: string): boolean => {
-      const r = matchRow(version, line.meter, dimensionsOf(dimensions));
+      const r = rowFor(version, line.meter, dimensions);
       return r !== undefined && rowSignature(r) === signature;
     };
     let before = money(0);
@@ -316,14 +358,19 @@ interface CreditInputs {
  */
 async function loadCreditInputs(store: Store, accounts: readonly string[], run: RunRecord): Promise<Map<string, CreditInputs>> {
   const { fromSec, untilSec, startedAtSec } = run;
-  const customers = [...new Set(accounts.map((k) => k.slice(0, k.indexOf('\u0000'))))];
-  const snapshots = await latestSnapshots(store, customers, fromSec);
+  const snapshots = await latestSnapshots(store, accounts, fromSec);
   const replayAll = new Set(accounts.filter((k) => !snapshots.has(k)).map((k) => k.slice(0, k.indexOf('\u0000'))));
-  // Purchases of customers with snapshots; every entry of customers that need a full replay.
-  const outside = await entriesOf(store, customers.filter((c) => !replayAll.has(c)), untilSec, false);
+  // Purchases the snapshots may lack (a short scan), and every entry of customers that need a full replay.
+  let sinceAsOf = fromSec;
+  let sincePosted = startedAtSec;
+  for (const s of snapshots.values()) {
+    if (s.asOfSec < sinceAsOf) sinceAsOf = s.asOfSec;
+    if (s.inputsBeforeSec < sincePosted) sincePosted = s.inputsBeforeSec;
+  }
+  const outside = snapshots.size === 0 ? [] : await entriesOutsideSettlementSince(store, untilSec, sinceAsOf, sincePosted);
   const everything = replayAll.size === 0 ? [] : await entriesOf(store, [...replayAll], untilSec, true);
   const byAccount = new Map<string, LedgerEntry[]>();
-  for (const e of [...outside, ...everything]) {
+  for (const e of [...outside.filter((e) => !replayAll.has(e.customer)), ...everything]) {
     const key = `${e.customer}\u0000${e.unit}`;
     const list = byAccount.get(key);
     if (list) list.push(e);
@@ -371,7 +418,6 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
     else byAccount.set(key, [p]);
     const r = customerReport(p.line.customer);
     r.rated.push({ meter: p.line.meter, dimensions: p.line.dimensions, rateVersion: p.rateVersion, unit: p.unit, quantity: formatAmount(p.line.quantity), cost: formatAmount(p.cost), late: (p.line as SelectedLine).late === true });
-    r.deducted[p.unit] = formatAmount(money(r.deducted[p.unit] ?? '0').plus(p.cost));
   }
   for (const u of unrated) {
     customerReport(u.line.customer).unrated.push({ meter: u.line.meter, dimensions: u.line.dimensions, quantity: formatAmount(u.line.quantity), reason: u.reason });
@@ -417,6 +463,7 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
     const policy: DrawDownPolicy = { allowedNegative: creditUnit?.allowedNegativeBalance, overage: overageByAccount.get(key) };
     const { postings, report: window } = settleWindow(state, { fromMs, untilMs }, grantsByAccount.get(key) ?? [], usage, policy, existing);
     const r = customerReport(customer);
+    if (charges.length > 0) r.deducted[unit] = formatAmount(window.deducted);
     if (window.overLimit.gt(0)) r.overLimit[unit] = formatAmount(window.overLimit);
     for (const [field, amount] of [['granted', window.granted], ['expired', window.expired], ['carried', window.carried], ['overage', window.overage]] as const) {
       if (amount.gt(0)) (r[field] ??= {})[unit] = formatAmount(amount);
@@ -458,7 +505,7 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   report.entriesAlreadyPosted = entries.length - fresh.length;
   // Recorded last: until this row exists the run counts as interrupted and
   // the next call finishes exactly this window.
-  await recordRun(store, run, nowSec, 'completed', JSON.stringify(reportJson(report)));
+  await recordRun(store, run, nowSec, 'completed', JSON.stringify(storedReport(report)));
   onPhase('record run');
   return report;
 }

@@ -344,10 +344,13 @@ export function parseCatalog(raw: unknown): Catalog {
     plans.set(plan.id, plan);
   });
   const subscriptions: Subscription[] = [];
+  const subscriptionIds = new Set<string>();
   list(problems, root.subscriptions, 'subscriptions').forEach((s, i) => {
     const subscription = parseSubscription(problems, s, `subscriptions[${i}]`, plans);
     if (!subscription) return;
-    if (subscriptions.some((x) => x.id === subscription.id)) problems.add(`subscriptions[${i}].id`, 'duplicate', `subscription ${subscription.id} is defined twice`);
+    // A Set, not a scan of the list: catalogs hold one subscription per customer (100,000s).
+    if (subscriptionIds.has(subscription.id)) problems.add(`subscriptions[${i}].id`, 'duplicate', `subscription ${subscription.id} is defined twice`);
+    subscriptionIds.add(subscription.id);
     subscriptions.push(subscription);
   });
   refuseNewGrantsOnArchivedUnits(problems, plans, subscriptions);

@@ -61,7 +61,8 @@ export const tables = {
    * effective before its window and posted before `inputs_before`, plus its
    * own postings. The next run starts from here instead of replaying the
    * ledger. `balance` = the state's balance, which equals the sum of the
-   * account's entries at that point.
+   * account's entries at that point. Ordered by as_of first: a run reads the
+   * previous run's snapshots, one as_of, as one range.
    */
   creditSnapshots: `CREATE TABLE IF NOT EXISTS credit_snapshots (
     customer String,
@@ -71,7 +72,7 @@ export const tables = {
     inputs_before DateTime('UTC'),
     balance Decimal(38, 9),
     state String
-  ) ENGINE = ReplacingMergeTree ORDER BY (customer, unit, as_of)`,
+  ) ENGINE = ReplacingMergeTree ORDER BY (as_of, customer, unit)`,
 
   settlementRuns: `CREATE TABLE IF NOT EXISTS settlement_runs (
     run_id String,
