@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface ProcStats {
   /** User + system CPU seconds used so far. */
@@ -34,3 +34,20 @@ export function procStatsIfAlive(pid: number | undefined): ProcStats | undefined
 }
 
 export const mib = (bytes: number): number => Math.round(bytes / 1024 / 1024);
+
+/** CPU seconds per thread (/proc/<pid>/task/<tid>/stat): `main`, then name#tid. */
+export function threadCpuSeconds(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      // Worker threads share the process's name; the main thread's id is the pid.
+      const name = tid === String(pid) ? 'main' : `${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))}#${tid}`;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+    } catch {
+      // The thread ended between listing and reading.
+    }
+  }
+  return out;
+}

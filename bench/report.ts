@@ -27,6 +27,8 @@ interface ProcessResult {
 
 export interface EndToEndResult {
   backend: 'chdb' | 'server';
+  /** The rater alone draining a backlog queued while it was stopped. */
+  raterAlone: { backlogEvents: number; eventsPerS: number; cpuPerS: number; cpuUsPerEvent: number };
   durationS: number;
   acceptedEvents: number;
   ingestEventsPerS: number;
@@ -80,6 +82,8 @@ export function renderMarkdown(r: BenchResults): string {
       (e) =>
         `| ${e.backend} | ${n(e.eventsPerS)} | ${n(e.ingestEventsPerS)} | ${e.raterCatchUpS} | ${e.totalsExact} | ${e.latencyMs.p50} / ${e.latencyMs.p99} | ${e.gateway.cpuSeconds} / ${e.gateway.peakRssMiB} / ${e.gateway.rssFirst10sMiB}→${e.gateway.rssLast10sMiB} | ${e.rater.cpuSeconds} / ${e.rater.peakRssMiB} / ${e.rater.rssFirst10sMiB}→${e.rater.rssLast10sMiB} | ${e.natsCpuSeconds} | ${n(e.maxLagMessages)} |`,
     ),
+    '',
+    ...r.endToEnd.map((e) => `Rater alone on ${e.backend} (draining ${n(e.raterAlone.backlogEvents)} queued events): ${n(e.raterAlone.eventsPerS)} events/s, ${e.raterAlone.cpuPerS} CPU s/s, ${e.raterAlone.cpuUsPerEvent} µs CPU per event.`),
     '',
     'Rater lag over time (stream messages not yet committed, every 5 s):',
     '',

@@ -11,7 +11,8 @@
  *   1. baselines (a) and (b) for every batch size;
  *   2. gateway peak for every batch size (rater not running: ingest alone);
  *   3. gateway latency at 80 % of the headline peak (autocannon overallRate);
- *   4. per ClickHouse back end: a sustained end-to-end phase (gateway + rater),
+ *   4. per ClickHouse back end: the rater alone draining a queued backlog, then
+ *      a sustained end-to-end phase (gateway + rater),
  *      RSS and stream lag sampled every second, events/s from the first
  *      request until the rater committed everything, totals checked exactly.
  * Results: bench/results/latest.{json,md}, lines in history.md.
@@ -34,7 +35,7 @@ import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
 import { repoRoot, startDrawdown, startNoopServer, type Child } from './children.js';
 import { acceptedEvents, httpLoad, rawJetStreamBaseline, type LoadResult } from './load.js';
-import { mib, procStats, procStatsIfAlive } from './proc-stats.js';
+import { mib, procStats, procStatsIfAlive, threadCpuSeconds } from './proc-stats.js';
 import { benchCustomers, makeBatch, type BenchBatch } from './workload.js';
 import { renderMarkdown, historyLines, type BenchResults, type EndToEndResult, type SizeResult } from './report.js';
 
@@ -201,8 +202,22 @@ async function main(): Promise<void> {
       } else {
         clickhouseUrl = `chdb:${join(dir, `chdb-${index}`)}`;
       }
+      // Rater alone: a backlog queued with no rater running, then drained — its capacity without the gateway competing.
+      const totalsBefore = await acceptedEvents(gatewayUrl);
+      log(`rater drain on ${backend}: ${phaseS} s of ${headline}-event batches queued, then the rater alone drains them …`);
+      await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: head, durationS: phaseS, connections });
+      const backlog = (await acceptedEvents(gatewayUrl)) - totalsBefore;
       const rater = await startDrawdown('rater', { natsUrl: nats.url, clickhouseUrl, nodeFlags: profileFlags('rater') });
       children.push(rater);
+      const drainStart = Date.now();
+      const drainCpu0 = procStats(rater.pid).cpuSeconds;
+      await waitDrained(jsm, 15 * 60_000);
+      const drainS = (Date.now() - drainStart) / 1000;
+      const drainCpuS = procStats(rater.pid).cpuSeconds - drainCpu0;
+      const threads = [...threadCpuSeconds(rater.pid)].filter(([, cpu]) => cpu >= 0.05).sort((a, b) => b[1] - a[1]);
+      log(`    rater CPU by thread (whole life so far): ${threads.map(([name, cpu]) => `${name} ${cpu.toFixed(1)} s`).join(', ')}`);
+      const raterAlone = { backlogEvents: backlog, eventsPerS: round(backlog / drainS), cpuPerS: round(drainCpuS / drainS, 2), cpuUsPerEvent: round((drainCpuS * 1e6) / backlog, 2) };
+      log(`    ${raterAlone.eventsPerS.toLocaleString('en')} events/s drained by the rater alone (${raterAlone.cpuPerS} CPU s/s, ${raterAlone.cpuUsPerEvent} µs CPU per event)`);
       log(`end to end on ${backend}: ${sustainedS} s of ${headline}-event batches at full speed, then until the rater committed everything …`);
       const samples: EndToEndResult['samples'] = [];
       const gatewayCpu0 = procStats(gateway.pid).cpuSeconds;
@@ -243,7 +258,7 @@ async function main(): Promise<void> {
       try {
         const rows = await store.query(`SELECT customer, toString(sum(quantity)) FROM usage_minute WHERE meter = ${sqlString('gpt-4o.input_tokens')} GROUP BY customer`);
         const got = new Map(rows.map(([customer, sum]) => [customer!, new Decimal(sum!)]));
-        const requests = accepted / headline;
+        const requests = (accepted + backlog) / headline;
         for (let c = 0; c < benchCustomers; c++) {
           const customer = `cust-${c}`;
           const want = (head.tokensPerCustomer.get(customer) ?? new Decimal(0)).times(requests);
@@ -254,9 +269,9 @@ async function main(): Promise<void> {
           }
         }
         const [[events]] = (await store.query('SELECT toString(sum(events)) FROM usage_minute')) as [[string]];
-        if (Number(events) !== accepted) {
+        if (Number(events) !== accepted + backlog) {
           exact = false;
-          log(`  MISMATCH: ClickHouse counted ${events} events, the gateway accepted ${accepted}`);
+          log(`  MISMATCH: ClickHouse counted ${events} events, the gateway accepted ${accepted + backlog}`);
         }
       } finally {
         await store.close();
@@ -270,6 +285,7 @@ async function main(): Promise<void> {
       const last = loadSamples.slice(-10);
       const e2e: EndToEndResult = {
         backend,
+        raterAlone,
         durationS: sustainedS,
         acceptedEvents: accepted,
         ingestEventsPerS: round(accepted / ((ingestDoneAt - startedAt) / 1000)),
