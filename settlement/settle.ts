@@ -318,7 +318,7 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
   const watermarks = Object.fromEntries([...(await readWatermarks(store))].map(([p, seq]) => [String(p), seq]));
   const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec, watermarks };
   await recordRun(store, run, nowSec, 'started', '');
-  return executeRun(store, catalog, run, nowSec, request.onPhase);
+  return executeRun(store, catalog, run, nowSec, request.onPhase, true);
 }
 
 /** Replays one ledger entry onto a credit state. */
@@ -396,7 +396,12 @@ async function loadCreditInputs(store: Store, accounts: readonly string[], run: 
   return out;
 }
 
-async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number, onPhase: (phase: string) => void = () => {}): Promise<SettlementReport> {
+/**
+ * `newRun`: this call recorded the run's start just now, so it has posted
+ * nothing yet and the scan for its ids (a column scan of the whole ledger)
+ * is skipped; resumed runs and re-runs look.
+ */
+async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number, onPhase: (phase: string) => void = () => {}, newRun = false): Promise<SettlementReport> {
   const { runId, fromSec, untilSec, startedAtSec } = run;
   const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
   const previous = await previousRun(store, fromSec);
@@ -493,8 +498,8 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   }
 
   onPhase('settle accounts');
-  const already = await entryIdsOfRun(store, runId);
-  const fresh = entries.filter((e) => !already.has(e.entryId));
+  const already = newRun ? new Set<string>() : await entryIdsOfRun(store, runId);
+  const fresh = already.size === 0 ? entries : entries.filter((e) => !already.has(e.entryId));
   await writeEntries(store, fresh);
   crashPoint('settle-after-ledger');
   onPhase('write ledger');
