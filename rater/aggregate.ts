@@ -73,6 +73,8 @@ const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** A meter as the byte scanner needs it: key bytes, and declared dimensions sorted as the canonical JSON orders them. */
 interface ScanMeter {
+  /** Position in the scan table: part of the numeric aggregation key. */
+  index: number;
   key: string;
   bytes: Uint8Array;
   aggregation: Aggregation;
@@ -94,7 +96,7 @@ function scanMeters(meters: MeterDefinitions): ScanMeter[] {
       .map((name) => ({ name, bytes: asciiBytes(name), json: JSON.stringify(name) }));
     // A declared dimension with non-ASCII characters could be present under a key we do not match: leave such meters to the full path.
     if (dimensions.length !== definition.dimensions.length) continue;
-    list.push({ key, bytes: asciiBytes(key), aggregation: definition.aggregation, dimensions });
+    list.push({ index: list.length, key, bytes: asciiBytes(key), aggregation: definition.aggregation, dimensions });
   }
   scanMetersCache = { source: meters, meters: list };
   return list;
@@ -103,9 +105,11 @@ function scanMeters(meters: MeterDefinitions): ScanMeter[] {
 /** One message's events as scanned; arrays grow to the largest message seen. */
 export class ScannedEvents {
   count = 0;
-  customers: string[] = [];
+  /** Interned customer of each event (see Interned); strings are made once per distinct customer. */
+  customers = new Uint32Array(1024);
   meters: ScanMeter[] = [];
-  dimensions: string[] = [];
+  /** Interned canonical dimensions of each event. */
+  dimensions = new Uint32Array(1024);
   minutes = new Float64Array(1024);
   /** Quantity = units + nanos / 10^9, both exact integers (units < 2^53, nanos < 10^9). */
   units = new Float64Array(1024);
@@ -118,6 +122,8 @@ export class ScannedEvents {
   reserve(count: number): void {
     if (this.minutes.length >= count) return;
     const size = Math.max(count, 2 * this.minutes.length);
+    this.customers = new Uint32Array(size);
+    this.dimensions = new Uint32Array(size);
     this.minutes = new Float64Array(size);
     this.units = new Float64Array(size);
     this.nanos = new Float64Array(size);
@@ -125,6 +131,59 @@ export class ScannedEvents {
     this.idAt = new Uint32Array(4 * size);
   }
 }
+
+/**
+ * Customers and canonical dimension texts seen by this thread, numbered, so
+ * events aggregate under a numeric key and a customer's string is made once
+ * rather than per event (one table for customers, one for dimension texts).
+ * Bounded: emptied between tasks once past `internedMax`.
+ */
+const internedMax = 65_536;
+
+class Interned {
+  readonly strings: string[] = [];
+  /** FNV-1a of a customer's bytes → indexes of customers with that hash. */
+  readonly #byHash = new Map<number, number[]>();
+  readonly #bytes: Uint8Array[] = [];
+  readonly #byText = new Map<string, number>();
+
+  /** Index of the customer whose (ASCII) bytes are b[start, start + length). */
+  customer(b: Buffer, start: number, length: number, hash: number): number {
+    const candidates = this.#byHash.get(hash);
+    if (candidates !== undefined) {
+      for (const index of candidates) if (bytesEqual(b, start, length, this.#bytes[index]!)) return index;
+    }
+    const index = this.strings.length;
+    this.strings.push(latin1(b, start, start + length));
+    this.#bytes.push(Uint8Array.prototype.slice.call(b, start, start + length));
+    if (candidates === undefined) this.#byHash.set(hash, [index]);
+    else candidates.push(index);
+    return index;
+  }
+
+  text(value: string): number {
+    let index = this.#byText.get(value);
+    if (index === undefined) {
+      index = this.strings.length;
+      this.strings.push(value);
+      this.#byText.set(value, index);
+    }
+    return index;
+  }
+
+  /** Called between tasks only: indexes handed out earlier stay valid for the task that got them. */
+  bound(): void {
+    if (this.strings.length < internedMax) return;
+    this.strings.length = 0;
+    this.#byHash.clear();
+    this.#bytes.length = 0;
+    this.#byText.clear();
+  }
+}
+
+export const internedCustomers = new Interned();
+export const internedDimensions = new Interned();
+const emptyDimensions = '{}';
 
 // Scratch for one event's dimensions: byte ranges of up to 16 (key, value) pairs.
 const dimensionRanges = new Uint32Array(4 * 16);
@@ -244,6 +303,8 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
   if (count > end - pos) return false;
   out.reserve(count);
   const table = scanMeters(meters);
+  // The numeric aggregation key has room for this many meters (see ScannedAggregator).
+  if (table.length > metersMax) return false;
   const { customers, dimensions, minutes, units, nanos, idAt } = out;
   const meterOf = out.meters;
   for (let i = 0; i < count; i++) {
@@ -286,11 +347,13 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
           const length = strAt(b, view, pos, end);
           if (length < 1 || length > eventLimits.customerLengthMax) return false;
           const start = scanCursor.strStart;
+          let hash = 0x811c9dc5;
           for (let at = start; at < start + length; at++) {
             const c = b[at]!;
             if (c >= 0x80 || customerByte[c] === 0) return false;
+            hash = Math.imul(hash ^ c, 0x01000193);
           }
-          customers[i] = latin1(b, start, start + length);
+          customers[i] = internedCustomers.customer(b, start, length, hash);
           idAt[4 * i + 2] = start;
           idAt[4 * i + 3] = length;
           pos = start + length;
@@ -392,7 +455,7 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
     if ((seen & requiredFields) !== requiredFields || meter === undefined) return false;
     if (meter.aggregation === 'max') return false; // kept on the full path: rare, and compares rather than sums
     // Canonical dimensions: the declared ones present, sorted by name, as JSON.
-    let canonical = '{}';
+    let canonical = emptyDimensions;
     if (dimensionPairs > 0 && meter.dimensions.length > 0) {
       let text = '';
       for (const declared of meter.dimensions) {
@@ -410,7 +473,7 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
       }
       if (text !== '') canonical = `${text}}`;
     }
-    dimensions[i] = canonical;
+    dimensions[i] = internedDimensions.text(canonical);
     meterOf[i] = meter;
     if (meter.aggregation === 'count') {
       units[i] = 1;
@@ -441,21 +504,45 @@ interface SumRow {
   events: number;
 }
 
+/** Rows of one (customer, meter, dimensions); the last minute used is kept at hand (events come mostly in time order). */
+interface RowGroup {
+  lastMinute: number;
+  lastRow: SumRow;
+  byMinute: Map<number, SumRow>;
+}
+
+const metersMax = 4096;
+
 /** Sums scanned events per (customer, meter, dimensions, minute), exactly; drains to the same rows as Aggregator. */
 export class ScannedAggregator {
-  readonly #rows = new Map<string, SumRow>();
+  readonly #groups = new Map<number, RowGroup>();
+  #size = 0;
 
   /** Adds event `i` of `events` (sum and count meters only; scanBatch refuses max). */
   add(events: ScannedEvents, i: number): void {
-    const customer = events.customers[i]!;
-    const meter = events.meters[i]!.key;
-    const dimensions = events.dimensions[i]!;
+    // customer and dimensions < 2^16 + a task's events (≤ 500,000) < 2^20, meter < 2^12: the key stays below 2^52.
+    const meter = events.meters[i]!;
+    const key = (events.customers[i]! * metersMax + meter.index) * 0x100000 + events.dimensions[i]!;
     const minuteSec = events.minutes[i]!;
-    const key = `${customer}\u0000${meter}\u0000${minuteSec}\u0000${dimensions}`;
-    const row = this.#rows.get(key);
-    if (row === undefined) {
-      this.#rows.set(key, { customer, meter, dimensions, minuteSec, units: events.units[i]!, nanos: events.nanos[i]!, carried: 0n, events: 1 });
+    const group = this.#groups.get(key);
+    let row: SumRow | undefined;
+    if (group === undefined) {
+      row = this.#newRow(events, i);
+      this.#groups.set(key, { lastMinute: minuteSec, lastRow: row, byMinute: new Map([[minuteSec, row]]) });
       return;
+    }
+    if (group.lastMinute === minuteSec) row = group.lastRow;
+    else {
+      row = group.byMinute.get(minuteSec);
+      if (row === undefined) {
+        row = this.#newRow(events, i);
+        group.byMinute.set(minuteSec, row);
+        group.lastMinute = minuteSec;
+        group.lastRow = row;
+        return;
+      }
+      group.lastMinute = minuteSec;
+      group.lastRow = row;
     }
     row.units += events.units[i]!;
     row.nanos += events.nanos[i]!;
@@ -471,16 +558,33 @@ export class ScannedAggregator {
     row.events++;
   }
 
+  #newRow(events: ScannedEvents, i: number): SumRow {
+    this.#size++;
+    return {
+      customer: internedCustomers.strings[events.customers[i]!]!,
+      meter: events.meters[i]!.key,
+      dimensions: internedDimensions.strings[events.dimensions[i]!]!,
+      minuteSec: events.minutes[i]!,
+      units: events.units[i]!,
+      nanos: events.nanos[i]!,
+      carried: 0n,
+      events: 1,
+    };
+  }
+
   get size(): number {
-    return this.#rows.size;
+    return this.#size;
   }
 
   drain(): AggregateRow[] {
     const rows: AggregateRow[] = [];
-    for (const r of this.#rows.values()) {
-      rows.push([r.customer, r.meter, r.dimensions, r.minuteSec, (r.carried + BigInt(r.units)) * nanosPerUnit + BigInt(r.nanos), r.events]);
+    for (const group of this.#groups.values()) {
+      for (const r of group.byMinute.values()) {
+        rows.push([r.customer, r.meter, r.dimensions, r.minuteSec, (r.carried + BigInt(r.units)) * nanosPerUnit + BigInt(r.nanos), r.events]);
+      }
     }
-    this.#rows.clear();
+    this.#groups.clear();
+    this.#size = 0;
     return rows;
   }
 }

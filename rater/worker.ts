@@ -8,7 +8,7 @@ import { workerData } from 'node:worker_threads';
 import { decodeBatch, expectEventArray, validateEvents } from '../shared/batch.js';
 import type { MeterDefinitions } from '../shared/catalog.js';
 import { crashPoint } from '../shared/fault.js';
-import { Aggregator, ScannedAggregator, ScannedEvents, scanBatch } from './aggregate.js';
+import { Aggregator, internedCustomers, internedDimensions, ScannedAggregator, ScannedEvents, scanBatch } from './aggregate.js';
 import { hashEventId } from './dedupe/id-hash.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { AggregateResult, AggregateTask } from './task.js';
@@ -35,6 +35,8 @@ export default function aggregateTask(task: AggregateTask): AggregateResult {
     metersRevision = task.meters.revision;
   }
   const aggregator = new Aggregator(meters);
+  internedCustomers.bound();
+  internedDimensions.bound();
   const sums = new ScannedAggregator();
   const rejected: AggregateResult['rejected'] = [];
   const set = task.dedupe === undefined ? undefined : idSetOf(task.dedupe.buffer);
