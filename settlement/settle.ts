@@ -437,6 +437,13 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   // Inputs are fixed so that a re-run computes the very same postings: entries
   // effective before the window, plus blocks posted outside settlement
   // (purchases) effective inside it — only those posted before the run started.
+  // Notes name a handful of instants hundreds of thousands of times: format each once.
+  const isos = new Map<number, string>();
+  const isoOf = (sec: number): string => {
+    let iso = isos.get(sec);
+    if (iso === undefined) isos.set(sec, (iso = new Date(sec * 1000).toISOString()));
+    return iso;
+  };
   const accounts = [...byAccount.keys()].sort();
   const inputs = await loadCreditInputs(store, accounts, run);
   onPhase('load credit state');
@@ -460,8 +467,8 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
         cost: p.cost,
         kind: late ? 'adjustment' : 'usage',
         note: late
-          ? `late usage from ${new Date(p.line.firstMinuteSec * 1000).toISOString()}, settled in this run`
-          : `usage ${new Date(Math.max(p.line.fromSec, fromSec) * 1000).toISOString()}..${new Date(untilSec * 1000).toISOString()}`,
+          ? `late usage from ${isoOf(p.line.firstMinuteSec)}, settled in this run`
+          : `usage ${isoOf(Math.max(p.line.fromSec, fromSec))}..${isoOf(untilSec)}`,
         ref: i,
       };
     });
