@@ -111,16 +111,13 @@ function fromRow(r: string[]): LedgerEntry {
 /** IN lists stay bounded: a run may touch every customer. */
 const customersPerQuery = 10_000;
 
-/**
- * Entries of these customers effective before `untilSec`, oldest first —
- * only those posted outside settlement (purchases) unless `all`.
- */
-export async function entriesOf(store: Store, customers: readonly string[], untilSec: number, all: boolean): Promise<LedgerEntry[]> {
+/** Every entry of these customers effective before `untilSec`, oldest first: a full replay's input. */
+export async function entriesOf(store: Store, customers: readonly string[], untilSec: number): Promise<LedgerEntry[]> {
   const out: LedgerEntry[] = [];
   for (let i = 0; i < customers.length; i += customersPerQuery) {
     const rows = await store.query(
       `SELECT ${selectColumns} FROM ledger_entries
-       WHERE customer IN ${sqlStringList(customers.slice(i, i + customersPerQuery))} AND effective_at < toDateTime(${sqlUInt(untilSec)}, 'UTC')${all ? '' : " AND run_id = ''"}
+       WHERE customer IN ${sqlStringList(customers.slice(i, i + customersPerQuery))} AND effective_at < toDateTime(${sqlUInt(untilSec)}, 'UTC')
        GROUP BY entry_id ORDER BY toUnixTimestamp(any(effective_at)), entry_id`,
     );
     for (const row of rows) out.push(fromRow(row));

@@ -368,7 +368,7 @@ async function loadCreditInputs(store: Store, accounts: readonly string[], run: 
     if (s.inputsBeforeSec < sincePosted) sincePosted = s.inputsBeforeSec;
   }
   const outside = snapshots.size === 0 ? [] : await entriesOutsideSettlementSince(store, untilSec, sinceAsOf, sincePosted);
-  const everything = replayAll.size === 0 ? [] : await entriesOf(store, [...replayAll], untilSec, true);
+  const everything = replayAll.size === 0 ? [] : await entriesOf(store, [...replayAll], untilSec);
   const byAccount = new Map<string, LedgerEntry[]>();
   for (const e of [...outside.filter((e) => !replayAll.has(e.customer)), ...everything]) {
     const key = `${e.customer}\u0000${e.unit}`;

@@ -12,7 +12,7 @@ import { parseCatalog } from '../shared/catalog.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema, usageMinuteColumns } from '../shared/clickhouse/schema.js';
 import type { Store } from '../shared/clickhouse/store.js';
-import { formatAmount, parseStoredDecimal } from '../shared/money.js';
+import { formatAmount, money, parseStoredDecimal } from '../shared/money.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { purchasePackage } from '../settlement/purchases.js';
 import { settle } from '../settlement/settle.js';
@@ -56,6 +56,20 @@ const catalog = parseCatalog({
   ],
 });
 
+const runEnds = [1, 2, 5, 9, 10, 17, 24, 31, 33, 34, 40, 45].map((d) => startSec + d * daySec);
+const callsInRun = (i: number): number => (i % 3) + 1;
+
+/** Each day's calls, as `play` sends them. */
+function callsPerDay(): Map<number, number> {
+  const out = new Map<number, number>();
+  let from = startSec;
+  runEnds.forEach((until, i) => {
+    for (let at = from; at < until; at += daySec) out.set(at, callsInRun(i));
+    from = until;
+  });
+  return out;
+}
+
 /** One scenario, step by step: usage each day, purchases between runs, runs of uneven length. */
 async function play(store: Store, dropSnapshots: boolean): Promise<void> {
   let seq = 0;
@@ -67,14 +81,14 @@ async function play(store: Store, dropSnapshots: boolean): Promise<void> {
       encodeTsv(rows.map(([customer, meter, atSec, quantity]) => [customer, meter, '{}', tsvDateTime(atSec), quantity, '1', '0', String(seq), tsvDateTime(atSec)])),
     );
   };
-  const cuts = [1, 2, 5, 9, 10, 17, 24, 31, 33, 34, 40, 45].map((d) => startSec + d * daySec);
+  const cuts = runEnds;
   let settledSec = startSec;
   for (const [i, untilSec] of cuts.entries()) {
     const rows: [string, string, number, string][] = [];
     for (let at = settledSec; at < untilSec; at += daySec) {
       for (const customer of ['capped', 'daily', 'buyer']) {
         rows.push([customer, 'tokens', at + 3_600 * ((i % 5) + 1), String(100_000 + i * 50_001)]);
-        rows.push([customer, 'calls', at + 7_200, String(i % 3)]);
+        rows.push([customer, 'calls', at + 7_200, String(callsInRun(i))]);
       }
     }
     await usage(rows);
@@ -133,6 +147,21 @@ describe('credit snapshots', () => {
     const normal = (rows: string[][]) => rows.map(([customer, unit, amount]) => [customer, unit, formatAmount(parseStoredDecimal(amount!))]);
     expect(normal(carried)).toEqual(normal(sums));
     expect(sums.map((r) => r[0])).toEqual(['buyer', 'capped', 'daily']);
+  });
+
+  it('given graduated tiers and a month cut into many runs, then each month costs what its total costs in one piece', async () => {
+    const months = new Map<string, number>();
+    for (const [at, calls] of callsPerDay()) {
+      const month = new Date(at * 1000).toISOString().slice(0, 7);
+      months.set(month, (months.get(month) ?? 0) + calls);
+    }
+    // Tiers: 0.5 each up to 50 calls in the month, 0.1 each above.
+    const tiered = (n: number) => money(Math.min(n, 50)).times('0.5').plus(money(Math.max(n - 50, 0)).times('0.1'));
+    const rows = await withSnapshots.query(
+      `SELECT formatDateTime(effective_at, '%Y-%m') AS month, sum(amount) FROM (SELECT entry_id, any(amount) AS amount, any(effective_at) AS effective_at, any(meter) AS meter, any(kind) AS kind, any(customer) AS customer FROM ledger_entries GROUP BY entry_id) WHERE meter = 'calls' AND kind = 'usage' AND customer = 'daily' GROUP BY month ORDER BY month`,
+    );
+    expect(rows.map(([month, sum]) => [month, formatAmount(parseStoredDecimal(sum!).negated())])).toEqual([...months].map(([month, n]) => [month, formatAmount(tiered(n))]));
+    expect(months.get('2026-01')).toBeGreaterThan(50);
   });
 
   it('given a settled window, when it is settled again exactly, then nothing new is posted', async () => {
