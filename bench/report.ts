@@ -41,6 +41,10 @@ export interface EndToEndResult {
   gateway: ProcessResult;
   rater: ProcessResult;
   natsCpuSeconds: number;
+  /** clickhouse-server's own CPU (null on chDB, which runs inside the rater). */
+  clickhouseServerCpuSeconds: number | null;
+  /** The bench process (autocannon) during the load. */
+  loadGeneratorCpuSeconds: number;
   maxLagMessages: number;
   samples: { tS: number; acceptedEvents: number; lagMessages: number; lagMiB: number; gatewayRssMiB: number; raterRssMiB: number }[];
 }
@@ -76,11 +80,11 @@ export function renderMarkdown(r: BenchResults): string {
     '',
     `## End to end: HTTP → aggregated in ClickHouse (${r.settings.sustainedS} s of load at full speed, then until committed)`,
     '',
-    '| ClickHouse | events/s end to end | ingest events/s | rater catch-up s | totals exact | p50 / p99 ms | gateway CPU s / peak RSS MiB / RSS first→last 10 s | rater CPU s / peak RSS MiB / RSS first→last 10 s | nats CPU s | max lag (messages) |',
-    '|---|---:|---:|---:|---|---:|---|---|---:|---:|',
+    '| ClickHouse | events/s end to end | ingest events/s | rater catch-up s | totals exact | p50 / p99 ms | gateway CPU s / peak RSS MiB / RSS first→last 10 s | rater CPU s / peak RSS MiB / RSS first→last 10 s | nats CPU s | clickhouse-server CPU s | autocannon CPU s | max lag (messages) |',
+    '|---|---:|---:|---:|---|---:|---|---|---:|---:|---:|---:|',
     ...r.endToEnd.map(
       (e) =>
-        `| ${e.backend} | ${n(e.eventsPerS)} | ${n(e.ingestEventsPerS)} | ${e.raterCatchUpS} | ${e.totalsExact} | ${e.latencyMs.p50} / ${e.latencyMs.p99} | ${e.gateway.cpuSeconds} / ${e.gateway.peakRssMiB} / ${e.gateway.rssFirst10sMiB}→${e.gateway.rssLast10sMiB} | ${e.rater.cpuSeconds} / ${e.rater.peakRssMiB} / ${e.rater.rssFirst10sMiB}→${e.rater.rssLast10sMiB} | ${e.natsCpuSeconds} | ${n(e.maxLagMessages)} |`,
+        `| ${e.backend} | ${n(e.eventsPerS)} | ${n(e.ingestEventsPerS)} | ${e.raterCatchUpS} | ${e.totalsExact} | ${e.latencyMs.p50} / ${e.latencyMs.p99} | ${e.gateway.cpuSeconds} / ${e.gateway.peakRssMiB} / ${e.gateway.rssFirst10sMiB}→${e.gateway.rssLast10sMiB} | ${e.rater.cpuSeconds} / ${e.rater.peakRssMiB} / ${e.rater.rssFirst10sMiB}→${e.rater.rssLast10sMiB} | ${e.natsCpuSeconds} | ${e.clickhouseServerCpuSeconds ?? 'in rater'} | ${e.loadGeneratorCpuSeconds} | ${n(e.maxLagMessages)} |`,
     ),
     '',
     ...r.endToEnd.map((e) => `Rater alone on ${e.backend} (draining ${n(e.raterAlone.backlogEvents)} queued events): ${n(e.raterAlone.eventsPerS)} events/s, ${e.raterAlone.cpuPerS} CPU s/s, ${e.raterAlone.cpuUsPerEvent} µs CPU per event.`),

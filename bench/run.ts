@@ -19,8 +19,8 @@
  *
  * Flags: --quick (3 s phases, 10 s sustained), --phase-s 10, --sustained-s 60,
  * --connections 16, --backend chdb|server|both, --sizes 1,100,1000,10000,
- * --headline 1000, --profile gateway|rater (node --cpu-prof into
- * bench/results/profiles/), --no-history.
+ * --headline 1000, --profile gateway,rater (node --cpu-prof into
+ * bench/results/profiles/), --no-history, --note TEXT (appended to the history lines).
  */
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -96,10 +96,10 @@ async function main(): Promise<void> {
   const backendFlag = flags.get('--backend') ?? 'both';
   if (!['chdb', 'server', 'both'].includes(backendFlag)) throw new RangeError('--backend must be chdb, server or both');
   const backends = (backendFlag === 'both' ? ['chdb', 'server'] : [backendFlag]) as ('chdb' | 'server')[];
-  const profile = flags.get('--profile');
-  if (profile !== undefined && profile !== 'gateway' && profile !== 'rater') throw new RangeError('--profile must be gateway or rater');
+  const profile = (flags.get('--profile') ?? '').split(',').filter((p) => p !== '');
+  if (profile.some((p) => p !== 'gateway' && p !== 'rater')) throw new RangeError('--profile must be gateway, rater or gateway,rater');
   const profileDir = join(repoRoot, 'bench', 'results', 'profiles');
-  const profileFlags = (who: string): string[] => (profile === who ? (mkdirSync(profileDir, { recursive: true }), ['--cpu-prof', '--cpu-prof-dir', profileDir]) : []);
+  const profileFlags = (who: string): string[] => (profile.includes(who) ? (mkdirSync(profileDir, { recursive: true }), ['--cpu-prof', '--cpu-prof-dir', profileDir]) : []);
   // Phases for sizes other than the headline are short: they show the shape, the headline gets the time.
   const sizePhaseS = (size: number): number => (size === headline ? phaseS : Math.max(2, Math.round(phaseS / 3)));
 
@@ -223,8 +223,11 @@ async function main(): Promise<void> {
       const gatewayCpu0 = procStats(gateway.pid).cpuSeconds;
       const raterCpu0 = procStats(rater.pid).cpuSeconds;
       const natsCpu0 = procStatsIfAlive(nats.pid)?.cpuSeconds ?? 0;
+      // chDB runs inside the rater; clickhouse-server is a process of its own.
+      const clickhouseCpu0 = procStatsIfAlive(clickhouse?.pid)?.cpuSeconds ?? 0;
       const before = await acceptedEvents(gatewayUrl);
       const startedAt = Date.now();
+      const loadCpu0 = process.cpuUsage();
       let sampling = true;
       const sampler = (async () => {
         let next = startedAt + 1000;
@@ -243,6 +246,8 @@ async function main(): Promise<void> {
       })();
       const load = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: head, durationS: sustainedS, connections });
       const ingestDoneAt = Date.now();
+      // This process: autocannon plus the once-a-second sampling.
+      const loadCpu = process.cpuUsage(loadCpu0);
       const drainedAt = await waitDrained(jsm, 15 * 60_000);
       sampling = false;
       await sampler;
@@ -250,6 +255,7 @@ async function main(): Promise<void> {
       const gatewayStats = procStats(gateway.pid);
       const raterStats = procStats(rater.pid);
       const natsCpu = (procStatsIfAlive(nats.pid)?.cpuSeconds ?? 0) - natsCpu0;
+      const clickhouseCpu = clickhouse === undefined ? null : round((procStatsIfAlive(clickhouse.pid)?.cpuSeconds ?? 0) - clickhouseCpu0, 1);
       await rater.stop();
 
       log(`  verifying totals in ClickHouse (${backend}) …`);
@@ -298,6 +304,8 @@ async function main(): Promise<void> {
         gateway: { cpuSeconds: round(gatewayStats.cpuSeconds - gatewayCpu0, 1), peakRssMiB: mib(gatewayStats.peakRssBytes), rssFirst10sMiB: avg(first, 'gatewayRssMiB'), rssLast10sMiB: avg(last, 'gatewayRssMiB') },
         rater: { cpuSeconds: round(raterStats.cpuSeconds - raterCpu0, 1), peakRssMiB: mib(raterStats.peakRssBytes), rssFirst10sMiB: avg(first, 'raterRssMiB'), rssLast10sMiB: avg(last, 'raterRssMiB') },
         natsCpuSeconds: round(natsCpu, 1),
+        clickhouseServerCpuSeconds: clickhouseCpu,
+        loadGeneratorCpuSeconds: round((loadCpu.user + loadCpu.system) / 1e6, 1),
         maxLagMessages: samples.reduce((m, s) => Math.max(m, s.lagMessages), 0),
         samples,
       };

@@ -178,12 +178,22 @@ class Interned {
     this.#byHash.clear();
     this.#bytes.length = 0;
     this.#byText.clear();
+    this.#first?.(this);
+  }
+
+  readonly #first: ((table: Interned) => void) | undefined;
+
+  /** `first` interns what must always hold index 0 (again after each emptying). */
+  constructor(first?: (table: Interned) => void) {
+    this.#first = first;
+    first?.(this);
   }
 }
 
-export const internedCustomers = new Interned();
-export const internedDimensions = new Interned();
 const emptyDimensions = '{}';
+export const internedCustomers = new Interned();
+// No dimensions (most events) is always index 0, so it needs no lookup.
+export const internedDimensions = new Interned((table) => table.text(emptyDimensions));
 
 // Scratch for one event's dimensions: byte ranges of up to 16 (key, value) pairs.
 const dimensionRanges = new Uint32Array(4 * 16);
@@ -473,7 +483,7 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
       }
       if (text !== '') canonical = `${text}}`;
     }
-    dimensions[i] = internedDimensions.text(canonical);
+    dimensions[i] = canonical === emptyDimensions ? 0 : internedDimensions.text(canonical);
     meterOf[i] = meter;
     if (meter.aggregation === 'count') {
       units[i] = 1;

@@ -120,19 +120,30 @@ export function isAscii(b: Uint8Array, at: number, length: number): boolean {
   return true;
 }
 
-// Event field names, compared by length first.
-const fieldNames: [Uint8Array, number][] = [
-  [asciiBytes('id'), F_ID],
-  [asciiBytes('customer'), F_CUSTOMER],
-  [asciiBytes('meter'), F_METER],
-  [asciiBytes('quantity'), F_QUANTITY],
-  [asciiBytes('timestamp'), F_TIMESTAMP],
-  [asciiBytes('dimensions'), F_DIMENSIONS],
-];
+const fieldId = asciiBytes('id');
+const fieldCustomer = asciiBytes('customer');
+const fieldMeter = asciiBytes('meter');
+const fieldQuantity = asciiBytes('quantity');
+const fieldTimestamp = asciiBytes('timestamp');
+const fieldDimensions = asciiBytes('dimensions');
 
+/** The event field (F_*) named by b[at, at + length), or 0: picked by length, then compared whole. */
 export function fieldOf(b: Uint8Array, at: number, length: number): number {
-  for (const [name, flag] of fieldNames) if (bytesEqual(b, at, length, name)) return flag;
-  return 0;
+  switch (length) {
+    case 2:
+      return bytesEqual(b, at, 2, fieldId) ? F_ID : 0;
+    case 5:
+      return bytesEqual(b, at, 5, fieldMeter) ? F_METER : 0;
+    case 8:
+      if (b[at] === 0x63) return bytesEqual(b, at, 8, fieldCustomer) ? F_CUSTOMER : 0;
+      return bytesEqual(b, at, 8, fieldQuantity) ? F_QUANTITY : 0;
+    case 9:
+      return bytesEqual(b, at, 9, fieldTimestamp) ? F_TIMESTAMP : 0;
+    case 10:
+      return bytesEqual(b, at, 10, fieldDimensions) ? F_DIMENSIONS : 0;
+    default:
+      return 0;
+  }
 }
 
 /** Set by strAt (where the string's bytes start) and numberAt (where the number ends). */
