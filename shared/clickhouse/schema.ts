@@ -50,12 +50,6 @@ export const tables = {
   ) ENGINE = ReplacingMergeTree ORDER BY (customer, unit, entry_id)`,
 
   /**
-   * Settlement runs: a "started" row before a run posts anything, a
-   * "completed" row (with the report) after. The cursor is the latest
-   * completed window_until; a started run without completion is finished,
-   * with its exact window, before any new one (docs/exactly-once.md).
-   */
-  /**
    * Each (customer, credit unit)'s credit state as a settlement run leaves it
    * (`as_of` = the run's window end): the run's inputs were the entries
    * effective before its window and posted before `inputs_before`, plus its
@@ -74,6 +68,12 @@ export const tables = {
     state String
   ) ENGINE = ReplacingMergeTree ORDER BY (as_of, customer, unit)`,
 
+  /**
+   * Settlement runs: a "started" row before a run posts anything, a
+   * "completed" row (with the report) after. The cursor is the latest
+   * completed window_until; a started run without completion is finished,
+   * with its exact window, before any new one (docs/exactly-once.md).
+   */
   settlementRuns: `CREATE TABLE IF NOT EXISTS settlement_runs (
     run_id String,
     window_from DateTime('UTC'),
