@@ -114,8 +114,8 @@ async function main(argv: string[]): Promise<number> {
           ...(file === undefined ? {} : { seed: { raw: file.raw, appliedBy: `seed:${config.catalog}` } }),
         });
         const { revision, catalog } = source.current();
-        const report = await settle(store, catalog, { untilSec: Math.floor(untilMs / 60_000) * 60 });
-        process.stdout.write(`${JSON.stringify({ ...reportJson(report), catalog_revision: revision }, null, 2)}\n`);
+        const report = await settle(store, catalog, { untilSec: Math.floor(untilMs / 60_000) * 60, catalogRevision: revision });
+        process.stdout.write(`${JSON.stringify(reportJson(report), null, 2)}\n`);
       } finally {
         await store.close();
       }

@@ -17,8 +17,8 @@ import { settle, type SettleRequest, type SettlementReport } from './settle.js';
  */
 export type RunCatalog = () => Promise<{ revision: number; catalog: Catalog }>;
 
-/** A run's report and the catalog revision it priced with. */
-export type RunReport = SettlementReport & { catalogRevision?: number };
+/** A run's report, with the catalog revision it priced with (`catalogRevision`). */
+export type RunReport = SettlementReport;
 
 export class SettlementRunner {
   readonly #store: Store;
@@ -46,8 +46,7 @@ export class SettlementRunner {
     try {
       const { revision, catalog } = typeof this.#catalog === 'function' ? await this.#catalog() : { revision: undefined, catalog: this.#catalog };
       this.#log.info({ from: request.fromSec, until: request.untilSec, catalogRevision: revision }, 'settlement run starting');
-      const report: RunReport = await settle(this.#store, catalog, request);
-      if (revision !== undefined) report.catalogRevision = revision;
+      const report: RunReport = await settle(this.#store, catalog, { ...request, ...(revision === undefined ? {} : { catalogRevision: revision }) });
       this.#metrics.entriesPosted.inc(report.entriesPosted);
       if (report.entriesPosted > 0) {
         for (const customer of Object.values(report.customers)) {

@@ -29,6 +29,8 @@ export interface SettlementReport {
   entriesAlreadyPosted: number;
   /** True when this report is of an interrupted run that this call finished. */
   resumed?: boolean;
+  /** The catalog revision the run priced with (absent when the catalog came from a file, not the store). */
+  catalogRevision?: number;
   customers: Record<string, CustomerReport>;
 }
 
@@ -72,6 +74,7 @@ export function storedReport(report: SettlementReport): Record<string, unknown> 
     entries_posted: report.entriesPosted,
     entries_already_posted: report.entriesAlreadyPosted,
     resumed: report.resumed === true,
+    catalog_revision: report.catalogRevision ?? null,
     customer_count: customers.length,
     unrated_lines: customers.reduce((n, r) => n + r.unrated.length, 0),
     totals: Object.fromEntries(Object.entries(totals).map(([unit, t]) => [unit, Object.fromEntries(Object.entries(t).map(([k, v]) => [k, formatAmount(v)]))])),
@@ -87,6 +90,7 @@ export function reportJson(report: SettlementReport): Record<string, unknown> {
     entries_posted: report.entriesPosted,
     entries_already_posted: report.entriesAlreadyPosted,
     resumed: report.resumed === true,
+    catalog_revision: report.catalogRevision ?? null,
     customers: Object.fromEntries(
       Object.entries(report.customers).map(([customer, r]) => [
         customer,
@@ -213,6 +217,10 @@ export async function priorUsageFor(
   return readPriorUsage(store, { excluding, meters: [...meters].sort(), monthStartsSec: [...months].sort((a, b) => a - b), customer });
 }
 
+function revisionOf(request: SettleRequest): Pick<SettlementReport, 'catalogRevision'> {
+  return request.catalogRevision === undefined ? {} : { catalogRevision: request.catalogRevision };
+}
+
 export function runIdFor(fromSec: number, untilSec: number): string {
   return `run:${fromSec}:${untilSec}`;
 }
@@ -274,6 +282,8 @@ export interface SettleRequest {
   /** Defaults to where the previous run ended. */
   fromSec?: number;
   nowSec?: number;
+  /** The catalog revision `catalog` is, for the report (`catalog_revision`). */
+  catalogRevision?: number;
   /** Called as each phase of the run ends (benchmarks and logs). */
   onPhase?: (phase: string) => void;
 }
@@ -293,7 +303,7 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
   let resumed: SettlementReport | undefined;
   const interrupted = await interruptedRun(store);
   if (interrupted !== undefined) {
-    resumed = await executeRun(store, catalog, interrupted, nowSec, request.onPhase);
+    resumed = await executeRun(store, catalog, interrupted, nowSec, request);
     resumed.resumed = true;
   }
 
@@ -302,7 +312,7 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
   const runId = runIdFor(fromSec, untilSec);
   if (resumed !== undefined && resumed.runId === runId) return resumed;
   if (untilSec <= fromSec) {
-    return resumed ?? { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
+    return resumed ?? { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, ...revisionOf(request), customers: {} };
   }
   if (fromSec < cursor) {
     // Re-running a settled window exactly is a no-op (same inputs, same ids);
@@ -311,14 +321,14 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
     if (earlier === undefined) {
       throw new DrawdownError('request_invalid', `window overlaps time already settled (settled until ${new Date(cursor * 1000).toISOString()})`);
     }
-    return executeRun(store, catalog, earlier, nowSec, request.onPhase);
+    return executeRun(store, catalog, earlier, nowSec, request);
   }
   if (fromSec > cursor) throw new DrawdownError('request_invalid', `from may not leave a gap after the settled time (settled until ${new Date(cursor * 1000).toISOString()})`);
   // The snapshot is taken before the start is recorded, so the recorded run owns exactly it.
   const watermarks = Object.fromEntries([...(await readWatermarks(store))].map(([p, seq]) => [String(p), seq]));
   const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec, watermarks };
   await recordRun(store, run, nowSec, 'started', '');
-  return executeRun(store, catalog, run, nowSec, request.onPhase, true);
+  return executeRun(store, catalog, run, nowSec, request, true);
 }
 
 /** Replays one ledger entry onto a credit state. */
@@ -401,9 +411,10 @@ async function loadCreditInputs(store: Store, accounts: readonly string[], run: 
  * nothing yet and the scan for its ids (a column scan of the whole ledger)
  * is skipped; resumed runs and re-runs look.
  */
-async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number, onPhase: (phase: string) => void = () => {}, newRun = false): Promise<SettlementReport> {
+async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number, request: SettleRequest, newRun = false): Promise<SettlementReport> {
   const { runId, fromSec, untilSec, startedAtSec } = run;
-  const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, customers: {} };
+  const onPhase = request.onPhase ?? (() => {});
+  const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, ...revisionOf(request), customers: {} };
   const previous = await previousRun(store, fromSec);
   const excluding = previous && { untilSec: previous.untilSec, watermarks: previous.watermarks };
   const lines = await readSelectedUsage(store, catalog, { untilSec, watermarks: run.watermarks, excluding, lateBeforeSec: fromSec });
