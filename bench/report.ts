@@ -102,6 +102,6 @@ export function historyLines(r: BenchResults, note: string): string[] {
   const head = r.bySize.find((s) => s.batchEvents === r.settings.headline)!;
   return r.endToEnd.map(
     (e) =>
-      `| ${r.date.slice(0, 16)} | ${e.backend} | ${r.settings.headline} | ${head.gatewayEventsPerS} | ${head.ratioToRawJetStream} | ${head.ratioToNoopHttp} | ${e.eventsPerS} | ${r.latencyAt80.latencyMs.p99} | ${e.totalsExact} |${note === '' ? '' : ` ${note}`}`,
+      `| ${r.date.slice(0, 16)} | ${e.backend} | ${r.settings.headline} | ${head.gatewayEventsPerS} | ${head.ratioToRawJetStream} | ${head.ratioToNoopHttp} | ${e.eventsPerS} | ${r.latencyAt80.latencyMs.p99} | ${e.totalsExact} | ${note} |`,
   );
 }
