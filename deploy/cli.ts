@@ -14,6 +14,7 @@
  * Every setting is also an environment variable (docs/configuration.md).
  */
 import { resolve } from 'node:path';
+import { destination } from 'pino';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, parseArgs, type Config } from '../shared/config.js';
 import { hashKey, isScope, keyIdPattern, newKey, scopes } from '../shared/auth.js';
@@ -104,17 +105,30 @@ async function main(argv: string[]): Promise<number> {
       const untilMs = until === undefined ? Date.now() : /^\d+$/.test(until) ? Number(until) : Date.parse(until);
       if (!Number.isFinite(untilMs)) throw new Error(`--until ${until} is not an ISO-8601 instant or ms since epoch`);
       const store = openStore(config.clickhouseUrl!);
+      // stdout carries the report alone: logs and progress go to stderr.
+      const log = createLogger(config.logLevel, 'drawdown-settle', destination(2));
+      const say = (line: string): boolean => process.stderr.write(`settle: ${line}\n`);
       try {
         await ensureSchema(store);
         // The latest catalog revision prices the run (an empty store is seeded from DRAWDOWN_CATALOG).
         const file = config.catalog === undefined ? undefined : readCatalogFile(config.catalog);
         const source = await openStoreCatalogSource(new CatalogStore(store), {
           refreshMs: 0,
-          log: createLogger(config.logLevel, 'drawdown-settle'),
+          log,
           ...(file === undefined ? {} : { seed: { raw: file.raw, appliedBy: `seed:${config.catalog}` } }),
         });
         const { revision, catalog } = source.current();
-        const report = await settle(store, catalog, { untilSec: Math.floor(untilMs / 60_000) * 60, catalogRevision: revision });
+        const untilSec = Math.floor(untilMs / 60_000) * 60;
+        const startedMs = Date.now();
+        const elapsed = (): string => `${Date.now() - startedMs} ms`;
+        say(`settling up to ${new Date(untilSec * 1000).toISOString()} with catalog revision ${revision}`);
+        const report = await settle(store, catalog, {
+          untilSec,
+          catalogRevision: revision,
+          onPhase: (phase) => say(`${phase} done (${elapsed()})`),
+          onProgress: (p) => say(`${p.accountsDone}/${p.accountsTotal} accounts settled, ${p.entries} entries so far (${elapsed()})`),
+        });
+        say(`${report.entriesPosted} entries posted, ${report.entriesAlreadyPosted} already posted, ${Object.keys(report.customers).length} customers (${elapsed()})`);
         process.stdout.write(`${JSON.stringify(reportJson(report), null, 2)}\n`);
       } finally {
         await store.close();

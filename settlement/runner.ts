@@ -46,7 +46,14 @@ export class SettlementRunner {
     try {
       const { revision, catalog } = typeof this.#catalog === 'function' ? await this.#catalog() : { revision: undefined, catalog: this.#catalog };
       this.#log.info({ from: request.fromSec, until: request.untilSec, catalogRevision: revision }, 'settlement run starting');
-      const report: RunReport = await settle(this.#store, catalog, { ...request, ...(revision === undefined ? {} : { catalogRevision: revision }) });
+      const report: RunReport = await settle(this.#store, catalog, {
+        ...request,
+        ...(revision === undefined ? {} : { catalogRevision: revision }),
+        onProgress: (p) => {
+          this.#log.info({ runId: p.runId, accountsDone: p.accountsDone, accountsTotal: p.accountsTotal, entries: p.entries }, 'settlement progress');
+          request.onProgress?.(p);
+        },
+      });
       this.#metrics.entriesPosted.inc(report.entriesPosted);
       if (report.entriesPosted > 0) {
         for (const customer of Object.values(report.customers)) {

@@ -286,7 +286,23 @@ export interface SettleRequest {
   catalogRevision?: number;
   /** Called as each phase of the run ends (benchmarks and logs). */
   onPhase?: (phase: string) => void;
+  /** Called while accounts are settled: about ten times a run, and at least every `progressIntervalMs` (logs, `drawdown settle`). */
+  onProgress?: (progress: SettleProgress) => void;
 }
+
+/** How far a run has come through its accounts (customer × credit unit). */
+export interface SettleProgress {
+  runId: string;
+  accountsDone: number;
+  accountsTotal: number;
+  /** Ledger entries computed so far (posted when the run writes the ledger). */
+  entries: number;
+}
+
+/** Progress is reported every tenth of the accounts, but no more often than every this many accounts … */
+const progressAccountsMin = 100;
+/** … and, on a slow run, at least this often (the clock is read every 256 accounts only: the loop is hot). */
+const progressIntervalMs = 5_000;
 
 /**
  * Settles up to `untilSec`. A run first records its window ("started"), then
@@ -460,6 +476,10 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   onPhase('load credit state');
   const entries: LedgerEntry[] = [];
   const snapshots: CreditSnapshot[] = [];
+  const onProgress = request.onProgress;
+  const progressStep = Math.max(progressAccountsMin, Math.ceil(accounts.length / 10));
+  let accountsDone = 0;
+  let progressAtMs = Date.now();
   for (const key of accounts) {
     const charges = byAccount.get(key)!;
     const [customer, unit] = key.split('\u0000') as [string, string];
@@ -513,6 +533,11 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
       });
     });
     snapshots.push({ customer, unit, asOfSec: untilSec, runId, inputsBeforeSec: startedAtSec, balance: balanceOf(state), state: encodeState(state) });
+    accountsDone++;
+    if (onProgress !== undefined && (accountsDone % progressStep === 0 || accountsDone === accounts.length || ((accountsDone & 255) === 0 && Date.now() - progressAtMs >= progressIntervalMs))) {
+      progressAtMs = Date.now();
+      onProgress({ runId, accountsDone, accountsTotal: accounts.length, entries: entries.length });
+    }
   }
 
   onPhase('settle accounts');
