@@ -94,8 +94,9 @@ function scanMeters(meters: MeterDefinitions): ScanMeter[] {
       .filter((d) => /^[\x00-\x7f]*$/.test(d))
       .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
       .map((name) => ({ name, bytes: asciiBytes(name), json: JSON.stringify(name) }));
-    // A declared dimension with non-ASCII characters could be present under a key we do not match: leave such meters to the full path.
-    if (dimensions.length !== definition.dimensions.length) continue;
+    // A declared dimension with non-ASCII characters could be present under a key we do not match, and
+    // array-index names ("10", "9") come out of JSON.stringify in numeric order: leave such meters to the full path.
+    if (dimensions.length !== definition.dimensions.length || definition.dimensions.some((d) => /^(0|[1-9]\d*)$/.test(d))) continue;
     list.push({ index: list.length, key, bytes: asciiBytes(key), aggregation: definition.aggregation, dimensions });
   }
   scanMetersCache = { source: meters, meters: list };

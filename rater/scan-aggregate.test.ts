@@ -107,6 +107,13 @@ describe('scanBatch + ScannedAggregator (the workers fast path)', () => {
     );
   });
 
+  it('leaves meters whose declared dimensions have index-like names ("9", "10") to the full path, which orders them as JSON does', () => {
+    const numeric = JSON.parse(JSON.stringify({ gpu: { aggregation: 'sum', dimensions: ['10', '9'] } })) as MeterDefinitions;
+    const body = standard.pack([{ id: 'e1', customer: 'acme', meter: 'gpu', timestamp: baseMs, dimensions: { '9': 'a', '10': 'b' } }]);
+    expect(scanBatch(body, numeric, new ScannedEvents(), false)).toBe(false);
+    expect(validateEvents(expectEventArray(decodeBatch(body, 'msgpack'), 10), numeric, undefined)[0]!.dimensions).toBe('{"9":"a","10":"b"}');
+  });
+
   it('sums beyond 2^53 nanos stay exact', () => {
     const scanned = new ScannedEvents();
     const events = Array.from({ length: 50 }, (_, i) => ({ id: `e${i}`, customer: 'acme', meter: 'tokens', quantity: '999999999999999.999999999', timestamp: baseMs }));
