@@ -69,11 +69,11 @@ export function renderMarkdown(r: BenchResults): string {
     '',
     '## Ingest: gateway alone (HTTP → JetStream acked), same bytes as the baselines',
     '',
-    '| events/batch | bytes | (a) raw JetStream events/s | (b) no-op HTTP events/s | gateway events/s | ÷ (a) | ÷ (b) | p50 / p99 ms | gateway CPU s/s | nats CPU s/s |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| events/batch | bytes | (a) raw JetStream events/s | (b) no-op HTTP events/s | gateway events/s | ÷ (a) | ÷ (b) | p50 / p99 ms | gateway CPU s/s | gateway µs CPU/event | nats CPU s/s |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...r.bySize.map(
       (s) =>
-        `| ${n(s.batchEvents)} | ${n(s.batchBytes)} | ${n(s.rawJetStreamEventsPerS)} | ${n(s.noopHttpEventsPerS)} | ${n(s.gatewayEventsPerS)} | ${s.ratioToRawJetStream} | ${s.ratioToNoopHttp} | ${s.gatewayLatencyMs.p50} / ${s.gatewayLatencyMs.p99} | ${s.gatewayCpuPerS} | ${s.gatewayNatsCpuPerS ?? '–'} |`,
+        `| ${n(s.batchEvents)} | ${n(s.batchBytes)} | ${n(s.rawJetStreamEventsPerS)} | ${n(s.noopHttpEventsPerS)} | ${n(s.gatewayEventsPerS)} | ${s.ratioToRawJetStream} | ${s.ratioToNoopHttp} | ${s.gatewayLatencyMs.p50} / ${s.gatewayLatencyMs.p99} | ${s.gatewayCpuPerS} | ${s.gatewayEventsPerS > 0 ? ((s.gatewayCpuPerS * 1e6) / s.gatewayEventsPerS).toFixed(2) : '–'} | ${s.gatewayNatsCpuPerS ?? '–'} |`,
     ),
     '',
     `Latency at 80 % of the ${r.settings.headline}-event peak (${n(r.latencyAt80.targetEventsPerS)} events/s asked, ${n(r.latencyAt80.achievedEventsPerS)} achieved): p50 ${r.latencyAt80.latencyMs.p50} ms, p90 ${r.latencyAt80.latencyMs.p90} ms, p99 ${r.latencyAt80.latencyMs.p99} ms, max ${r.latencyAt80.latencyMs.max} ms; ${r.latencyAt80.non2xx} non-2xx, ${r.latencyAt80.errors} errors.`,
