@@ -10,6 +10,7 @@ export default defineConfig({
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     testTimeout: 120_000,
     hookTimeout: 120_000,
-    reporters: ['default'],
+    // The summary line is for CI (see test/summary-reporter.ts).
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
