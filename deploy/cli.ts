@@ -23,6 +23,7 @@ import { createLogger } from '../shared/log.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
 import { reportJson, settle } from '../settlement/settle.js';
+import { statementJson } from '../settlement/statement.js';
 import { runCatalogCommand } from '../settlement/catalog/cli.js';
 import { openStoreCatalogSource, readCatalogFile } from '../settlement/catalog/source.js';
 import { CatalogStore } from '../settlement/catalog/store.js';
@@ -40,6 +41,7 @@ commands:
   rater        stream → ClickHouse                                          (needs --nats-url, --clickhouse-url)
   settlement   balances, ledger, usage, purchases, settlements + schedule   (needs --clickhouse-url, API keys)
   settle       one settlement run up to --until, report on stdout          (needs --clickhouse-url)
+               --close-period: up to the last whole minute; prints the billing terms it closed
   demo         SPEC §7 examples 1 and 2 through the all-in-one; prints balances
   keys new     a new API key, shown once, and its entry for DRAWDOWN_API_KEYS
                --scopes ${scopes.join(',')} (any of them)  [--id NAME]
@@ -101,6 +103,12 @@ async function main(argv: string[]): Promise<number> {
     case 'settle': {
       const until = flags.get('--until');
       flags.delete('--until');
+      // --close-period: settle up to the last whole minute and print the billing terms that closed.
+      const closeFlag = flags.get('--close-period');
+      flags.delete('--close-period');
+      if (closeFlag !== undefined && closeFlag !== 'true') throw new Error(`--close-period takes no value (got ${closeFlag})`);
+      const closePeriod = closeFlag !== undefined;
+      if (closePeriod && until !== undefined) throw new Error('--close-period settles up to the last whole minute: leave out --until');
       const config: Config = loadConfig(flags, env, ['clickhouseUrl']);
       const untilMs = until === undefined ? Date.now() : /^\d+$/.test(until) ? Number(until) : Date.parse(until);
       if (!Number.isFinite(untilMs)) throw new Error(`--until ${until} is not an ISO-8601 instant or ms since epoch`);
@@ -129,7 +137,16 @@ async function main(argv: string[]): Promise<number> {
           onProgress: (p) => say(`${p.accountsDone}/${p.accountsTotal} accounts settled, ${p.entries} entries so far (${elapsed()})`),
         });
         say(`${report.entriesPosted} entries posted, ${report.entriesAlreadyPosted} already posted, ${Object.keys(report.customers).length} customers (${elapsed()})`);
-        process.stdout.write(`${JSON.stringify(reportJson(report), null, 2)}\n`);
+        const json = reportJson(report);
+        if (closePeriod) {
+          const terms = Object.values(report.customers).flatMap((r) => r.closedTerms ?? []);
+          for (const t of terms) say(`closed ${t.customer} ${t.subscription} ${new Date(t.startSec * 1000).toISOString()} .. ${new Date(t.endSec * 1000).toISOString()}`);
+          say(`${terms.length} billing terms closed`);
+          const { customers: _detail, ...run } = json;
+          process.stdout.write(`${JSON.stringify({ ...run, closed_terms: terms.map((t) => ({ customer: t.customer, ...statementJson(t) })) }, null, 2)}\n`);
+        } else {
+          process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
+        }
       } finally {
         await store.close();
       }

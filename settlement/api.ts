@@ -16,7 +16,8 @@ import { balanceOf } from './balance.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { purchasePackage } from './purchases.js';
 import type { SettlementRunner } from './runner.js';
-import { reportJson } from './settle.js';
+import { reportJson, settledUntil } from './settle.js';
+import { customerStatements, statementJson, statementsLimitMax } from './statement.js';
 
 const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
 
@@ -87,6 +88,16 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     sendJson(res, 200, { entries: page.entries.map(entryJson), next: page.next ?? null });
   }
 
+  async function statements(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
+    const params = queryParams(req);
+    const limit = Number(params.get('limit') ?? '12');
+    if (!Number.isInteger(limit) || limit < 1 || limit > statementsLimitMax) throw new DrawdownError('request_invalid', `limit must be 1–${statementsLimitMax}`, { problems: [{ field: 'limit', code: 'range', message: `limit must be 1–${statementsLimitMax}` }] });
+    const id = checkCustomer(customer!);
+    const cursor = await settledUntil(store);
+    const list = await customerStatements(store, catalog, id, now(), limit, cursor);
+    sendJson(res, 200, { customer: id, settled_until: cursor === 0 ? null : new Date(cursor * 1000).toISOString(), statements: list.map(statementJson) });
+  }
+
   async function usage(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
     const params = queryParams(req);
     const problems = new Problems();
@@ -153,6 +164,7 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/balance$`), scope: 'read', handler: balance },
     { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/ledger$`), scope: 'read', handler: ledger },
     { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/usage$`), scope: 'read', handler: usage },
+    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/statements$`), scope: 'read', handler: statements },
     { method: 'POST', path: new RegExp(`^/v1/customers/${customerPath}/purchases$`), scope: 'admin', handler: purchase },
     { method: 'POST', path: /^\/v1\/settlements$/, scope: 'admin', handler: settlements },
   ];

@@ -20,6 +20,7 @@ import { grantSchedules } from './credit/schedule.js';
 import { costOf, matchRow, rowSignature, tierPeriodStartSec, versionAt } from './pricing.js';
 import { readPriorUsage, readSelectedUsage, type SelectedLine, type UsageLine, type Watermarks } from './usage-reader.js';
 import { readWatermarks } from '../rater/watermark.js';
+import { closedTerms, runReportTermsMax, statementJson, statementsOf, type Statement } from './statement.js';
 
 export interface SettlementReport {
   runId: string;
@@ -45,6 +46,8 @@ export interface CustomerReport {
   carried?: Record<string, string>;
   /** Credits billed as overage, per unit. */
   overage?: Record<string, string>;
+  /** Billing terms whose end lies in the run's window: closed by this run (settlement/statement.ts). */
+  closedTerms?: Statement[];
 }
 
 /**
@@ -77,6 +80,7 @@ export function storedReport(report: SettlementReport): Record<string, unknown> 
     catalog_revision: report.catalogRevision ?? null,
     customer_count: customers.length,
     unrated_lines: customers.reduce((n, r) => n + r.unrated.length, 0),
+    closed_terms: customers.reduce((n, r) => n + (r.closedTerms?.length ?? 0), 0),
     totals: Object.fromEntries(Object.entries(totals).map(([unit, t]) => [unit, Object.fromEntries(Object.entries(t).map(([k, v]) => [k, formatAmount(v)]))])),
   };
 }
@@ -103,6 +107,7 @@ export function reportJson(report: SettlementReport): Record<string, unknown> {
           expired: r.expired ?? {},
           carried: r.carried ?? {},
           overage: r.overage ?? {},
+          closed_terms: (r.closedTerms ?? []).map(statementJson),
         },
       ]),
     ),
@@ -549,6 +554,12 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   // Before completion: a crash here re-runs the window, which writes the same snapshots again.
   await writeSnapshots(store, snapshots);
   onPhase('write snapshots');
+  // Terms whose end this window contains are closed now: their statements, from the ledger just written.
+  const terms = closedTerms(catalog, fromMs, untilMs, runReportTermsMax).sort((a, b) => a.endSec - b.endSec);
+  if (terms.length > 0) {
+    for (const statement of await statementsOf(store, catalog, terms, untilSec)) (customerReport(statement.customer).closedTerms ??= []).push(statement);
+    onPhase('close terms');
+  }
   report.entriesPosted = fresh.length;
   report.entriesAlreadyPosted = entries.length - fresh.length;
   // Recorded last: until this row exists the run counts as interrupted and
