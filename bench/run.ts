@@ -20,7 +20,8 @@
  * Flags: --quick (3 s phases, 10 s sustained), --phase-s 10, --sustained-s 60,
  * --connections 16, --backend chdb|server|both, --sizes 1,100,1000,10000,
  * --headline 1000, --profile gateway,rater (node --cpu-prof into
- * bench/results/profiles/), --no-history, --note TEXT (appended to the history lines).
+ * bench/results/profiles/), --no-history (a scratch run: print only, leave
+ * latest.* and history.md alone), --note TEXT (added to the history lines).
  */
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -331,11 +332,12 @@ async function main(): Promise<void> {
       gatewayPeakRssMiB: mib(procStatsIfAlive(gateway.pid)?.peakRssBytes ?? 0),
     };
     const resultsDir = join(repoRoot, 'bench', 'results');
-    mkdirSync(resultsDir, { recursive: true });
-    writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
     const md = renderMarkdown(results);
-    writeFileSync(join(resultsDir, 'latest.md'), md);
+    // A scratch run (--no-history) only prints: latest.* and history.md keep the last recorded run.
     if (!flags.has('--no-history')) {
+      mkdirSync(resultsDir, { recursive: true });
+      writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
+      writeFileSync(join(resultsDir, 'latest.md'), md);
       const historyPath = join(resultsDir, 'history.md');
       // Re-read right before appending: another bench appends its own lines here.
       const existing = readFileSync(historyPath, 'utf8');
