@@ -133,6 +133,7 @@ async function main(argv: string[]): Promise<number> {
         const report = await settle(store, catalog, {
           untilSec,
           catalogRevision: revision,
+          snapshotRetentionDays: config.snapshotRetentionDays,
           onPhase: (phase) => say(`${phase} done (${elapsed()})`),
           onProgress: (p) => say(`${p.accountsDone}/${p.accountsTotal} accounts settled, ${p.entries} entries so far (${elapsed()})`),
         });

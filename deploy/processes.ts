@@ -189,7 +189,7 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
         const snapshot = await catalogSource.refresh();
         return { revision: snapshot.revision, catalog: snapshot.catalog };
       };
-      const settlementRunner = new SettlementRunner(store!, runCatalog, log, createSettlementMetrics(registry));
+      const settlementRunner = new SettlementRunner(store!, runCatalog, log, createSettlementMetrics(registry), { snapshotRetentionDays: config.snapshotRetentionDays });
       runner = settlementRunner;
       settlementRunner.schedule(config.settleEveryMs);
       stops.push(() => settlementRunner.stop());

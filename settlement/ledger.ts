@@ -181,6 +181,32 @@ export async function latestSnapshots(store: Store, accounts: readonly string[],
 }
 
 /**
+ * Drops whole months of credit snapshots (the table is partitioned by
+ * toYYYYMM(as_of)) that lie entirely before `newestAsOfSec` −
+ * `retentionDays`; returns the months dropped. Safe by the snapshot rule: an
+ * account whose snapshots are gone is rebuilt from its whole ledger, which
+ * posts exactly what a snapshot would (test/credit-snapshots.test.ts). The
+ * next run reads the snapshots as of the newest completed run's end, which
+ * a retention of at least a day never drops.
+ */
+export async function dropExpiredSnapshots(store: Store, newestAsOfSec: number, retentionDays: number): Promise<number> {
+  const cutoffSec = newestAsOfSec - retentionDays * 86_400;
+  if (cutoffSec <= 0) return 0;
+  const cutoff = new Date(cutoffSec * 1000);
+  // Months before the cutoff's month hold only snapshots older than the cutoff.
+  const cutoffMonth = cutoff.getUTCFullYear() * 100 + cutoff.getUTCMonth() + 1;
+  const rows = await store.query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'credit_snapshots' AND active");
+  let dropped = 0;
+  for (const [partition] of rows) {
+    const month = Number(partition);
+    if (!Number.isSafeInteger(month) || month >= cutoffMonth) continue;
+    await store.command(`ALTER TABLE credit_snapshots DROP PARTITION ${sqlUInt(month)}`);
+    dropped++;
+  }
+  return dropped;
+}
+
+/**
  * Entries posted outside settlement (purchases) effective before `untilSec`
  * that snapshots taken at `sinceAsOfSec` with inputs before
  * `sincePostedSec` may lack: effective since the one or posted since the

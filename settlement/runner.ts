@@ -25,14 +25,16 @@ export class SettlementRunner {
   readonly #catalog: Catalog | RunCatalog;
   readonly #log: Logger;
   readonly #metrics: ReturnType<typeof createSettlementMetrics>;
+  readonly #snapshotRetentionDays: number | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(store: Store, catalog: Catalog | RunCatalog, log: Logger, metrics: ReturnType<typeof createSettlementMetrics>) {
+  constructor(store: Store, catalog: Catalog | RunCatalog, log: Logger, metrics: ReturnType<typeof createSettlementMetrics>, options: { snapshotRetentionDays?: number } = {}) {
     this.#store = store;
     this.#catalog = catalog;
     this.#log = log;
     this.#metrics = metrics;
+    this.#snapshotRetentionDays = options.snapshotRetentionDays;
   }
 
   run(request: SettleRequest): Promise<RunReport> {
@@ -47,6 +49,7 @@ export class SettlementRunner {
       const { revision, catalog } = typeof this.#catalog === 'function' ? await this.#catalog() : { revision: undefined, catalog: this.#catalog };
       this.#log.info({ from: request.fromSec, until: request.untilSec, catalogRevision: revision }, 'settlement run starting');
       const report: RunReport = await settle(this.#store, catalog, {
+        ...(this.#snapshotRetentionDays === undefined ? {} : { snapshotRetentionDays: this.#snapshotRetentionDays }),
         ...request,
         ...(revision === undefined ? {} : { catalogRevision: revision }),
         onProgress: (p) => {
@@ -64,6 +67,7 @@ export class SettlementRunner {
         { runId: report.runId, catalogRevision: revision, entriesPosted: report.entriesPosted, alreadyPosted: report.entriesAlreadyPosted, customers: Object.keys(report.customers).length },
         'settlement run finished',
       );
+      if ((report.snapshotMonthsDropped ?? 0) > 0) this.#log.info({ months: report.snapshotMonthsDropped, retentionDays: this.#snapshotRetentionDays }, 'old credit snapshots dropped');
       this.#metrics.runs.inc({ outcome: 'completed' });
       return report;
     } catch (error) {

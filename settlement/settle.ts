@@ -8,12 +8,13 @@ import type { Decimal } from 'decimal.js';
 import type { Catalog, RateCardVersion, RateRow } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { settlementRunColumns } from '../shared/clickhouse/schema.js';
+import { settings } from '../shared/config.js';
 import { DrawdownError } from '../shared/errors.js';
 import { crashPoint } from '../shared/fault.js';
 import { formatAmount, money } from '../shared/money.js';
 import { sqlString, sqlUInt } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
-import { entriesOf, entriesOutsideSettlementSince, entryId, entryIdsOfRun, latestSnapshots, writeEntries, writeSnapshots, type CreditSnapshot, type LedgerEntry } from './ledger.js';
+import { dropExpiredSnapshots, entriesOf, entriesOutsideSettlementSince, entryId, entryIdsOfRun, latestSnapshots, writeEntries, writeSnapshots, type CreditSnapshot, type LedgerEntry } from './ledger.js';
 import { applyPosting, balanceOf, decodeState, emptyState, encodeState, type CreditState, type DrawDownPolicy } from './credit/blocks.js';
 import { settleWindow, type ExistingBlock, type UsageCharge } from './credit/timeline.js';
 import { grantSchedules } from './credit/schedule.js';
@@ -32,6 +33,8 @@ export interface SettlementReport {
   resumed?: boolean;
   /** The catalog revision the run priced with (absent when the catalog came from a file, not the store). */
   catalogRevision?: number;
+  /** Months of credit snapshots dropped after the run (retention). */
+  snapshotMonthsDropped?: number;
   customers: Record<string, CustomerReport>;
 }
 
@@ -289,6 +292,8 @@ export interface SettleRequest {
   nowSec?: number;
   /** The catalog revision `catalog` is, for the report (`catalog_revision`). */
   catalogRevision?: number;
+  /** After the run, credit snapshot months older than its end minus this many days are dropped (default: DRAWDOWN_SNAPSHOT_RETENTION_DAYS's). */
+  snapshotRetentionDays?: number;
   /** Called as each phase of the run ends (benchmarks and logs). */
   onPhase?: (phase: string) => void;
   /** Called while accounts are settled: about ten times a run, and at least every `progressIntervalMs` (logs, `drawdown settle`). */
@@ -316,6 +321,18 @@ const progressIntervalMs = 5_000;
  * so nothing it had posted is posted again — and only then does the cursor move.
  */
 export async function settle(store: Store, catalog: Catalog, request: SettleRequest): Promise<SettlementReport> {
+  const report = await settleRuns(store, catalog, request);
+  // Retention runs after completion, against the newest completed run (this one, or a later one re-run here).
+  const newest = await settledUntil(store);
+  if (newest > 0) {
+    report.snapshotMonthsDropped = await dropExpiredSnapshots(store, newest, request.snapshotRetentionDays ?? settings.snapshotRetentionDays.default);
+    request.onPhase?.('snapshot retention');
+  }
+  return report;
+}
+
+/** The runs of one settle call: an interrupted one first, then the requested window. */
+async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest): Promise<SettlementReport> {
   const untilSec = request.untilSec;
   if (untilSec % 60 !== 0) throw new DrawdownError('request_invalid', 'until must fall on a whole minute (usage is aggregated per minute)');
   if (request.fromSec !== undefined && request.fromSec % 60 !== 0) throw new DrawdownError('request_invalid', 'from must fall on a whole minute');

@@ -53,6 +53,7 @@ export const settings = {
 
   catalogRefreshMs: { kind: 'int', env: 'DRAWDOWN_CATALOG_REFRESH_MS', default: 10_000, min: 100, max: 3_600_000, doc: 'How often a process with ClickHouse checks the catalog store for a new revision, in ms (settlement also checks at the start of every run)' },
   settleEveryMs: { kind: 'int', env: 'DRAWDOWN_SETTLE_EVERY_MS', default: 0, min: 0, max: 31 * 24 * 3_600_000, doc: 'Run settlement on this schedule, in ms (0 = only on demand)' },
+  snapshotRetentionDays: { kind: 'int', env: 'DRAWDOWN_SNAPSHOT_RETENTION_DAYS', default: 35, min: 1, max: 3660, doc: 'Settlement drops whole months of credit snapshots older than the newest completed run minus this many days (an account without a snapshot is rebuilt from its ledger)' },
 } as const satisfies Record<string, Spec>;
 
 export type SettingName = keyof typeof settings;

@@ -56,7 +56,8 @@ export const tables = {
    * own postings. The next run starts from here instead of replaying the
    * ledger. `balance` = the state's balance, which equals the sum of the
    * account's entries at that point. Ordered by as_of first: a run reads the
-   * previous run's snapshots, one as_of, as one range.
+   * previous run's snapshots, one as_of, as one range. Partitioned by month
+   * so settlement drops old months whole (DRAWDOWN_SNAPSHOT_RETENTION_DAYS).
    */
   creditSnapshots: `CREATE TABLE IF NOT EXISTS credit_snapshots (
     customer String,
@@ -66,7 +67,7 @@ export const tables = {
     inputs_before DateTime('UTC'),
     balance Decimal(38, 9),
     state String
-  ) ENGINE = ReplacingMergeTree ORDER BY (as_of, customer, unit)`,
+  ) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(as_of) ORDER BY (as_of, customer, unit)`,
 
   /**
    * Settlement runs: a "started" row before a run posts anything, a
@@ -157,4 +158,23 @@ export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'r
 
 export async function ensureSchema(store: Store): Promise<void> {
   for (const ddl of Object.values(tables)) await store.command(ddl);
+  await partitionCreditSnapshots(store);
+}
+
+/**
+ * credit_snapshots was created without PARTITION BY before retention
+ * existed; such a table is copied into a partitioned one once, at the first
+ * start after upgrading. Snapshots are a cache of the ledger (an account
+ * without one is rebuilt from its entries), so a crash half-way loses at
+ * most speed: leftovers are dropped, and a missing table was created above.
+ */
+async function partitionCreditSnapshots(store: Store): Promise<void> {
+  const ddl = (await store.query('SHOW CREATE TABLE credit_snapshots'))[0]?.[0] ?? '';
+  if (!/PARTITION BY/i.test(ddl)) {
+    await store.command('DROP TABLE IF EXISTS credit_snapshots_partitioned');
+    await store.command(tables.creditSnapshots.replace('credit_snapshots (', 'credit_snapshots_partitioned ('));
+    await store.command(`INSERT INTO credit_snapshots_partitioned (${creditSnapshotColumns.join(', ')}) SELECT ${creditSnapshotColumns.join(', ')} FROM credit_snapshots`);
+    await store.command('RENAME TABLE credit_snapshots TO credit_snapshots_unpartitioned, credit_snapshots_partitioned TO credit_snapshots');
+  }
+  await store.command('DROP TABLE IF EXISTS credit_snapshots_unpartitioned');
 }
