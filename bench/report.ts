@@ -23,6 +23,9 @@ interface ProcessResult {
   peakRssMiB: number;
   rssFirst10sMiB: number;
   rssLast10sMiB: number;
+  /** Main thread's V8 heap used, averaged the same way. */
+  heapFirst10sMiB: number;
+  heapLast10sMiB: number;
 }
 
 export interface EndToEndResult {
@@ -46,7 +49,7 @@ export interface EndToEndResult {
   /** The bench process (autocannon) during the load. */
   loadGeneratorCpuSeconds: number;
   maxLagMessages: number;
-  samples: { tS: number; acceptedEvents: number; lagMessages: number; lagMiB: number; gatewayRssMiB: number; raterRssMiB: number }[];
+  samples: { tS: number; acceptedEvents: number; lagMessages: number; lagMiB: number; gatewayRssMiB: number; raterRssMiB: number; gatewayHeapMiB: number; raterHeapMiB: number }[];
 }
 
 export interface BenchResults {
@@ -85,6 +88,11 @@ export function renderMarkdown(r: BenchResults): string {
     ...r.endToEnd.map(
       (e) =>
         `| ${e.backend} | ${n(e.eventsPerS)} | ${n(e.ingestEventsPerS)} | ${e.raterCatchUpS} | ${e.totalsExact} | ${e.latencyMs.p50} / ${e.latencyMs.p99} | ${e.gateway.cpuSeconds} / ${e.gateway.peakRssMiB} / ${e.gateway.rssFirst10sMiB}→${e.gateway.rssLast10sMiB} | ${e.rater.cpuSeconds} / ${e.rater.peakRssMiB} / ${e.rater.rssFirst10sMiB}→${e.rater.rssLast10sMiB} | ${e.natsCpuSeconds} | ${e.clickhouseServerCpuSeconds ?? 'in rater'} | ${e.loadGeneratorCpuSeconds} | ${n(e.maxLagMessages)} |`,
+    ),
+    '',
+    ...r.endToEnd.map(
+      (e) =>
+        `Main-thread V8 heap used on ${e.backend}, first → last 10 s: gateway ${e.gateway.heapFirst10sMiB} → ${e.gateway.heapLast10sMiB} MiB, rater ${e.rater.heapFirst10sMiB} → ${e.rater.heapLast10sMiB} MiB (the rest of RSS is native: buffers, worker threads, the id sets${e.backend === 'chdb' ? ', chDB' : ''}).`,
     ),
     '',
     ...r.endToEnd.map((e) => `Rater alone on ${e.backend} (draining ${n(e.raterAlone.backlogEvents)} queued events): ${n(e.raterAlone.eventsPerS)} events/s, ${e.raterAlone.cpuPerS} CPU s/s, ${e.raterAlone.cpuUsPerEvent} µs CPU per event.`),

@@ -35,7 +35,7 @@ import { sqlString } from '../shared/sql.js';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
 import { repoRoot, startDrawdown, startNoopServer, type Child } from './children.js';
-import { acceptedEvents, httpLoad, rawJetStreamBaseline, type LoadResult } from './load.js';
+import { acceptedEvents, httpLoad, rawJetStreamBaseline, scrapeCounter, type LoadResult } from './load.js';
 import { mib, procStats, procStatsIfAlive, threadCpuSeconds } from './proc-stats.js';
 import { benchCustomers, makeBatch, type BenchBatch } from './workload.js';
 import { renderMarkdown, historyLines, type BenchResults, type EndToEndResult, type SizeResult } from './report.js';
@@ -240,7 +240,18 @@ async function main(): Promise<void> {
           const r = procStatsIfAlive(rater.pid);
           const s = await streamState(jsm);
           const accepted = (await acceptedEvents(gatewayUrl).catch(() => before)) - before;
-          const sample = { tS: Math.round((Date.now() - startedAt) / 1000), acceptedEvents: accepted, lagMessages: s.messages, lagMiB: mib(s.bytes), gatewayRssMiB: g ? mib(g.rssBytes) : 0, raterRssMiB: r ? mib(r.rssBytes) : 0 };
+          // The main threads' V8 heaps, to tell JavaScript memory from native (chDB, buffers, worker threads).
+          const heapMiB = async (url: string): Promise<number> => mib(await scrapeCounter(url, 'drawdown_nodejs_heap_size_used_bytes').catch(() => 0));
+          const sample = {
+            tS: Math.round((Date.now() - startedAt) / 1000),
+            acceptedEvents: accepted,
+            lagMessages: s.messages,
+            lagMiB: mib(s.bytes),
+            gatewayRssMiB: g ? mib(g.rssBytes) : 0,
+            raterRssMiB: r ? mib(r.rssBytes) : 0,
+            gatewayHeapMiB: await heapMiB(gatewayUrl),
+            raterHeapMiB: await heapMiB(rater.ready),
+          };
           samples.push(sample);
           if (sample.tS % 5 === 0) log(`    t=${sample.tS}s accepted ${accepted.toLocaleString('en')} events; stream lag ${s.messages} messages (${sample.lagMiB} MiB); RSS gateway ${sample.gatewayRssMiB} MiB, rater ${sample.raterRssMiB} MiB`);
         }
@@ -287,7 +298,7 @@ async function main(): Promise<void> {
       clickhouse = undefined;
 
       const loadSamples = samples.filter((s) => s.tS <= sustainedS);
-      const avg = (list: typeof samples, key: 'gatewayRssMiB' | 'raterRssMiB'): number => (list.length === 0 ? 0 : round(list.reduce((sum, s) => sum + s[key], 0) / list.length));
+      const avg = (list: typeof samples, key: 'gatewayRssMiB' | 'raterRssMiB' | 'gatewayHeapMiB' | 'raterHeapMiB'): number => (list.length === 0 ? 0 : round(list.reduce((sum, s) => sum + s[key], 0) / list.length));
       const first = loadSamples.slice(0, 10);
       const last = loadSamples.slice(-10);
       const e2e: EndToEndResult = {
@@ -302,8 +313,8 @@ async function main(): Promise<void> {
         latencyMs: { p50: load.latencyMs.p50, p99: load.latencyMs.p99 },
         non2xx: load.non2xx,
         errors: load.errors,
-        gateway: { cpuSeconds: round(gatewayStats.cpuSeconds - gatewayCpu0, 1), peakRssMiB: mib(gatewayStats.peakRssBytes), rssFirst10sMiB: avg(first, 'gatewayRssMiB'), rssLast10sMiB: avg(last, 'gatewayRssMiB') },
-        rater: { cpuSeconds: round(raterStats.cpuSeconds - raterCpu0, 1), peakRssMiB: mib(raterStats.peakRssBytes), rssFirst10sMiB: avg(first, 'raterRssMiB'), rssLast10sMiB: avg(last, 'raterRssMiB') },
+        gateway: { cpuSeconds: round(gatewayStats.cpuSeconds - gatewayCpu0, 1), peakRssMiB: mib(gatewayStats.peakRssBytes), rssFirst10sMiB: avg(first, 'gatewayRssMiB'), rssLast10sMiB: avg(last, 'gatewayRssMiB'), heapFirst10sMiB: avg(first, 'gatewayHeapMiB'), heapLast10sMiB: avg(last, 'gatewayHeapMiB') },
+        rater: { cpuSeconds: round(raterStats.cpuSeconds - raterCpu0, 1), peakRssMiB: mib(raterStats.peakRssBytes), rssFirst10sMiB: avg(first, 'raterRssMiB'), rssLast10sMiB: avg(last, 'raterRssMiB'), heapFirst10sMiB: avg(first, 'raterHeapMiB'), heapLast10sMiB: avg(last, 'raterHeapMiB') },
         natsCpuSeconds: round(natsCpu, 1),
         clickhouseServerCpuSeconds: clickhouseCpu,
         loadGeneratorCpuSeconds: round((loadCpu.user + loadCpu.system) / 1e6, 1),
