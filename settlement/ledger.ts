@@ -108,16 +108,44 @@ function fromRow(r: string[]): LedgerEntry {
   };
 }
 
-/** IN lists stay bounded: a run may touch every customer. */
+/**
+ * IN lists stay bounded: a run may touch every customer, and ClickHouse
+ * parses at most max_query_size (256 KiB by default) of a query — 10,000
+ * ids of up to 128 characters would not fit. A list stops at 10,000
+ * customers or `queryCharsMax` characters of quoted ids.
+ */
 const customersPerQuery = 10_000;
+export const queryCharsMax = 200_000;
+
+/** `items` cut into lists that fit one query, given what each costs in characters. */
+export function queryChunks<T>(items: readonly T[], charsOf: (item: T) => number): T[][] {
+  const out: T[][] = [];
+  let chunk: T[] = [];
+  let chars = 0;
+  for (const item of items) {
+    const cost = charsOf(item);
+    if (chunk.length > 0 && (chunk.length >= customersPerQuery || chars + cost > queryCharsMax)) {
+      out.push(chunk);
+      chunk = [];
+      chars = 0;
+    }
+    chunk.push(item);
+    chars += cost;
+  }
+  if (chunk.length > 0) out.push(chunk);
+  return out;
+}
+
+/** Quoted in an IN list: the id, quotes, comma and space (escapes are rare and short). */
+const listedChars = (customer: string): number => customer.length + 4;
 
 /** Every entry of these customers effective before `untilSec`, oldest first: a full replay's input. */
 export async function entriesOf(store: Store, customers: readonly string[], untilSec: number): Promise<LedgerEntry[]> {
   const out: LedgerEntry[] = [];
-  for (let i = 0; i < customers.length; i += customersPerQuery) {
+  for (const chunk of queryChunks(customers, listedChars)) {
     const rows = await store.query(
       `SELECT ${selectColumns} FROM ledger_entries
-       WHERE customer IN ${sqlStringList(customers.slice(i, i + customersPerQuery))} AND effective_at < toDateTime(${sqlUInt(untilSec)}, 'UTC')
+       WHERE customer IN ${sqlStringList(chunk)} AND effective_at < toDateTime(${sqlUInt(untilSec)}, 'UTC')
        GROUP BY entry_id ORDER BY toUnixTimestamp(any(effective_at)), entry_id`,
     );
     for (const row of rows) out.push(fromRow(row));
@@ -152,8 +180,7 @@ function toSnapshot(row: string[]): CreditSnapshot {
  * Each account's latest snapshot as of `atOrBeforeSec`, keyed
  * `customer\u0000unit`. First the snapshots written exactly then — by the
  * run that ended where this one starts, so nearly every account's — in one
- * range read; then, for the customers still missing, older ones by IN lists
- * of 10,000.
+ * range read; then, for the customers still missing, older ones by bounded IN lists.
  */
 export async function latestSnapshots(store: Store, accounts: readonly string[], atOrBeforeSec: number): Promise<Map<string, CreditSnapshot>> {
   const wanted = new Set(accounts);
@@ -165,11 +192,11 @@ export async function latestSnapshots(store: Store, accounts: readonly string[],
     if (wanted.has(key)) out.set(key, toSnapshot(row));
   }
   const missing = [...new Set(accounts.filter((k) => !out.has(k)).map((k) => k.slice(0, k.indexOf('\u0000'))))];
-  for (let i = 0; i < missing.length; i += customersPerQuery) {
+  for (const chunk of queryChunks(missing, listedChars)) {
     const rows = await store.query(
       `SELECT customer, unit, toUnixTimestamp(max(as_of)), argMax(run_id, as_of), toUnixTimestamp(argMax(inputs_before, as_of)), argMax(balance, as_of), argMax(state, as_of)
        FROM credit_snapshots
-       WHERE customer IN ${sqlStringList(missing.slice(i, i + customersPerQuery))} AND as_of < toDateTime(${sqlUInt(atOrBeforeSec)}, 'UTC')
+       WHERE customer IN ${sqlStringList(chunk)} AND as_of < toDateTime(${sqlUInt(atOrBeforeSec)}, 'UTC')
        GROUP BY customer, unit`,
     );
     for (const row of rows) {

@@ -18,6 +18,7 @@ import { formatAmount, money, parseStoredDecimal } from '../shared/money.js';
 import { termsAt, termStart, type Plan, type Subscription } from '../shared/plans.js';
 import { sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
 import { periodIndexAt } from './credit/periods.js';
+import { queryChunks } from './ledger.js';
 
 /** One billing term of one subscription. */
 export interface Term {
@@ -57,7 +58,8 @@ export interface Statement extends Term {
 export const runReportTermsMax = 12;
 export const statementsLimitMax = 120;
 
-const customersPerQuery = 10_000;
+/** A statement query names each customer three times (IN list, two lookups) and two instants. */
+const termChars = (term: Term): number => 3 * (term.customer.length + 4) + 2 * 12;
 
 /**
  * The terms of a subscription that end in [loMs, hiMs), newest first, at
@@ -112,7 +114,7 @@ interface Sums {
 }
 
 /**
- * Ledger sums per (term, unit): one query per round and 10,000 customers.
+ * Ledger sums per (term, unit): one query per round and chunk of customers.
  * A round takes at most one term per customer, so each customer's term
  * bounds are a lookup (`transform`) in the query itself; a customer with
  * several terms to state takes several rounds.
@@ -127,8 +129,7 @@ async function termSums(store: Store, terms: readonly Term[]): Promise<Map<Term,
     (rounds[round] ??= []).push(term);
   }
   for (const round of rounds) {
-    for (let i = 0; i < round.length; i += customersPerQuery) {
-      const chunk = round.slice(i, i + customersPerQuery);
+    for (const chunk of queryChunks(round, termChars)) {
       const byCustomer = new Map(chunk.map((t) => [t.customer, t]));
       const customers = sqlStringList(chunk.map((t) => t.customer));
       const keys = `[${chunk.map((t) => sqlString(t.customer)).join(', ')}]`;

@@ -200,4 +200,18 @@ describe.each(['chdb', 'server'] as const)('closing billing periods on %s: per-c
     expect(bad.status).toBe(400);
     expect(await statements('nobody')).toEqual([]);
   });
+
+  it('given thousands of customers with long ids whose terms end in one run, then each gets its statement (the statement query is cut to fit max_query_size)', async () => {
+    const many = Array.from({ length: 3_000 }, (_, i) => `customer-${String(i).padStart(5, '0')}-${'x'.repeat(90)}`);
+    const big = parseCatalog({
+      ...catalogDocument,
+      subscriptions: [...catalogDocument.subscriptions, ...many.map((customer, i) => ({ id: `sub-many-${i}`, customer, plan: 'pro', plan_version: 1, start: '2026-03-20T00:00:00Z', end: '2026-04-10T00:00:00Z' }))],
+    });
+    const report = await settle(store, big, { untilSec: sec('2026-04-20T00:00:00Z'), nowSec: sec('2026-04-20T00:01:00Z') });
+    const closed = many.map((customer) => report.customers[customer]?.closedTerms ?? []);
+    expect(closed.every((terms) => terms.length === 1 && terms[0]!.final && formatAmount(terms[0]!.units.get('credits')!.granted) === '1000')).toBe(true);
+    // Each subscription's only term ends with the subscription, on April 10; its grant is left unused.
+    expect(new Date(closed[0]![0]!.endSec * 1000).toISOString()).toBe('2026-04-10T00:00:00.000Z');
+    expect(formatAmount(closed[2_999]![0]!.units.get('credits')!.closing)).toBe('1000');
+  });
 });
