@@ -12,7 +12,7 @@ import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { dedupeIdsColumns } from '../shared/clickhouse/schema.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { dropExpiredIds, idsPayload, readRecentIds } from '../rater/dedupe/id-log.js';
-import { openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ChildService, type ClickHouseTarget } from './harness.js';
+import { crashed, openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ChildService, type ClickHouseTarget } from './harness.js';
 import type { Store } from '../shared/clickhouse/store.js';
 
 interface TestEvent {
@@ -121,7 +121,7 @@ export function defineDedupe(backend: Backend): void {
       await send(fresh.slice(0, 15));
       await send(fresh.slice(15));
       const doomed = spawnDrawdown('rater', raterEnv({ DRAWDOWN_FAULT: 'after-ids-insert:1' }));
-      const exit = await doomed.exited;
+      const exit = await crashed(doomed);
       expect(exit.signal, doomed.output()).toBe('SIGKILL');
       // when the batches are retried under new keys while the rater is down, and a rater then drains the stream,
       await send(fresh);

@@ -10,7 +10,7 @@ import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { freePort } from '../deploy/free-port.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
-import { api, openTestStore, postEvents, spawnDrawdown, tempDir, testConfig, usageTotals, waitForStreamDrained, type ChildService } from './harness.js';
+import { api, crashed, openTestStore, postEvents, spawnDrawdown, tempDir, testConfig, usageTotals, waitForStreamDrained, type ChildService } from './harness.js';
 import { sendUntilAccepted } from './retry-client.js';
 
 /** A workload whose exact per-customer totals are known before it is sent. */
@@ -167,7 +167,7 @@ describe('faults', () => {
     await waitForStreamDrained(ns.url);
     const env = { DRAWDOWN_CLICKHOUSE_URL: ch.url };
     const doomed = spawnDrawdown('settle', { ...env, DRAWDOWN_FAULT: 'settle-after-ledger' });
-    const exit = await doomed.exited;
+    const exit = await crashed(doomed);
     expect(exit.signal, doomed.output()).toBe('SIGKILL');
     const rerun = spawnDrawdown('settle', env);
     expect((await rerun.exited).code, rerun.output()).toBe(0);

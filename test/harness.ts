@@ -147,6 +147,22 @@ export async function usageTotals(store: Store): Promise<Map<string, string>> {
   return new Map(rows.map(([c, m, d, q, e]) => [`${c}|${m}|${d}`, `${q!.includes('.') ? q!.replace(/0+$/, '').replace(/\.$/, '') : q}|${e}`]));
 }
 
+/**
+ * Waits for a child that is meant to die by itself (a DRAWDOWN_FAULT crash
+ * point); one that has not within `timeoutMs` is killed, and the test fails
+ * saying so instead of hanging.
+ */
+export async function crashed(service: ChildService, timeoutMs = 60_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
+  const outcome = await Promise.race([service.exited, deadline]);
+  clearTimeout(timer);
+  if (outcome !== 'timeout') return outcome;
+  service.child.kill('SIGKILL');
+  await service.exited;
+  throw new Error(`the process did not reach its crash point within ${timeoutMs} ms; output:\n${service.output()}`);
+}
+
 export interface ChildService {
   child: ChildProcess;
   output: () => string;
@@ -155,15 +171,31 @@ export interface ChildService {
 }
 
 /** Runs `drawdown <command>` from the compiled build as a real child process. */
+/**
+ * Children still running. A test that fails or times out part-way must not
+ * leave a rater consuming the machine: whatever is left is killed when the
+ * test process exits.
+ */
+const liveChildren = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of liveChildren) child.kill('SIGKILL');
+});
+
 export function spawnDrawdown(command: string, env: Record<string, string>): ChildService {
   const child = spawn(process.execPath, [cliPath, command], {
     env: { ...process.env, DRAWDOWN_CATALOG: catalogPath, DRAWDOWN_HTTP_PORT: '0', DRAWDOWN_LOG_LEVEL: 'warn', DRAWDOWN_AUTH: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  liveChildren.add(child);
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      liveChildren.delete(child);
+      resolve({ code, signal });
+    }),
+  );
   return {
     child,
     output: () => output,

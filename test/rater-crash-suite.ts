@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Decimal } from 'decimal.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, streamState, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ClickHouseTarget } from './harness.js';
+import { crashed, openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, streamState, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ClickHouseTarget } from './harness.js';
 
 
 export function defineRaterCrash(backend: Backend): void {
@@ -56,7 +56,7 @@ export function defineRaterCrash(backend: Backend): void {
       await sendBatches(12);
       for (const fault of ['after-insert:1', 'after-insert:2']) {
         const doomed = spawnDrawdown('rater', raterEnv(fault));
-        const exit = await doomed.exited;
+        const exit = await crashed(doomed);
         expect(exit.signal, doomed.output()).toBe('SIGKILL');
         // The crash landed in the gap: ClickHouse holds rows whose batches are still unacked in the stream.
         expect((await streamState(nats.url)).messages).toBeGreaterThan(0);

@@ -10,7 +10,7 @@ import { Decimal } from 'decimal.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
-import { openTestStore, postEvents, prng, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
+import { crashed, openTestStore, postEvents, prng, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -75,13 +75,13 @@ describe('rater killed at random points', () => {
         await sleep(150 + Math.floor(rand() * 900));
         rater.child.kill('SIGKILL');
       } else {
-        // Keep feeding it until it reaches its crash point.
-        while (rater.child.exitCode === null && rater.child.signalCode === null) {
+        // Keep feeding it until it reaches its crash point (at most 100 more batches).
+        for (let fed = 0; fed < 100 && rater.child.exitCode === null && rater.child.signalCode === null; fed++) {
           await sendBatch();
           await Promise.race([rater.exited, sleep(200)]);
         }
       }
-      const exit = await rater.exited;
+      const exit = await crashed(rater, 10_000);
       expect(exit.signal, `${kill} (seed ${seed}): ${rater.output()}`).toBe('SIGKILL');
     }
 
