@@ -34,6 +34,19 @@ function slotBitsFor(idsPerGeneration: number): number {
   return Math.max(4, Math.ceil(Math.log2(Math.ceil(idsPerGeneration / loadFactorMax) + 1)));
 }
 
+const pageBytes = 4096;
+
+/**
+ * Writes once to every page, so the whole buffer is resident from the start:
+ * the OS commits a fresh allocation lazily, and the table would otherwise
+ * grow the process's memory as it warms (to ~50 MiB per partition), which
+ * looks like a leak and hides a real one.
+ */
+function touchEveryPage(buffer: SharedArrayBuffer): void {
+  const bytes = new Uint8Array(buffer);
+  for (let at = 0; at < bytes.length; at += pageBytes) bytes[at] = 0;
+}
+
 export class IdSet {
   readonly buffer: SharedArrayBuffer;
   readonly idsPerGeneration: number;
@@ -64,6 +77,7 @@ export class IdSet {
     const header = new Int32Array(buffer, 0, headerWords);
     header[H_SLOT_BITS] = slotBitsFor(idsPerGeneration);
     header[H_IDS_PER_GENERATION] = idsPerGeneration;
+    touchEveryPage(buffer);
     return new IdSet(buffer);
   }
 
@@ -140,7 +154,7 @@ export class IdSet {
 
   /** Forgets everything (before a rebuild from ClickHouse). */
   clear(): void {
-    // A count of 0 means an all-zero table; skipping the wipe keeps a fresh set's pages untouched (not resident).
+    // A count of 0 means an all-zero table already.
     if (this.size === 0) return;
     this.#generations[0].fill(0);
     this.#generations[1].fill(0);
