@@ -74,13 +74,7 @@ export function storedReport(report: SettlementReport): Record<string, unknown> 
     }
   }
   return {
-    run_id: report.runId,
-    from: new Date(report.fromSec * 1000).toISOString(),
-    until: new Date(report.untilSec * 1000).toISOString(),
-    entries_posted: report.entriesPosted,
-    entries_already_posted: report.entriesAlreadyPosted,
-    resumed: report.resumed === true,
-    catalog_revision: report.catalogRevision ?? null,
+    ...reportHeader(report),
     customer_count: customers.length,
     unrated_lines: customers.reduce((n, r) => n + r.unrated.length, 0),
     closed_terms: customers.reduce((n, r) => n + (r.closedTerms?.length ?? 0), 0),
@@ -88,8 +82,8 @@ export function storedReport(report: SettlementReport): Record<string, unknown> 
   };
 }
 
-/** The report as the HTTP API and the CLI show it: snake_case, instants as ISO-8601. */
-export function reportJson(report: SettlementReport): Record<string, unknown> {
+/** What every form of a report starts with: the run, its window and its catalog revision. */
+function reportHeader(report: SettlementReport): Record<string, unknown> {
   return {
     run_id: report.runId,
     from: new Date(report.fromSec * 1000).toISOString(),
@@ -98,6 +92,13 @@ export function reportJson(report: SettlementReport): Record<string, unknown> {
     entries_already_posted: report.entriesAlreadyPosted,
     resumed: report.resumed === true,
     catalog_revision: report.catalogRevision ?? null,
+  };
+}
+
+/** The report as the HTTP API and the CLI show it: snake_case, instants as ISO-8601. */
+export function reportJson(report: SettlementReport): Record<string, unknown> {
+  return {
+    ...reportHeader(report),
     customers: Object.fromEntries(
       Object.entries(report.customers).map(([customer, r]) => [
         customer,
