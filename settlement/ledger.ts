@@ -49,12 +49,6 @@ function text(value: string): string {
   return specialTsv.test(value) ? tsvEscape(value) : value;
 }
 
-/** formatAmount without its defensive copy: ledger amounts are already exact decimals. */
-function fixed(value: Decimal): string {
-  const t = value.toFixed();
-  return t === '-0' ? '0' : t;
-}
-
 /**
  * Entries as one TabSeparated payload, built directly: a run writes
  * hundreds of thousands, and the generic encoder's per-cell escaping and
@@ -73,7 +67,7 @@ function encodeEntries(entries: readonly LedgerEntry[]): string {
   for (const e of entries) {
     parts.push(
       // Decimal(38, 9) accepts at most 9 fraction digits; amounts are already fixed there.
-      `${text(e.entryId)}\t${text(e.customer)}\t${text(e.unit)}\t${e.kind}\t${fixed(e.amount)}\t${instant(e.effectiveAtSec)}\t${instant(e.postedAtSec)}\t${text(e.runId)}\t${text(e.meter)}\t${text(e.dimensions)}\t${fixed(e.quantity)}\t${text(e.rateVersion)}\t${text(e.source)}\t${text(e.blockId)}\t${instant(e.expiresAtSec)}\n`,
+      `${text(e.entryId)}\t${text(e.customer)}\t${text(e.unit)}\t${e.kind}\t${formatAmount(e.amount)}\t${instant(e.effectiveAtSec)}\t${instant(e.postedAtSec)}\t${text(e.runId)}\t${text(e.meter)}\t${text(e.dimensions)}\t${formatAmount(e.quantity)}\t${text(e.rateVersion)}\t${text(e.source)}\t${text(e.blockId)}\t${instant(e.expiresAtSec)}\n`,
     );
   }
   return parts.join('');

@@ -22,9 +22,14 @@ export function toLedgerAmount(value: Decimal): Decimal {
   return value.toDecimalPlaces(amountScale, Decimal.ROUND_HALF_UP);
 }
 
-/** Canonical text: no exponent, no trailing zeros ("12", "0.04", "-3.5"). */
+/**
+ * Canonical text: no exponent, no trailing zeros ("12", "0.04", "-3.5").
+ * toFixed() without places is exact and never uses an exponent, whatever
+ * the Decimal's configuration, so no copy is needed (the ledger writer calls
+ * this for every amount).
+ */
 export function formatAmount(value: Decimal): string {
-  const text = new Money(value).toFixed();
+  const text = value.toFixed();
   return text === '-0' ? '0' : text;
 }
 
