@@ -36,6 +36,46 @@ describe('IdSet', () => {
     );
   });
 
+  it('answers exactly like two rotating generations of a plain Set, for any mix of new ids, repeats and clears', () => {
+    // Fingerprints are drawn from a small universe whose middle words crowd
+    // a few home slots (and the last one, so probing wraps around): long
+    // probe chains, and rotations forgetting ids that were pushed along them.
+    const crowdedH1 = [0, 1, 0x7fffffff, 0xfffffffe, 0xffffffff];
+    const fingerprintOf = (n: number): [number, number, number] => [((n + 1) * 2654435761) >>> 0, n % 3 === 0 ? crowdedH1[n % crowdedH1.length]! : (n * 40503 + 17) >>> 0, n];
+    const op = fc.oneof(
+      { weight: 20, arbitrary: fc.record({ kind: fc.constant('add' as const), n: fc.integer({ min: 0, max: 400 }) }) },
+      { weight: 5, arbitrary: fc.record({ kind: fc.constant('has' as const), n: fc.integer({ min: 0, max: 400 }) }) },
+      { weight: 1, arbitrary: fc.record({ kind: fc.constant('clear' as const), n: fc.constant(0) }) },
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 60 }), fc.array(op, { maxLength: 600 }), (window, ops) => {
+        const set = IdSet.create(window);
+        let current = new Set<number>();
+        let previous = new Set<number>();
+        for (const { kind, n } of ops) {
+          const f = fingerprintOf(n);
+          const held = current.has(n) || previous.has(n);
+          if (kind === 'has') {
+            expect(set.has(...f)).toBe(held);
+          } else if (kind === 'clear') {
+            set.clear();
+            current = new Set();
+            previous = new Set();
+          } else {
+            expect(set.add(...f)).toBe(!held);
+            if (!held) {
+              current.add(n);
+              if (current.size >= window) [previous, current] = [current, new Set()];
+            }
+          }
+          expect(set.size).toBe(current.size + previous.size);
+        }
+        for (let n = 0; n <= 400; n++) expect(set.has(...fingerprintOf(n))).toBe(current.has(n) || previous.has(n));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('takes fixed memory, decided at creation: 32–64 bytes per id', () => {
     for (const window of [1_000, 100_000, 1_000_000]) {
       const set = IdSet.create(window);
