@@ -53,6 +53,8 @@ export default function aggregateTask(task: AggregateTask): AggregateResult {
       // Fast path: the common MessagePack shapes, scanned from the bytes (rater/aggregate.ts).
       if (task.formats[i] === 0 && scanBatch(bytes, meters, scanned, set !== undefined)) {
         crashPoint('in-worker');
+        // The whole message's id lookups, loaded at once (see IdSet.prefetch).
+        set?.prefetch(scanned.ids, scanned.count);
         for (let e = 0; e < scanned.count; e++) {
           if (set !== undefined) {
             if (idWords + 3 > ids.length) {

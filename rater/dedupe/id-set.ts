@@ -53,6 +53,8 @@ export class IdSet {
   readonly #header: Int32Array;
   readonly #generations: [Uint32Array, Uint32Array];
   readonly #mask: number;
+  /** Where prefetch leaves what it read, so the reads are not optimised away. */
+  #sink = 0;
 
   private constructor(buffer: SharedArrayBuffer) {
     this.buffer = buffer;
@@ -117,6 +119,25 @@ export class IdSet {
       if (w0 === h0 && table[at + 1] === h1 && table[at + 2] === h2) return at;
       slot = (slot + 1) & this.#mask;
     }
+  }
+
+  /**
+   * Reads the first slot each of `count` fingerprints (3 words each) would
+   * be looked up at, in both generations, before they are added one by one.
+   * Each lookup is a cache miss in a table of tens of MiB; one after the
+   * other, every add waits for memory in turn, while these loads are
+   * independent, so the CPU overlaps them, and the adds then find their
+   * slots in cache. Only a hint: it changes nothing.
+   */
+  prefetch(fingerprints: Uint32Array, count: number): void {
+    const [g0, g1] = this.#generations;
+    const mask = this.#mask;
+    let sink = 0;
+    for (let e = 0; e < count; e++) {
+      const at = (fingerprints[3 * e + 1]! & mask) * wordsPerSlot;
+      sink ^= g0[at]! ^ g1[at]!;
+    }
+    this.#sink ^= sink;
   }
 
   has(h0: number, h1: number, h2: number): boolean {
