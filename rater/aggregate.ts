@@ -7,6 +7,7 @@ import type { Aggregation, MeterDefinitions } from '../shared/catalog.js';
 import { eventLimits, type UsageEvent } from '../shared/event.js';
 import { parseQuantity } from '../shared/quantity.js';
 import { asciiBytes, bytesEqual, customerByte, decimalTextOk, F_CUSTOMER, F_ID, F_METER, F_QUANTITY, F_TIMESTAMP, fieldOf, hostileKeyBytes, isAscii, numberAt, requiredFields, scanCursor, strAt } from '../shared/batch.js';
+import { hashCodeUnits } from './dedupe/id-hash.js';
 
 /** [customer, meter, dimensions, minute (epoch s), quantity × 10^9, events] — structured-clone friendly. */
 export type AggregateRow = [customer: string, meter: string, dimensions: string, minuteSec: number, scaled: bigint, events: number];
@@ -68,7 +69,6 @@ export class Aggregator {
  * message the full way — so both paths count exactly the same events.
  */
 
-const hashSeed = 0x9747b28c;
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** A meter as the byte scanner needs it: key bytes, and declared dimensions sorted as the canonical JSON orders them. */
@@ -202,22 +202,11 @@ const dimensionRanges = new Uint32Array(4 * 16);
 const hashUnits = new Uint16Array(260);
 const hashWords = new Uint32Array(hashUnits.buffer);
 
-function rotl(x: number, r: number): number {
-  return (x << r) | (x >>> (32 - r));
-}
-
-function fmix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return h ^ (h >>> 16);
-}
-
 /**
  * rater/dedupe/id-hash.ts hashEventId for an ASCII customer and id read from
- * bytes: the same MurmurHash3 x86_128 over the same code units (little-endian
- * words of two code units), without making either string.
+ * bytes: the same hash over the same code units (on a little-endian machine
+ * the Uint16 units read as Uint32 are hashEventId's words), without making
+ * either string.
  */
 export function hashEventIdBytes(b: Uint8Array, customerAt: number, customerLength: number, idAt: number, idLength: number, out: Uint32Array, at: number): void {
   const units = customerLength + 1 + idLength;
@@ -225,58 +214,7 @@ export function hashEventIdBytes(b: Uint8Array, customerAt: number, customerLeng
   hashUnits[customerLength] = 0;
   for (let i = 0; i < idLength; i++) hashUnits[customerLength + 1 + i] = b[idAt + i]!;
   hashUnits[units] = 0;
-  const words = (units + 1) >> 1;
-  const c1 = 0x239b961b;
-  const c2 = 0xab0e9789;
-  const c3 = 0x38b34ae5;
-  const c4 = 0xa1e38b93;
-  let h1 = hashSeed;
-  let h2 = hashSeed;
-  let h3 = hashSeed;
-  let h4 = hashSeed;
-  const blocks = words >> 2;
-  for (let w = 0; w < blocks << 2; w += 4) {
-    let k1 = hashWords[w]!;
-    let k2 = hashWords[w + 1]!;
-    let k3 = hashWords[w + 2]!;
-    let k4 = hashWords[w + 3]!;
-    k1 = Math.imul(rotl(Math.imul(k1, c1), 15), c2);
-    h1 ^= k1;
-    h1 = (Math.imul((rotl(h1, 19) + h2) | 0, 5) + 0x561ccd1b) | 0;
-    k2 = Math.imul(rotl(Math.imul(k2, c2), 16), c3);
-    h2 ^= k2;
-    h2 = (Math.imul((rotl(h2, 17) + h3) | 0, 5) + 0x0bcaa747) | 0;
-    k3 = Math.imul(rotl(Math.imul(k3, c3), 17), c4);
-    h3 ^= k3;
-    h3 = (Math.imul((rotl(h3, 15) + h4) | 0, 5) + 0x96cd1c35) | 0;
-    k4 = Math.imul(rotl(Math.imul(k4, c4), 18), c1);
-    h4 ^= k4;
-    h4 = (Math.imul((rotl(h4, 13) + h1) | 0, 5) + 0x32ac3b17) | 0;
-  }
-  const tail = blocks << 2;
-  const rest = words - tail;
-  if (rest >= 3) h3 ^= Math.imul(rotl(Math.imul(hashWords[tail + 2]!, c3), 17), c4);
-  if (rest >= 2) h2 ^= Math.imul(rotl(Math.imul(hashWords[tail + 1]!, c2), 16), c3);
-  if (rest >= 1) h1 ^= Math.imul(rotl(Math.imul(hashWords[tail]!, c1), 15), c2);
-  const bytes = units * 2;
-  h1 ^= bytes;
-  h2 ^= bytes;
-  h3 ^= bytes;
-  h4 ^= bytes;
-  h1 = (h1 + h2 + h3 + h4) | 0;
-  h2 = (h2 + h1) | 0;
-  h3 = (h3 + h1) | 0;
-  h4 = (h4 + h1) | 0;
-  h1 = fmix(h1);
-  h2 = fmix(h2);
-  h3 = fmix(h3);
-  h4 = fmix(h4);
-  h1 = (h1 + h2 + h3 + h4) | 0;
-  h2 = (h2 + h1) | 0;
-  h3 = (h3 + h1) | 0;
-  out[at] = h1 | 1;
-  out[at + 1] = h2;
-  out[at + 2] = h3;
+  hashCodeUnits(hashWords, units, out, at);
 }
 
 // Buffer's own latin1 decoder without toString's argument checks (ASCII was checked: latin1 = UTF-8 here).

@@ -30,44 +30,50 @@ function fmix(h: number): number {
   return h ^ (h >>> 16);
 }
 
+// `customer \0 id` as words of two code units: ids and customers are at most 128 each.
+let scratch = new Uint32Array(130);
+
 /** Writes the fingerprint's three words to out[at], out[at + 1], out[at + 2]. */
 export function hashEventId(customer: string, id: string, out: Uint32Array, at: number): void {
   const key = `${customer}\u0000${id}`;
   const units = key.length;
   const words = (units + 1) >> 1;
-  const word = (w: number): number => {
+  if (words > scratch.length) scratch = new Uint32Array(words);
+  for (let w = 0; w < words; w++) {
     const i = w << 1;
-    return key.charCodeAt(i) | (i + 1 < units ? key.charCodeAt(i + 1) << 16 : 0);
-  };
+    scratch[w] = key.charCodeAt(i) | (i + 1 < units ? key.charCodeAt(i + 1) << 16 : 0);
+  }
+  hashCodeUnits(scratch, units, out, at);
+}
+
+/**
+ * The hash itself, over `units` UTF-16 code units packed two per word (the
+ * first in the low half; an odd last word padded with zero). Shared by
+ * hashEventId and the rater's byte-level fast path (rater/aggregate.ts), so
+ * the fingerprints both write — persisted in dedupe_ids — are the same.
+ */
+export function hashCodeUnits(wordsOf: Uint32Array, units: number, out: Uint32Array, at: number): void {
+  const words = (units + 1) >> 1;
   let h1 = seed;
   let h2 = seed;
   let h3 = seed;
   let h4 = seed;
   const blocks = words >> 2;
-  for (let b = 0; b < blocks; b++) {
-    const w = b << 2;
-    let k1 = word(w);
-    let k2 = word(w + 1);
-    let k3 = word(w + 2);
-    let k4 = word(w + 3);
-    k1 = Math.imul(rotl(Math.imul(k1, c1), 15), c2);
-    h1 ^= k1;
+  for (let w = 0; w < blocks << 2; w += 4) {
+    h1 ^= Math.imul(rotl(Math.imul(wordsOf[w]!, c1), 15), c2);
     h1 = (Math.imul((rotl(h1, 19) + h2) | 0, 5) + 0x561ccd1b) | 0;
-    k2 = Math.imul(rotl(Math.imul(k2, c2), 16), c3);
-    h2 ^= k2;
+    h2 ^= Math.imul(rotl(Math.imul(wordsOf[w + 1]!, c2), 16), c3);
     h2 = (Math.imul((rotl(h2, 17) + h3) | 0, 5) + 0x0bcaa747) | 0;
-    k3 = Math.imul(rotl(Math.imul(k3, c3), 17), c4);
-    h3 ^= k3;
+    h3 ^= Math.imul(rotl(Math.imul(wordsOf[w + 2]!, c3), 17), c4);
     h3 = (Math.imul((rotl(h3, 15) + h4) | 0, 5) + 0x96cd1c35) | 0;
-    k4 = Math.imul(rotl(Math.imul(k4, c4), 18), c1);
-    h4 ^= k4;
+    h4 ^= Math.imul(rotl(Math.imul(wordsOf[w + 3]!, c4), 18), c1);
     h4 = (Math.imul((rotl(h4, 13) + h1) | 0, 5) + 0x32ac3b17) | 0;
   }
   const tail = blocks << 2;
   const rest = words - tail;
-  if (rest >= 3) h3 ^= Math.imul(rotl(Math.imul(word(tail + 2), c3), 17), c4);
-  if (rest >= 2) h2 ^= Math.imul(rotl(Math.imul(word(tail + 1), c2), 16), c3);
-  if (rest >= 1) h1 ^= Math.imul(rotl(Math.imul(word(tail), c1), 15), c2);
+  if (rest >= 3) h3 ^= Math.imul(rotl(Math.imul(wordsOf[tail + 2]!, c3), 17), c4);
+  if (rest >= 2) h2 ^= Math.imul(rotl(Math.imul(wordsOf[tail + 1]!, c2), 16), c3);
+  if (rest >= 1) h1 ^= Math.imul(rotl(Math.imul(wordsOf[tail]!, c1), 15), c2);
 
   const bytes = units * 2;
   h1 ^= bytes;
