@@ -1,7 +1,8 @@
 /**
  * The processes under test, each a child of the bench so its CPU and memory
  * are its own: drawdown's gateway (`drawdown ingest`), its rater
- * (`drawdown rater`) and the no-op HTTP baseline server.
+ * (`drawdown rater`), the no-op HTTP baseline server and the HTTP → JetStream
+ * forwarder baseline.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -71,6 +72,11 @@ export function startNoopServer(): Promise<Child> {
     "const s=require('http').createServer((q,r)=>{q.on('data',()=>{});q.on('end',()=>{r.writeHead(202,{'content-type':'application/json'});r.end('{}')})});" +
     "s.keepAliveTimeout=60000;s.listen(0,'127.0.0.1',()=>console.log('port '+s.address().port));process.on('SIGTERM',()=>process.exit(0))";
   return spawnNode(['-e', source], /port (\d+)/);
+}
+
+/** Baseline (c): bench/forwarder.ts, HTTP bodies published unchanged to JetStream. */
+export function startForwarder(natsUrl: string): Promise<Child> {
+  return spawnNode([join(repoRoot, 'dist', 'bench', 'forwarder.js'), natsUrl], /port (\d+)/);
 }
 
 export interface DrawdownChildOptions {

@@ -8,6 +8,15 @@ export interface SizeResult {
   natsCpuPerS: number | null;
   noopHttpEventsPerS: number;
   noopCpuPerS: number;
+  /** Baseline (c), bench/forwarder.ts: HTTP bodies published unchanged to JetStream. */
+  forwarderEventsPerS: number;
+  forwarderCpuPerS: number;
+  ratioToForwarder: number;
+  /** Busy CPU seconds per second of the whole machine in each phase (load generator included). */
+  rawMachineCpuPerS: number;
+  noopMachineCpuPerS: number;
+  forwarderMachineCpuPerS: number;
+  gatewayMachineCpuPerS: number;
   gatewayEventsPerS: number;
   ratioToRawJetStream: number;
   ratioToNoopHttp: number;
@@ -72,12 +81,14 @@ export function renderMarkdown(r: BenchResults): string {
     '',
     '## Ingest: gateway alone (HTTP → JetStream acked), same bytes as the baselines',
     '',
-    '| events/batch | bytes | (a) raw JetStream events/s | (b) no-op HTTP events/s | gateway events/s | ÷ (a) | ÷ (b) | p50 / p99 ms | gateway CPU s/s | gateway µs CPU/event | nats CPU s/s |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| events/batch | bytes | (a) raw JetStream events/s | (b) no-op HTTP events/s | (c) forwarder events/s | gateway events/s | ÷ (a) | ÷ (b) | ÷ (c) | (c) ÷ (a) | p50 / p99 ms | gateway CPU s/s | gateway µs CPU/event | nats CPU s/s | machine busy CPU s/s: (a) / (b) / (c) / gateway |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...r.bySize.map(
       (s) =>
-        `| ${n(s.batchEvents)} | ${n(s.batchBytes)} | ${n(s.rawJetStreamEventsPerS)} | ${n(s.noopHttpEventsPerS)} | ${n(s.gatewayEventsPerS)} | ${s.ratioToRawJetStream} | ${s.ratioToNoopHttp} | ${s.gatewayLatencyMs.p50} / ${s.gatewayLatencyMs.p99} | ${s.gatewayCpuPerS} | ${s.gatewayEventsPerS > 0 ? ((s.gatewayCpuPerS * 1e6) / s.gatewayEventsPerS).toFixed(2) : '–'} | ${s.gatewayNatsCpuPerS ?? '–'} |`,
+        `| ${n(s.batchEvents)} | ${n(s.batchBytes)} | ${n(s.rawJetStreamEventsPerS)} | ${n(s.noopHttpEventsPerS)} | ${n(s.forwarderEventsPerS)} | ${n(s.gatewayEventsPerS)} | ${s.ratioToRawJetStream} | ${s.ratioToNoopHttp} | ${s.ratioToForwarder} | ${(s.forwarderEventsPerS / s.rawJetStreamEventsPerS).toFixed(3)} | ${s.gatewayLatencyMs.p50} / ${s.gatewayLatencyMs.p99} | ${s.gatewayCpuPerS} | ${s.gatewayEventsPerS > 0 ? ((s.gatewayCpuPerS * 1e6) / s.gatewayEventsPerS).toFixed(2) : '–'} | ${s.gatewayNatsCpuPerS ?? '–'} | ${s.rawMachineCpuPerS} / ${s.noopMachineCpuPerS} / ${s.forwarderMachineCpuPerS} / ${s.gatewayMachineCpuPerS} |`,
     ),
+    '',
+    '(c) is bench/forwarder.ts: a minimal Node server that publishes each body unchanged to a JetStream stream of the same kind and answers 202 on the ack — no validation, no routing, one message per request. It is the ceiling for any Node HTTP gateway in front of JetStream on this machine; ÷ (c) is what drawdown\'s own work costs.',
     '',
     `Latency at 80 % of the ${r.settings.headline}-event peak (${n(r.latencyAt80.targetEventsPerS)} events/s asked, ${n(r.latencyAt80.achievedEventsPerS)} achieved): p50 ${r.latencyAt80.latencyMs.p50} ms, p90 ${r.latencyAt80.latencyMs.p90} ms, p99 ${r.latencyAt80.latencyMs.p99} ms, max ${r.latencyAt80.latencyMs.max} ms; ${r.latencyAt80.non2xx} non-2xx, ${r.latencyAt80.errors} errors.`,
     '',
@@ -108,8 +119,13 @@ export function renderMarkdown(r: BenchResults): string {
 /** One line per back end, in history.md's columns. */
 export function historyLines(r: BenchResults, note: string): string[] {
   const head = r.bySize.find((s) => s.batchEvents === r.settings.headline)!;
+  // The forwarder baseline came after the table's columns were fixed; it leads the note.
+  const fullNote = `÷ forwarder ${head.ratioToForwarder} (forwarder ${(head.forwarderEventsPerS / head.rawJetStreamEventsPerS).toFixed(3)} × raw)${note === '' ? '' : `; ${note}`}`;
+  if (r.endToEnd.length === 0) {
+    return [`| ${r.date.slice(0, 16)} | – | ${r.settings.headline} | ${head.gatewayEventsPerS} | ${head.ratioToRawJetStream} | ${head.ratioToNoopHttp} | – | ${r.latencyAt80.latencyMs.p99} | – | ingest only; ${fullNote} |`];
+  }
   return r.endToEnd.map(
     (e) =>
-      `| ${r.date.slice(0, 16)} | ${e.backend} | ${r.settings.headline} | ${head.gatewayEventsPerS} | ${head.ratioToRawJetStream} | ${head.ratioToNoopHttp} | ${e.eventsPerS} | ${r.latencyAt80.latencyMs.p99} | ${e.totalsExact} | ${note} |`,
+      `| ${r.date.slice(0, 16)} | ${e.backend} | ${r.settings.headline} | ${head.gatewayEventsPerS} | ${head.ratioToRawJetStream} | ${head.ratioToNoopHttp} | ${e.eventsPerS} | ${r.latencyAt80.latencyMs.p99} | ${e.totalsExact} | ${fullNote} |`,
   );
 }

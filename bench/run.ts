@@ -3,12 +3,15 @@
  * the same run as two baselines on the same bytes, so the figures are ratios
  * that survive a noisy, shared machine:
  *   (a) raw JetStream publish of the batch bytes from a plain nats.js client;
- *   (b) a no-op Node HTTP server that only reads the bodies (same autocannon load).
+ *   (b) a no-op Node HTTP server that only reads the bodies (same autocannon load);
+ *   (c) a minimal HTTP → JetStream forwarder (bench/forwarder.ts): bodies
+ *       published unchanged, nothing checked — the ceiling for any Node gateway.
  * The gateway (`drawdown ingest`) and the rater (`drawdown rater`) run as
  * separate child processes, so CPU and memory are reported per process.
  *
  * Phases:
- *   1. baselines (a) and (b) for every batch size;
+ *   1. baselines (a), (b) and (c) for every batch size, with the machine's
+ *      busy CPU in each (is the machine the limit, or one process?);
  *   2. gateway peak for every batch size (rater not running: ingest alone);
  *   3. gateway latency at 80 % of the headline peak (autocannon overallRate);
  *   4. per ClickHouse back end: the rater alone draining a queued backlog, then
@@ -18,7 +21,7 @@
  * Results: bench/results/latest.{json,md}, lines in history.md.
  *
  * Flags: --quick (3 s phases, 10 s sustained), --phase-s 10, --sustained-s 60,
- * --connections 16, --backend chdb|server|both, --sizes 1,100,1000,10000,
+ * --connections 16, --backend chdb|server|both|none (none: ingest phases only), --sizes 1,100,1000,10000,
  * --headline 1000, --profile gateway,rater (node --cpu-prof into
  * bench/results/profiles/), --no-history (a scratch run: print only, leave
  * latest.* and history.md alone), --note TEXT (added to the history lines).
@@ -34,9 +37,9 @@ import { openStore } from '../shared/clickhouse/open.js';
 import { sqlString } from '../shared/sql.js';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
-import { repoRoot, startDrawdown, startNoopServer, type Child } from './children.js';
+import { repoRoot, startDrawdown, startForwarder, startNoopServer, type Child } from './children.js';
 import { acceptedEvents, httpLoad, rawJetStreamBaseline, scrapeCounter, type LoadResult } from './load.js';
-import { mib, procStats, procStatsIfAlive, threadCpuSeconds } from './proc-stats.js';
+import { machineCpuSeconds, mib, procStats, procStatsIfAlive, threadCpuSeconds } from './proc-stats.js';
 import { benchCustomers, makeBatch, type BenchBatch } from './workload.js';
 import { renderMarkdown, historyLines, type BenchResults, type EndToEndResult, type SizeResult } from './report.js';
 
@@ -95,8 +98,9 @@ async function main(): Promise<void> {
   if (sizes.some((s) => !Number.isInteger(s) || s < 1 || s > 10_000)) throw new RangeError('--sizes must be integers 1–10000');
   if (!sizes.includes(headline)) sizes.push(headline);
   const backendFlag = flags.get('--backend') ?? 'both';
-  if (!['chdb', 'server', 'both'].includes(backendFlag)) throw new RangeError('--backend must be chdb, server or both');
-  const backends = (backendFlag === 'both' ? ['chdb', 'server'] : [backendFlag]) as ('chdb' | 'server')[];
+  if (!['chdb', 'server', 'both', 'none'].includes(backendFlag)) throw new RangeError('--backend must be chdb, server, both or none');
+  // none: the ingest phases only (baselines, gateway peak, latency), for quick A/B runs of the gateway.
+  const backends = (backendFlag === 'both' ? ['chdb', 'server'] : backendFlag === 'none' ? [] : [backendFlag]) as ('chdb' | 'server')[];
   const profile = (flags.get('--profile') ?? '').split(',').filter((p) => p !== '');
   if (profile.some((p) => p !== 'gateway' && p !== 'rater')) throw new RangeError('--profile must be gateway, rater or gateway,rater');
   const profileDir = join(repoRoot, 'bench', 'results', 'profiles');
@@ -125,7 +129,9 @@ async function main(): Promise<void> {
       const durationS = sizePhaseS(size);
       log(`(a) raw JetStream publish, ${size}-event batches, ${durationS} s …`);
       const natsBefore = procStatsIfAlive(nats.pid);
+      const machineBefore = machineCpuSeconds();
       const perS = await rawJetStreamBaseline(nats.url, batch.body, durationS * 1000, connections);
+      const machineAfter = machineCpuSeconds();
       const natsAfter = procStatsIfAlive(nats.pid);
       bySize.set(size, {
         batchEvents: size,
@@ -133,6 +139,7 @@ async function main(): Promise<void> {
         phaseS: durationS,
         rawJetStreamEventsPerS: round(perS * size),
         natsCpuPerS: natsBefore && natsAfter ? round((natsAfter.cpuSeconds - natsBefore.cpuSeconds) / durationS, 2) : null,
+        rawMachineCpuPerS: round((machineAfter - machineBefore) / durationS, 2),
       } as SizeResult);
       log(`    ${round(perS * size).toLocaleString('en')} events/s`);
     }
@@ -143,14 +150,35 @@ async function main(): Promise<void> {
       const durationS = sizePhaseS(size);
       log(`(b) no-op HTTP server, ${size}-event batches, ${durationS} s …`);
       const before = procStats(noop.pid);
+      const machineBefore = machineCpuSeconds();
       const r = await httpLoad({ url: `http://127.0.0.1:${noop.ready}/v1/events`, batch: batches.get(size)!, durationS, connections });
+      const machineAfter = machineCpuSeconds();
       const after = procStats(noop.pid);
       const result = bySize.get(size)!;
       result.noopHttpEventsPerS = round(r.requestsPerS * size);
       result.noopCpuPerS = round((after.cpuSeconds - before.cpuSeconds) / durationS, 2);
+      result.noopMachineCpuPerS = round((machineAfter - machineBefore) / durationS, 2);
       log(`    ${result.noopHttpEventsPerS.toLocaleString('en')} events/s`);
     }
     await noop.stop();
+    // (c) HTTP → JetStream forwarder: bodies published unchanged, nothing checked.
+    const forwarder = await startForwarder(nats.url);
+    children.push(forwarder);
+    for (const size of sizes) {
+      const durationS = sizePhaseS(size);
+      log(`(c) HTTP → JetStream forwarder, ${size}-event batches, ${durationS} s …`);
+      const before = procStats(forwarder.pid);
+      const machineBefore = machineCpuSeconds();
+      const r = await httpLoad({ url: `http://127.0.0.1:${forwarder.ready}/v1/events`, batch: batches.get(size)!, durationS, connections });
+      const machineAfter = machineCpuSeconds();
+      const after = procStats(forwarder.pid);
+      const result = bySize.get(size)!;
+      result.forwarderEventsPerS = round(r.requestsPerS * size);
+      result.forwarderCpuPerS = round((after.cpuSeconds - before.cpuSeconds) / durationS, 2);
+      result.forwarderMachineCpuPerS = round((machineAfter - machineBefore) / durationS, 2);
+      log(`    ${result.forwarderEventsPerS.toLocaleString('en')} events/s = ${round(result.forwarderEventsPerS / result.rawJetStreamEventsPerS, 3)} × raw JetStream; forwarder ${result.forwarderCpuPerS} CPU s/s; machine busy ${result.forwarderMachineCpuPerS} of ${cpus().length} CPU s/s`);
+    }
+    await forwarder.stop();
 
     // Gateway alone: ingest capacity without the rater competing for the cores.
     const gateway = await startDrawdown('ingest', { natsUrl: nats.url, nodeFlags: profileFlags('gateway') });
@@ -163,9 +191,11 @@ async function main(): Promise<void> {
       const before = await acceptedEvents(gatewayUrl);
       const cpuBefore = procStats(gateway.pid);
       const natsBefore = procStatsIfAlive(nats.pid);
+      const machineBefore = machineCpuSeconds();
       const startedAt = Date.now();
       const r = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: batches.get(size)!, durationS, connections });
       const elapsedS = (Date.now() - startedAt) / 1000;
+      const machineAfter = machineCpuSeconds();
       const accepted = (await acceptedEvents(gatewayUrl)) - before;
       const cpuAfter = procStats(gateway.pid);
       const natsAfter = procStatsIfAlive(nats.pid);
@@ -173,12 +203,16 @@ async function main(): Promise<void> {
       result.gatewayEventsPerS = round(accepted / elapsedS);
       result.ratioToRawJetStream = round(result.gatewayEventsPerS / result.rawJetStreamEventsPerS, 3);
       result.ratioToNoopHttp = round(result.gatewayEventsPerS / result.noopHttpEventsPerS, 3);
+      result.ratioToForwarder = round(result.gatewayEventsPerS / result.forwarderEventsPerS, 3);
+      result.gatewayMachineCpuPerS = round((machineAfter - machineBefore) / elapsedS, 2);
       result.gatewayLatencyMs = { p50: r.latencyMs.p50, p99: r.latencyMs.p99 };
       result.gatewayCpuPerS = round((cpuAfter.cpuSeconds - cpuBefore.cpuSeconds) / elapsedS, 2);
       result.gatewayNatsCpuPerS = natsBefore && natsAfter ? round((natsAfter.cpuSeconds - natsBefore.cpuSeconds) / elapsedS, 2) : null;
       result.non2xx = r.non2xx;
       result.errors = r.errors;
-      log(`    ${result.gatewayEventsPerS.toLocaleString('en')} events/s = ${result.ratioToRawJetStream} × raw JetStream, ${result.ratioToNoopHttp} × no-op HTTP; p99 ${r.latencyMs.p99} ms; gateway ${result.gatewayCpuPerS} CPU s/s; ${r.non2xx} non-2xx, ${r.errors} errors`);
+      const gatewayThreads = [...threadCpuSeconds(gateway.pid)].filter(([, cpu]) => cpu >= 0.05).sort((a, b) => b[1] - a[1]);
+      log(`    gateway CPU by thread (whole life so far): ${gatewayThreads.map(([name, cpu]) => `${name} ${cpu.toFixed(1)} s`).join(', ')}`);
+      log(`    ${result.gatewayEventsPerS.toLocaleString('en')} events/s = ${result.ratioToRawJetStream} × raw JetStream, ${result.ratioToNoopHttp} × no-op HTTP, ${result.ratioToForwarder} × forwarder; p99 ${r.latencyMs.p99} ms; gateway ${result.gatewayCpuPerS} CPU s/s; machine busy ${result.gatewayMachineCpuPerS} CPU s/s; ${r.non2xx} non-2xx, ${r.errors} errors`);
     }
 
     // Latency at 80 % of the headline peak.
