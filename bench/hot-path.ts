@@ -45,6 +45,7 @@ time('gateway CPU total (decode+validate+route)', (b) => {
   validateEvents(raw, meters, window);
   return routeBatch(b, 'msgpack', raw, 4);
 });
+time('gateway scan alone (scanValidBatch)', (b) => scanValidBatch(b, meters, window, 10_000, 4));
 time('gateway fast path (scan+route)', (b) => {
   const scanned = scanValidBatch(b, meters, window, 10_000, 4);
   if (scanned === undefined) throw new Error('fast path refused the bench batch');

@@ -16,8 +16,9 @@ import { DrawdownError } from '../shared/errors.js';
 import { eventLimits, type TimestampWindow } from '../shared/event.js';
 import { parseQuantity } from '../shared/quantity.js';
 import {
-  asciiBytes,
   bytesEqual,
+  byteKey,
+  type ByteKey,
   customerByte,
   decimalTextOk,
   F_CUSTOMER,
@@ -28,6 +29,7 @@ import {
   fieldOf,
   hostileKeyBytes,
   isAscii,
+  keyEquals,
   numberAt,
   requiredFields,
   scanCursor,
@@ -201,14 +203,14 @@ export function arrayHeader(count: number): Uint8Array {
  */
 
 /** Defined meters' keys as bytes, rebuilt whenever the (live, mutable) definitions change. */
-let meterCache: { source: MeterDefinitions; signature: string; keys: Uint8Array[] } | undefined;
+let meterCache: { source: MeterDefinitions; signature: string; keys: ByteKey[] } | undefined;
 
-function meterKeys(meters: MeterDefinitions): Uint8Array[] {
+function meterKeys(meters: MeterDefinitions): ByteKey[] {
   const names = Object.keys(meters);
   const signature = names.join('\n');
   if (meterCache !== undefined && meterCache.source === meters && meterCache.signature === signature) return meterCache.keys;
   // A key with non-ASCII characters is simply never matched: its events take the full path.
-  const keys = names.filter((n) => /^[\x00-\x7f]*$/.test(n)).map(asciiBytes);
+  const keys = names.filter((n) => /^[\x00-\x7f]*$/.test(n)).map(byteKey);
   meterCache = { source: meters, signature, keys };
   return keys;
 }
@@ -246,6 +248,7 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
   const newestMs = window.receivedMs + window.skewMs;
   const offsets = new Uint32Array(count + 1);
   const partitionOf = new Uint16Array(count);
+  const powerOfTwoMask = (partitions & (partitions - 1)) === 0 ? partitions - 1 : -1;
   offsets[0] = pos;
   let single = true;
   for (let i = 0; i < count; i++) {
@@ -269,7 +272,7 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
       if (keyType < 0xa0 || keyType > 0xbf) return undefined;
       const keyLength = keyType & 0x1f;
       if (pos + 1 + keyLength >= end) return undefined;
-      const field = fieldOf(b, pos + 1, keyLength);
+      const field = fieldOf(b, view, pos + 1, keyLength);
       if (field === 0 || (seen & field) !== 0) return undefined;
       seen |= field;
       pos += 1 + keyLength;
@@ -283,13 +286,15 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
         case F_CUSTOMER: {
           const length = strAt(b, view, pos, end);
           if (length < 1 || length > eventLimits.customerLengthMax) return undefined;
-          for (let at = scanCursor.strStart; at < scanCursor.strStart + length; at++) {
+          const start = scanCursor.strStart;
+          const stop = start + length;
+          for (let at = start; at < stop; at++) {
             const c = b[at]!;
             if (c >= 0x80 || customerByte[c] === 0) return undefined;
             // FNV-1a over the id's code units (ASCII: its bytes), as partitionOfCustomer.
             hash = Math.imul(hash ^ c, 0x01000193);
           }
-          pos = scanCursor.strStart + length;
+          pos = stop;
           break;
         }
         case F_METER: {
@@ -297,7 +302,7 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
           if (length < 0) return undefined;
           let known = false;
           for (const key of keys) {
-            if (bytesEqual(b, scanCursor.strStart, length, key)) {
+            if (keyEquals(b, view, scanCursor.strStart, length, key)) {
               known = true;
               break;
             }
@@ -353,7 +358,8 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
       }
     }
     if ((seen & requiredFields) !== requiredFields) return undefined;
-    const partition = partitions === 1 ? 0 : (hash >>> 0) % partitions;
+    // A power-of-two count (the default 4) takes a mask, not a division per event; both give the same partition.
+    const partition = powerOfTwoMask >= 0 ? hash & powerOfTwoMask : (hash >>> 0) % partitions;
     partitionOf[i] = partition;
     if (partition !== partitionOf[0]) single = false;
     offsets[i + 1] = pos;

@@ -82,39 +82,51 @@ export function routeScanned(body: Uint8Array, scanned: ScannedBatch): BatchPart
   return sliceParts(body, scanned.offsets, scanned.partitionOf, scanned.count);
 }
 
+/** Partition numbers fit a Uint16Array; config caps them at 256. */
+const partitionsMax = 256;
+
 /**
  * One part per partition, in partition order, each event's bytes copied in
- * the batch's order: sizes are counted first, so each part is allocated once
- * and filled in one pass over the events.
+ * the batch's order. Sizes are counted first, so all parts share one
+ * allocation (one external buffer for the GC to track, not one per part),
+ * filled in one pass over the events.
  */
 function sliceParts(body: Uint8Array, offsets: Uint32Array, partitionOf: Uint16Array, count: number): BatchPart[] {
   const source = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-  const bytes = new Map<number, { events: number; size: number; at: number; part: Buffer | undefined }>();
+  const events = new Uint32Array(partitionsMax);
+  const sizes = new Uint32Array(partitionsMax);
   for (let i = 0; i < count; i++) {
     const p = partitionOf[i]!;
-    const size = offsets[i + 1]! - offsets[i]!;
-    const entry = bytes.get(p);
-    if (entry === undefined) bytes.set(p, { events: 1, size, at: 0, part: undefined });
-    else {
-      entry.events++;
-      entry.size += size;
-    }
+    events[p]!++;
+    sizes[p]! += offsets[i + 1]! - offsets[i]!;
   }
-  const ordered = [...bytes].sort(([a], [b]) => a - b);
-  for (const [, entry] of ordered) {
-    const header = arrayHeader(entry.events);
-    entry.part = Buffer.allocUnsafe(header.length + entry.size);
-    entry.part.set(header, 0);
-    entry.at = header.length;
+  const used: number[] = [];
+  let total = 0;
+  for (let p = 0; p < partitionsMax; p++) {
+    if (events[p] === 0) continue;
+    used.push(p);
+    total += arrayHeader(events[p]!).length + sizes[p]!;
+  }
+  const out = Buffer.allocUnsafe(total);
+  // Where each partition's next event goes.
+  const at = new Uint32Array(partitionsMax);
+  const parts: BatchPart[] = [];
+  let start = 0;
+  for (const p of used) {
+    const header = arrayHeader(events[p]!);
+    out.set(header, start);
+    at[p] = start + header.length;
+    const end = start + header.length + sizes[p]!;
+    parts.push({ partition: p, body: out.subarray(start, end), events: events[p]! });
+    start = end;
   }
   for (let i = 0; i < count; ) {
     // Runs of consecutive events bound for one partition are copied at once.
     const p = partitionOf[i]!;
     let j = i + 1;
     while (j < count && partitionOf[j] === p) j++;
-    const entry = bytes.get(p)!;
-    entry.at += source.copy(entry.part!, entry.at, offsets[i]!, offsets[j]!);
+    at[p]! += source.copy(out, at[p]!, offsets[i]!, offsets[j]!);
     i = j;
   }
-  return ordered.map(([partition, entry]) => ({ partition, body: entry.part!, events: entry.events }));
+  return parts;
 }

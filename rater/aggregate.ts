@@ -6,7 +6,7 @@
 import type { Aggregation, MeterDefinitions } from '../shared/catalog.js';
 import { eventLimits, type UsageEvent } from '../shared/event.js';
 import { parseQuantity } from '../shared/quantity.js';
-import { asciiBytes, bytesEqual, customerByte, decimalTextOk, F_CUSTOMER, F_ID, F_METER, F_QUANTITY, F_TIMESTAMP, fieldOf, hostileKeyBytes, isAscii, numberAt, requiredFields, scanCursor, strAt } from '../shared/batch.js';
+import { asciiBytes, bytesEqual, byteKey, type ByteKey, customerByte, decimalTextOk, F_CUSTOMER, F_ID, F_METER, F_QUANTITY, F_TIMESTAMP, fieldOf, hostileKeyBytes, isAscii, keyEquals, numberAt, requiredFields, scanCursor, strAt } from '../shared/batch.js';
 import { hashCodeUnits } from './dedupe/id-hash.js';
 
 /** [customer, meter, dimensions, minute (epoch s), quantity × 10^9, events] — structured-clone friendly. */
@@ -76,7 +76,7 @@ interface ScanMeter {
   /** Position in the scan table: part of the numeric aggregation key. */
   index: number;
   key: string;
-  bytes: Uint8Array;
+  bytes: ByteKey;
   aggregation: Aggregation;
   /** Declared dimension names, sorted; with their bytes and JSON-quoted forms. */
   dimensions: { name: string; bytes: Uint8Array; json: string }[];
@@ -97,7 +97,7 @@ function scanMeters(meters: MeterDefinitions): ScanMeter[] {
     // A declared dimension with non-ASCII characters could be present under a key we do not match, and
     // array-index names ("10", "9") come out of JSON.stringify in numeric order: leave such meters to the full path.
     if (dimensions.length !== definition.dimensions.length || definition.dimensions.some((d) => /^(0|[1-9]\d*)$/.test(d))) continue;
-    list.push({ index: list.length, key, bytes: asciiBytes(key), aggregation: definition.aggregation, dimensions });
+    list.push({ index: list.length, key, bytes: byteKey(key), aggregation: definition.aggregation, dimensions });
   }
   scanMetersCache = { source: meters, meters: list };
   return list;
@@ -279,7 +279,7 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
       if (keyType < 0xa0 || keyType > 0xbf) return false;
       const keyLength = keyType & 0x1f;
       if (pos + 1 + keyLength >= end) return false;
-      const field = fieldOf(b, pos + 1, keyLength);
+      const field = fieldOf(b, view, pos + 1, keyLength);
       if (field === 0 || (seen & field) !== 0) return false;
       seen |= field;
       pos += 1 + keyLength;
@@ -312,7 +312,7 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
           const length = strAt(b, view, pos, end);
           if (length < 0) return false;
           for (const candidate of table) {
-            if (bytesEqual(b, scanCursor.strStart, length, candidate.bytes)) {
+            if (keyEquals(b, view, scanCursor.strStart, length, candidate.bytes)) {
               meter = candidate;
               break;
             }
