@@ -1,9 +1,24 @@
 /** The benchmark's result shape and its Markdown renderings (latest.md, history.md lines). */
 
+/** One round of the four ingest phases, run one after the other. */
+export interface SizeRound {
+  rawJetStreamEventsPerS: number;
+  noopHttpEventsPerS: number;
+  forwarderEventsPerS: number;
+  gatewayEventsPerS: number;
+  rawMachineCpuPerS: number;
+  noopMachineCpuPerS: number;
+  forwarderMachineCpuPerS: number;
+  gatewayMachineCpuPerS: number;
+}
+
+/** Events/s are medians over the rounds; ratios are medians of each round's own ratio. */
 export interface SizeResult {
   batchEvents: number;
   batchBytes: number;
   phaseS: number;
+  rounds: SizeRound[];
+  forwarderToRawJetStream: number;
   rawJetStreamEventsPerS: number;
   natsCpuPerS: number | null;
   noopHttpEventsPerS: number;
@@ -85,8 +100,15 @@ export function renderMarkdown(r: BenchResults): string {
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...r.bySize.map(
       (s) =>
-        `| ${n(s.batchEvents)} | ${n(s.batchBytes)} | ${n(s.rawJetStreamEventsPerS)} | ${n(s.noopHttpEventsPerS)} | ${n(s.forwarderEventsPerS)} | ${n(s.gatewayEventsPerS)} | ${s.ratioToRawJetStream} | ${s.ratioToNoopHttp} | ${s.ratioToForwarder} | ${(s.forwarderEventsPerS / s.rawJetStreamEventsPerS).toFixed(3)} | ${s.gatewayLatencyMs.p50} / ${s.gatewayLatencyMs.p99} | ${s.gatewayCpuPerS} | ${s.gatewayEventsPerS > 0 ? ((s.gatewayCpuPerS * 1e6) / s.gatewayEventsPerS).toFixed(2) : '–'} | ${s.gatewayNatsCpuPerS ?? '–'} | ${s.rawMachineCpuPerS} / ${s.noopMachineCpuPerS} / ${s.forwarderMachineCpuPerS} / ${s.gatewayMachineCpuPerS} |`,
+        `| ${n(s.batchEvents)} | ${n(s.batchBytes)} | ${n(s.rawJetStreamEventsPerS)} | ${n(s.noopHttpEventsPerS)} | ${n(s.forwarderEventsPerS)} | ${n(s.gatewayEventsPerS)} | ${s.ratioToRawJetStream} | ${s.ratioToNoopHttp} | ${s.ratioToForwarder} | ${s.forwarderToRawJetStream} | ${s.gatewayLatencyMs.p50} / ${s.gatewayLatencyMs.p99} | ${s.gatewayCpuPerS} | ${s.gatewayEventsPerS > 0 ? ((s.gatewayCpuPerS * 1e6) / s.gatewayEventsPerS).toFixed(2) : '–'} | ${s.gatewayNatsCpuPerS ?? '–'} | ${s.rawMachineCpuPerS} / ${s.noopMachineCpuPerS} / ${s.forwarderMachineCpuPerS} / ${s.gatewayMachineCpuPerS} |`,
     ),
+    '',
+    ...r.bySize
+      .filter((s) => s.rounds.length > 1)
+      .map(
+        (s) =>
+          `${n(s.batchEvents)}-event batches, each round (a / (b) / (c) / gateway events/s, gateway ÷ (a)): ${s.rounds.map((x) => `${n(x.rawJetStreamEventsPerS)} / ${n(x.noopHttpEventsPerS)} / ${n(x.forwarderEventsPerS)} / ${n(x.gatewayEventsPerS)} (${(x.gatewayEventsPerS / x.rawJetStreamEventsPerS).toFixed(3)})`).join('; ')}. The table gives medians; ratios are medians of each round's own.`,
+      ),
     '',
     '(c) is bench/forwarder.ts: a minimal Node server that publishes each body unchanged to a JetStream stream of the same kind and answers 202 on the ack — no validation, no routing, one message per request. It is the ceiling for any Node HTTP gateway in front of JetStream on this machine; ÷ (c) is what drawdown\'s own work costs.',
     '',
@@ -120,7 +142,7 @@ export function renderMarkdown(r: BenchResults): string {
 export function historyLines(r: BenchResults, note: string): string[] {
   const head = r.bySize.find((s) => s.batchEvents === r.settings.headline)!;
   // The forwarder baseline came after the table's columns were fixed; it leads the note.
-  const fullNote = `÷ forwarder ${head.ratioToForwarder} (forwarder ${(head.forwarderEventsPerS / head.rawJetStreamEventsPerS).toFixed(3)} × raw)${note === '' ? '' : `; ${note}`}`;
+  const fullNote = `÷ forwarder ${head.ratioToForwarder} (forwarder ${head.forwarderToRawJetStream} × raw)${note === '' ? '' : `; ${note}`}`;
   if (r.endToEnd.length === 0) {
     return [`| ${r.date.slice(0, 16)} | – | ${r.settings.headline} | ${head.gatewayEventsPerS} | ${head.ratioToRawJetStream} | ${head.ratioToNoopHttp} | – | ${r.latencyAt80.latencyMs.p99} | – | ingest only; ${fullNote} |`];
   }

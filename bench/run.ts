@@ -10,17 +10,19 @@
  * separate child processes, so CPU and memory are reported per process.
  *
  * Phases:
- *   1. baselines (a), (b) and (c) for every batch size, with the machine's
- *      busy CPU in each (is the machine the limit, or one process?);
- *   2. gateway peak for every batch size (rater not running: ingest alone);
- *   3. gateway latency at 80 % of the headline peak (autocannon overallRate);
- *   4. per ClickHouse back end: the rater alone draining a queued backlog, then
+ *   1. per batch size: baselines (a), (b), (c) and the gateway's peak (rater
+ *      not running: ingest alone), with the machine's busy CPU in each (is
+ *      the machine the limit, or one process?); the headline size runs them
+ *      alternately over --rounds rounds and reports the median of each
+ *      round's ratios, so drifting load on the shared machine cancels out;
+ *   2. gateway latency at 80 % of the headline peak (autocannon overallRate);
+ *   3. per ClickHouse back end: the rater alone draining a queued backlog, then
  *      a sustained end-to-end phase (gateway + rater),
  *      RSS and stream lag sampled every second, events/s from the first
  *      request until the rater committed everything, totals checked exactly.
  * Results: bench/results/latest.{json,md}, lines in history.md.
  *
- * Flags: --quick (3 s phases, 10 s sustained), --phase-s 10, --sustained-s 60,
+ * Flags: --quick (3 s phases, 10 s sustained, 1 round), --phase-s 10, --rounds 3, --sustained-s 60,
  * --connections 16, --backend chdb|server|both|none (none: ingest phases only), --sizes 1,100,1000,10000,
  * --headline 1000, --profile gateway,rater (node --cpu-prof into
  * bench/results/profiles/), --no-history (a scratch run: print only, leave
@@ -41,7 +43,7 @@ import { repoRoot, startDrawdown, startForwarder, startNoopServer, type Child } 
 import { acceptedEvents, httpLoad, rawJetStreamBaseline, scrapeCounter, type LoadResult } from './load.js';
 import { machineCpuSeconds, mib, procStats, procStatsIfAlive, threadCpuSeconds } from './proc-stats.js';
 import { benchCustomers, makeBatch, type BenchBatch } from './workload.js';
-import { renderMarkdown, historyLines, type BenchResults, type EndToEndResult, type SizeResult } from './report.js';
+import { renderMarkdown, historyLines, type BenchResults, type EndToEndResult, type SizeResult, type SizeRound } from './report.js';
 
 const log = (line: string): void => void process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -107,6 +109,9 @@ async function main(): Promise<void> {
   const profileFlags = (who: string): string[] => (profile.includes(who) ? (mkdirSync(profileDir, { recursive: true }), ['--cpu-prof', '--cpu-prof-dir', profileDir]) : []);
   // Phases for sizes other than the headline are short: they show the shape, the headline gets the time.
   const sizePhaseS = (size: number): number => (size === headline ? phaseS : Math.max(2, Math.round(phaseS / 3)));
+  // The headline's phases alternate over rounds (see below); together they last about 1.5 × phaseS each.
+  const headlineRounds = intFlag(flags, '--rounds', quick ? 1 : 3, 1, 20);
+  const headlinePhaseS = headlineRounds === 1 ? phaseS : Math.max(2, Math.round(phaseS / 2));
 
   const dir = mkdtempSync(join(tmpdir(), 'drawdown-bench-'));
   const children: Child[] = [];
@@ -123,97 +128,117 @@ async function main(): Promise<void> {
     const jsm = await jetstreamManager(nc);
 
     const bySize = new Map<number, SizeResult>();
-    // (a) raw JetStream
-    for (const size of sizes) {
-      const batch = batches.get(size)!;
-      const durationS = sizePhaseS(size);
-      log(`(a) raw JetStream publish, ${size}-event batches, ${durationS} s …`);
-      const natsBefore = procStatsIfAlive(nats.pid);
-      const machineBefore = machineCpuSeconds();
-      const perS = await rawJetStreamBaseline(nats.url, batch.body, durationS * 1000, connections);
-      const machineAfter = machineCpuSeconds();
-      const natsAfter = procStatsIfAlive(nats.pid);
-      bySize.set(size, {
-        batchEvents: size,
-        batchBytes: batch.body.length,
-        phaseS: durationS,
-        rawJetStreamEventsPerS: round(perS * size),
-        natsCpuPerS: natsBefore && natsAfter ? round((natsAfter.cpuSeconds - natsBefore.cpuSeconds) / durationS, 2) : null,
-        rawMachineCpuPerS: round((machineAfter - machineBefore) / durationS, 2),
-      } as SizeResult);
-      log(`    ${round(perS * size).toLocaleString('en')} events/s`);
-    }
-    // (b) no-op HTTP
+    // The HTTP baselines and the gateway run side by side, idle but for their phase.
     const noop = await startNoopServer();
     children.push(noop);
-    for (const size of sizes) {
-      const durationS = sizePhaseS(size);
-      log(`(b) no-op HTTP server, ${size}-event batches, ${durationS} s …`);
-      const before = procStats(noop.pid);
-      const machineBefore = machineCpuSeconds();
-      const r = await httpLoad({ url: `http://127.0.0.1:${noop.ready}/v1/events`, batch: batches.get(size)!, durationS, connections });
-      const machineAfter = machineCpuSeconds();
-      const after = procStats(noop.pid);
-      const result = bySize.get(size)!;
-      result.noopHttpEventsPerS = round(r.requestsPerS * size);
-      result.noopCpuPerS = round((after.cpuSeconds - before.cpuSeconds) / durationS, 2);
-      result.noopMachineCpuPerS = round((machineAfter - machineBefore) / durationS, 2);
-      log(`    ${result.noopHttpEventsPerS.toLocaleString('en')} events/s`);
-    }
-    await noop.stop();
-    // (c) HTTP → JetStream forwarder: bodies published unchanged, nothing checked.
     const forwarder = await startForwarder(nats.url);
     children.push(forwarder);
-    for (const size of sizes) {
-      const durationS = sizePhaseS(size);
-      log(`(c) HTTP → JetStream forwarder, ${size}-event batches, ${durationS} s …`);
-      const before = procStats(forwarder.pid);
-      const machineBefore = machineCpuSeconds();
-      const r = await httpLoad({ url: `http://127.0.0.1:${forwarder.ready}/v1/events`, batch: batches.get(size)!, durationS, connections });
-      const machineAfter = machineCpuSeconds();
-      const after = procStats(forwarder.pid);
-      const result = bySize.get(size)!;
-      result.forwarderEventsPerS = round(r.requestsPerS * size);
-      result.forwarderCpuPerS = round((after.cpuSeconds - before.cpuSeconds) / durationS, 2);
-      result.forwarderMachineCpuPerS = round((machineAfter - machineBefore) / durationS, 2);
-      log(`    ${result.forwarderEventsPerS.toLocaleString('en')} events/s = ${round(result.forwarderEventsPerS / result.rawJetStreamEventsPerS, 3)} × raw JetStream; forwarder ${result.forwarderCpuPerS} CPU s/s; machine busy ${result.forwarderMachineCpuPerS} of ${cpus().length} CPU s/s`);
-    }
-    await forwarder.stop();
-
     // Gateway alone: ingest capacity without the rater competing for the cores.
     const gateway = await startDrawdown('ingest', { natsUrl: nats.url, nodeFlags: profileFlags('gateway') });
     children.push(gateway);
     const gatewayUrl = gateway.ready;
-    for (const size of sizes) {
-      const durationS = sizePhaseS(size);
-      await purgeStream(jsm);
-      log(`gateway peak, ${size}-event batches, ${durationS} s …`);
-      const before = await acceptedEvents(gatewayUrl);
-      const cpuBefore = procStats(gateway.pid);
-      const natsBefore = procStatsIfAlive(nats.pid);
+    const cores = cpus().length;
+
+    /** One HTTP phase against `pid`'s server: events/s (by autocannon's count), its CPU and the machine's. */
+    async function httpPhase(url: string, pid: number, batch: BenchBatch, durationS: number): Promise<{ eventsPerS: number; cpuPerS: number; machineCpuPerS: number; load: LoadResult }> {
+      const before = procStats(pid);
       const machineBefore = machineCpuSeconds();
-      const startedAt = Date.now();
-      const r = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: batches.get(size)!, durationS, connections });
-      const elapsedS = (Date.now() - startedAt) / 1000;
+      const load = await httpLoad({ url, batch, durationS, connections });
       const machineAfter = machineCpuSeconds();
-      const accepted = (await acceptedEvents(gatewayUrl)) - before;
-      const cpuAfter = procStats(gateway.pid);
-      const natsAfter = procStatsIfAlive(nats.pid);
-      const result = bySize.get(size)!;
-      result.gatewayEventsPerS = round(accepted / elapsedS);
-      result.ratioToRawJetStream = round(result.gatewayEventsPerS / result.rawJetStreamEventsPerS, 3);
-      result.ratioToNoopHttp = round(result.gatewayEventsPerS / result.noopHttpEventsPerS, 3);
-      result.ratioToForwarder = round(result.gatewayEventsPerS / result.forwarderEventsPerS, 3);
-      result.gatewayMachineCpuPerS = round((machineAfter - machineBefore) / elapsedS, 2);
-      result.gatewayLatencyMs = { p50: r.latencyMs.p50, p99: r.latencyMs.p99 };
-      result.gatewayCpuPerS = round((cpuAfter.cpuSeconds - cpuBefore.cpuSeconds) / elapsedS, 2);
-      result.gatewayNatsCpuPerS = natsBefore && natsAfter ? round((natsAfter.cpuSeconds - natsBefore.cpuSeconds) / elapsedS, 2) : null;
-      result.non2xx = r.non2xx;
-      result.errors = r.errors;
-      const gatewayThreads = [...threadCpuSeconds(gateway.pid)].filter(([, cpu]) => cpu >= 0.05).sort((a, b) => b[1] - a[1]);
-      log(`    gateway CPU by thread (whole life so far): ${gatewayThreads.map(([name, cpu]) => `${name} ${cpu.toFixed(1)} s`).join(', ')}`);
-      log(`    ${result.gatewayEventsPerS.toLocaleString('en')} events/s = ${result.ratioToRawJetStream} × raw JetStream, ${result.ratioToNoopHttp} × no-op HTTP, ${result.ratioToForwarder} × forwarder; p99 ${r.latencyMs.p99} ms; gateway ${result.gatewayCpuPerS} CPU s/s; machine busy ${result.gatewayMachineCpuPerS} CPU s/s; ${r.non2xx} non-2xx, ${r.errors} errors`);
+      const after = procStats(pid);
+      return { eventsPerS: round(load.requestsPerS * batch.events), cpuPerS: round((after.cpuSeconds - before.cpuSeconds) / durationS, 2), machineCpuPerS: round((machineAfter - machineBefore) / durationS, 2), load };
     }
+
+    for (const size of sizes) {
+      const batch = batches.get(size)!;
+      // The headline size alternates its four phases over several rounds, and its
+      // ratios are the median of each round's own: the machine's other load drifts
+      // over a minute, and a ratio of phases run next to each other cancels most of it.
+      const rounds = size === headline ? headlineRounds : 1;
+      const durationS = size === headline ? headlinePhaseS : sizePhaseS(size);
+      const perRound: SizeRound[] = [];
+      let last: { gatewayLoad: LoadResult; gatewayCpuPerS: number; natsCpuPerS: number | null; rawNatsCpuPerS: number | null; noopCpuPerS: number; forwarderCpuPerS: number } | undefined;
+      for (let round_ = 1; round_ <= rounds; round_++) {
+        const tag = rounds > 1 ? ` (round ${round_} of ${rounds})` : '';
+        log(`${size}-event batches${tag}, ${durationS} s per phase:`);
+        // (a) raw JetStream
+        const rawNatsBefore = procStatsIfAlive(nats.pid);
+        const rawMachineBefore = machineCpuSeconds();
+        const rawPerS = round((await rawJetStreamBaseline(nats.url, batch.body, durationS * 1000, connections)) * size);
+        const rawMachine = round((machineCpuSeconds() - rawMachineBefore) / durationS, 2);
+        const rawNatsAfter = procStatsIfAlive(nats.pid);
+        log(`    (a) raw JetStream publish: ${rawPerS.toLocaleString('en')} events/s; machine busy ${rawMachine} of ${cores} CPU s/s`);
+        // (b) no-op HTTP
+        const noopRun = await httpPhase(`http://127.0.0.1:${noop.ready}/v1/events`, noop.pid, batch, durationS);
+        log(`    (b) no-op HTTP: ${noopRun.eventsPerS.toLocaleString('en')} events/s; machine busy ${noopRun.machineCpuPerS} CPU s/s`);
+        // (c) HTTP → JetStream forwarder: bodies published unchanged, nothing checked.
+        const forwardRun = await httpPhase(`http://127.0.0.1:${forwarder.ready}/v1/events`, forwarder.pid, batch, durationS);
+        await jsm.streams.purge('BENCH_FORWARD').catch(() => undefined);
+        log(`    (c) forwarder: ${forwardRun.eventsPerS.toLocaleString('en')} events/s = ${round(forwardRun.eventsPerS / rawPerS, 3)} × raw; forwarder ${forwardRun.cpuPerS} CPU s/s; machine busy ${forwardRun.machineCpuPerS} CPU s/s`);
+        // The gateway, by its own count of accepted events.
+        await purgeStream(jsm);
+        const before = await acceptedEvents(gatewayUrl);
+        const cpuBefore = procStats(gateway.pid);
+        const natsBefore = procStatsIfAlive(nats.pid);
+        const machineBefore = machineCpuSeconds();
+        const startedAt = Date.now();
+        const gatewayLoad = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch, durationS, connections });
+        const elapsedS = (Date.now() - startedAt) / 1000;
+        const machineAfter = machineCpuSeconds();
+        const accepted = (await acceptedEvents(gatewayUrl)) - before;
+        const cpuAfter = procStats(gateway.pid);
+        const natsAfter = procStatsIfAlive(nats.pid);
+        const gatewayPerS = round(accepted / elapsedS);
+        const gatewayCpuPerS = round((cpuAfter.cpuSeconds - cpuBefore.cpuSeconds) / elapsedS, 2);
+        const gatewayMachine = round((machineAfter - machineBefore) / elapsedS, 2);
+        perRound.push({ rawJetStreamEventsPerS: rawPerS, noopHttpEventsPerS: noopRun.eventsPerS, forwarderEventsPerS: forwardRun.eventsPerS, gatewayEventsPerS: gatewayPerS, rawMachineCpuPerS: rawMachine, noopMachineCpuPerS: noopRun.machineCpuPerS, forwarderMachineCpuPerS: forwardRun.machineCpuPerS, gatewayMachineCpuPerS: gatewayMachine });
+        const gatewayThreads = [...threadCpuSeconds(gateway.pid)].filter(([, cpu]) => cpu >= 0.05).sort((a, b) => b[1] - a[1]);
+        log(`    gateway: ${gatewayPerS.toLocaleString('en')} events/s = ${round(gatewayPerS / rawPerS, 3)} × raw JetStream, ${round(gatewayPerS / noopRun.eventsPerS, 3)} × no-op HTTP, ${round(gatewayPerS / forwardRun.eventsPerS, 3)} × forwarder; p99 ${gatewayLoad.latencyMs.p99} ms; gateway ${gatewayCpuPerS} CPU s/s; machine busy ${gatewayMachine} CPU s/s; ${gatewayLoad.non2xx} non-2xx, ${gatewayLoad.errors} errors`);
+        log(`    gateway CPU by thread (whole life so far): ${gatewayThreads.map(([name, cpu]) => `${name} ${cpu.toFixed(1)} s`).join(', ')}`);
+        last = {
+          gatewayLoad,
+          gatewayCpuPerS,
+          natsCpuPerS: natsBefore && natsAfter ? round((natsAfter.cpuSeconds - natsBefore.cpuSeconds) / elapsedS, 2) : null,
+          rawNatsCpuPerS: rawNatsBefore && rawNatsAfter ? round((rawNatsAfter.cpuSeconds - rawNatsBefore.cpuSeconds) / durationS, 2) : null,
+          noopCpuPerS: noopRun.cpuPerS,
+          forwarderCpuPerS: forwardRun.cpuPerS,
+        };
+      }
+      const median = (pick: (r: SizeRound) => number): number => {
+        const xs = perRound.map(pick).sort((a, b) => a - b);
+        return xs.length % 2 === 1 ? xs[(xs.length - 1) / 2]! : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2;
+      };
+      const result: SizeResult = {
+        batchEvents: size,
+        batchBytes: batch.body.length,
+        phaseS: durationS,
+        rounds: perRound,
+        rawJetStreamEventsPerS: round(median((r) => r.rawJetStreamEventsPerS)),
+        natsCpuPerS: last!.rawNatsCpuPerS,
+        noopHttpEventsPerS: round(median((r) => r.noopHttpEventsPerS)),
+        noopCpuPerS: last!.noopCpuPerS,
+        forwarderEventsPerS: round(median((r) => r.forwarderEventsPerS)),
+        forwarderCpuPerS: last!.forwarderCpuPerS,
+        gatewayEventsPerS: round(median((r) => r.gatewayEventsPerS)),
+        ratioToRawJetStream: round(median((r) => r.gatewayEventsPerS / r.rawJetStreamEventsPerS), 3),
+        ratioToNoopHttp: round(median((r) => r.gatewayEventsPerS / r.noopHttpEventsPerS), 3),
+        ratioToForwarder: round(median((r) => r.gatewayEventsPerS / r.forwarderEventsPerS), 3),
+        forwarderToRawJetStream: round(median((r) => r.forwarderEventsPerS / r.rawJetStreamEventsPerS), 3),
+        rawMachineCpuPerS: round(median((r) => r.rawMachineCpuPerS), 2),
+        noopMachineCpuPerS: round(median((r) => r.noopMachineCpuPerS), 2),
+        forwarderMachineCpuPerS: round(median((r) => r.forwarderMachineCpuPerS), 2),
+        gatewayMachineCpuPerS: round(median((r) => r.gatewayMachineCpuPerS), 2),
+        gatewayLatencyMs: { p50: last!.gatewayLoad.latencyMs.p50, p99: last!.gatewayLoad.latencyMs.p99 },
+        gatewayCpuPerS: last!.gatewayCpuPerS,
+        gatewayNatsCpuPerS: last!.natsCpuPerS,
+        non2xx: last!.gatewayLoad.non2xx,
+        errors: last!.gatewayLoad.errors,
+      };
+      bySize.set(size, result);
+      if (rounds > 1) log(`    median of ${rounds} rounds: gateway ${result.gatewayEventsPerS.toLocaleString('en')} events/s = ${result.ratioToRawJetStream} × raw JetStream, ${result.ratioToForwarder} × forwarder (forwarder ${result.forwarderToRawJetStream} × raw)`);
+    }
+    await noop.stop();
+    await forwarder.stop();
 
     // Latency at 80 % of the headline peak.
     await purgeStream(jsm);
