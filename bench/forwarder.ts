@@ -11,21 +11,15 @@
  */
 import { createServer } from 'node:http';
 import { connect } from '@nats-io/transport-node';
-import { DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { addBaselineStream } from './baseline-stream.js';
 
 const natsUrl = process.argv[2];
 if (natsUrl === undefined) throw new Error('usage: forwarder NATS_URL');
 const stream = 'BENCH_FORWARD';
 const nc = await connect({ servers: natsUrl, noAsyncTraces: true });
 const jsm = await jetstreamManager(nc);
-await jsm.streams.add({
-  name: stream,
-  subjects: ['bench.forward.*'],
-  storage: StorageType.File,
-  retention: RetentionPolicy.Workqueue,
-  max_bytes: 16 * 1024 ** 3,
-  discard: DiscardPolicy.Old,
-});
+await addBaselineStream(jsm, stream, 'bench.forward');
 const js = jetstream(nc);
 let next = 0;
 

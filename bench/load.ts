@@ -4,7 +4,8 @@
  */
 import autocannon from 'autocannon';
 import { connect } from '@nats-io/transport-node';
-import { DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { addBaselineStream } from './baseline-stream.js';
 import type { BenchBatch } from './workload.js';
 
 export interface LoadOptions {
@@ -59,14 +60,7 @@ export async function httpLoad(options: LoadOptions): Promise<LoadResult> {
 export async function rawJetStreamBaseline(natsUrl: string, body: Uint8Array, durationMs: number, inFlight: number): Promise<number> {
   const nc = await connect({ servers: natsUrl });
   const jsm = await jetstreamManager(nc);
-  await jsm.streams.add({
-    name: 'BENCH_RAW',
-    subjects: ['bench.raw.*'],
-    storage: StorageType.File,
-    retention: RetentionPolicy.Workqueue,
-    max_bytes: 16 * 1024 ** 3,
-    discard: DiscardPolicy.Old,
-  });
+  await addBaselineStream(jsm, 'BENCH_RAW', 'bench.raw');
   const js = jetstream(nc);
   let acked = 0;
   const startedAt = Date.now();
