@@ -1,5 +1,5 @@
 /**
- * `node dist/bench/chdb-memory.js [seconds] [events/s] [both|ids|usage]`: does chDB's engine
+ * `npm run bench:chdb-memory -- [seconds] [events/s] [both|ids|usage]`: does chDB's engine
  * alone grow the rater's memory? It runs only chDB in this process — no
  * NATS, no worker threads, no id sets — and writes what a rater writes at
  * the end-to-end bench's rate: every second, per partition (4), one flush of
