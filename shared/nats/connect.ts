@@ -1,6 +1,7 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import type { Logger } from '../log.js';
+import { applyCheapRequestCancel } from './cheap-cancel.js';
 
 export interface NatsHandles {
   nc: NatsConnection;
@@ -14,6 +15,7 @@ export interface NatsHandles {
  * disconnected fail fast and are answered 503 or retried by the caller.
  */
 export async function connectNats(urls: string, name: string, log: Logger): Promise<NatsHandles> {
+  applyCheapRequestCancel();
   const nc = await connect({
     servers: urls.split(',').map((s) => s.trim()),
     name,
