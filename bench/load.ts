@@ -99,3 +99,32 @@ export async function scrapeCounter(baseUrl: string, name: string, labelFilter =
 export function acceptedEvents(gatewayUrl: string): Promise<number> {
   return scrapeCounter(gatewayUrl, 'drawdown_ingest_events_total');
 }
+
+/**
+ * acceptedEvents once the requests still in flight when autocannon stopped
+ * have finished. autocannon abandons them at the end of its duration, but the
+ * gateway still stores and counts them, a moment later. Read too early, the
+ * count misses a batch that ClickHouse will hold. Settled means unchanged for
+ * a whole second; the wait stops after `maxMs` (the gateway's publish timeout
+ * bounds a request).
+ */
+export async function settledAcceptedEvents(gatewayUrl: string, maxMs = 10_000): Promise<number> {
+  const deadline = Date.now() + maxMs;
+  let last = await acceptedEvents(gatewayUrl);
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 1_000));
+    const now = await acceptedEvents(gatewayUrl);
+    if (now === last || Date.now() > deadline) return now;
+    last = now;
+  }
+}
+
+/** Batch requests the gateway answered with an error, by outcome (drawdown_ingest_batches_total). */
+export async function failedBatches(gatewayUrl: string): Promise<Map<string, number>> {
+  const text = await (await fetch(`${gatewayUrl}/metrics`)).text();
+  const failed = new Map<string, number>();
+  for (const match of text.matchAll(/^drawdown_ingest_batches_total\{outcome="([^"]+)"\} (\S+)$/gm)) {
+    if (match[1] !== 'accepted' && match[1] !== 'duplicate' && match[1] !== 'empty') failed.set(match[1]!, Number(match[2]));
+  }
+  return failed;
+}

@@ -40,7 +40,7 @@ import { sqlString } from '../shared/sql.js';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
 import { repoRoot, startDrawdown, startForwarder, startNoopServer, type Child } from './children.js';
-import { acceptedEvents, httpLoad, rawJetStreamBaseline, scrapeCounter, type LoadResult } from './load.js';
+import { acceptedEvents, failedBatches, httpLoad, rawJetStreamBaseline, scrapeCounter, settledAcceptedEvents, type LoadResult } from './load.js';
 import { machineCpuSeconds, mib, procStats, procStatsIfAlive, threadCpuSeconds } from './proc-stats.js';
 import { benchCustomers, makeBatch, type BenchBatch } from './workload.js';
 import { renderMarkdown, historyLines, type BenchResults, type EndToEndResult, type SizeResult, type SizeRound } from './report.js';
@@ -266,7 +266,9 @@ async function main(): Promise<void> {
       const totalsBefore = await acceptedEvents(gatewayUrl);
       log(`rater drain on ${backend}: ${phaseS} s of ${headline}-event batches queued, then the rater alone drains them …`);
       await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: head, durationS: phaseS, connections });
-      const backlog = (await acceptedEvents(gatewayUrl)) - totalsBefore;
+      const backlogAtEnd = (await acceptedEvents(gatewayUrl)) - totalsBefore;
+      const backlog = (await settledAcceptedEvents(gatewayUrl)) - totalsBefore;
+      if (backlog !== backlogAtEnd) log(`    ${(backlog - backlogAtEnd).toLocaleString('en')} events were stored by requests still in flight when the load stopped`);
       const rater = await startDrawdown('rater', { natsUrl: nats.url, clickhouseUrl, nodeFlags: profileFlags('rater') });
       children.push(rater);
       const drainStart = Date.now();
@@ -317,9 +319,14 @@ async function main(): Promise<void> {
       })();
       const load = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: head, durationS: sustainedS, connections });
       const ingestDoneAt = Date.now();
+      const countAtEnd = await acceptedEvents(gatewayUrl);
       // This process: autocannon plus the once-a-second sampling.
       const loadCpu = process.cpuUsage(loadCpu0);
-      const drainedAt = await waitDrained(jsm, 15 * 60_000);
+      // Requests autocannon abandoned at the end still publish a moment later: the rater
+      // must have those too. If one landed after the stream first looked drained, wait again.
+      const [settled, firstDrainedAt] = await Promise.all([settledAcceptedEvents(gatewayUrl), waitDrained(jsm, 15 * 60_000)]);
+      if (settled !== countAtEnd) log(`    ${(settled - countAtEnd).toLocaleString('en')} events were stored by requests still in flight when the load stopped`);
+      const drainedAt = settled === countAtEnd ? firstDrainedAt : await waitDrained(jsm, 15 * 60_000);
       sampling = false;
       await sampler;
       const accepted = (await acceptedEvents(gatewayUrl)) - before;
@@ -348,7 +355,9 @@ async function main(): Promise<void> {
         const [[events]] = (await store.query('SELECT toString(sum(events)) FROM usage_minute')) as [[string]];
         if (Number(events) !== accepted + backlog) {
           exact = false;
-          log(`  MISMATCH: ClickHouse counted ${events} events, the gateway accepted ${accepted + backlog}`);
+          // A batch answered with an error may still be stored (a retry with its key would complete it once); autocannon never retries.
+          const failed = [...(await failedBatches(gatewayUrl))].map(([outcome, n]) => `${outcome} ${n}`).join(', ');
+          log(`  MISMATCH: ClickHouse counted ${events} events, the gateway accepted ${accepted + backlog} (${(Number(events) - accepted - backlog) / headline} batches apart; batches answered with an error so far: ${failed || 'none'})`);
         }
       } finally {
         await store.close();
