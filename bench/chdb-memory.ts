@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore } from '../shared/clickhouse/open.js';
-import { ensureSchema, usageMinuteColumns } from '../shared/clickhouse/schema.js';
+import { ensureSchema, usageMinuteFlushColumns } from '../shared/clickhouse/schema.js';
 import { flushPayload } from '../rater/flush.js';
 import { idsPayload, writeIds } from '../rater/dedupe/id-log.js';
 import type { AggregateRow } from '../rater/aggregate.js';
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
       const nowSec = Math.floor(secondStart / 1000);
       for (let p = 0; p < partitions; p++) {
         if (tablesWritten !== 'usage') await writeIds(store, idsPayload([ids(idsPerFlush, flushSeq * 31 + p)], p, flushSeq, nowSec));
-        if (tablesWritten !== 'ids') await store.insert('usage_minute', usageMinuteColumns, flushPayload(rows(p, flushSeq, nowSec), p, flushSeq, nowSec));
+        if (tablesWritten !== 'ids') await store.insert('usage_minute', usageMinuteFlushColumns, flushPayload(rows(p, flushSeq, nowSec), p, flushSeq, nowSec));
       }
       const spent = Date.now() - secondStart;
       if (spent < 1_000) await new Promise((r) => setTimeout(r, 1_000 - spent));

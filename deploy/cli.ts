@@ -18,8 +18,9 @@ import { destination } from 'pino';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, parseArgs, type Config } from '../shared/config.js';
 import { hashKey, isScope, keyIdPattern, newKey, scopes } from '../shared/auth.js';
-import { isDrawdownError } from '../shared/errors.js';
+import { DrawdownError, isDrawdownError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
+import { Problems, readStorableTime } from '../shared/validate.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
 import { reportJson, settle } from '../settlement/settle.js';
@@ -110,8 +111,10 @@ async function main(argv: string[]): Promise<number> {
       const closePeriod = closeFlag !== undefined;
       if (closePeriod && until !== undefined) throw new Error('--close-period settles up to the last whole minute: leave out --until');
       const config: Config = loadConfig(flags, env, ['clickhouseUrl']);
-      const untilMs = until === undefined ? Date.now() : /^\d+$/.test(until) ? Number(until) : Date.parse(until);
-      if (!Number.isFinite(untilMs)) throw new Error(`--until ${until} is not an ISO-8601 instant or ms since epoch`);
+      // The same rule as POST /v1/settlements' until: an instant ClickHouse can store, refused before any work.
+      const untilProblems = new Problems();
+      const untilSecGiven = until === undefined ? Math.floor(Date.now() / 1000) : readStorableTime(untilProblems, until, '--until');
+      if (untilSecGiven === undefined) throw new DrawdownError('request_invalid', `${untilProblems.list[0]!.message} (got ${JSON.stringify(until)})`);
       const store = openStore(config.clickhouseUrl!);
       // stdout carries the report alone: logs and progress go to stderr.
       const log = createLogger(config.logLevel, 'drawdown-settle', destination(2));
@@ -126,7 +129,7 @@ async function main(argv: string[]): Promise<number> {
           ...(file === undefined ? {} : { seed: { raw: file.raw, appliedBy: `seed:${config.catalog}` } }),
         });
         const { revision, catalog } = source.current();
-        const untilSec = Math.floor(untilMs / 60_000) * 60;
+        const untilSec = Math.floor(untilSecGiven / 60) * 60;
         const startedMs = Date.now();
         const elapsed = (): string => `${Date.now() - startedMs} ms`;
         say(`settling up to ${new Date(untilSec * 1000).toISOString()} with catalog revision ${revision}`);
@@ -187,7 +190,7 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     const log = createLogger('error', 'drawdown');
-    const listed = ['config_invalid', 'catalog_invalid', 'catalog_definition_invalid', 'catalog_conflict', 'catalog_revision_stale'];
+    const listed = ['config_invalid', 'catalog_invalid', 'catalog_definition_invalid', 'catalog_conflict', 'catalog_revision_stale', 'request_invalid'];
     if (isDrawdownError(error) && listed.includes(error.code)) {
       process.stderr.write(`drawdown: ${error.message}\n`);
       for (const p of error.problems) if (!error.message.includes(p.message)) process.stderr.write(`  ${p.field}: ${p.message}\n`);

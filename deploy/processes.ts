@@ -19,6 +19,7 @@ import { ensureStream, type StreamSettings } from '../shared/nats/stream.js';
 import { startService, type RunningService } from '../shared/service.js';
 import { createIngestMetrics, ingestRoutes } from '../ingest/gateway.js';
 import { BatchPublisher } from '../ingest/publisher.js';
+import { ensureClaimStream, KeyClaims } from '../ingest/key-claims.js';
 import { Rater } from '../rater/rater.js';
 import { createSettlementMetrics, settlementRoutes } from '../settlement/api.js';
 import { SettlementRunner } from '../settlement/runner.js';
@@ -133,11 +134,12 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
         );
       }
       await ensureStream(handles.jsm, stream);
+      if (parts.ingest) await ensureClaimStream(handles.jsm, stream);
     }
 
     const routes: Route[] = [];
     if (parts.ingest) {
-      const publisher = new BatchPublisher(nats!.js, stream, config.publishTimeoutMs);
+      const publisher = new BatchPublisher(nats!.js, stream, config.publishTimeoutMs, new KeyClaims(nats!.js, nats!.jsm, stream, config.publishTimeoutMs));
       routes.push(
         ...ingestRoutes({
           publisher,

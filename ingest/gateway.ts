@@ -30,6 +30,21 @@ export function batchFormat(contentType: string | undefined): BatchFormat {
   throw new DrawdownError('unsupported_media_type', `Content-Type ${JSON.stringify(type)} is not application/msgpack or application/json`);
 }
 
+/**
+ * The body is read as sent: a compressed one would fail to decode (or, by
+ * chance, decode to something else), so any coding but `identity` is
+ * refused up front, naming it.
+ */
+export function checkContentEncoding(header: string | undefined): void {
+  if (header === undefined) return;
+  for (const coding of header.split(',')) {
+    const name = coding.trim().toLowerCase();
+    if (name !== '' && name !== 'identity') {
+      throw new DrawdownError('unsupported_media_type', `Content-Encoding ${JSON.stringify(header.trim().slice(0, 64))} is not supported; send the body uncompressed`);
+    }
+  }
+}
+
 export function createIngestMetrics(registry: Registry) {
   return {
     events: new Counter({ name: 'drawdown_ingest_events_total', help: 'Events accepted into the stream', registers: [registry] }),
@@ -67,6 +82,7 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
     const stopTimer = deps.metrics.duration.startTimer();
     try {
       const format = batchFormat(req.headers['content-type']);
+      checkContentEncoding(req.headers['content-encoding']);
       const keyHeader = req.headers['idempotency-key'];
       const idempotencyKey = Array.isArray(keyHeader) ? keyHeader[0] : keyHeader;
       if (idempotencyKey !== undefined && !idempotencyKeyPattern.test(idempotencyKey)) {
@@ -99,7 +115,7 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
         events = raw.length;
         parts = routeBatch(body, format, raw, partitions);
       }
-      const result = await deps.publisher.publish(parts, format, receivedMs, idempotencyKey, catalogRevision);
+      const result = await deps.publisher.publish(parts, format, receivedMs, idempotencyKey, catalogRevision, body);
       deps.metrics.batches.inc({ outcome: result.duplicate ? 'duplicate' : 'accepted' });
       if (!result.duplicate) {
         deps.metrics.events.inc(events);

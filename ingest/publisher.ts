@@ -8,6 +8,8 @@ import { DrawdownError } from '../shared/errors.js';
 import { batchHeaders, partitionSubject, type StreamSettings } from '../shared/nats/stream.js';
 import type { BatchFormat } from '../shared/batch.js';
 import type { BatchPart } from './route.js';
+import { batchFingerprint } from './batch-fingerprint.js';
+import type { KeyClaims } from './key-claims.js';
 
 export interface PublishResult {
   /** The highest stream sequence among the batch's parts. */
@@ -19,7 +21,10 @@ export interface PublishResult {
 
 // nats-server reports a full stream as JSStreamStoreFailedF (10077) with
 // "maximum messages/bytes exceeded", and an oversize message as 10054.
-const streamFullPattern = /maximum (messages|bytes|messages per subject) exceeded|insufficient resources/i;
+// "insufficient resources" (10023) is not a full stream: JetStream says it
+// while it recovers after a restart, and a client should simply retry soon,
+// so it falls through to 503 stream_unavailable.
+const streamFullPattern = /maximum (messages|bytes|messages per subject) exceeded/i;
 
 export function classifyPublishError(error: unknown): DrawdownError {
   if (error instanceof JetStreamApiError) {
@@ -35,11 +40,13 @@ export class BatchPublisher {
   readonly #js: JetStreamClient;
   readonly #settings: StreamSettings;
   readonly #timeoutMs: number;
+  readonly #claims: KeyClaims;
 
-  constructor(js: JetStreamClient, settings: StreamSettings, timeoutMs: number) {
+  constructor(js: JetStreamClient, settings: StreamSettings, timeoutMs: number, claims: KeyClaims) {
     this.#js = js;
     this.#settings = settings;
     this.#timeoutMs = timeoutMs;
+    this.#claims = claims;
   }
 
   get partitions(): number {
@@ -48,13 +55,26 @@ export class BatchPublisher {
 
   /**
    * Publishes a batch's parts (one per partition its customers map to) at
-   * once and resolves when every part is acknowledged. Each part's message id
-   * is the Idempotency-Key plus its partition: a retried batch splits the same
-   * way, so JetStream recognises every part, including those a failed attempt
-   * had already stored. A batch sent without a key and retried after a
-   * partial failure is covered by event-id dedupe in the rater instead.
+   * once and resolves when every part is acknowledged. A keyed batch first
+   * claims its key (ingest/key-claims.ts), so a key never stands for two
+   * bodies. Each part's message id is the Idempotency-Key plus its
+   * partition: a retried batch splits the same way, so JetStream recognises
+   * every part, including those a failed attempt had already stored. A batch
+   * sent without a key and retried after a partial failure is covered by
+   * event-id dedupe in the rater instead.
    */
-  async publish(parts: readonly BatchPart[], format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined, catalogRevision: number): Promise<PublishResult> {
+  async publish(parts: readonly BatchPart[], format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined, catalogRevision: number, body: Uint8Array): Promise<PublishResult> {
+    if (idempotencyKey !== undefined) {
+      let outcome;
+      try {
+        outcome = await this.#claims.claim(idempotencyKey, batchFingerprint(body));
+      } catch (error) {
+        throw classifyPublishError(error);
+      }
+      if (outcome === 'other-body') {
+        throw new DrawdownError('idempotency_key_reused', 'this Idempotency-Key was already used for a different batch, which is the one that counts; send a new batch under a new key');
+      }
+    }
     const acks = await Promise.all(parts.map((part) => this.#publishPart(part, format, receivedMs, idempotencyKey, catalogRevision)));
     return { sequence: Math.max(...acks.map((a) => a.seq)), duplicate: acks.every((a) => a.duplicate), parts: parts.length };
   }

@@ -5,7 +5,7 @@
  * at most once and, while the rater lives, at least once.
  */
 import type { Store } from '../shared/clickhouse/store.js';
-import { usageMinuteColumns } from '../shared/clickhouse/schema.js';
+import { usageMinuteFlushColumns } from '../shared/clickhouse/schema.js';
 import { formatScaled } from '../shared/quantity.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import type { AggregateRow } from './aggregate.js';
@@ -13,14 +13,19 @@ import { crashPoint } from '../shared/fault.js';
 import { writeIds } from './dedupe/id-log.js';
 import { readWatermark } from './watermark.js';
 
-export function flushPayload(rows: readonly AggregateRow[], partition: number, flushSeq: number, flushedAtSec: number): string {
+/**
+ * The TSV of one flush in `usageMinuteFlushColumns` order. `messageSeqs`
+ * (rater/counted-log.ts) goes on the first row only: one copy per flush is
+ * the record, and the other rows stay as small as before.
+ */
+export function flushPayload(rows: readonly AggregateRow[], partition: number, flushSeq: number, flushedAtSec: number, messageSeqs = ''): string {
   const cells: string[][] = new Array(rows.length);
   const partitionText = String(partition);
   const seqText = String(flushSeq);
   const flushedText = tsvDateTime(flushedAtSec);
   for (let i = 0; i < rows.length; i++) {
     const [customer, meter, dimensions, minuteSec, scaled, events] = rows[i]!;
-    cells[i] = [customer, meter, dimensions, tsvDateTime(minuteSec), formatScaled(scaled), String(events), partitionText, seqText, flushedText];
+    cells[i] = [customer, meter, dimensions, tsvDateTime(minuteSec), formatScaled(scaled), String(events), partitionText, seqText, flushedText, i === 0 ? messageSeqs : ''];
   }
   return encodeTsv(cells);
 }
@@ -48,7 +53,7 @@ export async function writeFlush(store: Store, partition: number, flushSeq: numb
         crashPoint('after-ids-insert');
       }
       if (ambiguous && (await readWatermark(store, partition)) >= flushSeq) return true;
-      await store.insert('usage_minute', usageMinuteColumns, payload);
+      await store.insert('usage_minute', usageMinuteFlushColumns, payload);
       return true;
     } catch (error) {
       ambiguous = true;

@@ -3,9 +3,9 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 export function createRaterMetrics(registry: Registry) {
   return {
     events: new Counter({ name: 'drawdown_rater_events_total', help: 'Events aggregated', labelNames: ['partition'] as const, registers: [registry] }),
-    redeliveries: new Counter({ name: 'drawdown_rater_redeliveries_total', help: 'Stream redeliveries ignored because already held or committed', labelNames: ['partition'] as const, registers: [registry] }),
+    redeliveries: new Counter({ name: 'drawdown_rater_redeliveries_total', help: 'Stream redeliveries not counted: held by a flush in progress, or named by a committed flush', labelNames: ['partition'] as const, registers: [registry] }),
     poisonMessages: new Counter({ name: 'drawdown_rater_poison_messages_total', help: 'Stream messages that could not be decoded and were skipped', labelNames: ['partition'] as const, registers: [registry] }),
-    committedSequence: new Gauge({ name: 'drawdown_rater_committed_sequence', help: 'Last stream sequence committed to ClickHouse', labelNames: ['partition'] as const, registers: [registry] }),
+    committedSequence: new Gauge({ name: 'drawdown_rater_committed_sequence', help: 'Label of the last flush committed to ClickHouse (the watermark)', labelNames: ['partition'] as const, registers: [registry] }),
     duplicates: new Counter({ name: 'drawdown_rater_duplicate_events_total', help: 'Events dropped because their (customer, id) was already counted', labelNames: ['partition'] as const, registers: [registry] }),
     dedupeIds: new Gauge({ name: 'drawdown_rater_dedupe_ids', help: 'Event ids remembered for duplicate dropping', labelNames: ['partition'] as const, registers: [registry] }),
     dedupeMemory: new Gauge({ name: 'drawdown_rater_dedupe_memory_bytes', help: 'Memory reserved for remembered event ids (fixed at start)', registers: [registry] }),

@@ -1,11 +1,15 @@
 /**
- * One partition's loop: pull batches in stream order, aggregate them in the
- * worker pool, write a flush to ClickHouse, then ack. Crash anywhere and the
- * restart resumes exactly after the watermark ClickHouse holds:
+ * One partition's loop: pull batches, aggregate them in the worker pool,
+ * write a flush to ClickHouse, then ack. Each flush records the stream
+ * sequences it counted in the same INSERT as its rows, and a message is
+ * acked, or skipped when delivered again, only if such a record names it:
  *
- *   fetch ─▶ decode+dedupe+aggregate (worker) ─▶ merge ─▶ INSERT ids ─▶ INSERT rows+watermark ─▶ ack
+ *   fetch ─▶ decode+dedupe+aggregate (worker) ─▶ merge ─▶ INSERT ids ─▶ INSERT rows+record ─▶ ack
  *   crash before INSERT: nothing written; messages redelivered and counted once.
- *   crash after INSERT, before ack: watermark covers them; purged at restart.
+ *   crash after INSERT, before ack: the record names them; acked when redelivered.
+ *   a delivery lost (NATS restart, a fetch cut short): the message is not in
+ *     any record, so whenever it comes again, however late and whatever was
+ *     counted above it meanwhile, it is counted (docs/exactly-once.md §2).
  *
  * Repeated event ids are dropped against the partition's id set, which is
  * rebuilt from ClickHouse (ids committed up to the watermark) whenever the
@@ -16,7 +20,7 @@ import type { Piscina } from 'piscina';
 import type { Logger } from '../shared/log.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { crashPoint } from '../shared/fault.js';
-import { batchHeaders, resetPartitionConsumer, type ConsumerSettings, type StreamSettings } from '../shared/nats/stream.js';
+import { batchHeaders, lowestPartitionSequence, recreatePartitionConsumer, type ConsumerSettings, type StreamSettings } from '../shared/nats/stream.js';
 import { Aggregator } from './aggregate.js';
 import { flushPayload, writeFlush } from './flush.js';
 import type { RaterMetrics } from './metrics.js';
@@ -24,9 +28,13 @@ import { packMessages, type AggregateResult, type AggregateTask } from './task.j
 import { readWatermark } from './watermark.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { MeterCatalog } from './meter-catalog.js';
-import { idsPayload, readRecentIds } from './dedupe/id-log.js';
+import { highestIdsLabel, idsPayload, readRecentIds } from './dedupe/id-log.js';
+import { encodeSeqs, readCountedRecord } from './counted-log.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** How often sequences that left the stream are forgotten from the counted set. */
+const countedPruneEveryMs = 2_000;
 
 export interface PartitionLimits extends ConsumerSettings {
   flushIntervalMs: number;
@@ -59,10 +67,30 @@ export class PartitionRater {
   #consumer: Consumer | undefined;
   #stopping = false;
   #loop: Promise<void> | undefined;
+  /** The label of the last committed flush: max(flush_seq) of the partition's rows, the watermark. */
   #committedSeq = 0;
-  /** Highest stream sequence taken into this process; anything at or below is a redelivery. */
-  #highestSeen = 0;
-  /** Messages merged into the aggregator but not yet in ClickHouse, in stream order. */
+  /**
+   * The highest flush label used or attempted. Labels only grow, one per
+   * flush, so settlement's watermark snapshots stay exact, and an attempt
+   * that crashed after writing its ids never shares its label with a flush
+   * that committed other messages (rater/dedupe/id-log.ts).
+   */
+  #labelFloor = 0;
+  /** Sequences of the pending messages: a redelivery of one is ignored, its flush acks it. */
+  readonly #held = new Set<number>();
+  /**
+   * Sequences committed flushes counted that may still be in the stream (an
+   * ack lost or not yet sent): acked again, never counted again, when
+   * redelivered. Pruned to the partition's lowest sequence in the stream, so
+   * it is bounded by the stream's own message limit.
+   */
+  readonly #counted = new Set<number>();
+  /** Messages at or below this were covered by flushes written before records existed (rater/counted-log.ts). */
+  #legacyFloor = 0;
+  #lastPruneMs = 0;
+  /** A fetch failed: after flushing what is held, the consumer is recreated so lost deliveries come again now. */
+  #reconsume = false;
+  /** Messages merged into the aggregator but not yet in ClickHouse. */
   #pending: JsMsg[] = [];
   /** Fingerprints of the pending messages' counted event ids, written with their flush. */
   #pendingIds: Uint32Array[] = [];
@@ -88,23 +116,67 @@ export class PartitionRater {
   }
 
   /**
-   * (Re)starts consumption right after what ClickHouse holds, forgetting
-   * anything held in memory: it was not committed, and the new consumer
-   * delivers it again. Used at start and after any unexpected error, so the
-   * in-memory state can never drift from the stream's.
+   * (Re)starts consumption from what ClickHouse holds, forgetting anything
+   * held in memory: it was not committed, and the new consumer delivers it
+   * again. Used at start and after any unexpected error, so the in-memory
+   * state can never drift from the stream's.
    */
   async #resumeFromWatermark(): Promise<void> {
-    const { jsm, js, store, stream, partition, limits } = this.#deps;
+    const { store, partition } = this.#deps;
     this.#aggregator.drain();
     this.#pending = [];
     this.#pendingIds = [];
+    this.#held.clear();
+    this.#reconsume = false;
     this.#committedSeq = await readWatermark(store, partition);
-    this.#highestSeen = this.#committedSeq;
+    this.#labelFloor = Math.max(this.#committedSeq, await highestIdsLabel(store, partition));
     await this.#rebuildIds();
-    const name = await resetPartitionConsumer(jsm, stream, partition, this.#committedSeq, limits);
-    this.#consumer = await js.consumers.get(stream.name, name);
+    await this.#recreateConsumer();
+    // Read after the old consumer is gone: from here on only this loop acks,
+    // so every message delivered from now on is at or above the bound.
+    const lowest = await lowestPartitionSequence(this.#deps.jsm, this.#deps.stream, partition);
+    const record = lowest === undefined ? { counted: new Set<number>(), legacyFloor: 0 } : await readCountedRecord(store, partition, lowest);
+    this.#counted.clear();
+    for (const seq of record.counted) this.#counted.add(seq);
+    this.#legacyFloor = record.legacyFloor;
+    this.#lastPruneMs = Date.now();
     this.#deps.metrics.committedSequence.set(this.#label, this.#committedSeq);
-    this.#deps.log.info({ partition, committedSeq: this.#committedSeq }, 'partition consumer ready');
+    this.#deps.log.info({ partition, committedSeq: this.#committedSeq, lowestInStream: lowest, countedInStream: this.#counted.size }, 'partition consumer ready');
+  }
+
+  async #recreateConsumer(): Promise<void> {
+    const { jsm, js, stream, partition, limits } = this.#deps;
+    const name = await recreatePartitionConsumer(jsm, stream, partition, limits);
+    this.#consumer = await js.consumers.get(stream.name, name);
+  }
+
+  /**
+   * After a failed fetch some deliveries may be lost in transit; they would
+   * come again only after the ack wait. Committing what is held and then
+   * recreating the consumer has every unacked message delivered again now:
+   * the counted set tells the committed ones from the lost ones.
+   */
+  async #reconsumeAfterFetchError(): Promise<void> {
+    if (this.#pending.length > 0) await this.#flush();
+    if (this.#pending.length > 0) return; // stopping with an unwritten flush
+    await this.#recreateConsumer();
+    this.#reconsume = false;
+    this.#deps.log.info({ partition: this.#deps.partition }, 'partition consumer recreated after a failed fetch');
+  }
+
+  /** Forgets counted sequences below the partition's lowest message in the stream: they were acked and can never come again. */
+  async #pruneCounted(): Promise<void> {
+    if (this.#counted.size === 0 || Date.now() - this.#lastPruneMs < countedPruneEveryMs) return;
+    this.#lastPruneMs = Date.now();
+    let lowest: number | undefined;
+    try {
+      lowest = await lowestPartitionSequence(this.#deps.jsm, this.#deps.stream, this.#deps.partition);
+    } catch (error) {
+      // Only memory is at stake: try again at the next prune.
+      this.#deps.log.debug({ err: error, partition: this.#deps.partition }, 'cannot read the lowest stream sequence; pruning later');
+      return;
+    }
+    for (const seq of this.#counted) if (lowest === undefined || seq < lowest) this.#counted.delete(seq);
   }
 
   /**
@@ -141,9 +213,12 @@ export class PartitionRater {
         if (resumeNeeded) {
           await this.#resumeFromWatermark();
           resumeNeeded = false;
+        } else if (this.#reconsume) {
+          await this.#reconsumeAfterFetchError();
         }
       } catch (error) {
         log.warn({ err: error, partition }, 'cannot resume partition yet; retrying');
+        resumeNeeded = true;
         await sleep(1_000);
         continue;
       }
@@ -151,15 +226,17 @@ export class PartitionRater {
       try {
         messages = await this.#fetch();
       } catch (error) {
-        // Nothing was taken from this fetch, so nothing is lost: just pull again.
+        // Nothing was taken from this fetch; deliveries may have been lost on the way.
         if (this.#stopping) break;
         log.warn({ err: error, partition }, 'fetch failed; retrying');
+        this.#reconsume = true;
         await sleep(500);
         continue;
       }
       try {
         if (messages.length > 0) await this.#aggregate(messages);
         if (this.#flushDue()) await this.#flush();
+        await this.#pruneCounted();
       } catch (error) {
         // Messages taken but not committed: start over from the watermark.
         log.error({ err: error, partition }, 'partition loop error; resuming from the committed watermark');
@@ -181,9 +258,10 @@ export class PartitionRater {
     try {
       await this.#take(batch, out);
     } catch (error) {
-      // A fetch can fail half-way (NATS restart, stream leader change). The
-      // messages already taken count as seen, so they must be processed —
-      // dropping them here would later get them acked as "redeliveries".
+      // A fetch can fail half-way (NATS restart, stream leader change): what
+      // was taken is processed, and what was lost is delivered again once
+      // the consumer is recreated.
+      this.#reconsume = true;
       if (out.length === 0) throw error;
       this.#deps.log.warn({ err: error, partition: this.#deps.partition, taken: out.length }, 'fetch ended early; processing what arrived');
     }
@@ -192,15 +270,22 @@ export class PartitionRater {
 
   async #take(batch: AsyncIterable<JsMsg>, out: JsMsg[]): Promise<void> {
     for await (const message of batch) {
-      if (message.seq <= this.#highestSeen) {
-        // A redelivery: ack wait passed while we held it, or our ack was lost
-        // (NATS restarted). Already committed → ack again, so it leaves the
-        // stream; still pending here → its flush will ack it.
+      const seq = message.seq;
+      if (this.#held.has(seq)) {
+        // The ack wait passed while a flush still holds it: that flush acks it.
         this.#deps.metrics.redeliveries.inc(this.#label);
-        if (message.seq <= this.#committedSeq) message.ack();
         continue;
       }
-      this.#highestSeen = message.seq;
+      if (this.#counted.has(seq) || seq <= this.#legacyFloor) {
+        // Committed, but the ack was lost (NATS restarted) or never sent (a
+        // crash after the insert): ack again so it leaves the stream.
+        this.#deps.metrics.redeliveries.inc(this.#label);
+        message.ack();
+        continue;
+      }
+      // Anything else is counted, whatever its sequence: a delivery lost
+      // earlier arrives below sequences already counted, and is not one of them.
+      this.#held.add(seq);
       out.push(message);
       if (this.#stopping) break;
     }
@@ -273,10 +358,15 @@ export class PartitionRater {
   async #flush(): Promise<void> {
     const { store, partition, metrics, log, limits } = this.#deps;
     const messages = this.#pending;
-    const flushSeq = messages[messages.length - 1]!.seq;
+    let highestSeq = 0;
+    for (const m of messages) highestSeq = Math.max(highestSeq, m.seq);
+    // At least the highest sequence, so legacy readers of the watermark stay
+    // right; above every label before, so each flush has its own.
+    const flushSeq = Math.max(highestSeq, this.#labelFloor + 1);
+    this.#labelFloor = flushSeq;
     const rows = this.#aggregator.drain();
     const nowSec = Math.floor(Date.now() / 1000);
-    const payload = flushPayload(rows, partition, flushSeq, nowSec);
+    const payload = flushPayload(rows, partition, flushSeq, nowSec, encodeSeqs(messages.map((m) => m.seq)));
     const ids = idsPayload(this.#pendingIds, partition, flushSeq, nowSec);
     const stopTimer = metrics.insertDuration.startTimer();
     const written = await writeFlush(store, partition, flushSeq, payload, {
@@ -296,8 +386,14 @@ export class PartitionRater {
     crashPoint('after-insert');
     this.#pending = [];
     this.#pendingIds = [];
-    this.#committedSeq = flushSeq;
-    for (const message of messages) message.ack();
+    // A flush with no rows wrote nothing: its messages counted no event (all
+    // repeats, or undecodable), and delivered again they count none again.
+    if (rows.length > 0) this.#committedSeq = flushSeq;
+    for (const message of messages) {
+      this.#held.delete(message.seq);
+      this.#counted.add(message.seq);
+      message.ack();
+    }
     metrics.flushRows.observe(rows.length);
     metrics.committedSequence.set(this.#label, flushSeq);
     log.debug({ partition, flushSeq, rows: rows.length, messages: messages.length }, 'flush committed');

@@ -11,7 +11,7 @@ import { DrawdownError } from '../shared/errors.js';
 import { queryParams, readJsonBody, sendJson, type Route } from '../shared/http.js';
 import { formatAmount, parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString } from '../shared/sql.js';
-import { Problems, isPlainObject, parseIsoInstant } from '../shared/validate.js';
+import { Problems, isPlainObject, readStorableTime, storableInstantMaxSec, storableInstantMinSec } from '../shared/validate.js';
 import { balanceOf } from './balance.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { purchasePackage } from './purchases.js';
@@ -44,16 +44,6 @@ function checkCustomer(customer: string): string {
   return customer;
 }
 
-/** A time parameter: ISO-8601 with zone, or ms since epoch → whole seconds. */
-export function parseTime(value: unknown, field: string, problems: Problems): number | undefined {
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return Math.floor(value / 1000);
-  const iso = typeof value === 'string' ? parseIsoInstant(value) : undefined;
-  if (iso !== undefined) return Math.floor(iso / 1000);
-  if (typeof value === 'string' && /^\d+$/.test(value)) return Math.floor(Number(value) / 1000);
-  problems.add(field, 'format', `${field} must be an ISO-8601 instant with a zone or ms since epoch`);
-  return undefined;
-}
-
 export function createSettlementMetrics(registry: Registry) {
   return {
     runDuration: new Histogram({ name: 'drawdown_settlement_run_duration_seconds', help: 'Settlement run time', buckets: [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300], registers: [registry] }),
@@ -83,7 +73,10 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     const limit = Number(params.get('limit') ?? '100');
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new DrawdownError('request_invalid', 'limit must be 1–1000');
     const after = params.get('after') ?? undefined;
-    if (after !== undefined && !/^\d+\|.+$/.test(after)) throw new DrawdownError('request_invalid', 'after must be the next token of a previous page');
+    // The token's instant goes into SQL: one past what ClickHouse stores is not a token we gave out.
+    if (after !== undefined && !(/^\d{1,10}\|.+$/.test(after) && Number(after.slice(0, after.indexOf('|'))) <= storableInstantMaxSec)) {
+      throw new DrawdownError('request_invalid', 'after must be the next token of a previous page', { problems: [{ field: 'after', code: 'format', message: 'after must be the next token of a previous page' }] });
+    }
     const page = await readLedger(store, checkCustomer(customer!), limit, after);
     sendJson(res, 200, { entries: page.entries.map(entryJson), next: page.next ?? null });
   }
@@ -102,8 +95,11 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     const params = queryParams(req);
     const problems = new Problems();
     const nowSec = Math.floor(now() / 1000);
-    const fromSec = params.has('from') ? parseTime(params.get('from'), 'from', problems) : nowSec - 86_400;
-    const untilSec = params.has('until') ? parseTime(params.get('until'), 'until', problems) : nowSec + 60;
+    // The defaults stay inside what ClickHouse stores, for any clock drawdown can run under.
+    const fromSec = params.has('from') ? readStorableTime(problems, params.get('from'), 'from') : Math.max(nowSec - 86_400, storableInstantMinSec);
+    const untilSec = params.has('until') ? readStorableTime(problems, params.get('until'), 'until') : Math.min(nowSec + 60, storableInstantMaxSec);
+    // An empty or inverted range is a client mistake, not "no usage".
+    if (fromSec !== undefined && untilSec !== undefined && untilSec <= fromSec) problems.add('until', 'range', 'until must be after from');
     const granularity = params.get('granularity') ?? 'hour';
     if (granularity !== 'hour' && granularity !== 'day') problems.add('granularity', 'enum', 'granularity must be hour or day');
     if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
@@ -136,15 +132,16 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     const key = (Array.isArray(header) ? header[0] : header) ?? (typeof body.id === 'string' ? body.id : undefined) ?? randomUUID();
     if (key.length < 1 || key.length > 128) problems.add('Idempotency-Key', 'length', 'Idempotency-Key must be 1–128 characters');
     const nowSec = Math.floor(now() / 1000);
-    const effectiveAtSec = body.effective_at === undefined ? nowSec : parseTime(body.effective_at, 'effective_at', problems);
+    const effectiveAtSec = body.effective_at === undefined ? undefined : readStorableTime(problems, body.effective_at, 'effective_at');
     if (effectiveAtSec !== undefined && effectiveAtSec > nowSec) problems.add('effective_at', 'range', 'effective_at may not be in the future');
     if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
+    // effective_at is passed only when the client gave it: a retry that leaves it out is the same purchase.
     const result = await purchasePackage(store, catalog, {
       customer: checkCustomer(customer!),
       packageId: body.package as string,
       idempotencyKey: key,
       nowSec,
-      effectiveAtSec: effectiveAtSec!,
+      ...(effectiveAtSec === undefined ? {} : { effectiveAtSec }),
     });
     sendJson(res, result.created ? 201 : 200, { entry: entryJson(result.entry), created: result.created });
   }
@@ -153,8 +150,8 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     const body = await readJsonBody(req);
     if (!isPlainObject(body)) throw new DrawdownError('request_invalid', 'body must be a JSON object');
     const problems = new Problems();
-    const untilSec = body.until === undefined ? Math.floor(now() / 60_000) * 60 : parseTime(body.until, 'until', problems);
-    const fromSec = body.from === undefined ? undefined : parseTime(body.from, 'from', problems);
+    const untilSec = body.until === undefined ? Math.floor(now() / 60_000) * 60 : readStorableTime(problems, body.until, 'until');
+    const fromSec = body.from === undefined ? undefined : readStorableTime(problems, body.from, 'from');
     if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
     const report = await deps.runner.run({ untilSec: untilSec!, ...(fromSec === undefined ? {} : { fromSec }) });
     sendJson(res, 200, reportJson(report));

@@ -6,6 +6,7 @@
  */
 import type { Catalog } from '../shared/catalog.js';
 import type { Store } from '../shared/clickhouse/store.js';
+import { isDrawdownError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { money } from '../shared/money.js';
 import type { createSettlementMetrics } from './api.js';
@@ -82,7 +83,11 @@ export class SettlementRunner {
   schedule(everyMs: number): void {
     if (everyMs <= 0) return;
     this.#timer = setInterval(() => {
-      this.run({ untilSec: Math.floor(Date.now() / 60_000) * 60 }).catch((error: unknown) => this.#log.error({ err: error }, 'scheduled settlement failed'));
+      this.run({ untilSec: Math.floor(Date.now() / 60_000) * 60 }).catch((error: unknown) => {
+        // The only request a schedule can get wrong is settling behind the settled time (someone settled ahead of the clock): it waits for the clock.
+        if (isDrawdownError(error) && error.code === 'request_invalid') this.#log.warn({ detail: error.message }, 'scheduled settlement skipped');
+        else this.#log.error({ err: error }, 'scheduled settlement failed');
+      });
     }, everyMs);
     this.#timer.unref();
   }

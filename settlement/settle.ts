@@ -337,6 +337,8 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
   const untilSec = request.untilSec;
   if (untilSec % 60 !== 0) throw new DrawdownError('request_invalid', 'until must fall on a whole minute (usage is aggregated per minute)');
   if (request.fromSec !== undefined && request.fromSec % 60 !== 0) throw new DrawdownError('request_invalid', 'from must fall on a whole minute');
+  // An explicit window must hold time: a zero-length or inverted one is a mistake, never a stored run.
+  if (request.fromSec !== undefined && untilSec <= request.fromSec) throw windowProblem('until must be after from');
   const nowSec = request.nowSec ?? Math.floor(Date.now() / 1000);
 
   let resumed: SettlementReport | undefined;
@@ -351,6 +353,14 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
   const runId = runIdFor(fromSec, untilSec);
   if (resumed !== undefined && resumed.runId === runId) return resumed;
   if (untilSec <= fromSec) {
+    // Only without `from` (checked above), so fromSec is the settled time.
+    // `until` = the settled time is a retry of the call that settled there
+    // (or a schedule firing twice in a minute): a no-op that stores nothing.
+    // Earlier is refused: nothing is settled twice, and a report "settling"
+    // an inverted window would read as if this call had settled it.
+    if (untilSec < fromSec && resumed === undefined) {
+      throw windowProblem(`until ${new Date(untilSec * 1000).toISOString()} is before the settled time (settled until ${new Date(fromSec * 1000).toISOString()}); to re-run a past window give its exact from and until`);
+    }
     return resumed ?? { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, ...revisionOf(request), customers: {} };
   }
   if (fromSec < cursor) {
@@ -368,6 +378,10 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
   const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec, watermarks };
   await recordRun(store, run, nowSec, 'started', '');
   return executeRun(store, catalog, run, nowSec, request, true);
+}
+
+function windowProblem(message: string): DrawdownError {
+  return new DrawdownError('request_invalid', message, { problems: [{ field: 'until', code: 'range', message }] });
 }
 
 /** Replays one ledger entry onto a credit state. */

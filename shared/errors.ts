@@ -12,6 +12,7 @@ export const errorCodes = {
   batch_too_many_events: { status: 413, title: 'Batch holds more events than the configured limit' },
   unsupported_media_type: { status: 415, title: 'Content-Type must be application/msgpack or application/json' },
   idempotency_key_invalid: { status: 400, title: 'Idempotency-Key header is invalid' },
+  idempotency_key_reused: { status: 409, title: 'Idempotency-Key was already used for a different request' },
   // Event-level problems: every one names the event index and the field.
   event_invalid: { status: 422, title: 'One or more events are invalid' },
   // Authentication: a missing or unknown key, or a key without the route's scope.
@@ -31,12 +32,13 @@ export const errorCodes = {
   // Backpressure and dependencies.
   stream_full: { status: 429, title: 'Event stream is at its limit; retry later' },
   stream_unavailable: { status: 503, title: 'Event stream is unavailable; retry later' },
-  store_unavailable: { status: 503, title: 'Storage is unavailable; retry later' },
+  // Every store_unavailable tells the client when to retry, wherever it is thrown.
+  store_unavailable: { status: 503, title: 'Storage is unavailable; retry later', retryAfterSeconds: 2 },
   // Configuration (start-up only; never an HTTP response in normal operation).
   config_invalid: { status: 500, title: 'Configuration is invalid' },
   catalog_invalid: { status: 500, title: 'Catalog is invalid' },
   internal: { status: 500, title: 'Internal error' },
-} as const satisfies Record<string, { status: number; title: string }>;
+} as const satisfies Record<string, { status: number; title: string; retryAfterSeconds?: number }>;
 
 export type ErrorCode = keyof typeof errorCodes;
 
@@ -64,7 +66,8 @@ export class DrawdownError extends Error {
     this.code = code;
     this.status = errorCodes[code].status;
     this.problems = options.problems ?? [];
-    this.retryAfterSeconds = options.retryAfterSeconds;
+    const entry: { status: number; retryAfterSeconds?: number } = errorCodes[code];
+    this.retryAfterSeconds = options.retryAfterSeconds ?? entry.retryAfterSeconds;
   }
 
   /** RFC 7807 problem details, as served with `application/problem+json`. */

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { authorize, type Auth, type RouteScope } from './auth.js';
+import { storeUnavailable } from './clickhouse/store.js';
 import { DrawdownError, isDrawdownError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -109,8 +110,7 @@ export interface Route {
 export function createRouter(routes: readonly Route[], log: Logger, auth: Auth, observe?: RequestObserver): (req: IncomingMessage, res: ServerResponse) => void {
   const templates = new Map(routes.map((r) => [r, routeTemplate(r.path)]));
   return (req, res) => {
-    const url = req.url ?? '/';
-    const path = url.split('?', 1)[0]!;
+    const path = loggablePath(req.url);
     // Every response carries the request's id, and every log line about it (via this child logger).
     const requestId = requestIdFor(req);
     res.setHeader('x-request-id', requestId);
@@ -162,13 +162,33 @@ function decodeParam(segment: string): string {
   }
 }
 
+/**
+ * A request URL as it may be logged: the path alone. A query string can carry
+ * a secret (a client that sends its key as `?api_key=`), and logs are read by
+ * more people than keys are.
+ */
+export function loggablePath(url: string | undefined): string {
+  const path = url ?? '/';
+  const q = path.indexOf('?');
+  return q < 0 ? path : path.slice(0, q);
+}
+
+/** The one place a thrown error becomes what the client sees. */
+export function problemFor(error: unknown): DrawdownError {
+  if (isDrawdownError(error)) return error;
+  return storeUnavailable(error) ?? new DrawdownError('internal', 'internal error', { cause: error });
+}
+
 export function respondWithError(req: IncomingMessage, res: ServerResponse, error: unknown, log: Logger): void {
-  const problem = isDrawdownError(error) ? error : new DrawdownError('internal', 'internal error', { cause: error });
+  const problem = problemFor(error);
+  const path = loggablePath(req.url);
   // A bug gets its stack; a dependency being away (503) is an operating
   // condition, logged once per request without one so an outage cannot flood the log.
-  if (problem.code === 'internal') log.error({ err: error, method: req.method, url: req.url }, 'request failed');
-  else if (problem.status >= 500) log.warn({ code: problem.code, detail: problem.message, method: req.method, url: req.url }, 'request refused: dependency unavailable');
-  else log.debug({ code: problem.code, method: req.method, url: req.url }, 'request rejected');
+  if (problem.code === 'internal') log.error({ err: error, method: req.method, path }, 'request failed');
+  else if (problem.status >= 500) {
+    const cause = problem.cause instanceof Error ? problem.cause.message : undefined;
+    log.warn({ code: problem.code, detail: problem.message, ...(cause === undefined ? {} : { cause }), method: req.method, path }, 'request refused: dependency unavailable');
+  } else log.debug({ code: problem.code, method: req.method, path }, 'request rejected');
   if (res.headersSent) {
     res.destroy();
     return;

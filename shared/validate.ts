@@ -90,3 +90,37 @@ export function parseIsoInstant(text: string): number | undefined {
   const ms = Date.parse(text);
   return Number.isFinite(ms) ? ms : undefined;
 }
+
+/**
+ * The instants every time parameter may name: what ClickHouse's
+ * DateTime('UTC') stores on both engines we run. 18.16 keeps UInt32 seconds
+ * (up to 2106-02-07T06:28:15Z); current ClickHouse documents DateTime up to
+ * 2105-12-31T23:59:59Z. Outside that, an inserted or compared value wraps
+ * silently (a purchase dated 1970, a usage query that answers nothing), so
+ * values are refused before they reach SQL.
+ */
+export const storableInstantMinSec = 0;
+export const storableInstantMaxSec = 4_291_747_199;
+const storableRange = '1970-01-01T00:00:00Z to 2105-12-31T23:59:59Z';
+
+/**
+ * A time parameter (query string or JSON body) as whole seconds since the
+ * epoch: an ISO-8601 instant with a zone, or ms since the epoch (a number or a
+ * string of digits). Adds a `format` or `range` problem naming `field` and
+ * returns undefined when it is neither, or outside what ClickHouse stores.
+ */
+export function readStorableTime(problems: Problems, value: unknown, field: string): number | undefined {
+  let ms: number | undefined;
+  if (typeof value === 'number') ms = Number.isSafeInteger(value) ? value : undefined;
+  else if (typeof value === 'string') ms = /^\d{1,20}$/.test(value) ? Number(value) : parseIsoInstant(value);
+  if (ms === undefined) {
+    problems.add(field, 'format', `${field} must be an ISO-8601 instant with a zone (e.g. 2026-01-01T00:00:00Z) or ms since the epoch`);
+    return undefined;
+  }
+  const sec = Math.floor(ms / 1000);
+  if (!(sec >= storableInstantMinSec && sec <= storableInstantMaxSec)) {
+    problems.add(field, 'range', `${field} must lie from ${storableRange}`);
+    return undefined;
+  }
+  return sec;
+}

@@ -9,9 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Decimal } from 'decimal.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { dedupeIdsColumns } from '../shared/clickhouse/schema.js';
+import { dedupeIdsColumns, usageMinuteFlushColumns } from '../shared/clickhouse/schema.js';
+import { flushPayload } from '../rater/flush.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
-import { dropExpiredIds, idsPayload, readRecentIds } from '../rater/dedupe/id-log.js';
+import { dropExpiredIds, highestIdsLabel, idsPayload, readRecentIds } from '../rater/dedupe/id-log.js';
 import { crashed, openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ChildService, type ClickHouseTarget } from './harness.js';
 import type { Store } from '../shared/clickhouse/store.js';
 
@@ -152,20 +153,28 @@ export function defineDedupe(backend: Backend): void {
       await expectTotals();
     });
 
-    it('reads remembered ids only up to the watermark, and drops whole days past retention', async () => {
+    it('reads remembered ids of committed flushes only, up to the watermark, and drops whole days past retention', async () => {
       await withStore(async (store) => {
         const nowSec = Math.floor(Date.now() / 1000);
         const ids = (n: number, seed: number): Uint32Array => Uint32Array.from({ length: 3 * n }, (_, i) => ((seed * 7919 + i * 104_729) | 1) >>> 0);
-        // Given partition 7's ids for flushes 10 and 20, a flush 30 above the watermark, and a flush 5 from 10 days ago,
+        const commit = (label: number): Promise<void> =>
+          store.insert('usage_minute', usageMinuteFlushColumns, flushPayload([['c-ids', 'm', '{}', nowSec - (nowSec % 60), 1n, 1]], 7, label, nowSec, String(label)));
+        // Given partition 7's ids for committed flushes 10 and 20, a flush 30 above the watermark, a flush 5 from 10 days ago,
         await store.insert('dedupe_ids', dedupeIdsColumns, idsPayload([ids(3, 1)], 7, 10, nowSec));
         await store.insert('dedupe_ids', dedupeIdsColumns, idsPayload([ids(2, 2), ids(2, 3)], 7, 20, nowSec));
         await store.insert('dedupe_ids', dedupeIdsColumns, idsPayload([ids(4, 4)], 7, 30, nowSec));
         await store.insert('dedupe_ids', dedupeIdsColumns, encodeTsv([['7', '5', '0', tsvDateTime(nowSec - 10 * 86_400), '1', Buffer.from(ids(1, 5).buffer).toString('base64')]]));
+        // and ids under label 15 from a flush that died before its usage insert (no usage row carries 15),
+        await store.insert('dedupe_ids', dedupeIdsColumns, idsPayload([ids(5, 6)], 7, 15, nowSec));
+        for (const label of [5, 10, 20]) await commit(label);
         // when the last 4 ids up to watermark 20 are read, then flush 20's four ids come back, oldest first;
         const recent = await readRecentIds(store, 7, 20, 4);
         expect(recent.map((c) => [...c])).toEqual([[...ids(2, 2), ...ids(2, 3)]]);
-        // at least 6 ids reach back to flush 10, and flush 30 never appears;
+        // at least 6 ids reach back to flush 10, and neither the dead flush 15 nor flush 30 ever appears;
         expect((await readRecentIds(store, 7, 20, 6)).map((c) => c.length / 3)).toEqual([3, 4]);
+        expect((await readRecentIds(store, 7, 20, 100)).map((c) => c.length / 3)).toEqual([1, 3, 4]);
+        // a restarted rater labels its next flush above every label ids were written under, the dead one's included;
+        expect(await highestIdsLabel(store, 7)).toBe(30);
         // and retention drops the 10-day-old day and keeps today's.
         expect(await dropExpiredIds(store, 7, nowSec)).toBe(1);
         expect((await readRecentIds(store, 7, 10, 100)).map((c) => c.length / 3)).toEqual([3]);

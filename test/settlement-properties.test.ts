@@ -12,7 +12,7 @@ import { Decimal } from 'decimal.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalogFile, type Catalog } from '../shared/catalog.js';
 import { openStore } from '../shared/clickhouse/open.js';
-import { ensureSchema, usageMinuteColumns } from '../shared/clickhouse/schema.js';
+import { ensureSchema, usageMinuteFlushColumns } from '../shared/clickhouse/schema.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { flushPayload } from '../rater/flush.js';
 import { balanceOf } from '../settlement/balance.js';
@@ -93,7 +93,7 @@ describe('settlement invariants through ClickHouse, for random purchases, usage 
           rated.set(customer(u.customer), (rated.get(customer(u.customer)) ?? new Decimal(0)).plus(unitPrice(u.meter).times(u.quantity)));
           return [customer(u.customer), u.meter, dimensions(u.meter), baseSec + u.minute * minuteSec, BigInt(u.quantity) * 1_000_000_000n, 1] as [string, string, string, number, bigint, number];
         });
-        await store.insert('usage_minute', usageMinuteColumns, flushPayload(rows, 0, ++flushSeq, nowSec));
+        await store.insert('usage_minute', usageMinuteFlushColumns, flushPayload(rows, 0, ++flushSeq, nowSec));
 
         // when the day is settled in windows cut at random minutes (the first window catches up from the previous day),
         const edges = [baseSec, ...[...s.cuts].sort((a, b) => a - b).map((c) => baseSec + c * minuteSec), baseSec + 300 * minuteSec];

@@ -1,16 +1,16 @@
 /**
  * The remembered event ids, kept in ClickHouse so a restarted rater forgets
  * nothing inside the dedupe window. A flush writes the fingerprints of the
- * ids it counted BEFORE its usage rows:
+ * ids it counted BEFORE its usage rows, both under the flush's label:
  *
- *   INSERT dedupe_ids (flush F) ─▶ INSERT usage_minute (watermark F) ─▶ ack
+ *   INSERT dedupe_ids (label F) ─▶ INSERT usage_minute (label F, with its record) ─▶ ack
  *
  *   crash before the ids insert: nothing written; the batches are redelivered.
- *   crash between the two: ids rows with flush_seq F > watermark. A rebuild
- *     reads only flush_seq ≤ watermark, so they are ignored; once the
- *     watermark passes F they are read, but they only repeat ids that later
- *     flushes committed for the very same redelivered events.
- *   crash after the usage insert: both committed; the watermark covers them.
+ *   crash between the two: ids rows labelled F, and no usage row labelled F.
+ *     A rebuild reads only ids of labels that usage_minute holds, and a
+ *     restarted rater never labels a flush at or below the highest label in
+ *     dedupe_ids, so those rows are never read.
+ *   crash after the usage insert: both committed under F.
  *
  * Rows hold up to `idsPerRow` fingerprints as base64 of 12 bytes each (little
  * endian, three 32-bit words), so a flush is a handful of rows whatever its
@@ -62,12 +62,17 @@ function decodeIds(base64: string): Uint32Array {
 
 /**
  * The fingerprints of at least the last `idsWanted` ids a partition committed
- * at or below `watermark`, oldest first (fewer if fewer were kept).
+ * at or below `watermark`, oldest first (fewer if fewer were kept). Only ids
+ * of committed flushes count: rows whose label no usage row carries were
+ * written by a flush that crashed before its usage insert.
  */
 export async function readRecentIds(store: Store, partition: number, watermark: number, idsWanted: number): Promise<Uint32Array[]> {
   if (watermark === 0 || idsWanted === 0) return [];
+  const p = sqlUInt(partition);
+  const committed = (from: number): string =>
+    `flush_seq IN (SELECT DISTINCT flush_seq FROM usage_minute WHERE stream_partition = ${p} AND flush_seq >= ${sqlUInt(from)} AND flush_seq <= ${sqlUInt(watermark)})`;
   const counts = await store.query(
-    `SELECT flush_seq, sum(ids) FROM dedupe_ids WHERE stream_partition = ${sqlUInt(partition)} AND flush_seq <= ${sqlUInt(watermark)}
+    `SELECT flush_seq, sum(ids) FROM dedupe_ids WHERE stream_partition = ${p} AND flush_seq <= ${sqlUInt(watermark)} AND ${committed(0)}
      GROUP BY flush_seq ORDER BY flush_seq DESC LIMIT ${sqlUInt(rebuildRowsMax)}`,
   );
   if (counts.length === 0) return [];
@@ -82,10 +87,16 @@ export async function readRecentIds(store: Store, partition: number, watermark: 
   }
   // A retried insert may have written a flush's rows twice; repeats are harmless to a set.
   const rows = await store.query(
-    `SELECT hashes FROM dedupe_ids WHERE stream_partition = ${sqlUInt(partition)} AND flush_seq >= ${sqlUInt(fromSeq)} AND flush_seq <= ${sqlUInt(watermark)}
+    `SELECT hashes FROM dedupe_ids WHERE stream_partition = ${p} AND flush_seq >= ${sqlUInt(fromSeq)} AND flush_seq <= ${sqlUInt(watermark)} AND ${committed(fromSeq)}
      ORDER BY flush_seq, chunk`,
   );
   return rows.map(([hashes]) => decodeIds(hashes!));
+}
+
+/** The highest label any flush of the partition wrote ids under, committed or not (0 if none). */
+export async function highestIdsLabel(store: Store, partition: number): Promise<number> {
+  const rows = await store.query(`SELECT max(flush_seq) FROM dedupe_ids WHERE stream_partition = ${sqlUInt(partition)}`);
+  return Number(rows[0]?.[0] ?? 0);
 }
 
 /** Drops whole days of remembered ids older than `retentionDays`; returns how many days were dropped. */

@@ -11,8 +11,10 @@ export const tables = {
    * Usage aggregated per (customer, meter, dimensions, minute) by the rater.
    * Each row also names the stream partition and the last stream sequence of
    * the flush that wrote it: max(flush_seq) per partition IS the rater's
-   * committed watermark (docs/exactly-once.md). No PARTITION BY, so one
-   * INSERT writes one part and commits atomically.
+   * committed watermark (docs/exactly-once.md). The first row of each flush
+   * also lists the stream sequences of the messages the flush counted
+   * (`message_seqs`, rater/counted-log.ts); the others leave it empty. No
+   * PARTITION BY, so one INSERT writes one part and commits atomically.
    */
   usageMinute: `CREATE TABLE IF NOT EXISTS usage_minute (
     customer String,
@@ -23,7 +25,8 @@ export const tables = {
     events UInt64,
     stream_partition UInt16,
     flush_seq UInt64,
-    flushed_at DateTime('UTC')
+    flushed_at DateTime('UTC'),
+    message_seqs String DEFAULT ''
   ) ENGINE = MergeTree ORDER BY (customer, meter, minute, dimensions)`,
 
   /**
@@ -133,6 +136,8 @@ export const catalogRevisionColumns = ['revision', 'applied_at', 'applied_by', '
 export const catalogCommitColumns = ['revision', 'sha256', 'attempt', 'outcome'] as const;
 
 export const usageMinuteColumns = ['customer', 'meter', 'dimensions', 'minute', 'quantity', 'events', 'stream_partition', 'flush_seq', 'flushed_at'] as const;
+/** What a rater flush writes: the usage columns plus the record of the messages it counted. */
+export const usageMinuteFlushColumns = [...usageMinuteColumns, 'message_seqs'] as const;
 
 export const ledgerColumns = [
   'entry_id',
@@ -158,7 +163,19 @@ export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'r
 
 export async function ensureSchema(store: Store): Promise<void> {
   for (const ddl of Object.values(tables)) await store.command(ddl);
+  await addMessageSeqs(store);
   await partitionCreditSnapshots(store);
+}
+
+/**
+ * usage_minute was created without `message_seqs` before flushes recorded
+ * the messages they counted. ALTER … ADD COLUMN only touches metadata; old
+ * rows read as '' and the rater treats their flushes as it did then
+ * (rater/counted-log.ts, legacyFloor).
+ */
+async function addMessageSeqs(store: Store): Promise<void> {
+  const rows = await store.query("SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_minute' AND name = 'message_seqs'");
+  if (Number(rows[0]?.[0] ?? 0) === 0) await store.command("ALTER TABLE usage_minute ADD COLUMN message_seqs String DEFAULT ''");
 }
 
 /**

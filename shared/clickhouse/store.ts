@@ -1,3 +1,5 @@
+import { DrawdownError } from '../errors.js';
+
 /**
  * ClickHouse access behind one small interface with two back ends that run
  * identical SQL: a ClickHouse server over HTTP (production) and chDB
@@ -34,4 +36,17 @@ export class StoreError extends Error {
     this.name = 'StoreError';
     this.retryable = retryable;
   }
+}
+
+/**
+ * The client's answer for a failure that is ClickHouse being unreachable (a
+ * retryable StoreError anywhere in the cause chain): 503 `store_unavailable`
+ * with Retry-After, whichever route or write hit it. Undefined for anything
+ * else — a failing statement is our bug and stays `internal`.
+ */
+export function storeUnavailable(error: unknown): DrawdownError | undefined {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof StoreError) return e.retryable ? new DrawdownError('store_unavailable', 'ClickHouse is unreachable; retry later', { cause: error }) : undefined;
+  }
+  return undefined;
 }

@@ -95,20 +95,17 @@ export interface ConsumerSettings {
 }
 
 /**
- * Recreates a partition's consumer so that delivery starts after the
- * watermark the rater committed in ClickHouse. Messages at or below it were
- * committed but perhaps never acked (the rater died in between); they are
- * purged, not redelivered. Recreating, rather than resuming, guarantees the
- * first messages the rater sees are the oldest uncommitted ones, in order.
- * It assumes one rater per partition (docs/exactly-once.md).
+ * Recreates a partition's consumer so that it delivers, in stream order,
+ * every message of the partition still in the stream: with work-queue
+ * retention that is exactly what was never acked. Nothing is purged here:
+ * a message at or below the rater's watermark may be counted (its ack was
+ * lost) or not (its delivery was lost), and only the rater's record of
+ * counted sequences can tell (docs/exactly-once.md §2). Recreating rather
+ * than resuming drops the old consumer's pending deliveries, so nothing the
+ * rater no longer holds waits out an ack wait. It assumes one rater per
+ * partition (docs/exactly-once.md).
  */
-export async function resetPartitionConsumer(
-  jsm: JetStreamManager,
-  settings: StreamSettings,
-  partition: number,
-  committedSeq: number,
-  consumer: ConsumerSettings,
-): Promise<string> {
+export async function recreatePartitionConsumer(jsm: JetStreamManager, settings: StreamSettings, partition: number, consumer: ConsumerSettings): Promise<string> {
   const subject = partitionSubject(settings, partition);
   const name = consumerName(partition);
   try {
@@ -116,7 +113,6 @@ export async function resetPartitionConsumer(
   } catch (error) {
     if (!isNotFound(error)) throw error;
   }
-  if (committedSeq > 0) await jsm.streams.purge(settings.name, { filter: subject, seq: committedSeq + 1 });
   await jsm.consumers.add(settings.name, {
     durable_name: name,
     filter_subject: subject,
@@ -129,4 +125,19 @@ export async function resetPartitionConsumer(
     max_deliver: -1,
   });
   return name;
+}
+
+/**
+ * The lowest stream sequence of the partition's messages still in the
+ * stream, or undefined when it holds none. Any message the partition is
+ * delivered from now on has at least this sequence (later ones are appended
+ * above it), so it bounds how much of the counted record a rater must load.
+ */
+export async function lowestPartitionSequence(jsm: JetStreamManager, settings: StreamSettings, partition: number): Promise<number | undefined> {
+  // STREAM.MSG.GET with next_by_subj (nats-server ≥ 2.9): the first message of
+  // the subject at or after seq. nats.js types getMessage's query narrower
+  // than the server's request, so it is widened here.
+  const query = { seq: 0, next_by_subj: partitionSubject(settings, partition) } as unknown as Parameters<JetStreamManager['streams']['getMessage']>[1];
+  const message = await jsm.streams.getMessage(settings.name, query);
+  return message === null ? undefined : message.seq;
 }

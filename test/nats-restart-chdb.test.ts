@@ -1,0 +1,3 @@
+import { defineNatsRestart, seedFor } from './nats-restart-suite.js';
+
+defineNatsRestart('chdb', seedFor(16_001));

@@ -1,0 +1,211 @@
+/**
+ * "202 means counted" while nats-server restarts under load (issue 16).
+ *
+ * Several clients stream multi-partition batches through the gateway,
+ * retrying every failure under the batch's own Idempotency-Key, while
+ * nats-server is stopped (SIGTERM) and started again on the same port and
+ * store ten times, at seeded random moments of the burst. The rater runs with
+ * a short ack wait, so any batch whose delivery was lost around a restart is
+ * redelivered within the test. Once the stream is drained, ClickHouse must
+ * hold exactly the accepted events per customer: nothing lost, nothing twice.
+ *
+ * The same on a 3-node JetStream cluster with an R3 stream, one node at a
+ * time killed (SIGKILL) and brought back.
+ *
+ * A failing run is replayed with DRAWDOWN_RESTART_SEED=<seed>.
+ */
+import { Decimal } from 'decimal.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { freePort } from '../deploy/free-port.js';
+import { NatsServerProcess } from '../deploy/nats-server.js';
+import { startDrawdown, type Running } from '../deploy/processes.js';
+import { openTestStore, prng, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend } from './harness.js';
+import { sendUntilAccepted } from './retry-client.js';
+
+const meter = 'gpt-4o.input_tokens';
+const customers = 12;
+const eventsPerBatch = 24;
+const clients = 8;
+
+/** Batches whose exact per-customer totals are known; only batches a client saw accepted are counted in. */
+class Workload {
+  readonly #expected = new Map<string, Decimal>();
+  readonly #events = new Map<string, number>();
+  readonly #atMs = Math.floor(Date.now() / 60_000) * 60_000 - 30 * 60_000;
+  readonly #random: () => number;
+  #batch = 0;
+  accepted = 0;
+
+  constructor(seed: number) {
+    this.#random = prng(seed ^ 0x5eed);
+  }
+
+  next(): { key: string; events: { id: string; customer: string; meter: string; quantity: string; timestamp: number }[] } {
+    const b = this.#batch++;
+    // Each batch spans several customers, so the gateway splits it over partitions.
+    const events = Array.from({ length: eventsPerBatch }, (_, i) => ({
+      id: `r${b}-${i}`,
+      customer: `n${Math.floor(this.#random() * customers)}`,
+      meter,
+      quantity: `${Math.floor(this.#random() * 100_000)}.${String(Math.floor(this.#random() * 1000)).padStart(3, '0')}`,
+      timestamp: this.#atMs + Math.floor(this.#random() * 20 * 60_000),
+    }));
+    return { key: `restart-batch-${b}`, events };
+  }
+
+  count(events: readonly { customer: string; quantity: string }[]): void {
+    this.accepted++;
+    for (const { customer, quantity } of events) {
+      this.#expected.set(customer, (this.#expected.get(customer) ?? new Decimal(0)).plus(quantity));
+      this.#events.set(customer, (this.#events.get(customer) ?? 0) + 1);
+    }
+  }
+
+  /** What ClickHouse must hold, in `usageTotals` form. */
+  want(): Map<string, string> {
+    const keys = [...this.#expected.keys()].sort();
+    return new Map(keys.map((c) => [`${c}|${meter}|{}`, `${this.#expected.get(c)!.toFixed()}|${this.#events.get(c)}`]));
+  }
+}
+
+/**
+ * Clients send until `done()` says the faults are over, then `tail` batches
+ * more each, so the last fault also lands in a busy pipeline.
+ */
+async function stream(url: () => string, workload: Workload, done: () => boolean, tail = 5): Promise<void> {
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      let after = 0;
+      while (!done() || after++ < tail) {
+        const batch = workload.next();
+        await sendUntilAccepted(url, batch.events, batch.key, 600, 25);
+        workload.count(batch.events);
+      }
+    }),
+  );
+}
+
+const partitions = 4;
+
+/**
+ * The gateway as its own process, as deployed: the rater's ClickHouse work
+ * (chDB runs in-process) never slows the clients' requests.
+ */
+async function startGateway(natsUrl: string, env: Record<string, string> = {}): Promise<string> {
+  const port = await freePort();
+  const gateway = spawnDrawdown('ingest', { DRAWDOWN_NATS_URL: natsUrl, DRAWDOWN_PARTITIONS: String(partitions), DRAWDOWN_HTTP_PORT: String(port), DRAWDOWN_PUBLISH_TIMEOUT_MS: '1000', ...env });
+  cleanups.push(() => gateway.stop());
+  const url = `http://127.0.0.1:${port}`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return url;
+    } catch (error) {
+      if (attempt >= 200 || gateway.child.exitCode !== null) throw new Error(`gateway did not start: ${(error as Error).message}\n${gateway.output()}`);
+    }
+    await sleep(50);
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export function seedFor(fallback: number): number {
+  const fromEnv = process.env.DRAWDOWN_RESTART_SEED;
+  return fromEnv === undefined || fromEnv === '' ? fallback : Number(fromEnv);
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function expectExact(clickhouseUrl: string, workload: Workload, seed: number): Promise<void> {
+  const store = openTestStore(clickhouseUrl);
+  try {
+    expect(await usageTotals(store), `seed ${seed}: ClickHouse must hold exactly the ${workload.accepted} accepted batches`).toEqual(workload.want());
+  } finally {
+    await store.close();
+  }
+}
+
+export function defineNatsRestart(backend: Backend, seed: number): void {
+  describe(`nats-server restarted under load (${backend})`, () => {
+    it(`ten restarts at seeded moments of a burst: every accepted event counted exactly once (seed ${seed})`, async () => {
+      const dir = tempDir(`nats-restart-${backend}`);
+      cleanups.push(dir.remove);
+      const [clickhouse, nats] = await Promise.all([startClickHouse(backend, dir.path), startNats(dir.path)]);
+      cleanups.push(() => clickhouse.stop(), () => nats.stop());
+      const gateway = await startGateway(nats.url);
+      const rater: Running = await startDrawdown(
+        testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, partitions, ackWaitMs: 1_000, retryDelayMaxMs: 300, flushIntervalMs: 1_000, fetchMessagesMax: 64 }),
+        { ingest: false, rater: true, settlement: false },
+      );
+      cleanups.push(() => rater.stop());
+      const workload = new Workload(seed);
+      const random = prng(seed);
+      let restarts = 0;
+      const restarter = (async () => {
+        for (; restarts < 10; restarts++) {
+          await sleep(300 + random() * 1_200);
+          await nats.stop();
+          await sleep(random() * 250);
+          await nats.restart();
+        }
+      })();
+      await Promise.all([stream(() => gateway, workload, () => restarts >= 10), restarter]);
+      await waitForStreamDrained(nats.url, undefined, 120_000);
+      await expectExact(clickhouse.url, workload, seed);
+    }, 300_000);
+  });
+}
+
+export function defineClusterNodeLoss(seed: number): void {
+  describe('a JetStream cluster node lost and regained under load', () => {
+    it(`three nodes, R3 stream, a node killed and restarted four times: every accepted event counted exactly once (seed ${seed})`, async () => {
+      const dir = tempDir('nats-restart-cluster');
+      cleanups.push(dir.remove);
+      const clickhouse = await startClickHouse('chdb', dir.path);
+      const clusterPorts = await Promise.all([freePort(), freePort(), freePort()]);
+      const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
+      const nodes = await Promise.all(
+        clusterPorts.map(async (clusterPort, i) => {
+          const node = await NatsServerProcess.start({ dir: `${dir.path}/nats-${i}`, clusterName: 'drawdown-restart', clusterPort, routes, serverName: `node-${i}` });
+          cleanups.push(() => node.stop());
+          return node;
+        }),
+      );
+      const urls = nodes.map((n) => n.url).join(',');
+      let running: Running | undefined;
+      // The stream needs a JetStream meta leader; creating it can fail for a moment after the cluster forms.
+      for (let attempt = 0; running === undefined; attempt++) {
+        try {
+          running = await startDrawdown(
+            testConfig({ natsUrl: urls, clickhouseUrl: clickhouse.url, partitions, ackWaitMs: 1_000, retryDelayMaxMs: 300, fetchMessagesMax: 16, streamReplicas: 3 }),
+            { ingest: false, rater: true, settlement: false },
+          );
+        } catch (error) {
+          if (attempt >= 50) throw error;
+          await sleep(200);
+        }
+      }
+      cleanups.push(() => running!.stop());
+      const gateway = await startGateway(urls, { DRAWDOWN_STREAM_REPLICAS: '3' });
+      const workload = new Workload(seed);
+      const random = prng(seed);
+      let losses = 0;
+      const chaos = (async () => {
+        for (; losses < 4; losses++) {
+          await sleep(300 + random() * 700);
+          const node = nodes[Math.floor(random() * nodes.length)]!;
+          await node.kill();
+          await sleep(300 + random() * 700);
+          await node.restart();
+          // Let the returning node catch up before the next one goes, so a quorum of two always exists.
+          await sleep(1_000);
+        }
+      })();
+      await Promise.all([stream(() => gateway, workload, () => losses >= 4), chaos]);
+      await waitForStreamDrained(urls, undefined, 120_000);
+      await expectExact(clickhouse.url, workload, seed);
+    }, 300_000);
+  });
+}
