@@ -5,8 +5,8 @@
  */
 import { Unpackr } from 'msgpackr';
 import { decodeBatch, expectEventArray, validateEvents } from '../shared/batch.js';
-import { meterDefinitions } from '../shared/catalog.js';
-import { readCatalogFile } from '../settlement/catalog/source.js';
+import { meterDefinitions } from '../catalog/model.js';
+import { readCatalogFile } from '../catalog/source.js';
 import { routeBatch, routeScanned } from '../ingest/route.js';
 import { arrayElementOffsets, scanValidBatch } from '../ingest/msgpack-split.js';
 import { Aggregator, ScannedAggregator, ScannedEvents, scanBatch } from '../rater/aggregate.js';

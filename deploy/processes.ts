@@ -4,7 +4,7 @@
  * the separate commands and the tests all start drawdown through here.
  */
 import type { Registry } from 'prom-client';
-import type { Catalog } from '../shared/catalog.js';
+import type { Catalog } from '../catalog/model.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
 import type { Store } from '../shared/clickhouse/store.js';
@@ -21,11 +21,12 @@ import { createIngestMetrics, ingestRoutes } from '../ingest/gateway.js';
 import { BatchPublisher } from '../ingest/publisher.js';
 import { ensureClaimStream, KeyClaims } from '../ingest/key-claims.js';
 import { Rater } from '../rater/rater.js';
-import { createSettlementMetrics, settlementRoutes } from '../settlement/api.js';
+import { createSettlementMetrics } from '../settlement/metrics.js';
+import { settlementRoutes } from '../settlement/api.js';
 import { SettlementRunner } from '../settlement/runner.js';
-import { catalogRoutes } from '../settlement/catalog/api.js';
-import { liveCatalog, liveMeterDefinitions, openStoreCatalogSource, readCatalogFile, staticCatalogSource, type CatalogSource } from '../settlement/catalog/source.js';
-import { CatalogStore } from '../settlement/catalog/store.js';
+import { catalogRoutes } from '../catalog/api.js';
+import { liveCatalog, liveMeterDefinitions, openStoreCatalogSource, readCatalogFile, staticCatalogSource, type CatalogSource } from '../catalog/source.js';
+import { CatalogStore } from '../catalog/store.js';
 
 export interface Parts {
   ingest: boolean;

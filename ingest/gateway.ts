@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import type { MeterDefinitions } from '../shared/catalog.js';
+import type { MeterDefinitions } from '../catalog/model.js';
 import { decodeBatch, expectEventArray, validateEvents, type BatchFormat } from '../shared/batch.js';
 import { DrawdownError } from '../shared/errors.js';
 import { readBody, sendJson, type Route } from '../shared/http.js';

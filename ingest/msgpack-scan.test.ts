@@ -1,8 +1,9 @@
 import fc from 'fast-check';
 import { Packr, Unpackr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { validateEvents } from '../shared/batch.js';
-import type { MeterDefinitions } from '../shared/catalog.js';
+import { decodeBatch, validateEvents } from '../shared/batch.js';
+import { DrawdownError } from '../shared/errors.js';
+import type { MeterDefinitions } from '../catalog/model.js';
 import { arrayElementOffsets, scanValidBatch } from './msgpack-split.js';
 import { partitionOfCustomer, routeBatch, routeScanned } from './route.js';
 
@@ -102,5 +103,36 @@ describe('scanValidBatch (the gateway fast path)', () => {
     expect(scanValidBatch(standard.pack([]), meters, window, 10, 4)).toBeUndefined();
     expect(scanValidBatch(Buffer.concat([standard.pack([one]), Buffer.of(0xc0)]), meters, window, 10, 4)).toBeUndefined();
     expect(scanValidBatch(standard.pack([one]), meters, window, 10, 4)).toBeDefined();
+  });
+
+  it('leaves a repeated key to the full path, which refuses the batch naming it, wherever the key is', () => {
+    // Packed with distinct keys, then one renamed in the bytes to repeat another (no encoder writes a repeat).
+    const renamed = (events: unknown[], from: string, to: string): Buffer => {
+      const body = standard.pack(events);
+      const at = body.indexOf(Buffer.concat([Buffer.of(0xa0 | from.length), Buffer.from(from)]));
+      body.write(to, at + 1, 'latin1');
+      return body;
+    };
+    const one = (i: number, extra: object = {}) => ({ id: `e${i}`, customer: 'cust-1', meter: 'images', timestamp: receivedMs, ...extra });
+    const cases: [Buffer, number, string][] = [
+      [renamed([one(0), one(1, { dimensions: { model: 'a', modeX: 'b' } })], 'modeX', 'model'), 1, 'dimensions.model'],
+      [renamed([one(0, { dimensions: { aa: 'x', ab: 'y', model: 'a' } })], 'ab', 'aa'), 0, 'dimensions.aa'],
+      [renamed([one(0), one(1), one(2, { quantity: 5, quantitX: 7 })], 'quantitX', 'quantity'), 2, 'quantity'],
+      [renamed([{ id: 'a', customer: 'not valid!', customex: 'cust-1', meter: 'images', timestamp: receivedMs }], 'customex', 'customer'), 0, 'customer'],
+    ];
+    for (const [body, index, field] of cases) {
+      expect(scanValidBatch(body, meters, window, 10_000, 4), field).toBeUndefined();
+      let error: unknown;
+      try {
+        decodeBatch(body, 'msgpack');
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toBeInstanceOf(DrawdownError);
+      expect((error as DrawdownError).code).toBe('body_malformed');
+      expect((error as DrawdownError).problems).toEqual([expect.objectContaining({ index, field, code: 'duplicate_key' })]);
+    }
+    // The same bodies before the rename are taken by the fast path.
+    expect(scanValidBatch(standard.pack([one(0), one(1, { dimensions: { model: 'a', modeX: 'b' } })]), meters, window, 10_000, 4)).toBeDefined();
   });
 });

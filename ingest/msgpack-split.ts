@@ -11,7 +11,7 @@
  * (a count of values still to skip replaces the call stack), so a hostile
  * body cannot overflow the stack or read past the end.
  */
-import type { MeterDefinitions } from '../shared/catalog.js';
+import type { MeterDefinitions } from '../catalog/model.js';
 import { DrawdownError } from '../shared/errors.js';
 import { eventLimits, type TimestampWindow } from '../shared/event.js';
 import { parseQuantity } from '../shared/quantity.js';
@@ -31,6 +31,7 @@ import {
   isAscii,
   keyEquals,
   numberAt,
+  rangesEqual,
   requiredFields,
   scanCursor,
   strAt,
@@ -215,6 +216,9 @@ function meterKeys(meters: MeterDefinitions): ByteKey[] {
   return keys;
 }
 
+/** Scratch for one event's dimension keys: (start, length) of each, at most eventLimits.dimensionKeysMax. */
+const dimensionKeys = new Uint32Array(2 * eventLimits.dimensionKeysMax);
+
 export interface ScannedBatch {
   count: number;
   /** Where each event starts, then where the last ends (count + 1 entries). */
@@ -343,12 +347,23 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
             pos += 3;
           } else return undefined;
           if (entries > eventLimits.dimensionKeysMax) return undefined;
+          let keyBits = 0;
           for (let d = 0; d < entries; d++) {
             if (pos >= end) return undefined;
             const keyLength = strAt(b, view, pos, end);
             if (keyLength < 0 || keyLength > eventLimits.dimensionKeyLengthMax || !isAscii(b, scanCursor.strStart, keyLength)) return undefined;
-            for (const hostile of hostileKeyBytes) if (bytesEqual(b, scanCursor.strStart, keyLength, hostile)) return undefined;
-            pos = scanCursor.strStart + keyLength;
+            const keyStart = scanCursor.strStart;
+            for (const hostile of hostileKeyBytes) if (bytesEqual(b, keyStart, keyLength, hostile)) return undefined;
+            // A repeated key: the full path refuses the batch, naming it. Keys are compared only when
+            // their bit (from length and first byte) is already set: most dimension keys differ in both.
+            const bit = 1 << (((keyLength === 0 ? 0 : b[keyStart]!) ^ (keyLength << 2)) & 31);
+            if ((keyBits & bit) !== 0) {
+              for (let e = 0; e < d; e++) if (rangesEqual(b, dimensionKeys[2 * e]!, dimensionKeys[2 * e + 1]!, keyStart, keyLength)) return undefined;
+            }
+            keyBits |= bit;
+            dimensionKeys[2 * d] = keyStart;
+            dimensionKeys[2 * d + 1] = keyLength;
+            pos = keyStart + keyLength;
             if (pos >= end) return undefined;
             const valueLength = strAt(b, view, pos, end);
             if (valueLength < 0 || valueLength > eventLimits.dimensionValueLengthMax || !isAscii(b, scanCursor.strStart, valueLength)) return undefined;

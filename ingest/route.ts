@@ -7,7 +7,7 @@
  * re-encoding), keeping the events' order within each part.
  */
 import { Packr } from 'msgpackr';
-import type { BatchFormat } from '../shared/batch.js';
+import { decodedElementOffsets, type BatchFormat } from '../shared/batch.js';
 import { arrayElementOffsets, arrayHeader, type ScannedBatch } from './msgpack-split.js';
 
 export interface BatchPart {
@@ -69,7 +69,7 @@ export function routeBatch(body: Uint8Array, format: BatchFormat, raw: readonly 
     }));
   }
 
-  const { offsets } = arrayElementOffsets(body);
+  const offsets = decodedElementOffsets(raw, body) ?? arrayElementOffsets(body).offsets;
   if (offsets === undefined) {
     return ordered.map(([partition, indexes]) => ({ partition, body: standardPackr.pack(indexes.map((i) => raw[i])), events: indexes.length }));
   }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { MeterDefinitions } from '../shared/catalog.js';
+import type { MeterDefinitions } from '../catalog/model.js';
 import type { UsageEvent } from '../shared/event.js';
 import { Aggregator, type AggregateRow } from './aggregate.js';
 import { packMessages } from './task.js';

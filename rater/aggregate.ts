@@ -3,10 +3,10 @@
  * workers use it per task and the partition loop uses it to merge tasks into
  * one flush. Quantities are scaled bigints, so sums are exact.
  */
-import type { Aggregation, MeterDefinitions } from '../shared/catalog.js';
+import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
 import { eventLimits, type UsageEvent } from '../shared/event.js';
 import { parseQuantity } from '../shared/quantity.js';
-import { asciiBytes, bytesEqual, byteKey, type ByteKey, customerByte, decimalTextOk, F_CUSTOMER, F_ID, F_METER, F_QUANTITY, F_TIMESTAMP, fieldOf, hostileKeyBytes, isAscii, keyEquals, numberAt, requiredFields, scanCursor, strAt } from '../shared/batch.js';
+import { asciiBytes, bytesEqual, byteKey, type ByteKey, customerByte, decimalTextOk, F_CUSTOMER, F_ID, F_METER, F_QUANTITY, F_TIMESTAMP, fieldOf, hostileKeyBytes, isAscii, keyEquals, numberAt, rangesEqual, requiredFields, scanCursor, strAt } from '../shared/batch.js';
 import { hashCodeUnits } from './dedupe/id-hash.js';
 
 /** [customer, meter, dimensions, minute (epoch s), quantity × 10^9, events] — structured-clone friendly. */
@@ -375,12 +375,20 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
             pos += 3;
           } else return false;
           if (entries > eventLimits.dimensionKeysMax) return false;
+          let keyBits = 0;
           for (let d = 0; d < entries; d++) {
             if (pos >= end) return false;
             const keyLength = strAt(b, view, pos, end);
             const keyStart = scanCursor.strStart;
             if (keyLength < 0 || keyLength > eventLimits.dimensionKeyLengthMax || !isAscii(b, keyStart, keyLength)) return false;
             for (const hostile of hostileKeyBytes) if (bytesEqual(b, keyStart, keyLength, hostile)) return false;
+            // A repeated key, declared or not: the full path refuses the message (shared/duplicate-keys.ts), so
+            // this path must not count it. Compared only when the key's bit (length, first byte) is already set.
+            const bit = 1 << (((keyLength === 0 ? 0 : b[keyStart]!) ^ (keyLength << 2)) & 31);
+            if ((keyBits & bit) !== 0) {
+              for (let e = 0; e < dimensionPairs; e++) if (rangesEqual(b, dimensionRanges[4 * e]!, dimensionRanges[4 * e + 1]!, keyStart, keyLength)) return false;
+            }
+            keyBits |= bit;
             pos = keyStart + keyLength;
             if (pos >= end) return false;
             const valueLength = strAt(b, view, pos, end);
@@ -411,9 +419,8 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
         let found = -1;
         for (let d = 0; d < dimensionPairs; d++) {
           if (bytesEqual(b, dimensionRanges[4 * d]!, dimensionRanges[4 * d + 1]!, declared.bytes)) {
-            // A repeated key would mean "last one wins" in the full path's decoder: leave it to that path.
-            if (found !== -1) return false;
             found = d;
+            break;
           }
         }
         if (found === -1) continue;

@@ -5,13 +5,13 @@
  * at most once and, while the rater lives, at least once.
  */
 import type { Store } from '../shared/clickhouse/store.js';
-import { usageMinuteFlushColumns } from '../shared/clickhouse/schema.js';
+import { usageMinuteFlushColumns } from '../shared/clickhouse/usage-minute.js';
 import { formatScaled } from '../shared/quantity.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import type { AggregateRow } from './aggregate.js';
 import { crashPoint } from '../shared/fault.js';
 import { writeIds } from './dedupe/id-log.js';
-import { readWatermark } from './watermark.js';
+import { readWatermark } from '../shared/clickhouse/usage-minute.js';
 
 /**
  * The TSV of one flush in `usageMinuteFlushColumns` order. `messageSeqs`

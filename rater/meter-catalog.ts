@@ -5,7 +5,7 @@
  * refreshes before aggregating, so a meter added a moment ago is never
  * mistaken for an undecodable message (which would be skipped: lost usage).
  */
-import type { MeterDefinitions } from '../shared/catalog.js';
+import type { MeterDefinitions } from '../catalog/model.js';
 
 export interface MeterCatalog {
   /** Definitions for every meter ever defined, archived ones included; updated in place. */

@@ -25,7 +25,7 @@ import { Aggregator } from './aggregate.js';
 import { flushPayload, writeFlush } from './flush.js';
 import type { RaterMetrics } from './metrics.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
-import { readWatermark } from './watermark.js';
+import { readWatermark } from '../shared/clickhouse/usage-minute.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { MeterCatalog } from './meter-catalog.js';
 import { highestIdsLabel, idsPayload, readRecentIds } from './dedupe/id-log.js';

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decodeBatch, expectEventArray, validateEvents } from '../shared/batch.js';
-import type { MeterDefinitions } from '../shared/catalog.js';
+import type { MeterDefinitions } from '../catalog/model.js';
 import { Aggregator, ScannedAggregator, ScannedEvents, scanBatch, type AggregateRow } from './aggregate.js';
 import { hashEventId } from './dedupe/id-hash.js';
 
@@ -121,5 +121,24 @@ describe('scanBatch + ScannedAggregator (the workers fast path)', () => {
     const sums = new ScannedAggregator();
     for (let i = 0; i < scanned.count; i++) sums.add(scanned, i);
     expect(sums.drain()[0]![4]).toBe(999_999_999_999_999_999_999_999n * 50n);
+  });
+
+  it('leaves a message with a repeated key, declared or not, to the full path, which rejects it whole', () => {
+    const renamed = (events: unknown[], from: string, to: string): Buffer => {
+      const body = standard.pack(events);
+      const at = body.indexOf(Buffer.concat([Buffer.of(0xa0 | from.length), Buffer.from(from)]));
+      body.write(to, at + 1, 'latin1');
+      return body;
+    };
+    const event = (extra: object) => ({ id: 'e1', customer: 'acme', meter: 'images', timestamp: baseMs, ...extra });
+    for (const body of [
+      renamed([event({ dimensions: { other: 'x', otheR: 'y' } })], 'otheR', 'other'), // not declared: the fast path ignores its value
+      renamed([event({ dimensions: { model: 'x', modeL: 'y' } })], 'modeL', 'model'),
+      renamed([event({ quantity: 5, quantitY: 7 })], 'quantitY', 'quantity'),
+    ]) {
+      expect(scanBatch(body, meters, new ScannedEvents(), true)).toBe(false);
+      expect(() => decodeBatch(body, 'msgpack')).toThrow(/appears more than once/);
+    }
+    expect(scanBatch(standard.pack([event({ dimensions: { other: 'x', otheR: 'y' } })]), meters, new ScannedEvents(), true)).toBe(true);
   });
 });

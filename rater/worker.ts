@@ -6,7 +6,7 @@
  */
 import { workerData } from 'node:worker_threads';
 import { decodeBatch, expectEventArray, validateEvents } from '../shared/batch.js';
-import type { MeterDefinitions } from '../shared/catalog.js';
+import type { MeterDefinitions } from '../catalog/model.js';
 import { crashPoint } from '../shared/fault.js';
 import { Aggregator, internedCustomers, internedDimensions, ScannedAggregator, ScannedEvents, scanBatch } from './aggregate.js';
 import { hashEventId } from './dedupe/id-hash.js';

@@ -4,8 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { Counter, Histogram, type Registry } from 'prom-client';
-import type { Catalog } from '../shared/catalog.js';
+import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { DrawdownError } from '../shared/errors.js';
 import { queryParams, readJsonBody, sendJson, type Route } from '../shared/http.js';
@@ -16,7 +15,8 @@ import { balanceOf } from './balance.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { purchasePackage } from './purchases.js';
 import type { SettlementRunner } from './runner.js';
-import { reportJson, settledUntil } from './settle.js';
+import { reportJson } from './report.js';
+import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { customerStatements, statementJson, statementsLimitMax } from './statement.js';
 
 const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
@@ -42,15 +42,6 @@ export function entryJson(e: LedgerEntry): Record<string, unknown> {
 function checkCustomer(customer: string): string {
   if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(customer)) throw new DrawdownError('request_invalid', 'customer id must be 1–128 characters of [A-Za-z0-9._:@-]');
   return customer;
-}
-
-export function createSettlementMetrics(registry: Registry) {
-  return {
-    runDuration: new Histogram({ name: 'drawdown_settlement_run_duration_seconds', help: 'Settlement run time', buckets: [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300], registers: [registry] }),
-    runs: new Counter({ name: 'drawdown_settlement_runs_total', help: 'Settlement runs by outcome (completed, failed)', labelNames: ['outcome'] as const, registers: [registry] }),
-    entriesPosted: new Counter({ name: 'drawdown_settlement_entries_posted_total', help: 'Ledger entries posted by settlement', registers: [registry] }),
-    creditsDeducted: new Counter({ name: 'drawdown_settlement_credits_deducted_total', help: 'Credits deducted by usage entries, by unit', labelNames: ['unit'] as const, registers: [registry] }),
-  };
 }
 
 export interface SettlementApiDeps {

@@ -4,11 +4,14 @@
  * and available (settled − pending).
  */
 import type { Decimal } from 'decimal.js';
-import type { Catalog } from '../shared/catalog.js';
+import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { formatAmount, formatAtPrecision, money } from '../shared/money.js';
 import { settledBalances } from './ledger.js';
-import { lastCompletedRun, priceUsage, priorUsageFor, settledUntil } from './settle.js';
+import { lastCompletedRun } from './runs.js';
+import { priceUsage } from './price-usage.js';
+import { priorUsageFor } from './usage-reader.js';
+import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { readSelectedUsage } from './usage-reader.js';
 
 export interface UnitBalance {

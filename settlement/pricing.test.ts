@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseCatalog, type Catalog, type Price } from '../shared/catalog.js';
+import { parseCatalog, type Catalog, type Price } from '../catalog/model.js';
 import { DrawdownError } from '../shared/errors.js';
 import { formatAmount, money, parseStoredDecimal, sumMoney } from '../shared/money.js';
 import { costOf, matchRow, versionAt } from './pricing.js';
-import { priceUsage, priorUsageKey, type PriorUsage } from './settle.js';
+import { priceUsage } from './price-usage.js';
+import { priorUsageKey, type PriorUsage } from './usage-reader.js';
 import type { UsageLine } from './usage-reader.js';
 
 const demoCatalog = parseCatalog(JSON.parse(readFileSync(new URL('../deploy/demo-catalog.json', import.meta.url), 'utf8')));

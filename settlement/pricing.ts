@@ -4,7 +4,7 @@
  * decimals throughout; the cost is fixed to the ledger's 9 places once.
  */
 import type { Decimal } from 'decimal.js';
-import type { Price, PriceTier, RateCardVersion, RateRow } from '../shared/catalog.js';
+import type { Price, PriceTier, RateCardVersion, RateRow } from '../catalog/model.js';
 import { money, toLedgerAmount } from '../shared/money.js';
 
 /**

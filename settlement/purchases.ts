@@ -3,7 +3,7 @@
  * The entry id derives from the customer and the purchase's idempotency key,
  * so a retried purchase request returns the first one instead of buying twice.
  */
-import type { Catalog } from '../shared/catalog.js';
+import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { DrawdownError } from '../shared/errors.js';
 import { formatAmount, money } from '../shared/money.js';

@@ -4,17 +4,18 @@
  * serialised here, and entry ids make an accidental second process harmless
  * for re-runs of the same window.
  */
-import type { Catalog } from '../shared/catalog.js';
+import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { isDrawdownError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { money } from '../shared/money.js';
-import type { createSettlementMetrics } from './api.js';
-import { settle, type SettleRequest, type SettlementReport } from './settle.js';
+import type { createSettlementMetrics } from './metrics.js';
+import { settle, type SettleRequest } from './settle.js';
+import { type SettlementReport } from './report.js';
 
 /**
  * The catalog a run prices with, asked for at the start of every run so a
- * catalog change applies without a restart (settlement/catalog/source.ts).
+ * catalog change applies without a restart (catalog/source.ts).
  */
 export type RunCatalog = () => Promise<{ revision: number; catalog: Catalog }>;
 

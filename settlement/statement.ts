@@ -12,12 +12,12 @@
  * term's closing balance is the next term's opening balance.
  */
 import type { Decimal } from 'decimal.js';
-import type { Catalog } from '../shared/catalog.js';
+import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { formatAmount, money, parseStoredDecimal } from '../shared/money.js';
-import { termsAt, termStart, type Plan, type Subscription } from '../shared/plans.js';
+import { termsAt, termStart, type Plan, type Subscription } from '../catalog/plans.js';
 import { sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
-import { periodIndexAt } from './credit/periods.js';
+import { periodIndexAt } from '../catalog/periods.js';
 import { queryChunks } from './ledger.js';
 
 /** One billing term of one subscription. */

@@ -4,7 +4,7 @@
  * the version in force at its own minutes.
  */
 import type { Decimal } from 'decimal.js';
-import type { Catalog } from '../shared/catalog.js';
+import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
@@ -86,6 +86,16 @@ export async function readSelectedUsage(store: Store, catalog: Catalog, selectio
 }
 
 /**
+ * Quantities taken by earlier runs, for graduated tiers: per
+ * `priorUsageKey(customer, meter, month start)`, each dimension set's total.
+ */
+export type PriorUsage = ReadonlyMap<string, readonly { dimensions: string; quantity: Decimal }[]>;
+
+export function priorUsageKey(customer: string, meter: string, monthStartSec: number): string {
+  return `${customer}\u0000${meter}\u0000${monthStartSec}`;
+}
+
+/**
  * What earlier runs took (the `excluding` selection) of the given meters in
  * the given calendar months, per (customer, meter, dimensions, month): the
  * cumulative usage graduated tiers start from.
@@ -93,7 +103,7 @@ export async function readSelectedUsage(store: Store, catalog: Catalog, selectio
 export async function readPriorUsage(
   store: Store,
   selection: { excluding: { untilSec: number; watermarks: Watermarks } | undefined; meters: readonly string[]; monthStartsSec: readonly number[]; customer?: string },
-): Promise<Map<string, { dimensions: string; quantity: Decimal }[]>> {
+): Promise<PriorUsage> {
   const out = new Map<string, { dimensions: string; quantity: Decimal }[]>();
   if (selection.excluding === undefined || selection.meters.length === 0 || selection.monthStartsSec.length === 0) return out;
   const months = selection.monthStartsSec.map((start) => {
@@ -110,10 +120,25 @@ export async function readPriorUsage(
      ORDER BY customer, meter, dimensions, month`,
   );
   for (const [customer, meter, dimensions, , sum, firstMinute] of rows) {
-    const key = `${customer}\u0000${meter}\u0000${tierPeriodStartSec(Number(firstMinute))}`;
+    const key = priorUsageKey(customer!, meter!, tierPeriodStartSec(Number(firstMinute)));
     const list = out.get(key) ?? [];
     list.push({ dimensions: dimensions!, quantity: parseStoredDecimal(sum!) });
     out.set(key, list);
   }
   return out;
+}
+
+/** What earlier runs took in the months of these lines, for the meters some version prices by graduated tiers. */
+export async function priorUsageFor(
+  store: Store,
+  catalog: Catalog,
+  lines: readonly UsageLine[],
+  excluding: { untilSec: number; watermarks: Watermarks } | undefined,
+  customer?: string,
+): Promise<PriorUsage> {
+  const meters = new Set<string>();
+  for (const version of catalog.rateCard) for (const row of version.rows) if (row.price.model === 'graduated') meters.add(row.meter);
+  const months = new Set<number>();
+  for (const line of lines) if (meters.has(line.meter)) months.add(tierPeriodStartSec(line.firstMinuteSec));
+  return readPriorUsage(store, { excluding, meters: [...meters].sort(), monthStartsSec: [...months].sort((a, b) => a - b), customer });
 }

@@ -3,8 +3,9 @@
  * JSON), decoded the same way by the gateway and by the rater's workers.
  */
 import { Unpackr } from 'msgpackr';
-import type { MeterDefinitions } from './catalog.js';
-import { DrawdownError } from './errors.js';
+import type { MeterDefinitions } from './events/meters.js';
+import { DrawdownError, type FieldProblem } from './errors.js';
+import { jsonStructure, msgpackDuplicateKeys } from './duplicate-keys.js';
 import { parseEvent, type TimestampWindow, type UsageEvent } from './event.js';
 import { quantityIntegerDigitsMax, quantityScale } from './quantity.js';
 import { Problems } from './validate.js';
@@ -26,29 +27,49 @@ export const nestingDepthMax = 32;
 /**
  * JSON.parse accepts arbitrarily deep nesting (it does not recurse on the
  * stack), so depth is checked on the bytes first; brackets inside strings do
- * not count. MessagePack needs no such pass: msgpackr recurses and a hostile
- * depth ends in a RangeError, caught below.
+ * not count. msgpackr recurses, so a hostile depth ends in a RangeError,
+ * caught below; a body it did decode is held to the same depth as JSON.
+ *
+ * Both decoders keep the last value of a repeated key without a word, so
+ * repeated keys are found on the bytes too (shared/duplicate-keys.ts): for
+ * JSON in the same pass as the depth, for MessagePack after msgpackr has
+ * proved the body well formed.
  */
-function jsonDepthExceeds(bytes: Uint8Array, max: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < bytes.length; i++) {
-    const c = bytes[i]!;
-    if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped byte
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x5b || c === 0x7b) {
-      if (++depth > max) return true;
-    } else if (c === 0x5d || c === 0x7d) depth--;
+export function decodeBatch(bytes: Uint8Array, format: BatchFormat): unknown {
+  let decoded: unknown;
+  let duplicates: FieldProblem[];
+  if (format === 'json') {
+    const structure = jsonStructure(bytes, nestingDepthMax, problemsListedMax);
+    if (structure.tooDeep) throw new DrawdownError('body_malformed', `body nests deeper than ${nestingDepthMax} levels`);
+    decoded = parse(bytes, format);
+    duplicates = structure.duplicates;
+  } else {
+    decoded = parse(bytes, format);
+    const found = msgpackDuplicateKeys(bytes, nestingDepthMax, problemsListedMax);
+    if (found === 'too_deep') throw new DrawdownError('body_malformed', `body nests deeper than ${nestingDepthMax} levels`);
+    // msgpackr's bundled strings keep keys outside the maps: a body whose keys cannot be checked is not taken.
+    if (found === 'unchecked') throw new DrawdownError('body_malformed', 'body uses msgpackr bundled strings, which are not accepted; send standard MessagePack');
+    duplicates = found.duplicates;
+    if (found.offsets !== undefined && Array.isArray(decoded)) walkedOffsets.set(decoded, { body: bytes, offsets: found.offsets });
   }
-  return false;
+  if (duplicates.length > 0) throw duplicateKeyError(duplicates);
+  return decoded;
 }
 
-export function decodeBatch(bytes: Uint8Array, format: BatchFormat): unknown {
-  if (format === 'json' && jsonDepthExceeds(bytes, nestingDepthMax)) {
-    throw new DrawdownError('body_malformed', `body nests deeper than ${nestingDepthMax} levels`);
-  }
+/** Element offsets the duplicate-key walk found, by the array decodeBatch returned for that body. */
+const walkedOffsets = new WeakMap<object, { body: Uint8Array; offsets: Uint32Array }>();
+
+/**
+ * Where each event of `body` starts and ends (ingest/msgpack-split.ts
+ * arrayElementOffsets), if decodeBatch already found them for `decoded`: the
+ * gateway routes a batch it decoded without scanning it again.
+ */
+export function decodedElementOffsets(decoded: unknown, body: Uint8Array): Uint32Array | undefined {
+  const walked = typeof decoded === 'object' && decoded !== null ? walkedOffsets.get(decoded) : undefined;
+  return walked?.body === body ? walked.offsets : undefined;
+}
+
+function parse(bytes: Uint8Array, format: BatchFormat): unknown {
   try {
     if (format === 'json') return JSON.parse(utf8.decode(bytes));
     return unpackr.unpack(bytes);
@@ -56,6 +77,13 @@ export function decodeBatch(bytes: Uint8Array, format: BatchFormat): unknown {
     // RangeError from deep nesting lands here too: it is bad input, not a crash.
     throw new DrawdownError('body_malformed', `body is not valid ${format === 'json' ? 'JSON' : 'MessagePack'}: ${(cause as Error).message}`, { cause });
   }
+}
+
+/** 400 body_malformed naming each repeated key, as event_invalid names each bad field. */
+export function duplicateKeyError(problems: FieldProblem[]): DrawdownError {
+  const first = problems[0]!;
+  const where = first.index === undefined ? `field ${first.field}` : `event ${first.index} field ${first.field}`;
+  return new DrawdownError('body_malformed', `${where}: ${first.message}${problems.length > 1 ? ` (and ${problems.length - 1} more problem(s) listed)` : ''}`, { problems });
 }
 
 export function expectEventArray(decoded: unknown, eventsMax: number): unknown[] {
@@ -112,6 +140,13 @@ export const hostileKeyBytes = ['__proto__', '__proto_', 'constructor', 'prototy
 export function bytesEqual(b: Uint8Array, at: number, length: number, expected: Uint8Array): boolean {
   if (length !== expected.length) return false;
   for (let i = 0; i < length; i++) if (b[at + i] !== expected[i]) return false;
+  return true;
+}
+
+/** Whether b[a, a + aLength) and b[c, c + cLength) hold the same bytes. */
+export function rangesEqual(b: Uint8Array, a: number, aLength: number, c: number, cLength: number): boolean {
+  if (aLength !== cLength) return false;
+  for (let i = 0; i < aLength; i++) if (b[a + i] !== b[c + i]) return false;
   return true;
 }
 

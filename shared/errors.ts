@@ -25,7 +25,7 @@ export const errorCodes = {
   // Validation of API request bodies (catalog, purchases, settlements).
   request_invalid: { status: 400, title: 'Request is invalid' },
   unknown_package: { status: 404, title: 'No such credit package' },
-  // Catalog writes through the admin API and `drawdown catalog apply` (settlement/catalog).
+  // Catalog writes through the admin API and `drawdown catalog apply` (catalog/).
   catalog_definition_invalid: { status: 422, title: 'Catalog definition is invalid' },
   catalog_conflict: { status: 409, title: 'Catalog change would alter data already in use' },
   catalog_revision_stale: { status: 412, title: 'Catalog changed since the revision this write was based on' },

@@ -1,7 +1,7 @@
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decodeBatch, expectEventArray, problemsListedMax, validateEvents } from './batch.js';
-import type { MeterDefinitions } from './catalog.js';
+import type { MeterDefinitions } from '../catalog/model.js';
 import { DrawdownError, type FieldProblem } from './errors.js';
 import { eventLimits, parseEvent, type TimestampWindow, type UsageEvent } from './event.js';
 import { Problems } from './validate.js';

@@ -3,7 +3,7 @@
  * (which rejects a batch with any bad event) and by the rater's workers
  * (which normalise what the gateway accepted).
  */
-import type { MeterDefinitions } from './catalog.js';
+import type { MeterDefinitions } from './events/meters.js';
 import { parseQuantity } from './quantity.js';
 import { Problems, hostileKeys, isPlainObject, parseIsoInstant } from './validate.js';
 

@@ -8,9 +8,10 @@
  * for entry, and every balance is the sum of its entries.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseCatalog } from '../shared/catalog.js';
+import { parseCatalog } from '../catalog/model.js';
 import { openStore } from '../shared/clickhouse/open.js';
-import { ensureSchema, usageMinuteColumns } from '../shared/clickhouse/schema.js';
+import { ensureSchema } from '../shared/clickhouse/schema.js';
+import { usageMinuteColumns } from '../shared/clickhouse/usage-minute.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { formatAmount, money, parseStoredDecimal } from '../shared/money.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';

@@ -12,7 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { hashKey, newKey } from '../shared/auth.js';
-import { parseCatalog } from '../shared/catalog.js';
+import { parseCatalog } from '../catalog/model.js';
 import { loadConfig, parsePartitionList, settings, type SettingName } from '../shared/config.js';
 import { repoRoot } from './harness.js';
 

@@ -18,7 +18,7 @@ import { errorCodes } from '../shared/errors.js';
 import type { Route } from '../shared/http.js';
 import { ingestRoutes } from '../ingest/gateway.js';
 import { settlementRoutes } from '../settlement/api.js';
-import { catalogRoutes } from '../settlement/catalog/api.js';
+import { catalogRoutes } from '../catalog/api.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { repoRoot, startNats, tempDir, testConfig } from './harness.js';
@@ -96,7 +96,7 @@ describe('docs/openapi.yaml', () => {
     // If this fails, a route was added outside ingestRoutes, settlementRoutes, catalogRoutes and startService: add its factory above.
     expect({ routesInSource: inSource, files: [...routeLiteralsInSource().keys()].sort() }).toEqual({
       routesInSource: codeRoutes.length,
-      files: ['ingest/gateway.ts', 'settlement/api.ts', 'settlement/catalog/api.ts', 'shared/service.ts'],
+      files: ['ingest/gateway.ts', 'settlement/api.ts', 'catalog/api.ts', 'shared/service.ts'],
     });
   });
 

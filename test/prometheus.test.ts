@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { PrometheusServerProcess, type PromSample } from '../deploy/prometheus-server.js';
+import { PrometheusServerProcess, type PromSample } from './prometheus-server.js';
 import { api, postEvents, repoRoot, startClickHouse, startNats, streamState, tempDir, testConfig, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
 
 const scrapeIntervalMs = 1_000;

@@ -9,7 +9,8 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '../shared/clickhouse/open.js';
-import { ensureSchema, usageMinuteColumns } from '../shared/clickhouse/schema.js';
+import { ensureSchema } from '../shared/clickhouse/schema.js';
+import { usageMinuteColumns } from '../shared/clickhouse/usage-minute.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { catalogPath, cliPath, tempDir } from './harness.js';
 

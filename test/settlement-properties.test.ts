@@ -10,15 +10,17 @@
 import fc from 'fast-check';
 import { Decimal } from 'decimal.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadCatalogFile, type Catalog } from '../shared/catalog.js';
+import { loadCatalogFile, type Catalog } from '../catalog/model.js';
 import { openStore } from '../shared/clickhouse/open.js';
-import { ensureSchema, usageMinuteFlushColumns } from '../shared/clickhouse/schema.js';
+import { ensureSchema } from '../shared/clickhouse/schema.js';
+import { usageMinuteFlushColumns } from '../shared/clickhouse/usage-minute.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { flushPayload } from '../rater/flush.js';
 import { balanceOf } from '../settlement/balance.js';
 import { readLedger } from '../settlement/ledger.js';
 import { purchasePackage } from '../settlement/purchases.js';
-import { settle, type SettlementReport } from '../settlement/settle.js';
+import { settle } from '../settlement/settle.js';
+import { type SettlementReport } from '../settlement/report.js';
 import { catalogPath, tempDir } from './harness.js';
 
 const minuteSec = 60;

@@ -7,14 +7,16 @@
  * On chDB and on clickhouse-server 18.16.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseCatalog } from '../shared/catalog.js';
+import { parseCatalog } from '../catalog/model.js';
 import { openStore } from '../shared/clickhouse/open.js';
-import { creditSnapshotColumns, ensureSchema, usageMinuteColumns } from '../shared/clickhouse/schema.js';
+import { creditSnapshotColumns, ensureSchema } from '../shared/clickhouse/schema.js';
+import { usageMinuteColumns } from '../shared/clickhouse/usage-minute.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { formatAmount, parseStoredDecimal } from '../shared/money.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { purchasePackage } from '../settlement/purchases.js';
-import { settle, type SettlementReport } from '../settlement/settle.js';
+import { settle } from '../settlement/settle.js';
+import { type SettlementReport } from '../settlement/report.js';
 import { startClickHouse, tempDir, type ClickHouseTarget } from './harness.js';
 
 const daySec = 86_400;

@@ -11,14 +11,16 @@
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDrawdown, type Running } from '../deploy/processes.js';
-import { parseCatalog } from '../shared/catalog.js';
+import { parseCatalog } from '../catalog/model.js';
 import { openStore } from '../shared/clickhouse/open.js';
-import { ensureSchema, usageMinuteColumns } from '../shared/clickhouse/schema.js';
+import { ensureSchema } from '../shared/clickhouse/schema.js';
+import { usageMinuteColumns } from '../shared/clickhouse/usage-minute.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { formatAmount, money } from '../shared/money.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { purchasePackage } from '../settlement/purchases.js';
-import { reportJson, settle } from '../settlement/settle.js';
+import { reportJson } from '../settlement/report.js';
+import { settle } from '../settlement/settle.js';
 import { api, startClickHouse, tempDir, testConfig, type ClickHouseTarget } from './harness.js';
 
 const sec = (iso: string): number => Date.parse(iso) / 1000;

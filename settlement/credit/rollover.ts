@@ -13,8 +13,8 @@
  */
 import { Decimal } from 'decimal.js';
 import { money } from '../../shared/money.js';
-import type { Rollover } from '../../shared/plans.js';
-import { addDuration } from './periods.js';
+import type { Rollover } from '../../catalog/plans.js';
+import { addDuration } from '../../catalog/periods.js';
 import { applyPosting, compareBlocks, type CreditState, type Posting } from './blocks.js';
 
 export type { Rollover };

@@ -9,8 +9,8 @@
  * anchor), so every grant period is granted by the terms of the term that
  * contains it, and an edit never takes effect mid-term.
  */
-import type { Catalog } from '../../shared/catalog.js';
-import { termSegments, termsAt } from '../../shared/plans.js';
+import type { Catalog } from '../../catalog/model.js';
+import { termSegments, termsAt } from '../../catalog/plans.js';
 import type { DrawDownPolicy } from './blocks.js';
 import type { GrantSchedule } from './timeline.js';
 

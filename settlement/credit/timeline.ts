@@ -14,7 +14,7 @@
 import type { Decimal } from 'decimal.js';
 import { money } from '../../shared/money.js';
 import { applyPosting, drawDown, expireDue, openBlock, repayDebt, type CreditState, type DrawDownPolicy, type Posting } from './blocks.js';
-import { boundariesIn, periodAt, periodStart, type Frequency } from './periods.js';
+import { boundariesIn, periodAt, periodStart, type Frequency } from '../../catalog/periods.js';
 import { capAtPeriodEnd, grantExpiry, type Rollover } from './rollover.js';
 
 export interface GrantSchedule {

@@ -5,29 +5,10 @@
  * toUnixTimestamp() because the two print empty/zero dates differently.
  */
 import type { Store } from './store.js';
+import { usageMinuteTable } from './usage-minute.js';
 
 export const tables = {
-  /**
-   * Usage aggregated per (customer, meter, dimensions, minute) by the rater.
-   * Each row also names the stream partition and the last stream sequence of
-   * the flush that wrote it: max(flush_seq) per partition IS the rater's
-   * committed watermark (docs/exactly-once.md). The first row of each flush
-   * also lists the stream sequences of the messages the flush counted
-   * (`message_seqs`, rater/counted-log.ts); the others leave it empty. No
-   * PARTITION BY, so one INSERT writes one part and commits atomically.
-   */
-  usageMinute: `CREATE TABLE IF NOT EXISTS usage_minute (
-    customer String,
-    meter String,
-    dimensions String,
-    minute DateTime('UTC'),
-    quantity Decimal(38, 9),
-    events UInt64,
-    stream_partition UInt16,
-    flush_seq UInt64,
-    flushed_at DateTime('UTC'),
-    message_seqs String DEFAULT ''
-  ) ENGINE = MergeTree ORDER BY (customer, meter, minute, dimensions)`,
+  usageMinute: usageMinuteTable,
 
   /**
    * The immutable ledger. entry_id is deterministic, so a re-run writes the
@@ -89,7 +70,7 @@ export const tables = {
   ) ENGINE = MergeTree ORDER BY (run_id, status)`,
 
   /**
-   * The catalog's history (settlement/catalog): each row proposes one
+   * The catalog's history (catalog/): each row proposes one
    * revision, the whole validated catalog as canonical JSON. A proposal is in
    * force only once catalog_commits records it committed (two writers may
    * propose the same number; at most one commits). proposed_at is filled by
@@ -134,10 +115,6 @@ export const dedupeIdsColumns = ['stream_partition', 'flush_seq', 'chunk', 'writ
 
 export const catalogRevisionColumns = ['revision', 'applied_at', 'applied_by', 'sha256', 'document', 'attempt'] as const;
 export const catalogCommitColumns = ['revision', 'sha256', 'attempt', 'outcome'] as const;
-
-export const usageMinuteColumns = ['customer', 'meter', 'dimensions', 'minute', 'quantity', 'events', 'stream_partition', 'flush_seq', 'flushed_at'] as const;
-/** What a rater flush writes: the usage columns plus the record of the messages it counted. */
-export const usageMinuteFlushColumns = [...usageMinuteColumns, 'message_seqs'] as const;
 
 export const ledgerColumns = [
   'entry_id',

@@ -6,13 +6,13 @@
  * over consecutive windows.
  */
 import { describe, expect, it } from 'vitest';
-import { parseCatalog, type Catalog } from '../shared/catalog.js';
-import { DrawdownError } from '../shared/errors.js';
-import { formatAmount, money } from '../shared/money.js';
-import { scheduleSubscriptionEdit, subscriptionJson, type Subscription } from '../shared/plans.js';
-import { emptyState, type CreditState } from '../settlement/credit/blocks.js';
-import { grantSchedules } from '../settlement/credit/schedule.js';
-import { settleWindow } from '../settlement/credit/timeline.js';
+import { parseCatalog, type Catalog } from '../../catalog/model.js';
+import { DrawdownError } from '../../shared/errors.js';
+import { formatAmount, money } from '../../shared/money.js';
+import { scheduleSubscriptionEdit, subscriptionJson, type Subscription } from '../../catalog/plans.js';
+import { emptyState, type CreditState } from './blocks.js';
+import { grantSchedules } from './schedule.js';
+import { settleWindow } from './timeline.js';
 
 const utc = (iso: string): number => Date.parse(iso);
 const dayMs = 86_400_000;

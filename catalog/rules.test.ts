@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { parseCatalog } from '../../shared/catalog.js';
-import { catalogPath } from '../../test/harness.js';
+import { parseCatalog } from './model.js';
+import { catalogPath } from '../test/harness.js';
 import { canonicalDocument } from './document.js';
 import { transitionProblems } from './rules.js';
 

@@ -3,9 +3,9 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ClickHouseServerProcess } from './clickhouse-server.js';
-import { freePort } from './free-port.js';
-import { NatsServerProcess } from './nats-server.js';
+import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
+import { freePort } from '../deploy/free-port.js';
+import { NatsServerProcess } from '../deploy/nats-server.js';
 
 const tempDirs: string[] = [];
 

@@ -7,8 +7,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from './free-port.js';
-import { findBinary, httpGet, LaunchError, logTail, ManagedServer, retryWhilePortInUse, type Launched } from './server-process.js';
+import { freePort } from '../deploy/free-port.js';
+import { findBinary, httpGet, LaunchError, logTail, ManagedServer, retryWhilePortInUse, type Launched } from '../deploy/server-process.js';
 
 export interface PrometheusTarget {
   /** host:port serving /metrics. */
@@ -147,7 +147,7 @@ function prometheusConfig(settings: Settings): string {
   const jobs = new Map<string, string[]>();
   for (const target of settings.targets) jobs.set(target.job, [...(jobs.get(target.job) ?? []), target.address]);
   const lines = [
-    '# Written by deploy/prometheus-server.ts on every start; edits here are overwritten.',
+    '# Written by test/prometheus-server.ts on every start; edits here are overwritten.',
     'global:',
     `  scrape_interval: ${seconds}`,
     // A scrape may not outlast its interval.

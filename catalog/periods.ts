@@ -6,10 +6,22 @@
  * Feb 28 (29 in leap years), Mar 31, Apr 30, … — never drifting to the 28th.
  * Yearly periods do the same for Feb 29.
  */
-import type { Duration, Frequency } from '../../shared/plans.js';
+export type Frequency = 'daily' | 'monthly' | 'yearly';
 
-export type { Duration, Frequency };
-export { parseDuration } from '../../shared/plans.js';
+/** A calendar duration, e.g. for time-limited rollover ("expire 2 months after the period end"). */
+export interface Duration {
+  months: number;
+  days: number;
+}
+
+/** ISO-8601 "P2M", "P30D", "P1Y", "P1M15D" → months and days; undefined if malformed. */
+export function parseDuration(text: string): Duration | undefined {
+  const match = /^P(?:(\d{1,3})Y)?(?:(\d{1,4})M)?(?:(\d{1,5})D)?$/.exec(text);
+  if (match === null || text === 'P') return undefined;
+  const months = Number(match[1] ?? 0) * 12 + Number(match[2] ?? 0);
+  const days = Number(match[3] ?? 0);
+  return months === 0 && days === 0 ? undefined : { months, days };
+}
 
 const dayMs = 86_400_000;
 

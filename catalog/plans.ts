@@ -4,19 +4,13 @@
  * settlement/credit; these are only the shapes and their validation.
  */
 import type { Decimal } from 'decimal.js';
-import { periodIndexAt, periodStart } from '../settlement/credit/periods.js';
-import { DrawdownError } from './errors.js';
-import { money } from './money.js';
-import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from './validate.js';
+import { frequencyRank, parseDuration, periodIndexAt, periodStart, type Duration, type Frequency } from './periods.js';
+import { DrawdownError } from '../shared/errors.js';
+import { money } from '../shared/money.js';
+import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from '../shared/validate.js';
 
-export type Frequency = 'daily' | 'monthly' | 'yearly';
+export type { Duration, Frequency };
 export type BillingFrequency = 'monthly' | 'yearly';
-
-/** A calendar duration, e.g. for time-limited rollover ("expire 2 months after the period end"). */
-export interface Duration {
-  months: number;
-  days: number;
-}
 
 export type Rollover =
   | { kind: 'none' }
@@ -73,17 +67,7 @@ export interface Subscription extends SubscriptionTerms {
   changes: SubscriptionChange[];
 }
 
-const frequencyRank: Record<Frequency, number> = { daily: 0, monthly: 1, yearly: 2 };
 const idPattern = /^[A-Za-z0-9._:@-]{1,128}$/;
-
-/** ISO-8601 "P2M", "P30D", "P1Y", "P1M15D" → months and days; undefined if malformed. */
-export function parseDuration(text: string): Duration | undefined {
-  const match = /^P(?:(\d{1,3})Y)?(?:(\d{1,4})M)?(?:(\d{1,5})D)?$/.exec(text);
-  if (match === null || text === 'P') return undefined;
-  const months = Number(match[1] ?? 0) * 12 + Number(match[2] ?? 0);
-  const days = Number(match[3] ?? 0);
-  return months === 0 && days === 0 ? undefined : { months, days };
-}
 
 export function parseRollover(problems: Problems, raw: unknown, at: string): Rollover | undefined {
   if (raw === undefined) return { kind: 'none' };

@@ -1,12 +1,12 @@
 /**
  * The rules that keep data already recorded meaningful when the catalog
- * changes (settlement/catalog/README.md). parseCatalog decides whether a
+ * changes (catalog/README.md). parseCatalog decides whether a
  * catalog is valid on its own; these decide whether moving from the catalog
  * in force to a new one is allowed. Every refusal names a field of the new
  * document.
  */
-import type { Catalog } from '../../shared/catalog.js';
-import type { FieldProblem } from '../../shared/errors.js';
+import type { Catalog } from './model.js';
+import type { FieldProblem } from '../shared/errors.js';
 import { canonicalText, entityList, type CatalogDocument } from './document.js';
 
 export interface TransitionContext {

@@ -9,9 +9,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { Gauge, Counter, type Registry } from 'prom-client';
-import { loadCatalogFile, meterDefinitions, parseCatalog, type Catalog, type MeterDefinitions } from '../../shared/catalog.js';
-import { DrawdownError } from '../../shared/errors.js';
-import type { Logger } from '../../shared/log.js';
+import { loadCatalogFile, meterDefinitions, parseCatalog, type Catalog, type MeterDefinitions } from './model.js';
+import { DrawdownError } from '../shared/errors.js';
+import type { Logger } from '../shared/log.js';
 import { canonicalDocument, documentText, sha256Hex, type CatalogDocument } from './document.js';
 import { archivedMeters } from './rules.js';
 import type { CatalogStore } from './store.js';

@@ -5,7 +5,7 @@
  * whatever order a file lists it in. Applying it again is then a no-op.
  */
 import { createHash } from 'node:crypto';
-import { parseIsoInstant } from '../../shared/validate.js';
+import { parseIsoInstant } from '../shared/validate.js';
 
 /** A catalog document that parseCatalog accepted; shapes are trusted from here on. */
 export type CatalogDocument = Record<string, unknown>;

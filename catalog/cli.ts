@@ -6,10 +6,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
-import { openStore } from '../../shared/clickhouse/open.js';
-import { ensureSchema } from '../../shared/clickhouse/schema.js';
-import { loadConfig } from '../../shared/config.js';
-import { DrawdownError } from '../../shared/errors.js';
+import { openStore } from '../shared/clickhouse/open.js';
+import { ensureSchema } from '../shared/clickhouse/schema.js';
+import { loadConfig } from '../shared/config.js';
+import { DrawdownError } from '../shared/errors.js';
 import { formatDiff } from './diff.js';
 import { CatalogStore } from './store.js';
 

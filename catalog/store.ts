@@ -3,17 +3,17 @@
  * (catalog_revisions), each the whole validated catalog as canonical JSON.
  * Writing is read latest → validate → check the transition rules → propose
  * latest + 1 → commit it only if no other writer proposed that number
- * (settlement/catalog/README.md, "Concurrency").
+ * (catalog/README.md, "Concurrency").
  */
 import { randomUUID } from 'node:crypto';
-import { parseCatalog, type Catalog } from '../../shared/catalog.js';
-import { catalogCommitColumns, catalogRevisionColumns } from '../../shared/clickhouse/schema.js';
-import type { Store } from '../../shared/clickhouse/store.js';
-import { DrawdownError, isDrawdownError, type FieldProblem } from '../../shared/errors.js';
-import { crashPoint } from '../../shared/fault.js';
-import { sqlString, sqlUInt } from '../../shared/sql.js';
-import { encodeTsv, tsvDateTime } from '../../shared/tsv.js';
-import { settledUntil } from '../settle.js';
+import { parseCatalog, type Catalog } from './model.js';
+import { catalogCommitColumns, catalogRevisionColumns } from '../shared/clickhouse/schema.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import { DrawdownError, isDrawdownError, type FieldProblem } from '../shared/errors.js';
+import { crashPoint } from '../shared/fault.js';
+import { sqlString, sqlUInt } from '../shared/sql.js';
+import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
+import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { diffDocuments, type EntityChange } from './diff.js';
 import { canonicalDocument, cloneDocument, documentText, sha256Hex, type CatalogDocument } from './document.js';
 import { extraDefinitionProblems, transitionProblems } from './rules.js';

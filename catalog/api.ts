@@ -7,10 +7,10 @@
  * the catalog file.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { authorize, type Auth } from '../../shared/auth.js';
-import { DrawdownError } from '../../shared/errors.js';
-import { queryParams, readJsonBody, sendJson, type Route } from '../../shared/http.js';
-import { isPlainObject } from '../../shared/validate.js';
+import { authorize, type Auth } from '../shared/auth.js';
+import { DrawdownError } from '../shared/errors.js';
+import { queryParams, readJsonBody, sendJson, type Route } from '../shared/http.js';
+import { isPlainObject } from '../shared/validate.js';
 import { changeJson } from './diff.js';
 import { canonicalText, entityList, setEntityList, type CatalogDocument } from './document.js';
 import type { CatalogSource } from './source.js';

@@ -5,12 +5,14 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Decimal } from 'decimal.js';
-import { DrawdownError } from './errors.js';
-import { money } from './money.js';
+import { DrawdownError } from '../shared/errors.js';
+import { money } from '../shared/money.js';
 import { parsePlan, parseSubscription, refuseNewGrantsOnArchivedUnits, type Plan, type Subscription } from './plans.js';
-import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from './validate.js';
+import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from '../shared/validate.js';
+import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
 
-export type Aggregation = 'sum' | 'count' | 'max';
+export type { Aggregation, MeterDefinitions };
+
 
 export interface Meter {
   key: string;
@@ -86,10 +88,6 @@ export interface Catalog {
   subscriptions: readonly Subscription[];
 }
 
-/** What the rater's worker threads need, as structured-clone-safe data. */
-export interface MeterDefinitions {
-  [key: string]: { aggregation: Aggregation; dimensions: string[] };
-}
 
 export function meterDefinitions(catalog: Catalog): MeterDefinitions {
   const out: MeterDefinitions = Object.create(null);

@@ -4,14 +4,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseCatalog } from '../../shared/catalog.js';
-import { catalogCommitColumns, catalogRevisionColumns, ensureSchema } from '../../shared/clickhouse/schema.js';
-import { encodeTsv } from '../../shared/tsv.js';
-import type { Store } from '../../shared/clickhouse/store.js';
-import type { DrawdownError } from '../../shared/errors.js';
-import { catalogPath, openTestStore, startClickHouse, tempDir, type Backend, type ClickHouseTarget } from '../../test/harness.js';
-import { settle } from '../settle.js';
-import { CatalogStore, proposalTtlSec, type ApplyOptions } from './store.js';
+import { parseCatalog } from '../catalog/model.js';
+import { catalogCommitColumns, catalogRevisionColumns, ensureSchema } from '../shared/clickhouse/schema.js';
+import { encodeTsv } from '../shared/tsv.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import type { DrawdownError } from '../shared/errors.js';
+import { catalogPath, openTestStore, startClickHouse, tempDir, type Backend, type ClickHouseTarget } from './harness.js';
+import { settle } from '../settlement/settle.js';
+import { CatalogStore, proposalTtlSec, type ApplyOptions } from '../catalog/store.js';
 
 const demo = (): any => JSON.parse(readFileSync(catalogPath, 'utf8'));
 const by = (who: string, extra: Partial<ApplyOptions> = {}): ApplyOptions => ({ appliedBy: who, ...extra });

@@ -1,0 +1,298 @@
+/**
+ * `npm run bench:holds`: what a credit hold costs, against a real nats-server
+ * this bench starts on loopback (file storage, as deployed).
+ *
+ * Measured phases, each `--seconds` long with `--concurrency` operations in
+ * flight from one connection (one API process):
+ *   raw CAS, N keys       kv.update(key, value, revision) on the bench's N
+ *                         account keys, each worker owning its keys: the
+ *                         floor of one compare-and-set, no logic. The value is
+ *                         an empty account (tiny), then — a second baseline —
+ *                         a value as large as the holds phase wrote on average.
+ *   holds, N accounts     reserve 1 credit on a random account, then release
+ *                         it: a pair. Latency per reserve, release and pair.
+ *   raw CAS, hot key      one chain of updates on one key (one in flight: on a
+ *                         single key more would only conflict).
+ *   holds, hot account    the same pairs, every one on one account.
+ * A pair is two state changes, so without batching it costs at least two
+ * compare-and-sets: "ops/s" counts reserves + releases. Base and allowance
+ * are constants here (no balance lookup). Latencies are closed-loop (a
+ * worker sends its next pair when the last is answered), so a stall delays
+ * the samples behind it rather than appearing in them.
+ *
+ * Results: bench/results/holds.{json,md}.
+ * Flags: --seconds 5 (per phase, ≤ 10) --concurrency 64 --accounts 1000
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { jetstream } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { NatsServerProcess } from '../deploy/nats-server.js';
+import { accountKey } from '../settlement/holds/hold-ids.js';
+import { HoldStore, type HoldStoreStats } from '../settlement/holds/hold-store.js';
+import { parseArgs } from '../shared/config.js';
+import { money } from '../shared/money.js';
+import { applyCheapRequestCancel } from '../shared/nats/cheap-cancel.js';
+import { procStatsIfAlive } from './proc-stats.js';
+
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+const log = (line: string): void => void process.stdout.write(`[bench:holds] ${line}\n`);
+
+function intFlag(flags: Map<string, string>, name: string, fallback: number, min: number, max: number): number {
+  const value = Number(flags.get(name) ?? fallback);
+  if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(`${name} must be an integer ${min}–${max}`);
+  return value;
+}
+
+/** Latency samples in ms, at most `capacity` (later ones are dropped, and counted). */
+class Samples {
+  readonly #values: Float64Array;
+  #count = 0;
+  dropped = 0;
+  constructor(capacity: number) {
+    this.#values = new Float64Array(capacity);
+  }
+  add(ms: number): void {
+    if (this.#count < this.#values.length) this.#values[this.#count++] = ms;
+    else this.dropped++;
+  }
+  percentile(p: number): number {
+    if (this.#count === 0) return Number.NaN;
+    const sorted = this.#values.slice(0, this.#count).sort();
+    return sorted[Math.min(this.#count - 1, Math.floor((p / 100) * this.#count))]!;
+  }
+}
+
+const samplesMax = 2_000_000;
+
+interface PhaseResult {
+  phase: string;
+  seconds: number;
+  /** Compare-and-sets (raw) or hold operations (reserve + release). */
+  ops: number;
+  opsPerSecond: number;
+  pairsPerSecond: number | undefined;
+  latencyMs: Record<string, { p50: number; p99: number }>;
+  writesPerSecond: number;
+  meanValueBytes: number;
+  conflicts: number;
+  /** CPU cores used while it ran: this process, and nats-server. */
+  benchCores: number;
+  natsCores: number;
+}
+
+/** A little PRNG (mulberry32) so runs pick the same accounts. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+/** Runs `workers` loops until the deadline; each loop iteration is one unit of `step`. */
+async function timed(natsPid: number | undefined, seconds: number, workers: number, step: (worker: number, i: number) => Promise<void>) {
+  const cpuBefore = process.cpuUsage();
+  const natsBefore = procStatsIfAlive(natsPid)?.cpuSeconds ?? 0;
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
+  // A worker can do at most one step per microsecond-ish; the cap only guards against a step that returns at once forever.
+  const stepsMax = seconds * 1_000_000;
+  await Promise.all(
+    Array.from({ length: workers }, async (_, worker) => {
+      for (let i = 0; i < stepsMax && performance.now() < deadline; i++) await step(worker, i);
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  const natsAfter = procStatsIfAlive(natsPid)?.cpuSeconds ?? 0;
+  return { elapsed, benchCores: (cpu.user + cpu.system) / 1e6 / elapsed, natsCores: (natsAfter - natsBefore) / elapsed };
+}
+
+const emptyAccountValue = Buffer.from('{"v":1,"held":"0","holds":[],"closed":[]}');
+
+/** kv.update with the revision it last got back, each worker on its own keys: no conflicts, no logic. */
+async function rawCas(kv: KV, keys: string[], value: Uint8Array, seconds: number, concurrency: number, natsPid: number | undefined, phase: string): Promise<PhaseResult> {
+  const workers = Math.min(concurrency, keys.length);
+  const revisions = new Map<string, number>();
+  await Promise.all(keys.map(async (key) => revisions.set(key, (await kv.get(key))?.revision ?? (await kv.create(key, value)))));
+  const latency = new Samples(samplesMax);
+  let ops = 0;
+  const run = await timed(natsPid, seconds, workers, async (worker, i) => {
+    const owned = Math.ceil((keys.length - worker) / workers);
+    const key = keys[worker + (i % owned) * workers]!;
+    const t0 = performance.now();
+    revisions.set(key, await kv.update(key, value, revisions.get(key)!));
+    latency.add(performance.now() - t0);
+    ops++;
+  });
+  return {
+    phase,
+    seconds: run.elapsed,
+    ops,
+    opsPerSecond: ops / run.elapsed,
+    pairsPerSecond: undefined,
+    latencyMs: { cas: { p50: latency.percentile(50), p99: latency.percentile(99) } },
+    writesPerSecond: ops / run.elapsed,
+    meanValueBytes: value.length,
+    conflicts: 0,
+    benchCores: run.benchCores,
+    natsCores: run.natsCores,
+  };
+}
+
+async function holdPairs(store: HoldStore, customers: string[], seconds: number, concurrency: number, natsPid: number | undefined, phase: string, tag: string): Promise<PhaseResult> {
+  const random = prng(customers.length);
+  const one = money(1);
+  const base = money('1000000000');
+  const allowance = money(0);
+  const reserveLatency = new Samples(samplesMax);
+  const releaseLatency = new Samples(samplesMax);
+  const pairLatency = new Samples(samplesMax);
+  const before: HoldStoreStats = store.stats();
+  let pairs = 0;
+  const run = await timed(natsPid, seconds, concurrency, async (worker, i) => {
+    const customer = customers[Math.floor(random() * customers.length)]!;
+    const t0 = performance.now();
+    const { hold } = await store.reserve({ customer, unit: 'credits', amount: one, key: `${tag}-${worker}-${i}`, base, allowance });
+    const t1 = performance.now();
+    await store.release(hold.id);
+    const t2 = performance.now();
+    reserveLatency.add(t1 - t0);
+    releaseLatency.add(t2 - t1);
+    pairLatency.add(t2 - t0);
+    pairs++;
+  });
+  const after = store.stats();
+  const writes = after.writes - before.writes;
+  return {
+    phase,
+    seconds: run.elapsed,
+    ops: 2 * pairs,
+    opsPerSecond: (2 * pairs) / run.elapsed,
+    pairsPerSecond: pairs / run.elapsed,
+    latencyMs: {
+      reserve: { p50: reserveLatency.percentile(50), p99: reserveLatency.percentile(99) },
+      release: { p50: releaseLatency.percentile(50), p99: releaseLatency.percentile(99) },
+      pair: { p50: pairLatency.percentile(50), p99: pairLatency.percentile(99) },
+    },
+    writesPerSecond: writes / run.elapsed,
+    meanValueBytes: writes === 0 ? 0 : (after.bytesWritten - before.bytesWritten) / writes,
+    conflicts: after.conflicts - before.conflicts,
+    benchCores: run.benchCores,
+    natsCores: run.natsCores,
+  };
+}
+
+async function main(): Promise<void> {
+  const { flags } = parseArgs(process.argv.slice(2));
+  const seconds = intFlag(flags, '--seconds', 5, 1, 10);
+  const concurrency = intFlag(flags, '--concurrency', 64, 1, 10_000);
+  const accounts = intFlag(flags, '--accounts', 1_000, 1, 100_000);
+  const totalStarted = performance.now();
+
+  const dir = mkdtempSync(join(tmpdir(), 'drawdown-bench-holds-'));
+  const server = await NatsServerProcess.start({ dir: join(dir, 'nats'), logFile: false });
+  applyCheapRequestCancel();
+  const connections: NatsConnection[] = [];
+  const open = async (): Promise<NatsConnection> => {
+    const nc = await connect({ servers: server.url, noAsyncTraces: true });
+    connections.push(nc);
+    return nc;
+  };
+  const results: PhaseResult[] = [];
+  try {
+    const store = await HoldStore.open(await open());
+    const kv = await new Kvm(jetstream(await open(), { timeout: 5_000 })).open(store.settings.bucket);
+    const customers = Array.from({ length: accounts }, (_, i) => `bench-customer-${i}`);
+    const keys = customers.map((customer) => accountKey({ customer, unit: 'credits' }));
+    const hot = ['bench-hot-customer'];
+    const hotKey = [accountKey({ customer: hot[0]!, unit: 'credits' })];
+    const pid = server.pid;
+    const report = (r: PhaseResult): void => {
+      results.push(r);
+      const latency = Object.entries(r.latencyMs)
+        .map(([name, l]) => `${name} p50 ${l.p50.toFixed(2)} p99 ${l.p99.toFixed(2)} ms`)
+        .join(', ');
+      log(`${r.phase}: ${Math.round(r.opsPerSecond)} ops/s${r.pairsPerSecond === undefined ? '' : ` (${Math.round(r.pairsPerSecond)} pairs/s)`}, ${latency}, ${Math.round(r.writesPerSecond)} writes/s of ${Math.round(r.meanValueBytes)} B, cores bench ${r.benchCores.toFixed(2)} nats ${r.natsCores.toFixed(2)}`);
+    };
+
+    log(`nats-server ${server.url}, ${cpus().length} cores, ${seconds} s per phase, ${concurrency} in flight, ${accounts} accounts`);
+    report(await rawCas(kv, keys, emptyAccountValue, seconds, concurrency, pid, `raw CAS, ${accounts} keys, ${emptyAccountValue.length} B`));
+    // Warm-up, not reported: lets the JIT settle, and has the store find (one
+    // conflict and a read per account) the values the raw phase wrote behind its back.
+    await holdPairs(store, customers, 1, concurrency, pid, 'warm-up', 'warm');
+    const spread = await holdPairs(store, customers, seconds, concurrency, pid, `holds, ${accounts} accounts`, 'spread');
+    report(spread);
+    // Padded with spaces, so the value still parses as the (empty) account it was.
+    const sized = Buffer.alloc(Math.max(emptyAccountValue.length, Math.round(spread.meanValueBytes)), 0x20);
+    emptyAccountValue.copy(sized);
+    report(await rawCas(kv, keys, sized, seconds, concurrency, pid, `raw CAS, ${accounts} keys, ${sized.length} B (holds' mean)`));
+    report(await rawCas(kv, hotKey, emptyAccountValue, seconds, 1, pid, `raw CAS, 1 hot key, ${emptyAccountValue.length} B`));
+    const hotResult = await holdPairs(store, hot, seconds, concurrency, pid, 'holds, 1 hot account', 'hot');
+    report(hotResult);
+    const hotSized = Buffer.alloc(Math.max(emptyAccountValue.length, Math.round(hotResult.meanValueBytes)), 0x20);
+    emptyAccountValue.copy(hotSized);
+    report(await rawCas(kv, hotKey, hotSized, seconds, 1, pid, `raw CAS, 1 hot key, ${hotSized.length} B (holds' mean)`));
+    await store.shutdown();
+  } finally {
+    await Promise.allSettled(connections.map((nc) => nc.close()));
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const byPhase = (prefix: string) => results.find((r) => r.phase.startsWith(prefix))!;
+  const spread = byPhase('holds, ');
+  const rawSpread = results.find((r) => r.phase.startsWith('raw CAS') && !r.phase.includes('hot'))!;
+  const rawSpreadSized = results.filter((r) => r.phase.startsWith('raw CAS') && !r.phase.includes('hot'))[1]!;
+  const hotHolds = byPhase('holds, 1 hot');
+  const rawHot = results.find((r) => r.phase.startsWith('raw CAS, 1 hot'))!;
+  const ratios = {
+    spreadOpsVsRawCas: spread.opsPerSecond / rawSpread.opsPerSecond,
+    spreadPairsVsRawCas: spread.pairsPerSecond! / rawSpread.opsPerSecond,
+    spreadOpsVsRawCasSameSize: spread.opsPerSecond / rawSpreadSized.opsPerSecond,
+    hotOpsVsRawCas: hotHolds.opsPerSecond / rawHot.opsPerSecond,
+  };
+  const totalSeconds = (performance.now() - totalStarted) / 1000;
+  log(`holds ops ÷ raw CAS (${accounts} accounts): ${ratios.spreadOpsVsRawCas.toFixed(2)} (pairs ÷ raw CAS ${ratios.spreadPairsVsRawCas.toFixed(2)}; ops ÷ raw CAS at the same value size ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)}); hot account ops ÷ hot-key CAS chain: ${ratios.hotOpsVsRawCas.toFixed(2)}; ${totalSeconds.toFixed(1)} s in all`);
+
+  const at = new Date().toISOString();
+  const fmt = (n: number | undefined, digits = 0) => (n === undefined ? '' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const rows = results.map((r) => {
+    const l = r.latencyMs.pair ?? r.latencyMs.cas!;
+    const reserve = r.latencyMs.reserve;
+    return `| ${r.phase} | ${fmt(r.opsPerSecond)} | ${fmt(r.pairsPerSecond)} | ${fmt(l.p50, 2)} / ${fmt(l.p99, 2)} | ${reserve ? `${fmt(reserve.p50, 2)} / ${fmt(reserve.p99, 2)}` : ''} | ${fmt(r.writesPerSecond)} | ${fmt(r.meanValueBytes)} | ${fmt(r.conflicts)} | ${fmt(r.benchCores, 2)} / ${fmt(r.natsCores, 2)} |`;
+  });
+  const md = [
+    `# Credit holds ${at}`,
+    '',
+    `Node ${process.version}, ${cpus().length} cores (load average before the run ${loadavg()[0]!.toFixed(2)}), nats-server on loopback with file storage; ${seconds} s per phase, ${concurrency} operations in flight from one connection, ${accounts} accounts. \`npm run bench:holds\` regenerates this file (bench/holds.ts says what each phase does).`,
+    '',
+    '| phase | ops/s | pairs/s | latency p50 / p99 ms (pair, or one CAS) | reserve p50 / p99 ms | KV writes/s | mean value B | conflicts | cores bench / nats |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows,
+    '',
+    `- holds ops/s ÷ raw CAS/s, ${accounts} accounts: **${ratios.spreadOpsVsRawCas.toFixed(2)}** (reserve+release pairs/s ÷ raw CAS/s: ${ratios.spreadPairsVsRawCas.toFixed(2)}; against raw CAS writing values of the holds' mean size: ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)})`,
+    `- hot account ops/s ÷ one key's CAS chain: **${ratios.hotOpsVsRawCas.toFixed(2)}** (operations on one account share a write: ${fmt(hotHolds.ops / Math.max(1, hotHolds.writesPerSecond * hotHolds.seconds), 1)} per write)`,
+    `- CPU this run got: at most ${fmt(Math.max(...results.map((r) => r.benchCores + r.natsCores)), 2)} cores for bench + nats-server together (the machine is shared: the load average counts other work)`,
+    `- whole run ${totalSeconds.toFixed(1)} s`,
+    '',
+  ].join('\n');
+  const out = join(repoRoot, 'bench', 'results');
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'holds.json'), `${JSON.stringify({ at, node: process.version, cores: cpus().length, seconds, concurrency, accounts, results, ratios }, null, 2)}\n`);
+  writeFileSync(join(out, 'holds.md'), md);
+  log(`wrote bench/results/holds.{json,md}`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`[bench:holds] ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});

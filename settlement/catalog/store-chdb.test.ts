@@ -1,3 +1,0 @@
-import { defineCatalogStore } from './store-suite.js';
-
-defineCatalogStore('chdb');

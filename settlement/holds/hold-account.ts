@@ -1,0 +1,394 @@
+/**
+ * One account's holds — the pure rules, no I/O. The store reads an account's
+ * state from KV, runs these transitions on it, and writes the result back
+ * with compare-and-set; everything that decides anything is here.
+ *
+ *   AccountState
+ *   ├─ held     Σ remaining of the open holds (kept, so an admission is O(1), and checked on decode)
+ *   ├─ holds    open holds, oldest first (≤ openHoldsMax)
+ *   └─ closed   released / expired / closed holds, kept closedRetentionMs after closing
+ *               (≤ closedHoldsMax, oldest dropped first) so that a retried reserve
+ *               finds its hold instead of making another, and a late release says so
+ *
+ * A hold is admitted iff base − held + allowance ≥ amount. `base` (settled
+ * balance − live cost of unsettled usage) and `allowance` (the unit's allowed
+ * negative balance) come from the caller. A hold expires at expiresMs: from
+ * then on it counts for nothing, whether or not a write has pruned it yet —
+ * every transition prunes first, with the caller's clock.
+ *
+ * Transitions never mutate: they return a new state, or the same object when
+ * nothing changed (the store relies on that identity to skip a write).
+ */
+import type { Decimal } from 'decimal.js';
+import { formatAmount, money } from '../../shared/money.js';
+
+export interface OpenHold {
+  /** The hold id's suffix (hold-ids.ts); unique within the account. */
+  readonly id: string;
+  /** bodyFingerprint(amount, metadata) of the reserve that made it. */
+  readonly fp: string;
+  readonly amount: string;
+  readonly remaining: string;
+  readonly createdMs: number;
+  readonly expiresMs: number;
+  readonly metadata: Readonly<Record<string, string>> | undefined;
+  /** Hashes of the usage keys already consumed, newest last (≤ usageKeysMax). */
+  readonly usage: readonly string[];
+}
+
+export type ClosedStatus = 'released' | 'expired' | 'closed';
+
+export interface ClosedHold {
+  readonly id: string;
+  readonly fp: string;
+  readonly status: ClosedStatus;
+  readonly amount: string;
+  /** What was left unconsumed when it closed (returned to the account). */
+  readonly remaining: string;
+  readonly createdMs: number;
+  readonly closedMs: number;
+}
+
+export interface AccountState {
+  readonly held: string;
+  readonly holds: readonly OpenHold[];
+  readonly closed: readonly ClosedHold[];
+}
+
+export interface AccountLimits {
+  readonly openHoldsMax: number;
+  readonly closedHoldsMax: number;
+  readonly closedRetentionMs: number;
+  readonly usageKeysMax: number;
+}
+
+export interface Transition<O> {
+  readonly state: AccountState;
+  readonly outcome: O;
+}
+
+export const emptyAccount: AccountState = Object.freeze({ held: '0', holds: Object.freeze([]), closed: Object.freeze([]) });
+
+function closedRecord(hold: OpenHold, status: ClosedStatus, closedMs: number): ClosedHold {
+  return { id: hold.id, fp: hold.fp, status, amount: hold.amount, remaining: hold.remaining, createdMs: hold.createdMs, closedMs };
+}
+
+/**
+ * Adds closed records, keeping the list ordered by closedMs (so the oldest is
+ * first: retention and the count both drop from the front) and at most
+ * closedHoldsMax long. The usual case — one record closed now, appended at
+ * the end — remembers its parent, so the encoder extends the parent's text.
+ */
+function addClosed(closed: readonly ClosedHold[], records: readonly ClosedHold[], limits: AccountLimits): readonly ClosedHold[] {
+  let next: ClosedHold[];
+  const last = closed[closed.length - 1];
+  if (records.length === 1 && (last === undefined || last.closedMs <= records[0]!.closedMs)) {
+    next = [...closed, records[0]!];
+    if (next.length <= limits.closedHoldsMax) {
+      closedParents.set(next, closed);
+      return next;
+    }
+  } else {
+    // Expired holds close at their deadlines, and clocks differ between processes: insert in order.
+    next = closed.slice();
+    for (const record of records) {
+      let at = next.length;
+      while (at > 0 && next[at - 1]!.closedMs > record.closedMs) at--;
+      next.splice(at, 0, record);
+    }
+  }
+  return next.length > limits.closedHoldsMax ? next.slice(next.length - limits.closedHoldsMax) : next;
+}
+
+/** Expires the holds due at nowMs and forgets closed holds past their retention or beyond the count. */
+export function prune(state: AccountState, nowMs: number, limits: AccountLimits): AccountState {
+  const floorMs = nowMs - limits.closedRetentionMs;
+  let due = false;
+  for (const hold of state.holds) if (hold.expiresMs <= nowMs) due = true;
+  // Ordered by closedMs, so the first record is the oldest.
+  const stale = state.closed.length > limits.closedHoldsMax || (state.closed.length > 0 && state.closed[0]!.closedMs <= floorMs);
+  if (!due && !stale) return state;
+
+  let held = money(state.held);
+  const holds: OpenHold[] = [];
+  const expired: ClosedHold[] = [];
+  for (const hold of state.holds) {
+    if (hold.expiresMs > nowMs) {
+      holds.push(hold);
+      continue;
+    }
+    held = held.minus(hold.remaining);
+    // Expired at its deadline, not when noticed: every process records the same instant.
+    if (hold.expiresMs > floorMs) expired.push(closedRecord(hold, 'expired', hold.expiresMs));
+  }
+  let kept = 0;
+  while (kept < state.closed.length && state.closed[kept]!.closedMs <= floorMs) kept++;
+  const closed = addClosed(state.closed.slice(kept), expired, limits);
+  return { held: formatAmount(held), holds, closed };
+}
+
+/** base − held: what is left for new holds before the allowance. Expects a pruned state. */
+export function availableOf(state: AccountState, base: Decimal): Decimal {
+  return base.minus(state.held);
+}
+
+function findClosed(state: AccountState, id: string): ClosedHold | undefined {
+  // Newest first: a key reused after its record was pruned and re-created closes again later.
+  for (let i = state.closed.length - 1; i >= 0; i--) if (state.closed[i]!.id === id) return state.closed[i];
+  return undefined;
+}
+
+export function findHold(state: AccountState, id: string): OpenHold | ClosedHold | undefined {
+  return state.holds.find((hold) => hold.id === id) ?? findClosed(state, id);
+}
+
+export function isOpen(hold: OpenHold | ClosedHold): hold is OpenHold {
+  return !('status' in hold);
+}
+
+export interface AdmitRequest {
+  readonly id: string;
+  readonly fp: string;
+  /** Positive; validated by the caller. */
+  readonly amount: Decimal;
+  readonly ttlMs: number;
+  readonly metadata: Readonly<Record<string, string>> | undefined;
+}
+
+export interface AdmitContext {
+  readonly nowMs: number;
+  readonly base: Decimal;
+  /** ≥ 0: how far below zero `available` may go. */
+  readonly allowance: Decimal;
+  readonly limits: AccountLimits;
+}
+
+export type AdmitOutcome =
+  | { readonly kind: 'created'; readonly hold: OpenHold; readonly available: Decimal }
+  /** The same key and body reserved before: its hold, open or closed. Nothing changes. */
+  | { readonly kind: 'existing'; readonly hold: OpenHold | ClosedHold; readonly available: Decimal }
+  | { readonly kind: 'key_reused'; readonly hold: OpenHold | ClosedHold }
+  | { readonly kind: 'too_many_open' }
+  | { readonly kind: 'insufficient'; readonly available: Decimal };
+
+export function admit(before: AccountState, request: AdmitRequest, context: AdmitContext): Transition<AdmitOutcome> {
+  const state = prune(before, context.nowMs, context.limits);
+  const available = availableOf(state, context.base);
+  const prior = findHold(state, request.id);
+  if (prior !== undefined) {
+    return { state, outcome: prior.fp === request.fp ? { kind: 'existing', hold: prior, available } : { kind: 'key_reused', hold: prior } };
+  }
+  if (state.holds.length >= context.limits.openHoldsMax) return { state, outcome: { kind: 'too_many_open' } };
+  if (available.plus(context.allowance).lessThan(request.amount)) return { state, outcome: { kind: 'insufficient', available } };
+  const amount = formatAmount(request.amount);
+  const hold: OpenHold = {
+    id: request.id,
+    fp: request.fp,
+    amount,
+    remaining: amount,
+    createdMs: context.nowMs,
+    expiresMs: context.nowMs + request.ttlMs,
+    metadata: request.metadata,
+    usage: [],
+  };
+  return {
+    state: { held: formatAmount(money(state.held).plus(request.amount)), holds: [...state.holds, hold], closed: state.closed },
+    outcome: { kind: 'created', hold, available: available.minus(request.amount) },
+  };
+}
+
+export type CloseOutcome =
+  | { readonly kind: 'closed'; readonly hold: ClosedHold }
+  /** Already released, expired or closed: nothing changes (a retried release is not an error). */
+  | { readonly kind: 'already_closed'; readonly hold: ClosedHold }
+  | { readonly kind: 'not_found' };
+
+/** Ends an open hold: 'released' by the caller (work not done), 'closed' once its usage is in. Its remaining returns to the account. */
+export function closeHold(before: AccountState, id: string, status: 'released' | 'closed', nowMs: number, limits: AccountLimits): Transition<CloseOutcome> {
+  const state = prune(before, nowMs, limits);
+  const index = state.holds.findIndex((hold) => hold.id === id);
+  if (index < 0) {
+    const closed = findClosed(state, id);
+    return { state, outcome: closed === undefined ? { kind: 'not_found' } : { kind: 'already_closed', hold: closed } };
+  }
+  const hold = state.holds[index]!;
+  const record = closedRecord(hold, status, nowMs);
+  return {
+    state: {
+      held: formatAmount(money(state.held).minus(hold.remaining)),
+      holds: state.holds.filter((_, i) => i !== index),
+      closed: addClosed(state.closed, [record], limits),
+    },
+    outcome: { kind: 'closed', hold: record },
+  };
+}
+
+export type ConsumeOutcome =
+  /** consumed = min(cost, remaining before); excess = cost − consumed (usage beyond the hold). */
+  | { readonly kind: 'consumed'; readonly hold: OpenHold; readonly consumed: Decimal; readonly excess: Decimal }
+  /** This usage key was consumed before: nothing changes. */
+  | { readonly kind: 'duplicate'; readonly hold: OpenHold }
+  | { readonly kind: 'closed'; readonly hold: ClosedHold }
+  | { readonly kind: 'not_found' };
+
+/**
+ * Moves `cost` of usage from the hold to the usage itself: the hold's
+ * remaining shrinks by it, never below zero. The hold stays open (more usage
+ * may follow) until closed, released or expired.
+ */
+export function consumeHold(before: AccountState, id: string, cost: Decimal, usageHash: string | undefined, nowMs: number, limits: AccountLimits): Transition<ConsumeOutcome> {
+  const state = prune(before, nowMs, limits);
+  const index = state.holds.findIndex((hold) => hold.id === id);
+  if (index < 0) {
+    const closed = findClosed(state, id);
+    return { state, outcome: closed === undefined ? { kind: 'not_found' } : { kind: 'closed', hold: closed } };
+  }
+  const hold = state.holds[index]!;
+  if (usageHash !== undefined && hold.usage.includes(usageHash)) return { state, outcome: { kind: 'duplicate', hold } };
+  const remaining = money(hold.remaining);
+  const consumed = cost.lessThan(remaining) ? money(cost) : remaining;
+  const excess = money(cost).minus(consumed);
+  if (consumed.isZero() && usageHash === undefined) return { state, outcome: { kind: 'consumed', hold, consumed, excess } };
+  const usage = usageHash === undefined ? hold.usage : [...hold.usage, usageHash].slice(-limits.usageKeysMax);
+  const updated: OpenHold = { ...hold, remaining: formatAmount(remaining.minus(consumed)), usage };
+  const holds = state.holds.slice();
+  holds[index] = updated;
+  return {
+    state: { held: formatAmount(money(state.held).minus(consumed)), holds, closed: state.closed },
+    outcome: { kind: 'consumed', hold: updated, consumed, excess },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Stored form: JSON, amounts as decimal strings.
+//   {"v":1,"held":"3","holds":[{"i","f","a","r","c","e","m"?,"u"?}…],"closed":[[i,f,s,a,r,c,x]…]}
+// Closed records are tuples (s: "r" released, "e" expired, "c" closed): they are
+// the many small entries, so their keys would be most of the bytes.
+
+const statusCodes: Record<ClosedStatus, string> = { released: 'r', expired: 'e', closed: 'c' };
+const statusByCode: Record<string, ClosedStatus> = { r: 'released', e: 'expired', c: 'closed' };
+
+// The closed list is most of an account's bytes and usually grows by one
+// record per write, so its text is kept per (immutable) array and a child's
+// text is its parent's plus the new record, not a re-encoding of every record.
+// Open holds are few per write and short-lived: encoded afresh.
+const closedSections = new WeakMap<readonly ClosedHold[], string>();
+const closedParents = new WeakMap<readonly ClosedHold[], readonly ClosedHold[]>();
+
+function encodeOpen(hold: OpenHold): string {
+  const stored: Record<string, unknown> = { i: hold.id, f: hold.fp, a: hold.amount, r: hold.remaining, c: hold.createdMs, e: hold.expiresMs };
+  if (hold.metadata !== undefined) stored.m = hold.metadata;
+  if (hold.usage.length > 0) stored.u = hold.usage;
+  return JSON.stringify(stored);
+}
+
+function encodeClosed(record: ClosedHold): string {
+  return JSON.stringify([record.id, record.fp, statusCodes[record.status], record.amount, record.remaining, record.createdMs, record.closedMs]);
+}
+
+function closedSection(closed: readonly ClosedHold[]): string {
+  let text = closedSections.get(closed);
+  if (text !== undefined) return text;
+  const parent = closedParents.get(closed);
+  const parentText = parent === undefined ? undefined : closedSections.get(parent);
+  if (parent !== undefined && parentText !== undefined) {
+    const added = closed.slice(parent.length).map(encodeClosed).join(',');
+    text = parentText.length === 0 ? added : `${parentText},${added}`;
+  } else {
+    text = closed.map(encodeClosed).join(',');
+  }
+  closedSections.set(closed, text);
+  return text;
+}
+
+export function encodeAccount(state: AccountState): string {
+  return `{"v":1,"held":${JSON.stringify(state.held)},"holds":[${state.holds.map(encodeOpen).join(',')}],"closed":[${closedSection(state.closed)}]}`;
+}
+
+/** The stored form, as UTF-8 bytes (what the KV value holds). */
+export function encodeAccountBytes(state: AccountState): Buffer {
+  return Buffer.from(encodeAccount(state));
+}
+
+export class AccountStateCorruptError extends Error {
+  constructor(detail: string) {
+    super(`stored hold account is not valid: ${detail}`);
+    this.name = 'AccountStateCorruptError';
+  }
+}
+
+const storedAmount = /^\d+(\.\d+)?$/;
+
+function text(value: unknown, what: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 200) throw new AccountStateCorruptError(`${what} is not a string`);
+  return value;
+}
+
+function amount(value: unknown, what: string): string {
+  if (!storedAmount.test(text(value, what))) throw new AccountStateCorruptError(`${what} is not a non-negative decimal`);
+  return value as string;
+}
+
+function instant(value: unknown, what: string): number {
+  if (!Number.isSafeInteger(value)) throw new AccountStateCorruptError(`${what} is not an integer`);
+  return value as number;
+}
+
+function decodeMetadata(value: unknown): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new AccountStateCorruptError('metadata is not an object');
+  const out: Record<string, string> = Object.create(null);
+  for (const [key, entry] of Object.entries(value)) {
+    if (typeof entry !== 'string') throw new AccountStateCorruptError(`metadata.${key} is not a string`);
+    out[key] = entry;
+  }
+  return out;
+}
+
+/** Parses and checks a stored state; `held` must equal the sum it caches. */
+export function decodeAccount(json: string): AccountState {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch {
+    throw new AccountStateCorruptError('not JSON');
+  }
+  const stored = raw as { v?: unknown; held?: unknown; holds?: unknown; closed?: unknown };
+  if (typeof raw !== 'object' || raw === null || stored.v !== 1) throw new AccountStateCorruptError('not a version 1 account');
+  if (!Array.isArray(stored.holds) || !Array.isArray(stored.closed)) throw new AccountStateCorruptError('holds or closed is not an array');
+  const holds = stored.holds.map((h: Record<string, unknown>, i): OpenHold => {
+    if (typeof h !== 'object' || h === null) throw new AccountStateCorruptError(`holds[${i}] is not an object`);
+    const usage = h.u === undefined ? [] : h.u;
+    if (!Array.isArray(usage)) throw new AccountStateCorruptError(`holds[${i}].u is not an array`);
+    return {
+      id: text(h.i, `holds[${i}].i`),
+      fp: text(h.f, `holds[${i}].f`),
+      amount: amount(h.a, `holds[${i}].a`),
+      remaining: amount(h.r, `holds[${i}].r`),
+      createdMs: instant(h.c, `holds[${i}].c`),
+      expiresMs: instant(h.e, `holds[${i}].e`),
+      metadata: decodeMetadata(h.m),
+      usage: usage.map((u, j) => text(u, `holds[${i}].u[${j}]`)),
+    };
+  });
+  const closed = stored.closed.map((c: unknown, i): ClosedHold => {
+    if (!Array.isArray(c) || c.length !== 7) throw new AccountStateCorruptError(`closed[${i}] is not a 7-tuple`);
+    const status = statusByCode[text(c[2], `closed[${i}].status`)];
+    if (status === undefined) throw new AccountStateCorruptError(`closed[${i}] has an unknown status`);
+    return {
+      id: text(c[0], `closed[${i}].id`),
+      fp: text(c[1], `closed[${i}].fp`),
+      status,
+      amount: amount(c[3], `closed[${i}].amount`),
+      remaining: amount(c[4], `closed[${i}].remaining`),
+      createdMs: instant(c[5], `closed[${i}].created`),
+      closedMs: instant(c[6], `closed[${i}].closed`),
+    };
+  });
+  // Kept ordered by closedMs (prune relies on it); a value written otherwise is put in order.
+  closed.sort((a, b) => a.closedMs - b.closedMs);
+  const held = amount(stored.held, 'held');
+  const sum = holds.reduce((total, hold) => total.plus(hold.remaining), money(0));
+  if (!sum.equals(held)) throw new AccountStateCorruptError(`held ${held} is not the sum of the open holds' remaining amounts (${formatAmount(sum)})`);
+  return { held, holds, closed };
+}

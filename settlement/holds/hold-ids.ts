@@ -1,0 +1,118 @@
+/**
+ * Names in the holds bucket and the ids callers see.
+ *
+ *   account key  <b64url(customer)>.<b64url(unit)>            one KV key per (customer, unit)
+ *   hold id      <b64url(customer)>.<b64url(unit)>.<suffix>   suffix = 16 chars of b64url(sha256(customer, unit, key))
+ *
+ * Customer and unit ids may hold '.', ':' and '@', which a KV key either
+ * forbids or reads as a token separator, so each is base64url-encoded (the
+ * alphabet is a subset of what a KV key token allows). Decoding insists on
+ * the canonical encoding, so two different strings never name one hold.
+ *
+ * The hold id carries its account, so release/consume/close need nothing but
+ * the id (no index to keep in step), and it derives from the idempotency key,
+ * so a caller, or a usage event, can name a hold before the reserve's answer
+ * arrives. The price: after a closed hold's record has been pruned (retention),
+ * reserving again under the same key creates a hold with the same id.
+ */
+import { createHash } from 'node:crypto';
+
+/** As ingest accepts customers (shared/event.ts). */
+export const customerPattern = /^[A-Za-z0-9._:@-]{1,128}$/;
+/** As the catalog accepts credit unit ids (catalog/model.ts). */
+export const unitPattern = /^[A-Za-z0-9._:@-]{1,64}$/;
+/** As the gateway accepts Idempotency-Key (ingest/gateway.ts). */
+export const idempotencyKeyPattern = /^[\x21-\x7e]{1,128}$/;
+
+export interface AccountRef {
+  readonly customer: string;
+  readonly unit: string;
+}
+
+export interface ParsedHoldId {
+  readonly account: AccountRef;
+  readonly accountKey: string;
+  /** The hold's id inside its account's state. */
+  readonly suffix: string;
+}
+
+const suffixLength = 16; // 12 bytes of the hash: 96 bits, per account
+const tokenPattern = /^[A-Za-z0-9_-]+$/;
+
+function encodeToken(text: string): string {
+  return Buffer.from(text, 'utf8').toString('base64url');
+}
+
+function decodeToken(token: string): string | undefined {
+  if (!tokenPattern.test(token)) return undefined;
+  const text = Buffer.from(token, 'base64url').toString('utf8');
+  return encodeToken(text) === token ? text : undefined;
+}
+
+export function accountKey(account: AccountRef): string {
+  return `${encodeToken(account.customer)}.${encodeToken(account.unit)}`;
+}
+
+function sha256(parts: readonly string[]): Buffer {
+  const hash = createHash('sha256');
+  // NUL cannot occur in any part (all are printable ASCII), so the join is unambiguous.
+  hash.update(parts.join('\0'));
+  return hash.digest();
+}
+
+export function holdSuffix(account: AccountRef, idempotencyKey: string): string {
+  return sha256(['drawdown.hold.v1', account.customer, account.unit, idempotencyKey]).subarray(0, 12).toString('base64url');
+}
+
+export function holdIdFor(account: AccountRef, idempotencyKey: string): string {
+  return `${accountKey(account)}.${holdSuffix(account, idempotencyKey)}`;
+}
+
+export function holdIdOf(key: string, suffix: string): string {
+  return `${key}.${suffix}`;
+}
+
+/** undefined for anything that is not a hold id this module could have made. */
+export function parseHoldId(id: string): ParsedHoldId | undefined {
+  if (id.length > 400) return undefined;
+  const parts = id.split('.');
+  if (parts.length !== 3) return undefined;
+  const [customerToken, unitToken, suffix] = parts as [string, string, string];
+  const customer = decodeToken(customerToken);
+  const unit = decodeToken(unitToken);
+  if (customer === undefined || unit === undefined || !customerPattern.test(customer) || !unitPattern.test(unit)) return undefined;
+  if (suffix.length !== suffixLength || !tokenPattern.test(suffix)) return undefined;
+  return { account: { customer, unit }, accountKey: `${customerToken}.${unitToken}`, suffix };
+}
+
+/**
+ * What makes two reserves under one key "the same request": the amount (in
+ * canonical text) and the metadata (sorted by key). 64 bits are plenty — it is
+ * only ever compared with the one fingerprint stored under the same key.
+ */
+// Most reserves carry no metadata and one of a few amounts: their fingerprints are kept (≤ fingerprintCacheMax).
+const fingerprintCache = new Map<string, string>();
+const fingerprintCacheMax = 1_024;
+
+export function bodyFingerprint(amount: string, metadata: Readonly<Record<string, string>> | undefined): string {
+  if (metadata === undefined || Object.keys(metadata).length === 0) {
+    let fp = fingerprintCache.get(amount);
+    if (fp === undefined) {
+      fp = fingerprintOf(amount, undefined);
+      if (fingerprintCache.size >= fingerprintCacheMax) fingerprintCache.clear();
+      fingerprintCache.set(amount, fp);
+    }
+    return fp;
+  }
+  return fingerprintOf(amount, metadata);
+}
+
+function fingerprintOf(amount: string, metadata: Readonly<Record<string, string>> | undefined): string {
+  const entries = metadata === undefined ? [] : Object.entries(metadata).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return sha256(['drawdown.hold.body.v1', JSON.stringify([amount, entries])]).subarray(0, 8).toString('base64url');
+}
+
+/** A usage event's key as remembered by the hold it consumed (so a redelivered event consumes once). */
+export function usageKeyHash(usageKey: string): string {
+  return sha256(['drawdown.hold.usage.v1', usageKey]).subarray(0, 9).toString('base64url');
+}

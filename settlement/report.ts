@@ -1,0 +1,103 @@
+/**
+ * A settlement run's report: what it priced, deducted, granted, expired and
+ * closed per customer, as the API and CLI show it (snake_case) and as
+ * settlement_runs keeps it (bounded).
+ */
+import type { Decimal } from 'decimal.js';
+import { formatAmount, money } from '../shared/money.js';
+import { statementJson, type Statement } from './statement.js';
+
+export interface SettlementReport {
+  runId: string;
+  fromSec: number;
+  untilSec: number;
+  entriesPosted: number;
+  entriesAlreadyPosted: number;
+  /** True when this report is of an interrupted run that this call finished. */
+  resumed?: boolean;
+  /** The catalog revision the run priced with (absent when the catalog came from a file, not the store). */
+  catalogRevision?: number;
+  /** Months of credit snapshots dropped after the run (retention). */
+  snapshotMonthsDropped?: number;
+  customers: Record<string, CustomerReport>;
+}
+
+export interface CustomerReport {
+  rated: { meter: string; dimensions: string; rateVersion: string; unit: string; quantity: string; cost: string; late: boolean }[];
+  deducted: Record<string, string>;
+  unrated: { meter: string; dimensions: string; quantity: string; reason: string }[];
+  /** Credits used past the allowed negative balance, per unit: posted, and the customer is over limit. */
+  overLimit: Record<string, string>;
+  granted?: Record<string, string>;
+  expired?: Record<string, string>;
+  carried?: Record<string, string>;
+  /** Credits billed as overage, per unit. */
+  overage?: Record<string, string>;
+  /** Billing terms whose end lies in the run's window: closed by this run (settlement/statement.ts). */
+  closedTerms?: Statement[];
+}
+
+/**
+ * What settlement_runs keeps of a report: all of it up to
+ * `storedReportCustomersMax` customers, else totals per unit — a run over
+ * 100,000 customers would otherwise store one ~50 MB row. The ledger holds
+ * every detail either way.
+ */
+export const storedReportCustomersMax = 1_000;
+
+export function storedReport(report: SettlementReport): Record<string, unknown> {
+  const customers = Object.values(report.customers);
+  if (customers.length <= storedReportCustomersMax) return reportJson(report);
+  const totals: Record<string, Record<string, Decimal>> = {};
+  for (const r of customers) {
+    for (const [field, byUnit] of [['deducted', r.deducted], ['over_limit', r.overLimit], ['granted', r.granted], ['expired', r.expired], ['carried', r.carried], ['overage', r.overage]] as const) {
+      for (const [unit, amount] of Object.entries(byUnit ?? {})) {
+        const t = (totals[unit] ??= {});
+        t[field] = (t[field] ?? money(0)).plus(amount);
+      }
+    }
+  }
+  return {
+    ...reportHeader(report),
+    customer_count: customers.length,
+    unrated_lines: customers.reduce((n, r) => n + r.unrated.length, 0),
+    closed_terms: customers.reduce((n, r) => n + (r.closedTerms?.length ?? 0), 0),
+    totals: Object.fromEntries(Object.entries(totals).map(([unit, t]) => [unit, Object.fromEntries(Object.entries(t).map(([k, v]) => [k, formatAmount(v)]))])),
+  };
+}
+
+/** What every form of a report starts with: the run, its window and its catalog revision. */
+function reportHeader(report: SettlementReport): Record<string, unknown> {
+  return {
+    run_id: report.runId,
+    from: new Date(report.fromSec * 1000).toISOString(),
+    until: new Date(report.untilSec * 1000).toISOString(),
+    entries_posted: report.entriesPosted,
+    entries_already_posted: report.entriesAlreadyPosted,
+    resumed: report.resumed === true,
+    catalog_revision: report.catalogRevision ?? null,
+  };
+}
+
+/** The report as the HTTP API and the CLI show it: snake_case, instants as ISO-8601. */
+export function reportJson(report: SettlementReport): Record<string, unknown> {
+  return {
+    ...reportHeader(report),
+    customers: Object.fromEntries(
+      Object.entries(report.customers).map(([customer, r]) => [
+        customer,
+        {
+          rated: r.rated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), rate_version: x.rateVersion, unit: x.unit, quantity: x.quantity, cost: x.cost, late: x.late })),
+          deducted: r.deducted,
+          unrated: r.unrated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), quantity: x.quantity, reason: x.reason })),
+          over_limit: r.overLimit,
+          granted: r.granted ?? {},
+          expired: r.expired ?? {},
+          carried: r.carried ?? {},
+          overage: r.overage ?? {},
+          closed_terms: (r.closedTerms ?? []).map(statementJson),
+        },
+      ]),
+    ),
+  };
+}

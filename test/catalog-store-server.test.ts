@@ -1,0 +1,3 @@
+import { defineCatalogStore } from './catalog-store-suite.js';
+
+defineCatalogStore('server');
