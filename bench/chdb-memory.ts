@@ -18,13 +18,17 @@ import { flushPayload } from '../rater/flush.js';
 import { idsPayload, writeIds } from '../rater/dedupe/id-log.js';
 import type { AggregateRow } from '../rater/aggregate.js';
 
-const log = (line: string): void => void process.stdout.write(`[chdb-memory ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+const log = (line: string): void =>
+  void process.stdout.write(`[chdb-memory ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 const seconds = Number(process.argv[2] ?? 60);
 const eventsPerS = Number(process.argv[3] ?? 600_000);
-if (!Number.isInteger(seconds) || seconds < 20 || seconds > 3_600) throw new RangeError('seconds must be an integer 20–3600');
-if (!Number.isInteger(eventsPerS) || eventsPerS < 1_000 || eventsPerS > 10_000_000) throw new RangeError('events/s must be an integer 1000–10000000');
+if (!Number.isInteger(seconds) || seconds < 20 || seconds > 3_600)
+  throw new RangeError('seconds must be an integer 20–3600');
+if (!Number.isInteger(eventsPerS) || eventsPerS < 1_000 || eventsPerS > 10_000_000)
+  throw new RangeError('events/s must be an integer 1000–10000000');
 const tablesWritten = process.argv[4] ?? 'both';
-if (!['both', 'ids', 'usage'].includes(tablesWritten)) throw new RangeError('the tables written must be both, ids or usage');
+if (!['both', 'ids', 'usage'].includes(tablesWritten))
+  throw new RangeError('the tables written must be both, ids or usage');
 
 const partitions = 4;
 const customersPerPartition = 25;
@@ -38,7 +42,15 @@ function rows(partition: number, flushSeq: number, nowSec: number): AggregateRow
     const customer = `cust-${partition * customersPerPartition + c}`;
     for (let m = 0; m < 60; m++) {
       out.push([customer, 'gpt-4o.input_tokens', '{}', minute - 60 * m, 125_250_000_000n + BigInt(flushSeq), 9]);
-      if (m % 6 === 0) out.push([customer, 'images', '{"input":"prompt","model":"Nano Banana","resolution":"1K"}', minute - 60 * m, 1_000_000_000n, 1]);
+      if (m % 6 === 0)
+        out.push([
+          customer,
+          'images',
+          '{"input":"prompt","model":"Nano Banana","resolution":"1K"}',
+          minute - 60 * m,
+          1_000_000_000n,
+          1,
+        ]);
     }
   }
   return out;
@@ -62,7 +74,9 @@ async function main(): Promise<void> {
   try {
     await ensureSchema(store);
     const idsPerFlush = Math.round(eventsPerS / partitions);
-    log(`${seconds} s; ${partitions} partitions × 1 flush/s: ${idsPerFlush.toLocaleString('en')} ids + ${rows(0, 0, 0).length} usage rows each (${eventsPerS.toLocaleString('en')} events/s); writing ${tablesWritten === 'both' ? 'both tables' : tablesWritten === 'ids' ? 'dedupe_ids only' : 'usage_minute only'}`);
+    log(
+      `${seconds} s; ${partitions} partitions × 1 flush/s: ${idsPerFlush.toLocaleString('en')} ids + ${rows(0, 0, 0).length} usage rows each (${eventsPerS.toLocaleString('en')} events/s); writing ${tablesWritten === 'both' ? 'both tables' : tablesWritten === 'ids' ? 'dedupe_ids only' : 'usage_minute only'}`,
+    );
     const samples: number[] = [];
     // Samples are every second; the 10 s reports show the swings merges cause, the summary the trend.
     const sampler = setInterval(() => samples.push(process.memoryUsage().rss), 1_000);
@@ -74,8 +88,14 @@ async function main(): Promise<void> {
       flushSeq++;
       const nowSec = Math.floor(secondStart / 1000);
       for (let p = 0; p < partitions; p++) {
-        if (tablesWritten !== 'usage') await writeIds(store, idsPayload([ids(idsPerFlush, flushSeq * 31 + p)], p, flushSeq, nowSec));
-        if (tablesWritten !== 'ids') await store.insert('usage_minute', usageMinuteFlushColumns, flushPayload(rows(p, flushSeq, nowSec), p, flushSeq, nowSec));
+        if (tablesWritten !== 'usage')
+          await writeIds(store, idsPayload([ids(idsPerFlush, flushSeq * 31 + p)], p, flushSeq, nowSec));
+        if (tablesWritten !== 'ids')
+          await store.insert(
+            'usage_minute',
+            usageMinuteFlushColumns,
+            flushPayload(rows(p, flushSeq, nowSec), p, flushSeq, nowSec),
+          );
       }
       const spent = Date.now() - secondStart;
       if (spent < 1_000) await new Promise((r) => setTimeout(r, 1_000 - spent));
@@ -86,7 +106,9 @@ async function main(): Promise<void> {
     const mean = (xs: number[]): number => mib(xs.reduce((a, b) => a + b, 0) / xs.length);
     const first = mean(samples.slice(0, 10));
     const last = mean(samples.slice(-10));
-    log(`RSS first → last 10 s: ${first} → ${last} MiB (${(((last - first) / first) * 100).toFixed(1)} %), peak ${mib(Math.max(...samples))} MiB; ${((Date.now() - startedAt) / 1000).toFixed(0)} s, inserts ran ${behindS.toFixed(1)} s behind the clock`);
+    log(
+      `RSS first → last 10 s: ${first} → ${last} MiB (${(((last - first) / first) * 100).toFixed(1)} %), peak ${mib(Math.max(...samples))} MiB; ${((Date.now() - startedAt) / 1000).toFixed(0)} s, inserts ran ${behindS.toFixed(1)} s behind the clock`,
+    );
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });

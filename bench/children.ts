@@ -25,9 +25,18 @@ export interface Child {
 // Output kept for error messages only; the tail is enough.
 const outputKeptChars = 64 * 1024;
 
-export function spawnNode(args: string[], readyPattern: RegExp, env: Record<string, string> = {}, timeoutMs = 60_000): Promise<Child> {
+export function spawnNode(
+  args: string[],
+  readyPattern: RegExp,
+  env: Record<string, string> = {},
+  timeoutMs = 60_000,
+): Promise<Child> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, args, {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     let output = '';
     let ready = false;
     const exited = new Promise<void>((r) => child.once('exit', () => r()));

@@ -58,7 +58,12 @@ function measureIdSet(window: number): Row['idSet'] & { ids: number } {
     ids++;
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return { ids, idsPerSecond: Math.round(ids / seconds), bytesPerId: Math.round((set.buffer.byteLength / window) * 10) / 10, duplicatesDropped: duplicates };
+  return {
+    ids,
+    idsPerSecond: Math.round(ids / seconds),
+    bytesPerId: Math.round((set.buffer.byteLength / window) * 10) / 10,
+    duplicatesDropped: duplicates,
+  };
 }
 
 function measureBaseline(window: number): Row['baseline'] {
@@ -95,7 +100,8 @@ function measureBaseline(window: number): Row['baseline'] {
 function main(): void {
   const { flags } = parseArgs(process.argv.slice(2));
   const windows = (flags.get('--windows') ?? '100000,1000000').split(',').map(Number);
-  if (windows.some((w) => !Number.isInteger(w) || w < 1 || w > 2 ** 24)) throw new RangeError('--windows takes whole numbers 1–16777216');
+  if (windows.some((w) => !Number.isInteger(w) || w < 1 || w > 2 ** 24))
+    throw new RangeError('--windows takes whole numbers 1–16777216');
   if (gc === undefined) log('warning: run with node --expose-gc for exact baseline memory');
   const rows: Row[] = [];
   for (const window of windows) {
@@ -103,8 +109,20 @@ function main(): void {
     const idSet = measureIdSet(window);
     log(`window ${window.toLocaleString('en-US')}: baseline Set<string>…`);
     const baseline = measureBaseline(window);
-    if (idSet.duplicatesDropped !== baseline.duplicatesDropped) throw new Error(`IdSet dropped ${idSet.duplicatesDropped} repeats, the baseline ${baseline.duplicatesDropped}: they must agree`);
-    rows.push({ window, ids: idSet.ids, idSet: { idsPerSecond: idSet.idsPerSecond, bytesPerId: idSet.bytesPerId, duplicatesDropped: idSet.duplicatesDropped }, baseline });
+    if (idSet.duplicatesDropped !== baseline.duplicatesDropped)
+      throw new Error(
+        `IdSet dropped ${idSet.duplicatesDropped} repeats, the baseline ${baseline.duplicatesDropped}: they must agree`,
+      );
+    rows.push({
+      window,
+      ids: idSet.ids,
+      idSet: {
+        idsPerSecond: idSet.idsPerSecond,
+        bytesPerId: idSet.bytesPerId,
+        duplicatesDropped: idSet.duplicatesDropped,
+      },
+      baseline,
+    });
   }
   const at = new Date().toISOString();
   const md = [
@@ -114,8 +132,9 @@ function main(): void {
     '',
     '| window (ids) | ids streamed | IdSet ids/s | baseline ids/s | speed ÷ baseline | IdSet bytes/id | baseline bytes/id | memory ÷ baseline | repeats dropped |',
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) =>
-      `| ${r.window.toLocaleString('en-US')} | ${r.ids.toLocaleString('en-US')} | ${r.idSet.idsPerSecond.toLocaleString('en-US')} | ${r.baseline.idsPerSecond.toLocaleString('en-US')} | ${(r.idSet.idsPerSecond / r.baseline.idsPerSecond).toFixed(2)} | ${r.idSet.bytesPerId} | ${r.baseline.bytesPerId} | ${(r.idSet.bytesPerId / r.baseline.bytesPerId).toFixed(2)} | ${r.idSet.duplicatesDropped.toLocaleString('en-US')} |`,
+    ...rows.map(
+      (r) =>
+        `| ${r.window.toLocaleString('en-US')} | ${r.ids.toLocaleString('en-US')} | ${r.idSet.idsPerSecond.toLocaleString('en-US')} | ${r.baseline.idsPerSecond.toLocaleString('en-US')} | ${(r.idSet.idsPerSecond / r.baseline.idsPerSecond).toFixed(2)} | ${r.idSet.bytesPerId} | ${r.baseline.bytesPerId} | ${(r.idSet.bytesPerId / r.baseline.bytesPerId).toFixed(2)} | ${r.idSet.duplicatesDropped.toLocaleString('en-US')} |`,
     ),
     '',
     'IdSet memory is fixed at start (its SharedArrayBuffer) and never grows with volume; the baseline grows with id length and is garbage-collected.',

@@ -44,7 +44,8 @@ const log = (line: string): void => void process.stdout.write(`[bench:holds] ${l
 
 function intFlag(flags: Map<string, string>, name: string, fallback: number, min: number, max: number): number {
   const value = Number(flags.get(name) ?? fallback);
-  if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(`${name} must be an integer ${min}–${max}`);
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new RangeError(`${name} must be an integer ${min}–${max}`);
   return value;
 }
 
@@ -98,12 +99,18 @@ function prng(seed: number): () => number {
 }
 
 /** Runs `workers` loops until the deadline; each loop iteration is one unit of `step`. */
-async function timed(natsPid: number | undefined, seconds: number, workers: number, step: (worker: number, i: number) => Promise<void>) {
+async function timed(
+  natsPid: number | undefined,
+  seconds: number,
+  workers: number,
+  step: (worker: number, i: number) => Promise<void>,
+) {
   const cpuBefore = process.cpuUsage();
   const natsBefore = procStatsIfAlive(natsPid)?.cpuSeconds ?? 0;
   const started = performance.now();
   const deadline = started + seconds * 1000;
-  // A worker can do at most one step per microsecond-ish; the cap only guards against a step that returns at once forever.
+  // A worker can do at most one step per microsecond-ish; the cap only guards against a step that returns at once
+  // forever.
   const stepsMax = seconds * 1_000_000;
   await Promise.all(
     Array.from({ length: workers }, async (_, worker) => {
@@ -113,16 +120,30 @@ async function timed(natsPid: number | undefined, seconds: number, workers: numb
   const elapsed = (performance.now() - started) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
   const natsAfter = procStatsIfAlive(natsPid)?.cpuSeconds ?? 0;
-  return { elapsed, benchCores: (cpu.user + cpu.system) / 1e6 / elapsed, natsCores: (natsAfter - natsBefore) / elapsed };
+  return {
+    elapsed,
+    benchCores: (cpu.user + cpu.system) / 1e6 / elapsed,
+    natsCores: (natsAfter - natsBefore) / elapsed,
+  };
 }
 
 const emptyAccountValue = Buffer.from('{"v":1,"held":"0","holds":[],"closed":[]}');
 
 /** kv.update with the revision it last got back, each worker on its own keys: no conflicts, no logic. */
-async function rawCas(kv: KV, keys: string[], value: Uint8Array, seconds: number, concurrency: number, natsPid: number | undefined, phase: string): Promise<PhaseResult> {
+async function rawCas(
+  kv: KV,
+  keys: string[],
+  value: Uint8Array,
+  seconds: number,
+  concurrency: number,
+  natsPid: number | undefined,
+  phase: string,
+): Promise<PhaseResult> {
   const workers = Math.min(concurrency, keys.length);
   const revisions = new Map<string, number>();
-  await Promise.all(keys.map(async (key) => revisions.set(key, (await kv.get(key))?.revision ?? (await kv.create(key, value)))));
+  await Promise.all(
+    keys.map(async (key) => revisions.set(key, (await kv.get(key))?.revision ?? (await kv.create(key, value)))),
+  );
   const latency = new Samples(samplesMax);
   let ops = 0;
   const run = await timed(natsPid, seconds, workers, async (worker, i) => {
@@ -148,7 +169,15 @@ async function rawCas(kv: KV, keys: string[], value: Uint8Array, seconds: number
   };
 }
 
-async function holdPairs(store: HoldStore, customers: string[], seconds: number, concurrency: number, natsPid: number | undefined, phase: string, tag: string): Promise<PhaseResult> {
+async function holdPairs(
+  store: HoldStore,
+  customers: string[],
+  seconds: number,
+  concurrency: number,
+  natsPid: number | undefined,
+  phase: string,
+  tag: string,
+): Promise<PhaseResult> {
   const random = prng(customers.length);
   const one = money(1);
   const base = money('1000000000');
@@ -161,7 +190,14 @@ async function holdPairs(store: HoldStore, customers: string[], seconds: number,
   const run = await timed(natsPid, seconds, concurrency, async (worker, i) => {
     const customer = customers[Math.floor(random() * customers.length)]!;
     const t0 = performance.now();
-    const { hold } = await store.reserve({ customer, unit: 'credits', amount: one, key: `${tag}-${worker}-${i}`, base, allowance });
+    const { hold } = await store.reserve({
+      customer,
+      unit: 'credits',
+      amount: one,
+      key: `${tag}-${worker}-${i}`,
+      base,
+      allowance,
+    });
     const t1 = performance.now();
     await store.release(hold.id);
     const t2 = performance.now();
@@ -221,26 +257,62 @@ async function main(): Promise<void> {
       const latency = Object.entries(r.latencyMs)
         .map(([name, l]) => `${name} p50 ${l.p50.toFixed(2)} p99 ${l.p99.toFixed(2)} ms`)
         .join(', ');
-      log(`${r.phase}: ${Math.round(r.opsPerSecond)} ops/s${r.pairsPerSecond === undefined ? '' : ` (${Math.round(r.pairsPerSecond)} pairs/s)`}, ${latency}, ${Math.round(r.writesPerSecond)} writes/s of ${Math.round(r.meanValueBytes)} B, cores bench ${r.benchCores.toFixed(2)} nats ${r.natsCores.toFixed(2)}`);
+      log(
+        `${r.phase}: ${Math.round(r.opsPerSecond)} ops/s${r.pairsPerSecond === undefined ? '' : ` (${Math.round(r.pairsPerSecond)} pairs/s)`}, ${latency}, ${Math.round(r.writesPerSecond)} writes/s of ${Math.round(r.meanValueBytes)} B, cores bench ${r.benchCores.toFixed(2)} nats ${r.natsCores.toFixed(2)}`,
+      );
     };
 
-    log(`nats-server ${server.url}, ${cpus().length} cores, ${seconds} s per phase, ${concurrency} in flight, ${accounts} accounts`);
-    report(await rawCas(kv, keys, emptyAccountValue, seconds, concurrency, pid, `raw CAS, ${accounts} keys, ${emptyAccountValue.length} B`));
+    log(
+      `nats-server ${server.url}, ${cpus().length} cores, ${seconds} s per phase, ${concurrency} in flight, ${accounts} accounts`,
+    );
+    report(
+      await rawCas(
+        kv,
+        keys,
+        emptyAccountValue,
+        seconds,
+        concurrency,
+        pid,
+        `raw CAS, ${accounts} keys, ${emptyAccountValue.length} B`,
+      ),
+    );
     // Warm-up, not reported: lets the JIT settle, and has the store find (one
     // conflict and a read per account) the values the raw phase wrote behind its back.
     await holdPairs(store, customers, 1, concurrency, pid, 'warm-up', 'warm');
-    const spread = await holdPairs(store, customers, seconds, concurrency, pid, `holds, ${accounts} accounts`, 'spread');
+    const spread = await holdPairs(
+      store,
+      customers,
+      seconds,
+      concurrency,
+      pid,
+      `holds, ${accounts} accounts`,
+      'spread',
+    );
     report(spread);
     // Padded with spaces, so the value still parses as the (empty) account it was.
     const sized = Buffer.alloc(Math.max(emptyAccountValue.length, Math.round(spread.meanValueBytes)), 0x20);
     emptyAccountValue.copy(sized);
-    report(await rawCas(kv, keys, sized, seconds, concurrency, pid, `raw CAS, ${accounts} keys, ${sized.length} B (holds' mean)`));
-    report(await rawCas(kv, hotKey, emptyAccountValue, seconds, 1, pid, `raw CAS, 1 hot key, ${emptyAccountValue.length} B`));
+    report(
+      await rawCas(
+        kv,
+        keys,
+        sized,
+        seconds,
+        concurrency,
+        pid,
+        `raw CAS, ${accounts} keys, ${sized.length} B (holds' mean)`,
+      ),
+    );
+    report(
+      await rawCas(kv, hotKey, emptyAccountValue, seconds, 1, pid, `raw CAS, 1 hot key, ${emptyAccountValue.length} B`),
+    );
     const hotResult = await holdPairs(store, hot, seconds, concurrency, pid, 'holds, 1 hot account', 'hot');
     report(hotResult);
     const hotSized = Buffer.alloc(Math.max(emptyAccountValue.length, Math.round(hotResult.meanValueBytes)), 0x20);
     emptyAccountValue.copy(hotSized);
-    report(await rawCas(kv, hotKey, hotSized, seconds, 1, pid, `raw CAS, 1 hot key, ${hotSized.length} B (holds' mean)`));
+    report(
+      await rawCas(kv, hotKey, hotSized, seconds, 1, pid, `raw CAS, 1 hot key, ${hotSized.length} B (holds' mean)`),
+    );
     await store.shutdown();
   } finally {
     await Promise.allSettled(connections.map((nc) => nc.close()));
@@ -261,10 +333,13 @@ async function main(): Promise<void> {
     hotOpsVsRawCas: hotHolds.opsPerSecond / rawHot.opsPerSecond,
   };
   const totalSeconds = (performance.now() - totalStarted) / 1000;
-  log(`holds ops ÷ raw CAS (${accounts} accounts): ${ratios.spreadOpsVsRawCas.toFixed(2)} (pairs ÷ raw CAS ${ratios.spreadPairsVsRawCas.toFixed(2)}; ops ÷ raw CAS at the same value size ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)}); hot account ops ÷ hot-key CAS chain: ${ratios.hotOpsVsRawCas.toFixed(2)}; ${totalSeconds.toFixed(1)} s in all`);
+  log(
+    `holds ops ÷ raw CAS (${accounts} accounts): ${ratios.spreadOpsVsRawCas.toFixed(2)} (pairs ÷ raw CAS ${ratios.spreadPairsVsRawCas.toFixed(2)}; ops ÷ raw CAS at the same value size ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)}); hot account ops ÷ hot-key CAS chain: ${ratios.hotOpsVsRawCas.toFixed(2)}; ${totalSeconds.toFixed(1)} s in all`,
+  );
 
   const at = new Date().toISOString();
-  const fmt = (n: number | undefined, digits = 0) => (n === undefined ? '' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+  const fmt = (n: number | undefined, digits = 0) =>
+    n === undefined ? '' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
   const rows = results.map((r) => {
     const l = r.latencyMs.pair ?? r.latencyMs.cas!;
     const reserve = r.latencyMs.reserve;
@@ -287,7 +362,10 @@ async function main(): Promise<void> {
   ].join('\n');
   const out = join(repoRoot, 'bench', 'results');
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'holds.json'), `${JSON.stringify({ at, node: process.version, cores: cpus().length, seconds, concurrency, accounts, results, ratios }, null, 2)}\n`);
+  writeFileSync(
+    join(out, 'holds.json'),
+    `${JSON.stringify({ at, node: process.version, cores: cpus().length, seconds, concurrency, accounts, results, ratios }, null, 2)}\n`,
+  );
   writeFileSync(join(out, 'holds.md'), md);
   log(`wrote bench/results/holds.{json,md}`);
 }

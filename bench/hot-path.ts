@@ -4,7 +4,7 @@
  * a core's time goes before the end-to-end bench says how fast the whole is.
  */
 import { Unpackr } from 'msgpackr';
-import { decodeBatch, expectEventArray, validateEvents } from '../shared/batch.js';
+import { decodeBatch, expectEventArray, validateEvents } from '../shared/events/batch.js';
 import { meterDefinitions } from '../catalog/model.js';
 import { readCatalogFile } from '../catalog/source.js';
 import { routeBatch, routeScanned } from '../ingest/route.js';
@@ -29,7 +29,9 @@ function time(name: string, fn: (body: Buffer) => unknown): void {
   const start = process.hrtime.bigint();
   for (let i = 0; i < iterations; i++) fn(bodies[i % bodies.length]!);
   const ns = Number(process.hrtime.bigint() - start) / iterations / events;
-  process.stdout.write(`${name.padEnd(44)} ${ns.toFixed(0).padStart(6)} ns/event  → ${(1e9 / ns).toLocaleString('en', { maximumFractionDigits: 0 })} events/s per core\n`);
+  process.stdout.write(
+    `${name.padEnd(44)} ${ns.toFixed(0).padStart(6)} ns/event  → ${(1e9 / ns).toLocaleString('en', { maximumFractionDigits: 0 })} events/s per core\n`,
+  );
 }
 
 const decoded = bodies.map((b) => decodeBatch(b, 'msgpack') as unknown[]);

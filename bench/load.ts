@@ -57,7 +57,12 @@ export async function httpLoad(options: LoadOptions): Promise<LoadResult> {
  * awaiting its ack before the next: the concurrency autocannon's connections
  * give the gateway, and the same durability (file storage, acked).
  */
-export async function rawJetStreamBaseline(natsUrl: string, body: Uint8Array, durationMs: number, inFlight: number): Promise<number> {
+export async function rawJetStreamBaseline(
+  natsUrl: string,
+  body: Uint8Array,
+  durationMs: number,
+  inFlight: number,
+): Promise<number> {
   const nc = await connect({ servers: natsUrl });
   const jsm = await jetstreamManager(nc);
   await addBaselineStream(jsm, 'BENCH_RAW', 'bench.raw');
@@ -124,7 +129,8 @@ export async function failedBatches(gatewayUrl: string): Promise<Map<string, num
   const text = await (await fetch(`${gatewayUrl}/metrics`)).text();
   const failed = new Map<string, number>();
   for (const match of text.matchAll(/^drawdown_ingest_batches_total\{outcome="([^"]+)"\} (\S+)$/gm)) {
-    if (match[1] !== 'accepted' && match[1] !== 'duplicate' && match[1] !== 'empty') failed.set(match[1]!, Number(match[2]));
+    if (match[1] !== 'accepted' && match[1] !== 'duplicate' && match[1] !== 'empty')
+      failed.set(match[1]!, Number(match[2]));
   }
   return failed;
 }

@@ -73,15 +73,38 @@ export interface EndToEndResult {
   /** The bench process (autocannon) during the load. */
   loadGeneratorCpuSeconds: number;
   maxLagMessages: number;
-  samples: { tS: number; acceptedEvents: number; lagMessages: number; lagMiB: number; gatewayRssMiB: number; raterRssMiB: number; gatewayHeapMiB: number; raterHeapMiB: number }[];
+  samples: {
+    tS: number;
+    acceptedEvents: number;
+    lagMessages: number;
+    lagMiB: number;
+    gatewayRssMiB: number;
+    raterRssMiB: number;
+    gatewayHeapMiB: number;
+    raterHeapMiB: number;
+  }[];
 }
 
 export interface BenchResults {
   date: string;
   machine: { cpus: number; node: string };
-  settings: { phaseS: number; sustainedS: number; connections: number; headline: number; sizes: number[]; backends: string[]; quick: boolean };
+  settings: {
+    phaseS: number;
+    sustainedS: number;
+    connections: number;
+    headline: number;
+    sizes: number[];
+    backends: string[];
+    quick: boolean;
+  };
   bySize: SizeResult[];
-  latencyAt80: { targetEventsPerS: number; achievedEventsPerS: number; latencyMs: { p50: number; p90: number; p99: number; max: number }; non2xx: number; errors: number };
+  latencyAt80: {
+    targetEventsPerS: number;
+    achievedEventsPerS: number;
+    latencyMs: { p50: number; p90: number; p99: number; max: number };
+    non2xx: number;
+    errors: number;
+  };
   endToEnd: EndToEndResult[];
   gatewayPeakRssMiB: number;
 }
@@ -110,7 +133,7 @@ export function renderMarkdown(r: BenchResults): string {
           `${n(s.batchEvents)}-event batches, each round (a / (b) / (c) / gateway events/s, gateway ÷ (a)): ${s.rounds.map((x) => `${n(x.rawJetStreamEventsPerS)} / ${n(x.noopHttpEventsPerS)} / ${n(x.forwarderEventsPerS)} / ${n(x.gatewayEventsPerS)} (${(x.gatewayEventsPerS / x.rawJetStreamEventsPerS).toFixed(3)})`).join('; ')}. The table gives medians; ratios are medians of each round's own.`,
       ),
     '',
-    '(c) is bench/forwarder.ts: a minimal Node server that publishes each body unchanged to a JetStream stream of the same kind and answers 202 on the ack — no validation, no routing, one message per request. It is the ceiling for any Node HTTP gateway in front of JetStream on this machine; ÷ (c) is what drawdown\'s own work costs.',
+    "(c) is bench/forwarder.ts: a minimal Node server that publishes each body unchanged to a JetStream stream of the same kind and answers 202 on the ack — no validation, no routing, one message per request. It is the ceiling for any Node HTTP gateway in front of JetStream on this machine; ÷ (c) is what drawdown's own work costs.",
     '',
     `Latency at 80 % of the ${r.settings.headline}-event peak (${n(r.latencyAt80.targetEventsPerS)} events/s asked, ${n(r.latencyAt80.achievedEventsPerS)} achieved): p50 ${r.latencyAt80.latencyMs.p50} ms, p90 ${r.latencyAt80.latencyMs.p90} ms, p99 ${r.latencyAt80.latencyMs.p99} ms, max ${r.latencyAt80.latencyMs.max} ms; ${r.latencyAt80.non2xx} non-2xx, ${r.latencyAt80.errors} errors.`,
     '',
@@ -128,11 +151,20 @@ export function renderMarkdown(r: BenchResults): string {
         `Main-thread V8 heap used on ${e.backend}, first → last 10 s: gateway ${e.gateway.heapFirst10sMiB} → ${e.gateway.heapLast10sMiB} MiB, rater ${e.rater.heapFirst10sMiB} → ${e.rater.heapLast10sMiB} MiB (the rest of RSS is native: buffers, worker threads, the id sets${e.backend === 'chdb' ? ', chDB' : ''}).`,
     ),
     '',
-    ...r.endToEnd.map((e) => `Rater alone on ${e.backend} (draining ${n(e.raterAlone.backlogEvents)} queued events): ${n(e.raterAlone.eventsPerS)} events/s, ${e.raterAlone.cpuPerS} CPU s/s, ${e.raterAlone.cpuUsPerEvent} µs CPU per event.`),
+    ...r.endToEnd.map(
+      (e) =>
+        `Rater alone on ${e.backend} (draining ${n(e.raterAlone.backlogEvents)} queued events): ${n(e.raterAlone.eventsPerS)} events/s, ${e.raterAlone.cpuPerS} CPU s/s, ${e.raterAlone.cpuUsPerEvent} µs CPU per event.`,
+    ),
     '',
     'Rater lag over time (stream messages not yet committed, every 5 s):',
     '',
-    ...r.endToEnd.map((e) => `- ${e.backend}: ${e.samples.filter((s) => s.tS % 5 === 0).map((s) => `${s.tS}s ${s.lagMessages}`).join(', ')}`),
+    ...r.endToEnd.map(
+      (e) =>
+        `- ${e.backend}: ${e.samples
+          .filter((s) => s.tS % 5 === 0)
+          .map((s) => `${s.tS}s ${s.lagMessages}`)
+          .join(', ')}`,
+    ),
     '',
   ];
   return lines.join('\n');
@@ -144,7 +176,9 @@ export function historyLines(r: BenchResults, note: string): string[] {
   // The forwarder baseline came after the table's columns were fixed; it leads the note.
   const fullNote = `÷ forwarder ${head.ratioToForwarder} (forwarder ${head.forwarderToRawJetStream} × raw)${note === '' ? '' : `; ${note}`}`;
   if (r.endToEnd.length === 0) {
-    return [`| ${r.date.slice(0, 16)} | – | ${r.settings.headline} | ${head.gatewayEventsPerS} | ${head.ratioToRawJetStream} | ${head.ratioToNoopHttp} | – | ${r.latencyAt80.latencyMs.p99} | – | ingest only; ${fullNote} |`];
+    return [
+      `| ${r.date.slice(0, 16)} | – | ${r.settings.headline} | ${head.gatewayEventsPerS} | ${head.ratioToRawJetStream} | ${head.ratioToNoopHttp} | – | ${r.latencyAt80.latencyMs.p99} | – | ingest only; ${fullNote} |`,
+    ];
   }
   return r.endToEnd.map(
     (e) =>

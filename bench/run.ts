@@ -40,18 +40,35 @@ import { sqlString } from '../shared/sql.js';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
 import { repoRoot, startDrawdown, startForwarder, startNoopServer, type Child } from './children.js';
-import { acceptedEvents, failedBatches, httpLoad, rawJetStreamBaseline, scrapeCounter, settledAcceptedEvents, type LoadResult } from './load.js';
+import {
+  acceptedEvents,
+  failedBatches,
+  httpLoad,
+  rawJetStreamBaseline,
+  scrapeCounter,
+  settledAcceptedEvents,
+  type LoadResult,
+} from './load.js';
 import { machineCpuSeconds, mib, procStats, procStatsIfAlive, threadCpuSeconds } from './proc-stats.js';
 import { benchCustomers, makeBatch, type BenchBatch } from './workload.js';
-import { renderMarkdown, historyLines, type BenchResults, type EndToEndResult, type SizeResult, type SizeRound } from './report.js';
+import {
+  renderMarkdown,
+  historyLines,
+  type BenchResults,
+  type EndToEndResult,
+  type SizeResult,
+  type SizeRound,
+} from './report.js';
 
-const log = (line: string): void => void process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+const log = (line: string): void =>
+  void process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const streamName = 'DRAWDOWN_EVENTS';
 
 function intFlag(flags: Map<string, string>, name: string, fallback: number, min: number, max: number): number {
   const value = Number(flags.get(name) ?? fallback);
-  if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(`${name} must be an integer ${min}–${max}`);
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new RangeError(`${name} must be an integer ${min}–${max}`);
   return value;
 }
 
@@ -97,16 +114,24 @@ async function main(): Promise<void> {
   const connections = intFlag(flags, '--connections', 16, 1, 512);
   const headline = intFlag(flags, '--headline', 1000, 1, 10_000);
   const sizes = (flags.get('--sizes') ?? '1,100,1000,10000').split(',').map(Number);
-  if (sizes.some((s) => !Number.isInteger(s) || s < 1 || s > 10_000)) throw new RangeError('--sizes must be integers 1–10000');
+  if (sizes.some((s) => !Number.isInteger(s) || s < 1 || s > 10_000))
+    throw new RangeError('--sizes must be integers 1–10000');
   if (!sizes.includes(headline)) sizes.push(headline);
   const backendFlag = flags.get('--backend') ?? 'both';
-  if (!['chdb', 'server', 'both', 'none'].includes(backendFlag)) throw new RangeError('--backend must be chdb, server, both or none');
+  if (!['chdb', 'server', 'both', 'none'].includes(backendFlag))
+    throw new RangeError('--backend must be chdb, server, both or none');
   // none: the ingest phases only (baselines, gateway peak, latency), for quick A/B runs of the gateway.
-  const backends = (backendFlag === 'both' ? ['chdb', 'server'] : backendFlag === 'none' ? [] : [backendFlag]) as ('chdb' | 'server')[];
+  const backends = (backendFlag === 'both' ? ['chdb', 'server'] : backendFlag === 'none' ? [] : [backendFlag]) as (
+    'chdb' | 'server'
+  )[];
   const profile = (flags.get('--profile') ?? '').split(',').filter((p) => p !== '');
-  if (profile.some((p) => p !== 'gateway' && p !== 'rater')) throw new RangeError('--profile must be gateway, rater or gateway,rater');
+  if (profile.some((p) => p !== 'gateway' && p !== 'rater'))
+    throw new RangeError('--profile must be gateway, rater or gateway,rater');
   const profileDir = join(repoRoot, 'bench', 'results', 'profiles');
-  const profileFlags = (who: string): string[] => (profile.includes(who) ? (mkdirSync(profileDir, { recursive: true }), ['--cpu-prof', '--cpu-prof-dir', profileDir]) : []);
+  const profileFlags = (who: string): string[] =>
+    profile.includes(who)
+      ? (mkdirSync(profileDir, { recursive: true }), ['--cpu-prof', '--cpu-prof-dir', profileDir])
+      : [];
   // Phases for sizes other than the headline are short: they show the shape, the headline gets the time.
   const sizePhaseS = (size: number): number => (size === headline ? phaseS : Math.max(2, Math.round(phaseS / 3)));
   // The headline's phases alternate over rounds (see below); together they last about 1.5 × phaseS each.
@@ -122,8 +147,15 @@ async function main(): Promise<void> {
     const atMs = Date.now() - 120_000;
     const batches = new Map<number, BenchBatch>(sizes.map((size, i) => [size, makeBatch(size, atMs, i)]));
     const head = batches.get(headline)!;
-    log(`batch sizes ${sizes.join(', ')} (headline ${headline}: ${head.body.length} B); ${phaseS} s headline phases, ${sustainedS} s sustained; ${connections} connections; back ends: ${backends.join(', ')}`);
-    nats = await NatsServerProcess.start({ dir: join(dir, 'nats'), maxPayloadBytes: 16 * 1024 * 1024, jetstreamMaxFileBytes: 64 * 1024 ** 3, logFile: false });
+    log(
+      `batch sizes ${sizes.join(', ')} (headline ${headline}: ${head.body.length} B); ${phaseS} s headline phases, ${sustainedS} s sustained; ${connections} connections; back ends: ${backends.join(', ')}`,
+    );
+    nats = await NatsServerProcess.start({
+      dir: join(dir, 'nats'),
+      maxPayloadBytes: 16 * 1024 * 1024,
+      jetstreamMaxFileBytes: 64 * 1024 ** 3,
+      logFile: false,
+    });
     nc = await connect({ servers: nats.url });
     const jsm = await jetstreamManager(nc);
 
@@ -140,13 +172,23 @@ async function main(): Promise<void> {
     const cores = cpus().length;
 
     /** One HTTP phase against `pid`'s server: events/s (by autocannon's count), its CPU and the machine's. */
-    async function httpPhase(url: string, pid: number, batch: BenchBatch, durationS: number): Promise<{ eventsPerS: number; cpuPerS: number; machineCpuPerS: number; load: LoadResult }> {
+    async function httpPhase(
+      url: string,
+      pid: number,
+      batch: BenchBatch,
+      durationS: number,
+    ): Promise<{ eventsPerS: number; cpuPerS: number; machineCpuPerS: number; load: LoadResult }> {
       const before = procStats(pid);
       const machineBefore = machineCpuSeconds();
       const load = await httpLoad({ url, batch, durationS, connections });
       const machineAfter = machineCpuSeconds();
       const after = procStats(pid);
-      return { eventsPerS: round(load.requestsPerS * batch.events), cpuPerS: round((after.cpuSeconds - before.cpuSeconds) / durationS, 2), machineCpuPerS: round((machineAfter - machineBefore) / durationS, 2), load };
+      return {
+        eventsPerS: round(load.requestsPerS * batch.events),
+        cpuPerS: round((after.cpuSeconds - before.cpuSeconds) / durationS, 2),
+        machineCpuPerS: round((machineAfter - machineBefore) / durationS, 2),
+        load,
+      };
     }
 
     for (const size of sizes) {
@@ -157,7 +199,16 @@ async function main(): Promise<void> {
       const rounds = size === headline ? headlineRounds : 1;
       const durationS = size === headline ? headlinePhaseS : sizePhaseS(size);
       const perRound: SizeRound[] = [];
-      let last: { gatewayLoad: LoadResult; gatewayCpuPerS: number; natsCpuPerS: number | null; rawNatsCpuPerS: number | null; noopCpuPerS: number; forwarderCpuPerS: number } | undefined;
+      let last:
+        | {
+            gatewayLoad: LoadResult;
+            gatewayCpuPerS: number;
+            natsCpuPerS: number | null;
+            rawNatsCpuPerS: number | null;
+            noopCpuPerS: number;
+            forwarderCpuPerS: number;
+          }
+        | undefined;
       for (let round_ = 1; round_ <= rounds; round_++) {
         const tag = rounds > 1 ? ` (round ${round_} of ${rounds})` : '';
         log(`${size}-event batches${tag}, ${durationS} s per phase:`);
@@ -167,14 +218,25 @@ async function main(): Promise<void> {
         const rawPerS = round((await rawJetStreamBaseline(nats.url, batch.body, durationS * 1000, connections)) * size);
         const rawMachine = round((machineCpuSeconds() - rawMachineBefore) / durationS, 2);
         const rawNatsAfter = procStatsIfAlive(nats.pid);
-        log(`    (a) raw JetStream publish: ${rawPerS.toLocaleString('en')} events/s; machine busy ${rawMachine} of ${cores} CPU s/s`);
+        log(
+          `    (a) raw JetStream publish: ${rawPerS.toLocaleString('en')} events/s; machine busy ${rawMachine} of ${cores} CPU s/s`,
+        );
         // (b) no-op HTTP
         const noopRun = await httpPhase(`http://127.0.0.1:${noop.ready}/v1/events`, noop.pid, batch, durationS);
-        log(`    (b) no-op HTTP: ${noopRun.eventsPerS.toLocaleString('en')} events/s; machine busy ${noopRun.machineCpuPerS} CPU s/s`);
+        log(
+          `    (b) no-op HTTP: ${noopRun.eventsPerS.toLocaleString('en')} events/s; machine busy ${noopRun.machineCpuPerS} CPU s/s`,
+        );
         // (c) HTTP → JetStream forwarder: bodies published unchanged, nothing checked.
-        const forwardRun = await httpPhase(`http://127.0.0.1:${forwarder.ready}/v1/events`, forwarder.pid, batch, durationS);
+        const forwardRun = await httpPhase(
+          `http://127.0.0.1:${forwarder.ready}/v1/events`,
+          forwarder.pid,
+          batch,
+          durationS,
+        );
         await jsm.streams.purge('BENCH_FORWARD').catch(() => undefined);
-        log(`    (c) forwarder: ${forwardRun.eventsPerS.toLocaleString('en')} events/s = ${round(forwardRun.eventsPerS / rawPerS, 3)} × raw; forwarder ${forwardRun.cpuPerS} CPU s/s; machine busy ${forwardRun.machineCpuPerS} CPU s/s`);
+        log(
+          `    (c) forwarder: ${forwardRun.eventsPerS.toLocaleString('en')} events/s = ${round(forwardRun.eventsPerS / rawPerS, 3)} × raw; forwarder ${forwardRun.cpuPerS} CPU s/s; machine busy ${forwardRun.machineCpuPerS} CPU s/s`,
+        );
         // The gateway, by its own count of accepted events.
         await purgeStream(jsm);
         const before = await acceptedEvents(gatewayUrl);
@@ -191,15 +253,34 @@ async function main(): Promise<void> {
         const gatewayPerS = round(accepted / elapsedS);
         const gatewayCpuPerS = round((cpuAfter.cpuSeconds - cpuBefore.cpuSeconds) / elapsedS, 2);
         const gatewayMachine = round((machineAfter - machineBefore) / elapsedS, 2);
-        perRound.push({ rawJetStreamEventsPerS: rawPerS, noopHttpEventsPerS: noopRun.eventsPerS, forwarderEventsPerS: forwardRun.eventsPerS, gatewayEventsPerS: gatewayPerS, rawMachineCpuPerS: rawMachine, noopMachineCpuPerS: noopRun.machineCpuPerS, forwarderMachineCpuPerS: forwardRun.machineCpuPerS, gatewayMachineCpuPerS: gatewayMachine });
-        const gatewayThreads = [...threadCpuSeconds(gateway.pid)].filter(([, cpu]) => cpu >= 0.05).sort((a, b) => b[1] - a[1]);
-        log(`    gateway: ${gatewayPerS.toLocaleString('en')} events/s = ${round(gatewayPerS / rawPerS, 3)} × raw JetStream, ${round(gatewayPerS / noopRun.eventsPerS, 3)} × no-op HTTP, ${round(gatewayPerS / forwardRun.eventsPerS, 3)} × forwarder; p99 ${gatewayLoad.latencyMs.p99} ms; gateway ${gatewayCpuPerS} CPU s/s; machine busy ${gatewayMachine} CPU s/s; ${gatewayLoad.non2xx} non-2xx, ${gatewayLoad.errors} errors`);
-        log(`    gateway CPU by thread (whole life so far): ${gatewayThreads.map(([name, cpu]) => `${name} ${cpu.toFixed(1)} s`).join(', ')}`);
+        perRound.push({
+          rawJetStreamEventsPerS: rawPerS,
+          noopHttpEventsPerS: noopRun.eventsPerS,
+          forwarderEventsPerS: forwardRun.eventsPerS,
+          gatewayEventsPerS: gatewayPerS,
+          rawMachineCpuPerS: rawMachine,
+          noopMachineCpuPerS: noopRun.machineCpuPerS,
+          forwarderMachineCpuPerS: forwardRun.machineCpuPerS,
+          gatewayMachineCpuPerS: gatewayMachine,
+        });
+        const gatewayThreads = [...threadCpuSeconds(gateway.pid)]
+          .filter(([, cpu]) => cpu >= 0.05)
+          .sort((a, b) => b[1] - a[1]);
+        log(
+          `    gateway: ${gatewayPerS.toLocaleString('en')} events/s = ${round(gatewayPerS / rawPerS, 3)} × raw JetStream, ${round(gatewayPerS / noopRun.eventsPerS, 3)} × no-op HTTP, ${round(gatewayPerS / forwardRun.eventsPerS, 3)} × forwarder; p99 ${gatewayLoad.latencyMs.p99} ms; gateway ${gatewayCpuPerS} CPU s/s; machine busy ${gatewayMachine} CPU s/s; ${gatewayLoad.non2xx} non-2xx, ${gatewayLoad.errors} errors`,
+        );
+        log(
+          `    gateway CPU by thread (whole life so far): ${gatewayThreads.map(([name, cpu]) => `${name} ${cpu.toFixed(1)} s`).join(', ')}`,
+        );
         last = {
           gatewayLoad,
           gatewayCpuPerS,
-          natsCpuPerS: natsBefore && natsAfter ? round((natsAfter.cpuSeconds - natsBefore.cpuSeconds) / elapsedS, 2) : null,
-          rawNatsCpuPerS: rawNatsBefore && rawNatsAfter ? round((rawNatsAfter.cpuSeconds - rawNatsBefore.cpuSeconds) / durationS, 2) : null,
+          natsCpuPerS:
+            natsBefore && natsAfter ? round((natsAfter.cpuSeconds - natsBefore.cpuSeconds) / elapsedS, 2) : null,
+          rawNatsCpuPerS:
+            rawNatsBefore && rawNatsAfter
+              ? round((rawNatsAfter.cpuSeconds - rawNatsBefore.cpuSeconds) / durationS, 2)
+              : null,
           noopCpuPerS: noopRun.cpuPerS,
           forwarderCpuPerS: forwardRun.cpuPerS,
         };
@@ -220,14 +301,38 @@ async function main(): Promise<void> {
         forwarderEventsPerS: round(median((r) => r.forwarderEventsPerS)),
         forwarderCpuPerS: last!.forwarderCpuPerS,
         gatewayEventsPerS: round(median((r) => r.gatewayEventsPerS)),
-        ratioToRawJetStream: round(median((r) => r.gatewayEventsPerS / r.rawJetStreamEventsPerS), 3),
-        ratioToNoopHttp: round(median((r) => r.gatewayEventsPerS / r.noopHttpEventsPerS), 3),
-        ratioToForwarder: round(median((r) => r.gatewayEventsPerS / r.forwarderEventsPerS), 3),
-        forwarderToRawJetStream: round(median((r) => r.forwarderEventsPerS / r.rawJetStreamEventsPerS), 3),
-        rawMachineCpuPerS: round(median((r) => r.rawMachineCpuPerS), 2),
-        noopMachineCpuPerS: round(median((r) => r.noopMachineCpuPerS), 2),
-        forwarderMachineCpuPerS: round(median((r) => r.forwarderMachineCpuPerS), 2),
-        gatewayMachineCpuPerS: round(median((r) => r.gatewayMachineCpuPerS), 2),
+        ratioToRawJetStream: round(
+          median((r) => r.gatewayEventsPerS / r.rawJetStreamEventsPerS),
+          3,
+        ),
+        ratioToNoopHttp: round(
+          median((r) => r.gatewayEventsPerS / r.noopHttpEventsPerS),
+          3,
+        ),
+        ratioToForwarder: round(
+          median((r) => r.gatewayEventsPerS / r.forwarderEventsPerS),
+          3,
+        ),
+        forwarderToRawJetStream: round(
+          median((r) => r.forwarderEventsPerS / r.rawJetStreamEventsPerS),
+          3,
+        ),
+        rawMachineCpuPerS: round(
+          median((r) => r.rawMachineCpuPerS),
+          2,
+        ),
+        noopMachineCpuPerS: round(
+          median((r) => r.noopMachineCpuPerS),
+          2,
+        ),
+        forwarderMachineCpuPerS: round(
+          median((r) => r.forwarderMachineCpuPerS),
+          2,
+        ),
+        gatewayMachineCpuPerS: round(
+          median((r) => r.gatewayMachineCpuPerS),
+          2,
+        ),
         gatewayLatencyMs: { p50: last!.gatewayLoad.latencyMs.p50, p99: last!.gatewayLoad.latencyMs.p99 },
         gatewayCpuPerS: last!.gatewayCpuPerS,
         gatewayNatsCpuPerS: last!.natsCpuPerS,
@@ -235,7 +340,10 @@ async function main(): Promise<void> {
         errors: last!.gatewayLoad.errors,
       };
       bySize.set(size, result);
-      if (rounds > 1) log(`    median of ${rounds} rounds: gateway ${result.gatewayEventsPerS.toLocaleString('en')} events/s = ${result.ratioToRawJetStream} × raw JetStream, ${result.ratioToForwarder} × forwarder (forwarder ${result.forwarderToRawJetStream} × raw)`);
+      if (rounds > 1)
+        log(
+          `    median of ${rounds} rounds: gateway ${result.gatewayEventsPerS.toLocaleString('en')} events/s = ${result.ratioToRawJetStream} × raw JetStream, ${result.ratioToForwarder} × forwarder (forwarder ${result.forwarderToRawJetStream} × raw)`,
+        );
     }
     await noop.stop();
     await forwarder.stop();
@@ -247,9 +355,17 @@ async function main(): Promise<void> {
     log(`gateway latency at 80 % of peak: ${targetRate} requests/s of ${headline} events, ${phaseS} s …`);
     const latencyBefore = await acceptedEvents(gatewayUrl);
     const latencyStart = Date.now();
-    const latencyRun: LoadResult = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: head, durationS: phaseS, connections, overallRate: targetRate });
+    const latencyRun: LoadResult = await httpLoad({
+      url: `${gatewayUrl}/v1/events`,
+      batch: head,
+      durationS: phaseS,
+      connections,
+      overallRate: targetRate,
+    });
     const latencyAchieved = ((await acceptedEvents(gatewayUrl)) - latencyBefore) / ((Date.now() - latencyStart) / 1000);
-    log(`    achieved ${round(latencyAchieved).toLocaleString('en')} events/s; p50 ${latencyRun.latencyMs.p50} ms, p99 ${latencyRun.latencyMs.p99} ms`);
+    log(
+      `    achieved ${round(latencyAchieved).toLocaleString('en')} events/s; p50 ${latencyRun.latencyMs.p50} ms, p99 ${latencyRun.latencyMs.p99} ms`,
+    );
     await purgeStream(jsm);
 
     const endToEnd: EndToEndResult[] = [];
@@ -264,12 +380,21 @@ async function main(): Promise<void> {
       }
       // Rater alone: a backlog queued with no rater running, then drained — its capacity without the gateway competing.
       const totalsBefore = await acceptedEvents(gatewayUrl);
-      log(`rater drain on ${backend}: ${phaseS} s of ${headline}-event batches queued, then the rater alone drains them …`);
+      log(
+        `rater drain on ${backend}: ${phaseS} s of ${headline}-event batches queued, then the rater alone drains them …`,
+      );
       await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: head, durationS: phaseS, connections });
       const backlogAtEnd = (await acceptedEvents(gatewayUrl)) - totalsBefore;
       const backlog = (await settledAcceptedEvents(gatewayUrl)) - totalsBefore;
-      if (backlog !== backlogAtEnd) log(`    ${(backlog - backlogAtEnd).toLocaleString('en')} events were stored by requests still in flight when the load stopped`);
-      const rater = await startDrawdown('rater', { natsUrl: nats.url, clickhouseUrl, nodeFlags: profileFlags('rater') });
+      if (backlog !== backlogAtEnd)
+        log(
+          `    ${(backlog - backlogAtEnd).toLocaleString('en')} events were stored by requests still in flight when the load stopped`,
+        );
+      const rater = await startDrawdown('rater', {
+        natsUrl: nats.url,
+        clickhouseUrl,
+        nodeFlags: profileFlags('rater'),
+      });
       children.push(rater);
       const drainStart = Date.now();
       const drainCpu0 = procStats(rater.pid).cpuSeconds;
@@ -277,10 +402,21 @@ async function main(): Promise<void> {
       const drainS = (Date.now() - drainStart) / 1000;
       const drainCpuS = procStats(rater.pid).cpuSeconds - drainCpu0;
       const threads = [...threadCpuSeconds(rater.pid)].filter(([, cpu]) => cpu >= 0.05).sort((a, b) => b[1] - a[1]);
-      log(`    rater CPU by thread (whole life so far): ${threads.map(([name, cpu]) => `${name} ${cpu.toFixed(1)} s`).join(', ')}`);
-      const raterAlone = { backlogEvents: backlog, eventsPerS: round(backlog / drainS), cpuPerS: round(drainCpuS / drainS, 2), cpuUsPerEvent: round((drainCpuS * 1e6) / backlog, 2) };
-      log(`    ${raterAlone.eventsPerS.toLocaleString('en')} events/s drained by the rater alone (${raterAlone.cpuPerS} CPU s/s, ${raterAlone.cpuUsPerEvent} µs CPU per event)`);
-      log(`end to end on ${backend}: ${sustainedS} s of ${headline}-event batches at full speed, then until the rater committed everything …`);
+      log(
+        `    rater CPU by thread (whole life so far): ${threads.map(([name, cpu]) => `${name} ${cpu.toFixed(1)} s`).join(', ')}`,
+      );
+      const raterAlone = {
+        backlogEvents: backlog,
+        eventsPerS: round(backlog / drainS),
+        cpuPerS: round(drainCpuS / drainS, 2),
+        cpuUsPerEvent: round((drainCpuS * 1e6) / backlog, 2),
+      };
+      log(
+        `    ${raterAlone.eventsPerS.toLocaleString('en')} events/s drained by the rater alone (${raterAlone.cpuPerS} CPU s/s, ${raterAlone.cpuUsPerEvent} µs CPU per event)`,
+      );
+      log(
+        `end to end on ${backend}: ${sustainedS} s of ${headline}-event batches at full speed, then until the rater committed everything …`,
+      );
       const samples: EndToEndResult['samples'] = [];
       const gatewayCpu0 = procStats(gateway.pid).cpuSeconds;
       const raterCpu0 = procStats(rater.pid).cpuSeconds;
@@ -302,7 +438,8 @@ async function main(): Promise<void> {
           const s = await streamState(jsm);
           const accepted = (await acceptedEvents(gatewayUrl).catch(() => before)) - before;
           // The main threads' V8 heaps, to tell JavaScript memory from native (chDB, buffers, worker threads).
-          const heapMiB = async (url: string): Promise<number> => mib(await scrapeCounter(url, 'drawdown_nodejs_heap_size_used_bytes').catch(() => 0));
+          const heapMiB = async (url: string): Promise<number> =>
+            mib(await scrapeCounter(url, 'drawdown_nodejs_heap_size_used_bytes').catch(() => 0));
           const sample = {
             tS: Math.round((Date.now() - startedAt) / 1000),
             acceptedEvents: accepted,
@@ -314,7 +451,10 @@ async function main(): Promise<void> {
             raterHeapMiB: await heapMiB(rater.ready),
           };
           samples.push(sample);
-          if (sample.tS % 5 === 0) log(`    t=${sample.tS}s accepted ${accepted.toLocaleString('en')} events; stream lag ${s.messages} messages (${sample.lagMiB} MiB); RSS gateway ${sample.gatewayRssMiB} MiB, rater ${sample.raterRssMiB} MiB`);
+          if (sample.tS % 5 === 0)
+            log(
+              `    t=${sample.tS}s accepted ${accepted.toLocaleString('en')} events; stream lag ${s.messages} messages (${sample.lagMiB} MiB); RSS gateway ${sample.gatewayRssMiB} MiB, rater ${sample.raterRssMiB} MiB`,
+            );
         }
       })();
       const load = await httpLoad({ url: `${gatewayUrl}/v1/events`, batch: head, durationS: sustainedS, connections });
@@ -324,8 +464,14 @@ async function main(): Promise<void> {
       const loadCpu = process.cpuUsage(loadCpu0);
       // Requests autocannon abandoned at the end still publish a moment later: the rater
       // must have those too. If one landed after the stream first looked drained, wait again.
-      const [settled, firstDrainedAt] = await Promise.all([settledAcceptedEvents(gatewayUrl), waitDrained(jsm, 15 * 60_000)]);
-      if (settled !== countAtEnd) log(`    ${(settled - countAtEnd).toLocaleString('en')} events were stored by requests still in flight when the load stopped`);
+      const [settled, firstDrainedAt] = await Promise.all([
+        settledAcceptedEvents(gatewayUrl),
+        waitDrained(jsm, 15 * 60_000),
+      ]);
+      if (settled !== countAtEnd)
+        log(
+          `    ${(settled - countAtEnd).toLocaleString('en')} events were stored by requests still in flight when the load stopped`,
+        );
       const drainedAt = settled === countAtEnd ? firstDrainedAt : await waitDrained(jsm, 15 * 60_000);
       sampling = false;
       await sampler;
@@ -333,14 +479,19 @@ async function main(): Promise<void> {
       const gatewayStats = procStats(gateway.pid);
       const raterStats = procStats(rater.pid);
       const natsCpu = (procStatsIfAlive(nats.pid)?.cpuSeconds ?? 0) - natsCpu0;
-      const clickhouseCpu = clickhouse === undefined ? null : round((procStatsIfAlive(clickhouse.pid)?.cpuSeconds ?? 0) - clickhouseCpu0, 1);
+      const clickhouseCpu =
+        clickhouse === undefined
+          ? null
+          : round((procStatsIfAlive(clickhouse.pid)?.cpuSeconds ?? 0) - clickhouseCpu0, 1);
       await rater.stop();
 
       log(`  verifying totals in ClickHouse (${backend}) …`);
       const store = openStore(clickhouseUrl);
       let exact = true;
       try {
-        const rows = await store.query(`SELECT customer, toString(sum(quantity)) FROM usage_minute WHERE meter = ${sqlString('gpt-4o.input_tokens')} GROUP BY customer`);
+        const rows = await store.query(
+          `SELECT customer, toString(sum(quantity)) FROM usage_minute WHERE meter = ${sqlString('gpt-4o.input_tokens')} GROUP BY customer`,
+        );
         const got = new Map(rows.map(([customer, sum]) => [customer!, new Decimal(sum!)]));
         const requests = (accepted + backlog) / headline;
         for (let c = 0; c < benchCustomers; c++) {
@@ -355,9 +506,12 @@ async function main(): Promise<void> {
         const [[events]] = (await store.query('SELECT toString(sum(events)) FROM usage_minute')) as [[string]];
         if (Number(events) !== accepted + backlog) {
           exact = false;
-          // A batch answered with an error may still be stored (a retry with its key would complete it once); autocannon never retries.
+          // A batch answered with an error may still be stored (a retry with its key would complete it once);
+          // autocannon never retries.
           const failed = [...(await failedBatches(gatewayUrl))].map(([outcome, n]) => `${outcome} ${n}`).join(', ');
-          log(`  MISMATCH: ClickHouse counted ${events} events, the gateway accepted ${accepted + backlog} (${(Number(events) - accepted - backlog) / headline} batches apart; batches answered with an error so far: ${failed || 'none'})`);
+          log(
+            `  MISMATCH: ClickHouse counted ${events} events, the gateway accepted ${accepted + backlog} (${(Number(events) - accepted - backlog) / headline} batches apart; batches answered with an error so far: ${failed || 'none'})`,
+          );
         }
       } finally {
         await store.close();
@@ -366,7 +520,10 @@ async function main(): Promise<void> {
       clickhouse = undefined;
 
       const loadSamples = samples.filter((s) => s.tS <= sustainedS);
-      const avg = (list: typeof samples, key: 'gatewayRssMiB' | 'raterRssMiB' | 'gatewayHeapMiB' | 'raterHeapMiB'): number => (list.length === 0 ? 0 : round(list.reduce((sum, s) => sum + s[key], 0) / list.length));
+      const avg = (
+        list: typeof samples,
+        key: 'gatewayRssMiB' | 'raterRssMiB' | 'gatewayHeapMiB' | 'raterHeapMiB',
+      ): number => (list.length === 0 ? 0 : round(list.reduce((sum, s) => sum + s[key], 0) / list.length));
       const first = loadSamples.slice(0, 10);
       const last = loadSamples.slice(-10);
       const e2e: EndToEndResult = {
@@ -381,8 +538,22 @@ async function main(): Promise<void> {
         latencyMs: { p50: load.latencyMs.p50, p99: load.latencyMs.p99 },
         non2xx: load.non2xx,
         errors: load.errors,
-        gateway: { cpuSeconds: round(gatewayStats.cpuSeconds - gatewayCpu0, 1), peakRssMiB: mib(gatewayStats.peakRssBytes), rssFirst10sMiB: avg(first, 'gatewayRssMiB'), rssLast10sMiB: avg(last, 'gatewayRssMiB'), heapFirst10sMiB: avg(first, 'gatewayHeapMiB'), heapLast10sMiB: avg(last, 'gatewayHeapMiB') },
-        rater: { cpuSeconds: round(raterStats.cpuSeconds - raterCpu0, 1), peakRssMiB: mib(raterStats.peakRssBytes), rssFirst10sMiB: avg(first, 'raterRssMiB'), rssLast10sMiB: avg(last, 'raterRssMiB'), heapFirst10sMiB: avg(first, 'raterHeapMiB'), heapLast10sMiB: avg(last, 'raterHeapMiB') },
+        gateway: {
+          cpuSeconds: round(gatewayStats.cpuSeconds - gatewayCpu0, 1),
+          peakRssMiB: mib(gatewayStats.peakRssBytes),
+          rssFirst10sMiB: avg(first, 'gatewayRssMiB'),
+          rssLast10sMiB: avg(last, 'gatewayRssMiB'),
+          heapFirst10sMiB: avg(first, 'gatewayHeapMiB'),
+          heapLast10sMiB: avg(last, 'gatewayHeapMiB'),
+        },
+        rater: {
+          cpuSeconds: round(raterStats.cpuSeconds - raterCpu0, 1),
+          peakRssMiB: mib(raterStats.peakRssBytes),
+          rssFirst10sMiB: avg(first, 'raterRssMiB'),
+          rssLast10sMiB: avg(last, 'raterRssMiB'),
+          heapFirst10sMiB: avg(first, 'raterHeapMiB'),
+          heapLast10sMiB: avg(last, 'raterHeapMiB'),
+        },
         natsCpuSeconds: round(natsCpu, 1),
         clickhouseServerCpuSeconds: clickhouseCpu,
         loadGeneratorCpuSeconds: round((loadCpu.user + loadCpu.system) / 1e6, 1),
@@ -390,7 +561,9 @@ async function main(): Promise<void> {
         samples,
       };
       endToEnd.push(e2e);
-      log(`    ${e2e.eventsPerS.toLocaleString('en')} events/s end to end (ingest ${e2e.ingestEventsPerS.toLocaleString('en')}/s, rater caught up ${e2e.raterCatchUpS} s after the load); totals exact: ${exact}`);
+      log(
+        `    ${e2e.eventsPerS.toLocaleString('en')} events/s end to end (ingest ${e2e.ingestEventsPerS.toLocaleString('en')}/s, rater caught up ${e2e.raterCatchUpS} s after the load); totals exact: ${exact}`,
+      );
       await purgeStream(jsm);
     }
     await gateway.stop();
@@ -420,7 +593,10 @@ async function main(): Promise<void> {
       const historyPath = join(resultsDir, 'history.md');
       // Re-read right before appending: another bench appends its own lines here.
       const existing = readFileSync(historyPath, 'utf8');
-      appendFileSync(historyPath, `${existing.endsWith('\n') ? '' : '\n'}${historyLines(results, flags.get('--note') ?? '').join('\n')}\n`);
+      appendFileSync(
+        historyPath,
+        `${existing.endsWith('\n') ? '' : '\n'}${historyLines(results, flags.get('--note') ?? '').join('\n')}\n`,
+      );
     }
     process.stdout.write(`\n${md}`);
     if (endToEnd.some((e) => !e.totalsExact)) process.exitCode = 1;

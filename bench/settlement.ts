@@ -39,7 +39,8 @@ const log = (line: string): void => void process.stdout.write(`[bench:settlement
 
 function intFlag(flags: Map<string, string>, name: string, fallback: number, min: number, max: number): number {
   const value = Number(flags.get(name) ?? fallback);
-  if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(`${name} must be an integer ${min}–${max}`);
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new RangeError(`${name} must be an integer ${min}–${max}`);
   return value;
 }
 
@@ -63,7 +64,12 @@ function benchCatalog(customers: string[]) {
           effective_from: '2026-01-01T00:00:00Z',
           rows: [
             { meter: 'tokens', unit: 'credits', price: { model: 'package', amount: '5.00', size: '1000000' } },
-            { meter: 'images', match: { model: 'standard' }, unit: 'credits', price: { model: 'unit', amount: '0.04' } },
+            {
+              meter: 'images',
+              match: { model: 'standard' },
+              unit: 'credits',
+              price: { model: 'unit', amount: '0.04' },
+            },
             { meter: 'images', match: { model: 'hd' }, unit: 'credits', price: { model: 'unit', amount: '0.08' } },
             {
               meter: 'calls',
@@ -82,10 +88,28 @@ function benchCatalog(customers: string[]) {
       ],
     },
     packages: [{ id: 'credits-100', price: { currency: 'USD', amount: '100.00' }, credits: '100', unit: 'credits' }],
-    plans: [{ id: 'bench', billing: 'monthly', versions: [{ version: 1, grants: [{ id: 'monthly', unit: 'credits', quantity: '50', frequency: 'monthly', rollover: { kind: 'none' } }] }] }],
+    plans: [
+      {
+        id: 'bench',
+        billing: 'monthly',
+        versions: [
+          {
+            version: 1,
+            grants: [
+              { id: 'monthly', unit: 'credits', quantity: '50', frequency: 'monthly', rollover: { kind: 'none' } },
+            ],
+          },
+        ],
+      },
+    ],
     subscriptions: customers
       .filter((_, i) => i % 2 === 0)
-      .map((customer, i) => ({ id: `sub-${customer}`, customer, plan: 'bench', start: new Date((firstWindowSec + (i % 60) * 60) * 1000).toISOString() })),
+      .map((customer, i) => ({
+        id: `sub-${customer}`,
+        customer,
+        plan: 'bench',
+        start: new Date((firstWindowSec + (i % 60) * 60) * 1000).toISOString(),
+      })),
   });
 }
 
@@ -101,7 +125,9 @@ function quantityOf(i: number, meter: number, window: number): string {
 function expectedCost(i: number, window: number): Decimal {
   const tokens = money(quantityOf(i, 0, window));
   const images = money(quantityOf(i, 1, window));
-  let cost = toLedgerAmount(tokens.times('5.00').dividedBy(1_000_000)).plus(toLedgerAmount(images.times(i % 3 === 0 ? '0.08' : '0.04')));
+  let cost = toLedgerAmount(tokens.times('5.00').dividedBy(1_000_000)).plus(
+    toLedgerAmount(images.times(i % 3 === 0 ? '0.08' : '0.04')),
+  );
   const tier = (q: Decimal): Decimal => {
     const a = Decimal_min(q, money(100));
     const b = Decimal_min(Decimal_max(q.minus(100), money(0)), money(900));
@@ -129,8 +155,28 @@ async function fillUsage(store: Store, customers: string[], window: number): Pro
     const flushedAt = tsvDateTime(startSec + windowSec - 1);
     const seq = String(window + 1);
     rows.push([customers[i]!, 'tokens', '{}', minute, quantityOf(i, 0, window), '1', '0', seq, flushedAt]);
-    rows.push([customers[i]!, 'images', JSON.stringify({ model: i % 3 === 0 ? 'hd' : 'standard' }), minute, quantityOf(i, 1, window), '1', '0', seq, flushedAt]);
-    rows.push([customers[i]!, 'calls', '{}', minute, quantityOf(i, 2, window), quantityOf(i, 2, window), '0', seq, flushedAt]);
+    rows.push([
+      customers[i]!,
+      'images',
+      JSON.stringify({ model: i % 3 === 0 ? 'hd' : 'standard' }),
+      minute,
+      quantityOf(i, 1, window),
+      '1',
+      '0',
+      seq,
+      flushedAt,
+    ]);
+    rows.push([
+      customers[i]!,
+      'calls',
+      '{}',
+      minute,
+      quantityOf(i, 2, window),
+      quantityOf(i, 2, window),
+      '0',
+      seq,
+      flushedAt,
+    ]);
     if (rows.length >= insertRowsMax - 3) await flush();
   }
   if (rows.length > 0) await flush();
@@ -172,7 +218,11 @@ interface RunFigures {
   exact: boolean;
 }
 
-async function verify(store: Store, runId: string, expectedTotal: Decimal): Promise<{ deducted: Decimal; balancesChecked: number; balancesExact: boolean }> {
+async function verify(
+  store: Store,
+  runId: string,
+  expectedTotal: Decimal,
+): Promise<{ deducted: Decimal; balancesChecked: number; balancesExact: boolean }> {
   // Every draw of usage (from blocks, into the allowed negative balance, past it) is a `usage` entry.
   const [[usage]] = (await store.query(
     `SELECT sum(amount) FROM (SELECT entry_id, any(amount) AS amount, any(kind) AS kind FROM ledger_entries WHERE run_id = '${runId.replace(/'/g, '')}' GROUP BY entry_id) WHERE kind = 'usage'`,
@@ -183,7 +233,7 @@ async function verify(store: Store, runId: string, expectedTotal: Decimal): Prom
   let checked = '0';
   try {
     mismatches = await store.query(
-    `SELECT count() FROM (
+      `SELECT count() FROM (
        SELECT customer, unit, sum(amount) AS ledger FROM (SELECT entry_id, any(customer) AS customer, any(unit) AS unit, any(amount) AS amount FROM ledger_entries GROUP BY entry_id) GROUP BY customer, unit
      ) AS l ANY INNER JOIN (
        SELECT customer, unit, argMax(balance, as_of) AS carried FROM credit_snapshots GROUP BY customer, unit
@@ -193,7 +243,11 @@ async function verify(store: Store, runId: string, expectedTotal: Decimal): Prom
   } catch (error) {
     log(`balance check failed: ${(error as Error).message.slice(0, 200)}`);
   }
-  return { deducted: total, balancesChecked: Number(checked), balancesExact: mismatches[0]?.[0] === '0' && total.equals(expectedTotal) };
+  return {
+    deducted: total,
+    balancesChecked: Number(checked),
+    balancesExact: mismatches[0]?.[0] === '0' && total.equals(expectedTotal),
+  };
 }
 
 async function main(): Promise<void> {
@@ -211,7 +265,9 @@ async function main(): Promise<void> {
     await ensureSchema(store);
     const customers = Array.from({ length: customerCount }, (_, i) => `cust-${String(i).padStart(7, '0')}`);
     const catalog = benchCatalog(customers);
-    log(`${customerCount.toLocaleString('en')} customers × 3 meters, ${catalog.subscriptions.length.toLocaleString('en')} subscriptions, ClickHouse: ${backend}`);
+    log(
+      `${customerCount.toLocaleString('en')} customers × 3 meters, ${catalog.subscriptions.length.toLocaleString('en')} subscriptions, ClickHouse: ${backend}`,
+    );
     let t = Date.now();
     await fillPurchases(store, customers);
     log(`purchases written (${((Date.now() - t) / 1000).toFixed(1)} s)`);
@@ -219,7 +275,9 @@ async function main(): Promise<void> {
     for (let window = 0; window < windows; window++) {
       t = Date.now();
       await fillUsage(store, customers, window);
-      log(`window ${window + 1}: ${(customerCount * 3).toLocaleString('en')} usage rows written (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+      log(
+        `window ${window + 1}: ${(customerCount * 3).toLocaleString('en')} usage rows written (${((Date.now() - t) / 1000).toFixed(1)} s)`,
+      );
       const untilSec = firstWindowSec + (window + 1) * windowSec;
       const phases: Record<string, number> = {};
       let last = Date.now();
@@ -238,7 +296,8 @@ async function main(): Promise<void> {
       let expected = money(0);
       for (let i = 0; i < customerCount; i++) expected = expected.plus(expectedCost(i, window));
       let reported = money(0);
-      for (const r of Object.values(report.customers)) for (const amount of Object.values(r.deducted)) reported = reported.plus(amount);
+      for (const r of Object.values(report.customers))
+        for (const amount of Object.values(r.deducted)) reported = reported.plus(amount);
       const check = await verify(store, report.runId, expected);
       const exact = check.balancesExact && reported.equals(expected);
       runs.push({
@@ -252,7 +311,9 @@ async function main(): Promise<void> {
         balancesChecked: check.balancesChecked,
         exact,
       });
-      log(`run ${window + 1}: ${seconds.toFixed(2)} s, ${report.entriesPosted.toLocaleString('en')} entries; rated ${formatAmount(expected)}, deducted ${formatAmount(check.deducted)}, ${check.balancesChecked} balances checked: ${exact ? 'exact' : 'MISMATCH'}`);
+      log(
+        `run ${window + 1}: ${seconds.toFixed(2)} s, ${report.entriesPosted.toLocaleString('en')} entries; rated ${formatAmount(expected)}, deducted ${formatAmount(check.deducted)}, ${check.balancesChecked} balances checked: ${exact ? 'exact' : 'MISMATCH'}`,
+      );
     }
     const results = {
       date: new Date().toISOString(),
@@ -274,13 +335,27 @@ async function main(): Promise<void> {
       '',
       '| run | seconds | entries posted | accounts | total rated | total deducted | balances = Σ entries | exact |',
       '|---:|---:|---:|---:|---:|---:|---:|---|',
-      ...runs.map((r) => `| ${r.window} | ${r.seconds} | ${r.entriesPosted.toLocaleString('en')} | ${r.accounts.toLocaleString('en')} | ${r.totalRated} | ${r.totalDeducted} | ${r.balancesChecked.toLocaleString('en')} | ${r.exact} |`),
+      ...runs.map(
+        (r) =>
+          `| ${r.window} | ${r.seconds} | ${r.entriesPosted.toLocaleString('en')} | ${r.accounts.toLocaleString('en')} | ${r.totalRated} | ${r.totalDeducted} | ${r.balancesChecked.toLocaleString('en')} | ${r.exact} |`,
+      ),
       '',
-      'Phases (s): ' + runs.map((r) => `run ${r.window}: ${Object.entries(r.phasesS).map(([k, v]) => `${k} ${v}`).join(', ')}`).join('; '),
+      'Phases (s): ' +
+        runs
+          .map(
+            (r) =>
+              `run ${r.window}: ${Object.entries(r.phasesS)
+                .map(([k, v]) => `${k} ${v}`)
+                .join(', ')}`,
+          )
+          .join('; '),
       '',
     ].join('\n');
     writeFileSync(join(resultsDir, 'settlement-latest.md'), md);
-    appendHistory(join(resultsDir, 'history.md'), `| ${results.date.slice(0, 16)} | ${backend} | ${customerCount} | ${runs.map((r) => r.seconds).join(' / ')} | ${runs.map((r) => r.entriesPosted).join(' / ')} | ${results.exact} |`);
+    appendHistory(
+      join(resultsDir, 'history.md'),
+      `| ${results.date.slice(0, 16)} | ${backend} | ${customerCount} | ${runs.map((r) => r.seconds).join(' / ')} | ${runs.map((r) => r.entriesPosted).join(' / ')} | ${results.exact} |`,
+    );
     process.stdout.write(`\n${md}`);
     if (!results.exact) process.exitCode = 1;
   } finally {
@@ -302,7 +377,12 @@ function appendHistory(path: string, row: string): void {
     const table = `${header}\n\nOne line per run: seconds per settlement run (first / steady-state window), entries posted, totals exact.\n\n| date (UTC) | ClickHouse | customers | run s | entries | totals exact |\n|---|---|---:|---|---|---|\n${row}\n\n`;
     // Right under the title, before the gateway section's introduction and table.
     const title = text.indexOf('\n\n');
-    writeFileSync(path, title < 0 ? `${text}\n${table}` : `${text.slice(0, title + 2)}${table}## Gateway and end to end (\`npm run bench\`)\n\n${text.slice(title + 2)}`);
+    writeFileSync(
+      path,
+      title < 0
+        ? `${text}\n${table}`
+        : `${text.slice(0, title + 2)}${table}## Gateway and end to end (\`npm run bench\`)\n\n${text.slice(title + 2)}`,
+    );
     return;
   }
   const start = text.indexOf(header);

@@ -41,7 +41,13 @@ export function makeBatch(events: number, atMs: number, variant = 0): BenchBatch
     // Spread over a minute so rows aggregate per (customer, meter, minute, dimensions).
     const timestamp = atMs + ((i * 37) % 60_000);
     if (i % 10 === 9) {
-      list.push({ id: `${placeholder}-i${i}`, customer, meter: 'images', timestamp, dimensions: { model: models[i % 3]!, resolution: resolutions[(i >> 2) % 3]!, input: 'prompt' } });
+      list.push({
+        id: `${placeholder}-i${i}`,
+        customer,
+        meter: 'images',
+        timestamp,
+        dimensions: { model: models[i % 3]!, resolution: resolutions[(i >> 2) % 3]!, input: 'prompt' },
+      });
     } else {
       const quantity = `${100 + ((i + variant) % 900)}.25`;
       tokensPerCustomer.set(customer, (tokensPerCustomer.get(customer) ?? new Decimal(0)).plus(quantity));

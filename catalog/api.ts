@@ -14,7 +14,15 @@ import { isPlainObject } from '../shared/validate.js';
 import { changeJson } from './diff.js';
 import { canonicalText, entityList, setEntityList, type CatalogDocument } from './document.js';
 import type { CatalogSource } from './source.js';
-import { catalogDocumentBytesMax, historyPageMax, type ApplyOptions, type ApplyResult, type CatalogStore, type Revision, type RevisionSummary } from './store.js';
+import {
+  catalogDocumentBytesMax,
+  historyPageMax,
+  type ApplyOptions,
+  type ApplyResult,
+  type CatalogStore,
+  type Revision,
+  type RevisionSummary,
+} from './store.js';
 
 export interface CatalogApiDeps {
   catalogs: CatalogStore;
@@ -28,7 +36,12 @@ export interface CatalogApiDeps {
 const idPath = '([A-Za-z0-9._:@%-]{1,384})';
 
 function summaryJson(r: RevisionSummary): Record<string, unknown> {
-  return { revision: r.revision, applied_at: new Date(r.appliedAtSec * 1000).toISOString(), applied_by: r.appliedBy, sha256: r.sha256 };
+  return {
+    revision: r.revision,
+    applied_at: new Date(r.appliedAtSec * 1000).toISOString(),
+    applied_by: r.appliedBy,
+    sha256: r.sha256,
+  };
 }
 
 function revisionJson(r: Revision): Record<string, unknown> {
@@ -56,9 +69,13 @@ function expectedRevision(req: IncomingMessage): number | undefined {
   if (header === undefined || header.trim() === '*') return undefined;
   const match = /^\s*(?:W\/)?"?(\d{1,15})"?\s*$/.exec(header);
   if (match === null) {
-    throw new DrawdownError('request_invalid', 'If-Match must be the catalog revision this write is based on, e.g. "7" (the ETag of GET /v1/catalog)', {
-      problems: [{ field: 'If-Match', code: 'format', message: 'If-Match must be a revision number such as "7"' }],
-    });
+    throw new DrawdownError(
+      'request_invalid',
+      'If-Match must be the catalog revision this write is based on, e.g. "7" (the ETag of GET /v1/catalog)',
+      {
+        problems: [{ field: 'If-Match', code: 'format', message: 'If-Match must be a revision number such as "7"' }],
+      },
+    );
   }
   return Number(match[1]);
 }
@@ -67,20 +84,29 @@ function dryRun(req: IncomingMessage): boolean {
   const value = queryParams(req).get('dry_run');
   if (value === null || value === 'false') return false;
   if (value === 'true' || value === '') return true;
-  throw new DrawdownError('request_invalid', 'dry_run must be true or false', { problems: [{ field: 'dry_run', code: 'enum', message: 'dry_run must be true or false' }] });
+  throw new DrawdownError('request_invalid', 'dry_run must be true or false', {
+    problems: [{ field: 'dry_run', code: 'enum', message: 'dry_run must be true or false' }],
+  });
 }
 
 function objectBody(body: unknown): Record<string, unknown> {
-  if (!isPlainObject(body)) throw new DrawdownError('catalog_definition_invalid', 'body must be a JSON object', { problems: [{ field: '(body)', code: 'type', message: 'body must be a JSON object' }] });
+  if (!isPlainObject(body))
+    throw new DrawdownError('catalog_definition_invalid', 'body must be a JSON object', {
+      problems: [{ field: '(body)', code: 'type', message: 'body must be a JSON object' }],
+    });
   return body;
 }
 
 /** The path names the entity; a body that names another is refused rather than guessed at. */
 function withKey(body: Record<string, unknown>, field: string, value: string): Record<string, unknown> {
   if (body[field] !== undefined && body[field] !== value) {
-    throw new DrawdownError('catalog_definition_invalid', `${field} in the body (${JSON.stringify(body[field])}) differs from the path (${value})`, {
-      problems: [{ field, code: 'mismatch', message: `${field} must be ${value}, as in the path` }],
-    });
+    throw new DrawdownError(
+      'catalog_definition_invalid',
+      `${field} in the body (${JSON.stringify(body[field])}) differs from the path (${value})`,
+      {
+        problems: [{ field, code: 'mismatch', message: `${field} must be ${value}, as in the path` }],
+      },
+    );
   }
   return { ...body, [field]: value };
 }
@@ -107,7 +133,13 @@ export function catalogRoutes(deps: CatalogApiDeps): Route[] {
 
   function options(req: IncomingMessage, extra: Partial<ApplyOptions> = {}): ApplyOptions {
     const expected = expectedRevision(req);
-    return { appliedBy: appliedBy(req), dryRun: dryRun(req), nowMs: now(), ...(expected === undefined ? {} : { expectedRevision: expected }), ...extra };
+    return {
+      appliedBy: appliedBy(req),
+      dryRun: dryRun(req),
+      nowMs: now(),
+      ...(expected === undefined ? {} : { expectedRevision: expected }),
+      ...extra,
+    };
   }
 
   async function respond(res: ServerResponse, result: ApplyResult): Promise<void> {
@@ -124,12 +156,20 @@ export function catalogRoutes(deps: CatalogApiDeps): Route[] {
   async function history(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const params = queryParams(req);
     const limit = Number(params.get('limit') ?? '100');
-    if (!Number.isInteger(limit) || limit < 1 || limit > historyPageMax) throw new DrawdownError('request_invalid', `limit must be 1–${historyPageMax}`);
+    if (!Number.isInteger(limit) || limit < 1 || limit > historyPageMax)
+      throw new DrawdownError('request_invalid', `limit must be 1–${historyPageMax}`);
     const beforeText = params.get('before');
-    if (beforeText !== null && !/^\d{1,15}$/.test(beforeText)) throw new DrawdownError('request_invalid', 'before must be a revision number (the next token of a previous page)');
+    if (beforeText !== null && !/^\d{1,15}$/.test(beforeText))
+      throw new DrawdownError(
+        'request_invalid',
+        'before must be a revision number (the next token of a previous page)',
+      );
     const page = await catalogs.history(limit, beforeText === null ? undefined : Number(beforeText));
     const last = page.at(-1);
-    sendJson(res, 200, { revisions: page.map(summaryJson), next: page.length === limit && last !== undefined && last.revision > 1 ? String(last.revision) : null });
+    sendJson(res, 200, {
+      revisions: page.map(summaryJson),
+      next: page.length === limit && last !== undefined && last.revision > 1 ? String(last.revision) : null,
+    });
   }
 
   async function getRevision(_req: IncomingMessage, res: ServerResponse, [n]: string[]): Promise<void> {
@@ -149,16 +189,15 @@ export function catalogRoutes(deps: CatalogApiDeps): Route[] {
       const body = await readJsonBody(req);
       const base = options(req);
       let at = '';
-      const result = await catalogs.update(
-        (document) => {
+      const result = await catalogs
+        .update((document) => {
           const entity = withKey(objectBody(body), key, id!);
           at = `${list}[${upsert(document, list, key, entity)}]`;
           return document;
-        },
-        base,
-      ).catch((error: unknown) => {
-        throw relativeError(error, [at]);
-      });
+        }, base)
+        .catch((error: unknown) => {
+          throw relativeError(error, [at]);
+        });
       await respond(res, result);
     };
   }
@@ -173,11 +212,18 @@ export function catalogRoutes(deps: CatalogApiDeps): Route[] {
         const versions = entityList(document, 'rate_card.versions');
         const existing = versions.findIndex((v) => v.version === version.version);
         if (existing >= 0) {
-          // Retrying the same POST is a no-op; a different body under a saved id is an edit, which this route does not do.
+          // Retrying the same POST is a no-op; a different body under a saved id is an edit, which this route does
+          // not do.
           if (canonicalText(versions[existing]) === canonicalText(version)) return document;
-          throw new DrawdownError('catalog_conflict', `rate card version ${String(version.version)} exists; add a version with a new id (a future version can be replaced with PUT /v1/catalog)`, {
-            problems: [{ field: 'version', code: 'exists', message: `rate card version ${String(version.version)} exists` }],
-          });
+          throw new DrawdownError(
+            'catalog_conflict',
+            `rate card version ${String(version.version)} exists; add a version with a new id (a future version can be replaced with PUT /v1/catalog)`,
+            {
+              problems: [
+                { field: 'version', code: 'exists', message: `rate card version ${String(version.version)} exists` },
+              ],
+            },
+          );
         }
         at = `rate_card.versions[${versions.length}]`;
         setEntityList(document, 'rate_card.versions', [...versions, version]);
@@ -206,9 +252,19 @@ export function catalogRoutes(deps: CatalogApiDeps): Route[] {
         if (typeof number === 'number' && Number.isInteger(number) && number >= 1 && number <= versions.length) {
           // The same version again (a retried POST) changes nothing; anything else would edit a saved version.
           if (canonicalText(versions[number - 1]) === canonicalText({ ...version, version: number })) return document;
-          throw new DrawdownError('catalog_conflict', `plan ${planId} version ${number} is saved and cannot change; post version ${versions.length + 1}`, {
-            problems: [{ field: 'version', code: 'immutable', message: `plan ${planId} version ${number} is saved and cannot change` }],
-          });
+          throw new DrawdownError(
+            'catalog_conflict',
+            `plan ${planId} version ${number} is saved and cannot change; post version ${versions.length + 1}`,
+            {
+              problems: [
+                {
+                  field: 'version',
+                  code: 'immutable',
+                  message: `plan ${planId} version ${number} is saved and cannot change`,
+                },
+              ],
+            },
+          );
         }
         versions.push({ ...version, version: number });
         plan.versions = versions;
@@ -228,7 +284,18 @@ export function catalogRoutes(deps: CatalogApiDeps): Route[] {
     const snapshot = await catalogs.latest();
     const plan = entityList(snapshot?.document ?? {}, 'plans').find((p) => p.id === planId);
     if (snapshot === undefined || plan === undefined) throw new DrawdownError('not_found', `no plan ${planId}`);
-    sendJson(res, 200, { revision: snapshot.revision, plan: plan.id, name: plan.name ?? plan.id, billing: plan.billing, versions: entityList(plan, 'versions') }, etag(snapshot.revision));
+    sendJson(
+      res,
+      200,
+      {
+        revision: snapshot.revision,
+        plan: plan.id,
+        name: plan.name ?? plan.id,
+        billing: plan.billing,
+        versions: entityList(plan, 'versions'),
+      },
+      etag(snapshot.revision),
+    );
   }
 
   return [
@@ -236,13 +303,43 @@ export function catalogRoutes(deps: CatalogApiDeps): Route[] {
     { method: 'PUT', path: /^\/v1\/catalog$/, scope: 'admin', handler: putCatalog },
     { method: 'GET', path: /^\/v1\/catalog\/revisions$/, scope: 'admin', handler: history },
     { method: 'GET', path: /^\/v1\/catalog\/revisions\/([^/]{1,32})$/, scope: 'admin', handler: getRevision },
-    { method: 'PUT', path: new RegExp(`^/v1/catalog/credit-units/${idPath}$`), scope: 'admin', handler: putEntity('credit_units', 'id') },
-    { method: 'PUT', path: new RegExp(`^/v1/catalog/meters/${idPath}$`), scope: 'admin', handler: putEntity('meters', 'key') },
-    { method: 'PUT', path: new RegExp(`^/v1/catalog/packages/${idPath}$`), scope: 'admin', handler: putEntity('packages', 'id') },
-    { method: 'PUT', path: new RegExp(`^/v1/catalog/subscriptions/${idPath}$`), scope: 'admin', handler: putEntity('subscriptions', 'id') },
+    {
+      method: 'PUT',
+      path: new RegExp(`^/v1/catalog/credit-units/${idPath}$`),
+      scope: 'admin',
+      handler: putEntity('credit_units', 'id'),
+    },
+    {
+      method: 'PUT',
+      path: new RegExp(`^/v1/catalog/meters/${idPath}$`),
+      scope: 'admin',
+      handler: putEntity('meters', 'key'),
+    },
+    {
+      method: 'PUT',
+      path: new RegExp(`^/v1/catalog/packages/${idPath}$`),
+      scope: 'admin',
+      handler: putEntity('packages', 'id'),
+    },
+    {
+      method: 'PUT',
+      path: new RegExp(`^/v1/catalog/subscriptions/${idPath}$`),
+      scope: 'admin',
+      handler: putEntity('subscriptions', 'id'),
+    },
     { method: 'POST', path: /^\/v1\/catalog\/rate-card\/versions$/, scope: 'admin', handler: addRateCardVersion },
-    { method: 'GET', path: new RegExp(`^/v1/catalog/plans/${idPath}/versions$`), scope: 'admin', handler: planVersions },
-    { method: 'POST', path: new RegExp(`^/v1/catalog/plans/${idPath}/versions$`), scope: 'admin', handler: addPlanVersion },
+    {
+      method: 'GET',
+      path: new RegExp(`^/v1/catalog/plans/${idPath}/versions$`),
+      scope: 'admin',
+      handler: planVersions,
+    },
+    {
+      method: 'POST',
+      path: new RegExp(`^/v1/catalog/plans/${idPath}/versions$`),
+      scope: 'admin',
+      handler: addPlanVersion,
+    },
   ];
 }
 

@@ -36,17 +36,30 @@ function readDocument(path: string): unknown {
   try {
     text = readFileSync(path, 'utf8');
   } catch (cause) {
-    throw new DrawdownError('catalog_definition_invalid', `cannot read catalog file ${path}: ${(cause as Error).message}`, { cause });
+    throw new DrawdownError(
+      'catalog_definition_invalid',
+      `cannot read catalog file ${path}: ${(cause as Error).message}`,
+      { cause },
+    );
   }
   try {
     return JSON.parse(text);
   } catch (cause) {
-    throw new DrawdownError('catalog_definition_invalid', `catalog file ${path} is not valid JSON: ${(cause as Error).message}`, { cause });
+    throw new DrawdownError(
+      'catalog_definition_invalid',
+      `catalog file ${path} is not valid JSON: ${(cause as Error).message}`,
+      { cause },
+    );
   }
 }
 
 /** Runs one `catalog` subcommand; returns the exit code. Errors are thrown for the CLI to print. */
-export async function runCatalogCommand(positional: readonly string[], flags: Map<string, string>, env: NodeJS.ProcessEnv, io: Output): Promise<number> {
+export async function runCatalogCommand(
+  positional: readonly string[],
+  flags: Map<string, string>,
+  env: NodeJS.ProcessEnv,
+  io: Output,
+): Promise<number> {
   const sub = positional[1];
   const files = positional.slice(2);
   // `--dry-run FILE` parses as a flag with a value: it is the file.
@@ -55,7 +68,12 @@ export async function runCatalogCommand(positional: readonly string[], flags: Ma
   if (dry !== undefined && dry !== 'true' && dry !== 'false') files.push(dry);
   const revisionFlag = flags.get('--revision');
   flags.delete('--revision');
-  const usable = (sub === 'apply' && files.length === 1 && revisionFlag === undefined) || (sub === 'get' && files.length === 0 && dry === undefined && (revisionFlag === undefined || /^\d{1,15}$/.test(revisionFlag)));
+  const usable =
+    (sub === 'apply' && files.length === 1 && revisionFlag === undefined) ||
+    (sub === 'get' &&
+      files.length === 0 &&
+      dry === undefined &&
+      (revisionFlag === undefined || /^\d{1,15}$/.test(revisionFlag)));
   if (!usable) {
     io.err(`${catalogUsage}\n`);
     return 2;
@@ -71,7 +89,9 @@ export async function runCatalogCommand(positional: readonly string[], flags: Ma
         io.err(revisionFlag === undefined ? 'the catalog store is empty\n' : `no catalog revision ${revisionFlag}\n`);
         return 1;
       }
-      io.err(`revision ${revision.revision}, applied ${new Date(revision.appliedAtSec * 1000).toISOString()} by ${revision.appliedBy}\n`);
+      io.err(
+        `revision ${revision.revision}, applied ${new Date(revision.appliedAtSec * 1000).toISOString()} by ${revision.appliedBy}\n`,
+      );
       io.out(`${JSON.stringify(revision.document, null, 2)}\n`);
       return 0;
     }
@@ -85,7 +105,12 @@ export async function runCatalogCommand(positional: readonly string[], flags: Ma
       io.out(formatDiff(changes));
       shown = true;
     };
-    const result = await catalogs.apply(document, { appliedBy: whoAmI(), dryRun, progress: (line) => io.err(`${line}\n`), onDiff: show });
+    const result = await catalogs.apply(document, {
+      appliedBy: whoAmI(),
+      dryRun,
+      progress: (line) => io.err(`${line}\n`),
+      onDiff: show,
+    });
     if (!shown) show(result.changes);
     if (!result.changed) io.out(`no changes: revision ${result.revision} is in force\n`);
     else if (result.dryRun) io.out(`dry run: nothing written (revision ${result.previousRevision} is in force)\n`);

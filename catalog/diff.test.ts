@@ -18,7 +18,11 @@ const base = {
 
 describe('catalog documents and their diff', () => {
   it('given the same catalog in another order, then the canonical text and hash are the same', () => {
-    const shuffled = { rate_card: { versions: [...base.rate_card.versions].reverse() }, meters: [...base.meters].reverse(), credit_units: base.credit_units };
+    const shuffled = {
+      rate_card: { versions: [...base.rate_card.versions].reverse() },
+      meters: [...base.meters].reverse(),
+      credit_units: base.credit_units,
+    };
     expect(documentText(canonicalDocument(shuffled))).toBe(documentText(canonicalDocument(base)));
     expect(sha256Hex(documentText(canonicalDocument(shuffled)))).toBe(sha256Hex(documentText(canonicalDocument(base))));
     // Versions sort by the instant they take effect, not by their text.
@@ -38,7 +42,12 @@ describe('catalog documents and their diff', () => {
       { kind: 'meter', id: 'a', change: 'changed', fields: [{ path: 'dimensions[1]', after: 'y' }] },
       { kind: 'meter', id: 'b', change: 'changed', fields: [{ path: 'name', before: 'B', after: 'Bee' }] },
       { kind: 'meter', id: 'c', change: 'added', fields: [] },
-      { kind: 'document', id: '(top level)', change: 'changed', fields: [{ path: 'rate_card.currency_note', after: 'USD' }] },
+      {
+        kind: 'document',
+        id: '(top level)',
+        change: 'changed',
+        fields: [{ path: 'rate_card.currency_note', after: 'USD' }],
+      },
     ]);
     expect(formatDiff(changes)).toBe(
       [

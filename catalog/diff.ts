@@ -27,7 +27,12 @@ const knownTopLevel = new Set(['credit_units', 'meters', 'rate_card', 'packages'
 /** Leaf values by path; empty objects and arrays below the root are leaves, so adding the first element shows. */
 function flatten(value: unknown, path: string, out: Map<string, unknown>): Map<string, unknown> {
   if (Array.isArray(value) && value.length > 0) value.forEach((v, i) => flatten(v, `${path}[${i}]`, out));
-  else if (value !== null && typeof value === 'object' && !Array.isArray(value) && (path === '' || Object.keys(value).length > 0)) {
+  else if (
+    value !== null &&
+    typeof value === 'object' &&
+    !Array.isArray(value) &&
+    (path === '' || Object.keys(value).length > 0)
+  ) {
     for (const [k, v] of Object.entries(value)) flatten(v, path === '' ? k : `${path}.${k}`, out);
   } else out.set(path, value);
   return out;
@@ -41,7 +46,11 @@ export function fieldChanges(before: unknown, after: unknown): FieldChange[] {
     const had = a.has(path);
     const has = b.has(path);
     if (had && has && canonicalText(a.get(path)) === canonicalText(b.get(path))) continue;
-    changes.push({ path: path === '' ? '(value)' : path, ...(had ? { before: a.get(path) } : {}), ...(has ? { after: b.get(path) } : {}) });
+    changes.push({
+      path: path === '' ? '(value)' : path,
+      ...(had ? { before: a.get(path) } : {}),
+      ...(has ? { after: b.get(path) } : {}),
+    });
   }
   return changes;
 }
@@ -57,22 +66,34 @@ export function diffDocuments(before: CatalogDocument | undefined, after: Catalo
       const b = now.get(id);
       if (a === undefined) changes.push({ kind, id, change: 'added', fields: [] });
       else if (b === undefined) changes.push({ kind, id, change: 'removed', fields: [] });
-      else if (canonicalText(a) !== canonicalText(b)) changes.push({ kind, id, change: 'changed', fields: fieldChanges(a, b) });
+      else if (canonicalText(a) !== canonicalText(b))
+        changes.push({ kind, id, change: 'changed', fields: fieldChanges(a, b) });
     }
   }
   // Keys the catalog does not know are kept verbatim; a change to them still shows.
-  const others = (d: CatalogDocument | undefined) => Object.fromEntries(Object.entries(d ?? {}).filter(([k]) => !knownTopLevel.has(k)));
+  const others = (d: CatalogDocument | undefined) =>
+    Object.fromEntries(Object.entries(d ?? {}).filter(([k]) => !knownTopLevel.has(k)));
   const rateCardRest = (d: CatalogDocument | undefined) => {
     const card = d?.rate_card;
-    return card !== null && typeof card === 'object' ? Object.fromEntries(Object.entries(card).filter(([k]) => k !== 'versions')) : {};
+    return card !== null && typeof card === 'object'
+      ? Object.fromEntries(Object.entries(card).filter(([k]) => k !== 'versions'))
+      : {};
   };
-  const fields = [...fieldChanges(others(before), others(after)), ...fieldChanges(rateCardRest(before), rateCardRest(after)).map((f) => ({ ...f, path: `rate_card.${f.path}` }))];
+  const fields = [
+    ...fieldChanges(others(before), others(after)),
+    ...fieldChanges(rateCardRest(before), rateCardRest(after)).map((f) => ({ ...f, path: `rate_card.${f.path}` })),
+  ];
   if (fields.length > 0) changes.push({ kind: 'document', id: '(top level)', change: 'changed', fields });
   return changes;
 }
 
 export function changeJson(change: EntityChange): Record<string, unknown> {
-  return { kind: change.kind, id: change.id, change: change.change, ...(change.change === 'changed' ? { fields: change.fields } : {}) };
+  return {
+    kind: change.kind,
+    id: change.id,
+    change: change.change,
+    ...(change.change === 'changed' ? { fields: change.fields } : {}),
+  };
 }
 
 const labels: Record<EntityChange['kind'], string> = {

@@ -41,7 +41,8 @@ export function canonicalText(value: unknown): string {
 /** The entity list at `path` ("meters", "rate_card.versions"), or [] when absent. */
 export function entityList(document: CatalogDocument, path: string): Record<string, unknown>[] {
   let value: unknown = document;
-  for (const part of path.split('.')) value = value !== null && typeof value === 'object' ? (value as Record<string, unknown>)[part] : undefined;
+  for (const part of path.split('.'))
+    value = value !== null && typeof value === 'object' ? (value as Record<string, unknown>)[part] : undefined;
   return Array.isArray(value) ? (value as Record<string, unknown>[]) : [];
 }
 
@@ -51,7 +52,8 @@ export function setEntityList(document: CatalogDocument, path: string, list: unk
   let parent = document;
   for (const part of parts.slice(0, -1)) {
     const next = parent[part];
-    parent = parent[part] = next !== null && typeof next === 'object' && !Array.isArray(next) ? { ...(next as Record<string, unknown>) } : {};
+    parent = parent[part] =
+      next !== null && typeof next === 'object' && !Array.isArray(next) ? { ...(next as Record<string, unknown>) } : {};
   }
   parent[parts.at(-1)!] = list;
 }

@@ -13,7 +13,6 @@ import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
 
 export type { Aggregation, MeterDefinitions };
 
-
 export interface Meter {
   key: string;
   name: string;
@@ -88,10 +87,10 @@ export interface Catalog {
   subscriptions: readonly Subscription[];
 }
 
-
 export function meterDefinitions(catalog: Catalog): MeterDefinitions {
   const out: MeterDefinitions = Object.create(null);
-  for (const meter of catalog.meters.values()) out[meter.key] = { aggregation: meter.aggregation, dimensions: meter.dimensions };
+  for (const meter of catalog.meters.values())
+    out[meter.key] = { aggregation: meter.aggregation, dimensions: meter.dimensions };
   return out;
 }
 
@@ -113,7 +112,8 @@ function object(problems: Problems, value: unknown, field: string): Record<strin
     problems.add(field, 'type', `${field} must be an object`);
     return {};
   }
-  for (const key of Object.keys(value)) if (hostileKeys.has(key)) problems.add(`${field}.${key}`, 'hostile_key', `${field} may not have the key ${key}`);
+  for (const key of Object.keys(value))
+    if (hostileKeys.has(key)) problems.add(`${field}.${key}`, 'hostile_key', `${field} may not have the key ${key}`);
   return value;
 }
 
@@ -137,7 +137,8 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
     o.allowed_negative_balance === undefined || o.allowed_negative_balance === null
       ? undefined
       : readDecimalText(problems, o.allowed_negative_balance, `${at}.allowed_negative_balance`);
-  if (o.archived !== undefined && typeof o.archived !== 'boolean') problems.add(`${at}.archived`, 'type', `${at}.archived must be a boolean`);
+  if (o.archived !== undefined && typeof o.archived !== 'boolean')
+    problems.add(`${at}.archived`, 'type', `${at}.archived must be a boolean`);
   if (!id || !name || !internalName) return undefined;
   return {
     id,
@@ -165,13 +166,22 @@ function parseMeter(problems: Problems, raw: unknown, at: string): Meter | undef
   list(problems, o.dimensions, `${at}.dimensions`).forEach((d, i) => {
     const dimension = readString(problems, d, `${at}.dimensions[${i}]`, { max: 64, pattern: /^[A-Za-z0-9_.-]+$/ });
     if (dimension === undefined) return;
-    if (hostileKeys.has(dimension)) problems.add(`${at}.dimensions[${i}]`, 'hostile_key', `dimension key ${dimension} is not allowed`);
-    else if (dimensions.includes(dimension)) problems.add(`${at}.dimensions[${i}]`, 'duplicate', `dimension ${dimension} is declared twice`);
+    if (hostileKeys.has(dimension))
+      problems.add(`${at}.dimensions[${i}]`, 'hostile_key', `dimension key ${dimension} is not allowed`);
+    else if (dimensions.includes(dimension))
+      problems.add(`${at}.dimensions[${i}]`, 'duplicate', `dimension ${dimension} is declared twice`);
     else dimensions.push(dimension);
   });
   if (dimensions.length > 16) problems.add(`${at}.dimensions`, 'too_many', 'a meter declares at most 16 dimensions');
   if (!key || !name || !unitSingular || !unitPlural) return undefined;
-  return { key, name, unitSingular, unitPlural, aggregation: aggregation as Aggregation, dimensions: dimensions.sort() };
+  return {
+    key,
+    name,
+    unitSingular,
+    unitPlural,
+    aggregation: aggregation as Aggregation,
+    dimensions: dimensions.sort(),
+  };
 }
 
 function parseTiers(problems: Problems, raw: unknown, at: string): PriceTier[] | undefined {
@@ -199,13 +209,21 @@ function parseTiers(problems: Problems, raw: unknown, at: string): PriceTier[] |
       const text = readDecimalText(problems, o.up_to, `${tat}.up_to`, { positive: true });
       if (text === undefined) ok = false;
       else if (last) {
-        problems.add(`${tat}.up_to`, 'range', `${tat}.up_to must be null: the last tier is open-ended, so no usage goes unpriced`);
+        problems.add(
+          `${tat}.up_to`,
+          'range',
+          `${tat}.up_to must be null: the last tier is open-ended, so no usage goes unpriced`,
+        );
         ok = false;
       } else {
         upTo = money(text);
         const previous = tiers[i - 1]?.upTo;
         if (previous !== undefined && !upTo.greaterThan(previous)) {
-          problems.add(`${tat}.up_to`, 'order', `${tat}.up_to must be above the previous tier's up_to (${previous.toFixed()})`);
+          problems.add(
+            `${tat}.up_to`,
+            'order',
+            `${tat}.up_to must be above the previous tier's up_to (${previous.toFixed()})`,
+          );
           ok = false;
         }
       }
@@ -229,7 +247,8 @@ function parsePrice(problems: Problems, raw: unknown, at: string): Price | undef
   if (o.model === 'package') {
     const size = readDecimalText(problems, o.size, `${at}.size`, { positive: true });
     const rounding = o.rounding ?? 'prorate';
-    if (rounding !== 'prorate' && rounding !== 'up') problems.add(`${at}.rounding`, 'enum', `${at}.rounding must be prorate or up`);
+    if (rounding !== 'prorate' && rounding !== 'up')
+      problems.add(`${at}.rounding`, 'enum', `${at}.rounding must be prorate or up`);
     if (amount === undefined || size === undefined) return undefined;
     return { model: 'package', amount: money(amount), size: money(size), rounding: rounding as 'prorate' | 'up' };
   }
@@ -237,24 +256,38 @@ function parsePrice(problems: Problems, raw: unknown, at: string): Price | undef
   return undefined;
 }
 
-function parseRateRow(problems: Problems, raw: unknown, at: string, meters: Map<string, Meter>, units: Map<string, CreditUnit>): RateRow | undefined {
+function parseRateRow(
+  problems: Problems,
+  raw: unknown,
+  at: string,
+  meters: Map<string, Meter>,
+  units: Map<string, CreditUnit>,
+): RateRow | undefined {
   const o = object(problems, raw, at);
   const meterKey = readString(problems, o.meter, `${at}.meter`, { max: 128 });
   const unit = readString(problems, o.unit, `${at}.unit`, { max: 64 });
   const meter = meterKey === undefined ? undefined : meters.get(meterKey);
-  if (meterKey !== undefined && meter === undefined) problems.add(`${at}.meter`, 'unknown', `meter ${meterKey} is not defined`);
-  if (unit !== undefined && !units.has(unit)) problems.add(`${at}.unit`, 'unknown', `credit unit ${unit} is not defined`);
+  if (meterKey !== undefined && meter === undefined)
+    problems.add(`${at}.meter`, 'unknown', `meter ${meterKey} is not defined`);
+  if (unit !== undefined && !units.has(unit))
+    problems.add(`${at}.unit`, 'unknown', `credit unit ${unit} is not defined`);
   const match: Record<string, string> = Object.create(null);
   const rawMatch = o.match === undefined ? {} : object(problems, o.match, `${at}.match`);
   for (const [key, value] of Object.entries(rawMatch)) {
     if (hostileKeys.has(key)) continue;
-    if (meter && !meter.dimensions.includes(key)) problems.add(`${at}.match.${key}`, 'unknown', `meter ${meter.key} declares no dimension ${key}`);
+    if (meter && !meter.dimensions.includes(key))
+      problems.add(`${at}.match.${key}`, 'unknown', `meter ${meter.key} declares no dimension ${key}`);
     const text = readString(problems, value, `${at}.match.${key}`, { max: 128 });
     if (text !== undefined) match[key] = text;
   }
   const price = parsePrice(problems, o.price, `${at}.price`);
   // Tiers count a period's cumulative quantity; a max meter's quantities do not add up.
-  if (price?.model === 'graduated' && meter?.aggregation === 'max') problems.add(`${at}.price.model`, 'range', `meter ${meter.key} aggregates by max; graduated tiers need a sum or count meter`);
+  if (price?.model === 'graduated' && meter?.aggregation === 'max')
+    problems.add(
+      `${at}.price.model`,
+      'range',
+      `meter ${meter.key} aggregates by max; graduated tiers need a sum or count meter`,
+    );
   if (!meterKey || !unit || !price) return undefined;
   return { meter: meterKey, match, unit, price };
 }
@@ -273,7 +306,8 @@ export function parseCatalog(raw: unknown): Catalog {
   list(problems, root.credit_units, 'credit_units').forEach((u, i) => {
     const unit = parseCreditUnit(problems, u, `credit_units[${i}]`);
     if (!unit) return;
-    if (creditUnits.has(unit.id)) problems.add(`credit_units[${i}].id`, 'duplicate', `credit unit ${unit.id} is defined twice`);
+    if (creditUnits.has(unit.id))
+      problems.add(`credit_units[${i}].id`, 'duplicate', `credit unit ${unit.id} is defined twice`);
     creditUnits.set(unit.id, unit);
   });
 
@@ -293,7 +327,8 @@ export function parseCatalog(raw: unknown): Catalog {
     const version = readString(problems, o.version, `${at}.version`, { max: 64, pattern: idPattern });
     const effectiveFromMs = readInstant(problems, o.effective_from, `${at}.effective_from`);
     // Usage is aggregated per minute; a version starting mid-minute could not price that minute's two halves apart.
-    if (effectiveFromMs !== undefined && effectiveFromMs % 60_000 !== 0) problems.add(`${at}.effective_from`, 'alignment', `${at}.effective_from must fall on a whole minute`);
+    if (effectiveFromMs !== undefined && effectiveFromMs % 60_000 !== 0)
+      problems.add(`${at}.effective_from`, 'alignment', `${at}.effective_from must fall on a whole minute`);
     const rows: RateRow[] = [];
     const seen = new Set<string>();
     list(problems, o.rows, `${at}.rows`).forEach((r, j) => {
@@ -309,7 +344,11 @@ export function parseCatalog(raw: unknown): Catalog {
   rateCard.sort((a, b) => a.effectiveFromMs - b.effectiveFromMs);
   for (let i = 1; i < rateCard.length; i++) {
     if (rateCard[i]!.effectiveFromMs === rateCard[i - 1]!.effectiveFromMs) {
-      problems.add('rate_card.versions', 'duplicate', `two versions take effect at the same instant (${rateCard[i]!.version})`);
+      problems.add(
+        'rate_card.versions',
+        'duplicate',
+        `two versions take effect at the same instant (${rateCard[i]!.version})`,
+      );
     }
     if (rateCard.findIndex((v) => v.version === rateCard[i]!.version) !== i) {
       problems.add('rate_card.versions', 'duplicate', `version ${rateCard[i]!.version} is defined twice`);
@@ -327,8 +366,10 @@ export function parseCatalog(raw: unknown): Catalog {
     const amount = readDecimalText(problems, price.amount, `${at}.price.amount`);
     const credits = readDecimalText(problems, o.credits, `${at}.credits`, { positive: true });
     const unit = readString(problems, o.unit, `${at}.unit`, { max: 64 });
-    if (unit !== undefined && !creditUnits.has(unit)) problems.add(`${at}.unit`, 'unknown', `credit unit ${unit} is not defined`);
-    if (unit !== undefined && creditUnits.get(unit)?.archived) problems.add(`${at}.unit`, 'archived', `credit unit ${unit} is archived`);
+    if (unit !== undefined && !creditUnits.has(unit))
+      problems.add(`${at}.unit`, 'unknown', `credit unit ${unit} is not defined`);
+    if (unit !== undefined && creditUnits.get(unit)?.archived)
+      problems.add(`${at}.unit`, 'archived', `credit unit ${unit} is archived`);
     if (!id || !name || !currency || !amount || !credits || !unit) return;
     if (packages.has(id)) problems.add(`${at}.id`, 'duplicate', `package ${id} is defined twice`);
     packages.set(id, { id, name, price: { currency, amount: money(amount) }, credits: money(credits), unit });
@@ -347,13 +388,17 @@ export function parseCatalog(raw: unknown): Catalog {
     const subscription = parseSubscription(problems, s, `subscriptions[${i}]`, plans);
     if (!subscription) return;
     // A Set, not a scan of the list: catalogs hold one subscription per customer (100,000s).
-    if (subscriptionIds.has(subscription.id)) problems.add(`subscriptions[${i}].id`, 'duplicate', `subscription ${subscription.id} is defined twice`);
+    if (subscriptionIds.has(subscription.id))
+      problems.add(`subscriptions[${i}].id`, 'duplicate', `subscription ${subscription.id} is defined twice`);
     subscriptionIds.add(subscription.id);
     subscriptions.push(subscription);
   });
   refuseNewGrantsOnArchivedUnits(problems, plans, subscriptions);
 
-  if (!problems.empty) throw new DrawdownError('catalog_invalid', `catalog has ${problems.list.length} problem(s)`, { problems: problems.list });
+  if (!problems.empty)
+    throw new DrawdownError('catalog_invalid', `catalog has ${problems.list.length} problem(s)`, {
+      problems: problems.list,
+    });
   return { creditUnits, meters, rateCard, packages, plans, subscriptions };
 }
 
@@ -362,13 +407,17 @@ export function loadCatalogFile(path: string): Catalog {
   try {
     text = readFileSync(path, 'utf8');
   } catch (cause) {
-    throw new DrawdownError('catalog_invalid', `cannot read catalog file ${path}: ${(cause as Error).message}`, { cause });
+    throw new DrawdownError('catalog_invalid', `cannot read catalog file ${path}: ${(cause as Error).message}`, {
+      cause,
+    });
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (cause) {
-    throw new DrawdownError('catalog_invalid', `catalog file ${path} is not valid JSON: ${(cause as Error).message}`, { cause });
+    throw new DrawdownError('catalog_invalid', `catalog file ${path} is not valid JSON: ${(cause as Error).message}`, {
+      cause,
+    });
   }
   return parseCatalog(raw);
 }

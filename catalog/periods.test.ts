@@ -20,12 +20,19 @@ describe('grant periods', () => {
 
   it('given a yearly anchor on Feb 29, non-leap years use Feb 28', () => {
     const anchor = utc('2028-02-29T00:00:00Z');
-    expect([1, 4].map((i) => iso(periodStart(anchor, 'yearly', i)))).toEqual(['2029-02-28T00:00:00.000Z', '2032-02-29T00:00:00.000Z']);
+    expect([1, 4].map((i) => iso(periodStart(anchor, 'yearly', i)))).toEqual([
+      '2029-02-28T00:00:00.000Z',
+      '2032-02-29T00:00:00.000Z',
+    ]);
   });
 
   it('finds the period containing an instant, with the start inclusive and the end exclusive', () => {
     const anchor = utc('2026-01-15T00:00:00Z');
-    expect(periodAt(anchor, 'monthly', utc('2026-02-15T00:00:00Z'))).toEqual({ index: 1, startMs: utc('2026-02-15T00:00:00Z'), endMs: utc('2026-03-15T00:00:00Z') });
+    expect(periodAt(anchor, 'monthly', utc('2026-02-15T00:00:00Z'))).toEqual({
+      index: 1,
+      startMs: utc('2026-02-15T00:00:00Z'),
+      endMs: utc('2026-03-15T00:00:00Z'),
+    });
     expect(periodAt(anchor, 'monthly', utc('2026-02-14T23:59:59Z')).index).toBe(0);
     expect(periodAt(anchor, 'daily', utc('2026-01-14T23:00:00Z')).index).toBe(-1);
   });

@@ -36,7 +36,15 @@ function addMonthsClamped(anchorMs: number, months: number): number {
   const targetMonth = ((month % 12) + 12) % 12;
   const daysInTarget = new Date(Date.UTC(targetYear, targetMonth + 1, 0)).getUTCDate();
   const day = Math.min(anchor.getUTCDate(), daysInTarget);
-  return Date.UTC(targetYear, targetMonth, day, anchor.getUTCHours(), anchor.getUTCMinutes(), anchor.getUTCSeconds(), anchor.getUTCMilliseconds());
+  return Date.UTC(
+    targetYear,
+    targetMonth,
+    day,
+    anchor.getUTCHours(),
+    anchor.getUTCMinutes(),
+    anchor.getUTCSeconds(),
+    anchor.getUTCMilliseconds(),
+  );
 }
 
 /** Start of period `index` (0 = the anchor itself; negative goes back). */
@@ -58,7 +66,9 @@ export function periodIndexAt(anchorMs: number, frequency: Frequency, atMs: numb
   const a = new Date(anchorMs);
   const t = new Date(atMs);
   // An estimate from calendar months, then corrected by at most one step either way.
-  let index = Math.floor(((t.getUTCFullYear() - a.getUTCFullYear()) * 12 + (t.getUTCMonth() - a.getUTCMonth())) / monthsPer);
+  let index = Math.floor(
+    ((t.getUTCFullYear() - a.getUTCFullYear()) * 12 + (t.getUTCMonth() - a.getUTCMonth())) / monthsPer,
+  );
   while (periodStart(anchorMs, frequency, index) > atMs) index--;
   while (periodStart(anchorMs, frequency, index + 1) <= atMs) index++;
   return index;
@@ -72,7 +82,11 @@ export interface Period {
 
 export function periodAt(anchorMs: number, frequency: Frequency, atMs: number): Period {
   const index = periodIndexAt(anchorMs, frequency, atMs);
-  return { index, startMs: periodStart(anchorMs, frequency, index), endMs: periodStart(anchorMs, frequency, index + 1) };
+  return {
+    index,
+    startMs: periodStart(anchorMs, frequency, index),
+    endMs: periodStart(anchorMs, frequency, index + 1),
+  };
 }
 
 /**
@@ -80,11 +94,24 @@ export function periodAt(anchorMs: number, frequency: Frequency, atMs: number): 
  * crosses. `limit` bounds the work: a window spanning more boundaries than
  * that is a caller error (settle in shorter windows).
  */
-export function boundariesIn(anchorMs: number, frequency: Frequency, fromMs: number, untilMs: number, limit = 1_000): number[] {
+export function boundariesIn(
+  anchorMs: number,
+  frequency: Frequency,
+  fromMs: number,
+  untilMs: number,
+  limit = 1_000,
+): number[] {
   const out: number[] = [];
   let index = periodIndexAt(anchorMs, frequency, fromMs) + 1;
-  for (let start = periodStart(anchorMs, frequency, index); start <= untilMs; start = periodStart(anchorMs, frequency, ++index)) {
-    if (out.length >= limit) throw new RangeError(`more than ${limit} ${frequency} boundaries between ${new Date(fromMs).toISOString()} and ${new Date(untilMs).toISOString()}`);
+  for (
+    let start = periodStart(anchorMs, frequency, index);
+    start <= untilMs;
+    start = periodStart(anchorMs, frequency, ++index)
+  ) {
+    if (out.length >= limit)
+      throw new RangeError(
+        `more than ${limit} ${frequency} boundaries between ${new Date(fromMs).toISOString()} and ${new Date(untilMs).toISOString()}`,
+      );
     out.push(start);
   }
   return out;

@@ -81,14 +81,18 @@ export function parseRollover(problems: Problems, raw: unknown, at: string): Rol
       return { kind: raw.kind };
     case 'time_limited': {
       const duration = typeof raw.duration === 'string' ? parseDuration(raw.duration) : undefined;
-      if (duration === undefined) problems.add(`${at}.duration`, 'format', `${at}.duration must be an ISO-8601 duration such as P2M or P30D`);
+      if (duration === undefined)
+        problems.add(`${at}.duration`, 'format', `${at}.duration must be an ISO-8601 duration such as P2M or P30D`);
       return duration && { kind: 'time_limited', duration };
     }
     case 'capped': {
       const percent = readDecimalText(problems, raw.percent, `${at}.percent`);
       const maximum = readDecimalText(problems, raw.maximum, `${at}.maximum`);
-      if (percent !== undefined && money(percent).greaterThan(100)) problems.add(`${at}.percent`, 'range', `${at}.percent must be 0–100`);
-      return percent !== undefined && maximum !== undefined ? { kind: 'capped', percent: money(percent), maximum: money(maximum) } : undefined;
+      if (percent !== undefined && money(percent).greaterThan(100))
+        problems.add(`${at}.percent`, 'range', `${at}.percent must be 0–100`);
+      return percent !== undefined && maximum !== undefined
+        ? { kind: 'capped', percent: money(percent), maximum: money(maximum) }
+        : undefined;
     }
     default:
       problems.add(`${at}.kind`, 'enum', `${at}.kind must be none, unlimited, time_limited or capped`);
@@ -114,7 +118,11 @@ const archivedGrants = new WeakMap<Plan, { version: number; field: string; unit:
  * unit. (A version keeps being accepted while any subscription still uses
  * it; a new subscription on it is indistinguishable here from an old one.)
  */
-export function refuseNewGrantsOnArchivedUnits(problems: Problems, plans: ReadonlyMap<string, Plan>, subscriptions: readonly Subscription[]): void {
+export function refuseNewGrantsOnArchivedUnits(
+  problems: Problems,
+  plans: ReadonlyMap<string, Plan>,
+  subscriptions: readonly Subscription[],
+): void {
   const used = new Set<string>();
   for (const s of subscriptions) {
     used.add(`${s.plan}\u0000${s.planVersion}`);
@@ -123,12 +131,21 @@ export function refuseNewGrantsOnArchivedUnits(problems: Problems, plans: Readon
   for (const plan of plans.values()) {
     for (const grant of archivedGrants.get(plan) ?? []) {
       if (used.has(`${plan.id}\u0000${grant.version}`)) continue;
-      problems.add(grant.field, 'archived', `credit unit ${grant.unit} is archived: plan ${plan.id} version ${grant.version} is used by no subscription, so it would configure a new grant`);
+      problems.add(
+        grant.field,
+        'archived',
+        `credit unit ${grant.unit} is archived: plan ${plan.id} version ${grant.version} is used by no subscription, so it would configure a new grant`,
+      );
     }
   }
 }
 
-export function parsePlan(problems: Problems, raw: unknown, at: string, units: ReadonlyMap<string, { archived: boolean }>): Plan | undefined {
+export function parsePlan(
+  problems: Problems,
+  raw: unknown,
+  at: string,
+  units: ReadonlyMap<string, { archived: boolean }>,
+): Plan | undefined {
   if (!isPlainObject(raw)) {
     problems.add(at, 'type', `${at} must be an object`);
     return undefined;
@@ -136,16 +153,23 @@ export function parsePlan(problems: Problems, raw: unknown, at: string, units: R
   const id = readString(problems, raw.id, `${at}.id`, { pattern: idPattern });
   const name = readString(problems, raw.name ?? raw.id, `${at}.name`, { max: 128 });
   const billing = raw.billing;
-  if (billing !== 'monthly' && billing !== 'yearly') problems.add(`${at}.billing`, 'enum', `${at}.billing must be monthly or yearly`);
+  if (billing !== 'monthly' && billing !== 'yearly')
+    problems.add(`${at}.billing`, 'enum', `${at}.billing must be monthly or yearly`);
   const versions: PlanVersion[] = [];
   const rawVersions = Array.isArray(raw.versions) ? raw.versions : [];
-  if (rawVersions.length === 0) problems.add(`${at}.versions`, 'required', `${at}.versions must list at least one version`);
+  if (rawVersions.length === 0)
+    problems.add(`${at}.versions`, 'required', `${at}.versions must list at least one version`);
   const grantUnits = new Map<string, string>();
   const archived: { version: number; field: string; unit: string }[] = [];
   rawVersions.forEach((v, i) => {
     const vat = `${at}.versions[${i}]`;
     if (!isPlainObject(v)) return problems.add(vat, 'type', `${vat} must be an object`);
-    if (v.version !== i + 1) problems.add(`${vat}.version`, 'sequence', `${vat}.version must be ${i + 1}: versions are numbered 1, 2, … and never removed`);
+    if (v.version !== i + 1)
+      problems.add(
+        `${vat}.version`,
+        'sequence',
+        `${vat}.version must be ${i + 1}: versions are numbered 1, 2, … and never removed`,
+      );
     const grants: GrantDefinition[] = [];
     (Array.isArray(v.grants) ? v.grants : []).forEach((g, j) => {
       const gat = `${vat}.grants[${j}]`;
@@ -155,27 +179,46 @@ export function parsePlan(problems: Problems, raw: unknown, at: string, units: R
       const quantity = readDecimalText(problems, g.quantity, `${gat}.quantity`, { positive: true });
       const frequency = parseFrequency(problems, g.frequency, `${gat}.frequency`);
       const rollover = parseRollover(problems, g.rollover, `${gat}.rollover`);
-      if (unit !== undefined && !units.has(unit)) problems.add(`${gat}.unit`, 'unknown', `credit unit ${unit} is not defined`);
-      if (unit !== undefined && units.get(unit)?.archived) archived.push({ version: i + 1, field: `${gat}.unit`, unit });
-      if (frequency !== undefined && (billing === 'monthly' || billing === 'yearly') && frequencyRank[frequency] > frequencyRank[billing]) {
-        problems.add(`${gat}.frequency`, 'range', `a ${frequency} grant is longer than the plan's ${billing} billing period`);
+      if (unit !== undefined && !units.has(unit))
+        problems.add(`${gat}.unit`, 'unknown', `credit unit ${unit} is not defined`);
+      if (unit !== undefined && units.get(unit)?.archived)
+        archived.push({ version: i + 1, field: `${gat}.unit`, unit });
+      if (
+        frequency !== undefined &&
+        (billing === 'monthly' || billing === 'yearly') &&
+        frequencyRank[frequency] > frequencyRank[billing]
+      ) {
+        problems.add(
+          `${gat}.frequency`,
+          'range',
+          `a ${frequency} grant is longer than the plan's ${billing} billing period`,
+        );
       }
       // A grant's unit is fixed once saved: later versions may change anything else.
       if (gid !== undefined && unit !== undefined) {
         const earlier = grantUnits.get(gid);
-        if (earlier !== undefined && earlier !== unit) problems.add(`${gat}.unit`, 'immutable', `grant ${gid} was saved with unit ${earlier}; its unit cannot change`);
+        if (earlier !== undefined && earlier !== unit)
+          problems.add(
+            `${gat}.unit`,
+            'immutable',
+            `grant ${gid} was saved with unit ${earlier}; its unit cannot change`,
+          );
         grantUnits.set(gid, unit);
       }
-      if (gid && unit && quantity && frequency && rollover) grants.push({ id: gid, unit, quantity: money(quantity), frequency, rollover });
+      if (gid && unit && quantity && frequency && rollover)
+        grants.push({ id: gid, unit, quantity: money(quantity), frequency, rollover });
     });
     let overage: PlanVersion['overage'];
     if (v.overage !== undefined) {
       const o = isPlainObject(v.overage) ? v.overage : {};
       const unit = readString(problems, o.unit, `${vat}.overage.unit`, { max: 64 });
       const price = isPlainObject(o.price_per_credit) ? o.price_per_credit : {};
-      const currency = readString(problems, price.currency, `${vat}.overage.price_per_credit.currency`, { pattern: /^[A-Z]{3}$/ });
+      const currency = readString(problems, price.currency, `${vat}.overage.price_per_credit.currency`, {
+        pattern: /^[A-Z]{3}$/,
+      });
       const amount = readDecimalText(problems, price.amount, `${vat}.overage.price_per_credit.amount`);
-      if (unit !== undefined && !units.has(unit)) problems.add(`${vat}.overage.unit`, 'unknown', `credit unit ${unit} is not defined`);
+      if (unit !== undefined && !units.has(unit))
+        problems.add(`${vat}.overage.unit`, 'unknown', `credit unit ${unit} is not defined`);
       if (unit && currency && amount) overage = { unit, currency, pricePerCredit: money(amount) };
     }
     versions.push({ version: i + 1, grants, overage });
@@ -186,7 +229,12 @@ export function parsePlan(problems: Problems, raw: unknown, at: string, units: R
   return plan;
 }
 
-export function parseSubscription(problems: Problems, raw: unknown, at: string, plans: ReadonlyMap<string, Plan>): Subscription | undefined {
+export function parseSubscription(
+  problems: Problems,
+  raw: unknown,
+  at: string,
+  plans: ReadonlyMap<string, Plan>,
+): Subscription | undefined {
   if (!isPlainObject(raw)) {
     problems.add(at, 'type', `${at} must be an object`);
     return undefined;
@@ -195,27 +243,41 @@ export function parseSubscription(problems: Problems, raw: unknown, at: string, 
   const customer = readString(problems, raw.customer, `${at}.customer`, { pattern: idPattern });
   const planId = readString(problems, raw.plan, `${at}.plan`, { pattern: idPattern });
   const plan = planId === undefined ? undefined : plans.get(planId);
-  if (planId !== undefined && plan === undefined) problems.add(`${at}.plan`, 'unknown', `plan ${planId} is not defined`);
+  if (planId !== undefined && plan === undefined)
+    problems.add(`${at}.plan`, 'unknown', `plan ${planId} is not defined`);
   // A subscription keeps the version it started on unless it names another.
   const planVersion = raw.plan_version ?? plan?.versions.length;
-  if (plan && (!Number.isInteger(planVersion) || (planVersion as number) < 1 || (planVersion as number) > plan.versions.length)) {
+  if (
+    plan &&
+    (!Number.isInteger(planVersion) || (planVersion as number) < 1 || (planVersion as number) > plan.versions.length)
+  ) {
     problems.add(`${at}.plan_version`, 'unknown', `plan ${plan.id} has versions 1–${plan.versions.length}`);
   }
   const startMs = readInstant(problems, raw.start, `${at}.start`);
-  const anchorMs = raw.billing_anchor === undefined ? startMs : readInstant(problems, raw.billing_anchor, `${at}.billing_anchor`);
+  const anchorMs =
+    raw.billing_anchor === undefined ? startMs : readInstant(problems, raw.billing_anchor, `${at}.billing_anchor`);
   const endMs = raw.end === undefined ? undefined : readInstant(problems, raw.end, `${at}.end`);
   const overrides = parseOverrides(problems, raw.overrides, `${at}.overrides`, plan, planVersion as number);
   const changes: SubscriptionChange[] = [];
-  if (raw.changes !== undefined && !Array.isArray(raw.changes)) problems.add(`${at}.changes`, 'type', `${at}.changes must be an array`);
+  if (raw.changes !== undefined && !Array.isArray(raw.changes))
+    problems.add(`${at}.changes`, 'type', `${at}.changes must be an array`);
   const rawChanges = Array.isArray(raw.changes) ? raw.changes : [];
-  if (rawChanges.length > subscriptionChangesMax) problems.add(`${at}.changes`, 'too_many', `${at}.changes may list at most ${subscriptionChangesMax} changes`);
+  if (rawChanges.length > subscriptionChangesMax)
+    problems.add(`${at}.changes`, 'too_many', `${at}.changes may list at most ${subscriptionChangesMax} changes`);
   let previous: SubscriptionTerms = { planVersion: planVersion as number, overrides };
   rawChanges.slice(0, subscriptionChangesMax).forEach((c, i) => {
     const cat = `${at}.changes[${i}]`;
     if (!isPlainObject(c)) return problems.add(cat, 'type', `${cat} must be an object`);
     const effectiveFromMs = readInstant(problems, c.effective_from, `${cat}.effective_from`);
     if (effectiveFromMs !== undefined && plan && anchorMs !== undefined && startMs !== undefined) {
-      const problem = termStartProblem(plan, anchorMs, startMs, endMs, effectiveFromMs, changes[changes.length - 1]?.effectiveFromMs);
+      const problem = termStartProblem(
+        plan,
+        anchorMs,
+        startMs,
+        endMs,
+        effectiveFromMs,
+        changes[changes.length - 1]?.effectiveFromMs,
+      );
       if (problem) problems.add(`${cat}.effective_from`, 'term_boundary', `${cat}.effective_from ${problem}`);
     }
     const version = c.plan_version ?? previous.planVersion;
@@ -224,19 +286,40 @@ export function parseSubscription(problems: Problems, raw: unknown, at: string, 
       return;
     }
     // Overrides carry over while the version stays; a new version starts from its own grants.
-    const changeOverrides = c.overrides !== undefined ? parseOverrides(problems, c.overrides, `${cat}.overrides`, plan, version as number) : version === previous.planVersion ? previous.overrides : {};
+    const changeOverrides =
+      c.overrides !== undefined
+        ? parseOverrides(problems, c.overrides, `${cat}.overrides`, plan, version as number)
+        : version === previous.planVersion
+          ? previous.overrides
+          : {};
     if (effectiveFromMs === undefined) return;
     previous = { planVersion: version as number, overrides: changeOverrides };
     changes.push({ effectiveFromMs, ...previous });
   });
   if (!id || !customer || !plan || startMs === undefined || anchorMs === undefined) return undefined;
-  return { id, customer, plan: plan.id, planVersion: planVersion as number, startMs, anchorMs, endMs, overrides, changes };
+  return {
+    id,
+    customer,
+    plan: plan.id,
+    planVersion: planVersion as number,
+    startMs,
+    anchorMs,
+    endMs,
+    overrides,
+    changes,
+  };
 }
 
 /** Bounds the catalog document and the work of finding a term's state. */
 const subscriptionChangesMax = 120;
 
-function parseOverrides(problems: Problems, raw: unknown, at: string, plan: Plan | undefined, planVersion: number): Overrides {
+function parseOverrides(
+  problems: Problems,
+  raw: unknown,
+  at: string,
+  plan: Plan | undefined,
+  planVersion: number,
+): Overrides {
   const overrides: Overrides = {};
   if (raw === undefined) return overrides;
   if (!isPlainObject(raw)) {
@@ -246,7 +329,8 @@ function parseOverrides(problems: Problems, raw: unknown, at: string, plan: Plan
   for (const [grantId, o] of Object.entries(raw)) {
     const oat = `${at}.${grantId}`;
     const version = plan?.versions[planVersion - 1];
-    if (version && !version.grants.some((g) => g.id === grantId)) problems.add(oat, 'unknown', `plan ${plan!.id} version ${planVersion} has no grant ${grantId}`);
+    if (version && !version.grants.some((g) => g.id === grantId))
+      problems.add(oat, 'unknown', `plan ${plan!.id} version ${planVersion} has no grant ${grantId}`);
     if (!isPlainObject(o)) {
       problems.add(oat, 'type', `${oat} must be an object`);
       continue;
@@ -258,7 +342,12 @@ function parseOverrides(problems: Problems, raw: unknown, at: string, plan: Plan
     }
     if (o.frequency !== undefined) {
       const f = parseFrequency(problems, o.frequency, `${oat}.frequency`);
-      if (f && plan && frequencyRank[f] > frequencyRank[plan.billing]) problems.add(`${oat}.frequency`, 'range', `a ${f} grant is longer than the plan's ${plan.billing} billing period`);
+      if (f && plan && frequencyRank[f] > frequencyRank[plan.billing])
+        problems.add(
+          `${oat}.frequency`,
+          'range',
+          `a ${f} grant is longer than the plan's ${plan.billing} billing period`,
+        );
       if (f) entry.frequency = f;
     }
     if (o.rollover !== undefined) {
@@ -276,11 +365,19 @@ export function termStart(plan: Pick<Plan, 'billing'>, anchorMs: number, index: 
 }
 
 /** Why `atMs` cannot be when a change takes effect; undefined if it can. */
-function termStartProblem(plan: Pick<Plan, 'billing'>, anchorMs: number, startMs: number, endMs: number | undefined, atMs: number, previousMs: number | undefined): string | undefined {
+function termStartProblem(
+  plan: Pick<Plan, 'billing'>,
+  anchorMs: number,
+  startMs: number,
+  endMs: number | undefined,
+  atMs: number,
+  previousMs: number | undefined,
+): string | undefined {
   if (termStart(plan, anchorMs, periodIndexAt(anchorMs, plan.billing, atMs)) !== atMs) {
     return `must be the start of a ${plan.billing} billing term (counted from the billing anchor ${new Date(anchorMs).toISOString()}): edits never take effect mid-term`;
   }
-  if (atMs <= startMs) return 'must be after the subscription start (the start itself takes plan_version and overrides)';
+  if (atMs <= startMs)
+    return 'must be after the subscription start (the start itself takes plan_version and overrides)';
   if (endMs !== undefined && atMs >= endMs) return 'must be before the subscription end';
   if (previousMs !== undefined && atMs <= previousMs) return 'must be after the previous change';
   return undefined;
@@ -294,9 +391,18 @@ export function termsAt(subscription: Subscription, atMs: number): SubscriptionT
 }
 
 /** The subscription's life cut at its changes: each piece with the terms in force throughout it. */
-export function termSegments(subscription: Subscription): { fromMs: number; untilMs: number | undefined; terms: SubscriptionTerms }[] {
-  const starts = [{ fromMs: subscription.startMs, terms: subscription as SubscriptionTerms }, ...subscription.changes.map((c) => ({ fromMs: c.effectiveFromMs, terms: c as SubscriptionTerms }))];
-  return starts.map((s, i) => ({ fromMs: s.fromMs, untilMs: starts[i + 1]?.fromMs ?? subscription.endMs, terms: { planVersion: s.terms.planVersion, overrides: s.terms.overrides } }));
+export function termSegments(
+  subscription: Subscription,
+): { fromMs: number; untilMs: number | undefined; terms: SubscriptionTerms }[] {
+  const starts = [
+    { fromMs: subscription.startMs, terms: subscription as SubscriptionTerms },
+    ...subscription.changes.map((c) => ({ fromMs: c.effectiveFromMs, terms: c as SubscriptionTerms })),
+  ];
+  return starts.map((s, i) => ({
+    fromMs: s.fromMs,
+    untilMs: starts[i + 1]?.fromMs ?? subscription.endMs,
+    terms: { planVersion: s.terms.planVersion, overrides: s.terms.overrides },
+  }));
 }
 
 /** An edit to an active subscription: a new plan version and/or new overrides (replacing the old ones). */
@@ -316,25 +422,52 @@ export interface SubscriptionEdit {
  * field) a version the plan lacks, overrides of grants the version lacks,
  * and an edit after the subscription has ended.
  */
-export function scheduleSubscriptionEdit(subscription: Subscription, plan: Plan, edit: SubscriptionEdit, nowMs: number): Subscription {
+export function scheduleSubscriptionEdit(
+  subscription: Subscription,
+  plan: Plan,
+  edit: SubscriptionEdit,
+  nowMs: number,
+): Subscription {
   const problems = new Problems();
-  if (plan.id !== subscription.plan) problems.add('plan', 'mismatch', `subscription ${subscription.id} is on plan ${subscription.plan}, not ${plan.id}`);
+  if (plan.id !== subscription.plan)
+    problems.add('plan', 'mismatch', `subscription ${subscription.id} is on plan ${subscription.plan}, not ${plan.id}`);
   const before = nowMs < subscription.startMs;
-  const effectiveFromMs = before ? subscription.startMs : termStart(plan, subscription.anchorMs, periodIndexAt(subscription.anchorMs, plan.billing, nowMs) + 1);
-  if (subscription.endMs !== undefined && effectiveFromMs >= subscription.endMs) problems.add('effective_from', 'range', `subscription ${subscription.id} ends before its next billing term`);
+  const effectiveFromMs = before
+    ? subscription.startMs
+    : termStart(plan, subscription.anchorMs, periodIndexAt(subscription.anchorMs, plan.billing, nowMs) + 1);
+  if (subscription.endMs !== undefined && effectiveFromMs >= subscription.endMs)
+    problems.add('effective_from', 'range', `subscription ${subscription.id} ends before its next billing term`);
   // Based on what that term would have had, a change already scheduled for it included.
   const current = termsAt(subscription, effectiveFromMs);
   const planVersion = edit.planVersion ?? current.planVersion;
-  if (!Number.isInteger(planVersion) || planVersion < 1 || planVersion > plan.versions.length) problems.add('plan_version', 'unknown', `plan ${plan.id} has versions 1–${plan.versions.length}`);
+  if (!Number.isInteger(planVersion) || planVersion < 1 || planVersion > plan.versions.length)
+    problems.add('plan_version', 'unknown', `plan ${plan.id} has versions 1–${plan.versions.length}`);
   const version = plan.versions[planVersion - 1];
   const overrides = edit.overrides ?? (planVersion === current.planVersion ? current.overrides : {});
   for (const [grantId, o] of Object.entries(overrides)) {
-    if (version && !version.grants.some((g) => g.id === grantId)) problems.add(`overrides.${grantId}`, 'unknown', `plan ${plan.id} version ${planVersion} has no grant ${grantId}`);
-    if (o.frequency && frequencyRank[o.frequency] > frequencyRank[plan.billing]) problems.add(`overrides.${grantId}.frequency`, 'range', `a ${o.frequency} grant is longer than the plan's ${plan.billing} billing period`);
+    if (version && !version.grants.some((g) => g.id === grantId))
+      problems.add(`overrides.${grantId}`, 'unknown', `plan ${plan.id} version ${planVersion} has no grant ${grantId}`);
+    if (o.frequency && frequencyRank[o.frequency] > frequencyRank[plan.billing])
+      problems.add(
+        `overrides.${grantId}.frequency`,
+        'range',
+        `a ${o.frequency} grant is longer than the plan's ${plan.billing} billing period`,
+      );
     if (o.quantity && !o.quantity.gt(0)) problems.add(`overrides.${grantId}.quantity`, 'range', 'quantity must be > 0');
   }
-  if (!problems.empty) throw new DrawdownError('request_invalid', `subscription edit refused: ${problems.list.map((p) => p.message).join('; ')}`, { problems: problems.list });
-  if (before) return { ...subscription, planVersion, overrides, changes: subscription.changes.filter((c) => c.effectiveFromMs > subscription.startMs) };
+  if (!problems.empty)
+    throw new DrawdownError(
+      'request_invalid',
+      `subscription edit refused: ${problems.list.map((p) => p.message).join('; ')}`,
+      { problems: problems.list },
+    );
+  if (before)
+    return {
+      ...subscription,
+      planVersion,
+      overrides,
+      changes: subscription.changes.filter((c) => c.effectiveFromMs > subscription.startMs),
+    };
   const changes = subscription.changes.filter((c) => c.effectiveFromMs !== effectiveFromMs);
   changes.push({ effectiveFromMs, planVersion, overrides });
   changes.sort((a, b) => a.effectiveFromMs - b.effectiveFromMs);
@@ -347,7 +480,10 @@ function rolloverJson(r: Rollover): Record<string, unknown> {
     case 'unlimited':
       return { kind: r.kind };
     case 'time_limited':
-      return { kind: r.kind, duration: `P${r.duration.months > 0 ? `${r.duration.months}M` : ''}${r.duration.days > 0 ? `${r.duration.days}D` : ''}` };
+      return {
+        kind: r.kind,
+        duration: `P${r.duration.months > 0 ? `${r.duration.months}M` : ''}${r.duration.days > 0 ? `${r.duration.days}D` : ''}`,
+      };
     case 'capped':
       return { kind: r.kind, percent: r.percent.toFixed(), maximum: r.maximum.toFixed() };
   }
@@ -357,7 +493,11 @@ function overridesJson(overrides: Overrides): Record<string, unknown> {
   return Object.fromEntries(
     Object.entries(overrides).map(([id, o]) => [
       id,
-      { ...(o.quantity && { quantity: o.quantity.toFixed() }), ...(o.frequency && { frequency: o.frequency }), ...(o.rollover && { rollover: rolloverJson(o.rollover) }) },
+      {
+        ...(o.quantity && { quantity: o.quantity.toFixed() }),
+        ...(o.frequency && { frequency: o.frequency }),
+        ...(o.rollover && { rollover: rolloverJson(o.rollover) }),
+      },
     ]),
   );
 }
@@ -374,7 +514,11 @@ export function subscriptionJson(s: Subscription): Record<string, unknown> {
     ...(s.endMs !== undefined && { end: new Date(s.endMs).toISOString() }),
     ...(Object.keys(s.overrides).length > 0 && { overrides: overridesJson(s.overrides) }),
     ...(s.changes.length > 0 && {
-      changes: s.changes.map((c) => ({ effective_from: new Date(c.effectiveFromMs).toISOString(), plan_version: c.planVersion, overrides: overridesJson(c.overrides) })),
+      changes: s.changes.map((c) => ({
+        effective_from: new Date(c.effectiveFromMs).toISOString(),
+        plan_version: c.planVersion,
+        overrides: overridesJson(c.overrides),
+      })),
     }),
   };
 }

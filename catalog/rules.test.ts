@@ -11,8 +11,18 @@ const nowMs = Date.parse('2026-06-01T00:00:00Z');
 function base(): any {
   const doc = JSON.parse(readFileSync(catalogPath, 'utf8'));
   doc.credit_units.push({ id: 'legacy', name: 'Legacy credits' });
-  doc.plans = [{ id: 'pro', billing: 'monthly', versions: [{ version: 1, grants: [{ id: 'g', unit: 'credits', quantity: '100', frequency: 'monthly' }] }] }];
-  doc.rate_card.versions.push({ ...doc.rate_card.versions[0], version: 'future', effective_from: new Date(nowMs + dayMs).toISOString() });
+  doc.plans = [
+    {
+      id: 'pro',
+      billing: 'monthly',
+      versions: [{ version: 1, grants: [{ id: 'g', unit: 'credits', quantity: '100', frequency: 'monthly' }] }],
+    },
+  ];
+  doc.rate_card.versions.push({
+    ...doc.rate_card.versions[0],
+    version: 'future',
+    effective_from: new Date(nowMs + dayMs).toISOString(),
+  });
   return doc;
 }
 
@@ -21,7 +31,11 @@ function problems(change: (doc: any) => void, settledUntilMs = 0): string[] {
   const after = base();
   change(after);
   const state = (doc: any) => ({ document: canonicalDocument(doc), catalog: parseCatalog(doc) });
-  return transitionProblems(state(before), { document: after, catalog: parseCatalog(after) }, { nowMs, settledUntilMs }).map((p) => `${p.field} ${p.code}`);
+  return transitionProblems(
+    state(before),
+    { document: after, catalog: parseCatalog(after) },
+    { nowMs, settledUntilMs },
+  ).map((p) => `${p.field} ${p.code}`);
 }
 
 describe('catalog transition rules', () => {
@@ -43,6 +57,8 @@ describe('catalog transition rules', () => {
 
   it('counts settled time as in force: a future version is frozen once settlement has passed it', () => {
     const settledUntilMs = nowMs + 2 * dayMs;
-    expect(problems((d) => (d.rate_card.versions[1].rows = []), settledUntilMs)).toEqual(['rate_card.versions[1] immutable']);
+    expect(problems((d) => (d.rate_card.versions[1].rows = []), settledUntilMs)).toEqual([
+      'rate_card.versions[1] immutable',
+    ]);
   });
 });

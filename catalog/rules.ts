@@ -37,7 +37,11 @@ export function extraDefinitionProblems(raw: CatalogDocument): FieldProblem[] {
   const problems: FieldProblem[] = [];
   entityList(raw, 'meters').forEach((m, i) => {
     if (m !== null && typeof m === 'object' && m.archived !== undefined && typeof m.archived !== 'boolean') {
-      problems.push({ field: `meters[${i}].archived`, code: 'type', message: `meters[${i}].archived must be a boolean` });
+      problems.push({
+        field: `meters[${i}].archived`,
+        code: 'type',
+        message: `meters[${i}].archived must be a boolean`,
+      });
     }
   });
   return problems;
@@ -45,11 +49,19 @@ export function extraDefinitionProblems(raw: CatalogDocument): FieldProblem[] {
 
 /** Meter keys marked `archived: true`: kept for data and rating, closed to new events. */
 export function archivedMeters(document: CatalogDocument): Set<string> {
-  return new Set(entityList(document, 'meters').filter((m) => m.archived === true).map((m) => String(m.key)));
+  return new Set(
+    entityList(document, 'meters')
+      .filter((m) => m.archived === true)
+      .map((m) => String(m.key)),
+  );
 }
 
 /** Every way `next` (as submitted: paths index into it) would change data already in use under `previous`. */
-export function transitionProblems(previous: CatalogState, next: CatalogState, context: TransitionContext): FieldProblem[] {
+export function transitionProblems(
+  previous: CatalogState,
+  next: CatalogState,
+  context: TransitionContext,
+): FieldProblem[] {
   const problems: FieldProblem[] = [];
   const refuse = (field: string, code: string, message: string) => problems.push({ field, code, message });
   const prev = previous.catalog;
@@ -57,7 +69,12 @@ export function transitionProblems(previous: CatalogState, next: CatalogState, c
 
   // Credit units: balances and ledger entries name them forever.
   for (const id of prev.creditUnits.keys()) {
-    if (!cat.creditUnits.has(id)) refuse('credit_units', 'removed', `credit unit ${id} cannot be removed (ledger entries use it); set "archived": true instead`);
+    if (!cat.creditUnits.has(id))
+      refuse(
+        'credit_units',
+        'removed',
+        `credit unit ${id} cannot be removed (ledger entries use it); set "archived": true instead`,
+      );
   }
 
   // Meters: stored usage was aggregated by these rules.
@@ -65,13 +82,26 @@ export function transitionProblems(previous: CatalogState, next: CatalogState, c
   for (const [key, meter] of prev.meters) {
     const now = cat.meters.get(key);
     if (now === undefined) {
-      refuse('meters', 'removed', `meter ${key} cannot be removed (usage is stored under it); set "archived": true instead`);
+      refuse(
+        'meters',
+        'removed',
+        `meter ${key} cannot be removed (usage is stored under it); set "archived": true instead`,
+      );
       continue;
     }
     const at = `meters[${meterIndex.get(key)}]`;
-    if (now.aggregation !== meter.aggregation) refuse(`${at}.aggregation`, 'immutable', `meter ${key} was saved with aggregation ${meter.aggregation}; it cannot change (define a new meter)`);
+    if (now.aggregation !== meter.aggregation)
+      refuse(
+        `${at}.aggregation`,
+        'immutable',
+        `meter ${key} was saved with aggregation ${meter.aggregation}; it cannot change (define a new meter)`,
+      );
     if (canonicalText(now.dimensions) !== canonicalText(meter.dimensions)) {
-      refuse(`${at}.dimensions`, 'immutable', `meter ${key} was saved with dimensions [${meter.dimensions.join(', ')}]; they cannot change (define a new meter)`);
+      refuse(
+        `${at}.dimensions`,
+        'immutable',
+        `meter ${key} was saved with dimensions [${meter.dimensions.join(', ')}]; they cannot change (define a new meter)`,
+      );
     }
   }
 
@@ -84,9 +114,17 @@ export function transitionProblems(previous: CatalogState, next: CatalogState, c
     if (version.effectiveFromMs > frozenUntilMs) continue;
     const i = nextIndex.get(version.version);
     if (i === undefined) {
-      refuse('rate_card.versions', 'removed', `rate card version ${version.version} is in force since ${iso(version.effectiveFromMs)} and cannot be removed; add a new version instead`);
+      refuse(
+        'rate_card.versions',
+        'removed',
+        `rate card version ${version.version} is in force since ${iso(version.effectiveFromMs)} and cannot be removed; add a new version instead`,
+      );
     } else if (canonicalText(nextVersions[i]) !== canonicalText(prevVersions.get(version.version))) {
-      refuse(`rate_card.versions[${i}]`, 'immutable', `rate card version ${version.version} is in force since ${iso(version.effectiveFromMs)} and cannot change; add a new version with a later effective_from instead`);
+      refuse(
+        `rate_card.versions[${i}]`,
+        'immutable',
+        `rate card version ${version.version} is in force since ${iso(version.effectiveFromMs)} and cannot change; add a new version with a later effective_from instead`,
+      );
     }
   }
   const frozen = new Set(prev.rateCard.filter((v) => v.effectiveFromMs <= frozenUntilMs).map((v) => v.version));
@@ -96,7 +134,11 @@ export function transitionProblems(previous: CatalogState, next: CatalogState, c
     if (before !== undefined && (canonicalText(before) === canonicalText(v) || frozen.has(String(v.version)))) return;
     const mine = cat.rateCard.find((x) => x.version === String(v.version));
     if (mine !== undefined && mine.effectiveFromMs < context.settledUntilMs) {
-      refuse(`rate_card.versions[${i}].effective_from`, 'settled', `a new or changed rate card version must take effect at or after ${iso(context.settledUntilMs)}, the end of the last settlement run`);
+      refuse(
+        `rate_card.versions[${i}].effective_from`,
+        'settled',
+        `a new or changed rate card version must take effect at or after ${iso(context.settledUntilMs)}, the end of the last settlement run`,
+      );
     }
   });
 
@@ -111,13 +153,23 @@ export function transitionProblems(previous: CatalogState, next: CatalogState, c
       continue;
     }
     const now = cat.plans.get(id);
-    if (now !== undefined && now.billing !== plan.billing) refuse(`plans[${i}].billing`, 'immutable', `plan ${id} was saved with billing ${plan.billing}; it cannot change`);
+    if (now !== undefined && now.billing !== plan.billing)
+      refuse(`plans[${i}].billing`, 'immutable', `plan ${id} was saved with billing ${plan.billing}; it cannot change`);
     const before = entityList(prevPlans.get(id) ?? {}, 'versions');
     const after = entityList(nextPlans[i]!, 'versions');
-    if (after.length < before.length) refuse(`plans[${i}].versions`, 'removed', `plan ${id} has ${before.length} saved versions; versions cannot be removed`);
+    if (after.length < before.length)
+      refuse(
+        `plans[${i}].versions`,
+        'removed',
+        `plan ${id} has ${before.length} saved versions; versions cannot be removed`,
+      );
     before.forEach((v, j) => {
       if (j < after.length && canonicalText(after[j]) !== canonicalText(v)) {
-        refuse(`plans[${i}].versions[${j}]`, 'immutable', `plan ${id} version ${j + 1} is saved and cannot change; add version ${after.length + 1} instead`);
+        refuse(
+          `plans[${i}].versions[${j}]`,
+          'immutable',
+          `plan ${id} version ${j + 1} is saved and cannot change; add version ${after.length + 1} instead`,
+        );
       }
     });
   }
@@ -127,7 +179,12 @@ export function transitionProblems(previous: CatalogState, next: CatalogState, c
     entityList(p, 'versions').forEach((v, j) => {
       if (j < saved) return;
       entityList(v, 'grants').forEach((g, k) => {
-        if (cat.creditUnits.get(String(g.unit))?.archived) refuse(`plans[${i}].versions[${j}].grants[${k}].unit`, 'archived', `credit unit ${String(g.unit)} is archived: no new grants on it`);
+        if (cat.creditUnits.get(String(g.unit))?.archived)
+          refuse(
+            `plans[${i}].versions[${j}].grants[${k}].unit`,
+            'archived',
+            `credit unit ${String(g.unit)} is archived: no new grants on it`,
+          );
       });
     });
   });
@@ -135,7 +192,12 @@ export function transitionProblems(previous: CatalogState, next: CatalogState, c
   // Subscriptions carry grant history; they end, they are not deleted.
   const subscriptionIds = new Set(cat.subscriptions.map((s) => s.id));
   for (const s of prev.subscriptions) {
-    if (!subscriptionIds.has(s.id)) refuse('subscriptions', 'removed', `subscription ${s.id} cannot be removed (its grants are in the ledger); set its "end" instead`);
+    if (!subscriptionIds.has(s.id))
+      refuse(
+        'subscriptions',
+        'removed',
+        `subscription ${s.id} cannot be removed (its grants are in the ledger); set its "end" instead`,
+      );
   }
   return problems;
 }

@@ -69,7 +69,10 @@ class Listeners {
 }
 
 /** A catalog that never changes (ingest without ClickHouse, tests). */
-export function staticCatalogSource(document: CatalogDocument, catalog: Catalog = parseCatalog(document)): CatalogSource {
+export function staticCatalogSource(
+  document: CatalogDocument,
+  catalog: Catalog = parseCatalog(document),
+): CatalogSource {
   const snapshot = snapshotOf(0, document, catalog);
   return {
     current: () => snapshot,
@@ -92,21 +95,50 @@ export interface StoreSourceOptions {
  * Opens the store's latest revision (seeding an empty store from `seed`), then
  * keeps it current. Start-up fails if the store is empty and there is no seed.
  */
-export async function openStoreCatalogSource(catalogs: CatalogStore, options: StoreSourceOptions): Promise<CatalogSource> {
+export async function openStoreCatalogSource(
+  catalogs: CatalogStore,
+  options: StoreSourceOptions,
+): Promise<CatalogSource> {
   const { log } = options;
-  let latest = options.seed === undefined ? await catalogs.latest() : (await catalogs.seed(options.seed.raw, options.seed.appliedBy)).latest;
+  const latest =
+    options.seed === undefined
+      ? await catalogs.latest()
+      : (await catalogs.seed(options.seed.raw, options.seed.appliedBy)).latest;
   if (latest === undefined) {
-    throw new DrawdownError('config_invalid', 'the catalog store is empty: give DRAWDOWN_CATALOG (or --catalog) to seed it, or run drawdown catalog apply FILE');
+    throw new DrawdownError(
+      'config_invalid',
+      'the catalog store is empty: give DRAWDOWN_CATALOG (or --catalog) to seed it, or run drawdown catalog apply FILE',
+    );
   }
   if (options.seed !== undefined) {
     const fileSha = sha256Hex(documentText(canonicalDocument(options.seed.raw)));
-    if (fileSha !== latest.sha256) log.warn({ revision: latest.revision }, 'DRAWDOWN_CATALOG differs from the catalog store; the store wins (change the catalog with drawdown catalog apply or the admin API)');
+    if (fileSha !== latest.sha256)
+      log.warn(
+        { revision: latest.revision },
+        'DRAWDOWN_CATALOG differs from the catalog store; the store wins (change the catalog with drawdown catalog apply or the admin API)',
+      );
   }
-  let snapshot: CatalogSnapshot = { revision: latest.revision, sha256: latest.sha256, document: latest.document, catalog: parseCatalog(latest.document) };
+  let snapshot: CatalogSnapshot = {
+    revision: latest.revision,
+    sha256: latest.sha256,
+    document: latest.document,
+    catalog: parseCatalog(latest.document),
+  };
   const listeners = new Listeners(log);
-  const revisionGauge = options.registry && new Gauge({ name: 'drawdown_catalog_revision', help: 'Catalog revision this process is using', registers: [options.registry] });
+  const revisionGauge =
+    options.registry &&
+    new Gauge({
+      name: 'drawdown_catalog_revision',
+      help: 'Catalog revision this process is using',
+      registers: [options.registry],
+    });
   const failures =
-    options.registry && new Counter({ name: 'drawdown_catalog_refresh_failures_total', help: 'Catalog refreshes that failed (the previous revision stays in use)', registers: [options.registry] });
+    options.registry &&
+    new Counter({
+      name: 'drawdown_catalog_refresh_failures_total',
+      help: 'Catalog refreshes that failed (the previous revision stays in use)',
+      registers: [options.registry],
+    });
   revisionGauge?.set(snapshot.revision);
 
   // One refresh at a time: a poll and a run's refresh share the same query.
@@ -136,7 +168,10 @@ export async function openStoreCatalogSource(catalogs: CatalogStore, options: St
       ? setInterval(() => {
           refresh().catch((error: unknown) => {
             failures?.inc();
-            log.warn({ err: error, revision: snapshot.revision }, 'catalog refresh failed; keeping the revision in use');
+            log.warn(
+              { err: error, revision: snapshot.revision },
+              'catalog refresh failed; keeping the revision in use',
+            );
           });
         }, options.refreshMs)
       : undefined;
@@ -193,7 +228,8 @@ export function acceptedMeters(snapshot: CatalogSnapshot): MeterDefinitions {
  * the gateway accepted before a meter was archived.
  */
 export function liveMeterDefinitions(source: CatalogSource, options: { includeArchived: boolean }): MeterDefinitions {
-  const select = (snapshot: CatalogSnapshot): MeterDefinitions => (options.includeArchived ? meterDefinitions(snapshot.catalog) : acceptedMeters(snapshot));
+  const select = (snapshot: CatalogSnapshot): MeterDefinitions =>
+    options.includeArchived ? meterDefinitions(snapshot.catalog) : acceptedMeters(snapshot);
   const target = select(source.current());
   source.onChange((snapshot) => {
     const next = select(snapshot);

@@ -38,7 +38,10 @@ export interface ApplyOptions {
   nowMs?: number;
   /** Progress lines for people watching a long apply (the CLI prints them). */
   progress?: (line: string) => void;
-  /** Called with the diff before the transition rules run, so a refused change can still be shown (awaited: it may ask for confirmation). */
+  /**
+   * Called with the diff before the transition rules run, so a refused change can still be shown (awaited: it may ask
+   * for confirmation).
+   */
   onDiff?: (changes: EntityChange[]) => void | Promise<void>;
 }
 
@@ -90,7 +93,8 @@ export function validateDocument(raw: unknown): { catalog: Catalog; raw: Catalog
     catalog = parseCatalog(raw);
   } catch (error) {
     if (!isDrawdownError(error) || error.code !== 'catalog_invalid') throw error;
-    problems = error.problems.length > 0 ? [...error.problems] : [{ field: 'catalog', code: 'invalid', message: error.message }];
+    problems =
+      error.problems.length > 0 ? [...error.problems] : [{ field: 'catalog', code: 'invalid', message: error.message }];
   }
   const document = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as CatalogDocument) : {};
   problems.push(...extraDefinitionProblems(document));
@@ -120,12 +124,16 @@ export class CatalogStore {
 
   /** The latest committed revision's number and hash only: what pollers ask every few seconds. */
   async head(): Promise<{ revision: number; sha256: string } | undefined> {
-    const rows = await this.#store.query(`SELECT revision, sha256 FROM catalog_commits WHERE outcome = 'committed' ORDER BY revision DESC, ${commitOrder} LIMIT 1`);
+    const rows = await this.#store.query(
+      `SELECT revision, sha256 FROM catalog_commits WHERE outcome = 'committed' ORDER BY revision DESC, ${commitOrder} LIMIT 1`,
+    );
     return rows[0] === undefined ? undefined : { revision: Number(rows[0][0]), sha256: rows[0][1]! };
   }
 
   async #proposal(revision: number, sha256: string): Promise<Revision | undefined> {
-    const rows = await this.#store.query(`SELECT ${summaryColumns}, document FROM catalog_revisions WHERE revision = ${sqlUInt(revision)} AND sha256 = ${sqlString(sha256)} LIMIT 1`);
+    const rows = await this.#store.query(
+      `SELECT ${summaryColumns}, document FROM catalog_revisions WHERE revision = ${sqlUInt(revision)} AND sha256 = ${sqlString(sha256)} LIMIT 1`,
+    );
     return rows[0] === undefined ? undefined : toRevision(rows[0]);
   }
 
@@ -141,7 +149,9 @@ export class CatalogStore {
   }
 
   async #committedSha(revision: number): Promise<string | undefined> {
-    const rows = await this.#store.query(`SELECT sha256 FROM catalog_commits WHERE outcome = 'committed' AND revision = ${sqlUInt(revision)} ORDER BY ${commitOrder} LIMIT 1`);
+    const rows = await this.#store.query(
+      `SELECT sha256 FROM catalog_commits WHERE outcome = 'committed' AND revision = ${sqlUInt(revision)} ORDER BY ${commitOrder} LIMIT 1`,
+    );
     return rows[0]?.[0];
   }
 
@@ -152,12 +162,16 @@ export class CatalogStore {
       `SELECT revision, sha256 FROM catalog_commits WHERE outcome = 'committed' ${below} ORDER BY revision DESC, ${commitOrder} LIMIT 1 BY revision LIMIT ${sqlUInt(limit)}`,
     );
     if (commits.length === 0) return [];
-    const rows = await this.#store.query(`SELECT ${summaryColumns} FROM catalog_revisions WHERE revision IN (${commits.map((c) => sqlUInt(Number(c[0]))).join(', ')})`);
+    const rows = await this.#store.query(
+      `SELECT ${summaryColumns} FROM catalog_revisions WHERE revision IN (${commits.map((c) => sqlUInt(Number(c[0]))).join(', ')})`,
+    );
     const summaries = new Map(rows.map((r) => [`${r[0]}|${r[3]}`, toSummary(r)]));
     return commits.flatMap(([revision, sha]) => summaries.get(`${revision}|${sha}`) ?? []);
   }
 
-  /** Validates `raw`, shows what it would change, and (unless a dry run or unchanged) writes it as the next revision. */
+  /**
+   * Validates `raw`, shows what it would change, and (unless a dry run or unchanged) writes it as the next revision.
+   */
   apply(raw: unknown, options: ApplyOptions): Promise<ApplyResult> {
     return this.#serially(() => this.#apply(raw, options));
   }
@@ -174,7 +188,10 @@ export class CatalogStore {
       const latest = await this.latest();
       const revision = latest?.revision ?? 0;
       if (options.expectedRevision !== undefined && options.expectedRevision !== revision) {
-        throw new DrawdownError('catalog_revision_stale', `this write was based on revision ${options.expectedRevision}, but the latest is ${revision}; re-read the catalog and retry`);
+        throw new DrawdownError(
+          'catalog_revision_stale',
+          `this write was based on revision ${options.expectedRevision}, but the latest is ${revision}; re-read the catalog and retry`,
+        );
       }
       const raw = modify(cloneDocument(latest?.document ?? {}), revision);
       return this.#apply(raw, { ...options, expectedRevision: revision });
@@ -195,7 +212,10 @@ export class CatalogStore {
     const document = canonicalDocument(submitted);
     const text = documentText(document);
     if (Buffer.byteLength(text) > catalogDocumentBytesMax) {
-      throw new DrawdownError('catalog_definition_invalid', `the catalog is ${Buffer.byteLength(text)} bytes; at most ${catalogDocumentBytesMax} are stored per revision`);
+      throw new DrawdownError(
+        'catalog_definition_invalid',
+        `the catalog is ${Buffer.byteLength(text)} bytes; at most ${catalogDocumentBytesMax} are stored per revision`,
+      );
     }
     const sha256 = sha256Hex(text);
 
@@ -203,7 +223,10 @@ export class CatalogStore {
     const latest = await this.latest();
     const latestRevision = latest?.revision ?? 0;
     if (options.expectedRevision !== undefined && options.expectedRevision !== latestRevision) {
-      throw new DrawdownError('catalog_revision_stale', `this write was based on revision ${options.expectedRevision}, but the latest is ${latestRevision}; re-read the catalog and retry`);
+      throw new DrawdownError(
+        'catalog_revision_stale',
+        `this write was based on revision ${options.expectedRevision}, but the latest is ${latestRevision}; re-read the catalog and retry`,
+      );
     }
     const result = (revision: number, changed: boolean, changes: EntityChange[]): ApplyResult => ({
       revision,
@@ -247,25 +270,47 @@ export class CatalogStore {
     const attempt = randomUUID();
     const stale = (why: string) => new DrawdownError('catalog_revision_stale', `${why}; re-read the catalog and retry`);
     // recorded_at is left to its DEFAULT now(), like proposed_at.
-    const outcome = (what: 'committed' | 'withdrawn') => this.#store.insert('catalog_commits', catalogCommitColumns, encodeTsv([[String(revision), sha256, attempt, what]]));
+    const outcome = (what: 'committed' | 'withdrawn') =>
+      this.#store.insert(
+        'catalog_commits',
+        catalogCommitColumns,
+        encodeTsv([[String(revision), sha256, attempt, what]]),
+      );
     // proposed_at is left to its DEFAULT now(): ages are measured on one clock, ClickHouse's.
-    await this.#store.insert('catalog_revisions', catalogRevisionColumns, encodeTsv([[String(revision), tsvDateTime(Math.floor(nowMs / 1000)), appliedBy, sha256, text, attempt]]));
+    await this.#store.insert(
+      'catalog_revisions',
+      catalogRevisionColumns,
+      encodeTsv([[String(revision), tsvDateTime(Math.floor(nowMs / 1000)), appliedBy, sha256, text, attempt]]),
+    );
     crashPoint('catalog-after-proposal');
-    const proposals = await this.#store.query(`SELECT sha256, attempt, toUnixTimestamp(now()) - toUnixTimestamp(proposed_at) FROM catalog_revisions WHERE revision = ${at}`);
-    const outcomes = await this.#store.query(`SELECT sha256, attempt, outcome FROM catalog_commits WHERE revision = ${at}`);
+    const proposals = await this.#store.query(
+      `SELECT sha256, attempt, toUnixTimestamp(now()) - toUnixTimestamp(proposed_at) FROM catalog_revisions WHERE revision = ${at}`,
+    );
+    const outcomes = await this.#store.query(
+      `SELECT sha256, attempt, outcome FROM catalog_commits WHERE revision = ${at}`,
+    );
     // The same document proposed twice is no rival: whichever commits, the revision is the same.
     const committed = outcomes.filter(([sha, , what]) => what === 'committed' && sha !== sha256);
     const withdrawn = new Set(outcomes.filter(([, , what]) => what === 'withdrawn').map(([, id]) => id));
-    const rivals = proposals.filter(([sha, id, age]) => sha !== sha256 && !withdrawn.has(id!) && Number(age) <= proposalTtlSec);
+    const rivals = proposals.filter(
+      ([sha, id, age]) => sha !== sha256 && !withdrawn.has(id!) && Number(age) <= proposalTtlSec,
+    );
     const mine = proposals.find(([, id]) => id === attempt);
     const mineAge = mine === undefined ? Number.POSITIVE_INFINITY : Number(mine[2]);
     if (committed.length > 0 || rivals.length > 0 || !(mineAge <= proposalCommitWithinSec)) {
       await outcome('withdrawn');
-      throw stale(committed.length > 0 ? `revision ${revision} was committed by another write` : rivals.length > 0 ? `another write proposed revision ${revision} at the same time` : `revision ${revision} took too long to commit`);
+      throw stale(
+        committed.length > 0
+          ? `revision ${revision} was committed by another write`
+          : rivals.length > 0
+            ? `another write proposed revision ${revision} at the same time`
+            : `revision ${revision} took too long to commit`,
+      );
     }
     await outcome('committed');
     // Only a commit recorded past the TTL can meet another; the first recorded wins and the other hears it lost.
-    if ((await this.#committedSha(revision)) !== sha256) throw stale(`revision ${revision} was committed by another write`);
+    if ((await this.#committedSha(revision)) !== sha256)
+      throw stale(`revision ${revision} was committed by another write`);
   }
 
   /**
@@ -280,10 +325,12 @@ export class CatalogStore {
       try {
         await this.apply(raw, { appliedBy, expectedRevision: 0 });
         const latest = await this.latest();
-        if (latest === undefined) throw new DrawdownError('store_unavailable', 'the catalog revision just written cannot be read back');
+        if (latest === undefined)
+          throw new DrawdownError('store_unavailable', 'the catalog revision just written cannot be read back');
         return { seeded: true, latest };
       } catch (error) {
-        if (!isDrawdownError(error) || error.code !== 'catalog_revision_stale' || attempt >= seedAttemptsMax) throw error;
+        if (!isDrawdownError(error) || error.code !== 'catalog_revision_stale' || attempt >= seedAttemptsMax)
+          throw error;
         await new Promise((resolve) => setTimeout(resolve, 50 + Math.floor(Math.random() * 200)));
       }
     }

@@ -13,11 +13,18 @@ export async function startAllInOne(config: Config, options: { now?: () => numbe
   // A given NATS URL is used as is; otherwise this process runs its own nats-server.
   const nats =
     config.natsUrl === undefined
-      ? await NatsServerProcess.start({ dir: join(dataDir, 'nats'), maxPayloadBytes: Math.max(8 * 1024 * 1024, config.bodyBytesMax * 2) })
+      ? await NatsServerProcess.start({
+          dir: join(dataDir, 'nats'),
+          maxPayloadBytes: Math.max(8 * 1024 * 1024, config.bodyBytesMax * 2),
+        })
       : undefined;
   try {
     const running = await startDrawdown(
-      { ...config, natsUrl: config.natsUrl ?? nats!.url, clickhouseUrl: config.clickhouseUrl ?? `chdb:${join(dataDir, 'chdb')}` },
+      {
+        ...config,
+        natsUrl: config.natsUrl ?? nats!.url,
+        clickhouseUrl: config.clickhouseUrl ?? `chdb:${join(dataDir, 'chdb')}`,
+      },
       { ingest: true, rater: true, settlement: true },
       options,
     );

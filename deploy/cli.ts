@@ -88,7 +88,9 @@ async function main(argv: string[]): Promise<number> {
     case 'start': {
       const config = loadConfig(flags, env, [], { catalog: demoCatalog, auth: localAuthDefault(flags, env) });
       const running = await startAllInOne(config);
-      process.stdout.write(`drawdown is running at ${running.url} (data in ${resolve(config.dataDir)}); Ctrl-C stops it\n`);
+      process.stdout.write(
+        `drawdown is running at ${running.url} (data in ${resolve(config.dataDir)}); Ctrl-C stops it\n`,
+      );
       waitForSignal(running, running.log);
       return -1;
     }
@@ -96,9 +98,18 @@ async function main(argv: string[]): Promise<number> {
     case 'rater':
     case 'settlement': {
       // The catalog comes from the catalog store when there is ClickHouse (the file only seeds an empty store).
-      const required = command === 'ingest' ? (['natsUrl'] as const) : command === 'rater' ? (['natsUrl', 'clickhouseUrl'] as const) : (['clickhouseUrl'] as const);
+      const required =
+        command === 'ingest'
+          ? (['natsUrl'] as const)
+          : command === 'rater'
+            ? (['natsUrl', 'clickhouseUrl'] as const)
+            : (['clickhouseUrl'] as const);
       const config = loadConfig(flags, env, required);
-      const running: Running = await startDrawdown(config, { ingest: command === 'ingest', rater: command === 'rater', settlement: command === 'settlement' });
+      const running: Running = await startDrawdown(config, {
+        ingest: command === 'ingest',
+        rater: command === 'rater',
+        settlement: command === 'settlement',
+      });
       waitForSignal(running, running.log);
       return -1;
     }
@@ -108,14 +119,18 @@ async function main(argv: string[]): Promise<number> {
       // --close-period: settle up to the last whole minute and print the billing terms that closed.
       const closeFlag = flags.get('--close-period');
       flags.delete('--close-period');
-      if (closeFlag !== undefined && closeFlag !== 'true') throw new Error(`--close-period takes no value (got ${closeFlag})`);
+      if (closeFlag !== undefined && closeFlag !== 'true')
+        throw new Error(`--close-period takes no value (got ${closeFlag})`);
       const closePeriod = closeFlag !== undefined;
-      if (closePeriod && until !== undefined) throw new Error('--close-period settles up to the last whole minute: leave out --until');
+      if (closePeriod && until !== undefined)
+        throw new Error('--close-period settles up to the last whole minute: leave out --until');
       const config: Config = loadConfig(flags, env, ['clickhouseUrl']);
       // The same rule as POST /v1/settlements' until: an instant ClickHouse can store, refused before any work.
       const untilProblems = new Problems();
-      const untilSecGiven = until === undefined ? Math.floor(Date.now() / 1000) : readStorableTime(untilProblems, until, '--until');
-      if (untilSecGiven === undefined) throw new DrawdownError('request_invalid', `${untilProblems.list[0]!.message} (got ${JSON.stringify(until)})`);
+      const untilSecGiven =
+        until === undefined ? Math.floor(Date.now() / 1000) : readStorableTime(untilProblems, until, '--until');
+      if (untilSecGiven === undefined)
+        throw new DrawdownError('request_invalid', `${untilProblems.list[0]!.message} (got ${JSON.stringify(until)})`);
       const store = openStore(config.clickhouseUrl!);
       // stdout carries the report alone: logs and progress go to stderr.
       const log = createLogger(config.logLevel, 'drawdown-settle', destination(2));
@@ -139,16 +154,24 @@ async function main(argv: string[]): Promise<number> {
           catalogRevision: revision,
           snapshotRetentionDays: config.snapshotRetentionDays,
           onPhase: (phase) => say(`${phase} done (${elapsed()})`),
-          onProgress: (p) => say(`${p.accountsDone}/${p.accountsTotal} accounts settled, ${p.entries} entries so far (${elapsed()})`),
+          onProgress: (p) =>
+            say(`${p.accountsDone}/${p.accountsTotal} accounts settled, ${p.entries} entries so far (${elapsed()})`),
         });
-        say(`${report.entriesPosted} entries posted, ${report.entriesAlreadyPosted} already posted, ${Object.keys(report.customers).length} customers (${elapsed()})`);
+        say(
+          `${report.entriesPosted} entries posted, ${report.entriesAlreadyPosted} already posted, ${Object.keys(report.customers).length} customers (${elapsed()})`,
+        );
         const json = reportJson(report);
         if (closePeriod) {
           const terms = Object.values(report.customers).flatMap((r) => r.closedTerms ?? []);
-          for (const t of terms) say(`closed ${t.customer} ${t.subscription} ${new Date(t.startSec * 1000).toISOString()} .. ${new Date(t.endSec * 1000).toISOString()}`);
+          for (const t of terms)
+            say(
+              `closed ${t.customer} ${t.subscription} ${new Date(t.startSec * 1000).toISOString()} .. ${new Date(t.endSec * 1000).toISOString()}`,
+            );
           say(`${terms.length} billing terms closed`);
           const { customers: _detail, ...run } = json;
-          process.stdout.write(`${JSON.stringify({ ...run, closed_terms: terms.map((t) => ({ customer: t.customer, ...statementJson(t) })) }, null, 2)}\n`);
+          process.stdout.write(
+            `${JSON.stringify({ ...run, closed_terms: terms.map((t) => ({ customer: t.customer, ...statementJson(t) })) }, null, 2)}\n`,
+          );
         } else {
           process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
         }
@@ -159,10 +182,20 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'keys': {
       // The key is printed once and kept nowhere: only its hash is configured.
-      const wanted = (flags.get('--scopes') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+      const wanted = (flags.get('--scopes') ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       const id = flags.get('--id');
       const unknownFlags = [...flags.keys()].filter((f) => f !== '--scopes' && f !== '--id');
-      if (positional[1] !== 'new' || positional.length > 2 || wanted.length === 0 || !wanted.every(isScope) || unknownFlags.length > 0 || (id !== undefined && !keyIdPattern.test(id))) {
+      if (
+        positional[1] !== 'new' ||
+        positional.length > 2 ||
+        wanted.length === 0 ||
+        !wanted.every(isScope) ||
+        unknownFlags.length > 0 ||
+        (id !== undefined && !keyIdPattern.test(id))
+      ) {
         process.stderr.write(`${keysUsage}\n`);
         return 2;
       }
@@ -170,13 +203,23 @@ async function main(argv: string[]): Promise<number> {
       const sha256 = hashKey(key);
       // Without --id, the first hash digits name the key: unique enough, and they reveal nothing the entry does not.
       const entry = { id: id ?? `key-${sha256.slice(0, 8)}`, sha256, scopes: [...new Set(wanted)] };
-      process.stdout.write(`key (shown once; give it to the client):\n  ${key}\nentry for DRAWDOWN_API_KEYS:\n  ${JSON.stringify(entry)}\n`);
+      process.stdout.write(
+        `key (shown once; give it to the client):\n  ${key}\nentry for DRAWDOWN_API_KEYS:\n  ${JSON.stringify(entry)}\n`,
+      );
       return 0;
     }
     case 'catalog':
-      return runCatalogCommand(positional, flags, env, { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) });
+      return runCatalogCommand(positional, flags, env, {
+        out: (t) => process.stdout.write(t),
+        err: (t) => process.stderr.write(t),
+      });
     case 'demo': {
-      const config = loadConfig(flags, env, [], { catalog: demoCatalog, logLevel: 'warn', httpPort: 0, auth: localAuthDefault(flags, env) });
+      const config = loadConfig(flags, env, [], {
+        catalog: demoCatalog,
+        logLevel: 'warn',
+        httpPort: 0,
+        auth: localAuthDefault(flags, env),
+      });
       return runDemo(config);
     }
     default:
@@ -191,10 +234,18 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     const log = createLogger('error', 'drawdown');
-    const listed = ['config_invalid', 'catalog_invalid', 'catalog_definition_invalid', 'catalog_conflict', 'catalog_revision_stale', 'request_invalid'];
+    const listed = [
+      'config_invalid',
+      'catalog_invalid',
+      'catalog_definition_invalid',
+      'catalog_conflict',
+      'catalog_revision_stale',
+      'request_invalid',
+    ];
     if (isDrawdownError(error) && listed.includes(error.code)) {
       process.stderr.write(`drawdown: ${error.message}\n`);
-      for (const p of error.problems) if (!error.message.includes(p.message)) process.stderr.write(`  ${p.field}: ${p.message}\n`);
+      for (const p of error.problems)
+        if (!error.message.includes(p.message)) process.stderr.write(`  ${p.field}: ${p.message}\n`);
     } else {
       log.fatal({ err: error }, 'drawdown failed');
     }

@@ -7,7 +7,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './free-port.js';
-import { findBinary, httpGet, LaunchError, logTail, ManagedServer, retryWhilePortInUse, type Launched } from './server-process.js';
+import {
+  findBinary,
+  httpGet,
+  LaunchError,
+  logTail,
+  ManagedServer,
+  retryWhilePortInUse,
+  type Launched,
+} from './server-process.js';
 
 export interface ClickHouseServerOptions {
   dir: string;
@@ -75,7 +83,9 @@ export class ClickHouseServerProcess extends ManagedServer {
     writeFileSync(configPath, serverConfig(this.settings));
     writeFileSync(join(dir, 'users.xml'), USERS_XML);
     const output = join(dir, 'stdout.log');
-    await this.run(binary, [`--config-file=${configPath}`], output, [join(dir, 'error.log'), output], (launched) => this.waitReady(launched));
+    await this.run(binary, [`--config-file=${configPath}`], output, [join(dir, 'error.log'), output], (launched) =>
+      this.waitReady(launched),
+    );
   }
 
   private async waitReady(launched: Launched): Promise<void> {
@@ -85,11 +95,17 @@ export class ClickHouseServerProcess extends ManagedServer {
     for (;;) {
       if (launched.ended !== undefined) {
         const tail = logTail(launched);
-        throw new LaunchError(`${where} exited during startup (${launched.ended}); ${tail}`, /address already in use/i.test(tail));
+        throw new LaunchError(
+          `${where} exited during startup (${launched.ended}); ${tail}`,
+          /address already in use/i.test(tail),
+        );
       }
       const remaining = deadline - Date.now();
       if (remaining <= 0) {
-        throw new LaunchError(`${where} did not answer /ping within ${settings.startTimeoutMs} ms; ${logTail(launched)}`, false);
+        throw new LaunchError(
+          `${where} did not answer /ping within ${settings.startTimeoutMs} ms; ${logTail(launched)}`,
+          false,
+        );
       }
       const ping = await httpGet(`${this.url}/ping`, Math.min(PROBE_TIMEOUT_MS, remaining));
       if (ping?.status === 200 && ping.body.trim() === 'Ok.') {
@@ -108,7 +124,10 @@ export class ClickHouseServerProcess extends ManagedServer {
     const answer = await httpGet(`${this.url}/?query=${query}`, PROBE_TIMEOUT_MS);
     const actual = answer?.status === 200 ? answer.body.trim() : `no answer (${answer?.status ?? 'connection failed'})`;
     if (actual !== expected) {
-      throw new LaunchError(`another server answers on ${where}'s HTTP port: its system database lives at ${actual}, expected ${expected}; ${logTail(launched)}`, true);
+      throw new LaunchError(
+        `another server answers on ${where}'s HTTP port: its system database lives at ${actual}, expected ${expected}; ${logTail(launched)}`,
+        true,
+      );
     }
   }
 }

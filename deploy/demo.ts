@@ -13,7 +13,26 @@ import { example1, example2, type DemoEvent } from './workloads.js';
 // A plain MessagePack encoder, as any client library would produce.
 const packr = new Packr({ useRecords: false });
 
-async function call(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<any> {
+/** The parts of the API's answers the demo prints (docs/openapi.yaml has them whole). */
+interface DemoEntry {
+  kind: string;
+  amount: string;
+  meter: string;
+  dimensions: Record<string, string> | null;
+  quantity: string;
+  source: string;
+}
+interface DemoBalance {
+  units: { unit: string; settled: string; pending: string; available: string; display: string }[];
+}
+
+async function call(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<unknown> {
   const response = await fetch(base + path, {
     method,
     headers: { 'content-type': 'application/json', ...headers },
@@ -38,10 +57,13 @@ async function sendEvents(base: string, events: DemoEvent[], key: string): Promi
 async function waitForUsage(base: string, customer: string, expectedEvents: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const usage = await call(base, 'GET', `/v1/customers/${customer}/usage?granularity=day&from=0`);
-    const events = (usage.usage as { events: number }[]).reduce((n, u) => n + u.events, 0);
+    const usage = (await call(base, 'GET', `/v1/customers/${customer}/usage?granularity=day&from=0`)) as {
+      usage: { events: number }[];
+    };
+    const events = usage.usage.reduce((n, u) => n + u.events, 0);
     if (events === expectedEvents) return;
-    if (Date.now() > deadline) throw new Error(`rater committed ${events} of ${expectedEvents} events for ${customer} within ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`rater committed ${events} of ${expectedEvents} events for ${customer} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -62,7 +84,13 @@ export async function runDemo(config: Config): Promise<number> {
     ];
     for (const [customer, title, events] of workloads) {
       // Bought just before the usage, so settlement draws the usage from this block.
-      await call(base, 'POST', `/v1/customers/${customer}/purchases`, { package: 'credits-100', effective_at: new Date(atMs - 60_000).toISOString() }, { 'idempotency-key': `demo-${customer}-purchase` });
+      await call(
+        base,
+        'POST',
+        `/v1/customers/${customer}/purchases`,
+        { package: 'credits-100', effective_at: new Date(atMs - 60_000).toISOString() },
+        { 'idempotency-key': `demo-${customer}-purchase` },
+      );
       const accepted = await sendEvents(base, events, `demo-${customer}-batch-1`);
       // The same batch again, as a client retry would: counted once.
       await sendEvents(base, events, `demo-${customer}-batch-1`);
@@ -70,17 +98,22 @@ export async function runDemo(config: Config): Promise<number> {
     }
     for (const [customer, , events] of workloads) await waitForUsage(base, customer, events.length, 30_000);
 
-    const report = await call(base, 'POST', '/v1/settlements', { until: new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString() });
+    const report = (await call(base, 'POST', '/v1/settlements', {
+      until: new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString(),
+    })) as { run_id: string; entries_posted: number };
     out(`settlement ${report.run_id}: ${report.entries_posted} ledger entries posted`);
 
     let ok = true;
     for (const [customer, title, , expected] of workloads) {
-      const balance = await call(base, 'GET', `/v1/customers/${customer}/balance`);
-      const ledger = await call(base, 'GET', `/v1/customers/${customer}/ledger`);
+      const balance = (await call(base, 'GET', `/v1/customers/${customer}/balance`)) as DemoBalance;
+      const ledger = (await call(base, 'GET', `/v1/customers/${customer}/ledger`)) as { entries: DemoEntry[] };
       out();
       out(`${customer} — ${title}`);
-      for (const e of ledger.entries as any[]) {
-        const what = e.kind === 'usage' ? `${e.meter} ${e.dimensions && Object.keys(e.dimensions).length ? JSON.stringify(e.dimensions) + ' ' : ''}× ${e.quantity}` : e.source;
+      for (const e of ledger.entries) {
+        const what =
+          e.kind === 'usage'
+            ? `${e.meter} ${e.dimensions && Object.keys(e.dimensions).length ? JSON.stringify(e.dimensions) + ' ' : ''}× ${e.quantity}`
+            : e.source;
         out(`  ${e.kind.padEnd(8)} ${String(e.amount).padStart(12)}  ${what}`);
       }
       for (const unit of balance.units) {
@@ -98,4 +131,3 @@ export async function runDemo(config: Config): Promise<number> {
     await running.stop();
   }
 }
-

@@ -8,7 +8,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from './free-port.js';
-import { findBinary, httpGet, LaunchError, logTail, ManagedServer, retryWhilePortInUse, type Launched } from './server-process.js';
+import {
+  findBinary,
+  httpGet,
+  LaunchError,
+  logTail,
+  ManagedServer,
+  retryWhilePortInUse,
+  type Launched,
+} from './server-process.js';
 
 export interface NatsServerOptions {
   dir: string;
@@ -23,9 +31,15 @@ export interface NatsServerOptions {
   routes?: string[];
   /** Route listener port; default: a free port when clustered. */
   clusterPort?: number;
-  /** JetStream clustering identifies peers by name, so it must stay stable across restarts; default: random per start(). */
+  /**
+   * JetStream clustering identifies peers by name, so it must stay stable across restarts; default: random per
+   * start().
+   */
   serverName?: string;
-  /** Append server output to dir/nats.log (default true). When false, only the last lines are kept in memory for error messages. */
+  /**
+   * Append server output to dir/nats.log (default true). When false, only the last lines are kept in memory for error
+   * messages.
+   */
   logFile?: boolean;
   /** How long start()/restart() wait for the server to report healthy; default 15 s. */
   startTimeoutMs?: number;
@@ -72,7 +86,9 @@ export class NatsServerProcess extends ManagedServer {
   static async start(options: NatsServerOptions): Promise<NatsServerProcess> {
     const maxPayload = options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
     if (!Number.isInteger(maxPayload) || maxPayload < 1 || maxPayload > MAX_PAYLOAD_CEILING) {
-      throw new RangeError(`maxPayloadBytes must be an integer from 1 to ${MAX_PAYLOAD_CEILING} (64 MiB), got ${maxPayload}`);
+      throw new RangeError(
+        `maxPayloadBytes must be an integer from 1 to ${MAX_PAYLOAD_CEILING} (64 MiB), got ${maxPayload}`,
+      );
     }
     const maxFileStore = options.jetstreamMaxFileBytes ?? DEFAULT_MAX_FILE_STORE;
     if (!Number.isInteger(maxFileStore) || maxFileStore < 1) {
@@ -80,7 +96,9 @@ export class NatsServerProcess extends ManagedServer {
     }
     const { clusterName } = options;
     if (clusterName === undefined && ((options.routes?.length ?? 0) > 0 || options.clusterPort !== undefined)) {
-      throw new Error('clusterName is required when routes or clusterPort are given: JetStream clustering needs a cluster name');
+      throw new Error(
+        'clusterName is required when routes or clusterPort are given: JetStream clustering needs a cluster name',
+      );
     }
     const dir = resolve(options.dir);
     mkdirSync(dir, { recursive: true });
@@ -98,7 +116,10 @@ export class NatsServerProcess extends ManagedServer {
         serverName,
         maxFileStore,
         maxPayload,
-        cluster: clusterName === undefined ? undefined : { name: clusterName, port: options.clusterPort ?? (await freePort()), routes: options.routes ?? [] },
+        cluster:
+          clusterName === undefined
+            ? undefined
+            : { name: clusterName, port: options.clusterPort ?? (await freePort()), routes: options.routes ?? [] },
         startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
       };
       const server = new NatsServerProcess(settings);
@@ -114,7 +135,9 @@ export class NatsServerProcess extends ManagedServer {
     const httpPort = await freePort();
     writeFileSync(settings.configPath, natsConfig(settings, httpPort));
     const logs = settings.logPath ? [settings.logPath] : [];
-    await this.run(settings.binary, ['-c', settings.configPath], settings.logPath, logs, (launched) => this.waitReady(launched, httpPort));
+    await this.run(settings.binary, ['-c', settings.configPath], settings.logPath, logs, (launched) =>
+      this.waitReady(launched, httpPort),
+    );
   }
 
   private async waitReady(launched: Launched, httpPort: number): Promise<void> {
@@ -125,11 +148,17 @@ export class NatsServerProcess extends ManagedServer {
     for (;;) {
       if (launched.ended !== undefined) {
         const tail = logTail(launched);
-        throw new LaunchError(`nats-server (port ${settings.port}, dir ${settings.dir}) exited during startup (${launched.ended}); ${tail}`, /address already in use/i.test(tail));
+        throw new LaunchError(
+          `nats-server (port ${settings.port}, dir ${settings.dir}) exited during startup (${launched.ended}); ${tail}`,
+          /address already in use/i.test(tail),
+        );
       }
       const remaining = deadline - Date.now();
       if (remaining <= 0) {
-        throw new LaunchError(`nats-server (port ${settings.port}, dir ${settings.dir}) did not report healthy within ${settings.startTimeoutMs} ms; ${logTail(launched)}`, false);
+        throw new LaunchError(
+          `nats-server (port ${settings.port}, dir ${settings.dir}) did not report healthy within ${settings.startTimeoutMs} ms; ${logTail(launched)}`,
+          false,
+        );
       }
       const health = await httpGet(healthUrl, Math.min(PROBE_TIMEOUT_MS, remaining));
       if (health?.status === 200) {
@@ -157,7 +186,6 @@ export class NatsServerProcess extends ManagedServer {
       );
     }
   }
-
 }
 
 function natsConfig(settings: Settings, httpPort: number): string {

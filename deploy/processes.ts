@@ -25,7 +25,14 @@ import { createSettlementMetrics } from '../settlement/metrics.js';
 import { settlementRoutes } from '../settlement/api.js';
 import { SettlementRunner } from '../settlement/runner.js';
 import { catalogRoutes } from '../catalog/api.js';
-import { liveCatalog, liveMeterDefinitions, openStoreCatalogSource, readCatalogFile, staticCatalogSource, type CatalogSource } from '../catalog/source.js';
+import {
+  liveCatalog,
+  liveMeterDefinitions,
+  openStoreCatalogSource,
+  readCatalogFile,
+  staticCatalogSource,
+  type CatalogSource,
+} from '../catalog/source.js';
 import { CatalogStore } from '../catalog/store.js';
 
 export interface Parts {
@@ -63,19 +70,30 @@ export function streamSettings(config: Config): StreamSettings {
   };
 }
 
-export async function startDrawdown(config: Config, parts: Parts, options: { store?: Store; log?: Logger; now?: () => number } = {}): Promise<Running> {
-  const name = [parts.ingest && 'ingest', parts.rater && 'rater', parts.settlement && 'settlement'].filter(Boolean).join('+');
+export async function startDrawdown(
+  config: Config,
+  parts: Parts,
+  options: { store?: Store; log?: Logger; now?: () => number } = {},
+): Promise<Running> {
+  const name = [parts.ingest && 'ingest', parts.rater && 'rater', parts.settlement && 'settlement']
+    .filter(Boolean)
+    .join('+');
   const log = options.log ?? createLogger(config.logLevel, `drawdown-${name}`);
   const registry = createRegistry();
   // The file is checked first even when the store will win: a broken file is a configuration error.
-  const catalogFile = config.catalog === undefined || config.catalog === '' ? undefined : readCatalogFile(config.catalog);
+  const catalogFile =
+    config.catalog === undefined || config.catalog === '' ? undefined : readCatalogFile(config.catalog);
   if (catalogFile === undefined && config.clickhouseUrl === undefined && options.store === undefined) {
-    throw new DrawdownError('config_invalid', 'DRAWDOWN_CATALOG (or --catalog) is required without DRAWDOWN_CLICKHOUSE_URL (the catalog store)');
+    throw new DrawdownError(
+      'config_invalid',
+      'DRAWDOWN_CATALOG (or --catalog) is required without DRAWDOWN_CLICKHOUSE_URL (the catalog store)',
+    );
   }
   // Checked before anything starts: a process serving /v1 routes must not come up open by accident.
   const servesApi = parts.ingest || parts.settlement;
   const auth = authFromConfig(config, servesApi);
-  if (auth === 'off' && servesApi) log.warn('API keys are off (DRAWDOWN_AUTH=off): every /v1 route is open to anyone who can reach this port');
+  if (auth === 'off' && servesApi)
+    log.warn('API keys are off (DRAWDOWN_AUTH=off): every /v1 route is open to anyone who can reach this port');
   const stream = streamSettings(config);
   const stops: (() => Promise<void>)[] = [];
   const stopAll = async (): Promise<void> => {
@@ -91,8 +109,12 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
   try {
     let store: Store | undefined = options.store;
     // The gateway needs no ClickHouse, but with one it follows catalog changes (new meters) without a restart.
-    if ((parts.rater || parts.settlement || (parts.ingest && config.clickhouseUrl !== undefined)) && store === undefined) {
-      if (config.clickhouseUrl === undefined) throw new DrawdownError('config_invalid', 'DRAWDOWN_CLICKHOUSE_URL (or --clickhouse-url) is required');
+    if (
+      (parts.rater || parts.settlement || (parts.ingest && config.clickhouseUrl !== undefined)) &&
+      store === undefined
+    ) {
+      if (config.clickhouseUrl === undefined)
+        throw new DrawdownError('config_invalid', 'DRAWDOWN_CLICKHOUSE_URL (or --clickhouse-url) is required');
       const opened = openStore(config.clickhouseUrl);
       store = opened;
       stops.push(() => opened.close());
@@ -118,13 +140,20 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
 
     let nats: NatsHandles | undefined;
     if (parts.ingest || parts.rater) {
-      if (config.natsUrl === undefined) throw new DrawdownError('config_invalid', 'DRAWDOWN_NATS_URL (or --nats-url) is required');
+      if (config.natsUrl === undefined)
+        throw new DrawdownError('config_invalid', 'DRAWDOWN_NATS_URL (or --nats-url) is required');
       const handles = await connectNats(config.natsUrl, `drawdown-${name}`, log);
       nats = handles;
       // Draining needs the server; if it is away, give up after a bound and close.
       stops.push(async () => {
-        const drained = handles.nc.drain().then(() => true, () => false);
-        const inTime = await Promise.race([drained, new Promise<boolean>((r) => setTimeout(() => r(false), 5_000).unref())]);
+        const drained = handles.nc.drain().then(
+          () => true,
+          () => false,
+        );
+        const inTime = await Promise.race([
+          drained,
+          new Promise<boolean>((r) => setTimeout(() => r(false), 5_000).unref()),
+        ]);
         if (!inTime && !handles.nc.isClosed()) await handles.nc.close();
       });
       const maxPayload = handles.nc.info?.max_payload ?? 1024 * 1024;
@@ -140,14 +169,25 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
 
     const routes: Route[] = [];
     if (parts.ingest) {
-      const publisher = new BatchPublisher(nats!.js, stream, config.publishTimeoutMs, new KeyClaims(nats!.js, nats!.jsm, stream, config.publishTimeoutMs));
+      const publisher = new BatchPublisher(
+        nats!.js,
+        stream,
+        config.publishTimeoutMs,
+        new KeyClaims(nats!.js, nats!.jsm, stream, config.publishTimeoutMs),
+      );
       routes.push(
         ...ingestRoutes({
           publisher,
           // Kept current in place: a meter added (or archived) in the catalog applies after the next refresh.
           meters: liveMeterDefinitions(catalogSource, { includeArchived: false }),
           catalogRevision: () => catalogSource.current().revision,
-          limits: { batchEventsMax: config.batchEventsMax, bodyBytesMax: config.bodyBytesMax, bodyTimeoutMs: config.bodyTimeoutMs, lateMs: config.lateMs, skewMs: config.skewMs },
+          limits: {
+            batchEventsMax: config.batchEventsMax,
+            bodyBytesMax: config.bodyBytesMax,
+            bodyTimeoutMs: config.bodyTimeoutMs,
+            lateMs: config.lateMs,
+            skewMs: config.skewMs,
+          },
           metrics: createIngestMetrics(registry),
           ...(options.now ? { now: options.now } : {}),
         }),
@@ -192,12 +232,28 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
         const snapshot = await catalogSource.refresh();
         return { revision: snapshot.revision, catalog: snapshot.catalog };
       };
-      const settlementRunner = new SettlementRunner(store!, runCatalog, log, createSettlementMetrics(registry), { snapshotRetentionDays: config.snapshotRetentionDays });
+      const settlementRunner = new SettlementRunner(store!, runCatalog, log, createSettlementMetrics(registry), {
+        snapshotRetentionDays: config.snapshotRetentionDays,
+      });
       runner = settlementRunner;
       settlementRunner.schedule(config.settleEveryMs);
       stops.push(() => settlementRunner.stop());
-      routes.push(...settlementRoutes({ store: store!, catalog, runner: settlementRunner, ...(options.now ? { now: options.now } : {}) }));
-      routes.push(...catalogRoutes({ catalogs: catalogs!, source: catalogSource, auth, ...(options.now ? { now: options.now } : {}) }));
+      routes.push(
+        ...settlementRoutes({
+          store: store!,
+          catalog,
+          runner: settlementRunner,
+          ...(options.now ? { now: options.now } : {}),
+        }),
+      );
+      routes.push(
+        ...catalogRoutes({
+          catalogs: catalogs!,
+          source: catalogSource,
+          auth,
+          ...(options.now ? { now: options.now } : {}),
+        }),
+      );
     }
 
     const service: RunningService = await startService({
@@ -210,7 +266,11 @@ export async function startDrawdown(config: Config, parts: Parts, options: { sto
       auth,
       ready: async () => {
         const checks: Record<string, boolean> = {};
-        if (nats) checks.nats = !nats.nc.isClosed() && nats.nc.info !== undefined && !(nats.nc as { isReconnecting?: () => boolean }).isReconnecting?.();
+        if (nats)
+          checks.nats =
+            !nats.nc.isClosed() &&
+            nats.nc.info !== undefined &&
+            !(nats.nc as { isReconnecting?: () => boolean }).isReconnecting?.();
         if (store) checks.clickhouse = await store.ping().catch(() => false);
         return checks;
       },

@@ -70,7 +70,12 @@ function fileSize(path: string): number {
  * that file, so its output never depends on this process's event loop keeping
  * up; without, the last lines are kept in memory for error messages.
  */
-export function spawnServer(binary: string, args: string[], outputPath: string | undefined, watchedLogs: readonly string[]): Launched {
+export function spawnServer(
+  binary: string,
+  args: string[],
+  outputPath: string | undefined,
+  watchedLogs: readonly string[],
+): Launched {
   const logOffsets = new Map(watchedLogs.map((path) => [path, fileSize(path)]));
   const outFd = outputPath ? openSync(outputPath, 'a') : undefined;
   let child: ChildProcess;
@@ -84,7 +89,12 @@ export function spawnServer(binary: string, args: string[], outputPath: string |
   const launched: Launched = { child, exited: Promise.resolve(), ended: undefined, logOffsets, recent: [] };
   if (outFd === undefined) {
     const remember = (chunk: Buffer): void => {
-      launched.recent.push(...chunk.toString().split('\n').filter((line) => line.length > 0));
+      launched.recent.push(
+        ...chunk
+          .toString()
+          .split('\n')
+          .filter((line) => line.length > 0),
+      );
       launched.recent.splice(0, Math.max(0, launched.recent.length - LOG_TAIL_LINES));
     };
     child.stdout?.on('data', remember);
@@ -130,7 +140,11 @@ function tailLines(path: string, fromOffset: number): string[] {
     const start = Math.max(fromOffset, size - LOG_TAIL_MAX_BYTES);
     const buffer = Buffer.alloc(Math.max(0, size - start));
     readSync(fd, buffer, 0, buffer.length, start);
-    return buffer.toString().split('\n').filter((line) => line.length > 0).slice(-LOG_TAIL_LINES);
+    return buffer
+      .toString()
+      .split('\n')
+      .filter((line) => line.length > 0)
+      .slice(-LOG_TAIL_LINES);
   } finally {
     closeSync(fd);
   }
@@ -170,7 +184,12 @@ export function httpGet(url: string, timeoutMs: number): Promise<{ status: numbe
 
 // Debian installs the servers to /usr/sbin, which is not on a normal user's PATH.
 export function findBinary(name: string): string {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter((dir) => dir.length > 0), '/usr/local/sbin', '/usr/sbin', '/sbin'];
+  const dirs = [
+    ...(process.env.PATH ?? '').split(delimiter).filter((dir) => dir.length > 0),
+    '/usr/local/sbin',
+    '/usr/sbin',
+    '/sbin',
+  ];
   for (const dir of dirs) {
     const candidate = join(dir, name);
     try {
@@ -180,7 +199,9 @@ export function findBinary(name: string): string {
       // Not here; try the next directory.
     }
   }
-  throw new Error(`${name} not found on PATH or in /usr/sbin; run \`bash deploy/install.sh\` (as root it installs it with apt-get)`);
+  throw new Error(
+    `${name} not found on PATH or in /usr/sbin; run \`bash deploy/install.sh\` (as root it installs it with apt-get)`,
+  );
 }
 
 /**
@@ -224,7 +245,13 @@ export abstract class ManagedServer {
   protected abstract launch(): Promise<void>;
 
   /** Spawns, waits for `ready`, and on failure makes sure the child is gone. */
-  protected async run(binary: string, args: string[], outputPath: string | undefined, watchedLogs: readonly string[], ready: (launched: Launched) => Promise<void>): Promise<void> {
+  protected async run(
+    binary: string,
+    args: string[],
+    outputPath: string | undefined,
+    watchedLogs: readonly string[],
+    ready: (launched: Launched) => Promise<void>,
+  ): Promise<void> {
     const launched = spawnServer(binary, args, outputPath, watchedLogs);
     this.launched = launched;
     try {

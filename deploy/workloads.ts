@@ -16,11 +16,35 @@ export function example1(customer: string, atMs: number): DemoEvent[] {
   const events: DemoEvent[] = [];
   // Four calls of 500,000 tokens, one as a decimal string, one with an ISO timestamp.
   events.push({ id: `${customer}-tok-1`, customer, meter: 'gpt-4o.input_tokens', quantity: 500_000, timestamp: atMs });
-  events.push({ id: `${customer}-tok-2`, customer, meter: 'gpt-4o.input_tokens', quantity: '500000', timestamp: atMs + 1_000 });
-  events.push({ id: `${customer}-tok-3`, customer, meter: 'gpt-4o.input_tokens', quantity: 499_999.5, timestamp: new Date(atMs + 2_000).toISOString() });
-  events.push({ id: `${customer}-tok-4`, customer, meter: 'gpt-4o.input_tokens', quantity: '500000.5', timestamp: atMs + 61_000 });
+  events.push({
+    id: `${customer}-tok-2`,
+    customer,
+    meter: 'gpt-4o.input_tokens',
+    quantity: '500000',
+    timestamp: atMs + 1_000,
+  });
+  events.push({
+    id: `${customer}-tok-3`,
+    customer,
+    meter: 'gpt-4o.input_tokens',
+    quantity: 499_999.5,
+    timestamp: new Date(atMs + 2_000).toISOString(),
+  });
+  events.push({
+    id: `${customer}-tok-4`,
+    customer,
+    meter: 'gpt-4o.input_tokens',
+    quantity: '500000.5',
+    timestamp: atMs + 61_000,
+  });
   for (let i = 0; i < 50; i++) {
-    events.push({ id: `${customer}-img-${i}`, customer, meter: 'dall-e-3.images', timestamp: atMs + i * 1_000, dimensions: { quality: 'standard', size: '1024x1024' } });
+    events.push({
+      id: `${customer}-img-${i}`,
+      customer,
+      meter: 'dall-e-3.images',
+      timestamp: atMs + i * 1_000,
+      dimensions: { quality: 'standard', size: '1024x1024' },
+    });
   }
   return events;
 }
@@ -37,7 +61,13 @@ export function example2(customer: string, atMs: number): DemoEvent[] {
   rows.forEach(([count, dimensions], r) => {
     for (let i = 0; i < count; i++) {
       // An undeclared dimension (request_id) is dropped, not priced.
-      events.push({ id: `${customer}-r${r}-${i}`, customer, meter: 'images', timestamp: atMs + i * 7_000, dimensions: { ...dimensions, request_id: `q${r}-${i}` } });
+      events.push({
+        id: `${customer}-r${r}-${i}`,
+        customer,
+        meter: 'images',
+        timestamp: atMs + i * 7_000,
+        dimensions: { ...dimensions, request_id: `q${r}-${i}` },
+      });
     }
   });
   return events;

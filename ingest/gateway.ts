@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { MeterDefinitions } from '../catalog/model.js';
-import { decodeBatch, expectEventArray, validateEvents, type BatchFormat } from '../shared/batch.js';
+import { decodeBatch, expectEventArray, validateEvents, type BatchFormat } from '../shared/events/batch.js';
 import { DrawdownError } from '../shared/errors.js';
 import { readBody, sendJson, type Route } from '../shared/http.js';
 import type { BatchPublisher } from './publisher.js';
@@ -25,9 +25,13 @@ const idempotencyKeyPattern = /^[\x21-\x7e]{1,128}$/;
 
 export function batchFormat(contentType: string | undefined): BatchFormat {
   const type = (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
-  if (type === 'application/msgpack' || type === 'application/x-msgpack' || type === 'application/vnd.msgpack') return 'msgpack';
+  if (type === 'application/msgpack' || type === 'application/x-msgpack' || type === 'application/vnd.msgpack')
+    return 'msgpack';
   if (type === 'application/json') return 'json';
-  throw new DrawdownError('unsupported_media_type', `Content-Type ${JSON.stringify(type)} is not application/msgpack or application/json`);
+  throw new DrawdownError(
+    'unsupported_media_type',
+    `Content-Type ${JSON.stringify(type)} is not application/msgpack or application/json`,
+  );
 }
 
 /**
@@ -40,15 +44,27 @@ export function checkContentEncoding(header: string | undefined): void {
   for (const coding of header.split(',')) {
     const name = coding.trim().toLowerCase();
     if (name !== '' && name !== 'identity') {
-      throw new DrawdownError('unsupported_media_type', `Content-Encoding ${JSON.stringify(header.trim().slice(0, 64))} is not supported; send the body uncompressed`);
+      throw new DrawdownError(
+        'unsupported_media_type',
+        `Content-Encoding ${JSON.stringify(header.trim().slice(0, 64))} is not supported; send the body uncompressed`,
+      );
     }
   }
 }
 
 export function createIngestMetrics(registry: Registry) {
   return {
-    events: new Counter({ name: 'drawdown_ingest_events_total', help: 'Events accepted into the stream', registers: [registry] }),
-    batches: new Counter({ name: 'drawdown_ingest_batches_total', help: 'Batch requests by outcome', labelNames: ['outcome'] as const, registers: [registry] }),
+    events: new Counter({
+      name: 'drawdown_ingest_events_total',
+      help: 'Events accepted into the stream',
+      registers: [registry],
+    }),
+    batches: new Counter({
+      name: 'drawdown_ingest_batches_total',
+      help: 'Batch requests by outcome',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     batchSize: new Histogram({
       name: 'drawdown_ingest_batch_size',
       help: 'Events per accepted batch',
@@ -98,7 +114,10 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
       // MessagePack batch is first tried on the one-pass scanner, which proves
       // it valid without building objects; anything it is unsure of takes the
       // full decoder and validator, which also words the 422.
-      const scanned = format === 'msgpack' ? scanValidBatch(body, deps.meters, window, deps.limits.batchEventsMax, partitions) : undefined;
+      const scanned =
+        format === 'msgpack'
+          ? scanValidBatch(body, deps.meters, window, deps.limits.batchEventsMax, partitions)
+          : undefined;
       let events: number;
       let parts: BatchPart[];
       if (scanned !== undefined) {
@@ -121,7 +140,12 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
         deps.metrics.events.inc(events);
         deps.metrics.batchSize.observe(events);
       }
-      sendJson(res, 202, { accepted: events, duplicate: result.duplicate, sequence: result.sequence, parts: result.parts });
+      sendJson(res, 202, {
+        accepted: events,
+        duplicate: result.duplicate,
+        sequence: result.sequence,
+        parts: result.parts,
+      });
     } catch (error) {
       deps.metrics.batches.inc({ outcome: error instanceof DrawdownError ? error.code : 'internal' });
       throw error;

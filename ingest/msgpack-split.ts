@@ -13,13 +13,12 @@
  */
 import type { MeterDefinitions } from '../catalog/model.js';
 import { DrawdownError } from '../shared/errors.js';
-import { eventLimits, type TimestampWindow } from '../shared/event.js';
+import { eventLimits, type TimestampWindow } from '../shared/events/event.js';
 import { parseQuantity } from '../shared/quantity.js';
 import {
   bytesEqual,
   byteKey,
   type ByteKey,
-  customerByte,
   decimalTextOk,
   F_CUSTOMER,
   F_ID,
@@ -35,7 +34,8 @@ import {
   requiredFields,
   scanCursor,
   strAt,
-} from '../shared/batch.js';
+} from '../shared/events/scan.js';
+import { customerByte } from '../shared/events/customer.js';
 
 /** msgpackr's record-definition extension: bodies using it are re-encoded, not sliced (see route.ts). */
 export const msgpackrRecordExtension = 0x72;
@@ -194,7 +194,7 @@ export function arrayHeader(count: number): Uint8Array {
 
 /*
  * The gateway's fast path: one pass over a MessagePack batch that proves
- * every event valid (the same rules as shared/event.ts parseEvent) without
+ * every event valid (the same rules as shared/events/event.ts parseEvent) without
  * building any object, and notes where each event ends and which partition
  * its customer maps to. It only ever answers "valid" or "not sure":
  * anything unusual — a problem, a non-ASCII string, a float32, a string or
@@ -209,7 +209,8 @@ let meterCache: { source: MeterDefinitions; signature: string; keys: ByteKey[] }
 function meterKeys(meters: MeterDefinitions): ByteKey[] {
   const names = Object.keys(meters);
   const signature = names.join('\n');
-  if (meterCache !== undefined && meterCache.source === meters && meterCache.signature === signature) return meterCache.keys;
+  if (meterCache !== undefined && meterCache.source === meters && meterCache.signature === signature)
+    return meterCache.keys;
   // A key with non-ASCII characters is simply never matched: its events take the full path.
   const keys = names.filter((n) => /^[\x00-\x7f]*$/.test(n)).map(byteKey);
   meterCache = { source: meters, signature, keys };
@@ -229,7 +230,13 @@ export interface ScannedBatch {
   single: boolean;
 }
 
-export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: TimestampWindow, eventsMax: number, partitions: number): ScannedBatch | undefined {
+export function scanValidBatch(
+  b: Uint8Array,
+  meters: MeterDefinitions,
+  window: TimestampWindow,
+  eventsMax: number,
+  partitions: number,
+): ScannedBatch | undefined {
   const end = b.length;
   if (end < 2) return undefined;
   const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -269,7 +276,7 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
       pos += 3;
     } else return undefined;
     let seen = 0;
-    let hash = 0x811c9dc5;
+    let hash = 0x811c9dc5; // fnvOffsetBasis
     for (let f = 0; f < fields; f++) {
       if (pos >= end) return undefined;
       const keyType = b[pos]!;
@@ -283,7 +290,8 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
       switch (field) {
         case F_ID: {
           const length = strAt(b, view, pos, end);
-          if (length < 1 || length > eventLimits.idLengthMax || !isAscii(b, scanCursor.strStart, length)) return undefined;
+          if (length < 1 || length > eventLimits.idLengthMax || !isAscii(b, scanCursor.strStart, length))
+            return undefined;
           pos = scanCursor.strStart + length;
           break;
         }
@@ -296,6 +304,9 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
             const c = b[at]!;
             if (c >= 0x80 || customerByte[c] === 0) return undefined;
             // FNV-1a over the id's code units (ASCII: its bytes), as partitionOfCustomer.
+            // fnvStep (shared/events/partition.ts) written out with its literals: a
+            // call or a module constant here costs the scan ~5 % (bench/hot-path.ts);
+            // partition.test.ts and the routing property tests hold them equal.
             hash = Math.imul(hash ^ c, 0x01000193);
           }
           pos = stop;
@@ -351,14 +362,21 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
           for (let d = 0; d < entries; d++) {
             if (pos >= end) return undefined;
             const keyLength = strAt(b, view, pos, end);
-            if (keyLength < 0 || keyLength > eventLimits.dimensionKeyLengthMax || !isAscii(b, scanCursor.strStart, keyLength)) return undefined;
+            if (
+              keyLength < 0 ||
+              keyLength > eventLimits.dimensionKeyLengthMax ||
+              !isAscii(b, scanCursor.strStart, keyLength)
+            )
+              return undefined;
             const keyStart = scanCursor.strStart;
             for (const hostile of hostileKeyBytes) if (bytesEqual(b, keyStart, keyLength, hostile)) return undefined;
             // A repeated key: the full path refuses the batch, naming it. Keys are compared only when
             // their bit (from length and first byte) is already set: most dimension keys differ in both.
             const bit = 1 << (((keyLength === 0 ? 0 : b[keyStart]!) ^ (keyLength << 2)) & 31);
             if ((keyBits & bit) !== 0) {
-              for (let e = 0; e < d; e++) if (rangesEqual(b, dimensionKeys[2 * e]!, dimensionKeys[2 * e + 1]!, keyStart, keyLength)) return undefined;
+              for (let e = 0; e < d; e++)
+                if (rangesEqual(b, dimensionKeys[2 * e]!, dimensionKeys[2 * e + 1]!, keyStart, keyLength))
+                  return undefined;
             }
             keyBits |= bit;
             dimensionKeys[2 * d] = keyStart;
@@ -366,7 +384,12 @@ export function scanValidBatch(b: Uint8Array, meters: MeterDefinitions, window: 
             pos = keyStart + keyLength;
             if (pos >= end) return undefined;
             const valueLength = strAt(b, view, pos, end);
-            if (valueLength < 0 || valueLength > eventLimits.dimensionValueLengthMax || !isAscii(b, scanCursor.strStart, valueLength)) return undefined;
+            if (
+              valueLength < 0 ||
+              valueLength > eventLimits.dimensionValueLengthMax ||
+              !isAscii(b, scanCursor.strStart, valueLength)
+            )
+              return undefined;
             pos = scanCursor.strStart + valueLength;
           }
         }

@@ -6,7 +6,7 @@ import { headers } from '@nats-io/transport-node';
 import { JetStreamApiError, type JetStreamClient, type PubAck } from '@nats-io/jetstream';
 import { DrawdownError } from '../shared/errors.js';
 import { batchHeaders, partitionSubject, type StreamSettings } from '../shared/nats/stream.js';
-import type { BatchFormat } from '../shared/batch.js';
+import type { BatchFormat } from '../shared/events/batch.js';
 import type { BatchPart } from './route.js';
 import { batchFingerprint } from './batch-fingerprint.js';
 import type { KeyClaims } from './key-claims.js';
@@ -29,11 +29,18 @@ const streamFullPattern = /maximum (messages|bytes|messages per subject) exceede
 export function classifyPublishError(error: unknown): DrawdownError {
   if (error instanceof JetStreamApiError) {
     if (streamFullPattern.test(error.message)) {
-      return new DrawdownError('stream_full', 'the event stream is full; raters are behind', { retryAfterSeconds: 5, cause: error });
+      return new DrawdownError('stream_full', 'the event stream is full; raters are behind', {
+        retryAfterSeconds: 5,
+        cause: error,
+      });
     }
-    if (error.code === 10054) return new DrawdownError('body_too_large', 'batch exceeds the stream message size limit', { cause: error });
+    if (error.code === 10054)
+      return new DrawdownError('body_too_large', 'batch exceeds the stream message size limit', { cause: error });
   }
-  return new DrawdownError('stream_unavailable', `event stream unavailable: ${(error as Error).message}`, { retryAfterSeconds: 2, cause: error });
+  return new DrawdownError('stream_unavailable', `event stream unavailable: ${(error as Error).message}`, {
+    retryAfterSeconds: 2,
+    cause: error,
+  });
 }
 
 export class BatchPublisher {
@@ -63,7 +70,14 @@ export class BatchPublisher {
    * sent without a key and retried after a partial failure is covered by
    * event-id dedupe in the rater instead.
    */
-  async publish(parts: readonly BatchPart[], format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined, catalogRevision: number, body: Uint8Array): Promise<PublishResult> {
+  async publish(
+    parts: readonly BatchPart[],
+    format: BatchFormat,
+    receivedMs: number,
+    idempotencyKey: string | undefined,
+    catalogRevision: number,
+    body: Uint8Array,
+  ): Promise<PublishResult> {
     if (idempotencyKey !== undefined) {
       let outcome;
       try {
@@ -72,14 +86,29 @@ export class BatchPublisher {
         throw classifyPublishError(error);
       }
       if (outcome === 'other-body') {
-        throw new DrawdownError('idempotency_key_reused', 'this Idempotency-Key was already used for a different batch, which is the one that counts; send a new batch under a new key');
+        throw new DrawdownError(
+          'idempotency_key_reused',
+          'this Idempotency-Key was already used for a different batch, which is the one that counts; send a new batch under a new key',
+        );
       }
     }
-    const acks = await Promise.all(parts.map((part) => this.#publishPart(part, format, receivedMs, idempotencyKey, catalogRevision)));
-    return { sequence: Math.max(...acks.map((a) => a.seq)), duplicate: acks.every((a) => a.duplicate), parts: parts.length };
+    const acks = await Promise.all(
+      parts.map((part) => this.#publishPart(part, format, receivedMs, idempotencyKey, catalogRevision)),
+    );
+    return {
+      sequence: Math.max(...acks.map((a) => a.seq)),
+      duplicate: acks.every((a) => a.duplicate),
+      parts: parts.length,
+    };
   }
 
-  async #publishPart(part: BatchPart, format: BatchFormat, receivedMs: number, idempotencyKey: string | undefined, catalogRevision: number): Promise<{ seq: number; duplicate: boolean }> {
+  async #publishPart(
+    part: BatchPart,
+    format: BatchFormat,
+    receivedMs: number,
+    idempotencyKey: string | undefined,
+    catalogRevision: number,
+  ): Promise<{ seq: number; duplicate: boolean }> {
     const h = headers();
     h.set(batchHeaders.catalogRevision, String(catalogRevision));
     h.set(batchHeaders.format, format);

@@ -1,10 +1,11 @@
 import fc from 'fast-check';
 import { Packr, Unpackr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { decodeBatch } from '../shared/batch.js';
+import { decodeBatch } from '../shared/events/batch.js';
 import { DrawdownError } from '../shared/errors.js';
 import { arrayElementOffsets, arrayHeader } from './msgpack-split.js';
-import { partitionOfCustomer, routeBatch } from './route.js';
+import { partitionOfCustomer } from '../shared/events/partition.js';
+import { routeBatch } from './route.js';
 
 const standard = new Packr({ useRecords: false });
 const withRecords = new Packr({ useRecords: true });
@@ -23,7 +24,12 @@ const value = fc.letrec((tie) => ({
     fc.uint8Array({ maxLength: 300 }),
     fc.date({ min: new Date(0), max: new Date(8.64e15), noInvalidDate: true }),
   ),
-  node: fc.oneof({ depthSize: 'small' }, tie('leaf'), fc.array(tie('node'), { maxLength: 20 }), fc.dictionary(fc.string({ maxLength: 10 }), tie('node'), { maxKeys: 20 })),
+  node: fc.oneof(
+    { depthSize: 'small' },
+    tie('leaf'),
+    fc.array(tie('node'), { maxLength: 20 }),
+    fc.dictionary(fc.string({ maxLength: 10 }), tie('node'), { maxKeys: 20 }),
+  ),
 }));
 
 describe('arrayElementOffsets', () => {
@@ -37,7 +43,9 @@ describe('arrayElementOffsets', () => {
         expect(offsets.length).toBe(elements.length + 1);
         expect(offsets[elements.length]).toBe(body.length);
         for (let i = 0; i < elements.length; i++) {
-          expect(unpackr.unpack(body.subarray(offsets[i]!, offsets[i + 1]!))).toEqual(unpackr.unpack(standard.pack(elements[i])));
+          expect(unpackr.unpack(body.subarray(offsets[i]!, offsets[i + 1]!))).toEqual(
+            unpackr.unpack(standard.pack(elements[i])),
+          );
         }
       }),
       { numRuns: 300 },
@@ -54,13 +62,23 @@ describe('arrayElementOffsets', () => {
   });
 
   it('notices msgpackr records, whose slices would lose their structure definitions', () => {
-    const body = withRecords.pack([{ customer: 'a', id: '1' }, { customer: 'b', id: '2' }]);
+    const body = withRecords.pack([
+      { customer: 'a', id: '1' },
+      { customer: 'b', id: '2' },
+    ]);
     expect(arrayElementOffsets(body).usesRecords).toBe(true);
   });
 
   it('refuses truncated bodies, trailing bytes, lying counts and non-arrays with body_malformed', () => {
     const body = standard.pack([{ a: 'x'.repeat(40) }, [1, 2, 3]]);
-    const broken = [body.subarray(0, body.length - 1), Buffer.concat([body, Buffer.of(0x01)]), Uint8Array.of(0xdd, 0xff, 0xff, 0xff, 0xff, 0x01), standard.pack({ a: 1 }), new Uint8Array(0), Uint8Array.of(0x91, 0xc1)];
+    const broken = [
+      body.subarray(0, body.length - 1),
+      Buffer.concat([body, Buffer.of(0x01)]),
+      Uint8Array.of(0xdd, 0xff, 0xff, 0xff, 0xff, 0x01),
+      standard.pack({ a: 1 }),
+      new Uint8Array(0),
+      Uint8Array.of(0x91, 0xc1),
+    ];
     for (const bytes of broken) {
       let error: unknown;
       try {
@@ -86,28 +104,46 @@ describe('routeBatch', () => {
 
   it('puts every event of a customer on one partition, keeps order, loses and adds nothing (MessagePack, records and JSON)', () => {
     fc.assert(
-      fc.property(fc.array(event, { minLength: 1, maxLength: 60 }), fc.integer({ min: 1, max: 8 }), fc.constantFrom('msgpack', 'records', 'json'), fc.boolean(), (events, partitions, encoding, fromGateway) => {
-        const body = encoding === 'json' ? Buffer.from(JSON.stringify(events)) : (encoding === 'records' ? withRecords : standard).pack(events);
-        const format = encoding === 'json' ? 'json' : 'msgpack';
-        // As the gateway decodes it (decodeBatch notes where each event is, for routing) or as another decoder does.
-        const raw = format === 'json' ? JSON.parse(body.toString()) : fromGateway ? decodeBatch(body, format) : unpackr.unpack(body);
-        const parts = routeBatch(body, format, raw, partitions);
-        const decode = (bytes: Uint8Array): typeof events => (format === 'json' ? JSON.parse(Buffer.from(bytes).toString()) : unpackr.unpack(bytes));
-        // Each part holds exactly its partition's events, in the batch's order.
-        for (const part of parts) {
-          const want = events.filter((e) => partitionOfCustomer(e.customer, partitions) === part.partition);
-          expect(decode(part.body)).toEqual(want);
-          expect(part.events).toBe(want.length);
-        }
-        expect(parts.reduce((n, p) => n + p.events, 0)).toBe(events.length);
-        expect(new Set(parts.map((p) => p.partition)).size).toBe(parts.length);
-      }),
+      fc.property(
+        fc.array(event, { minLength: 1, maxLength: 60 }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.constantFrom('msgpack', 'records', 'json'),
+        fc.boolean(),
+        (events, partitions, encoding, fromGateway) => {
+          const body =
+            encoding === 'json'
+              ? Buffer.from(JSON.stringify(events))
+              : (encoding === 'records' ? withRecords : standard).pack(events);
+          const format = encoding === 'json' ? 'json' : 'msgpack';
+          // As the gateway decodes it (decodeBatch notes where each event is, for routing) or as another decoder does.
+          const raw =
+            format === 'json'
+              ? JSON.parse(body.toString())
+              : fromGateway
+                ? decodeBatch(body, format)
+                : unpackr.unpack(body);
+          const parts = routeBatch(body, format, raw, partitions);
+          const decode = (bytes: Uint8Array): typeof events =>
+            format === 'json' ? JSON.parse(Buffer.from(bytes).toString()) : unpackr.unpack(bytes);
+          // Each part holds exactly its partition's events, in the batch's order.
+          for (const part of parts) {
+            const want = events.filter((e) => partitionOfCustomer(e.customer, partitions) === part.partition);
+            expect(decode(part.body)).toEqual(want);
+            expect(part.events).toBe(want.length);
+          }
+          expect(parts.reduce((n, p) => n + p.events, 0)).toBe(events.length);
+          expect(new Set(parts.map((p) => p.partition)).size).toBe(parts.length);
+        },
+      ),
       { numRuns: 300 },
     );
   });
 
   it('publishes a single-partition batch as the very bytes the client sent', () => {
-    const events = [{ id: '1', customer: 'acme', meter: 'tokens', timestamp: 1 }, { id: '2', customer: 'acme', meter: 'tokens', timestamp: 2 }];
+    const events = [
+      { id: '1', customer: 'acme', meter: 'tokens', timestamp: 1 },
+      { id: '2', customer: 'acme', meter: 'tokens', timestamp: 2 },
+    ];
     const body = standard.pack(events);
     const parts = routeBatch(body, 'msgpack', unpackr.unpack(body), 4);
     expect(parts).toHaveLength(1);

@@ -7,28 +7,14 @@
  * re-encoding), keeping the events' order within each part.
  */
 import { Packr } from 'msgpackr';
-import { decodedElementOffsets, type BatchFormat } from '../shared/batch.js';
+import { decodedElementOffsets, type BatchFormat } from '../shared/events/batch.js';
 import { arrayElementOffsets, arrayHeader, type ScannedBatch } from './msgpack-split.js';
+import { partitionOfCustomer } from '../shared/events/partition.js';
 
 export interface BatchPart {
   partition: number;
   body: Uint8Array;
   events: number;
-}
-
-/**
- * FNV-1a (32-bit) of the customer id's UTF-16 code units, modulo the
- * partition count. This mapping is part of the stored data's layout: it must
- * never change, and neither may DRAWDOWN_PARTITIONS once data exists.
- */
-export function partitionOfCustomer(customer: string, partitions: number): number {
-  if (partitions === 1) return 0;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < customer.length; i++) {
-    h ^= customer.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % partitions;
 }
 
 // Standard MessagePack for the rare body that used msgpackr's records.
@@ -39,7 +25,12 @@ function customerOf(event: unknown): string {
 }
 
 /** `raw` is the decoded batch; every element has already passed validation. */
-export function routeBatch(body: Uint8Array, format: BatchFormat, raw: readonly unknown[], partitions: number): BatchPart[] {
+export function routeBatch(
+  body: Uint8Array,
+  format: BatchFormat,
+  raw: readonly unknown[],
+  partitions: number,
+): BatchPart[] {
   const count = raw.length;
   const first = partitionOfCustomer(customerOf(raw[0]), partitions);
   const partitionOf = new Uint16Array(count);
@@ -71,7 +62,11 @@ export function routeBatch(body: Uint8Array, format: BatchFormat, raw: readonly 
 
   const offsets = decodedElementOffsets(raw, body) ?? arrayElementOffsets(body).offsets;
   if (offsets === undefined) {
-    return ordered.map(([partition, indexes]) => ({ partition, body: standardPackr.pack(indexes.map((i) => raw[i])), events: indexes.length }));
+    return ordered.map(([partition, indexes]) => ({
+      partition,
+      body: standardPackr.pack(indexes.map((i) => raw[i])),
+      events: indexes.length,
+    }));
   }
   return sliceParts(body, offsets, partitionOf, count);
 }
@@ -120,7 +115,7 @@ function sliceParts(body: Uint8Array, offsets: Uint32Array, partitionOf: Uint16A
     parts.push({ partition: p, body: out.subarray(start, end), events: events[p]! });
     start = end;
   }
-  for (let i = 0; i < count; ) {
+  for (let i = 0; i < count;) {
     // Runs of consecutive events bound for one partition are copied at once.
     const p = partitionOf[i]!;
     let j = i + 1;

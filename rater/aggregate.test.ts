@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { MeterDefinitions } from '../catalog/model.js';
-import type { UsageEvent } from '../shared/event.js';
+import type { UsageEvent } from '../shared/events/event.js';
 import { Aggregator, type AggregateRow } from './aggregate.js';
 import { packMessages } from './task.js';
 
@@ -18,7 +18,15 @@ const one = 1_000_000_000n;
 
 let nextId = 0;
 function usage(overrides: Partial<UsageEvent> = {}): UsageEvent {
-  return { id: `e${nextId++}`, customer: 'acme', meter: 'tokens', scaled: one, timestampMs: noonMs, dimensions: '{}', ...overrides };
+  return {
+    id: `e${nextId++}`,
+    customer: 'acme',
+    meter: 'tokens',
+    scaled: one,
+    timestampMs: noonMs,
+    dimensions: '{}',
+    ...overrides,
+  };
 }
 
 function aggregate(events: readonly UsageEvent[]): AggregateRow[] {
@@ -40,7 +48,11 @@ describe('Aggregator.addEvent', () => {
   });
 
   it('given timestamps either side of a minute boundary, then minute = floor(ts / 60000) × 60 seconds', () => {
-    const rows = aggregate([usage({ timestampMs: noonMs - 1 }), usage({ timestampMs: noonMs }), usage({ timestampMs: noonMs + 60_000 })]);
+    const rows = aggregate([
+      usage({ timestampMs: noonMs - 1 }),
+      usage({ timestampMs: noonMs }),
+      usage({ timestampMs: noonMs + 60_000 }),
+    ]);
     expect(sorted(rows).map((r) => r[3])).toEqual([noonSec - 60, noonSec, noonSec + 60]);
   });
 
@@ -65,25 +77,44 @@ describe('Aggregator.addEvent', () => {
   });
 
   it('given a count meter, then each event counts 1 whatever its quantity', () => {
-    const rows = aggregate([usage({ meter: 'calls', scaled: 5n * one }), usage({ meter: 'calls', scaled: 0n }), usage({ meter: 'calls', scaled: 7n })]);
+    const rows = aggregate([
+      usage({ meter: 'calls', scaled: 5n * one }),
+      usage({ meter: 'calls', scaled: 0n }),
+      usage({ meter: 'calls', scaled: 7n }),
+    ]);
     expect(rows).toEqual([['acme', 'calls', '{}', noonSec, 3n * one, 3]]);
   });
 
   it('given a max meter, then the row keeps the largest quantity and counts every event', () => {
-    const rows = aggregate([usage({ meter: 'peak.gb', scaled: 3n * one }), usage({ meter: 'peak.gb', scaled: 7n * one }), usage({ meter: 'peak.gb', scaled: 5n * one })]);
+    const rows = aggregate([
+      usage({ meter: 'peak.gb', scaled: 3n * one }),
+      usage({ meter: 'peak.gb', scaled: 7n * one }),
+      usage({ meter: 'peak.gb', scaled: 5n * one }),
+    ]);
     expect(rows).toEqual([['acme', 'peak.gb', '{}', noonSec, 7n * one, 3]]);
   });
 
   it('given sums beyond 2^64, then they stay exact', () => {
     const big = 10n ** 27n - 1n;
-    expect(aggregate([usage({ scaled: big }), usage({ scaled: big }), usage({ scaled: 1n })])[0]![4]).toBe(2n * big + 1n);
+    expect(aggregate([usage({ scaled: big }), usage({ scaled: big }), usage({ scaled: 1n })])[0]![4]).toBe(
+      2n * big + 1n,
+    );
   });
 });
 
 describe('Aggregator.addRow', () => {
   it('given rows from two tasks, then sum, count and max merge as if the events had been added directly', () => {
-    const first = [usage({ scaled: 2n }), usage({ meter: 'calls', scaled: 9n * one }), usage({ meter: 'peak.gb', scaled: 4n })];
-    const second = [usage({ scaled: 3n }), usage({ meter: 'calls', scaled: 0n }), usage({ meter: 'peak.gb', scaled: 9n }), usage({ meter: 'peak.gb', scaled: 1n })];
+    const first = [
+      usage({ scaled: 2n }),
+      usage({ meter: 'calls', scaled: 9n * one }),
+      usage({ meter: 'peak.gb', scaled: 4n }),
+    ];
+    const second = [
+      usage({ scaled: 3n }),
+      usage({ meter: 'calls', scaled: 0n }),
+      usage({ meter: 'peak.gb', scaled: 9n }),
+      usage({ meter: 'peak.gb', scaled: 1n }),
+    ];
     const merged = new Aggregator(meters);
     for (const row of [...aggregate(first), ...aggregate(second)]) merged.addRow(row);
     expect(sorted(merged.drain())).toEqual([

@@ -4,13 +4,41 @@
  * one flush. Quantities are scaled bigints, so sums are exact.
  */
 import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
-import { eventLimits, type UsageEvent } from '../shared/event.js';
+import { eventLimits, type UsageEvent } from '../shared/events/event.js';
 import { parseQuantity } from '../shared/quantity.js';
-import { asciiBytes, bytesEqual, byteKey, type ByteKey, customerByte, decimalTextOk, F_CUSTOMER, F_ID, F_METER, F_QUANTITY, F_TIMESTAMP, fieldOf, hostileKeyBytes, isAscii, keyEquals, numberAt, rangesEqual, requiredFields, scanCursor, strAt } from '../shared/batch.js';
+import {
+  asciiBytes,
+  bytesEqual,
+  byteKey,
+  type ByteKey,
+  decimalTextOk,
+  F_CUSTOMER,
+  F_ID,
+  F_METER,
+  F_QUANTITY,
+  F_TIMESTAMP,
+  fieldOf,
+  hostileKeyBytes,
+  isAscii,
+  keyEquals,
+  numberAt,
+  rangesEqual,
+  requiredFields,
+  scanCursor,
+  strAt,
+} from '../shared/events/scan.js';
+import { customerByte } from '../shared/events/customer.js';
 import { hashCodeUnits } from './dedupe/id-hash.js';
 
 /** [customer, meter, dimensions, minute (epoch s), quantity × 10^9, events] — structured-clone friendly. */
-export type AggregateRow = [customer: string, meter: string, dimensions: string, minuteSec: number, scaled: bigint, events: number];
+export type AggregateRow = [
+  customer: string,
+  meter: string,
+  dimensions: string,
+  minuteSec: number,
+  scaled: bigint,
+  events: number,
+];
 
 const oneScaled = 1_000_000_000n;
 
@@ -41,7 +69,15 @@ export class Aggregator {
     this.#add(row[0], row[1], row[2], row[3], row[4], row[5], this.#aggregation(row[1]));
   }
 
-  #add(customer: string, meter: string, dimensions: string, minuteSec: number, scaled: bigint, events: number, aggregation: Aggregation): void {
+  #add(
+    customer: string,
+    meter: string,
+    dimensions: string,
+    minuteSec: number,
+    scaled: bigint,
+    events: number,
+    aggregation: Aggregation,
+  ): void {
     // \u0000 cannot occur in customer or meter (validated), so the key is unambiguous.
     const key = `${customer}\u0000${meter}\u0000${minuteSec}\u0000${dimensions}`;
     const row = this.#rows.get(key);
@@ -71,7 +107,9 @@ export class Aggregator {
 
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** A meter as the byte scanner needs it: key bytes, and declared dimensions sorted as the canonical JSON orders them. */
+/**
+ * A meter as the byte scanner needs it: key bytes, and declared dimensions sorted as the canonical JSON orders them.
+ */
 interface ScanMeter {
   /** Position in the scan table: part of the numeric aggregation key. */
   index: number;
@@ -96,7 +134,11 @@ function scanMeters(meters: MeterDefinitions): ScanMeter[] {
       .map((name) => ({ name, bytes: asciiBytes(name), json: JSON.stringify(name) }));
     // A declared dimension with non-ASCII characters could be present under a key we do not match, and
     // array-index names ("10", "9") come out of JSON.stringify in numeric order: leave such meters to the full path.
-    if (dimensions.length !== definition.dimensions.length || definition.dimensions.some((d) => /^(0|[1-9]\d*)$/.test(d))) continue;
+    if (
+      dimensions.length !== definition.dimensions.length ||
+      definition.dimensions.some((d) => /^(0|[1-9]\d*)$/.test(d))
+    )
+      continue;
     list.push({ index: list.length, key, bytes: byteKey(key), aggregation: definition.aggregation, dimensions });
   }
   scanMetersCache = { source: meters, meters: list };
@@ -208,7 +250,15 @@ const hashWords = new Uint32Array(hashUnits.buffer);
  * the Uint16 units read as Uint32 are hashEventId's words), without making
  * either string.
  */
-export function hashEventIdBytes(b: Uint8Array, customerAt: number, customerLength: number, idAt: number, idLength: number, out: Uint32Array, at: number): void {
+export function hashEventIdBytes(
+  b: Uint8Array,
+  customerAt: number,
+  customerLength: number,
+  idAt: number,
+  idLength: number,
+  out: Uint32Array,
+  at: number,
+): void {
   const units = customerLength + 1 + idLength;
   for (let i = 0; i < customerLength; i++) hashUnits[i] = b[customerAt + i]!;
   hashUnits[customerLength] = 0;
@@ -218,7 +268,8 @@ export function hashEventIdBytes(b: Uint8Array, customerAt: number, customerLeng
 }
 
 // Buffer's own latin1 decoder without toString's argument checks (ASCII was checked: latin1 = UTF-8 here).
-const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Buffer, start: number, end: number): string }).latin1Slice;
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Buffer, start: number, end: number): string })
+  .latin1Slice;
 function latin1(b: Buffer, start: number, end: number): string {
   return latin1Slice.call(b, start, end);
 }
@@ -296,10 +347,13 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
           const length = strAt(b, view, pos, end);
           if (length < 1 || length > eventLimits.customerLengthMax) return false;
           const start = scanCursor.strStart;
-          let hash = 0x811c9dc5;
+          let hash = 0x811c9dc5; // fnvOffsetBasis
           for (let at = start; at < start + length; at++) {
             const c = b[at]!;
             if (c >= 0x80 || customerByte[c] === 0) return false;
+            // fnvStep (shared/events/partition.ts) written out with its literals: a
+            // call or a module constant here costs the scan ~5 % (bench/hot-path.ts);
+            // partition.test.ts and the routing property tests hold them equal.
             hash = Math.imul(hash ^ c, 0x01000193);
           }
           customers[i] = internedCustomers.customer(b, start, length, hash);
@@ -380,13 +434,16 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
             if (pos >= end) return false;
             const keyLength = strAt(b, view, pos, end);
             const keyStart = scanCursor.strStart;
-            if (keyLength < 0 || keyLength > eventLimits.dimensionKeyLengthMax || !isAscii(b, keyStart, keyLength)) return false;
+            if (keyLength < 0 || keyLength > eventLimits.dimensionKeyLengthMax || !isAscii(b, keyStart, keyLength))
+              return false;
             for (const hostile of hostileKeyBytes) if (bytesEqual(b, keyStart, keyLength, hostile)) return false;
-            // A repeated key, declared or not: the full path refuses the message (shared/duplicate-keys.ts), so
+            // A repeated key, declared or not: the full path refuses the message (shared/events/duplicate-keys.ts), so
             // this path must not count it. Compared only when the key's bit (length, first byte) is already set.
             const bit = 1 << (((keyLength === 0 ? 0 : b[keyStart]!) ^ (keyLength << 2)) & 31);
             if ((keyBits & bit) !== 0) {
-              for (let e = 0; e < dimensionPairs; e++) if (rangesEqual(b, dimensionRanges[4 * e]!, dimensionRanges[4 * e + 1]!, keyStart, keyLength)) return false;
+              for (let e = 0; e < dimensionPairs; e++)
+                if (rangesEqual(b, dimensionRanges[4 * e]!, dimensionRanges[4 * e + 1]!, keyStart, keyLength))
+                  return false;
             }
             keyBits |= bit;
             pos = keyStart + keyLength;
@@ -438,7 +495,8 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
   }
   if (pos !== end) return false;
   if (withIds) {
-    for (let i = 0; i < count; i++) hashEventIdBytes(b, idAt[4 * i + 2]!, idAt[4 * i + 3]!, idAt[4 * i]!, idAt[4 * i + 1]!, out.ids, 3 * i);
+    for (let i = 0; i < count; i++)
+      hashEventIdBytes(b, idAt[4 * i + 2]!, idAt[4 * i + 3]!, idAt[4 * i]!, idAt[4 * i + 1]!, out.ids, 3 * i);
   }
   out.count = count;
   return true;
@@ -460,7 +518,9 @@ interface SumRow {
   events: number;
 }
 
-/** Rows of one (customer, meter, dimensions); the last minute used is kept at hand (events come mostly in time order). */
+/**
+ * Rows of one (customer, meter, dimensions); the last minute used is kept at hand (events come mostly in time order).
+ */
 interface RowGroup {
   lastMinute: number;
   lastRow: SumRow;
@@ -536,7 +596,14 @@ export class ScannedAggregator {
     const rows: AggregateRow[] = [];
     for (const group of this.#groups.values()) {
       for (const r of group.byMinute.values()) {
-        rows.push([r.customer, r.meter, r.dimensions, r.minuteSec, (r.carried + BigInt(r.units)) * nanosPerUnit + BigInt(r.nanos), r.events]);
+        rows.push([
+          r.customer,
+          r.meter,
+          r.dimensions,
+          r.minuteSec,
+          (r.carried + BigInt(r.units)) * nanosPerUnit + BigInt(r.nanos),
+          r.events,
+        ]);
       }
     }
     this.#groups.clear();

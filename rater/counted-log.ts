@@ -20,7 +20,7 @@ import { sqlUInt } from '../shared/sql.js';
 export function encodeSeqs(seqs: readonly number[]): string {
   const sorted = [...seqs].sort((a, b) => a - b);
   const parts: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
+  for (let i = 0; i < sorted.length;) {
     const start = sorted[i]!;
     let end = start;
     while (i + 1 < sorted.length && sorted[i + 1]! <= end + 1) end = sorted[++i]!;
@@ -37,7 +37,8 @@ export function decodeSeqs(text: string, add: (seq: number) => void): void {
     const dash = part.indexOf('-');
     const start = Number(dash < 0 ? part : part.slice(0, dash));
     const end = dash < 0 ? start : Number(part.slice(dash + 1));
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 1 || end < start) throw new Error(`malformed message_seqs entry ${JSON.stringify(part)}`);
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 1 || end < start)
+      throw new Error(`malformed message_seqs entry ${JSON.stringify(part)}`);
     for (let seq = start; seq <= end; seq++) add(seq);
   }
 }

@@ -18,14 +18,31 @@ import { readWatermark } from '../shared/clickhouse/usage-minute.js';
  * (rater/counted-log.ts) goes on the first row only: one copy per flush is
  * the record, and the other rows stay as small as before.
  */
-export function flushPayload(rows: readonly AggregateRow[], partition: number, flushSeq: number, flushedAtSec: number, messageSeqs = ''): string {
+export function flushPayload(
+  rows: readonly AggregateRow[],
+  partition: number,
+  flushSeq: number,
+  flushedAtSec: number,
+  messageSeqs = '',
+): string {
   const cells: string[][] = new Array(rows.length);
   const partitionText = String(partition);
   const seqText = String(flushSeq);
   const flushedText = tsvDateTime(flushedAtSec);
   for (let i = 0; i < rows.length; i++) {
     const [customer, meter, dimensions, minuteSec, scaled, events] = rows[i]!;
-    cells[i] = [customer, meter, dimensions, tsvDateTime(minuteSec), formatScaled(scaled), String(events), partitionText, seqText, flushedText, i === 0 ? messageSeqs : ''];
+    cells[i] = [
+      customer,
+      meter,
+      dimensions,
+      tsvDateTime(minuteSec),
+      formatScaled(scaled),
+      String(events),
+      partitionText,
+      seqText,
+      flushedText,
+      i === 0 ? messageSeqs : '',
+    ];
   }
   return encodeTsv(cells);
 }
@@ -42,7 +59,14 @@ export interface FlushRetry {
  * `idsPayload` (the flush's remembered event ids) is written before the
  * usage rows: see rater/dedupe/id-log.ts for why that order is safe.
  */
-export async function writeFlush(store: Store, partition: number, flushSeq: number, payload: string, retry: FlushRetry, idsPayload = ''): Promise<boolean> {
+export async function writeFlush(
+  store: Store,
+  partition: number,
+  flushSeq: number,
+  payload: string,
+  retry: FlushRetry,
+  idsPayload = '',
+): Promise<boolean> {
   let ambiguous = false;
   let idsWritten = idsPayload === '';
   for (let attempt = 1; ; attempt++) {

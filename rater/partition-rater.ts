@@ -20,7 +20,13 @@ import type { Piscina } from 'piscina';
 import type { Logger } from '../shared/log.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { crashPoint } from '../shared/fault.js';
-import { batchHeaders, lowestPartitionSequence, recreatePartitionConsumer, type ConsumerSettings, type StreamSettings } from '../shared/nats/stream.js';
+import {
+  batchHeaders,
+  lowestPartitionSequence,
+  recreatePartitionConsumer,
+  type ConsumerSettings,
+  type StreamSettings,
+} from '../shared/nats/stream.js';
 import { Aggregator } from './aggregate.js';
 import { flushPayload, writeFlush } from './flush.js';
 import type { RaterMetrics } from './metrics.js';
@@ -135,13 +141,19 @@ export class PartitionRater {
     // Read after the old consumer is gone: from here on only this loop acks,
     // so every message delivered from now on is at or above the bound.
     const lowest = await lowestPartitionSequence(this.#deps.jsm, this.#deps.stream, partition);
-    const record = lowest === undefined ? { counted: new Set<number>(), legacyFloor: 0 } : await readCountedRecord(store, partition, lowest);
+    const record =
+      lowest === undefined
+        ? { counted: new Set<number>(), legacyFloor: 0 }
+        : await readCountedRecord(store, partition, lowest);
     this.#counted.clear();
     for (const seq of record.counted) this.#counted.add(seq);
     this.#legacyFloor = record.legacyFloor;
     this.#lastPruneMs = Date.now();
     this.#deps.metrics.committedSequence.set(this.#label, this.#committedSeq);
-    this.#deps.log.info({ partition, committedSeq: this.#committedSeq, lowestInStream: lowest, countedInStream: this.#counted.size }, 'partition consumer ready');
+    this.#deps.log.info(
+      { partition, committedSeq: this.#committedSeq, lowestInStream: lowest, countedInStream: this.#counted.size },
+      'partition consumer ready',
+    );
   }
 
   async #recreateConsumer(): Promise<void> {
@@ -164,7 +176,10 @@ export class PartitionRater {
     this.#deps.log.info({ partition: this.#deps.partition }, 'partition consumer recreated after a failed fetch');
   }
 
-  /** Forgets counted sequences below the partition's lowest message in the stream: they were acked and can never come again. */
+  /**
+   * Forgets counted sequences below the partition's lowest message in the stream: they were acked and can never come
+   * again.
+   */
   async #pruneCounted(): Promise<void> {
     if (this.#counted.size === 0 || Date.now() - this.#lastPruneMs < countedPruneEveryMs) return;
     this.#lastPruneMs = Date.now();
@@ -173,7 +188,10 @@ export class PartitionRater {
       lowest = await lowestPartitionSequence(this.#deps.jsm, this.#deps.stream, this.#deps.partition);
     } catch (error) {
       // Only memory is at stake: try again at the next prune.
-      this.#deps.log.debug({ err: error, partition: this.#deps.partition }, 'cannot read the lowest stream sequence; pruning later');
+      this.#deps.log.debug(
+        { err: error, partition: this.#deps.partition },
+        'cannot read the lowest stream sequence; pruning later',
+      );
       return;
     }
     for (const seq of this.#counted) if (lowest === undefined || seq < lowest) this.#counted.delete(seq);
@@ -187,7 +205,12 @@ export class PartitionRater {
   async #rebuildIds(): Promise<void> {
     const ids = this.#ids;
     if (ids === undefined) return;
-    const chunks = await readRecentIds(this.#deps.store, this.#deps.partition, this.#committedSeq, ids.idsPerGeneration);
+    const chunks = await readRecentIds(
+      this.#deps.store,
+      this.#deps.partition,
+      this.#committedSeq,
+      ids.idsPerGeneration,
+    );
     ids.clear();
     let loaded = 0;
     for (const chunk of chunks) {
@@ -196,7 +219,10 @@ export class PartitionRater {
     }
     this.#idsEpoch = ids.release();
     this.#deps.metrics.dedupeIds.set(this.#label, ids.size);
-    this.#deps.log.info({ partition: this.#deps.partition, loaded, remembered: ids.size }, 'event-id dedupe set rebuilt');
+    this.#deps.log.info(
+      { partition: this.#deps.partition, loaded, remembered: ids.size },
+      'event-id dedupe set rebuilt',
+    );
   }
 
   /** Stops pulling, writes what is pending (unless ClickHouse is down), and returns. */
@@ -263,7 +289,10 @@ export class PartitionRater {
       // the consumer is recreated.
       this.#reconsume = true;
       if (out.length === 0) throw error;
-      this.#deps.log.warn({ err: error, partition: this.#deps.partition, taken: out.length }, 'fetch ended early; processing what arrived');
+      this.#deps.log.warn(
+        { err: error, partition: this.#deps.partition, taken: out.length },
+        'fetch ended early; processing what arrived',
+      );
     }
     return out;
   }
@@ -325,7 +354,10 @@ export class PartitionRater {
         // Only a publisher bypassing the gateway can put these here; they are
         // logged with their sequence and skipped so the partition keeps moving.
         this.#deps.metrics.poisonMessages.inc(this.#label);
-        this.#deps.log.error({ partition: this.#deps.partition, seq: group[rejected.message]!.seq, reason: rejected.reason }, 'skipping undecodable stream message');
+        this.#deps.log.error(
+          { partition: this.#deps.partition, seq: group[rejected.message]!.seq, reason: rejected.reason },
+          'skipping undecodable stream message',
+        );
       }
       for (const row of result.rows) this.#aggregator.addRow(row);
       this.#deps.metrics.events.inc(this.#label, result.events);
@@ -346,13 +378,22 @@ export class PartitionRater {
     const { catalog } = this.#deps;
     if (needed <= catalog.revision()) return;
     await catalog.refresh();
-    if (needed > catalog.revision()) throw new Error(`batch validated against catalog revision ${needed}, but the newest this rater can read is ${catalog.revision()}`);
-    this.#deps.log.info({ partition: this.#deps.partition, revision: catalog.revision() }, 'caught up with the catalog revision a batch was validated against');
+    if (needed > catalog.revision())
+      throw new Error(
+        `batch validated against catalog revision ${needed}, but the newest this rater can read is ${catalog.revision()}`,
+      );
+    this.#deps.log.info(
+      { partition: this.#deps.partition, revision: catalog.revision() },
+      'caught up with the catalog revision a batch was validated against',
+    );
   }
 
   #flushDue(): boolean {
     if (this.#pending.length === 0) return false;
-    return this.#aggregator.size >= this.#deps.limits.flushRowsMax || Date.now() - this.#pendingSinceMs >= this.#deps.limits.flushIntervalMs;
+    return (
+      this.#aggregator.size >= this.#deps.limits.flushRowsMax ||
+      Date.now() - this.#pendingSinceMs >= this.#deps.limits.flushIntervalMs
+    );
   }
 
   async #flush(): Promise<void> {
@@ -369,18 +410,28 @@ export class PartitionRater {
     const payload = flushPayload(rows, partition, flushSeq, nowSec, encodeSeqs(messages.map((m) => m.seq)));
     const ids = idsPayload(this.#pendingIds, partition, flushSeq, nowSec);
     const stopTimer = metrics.insertDuration.startTimer();
-    const written = await writeFlush(store, partition, flushSeq, payload, {
-      delayMaxMs: limits.retryDelayMaxMs,
-      // While stopping, one attempt is made; unwritten messages stay in the stream.
-      shouldContinue: () => !this.#stopping,
-      onError: (error, attempt) => {
-        metrics.insertErrors.inc();
-        log.warn({ err: error, partition, flushSeq, attempt }, 'ClickHouse insert failed; will retry');
+    const written = await writeFlush(
+      store,
+      partition,
+      flushSeq,
+      payload,
+      {
+        delayMaxMs: limits.retryDelayMaxMs,
+        // While stopping, one attempt is made; unwritten messages stay in the stream.
+        shouldContinue: () => !this.#stopping,
+        onError: (error, attempt) => {
+          metrics.insertErrors.inc();
+          log.warn({ err: error, partition, flushSeq, attempt }, 'ClickHouse insert failed; will retry');
+        },
       },
-    }, ids);
+      ids,
+    );
     stopTimer();
     if (!written) {
-      log.warn({ partition, flushSeq, messages: messages.length }, 'stopping with an unwritten flush; the stream keeps those batches');
+      log.warn(
+        { partition, flushSeq, messages: messages.length },
+        'stopping with an unwritten flush; the stream keeps those batches',
+      );
       return;
     }
     crashPoint('after-insert');

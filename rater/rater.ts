@@ -58,7 +58,8 @@ export class Rater {
   /** The definitions in force as tasks carry them, serialised once per revision for every partition. */
   readonly #metersJson = (): { revision: number; json: string } => {
     const revision = this.#options.catalog.revision();
-    if (this.#metersCache?.revision !== revision) this.#metersCache = { revision, json: JSON.stringify(this.#options.catalog.meters) };
+    if (this.#metersCache?.revision !== revision)
+      this.#metersCache = { revision, json: JSON.stringify(this.#options.catalog.meters) };
     return this.#metersCache;
   };
 
@@ -78,7 +79,14 @@ export class Rater {
 
   async start(): Promise<void> {
     for (const partition of this.#options.partitions) {
-      const rater = new PartitionRater({ ...this.#options, pool: this.#pool, partition, metrics: this.#metrics, dedupeIdsMax: this.#options.dedupe.idsMax, metersJson: this.#metersJson });
+      const rater = new PartitionRater({
+        ...this.#options,
+        pool: this.#pool,
+        partition,
+        metrics: this.#metrics,
+        dedupeIdsMax: this.#options.dedupe.idsMax,
+        metersJson: this.#metersJson,
+      });
       await rater.start();
       this.#partitions.push(rater);
     }
@@ -106,7 +114,10 @@ export class Rater {
   async #updateLag(): Promise<void> {
     for (const rater of this.#partitions) {
       try {
-        this.#metrics.lag.set({ partition: String(this.#options.partitions[this.#partitions.indexOf(rater)]) }, await rater.pendingInStream());
+        this.#metrics.lag.set(
+          { partition: String(this.#options.partitions[this.#partitions.indexOf(rater)]) },
+          await rater.pendingInStream(),
+        );
       } catch {
         // Lag is best-effort; NATS being away is reported elsewhere.
       }
@@ -122,8 +133,12 @@ export class Rater {
     clearInterval(this.#lagTimer);
     clearInterval(this.#retentionTimer);
     const stopped = Promise.all(this.#partitions.map((p) => p.stop()));
-    const timedOut = await Promise.race([stopped.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), stopWaitMs).unref())]);
-    if (timedOut) this.#options.log.warn({ stopWaitMs }, 'rater loops did not stop in time; unflushed batches stay in the stream');
+    const timedOut = await Promise.race([
+      stopped.then(() => false),
+      new Promise<boolean>((r) => setTimeout(() => r(true), stopWaitMs).unref()),
+    ]);
+    if (timedOut)
+      this.#options.log.warn({ stopWaitMs }, 'rater loops did not stop in time; unflushed batches stay in the stream');
     await this.#pool.destroy();
   }
 }

@@ -42,7 +42,11 @@ export interface AggregateResult {
   rejected: RejectedMessage[];
 }
 
-export function packMessages(payloads: readonly Uint8Array[], formats: readonly ('msgpack' | 'json')[], meters: AggregateTask['meters']): AggregateTask {
+export function packMessages(
+  payloads: readonly Uint8Array[],
+  formats: readonly ('msgpack' | 'json')[],
+  meters: AggregateTask['meters'],
+): AggregateTask {
   let total = 0;
   for (const p of payloads) total += p.length;
   const data = new Uint8Array(new ArrayBuffer(total));

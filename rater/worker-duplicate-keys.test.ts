@@ -11,7 +11,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { MeterDefinitions } from '../catalog/model.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
 
-const meters = JSON.parse(JSON.stringify({ images: { aggregation: 'sum', dimensions: ['model'] } })) as MeterDefinitions;
+const meters = JSON.parse(
+  JSON.stringify({ images: { aggregation: 'sum', dimensions: ['model'] } }),
+) as MeterDefinitions;
 const standard = new Packr({ useRecords: false });
 const baseMs = 1_700_000_000_000;
 
@@ -33,7 +35,13 @@ describe('rater worker and repeated keys', () => {
   afterAll(() => pool.destroy());
 
   it('rejects each such message whole and counts the rest', async () => {
-    const event = (id: string, extra: object = {}) => ({ id, customer: 'acme', meter: 'images', timestamp: baseMs, ...extra });
+    const event = (id: string, extra: object = {}) => ({
+      id,
+      customer: 'acme',
+      meter: 'images',
+      timestamp: baseMs,
+      ...extra,
+    });
     const task = packMessages(
       [
         standard.pack([event('ok1', { quantity: 2 }), event('ok2')]),

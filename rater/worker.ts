@@ -5,10 +5,17 @@
  * partition's id set arrives as shared memory with each of its tasks.
  */
 import { workerData } from 'node:worker_threads';
-import { decodeBatch, expectEventArray, validateEvents } from '../shared/batch.js';
+import { decodeBatch, expectEventArray, validateEvents } from '../shared/events/batch.js';
 import type { MeterDefinitions } from '../catalog/model.js';
 import { crashPoint } from '../shared/fault.js';
-import { Aggregator, internedCustomers, internedDimensions, ScannedAggregator, ScannedEvents, scanBatch } from './aggregate.js';
+import {
+  Aggregator,
+  internedCustomers,
+  internedDimensions,
+  ScannedAggregator,
+  ScannedEvents,
+  scanBatch,
+} from './aggregate.js';
 import { hashEventId } from './dedupe/id-hash.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { AggregateResult, AggregateTask } from './task.js';
@@ -79,7 +86,10 @@ export default function aggregateTask(task: AggregateTask): AggregateResult {
       }
       let batch;
       try {
-        const raw = expectEventArray(decodeBatch(bytes, task.formats[i] === 1 ? 'json' : 'msgpack'), Number.MAX_SAFE_INTEGER);
+        const raw = expectEventArray(
+          decodeBatch(bytes, task.formats[i] === 1 ? 'json' : 'msgpack'),
+          Number.MAX_SAFE_INTEGER,
+        );
         // No time window: the gateway checked it on arrival, against its clock.
         batch = validateEvents(raw, meters, undefined);
         // Test-only: a worker thread killing the process dies with the whole rater, mid-decode.

@@ -10,7 +10,13 @@ import { DrawdownError } from '../shared/errors.js';
 import { queryParams, readJsonBody, sendJson, type Route } from '../shared/http.js';
 import { formatAmount, parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString } from '../shared/sql.js';
-import { Problems, isPlainObject, readStorableTime, storableInstantMaxSec, storableInstantMinSec } from '../shared/validate.js';
+import {
+  Problems,
+  isPlainObject,
+  readStorableTime,
+  storableInstantMaxSec,
+  storableInstantMinSec,
+} from '../shared/validate.js';
 import { balanceOf } from './balance.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { purchasePackage } from './purchases.js';
@@ -18,6 +24,7 @@ import type { SettlementRunner } from './runner.js';
 import { reportJson } from './report.js';
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { customerStatements, statementJson, statementsLimitMax } from './statement.js';
+import { isCustomerId } from '../shared/events/customer.js';
 
 const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
 
@@ -40,7 +47,8 @@ export function entryJson(e: LedgerEntry): Record<string, unknown> {
 }
 
 function checkCustomer(customer: string): string {
-  if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(customer)) throw new DrawdownError('request_invalid', 'customer id must be 1–128 characters of [A-Za-z0-9._:@-]');
+  if (!isCustomerId(customer))
+    throw new DrawdownError('request_invalid', 'customer id must be 1–128 characters of [A-Za-z0-9._:@-]');
   return customer;
 }
 
@@ -62,11 +70,17 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
   async function ledger(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
     const params = queryParams(req);
     const limit = Number(params.get('limit') ?? '100');
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new DrawdownError('request_invalid', 'limit must be 1–1000');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+      throw new DrawdownError('request_invalid', 'limit must be 1–1000');
     const after = params.get('after') ?? undefined;
     // The token's instant goes into SQL: one past what ClickHouse stores is not a token we gave out.
-    if (after !== undefined && !(/^\d{1,10}\|.+$/.test(after) && Number(after.slice(0, after.indexOf('|'))) <= storableInstantMaxSec)) {
-      throw new DrawdownError('request_invalid', 'after must be the next token of a previous page', { problems: [{ field: 'after', code: 'format', message: 'after must be the next token of a previous page' }] });
+    if (
+      after !== undefined &&
+      !(/^\d{1,10}\|.+$/.test(after) && Number(after.slice(0, after.indexOf('|'))) <= storableInstantMaxSec)
+    ) {
+      throw new DrawdownError('request_invalid', 'after must be the next token of a previous page', {
+        problems: [{ field: 'after', code: 'format', message: 'after must be the next token of a previous page' }],
+      });
     }
     const page = await readLedger(store, checkCustomer(customer!), limit, after);
     sendJson(res, 200, { entries: page.entries.map(entryJson), next: page.next ?? null });
@@ -75,11 +89,18 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
   async function statements(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
     const params = queryParams(req);
     const limit = Number(params.get('limit') ?? '12');
-    if (!Number.isInteger(limit) || limit < 1 || limit > statementsLimitMax) throw new DrawdownError('request_invalid', `limit must be 1–${statementsLimitMax}`, { problems: [{ field: 'limit', code: 'range', message: `limit must be 1–${statementsLimitMax}` }] });
+    if (!Number.isInteger(limit) || limit < 1 || limit > statementsLimitMax)
+      throw new DrawdownError('request_invalid', `limit must be 1–${statementsLimitMax}`, {
+        problems: [{ field: 'limit', code: 'range', message: `limit must be 1–${statementsLimitMax}` }],
+      });
     const id = checkCustomer(customer!);
     const cursor = await settledUntil(store);
     const list = await customerStatements(store, catalog, id, now(), limit, cursor);
-    sendJson(res, 200, { customer: id, settled_until: cursor === 0 ? null : new Date(cursor * 1000).toISOString(), statements: list.map(statementJson) });
+    sendJson(res, 200, {
+      customer: id,
+      settled_until: cursor === 0 ? null : new Date(cursor * 1000).toISOString(),
+      statements: list.map(statementJson),
+    });
   }
 
   async function usage(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
@@ -87,13 +108,20 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     const problems = new Problems();
     const nowSec = Math.floor(now() / 1000);
     // The defaults stay inside what ClickHouse stores, for any clock drawdown can run under.
-    const fromSec = params.has('from') ? readStorableTime(problems, params.get('from'), 'from') : Math.max(nowSec - 86_400, storableInstantMinSec);
-    const untilSec = params.has('until') ? readStorableTime(problems, params.get('until'), 'until') : Math.min(nowSec + 60, storableInstantMaxSec);
+    const fromSec = params.has('from')
+      ? readStorableTime(problems, params.get('from'), 'from')
+      : Math.max(nowSec - 86_400, storableInstantMinSec);
+    const untilSec = params.has('until')
+      ? readStorableTime(problems, params.get('until'), 'until')
+      : Math.min(nowSec + 60, storableInstantMaxSec);
     // An empty or inverted range is a client mistake, not "no usage".
-    if (fromSec !== undefined && untilSec !== undefined && untilSec <= fromSec) problems.add('until', 'range', 'until must be after from');
+    if (fromSec !== undefined && untilSec !== undefined && untilSec <= fromSec)
+      problems.add('until', 'range', 'until must be after from');
     const granularity = params.get('granularity') ?? 'hour';
-    if (granularity !== 'hour' && granularity !== 'day') problems.add('granularity', 'enum', 'granularity must be hour or day');
-    if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
+    if (granularity !== 'hour' && granularity !== 'day')
+      problems.add('granularity', 'enum', 'granularity must be hour or day');
+    if (!problems.empty)
+      throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
     const bucket = granularity === 'day' ? 'toStartOfDay(minute)' : 'toStartOfHour(minute)';
     const rows = await store.query(
       `SELECT meter, dimensions, toUnixTimestamp(${bucket}) AS bucket, sum(quantity), max(quantity), sum(events)
@@ -118,14 +146,22 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     const body = await readJsonBody(req);
     const problems = new Problems();
     if (!isPlainObject(body)) throw new DrawdownError('request_invalid', 'body must be a JSON object');
-    if (typeof body.package !== 'string') problems.add('package', 'required', 'package must be the id of a credit package');
+    if (typeof body.package !== 'string')
+      problems.add('package', 'required', 'package must be the id of a credit package');
     const header = req.headers['idempotency-key'];
-    const key = (Array.isArray(header) ? header[0] : header) ?? (typeof body.id === 'string' ? body.id : undefined) ?? randomUUID();
-    if (key.length < 1 || key.length > 128) problems.add('Idempotency-Key', 'length', 'Idempotency-Key must be 1–128 characters');
+    const key =
+      (Array.isArray(header) ? header[0] : header) ??
+      (typeof body.id === 'string' ? body.id : undefined) ??
+      randomUUID();
+    if (key.length < 1 || key.length > 128)
+      problems.add('Idempotency-Key', 'length', 'Idempotency-Key must be 1–128 characters');
     const nowSec = Math.floor(now() / 1000);
-    const effectiveAtSec = body.effective_at === undefined ? undefined : readStorableTime(problems, body.effective_at, 'effective_at');
-    if (effectiveAtSec !== undefined && effectiveAtSec > nowSec) problems.add('effective_at', 'range', 'effective_at may not be in the future');
-    if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
+    const effectiveAtSec =
+      body.effective_at === undefined ? undefined : readStorableTime(problems, body.effective_at, 'effective_at');
+    if (effectiveAtSec !== undefined && effectiveAtSec > nowSec)
+      problems.add('effective_at', 'range', 'effective_at may not be in the future');
+    if (!problems.empty)
+      throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
     // effective_at is passed only when the client gave it: a retry that leaves it out is the same purchase.
     const result = await purchasePackage(store, catalog, {
       customer: checkCustomer(customer!),
@@ -141,9 +177,11 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     const body = await readJsonBody(req);
     if (!isPlainObject(body)) throw new DrawdownError('request_invalid', 'body must be a JSON object');
     const problems = new Problems();
-    const untilSec = body.until === undefined ? Math.floor(now() / 60_000) * 60 : readStorableTime(problems, body.until, 'until');
+    const untilSec =
+      body.until === undefined ? Math.floor(now() / 60_000) * 60 : readStorableTime(problems, body.until, 'until');
     const fromSec = body.from === undefined ? undefined : readStorableTime(problems, body.from, 'from');
-    if (!problems.empty) throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
+    if (!problems.empty)
+      throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
     const report = await deps.runner.run({ untilSec: untilSec!, ...(fromSec === undefined ? {} : { fromSec }) });
     sendJson(res, 200, reportJson(report));
   }
@@ -152,8 +190,18 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/balance$`), scope: 'read', handler: balance },
     { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/ledger$`), scope: 'read', handler: ledger },
     { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/usage$`), scope: 'read', handler: usage },
-    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/statements$`), scope: 'read', handler: statements },
-    { method: 'POST', path: new RegExp(`^/v1/customers/${customerPath}/purchases$`), scope: 'admin', handler: purchase },
+    {
+      method: 'GET',
+      path: new RegExp(`^/v1/customers/${customerPath}/statements$`),
+      scope: 'read',
+      handler: statements,
+    },
+    {
+      method: 'POST',
+      path: new RegExp(`^/v1/customers/${customerPath}/purchases$`),
+      scope: 'admin',
+      handler: purchase,
+    },
     { method: 'POST', path: /^\/v1\/settlements$/, scope: 'admin', handler: settlements },
   ];
 }

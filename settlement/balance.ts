@@ -33,7 +33,12 @@ export interface Balance {
   unrated_pending: { meter: string; dimensions: string; quantity: string }[];
 }
 
-export async function balanceOf(store: Store, catalog: Catalog, customer: string, nowMs: number = Date.now()): Promise<Balance> {
+export async function balanceOf(
+  store: Store,
+  catalog: Catalog,
+  customer: string,
+  nowMs: number = Date.now(),
+): Promise<Balance> {
   const settled = await settledBalances(store, customer);
   const cursor = await settledUntil(store);
   // Pending covers everything after the cursor, up to the end of the current minute.
@@ -41,8 +46,18 @@ export async function balanceOf(store: Store, catalog: Catalog, customer: string
   // Pending = everything committed that no completed run has taken yet, late usage included.
   const last = await lastCompletedRun(store);
   const excluding = last && { untilSec: last.untilSec, watermarks: last.watermarks };
-  const lines = await readSelectedUsage(store, catalog, { untilSec: Math.max(untilSec, cursor), watermarks: undefined, excluding, lateBeforeSec: cursor, customer });
-  const { priced, unrated } = priceUsage(catalog, lines, await priorUsageFor(store, catalog, lines, excluding, customer));
+  const lines = await readSelectedUsage(store, catalog, {
+    untilSec: Math.max(untilSec, cursor),
+    watermarks: undefined,
+    excluding,
+    lateBeforeSec: cursor,
+    customer,
+  });
+  const { priced, unrated } = priceUsage(
+    catalog,
+    lines,
+    await priorUsageFor(store, catalog, lines, excluding, customer),
+  );
   const pending = new Map<string, Decimal>();
   for (const p of priced) pending.set(p.unit, (pending.get(p.unit) ?? money(0)).plus(p.cost));
 
@@ -63,6 +78,10 @@ export async function balanceOf(store: Store, catalog: Catalog, customer: string
         over_limit: available.lessThan((catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0)).negated()),
       };
     }),
-    unrated_pending: unrated.map((u) => ({ meter: u.line.meter, dimensions: u.line.dimensions, quantity: formatAmount(u.line.quantity) })),
+    unrated_pending: unrated.map((u) => ({
+      meter: u.line.meter,
+      dimensions: u.line.dimensions,
+      quantity: formatAmount(u.line.quantity),
+    })),
   };
 }

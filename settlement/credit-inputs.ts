@@ -13,15 +13,31 @@ import type { RunRecord } from './runs.js';
 function replay(state: CreditState, e: LedgerEntry): void {
   const opening =
     (e.kind === 'grant' || e.kind === 'purchase') && e.blockId !== '' && !state.blocks.has(e.blockId)
-      ? { id: e.blockId, source: e.kind, createdAtMs: e.effectiveAtSec * 1000, expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000 }
+      ? {
+          id: e.blockId,
+          source: e.kind,
+          createdAtMs: e.effectiveAtSec * 1000,
+          expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000,
+        }
       : undefined;
-  applyPosting(state, { kind: e.kind, amount: e.amount, blockId: e.blockId, atMs: e.effectiveAtSec * 1000, note: '' }, opening);
+  applyPosting(
+    state,
+    { kind: e.kind, amount: e.amount, blockId: e.blockId, atMs: e.effectiveAtSec * 1000, note: '' },
+    opening,
+  );
 }
 
-/** Block openings first within a second: a debt repayment from a new block shares its second and may sort before it by id. */
+/**
+ * Block openings first within a second: a debt repayment from a new block shares its second and may sort before it by
+ * id.
+ */
 function replayOrder(a: LedgerEntry, b: LedgerEntry): number {
   const opens = (e: LedgerEntry): number => (e.kind === 'grant' || e.kind === 'purchase' ? 0 : 1);
-  return a.effectiveAtSec - b.effectiveAtSec || opens(a) - opens(b) || (a.entryId < b.entryId ? -1 : a.entryId > b.entryId ? 1 : 0);
+  return (
+    a.effectiveAtSec - b.effectiveAtSec ||
+    opens(a) - opens(b) ||
+    (a.entryId < b.entryId ? -1 : a.entryId > b.entryId ? 1 : 0)
+  );
 }
 
 export interface CreditInputs {
@@ -44,7 +60,11 @@ export interface CreditInputs {
  * replaying its whole ledger. So a run reads O(accounts) rows, not the
  * ledger's history.
  */
-export async function loadCreditInputs(store: Store, accounts: readonly string[], run: RunRecord): Promise<Map<string, CreditInputs>> {
+export async function loadCreditInputs(
+  store: Store,
+  accounts: readonly string[],
+  run: RunRecord,
+): Promise<Map<string, CreditInputs>> {
   const { fromSec, untilSec, startedAtSec } = run;
   const snapshots = await latestSnapshots(store, accounts, fromSec);
   const replayAll = new Set(accounts.filter((k) => !snapshots.has(k)).map((k) => k.slice(0, k.indexOf('\u0000'))));
@@ -55,7 +75,8 @@ export async function loadCreditInputs(store: Store, accounts: readonly string[]
     if (s.asOfSec < sinceAsOf) sinceAsOf = s.asOfSec;
     if (s.inputsBeforeSec < sincePosted) sincePosted = s.inputsBeforeSec;
   }
-  const outside = snapshots.size === 0 ? [] : await entriesOutsideSettlementSince(store, untilSec, sinceAsOf, sincePosted);
+  const outside =
+    snapshots.size === 0 ? [] : await entriesOutsideSettlementSince(store, untilSec, sinceAsOf, sincePosted);
   const everything = replayAll.size === 0 ? [] : await entriesOf(store, [...replayAll], untilSec);
   const byAccount = new Map<string, LedgerEntry[]>();
   for (const e of [...outside.filter((e) => !replayAll.has(e.customer)), ...everything]) {
@@ -73,10 +94,20 @@ export async function loadCreditInputs(store: Store, accounts: readonly string[]
     for (const e of list) {
       if (e.postedAtSec >= startedAtSec) continue;
       // Already in the snapshot: seen by its run (posted before it started) and effective before its window ended.
-      if (snapshot !== undefined && (e.runId !== '' || (e.effectiveAtSec < snapshot.asOfSec && e.postedAtSec < snapshot.inputsBeforeSec))) continue;
+      if (
+        snapshot !== undefined &&
+        (e.runId !== '' || (e.effectiveAtSec < snapshot.asOfSec && e.postedAtSec < snapshot.inputsBeforeSec))
+      )
+        continue;
       if (e.effectiveAtSec < fromSec) replay(state, e);
       else if ((e.kind === 'purchase' || e.kind === 'grant') && e.runId === '' && e.blockId !== '') {
-        existing.push({ atMs: e.effectiveAtSec * 1000, id: e.blockId, source: e.kind, amount: e.amount, expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000 });
+        existing.push({
+          atMs: e.effectiveAtSec * 1000,
+          id: e.blockId,
+          source: e.kind,
+          amount: e.amount,
+          expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000,
+        });
       }
     }
     out.set(key, { state, existing });

@@ -30,7 +30,9 @@ export interface LedgerEntry {
   rateVersion: string;
   /** What caused the entry, e.g. "usage 2026-01-01T00:00:00Z..2026-01-01T01:00:00Z" or "package credits-100". */
   source: string;
-  /** The credit block the entry moves ('' = the negative balance); a grant or purchase opens the block of its own id. */
+  /**
+   * The credit block the entry moves ('' = the negative balance); a grant or purchase opens the block of its own id.
+   */
   blockId: string;
   /** For a grant or purchase: when its block expires, epoch s; 0 = never. */
   expiresAtSec: number;
@@ -160,14 +162,32 @@ export interface CreditSnapshot {
 
 export async function writeSnapshots(store: Store, snapshots: readonly CreditSnapshot[]): Promise<void> {
   for (let i = 0; i < snapshots.length; i += insertRowsMax) {
-    const rows = snapshots.slice(i, i + insertRowsMax).map((s) => [s.customer, s.unit, tsvDateTime(s.asOfSec), s.runId, tsvDateTime(s.inputsBeforeSec), formatAmount(s.balance), s.state]);
+    const rows = snapshots
+      .slice(i, i + insertRowsMax)
+      .map((s) => [
+        s.customer,
+        s.unit,
+        tsvDateTime(s.asOfSec),
+        s.runId,
+        tsvDateTime(s.inputsBeforeSec),
+        formatAmount(s.balance),
+        s.state,
+      ]);
     await store.insert('credit_snapshots', creditSnapshotColumns, encodeTsv(rows));
   }
 }
 
 function toSnapshot(row: string[]): CreditSnapshot {
   const [customer, unit, asOf, runId, inputsBefore, balance, state] = row;
-  return { customer: customer!, unit: unit!, asOfSec: Number(asOf), runId: runId!, inputsBeforeSec: Number(inputsBefore), balance: parseStoredDecimal(balance!), state: state! };
+  return {
+    customer: customer!,
+    unit: unit!,
+    asOfSec: Number(asOf),
+    runId: runId!,
+    inputsBeforeSec: Number(inputsBefore),
+    balance: parseStoredDecimal(balance!),
+    state: state!,
+  };
 }
 
 /**
@@ -176,12 +196,18 @@ function toSnapshot(row: string[]): CreditSnapshot {
  * run that ended where this one starts, so nearly every account's — in one
  * range read; then, for the customers still missing, older ones by bounded IN lists.
  */
-export async function latestSnapshots(store: Store, accounts: readonly string[], atOrBeforeSec: number): Promise<Map<string, CreditSnapshot>> {
+export async function latestSnapshots(
+  store: Store,
+  accounts: readonly string[],
+  atOrBeforeSec: number,
+): Promise<Map<string, CreditSnapshot>> {
   const wanted = new Set(accounts);
   const out = new Map<string, CreditSnapshot>();
   const columns = 'customer, unit, toUnixTimestamp(as_of), run_id, toUnixTimestamp(inputs_before), balance, state';
   // Duplicates (a re-run writes the same snapshot again) are identical; the last one read wins.
-  for (const row of await store.query(`SELECT ${columns} FROM credit_snapshots WHERE as_of = toDateTime(${sqlUInt(atOrBeforeSec)}, 'UTC')`)) {
+  for (const row of await store.query(
+    `SELECT ${columns} FROM credit_snapshots WHERE as_of = toDateTime(${sqlUInt(atOrBeforeSec)}, 'UTC')`,
+  )) {
     const key = `${row[0]}\u0000${row[1]}`;
     if (wanted.has(key)) out.set(key, toSnapshot(row));
   }
@@ -210,13 +236,19 @@ export async function latestSnapshots(store: Store, accounts: readonly string[],
  * next run reads the snapshots as of the newest completed run's end, which
  * a retention of at least a day never drops.
  */
-export async function dropExpiredSnapshots(store: Store, newestAsOfSec: number, retentionDays: number): Promise<number> {
+export async function dropExpiredSnapshots(
+  store: Store,
+  newestAsOfSec: number,
+  retentionDays: number,
+): Promise<number> {
   const cutoffSec = newestAsOfSec - retentionDays * 86_400;
   if (cutoffSec <= 0) return 0;
   const cutoff = new Date(cutoffSec * 1000);
   // Months before the cutoff's month hold only snapshots older than the cutoff.
   const cutoffMonth = cutoff.getUTCFullYear() * 100 + cutoff.getUTCMonth() + 1;
-  const rows = await store.query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'credit_snapshots' AND active");
+  const rows = await store.query(
+    "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'credit_snapshots' AND active",
+  );
   let dropped = 0;
   for (const [partition] of rows) {
     const month = Number(partition);
@@ -233,7 +265,12 @@ export async function dropExpiredSnapshots(store: Store, newestAsOfSec: number, 
  * `sincePostedSec` may lack: effective since the one or posted since the
  * other. No customer list: it is a short scan of three columns.
  */
-export async function entriesOutsideSettlementSince(store: Store, untilSec: number, sinceAsOfSec: number, sincePostedSec: number): Promise<LedgerEntry[]> {
+export async function entriesOutsideSettlementSince(
+  store: Store,
+  untilSec: number,
+  sinceAsOfSec: number,
+  sincePostedSec: number,
+): Promise<LedgerEntry[]> {
   const rows = await store.query(
     `SELECT ${selectColumns} FROM ledger_entries
      WHERE run_id = '' AND effective_at < toDateTime(${sqlUInt(untilSec)}, 'UTC')
@@ -250,7 +287,9 @@ export async function entryIdsOfRun(store: Store, runId: string): Promise<Set<st
 }
 
 export async function entryExists(store: Store, customer: string, id: string): Promise<LedgerEntry | undefined> {
-  const rows = await store.query(`SELECT ${selectColumns} FROM ledger_entries WHERE customer = ${sqlString(customer)} AND entry_id = ${sqlString(id)} GROUP BY entry_id`);
+  const rows = await store.query(
+    `SELECT ${selectColumns} FROM ledger_entries WHERE customer = ${sqlString(customer)} AND entry_id = ${sqlString(id)} GROUP BY entry_id`,
+  );
   return rows[0] === undefined ? undefined : fromRow(rows[0]);
 }
 

@@ -28,7 +28,11 @@ export interface PricingOutcome {
  * from earlier runs) plus this run's earlier lines, in time order, that the
  * same version's same row prices.
  */
-export function priceUsage(catalog: Catalog, lines: readonly UsageLine[], prior: PriorUsage = new Map()): PricingOutcome {
+export function priceUsage(
+  catalog: Catalog,
+  lines: readonly UsageLine[],
+  prior: PriorUsage = new Map(),
+): PricingOutcome {
   const out: PricingOutcome = { priced: [], unrated: [] };
   const parsed = new Map<string, Record<string, string>>();
   const dimensionsOf = (text: string): Record<string, string> => {
@@ -67,9 +71,13 @@ export function priceUsage(catalog: Catalog, lines: readonly UsageLine[], prior:
   // This run's lines of each (customer, meter, month), in time order, to count what came before a line.
   const monthOf = (line: UsageLine): number => tierPeriodStartSec(line.firstMinuteSec);
   const inTimeOrder = (a: UsageLine, b: UsageLine): number =>
-    a.fromSec - b.fromSec || Number((b as SelectedLine).late === true) - Number((a as SelectedLine).late === true) || a.firstMinuteSec - b.firstMinuteSec || (a.dimensions < b.dimensions ? -1 : a.dimensions > b.dimensions ? 1 : 0);
+    a.fromSec - b.fromSec ||
+    Number((b as SelectedLine).late === true) - Number((a as SelectedLine).late === true) ||
+    a.firstMinuteSec - b.firstMinuteSec ||
+    (a.dimensions < b.dimensions ? -1 : a.dimensions > b.dimensions ? 1 : 0);
   const groups = new Map<string, UsageLine[]>();
-  for (const { priced } of graduated) groups.set(priorUsageKey(priced.line.customer, priced.line.meter, monthOf(priced.line)), []);
+  for (const { priced } of graduated)
+    groups.set(priorUsageKey(priced.line.customer, priced.line.meter, monthOf(priced.line)), []);
   for (const line of lines) groups.get(priorUsageKey(line.customer, line.meter, monthOf(line)))?.push(line);
   for (const group of groups.values()) group.sort(inTimeOrder);
 

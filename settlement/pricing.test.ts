@@ -9,7 +9,9 @@ import { priceUsage } from './price-usage.js';
 import { priorUsageKey, type PriorUsage } from './usage-reader.js';
 import type { UsageLine } from './usage-reader.js';
 
-const demoCatalog = parseCatalog(JSON.parse(readFileSync(new URL('../deploy/demo-catalog.json', import.meta.url), 'utf8')));
+const demoCatalog = parseCatalog(
+  JSON.parse(readFileSync(new URL('../deploy/demo-catalog.json', import.meta.url), 'utf8')),
+);
 
 const januarySec = Date.parse('2026-01-15T00:00:00Z') / 1000;
 const februarySec = Date.parse('2026-02-15T00:00:00Z') / 1000;
@@ -17,7 +19,15 @@ const februarySec = Date.parse('2026-02-15T00:00:00Z') / 1000;
 /** A usage line as the reader returns it: quantity parsed from stored decimal text. */
 function line(meter: string, dimensions: Record<string, string>, quantity: string, fromSec = januarySec): UsageLine {
   const sorted = Object.fromEntries(Object.entries(dimensions).sort(([a], [b]) => (a < b ? -1 : 1)));
-  return { customer: 'acme', meter, dimensions: JSON.stringify(sorted), fromSec, quantity: parseStoredDecimal(quantity), events: 1, firstMinuteSec: fromSec };
+  return {
+    customer: 'acme',
+    meter,
+    dimensions: JSON.stringify(sorted),
+    fromSec,
+    quantity: parseStoredDecimal(quantity),
+    events: 1,
+    firstMinuteSec: fromSec,
+  };
 }
 
 function costs(catalog: Catalog, lines: UsageLine[]): string[] {
@@ -40,7 +50,13 @@ function baseCatalogJson(): Record<string, any> {
         {
           version: 'v2',
           effective_from: '2026-02-01T00:00:00Z',
-          rows: [{ meter: 'tokens', unit: 'credits', price: { model: 'package', amount: '5.00', size: '1000000', rounding: 'up' } }],
+          rows: [
+            {
+              meter: 'tokens',
+              unit: 'credits',
+              price: { model: 'package', amount: '5.00', size: '1000000', rounding: 'up' },
+            },
+          ],
         },
         {
           version: 'v1',
@@ -48,7 +64,12 @@ function baseCatalogJson(): Record<string, any> {
           rows: [
             { meter: 'tokens', unit: 'credits', price: { model: 'package', amount: '5.00', size: '1000000' } },
             { meter: 'images', match: { model: 'm1' }, unit: 'credits', price: { model: 'unit', amount: '2' } },
-            { meter: 'images', match: { model: 'm1', resolution: '4K' }, unit: 'credits', price: { model: 'unit', amount: '7' } },
+            {
+              meter: 'images',
+              match: { model: 'm1', resolution: '4K' },
+              unit: 'credits',
+              price: { model: 'unit', amount: '7' },
+            },
           ],
         },
       ],
@@ -71,11 +92,16 @@ describe('SPEC §7 example 1: unified credits', () => {
   });
 
   it('given 50 standard DALL-E 3 images at 0.04, then the cost is 2.00', () => {
-    expect(costs(demoCatalog, [line('dall-e-3.images', { quality: 'standard', size: '1024x1024' }, '50')])).toEqual(['2']);
+    expect(costs(demoCatalog, [line('dall-e-3.images', { quality: 'standard', size: '1024x1024' }, '50')])).toEqual([
+      '2',
+    ]);
   });
 
   it('given both, then settlement deducts 12.00 from the 100-credit package, leaving 88', () => {
-    const outcome = priceUsage(demoCatalog, [line('gpt-4o.input_tokens', {}, '2000000'), line('dall-e-3.images', { quality: 'standard' }, '50')]);
+    const outcome = priceUsage(demoCatalog, [
+      line('gpt-4o.input_tokens', {}, '2000000'),
+      line('dall-e-3.images', { quality: 'standard' }, '50'),
+    ]);
     const total = sumMoney(outcome.priced.map((p) => p.cost));
     expect(formatAmount(total)).toBe('12');
     expect(outcome.priced.every((p) => p.unit === 'credits' && p.rateVersion === '2026-01')).toBe(true);
@@ -131,12 +157,16 @@ describe('package prices', () => {
 
 describe('unit prices', () => {
   it('given a price of 0.0000000004 for 1 unit, then the cost rounds to 0', () => {
-    const priced = catalogWithRows([{ meter: 'tokens', unit: 'credits', price: { model: 'unit', amount: '0.0000000004' } }]);
+    const priced = catalogWithRows([
+      { meter: 'tokens', unit: 'credits', price: { model: 'unit', amount: '0.0000000004' } },
+    ]);
     expect(costs(priced, [line('tokens', {}, '1')])).toEqual(['0']);
   });
 
   it('given a price of 0.0000000005 for 1 unit, then the cost rounds half-up to 0.000000001', () => {
-    const priced = catalogWithRows([{ meter: 'tokens', unit: 'credits', price: { model: 'unit', amount: '0.0000000005' } }]);
+    const priced = catalogWithRows([
+      { meter: 'tokens', unit: 'credits', price: { model: 'unit', amount: '0.0000000005' } },
+    ]);
     expect(costs(priced, [line('tokens', {}, '1')])).toEqual(['0.000000001']);
   });
 
@@ -261,21 +291,66 @@ describe('parseCatalog', () => {
   });
 
   it.each([
-    ['a row for an unknown meter', { meter: 'nope', unit: 'credits', price: { model: 'unit', amount: '1' } }, `${row3}.meter`, 'unknown'],
-    ['a row in an unknown unit', { meter: 'calls', unit: 'euros', price: { model: 'unit', amount: '1' } }, `${row3}.unit`, 'unknown'],
-    ['a match on an undeclared dimension', { meter: 'images', match: { color: 'red' }, unit: 'credits', price: { model: 'unit', amount: '1' } }, `${row3}.match.color`, 'unknown'],
-    ['an unknown price model', { meter: 'calls', unit: 'credits', price: { model: 'tiered', amount: '1' } }, `${row3}.price.model`, 'enum'],
-    ['a negative price', { meter: 'calls', unit: 'credits', price: { model: 'unit', amount: '-1' } }, `${row3}.price.amount`, 'range'],
-    ['a price that is not a decimal', { meter: 'calls', unit: 'credits', price: { model: 'unit', amount: '1e3' } }, `${row3}.price.amount`, 'type'],
-    ['a package of size 0', { meter: 'calls', unit: 'credits', price: { model: 'package', amount: '1', size: '0' } }, `${row3}.price.size`, 'range'],
-    ['an unknown package rounding', { meter: 'calls', unit: 'credits', price: { model: 'package', amount: '1', size: '10', rounding: 'down' } }, `${row3}.price.rounding`, 'enum'],
+    [
+      'a row for an unknown meter',
+      { meter: 'nope', unit: 'credits', price: { model: 'unit', amount: '1' } },
+      `${row3}.meter`,
+      'unknown',
+    ],
+    [
+      'a row in an unknown unit',
+      { meter: 'calls', unit: 'euros', price: { model: 'unit', amount: '1' } },
+      `${row3}.unit`,
+      'unknown',
+    ],
+    [
+      'a match on an undeclared dimension',
+      { meter: 'images', match: { color: 'red' }, unit: 'credits', price: { model: 'unit', amount: '1' } },
+      `${row3}.match.color`,
+      'unknown',
+    ],
+    [
+      'an unknown price model',
+      { meter: 'calls', unit: 'credits', price: { model: 'tiered', amount: '1' } },
+      `${row3}.price.model`,
+      'enum',
+    ],
+    [
+      'a negative price',
+      { meter: 'calls', unit: 'credits', price: { model: 'unit', amount: '-1' } },
+      `${row3}.price.amount`,
+      'range',
+    ],
+    [
+      'a price that is not a decimal',
+      { meter: 'calls', unit: 'credits', price: { model: 'unit', amount: '1e3' } },
+      `${row3}.price.amount`,
+      'type',
+    ],
+    [
+      'a package of size 0',
+      { meter: 'calls', unit: 'credits', price: { model: 'package', amount: '1', size: '0' } },
+      `${row3}.price.size`,
+      'range',
+    ],
+    [
+      'an unknown package rounding',
+      { meter: 'calls', unit: 'credits', price: { model: 'package', amount: '1', size: '10', rounding: 'down' } },
+      `${row3}.price.rounding`,
+      'enum',
+    ],
   ])('given %s, then the problem names its path', (_label, row, field, code) => {
     expect(problemsOf(withRow(row))).toEqual([[field, code]]);
   });
 
   it('given two rows with the same meter and match (in any key order), then the second is a duplicate', () => {
     const raw = baseCatalogJson();
-    raw.rate_card.versions[1].rows.push({ meter: 'images', match: { resolution: '4K', model: 'm1' }, unit: 'credits', price: { model: 'unit', amount: '9' } });
+    raw.rate_card.versions[1].rows.push({
+      meter: 'images',
+      match: { resolution: '4K', model: 'm1' },
+      unit: 'credits',
+      price: { model: 'unit', amount: '9' },
+    });
     expect(problemsOf(raw)).toEqual([[row3, 'duplicate']]);
   });
 
@@ -285,11 +360,14 @@ describe('parseCatalog', () => {
     expect(problemsOf(raw)).toEqual([['rate_card.versions', 'duplicate']]);
   });
 
-  it.each(['2026-01-01', '2026-01-01T00:00:00', 'January 1, 2026', 1767225600000])('given effective_from %j, then it must be an ISO instant with a zone', (effectiveFrom) => {
-    const raw = baseCatalogJson();
-    raw.rate_card.versions[0].effective_from = effectiveFrom;
-    expect(problemsOf(raw)).toEqual([['rate_card.versions[0].effective_from', 'format']]);
-  });
+  it.each(['2026-01-01', '2026-01-01T00:00:00', 'January 1, 2026', 1767225600000])(
+    'given effective_from %j, then it must be an ISO instant with a zone',
+    (effectiveFrom) => {
+      const raw = baseCatalogJson();
+      raw.rate_card.versions[0].effective_from = effectiveFrom;
+      expect(problemsOf(raw)).toEqual([['rate_card.versions[0].effective_from', 'format']]);
+    },
+  );
 
   it('given a package in an unknown unit, then the problem names the package', () => {
     const raw = baseCatalogJson();
@@ -316,7 +394,9 @@ describe('parseCatalog', () => {
 
   it('given a hostile key in a match (own property via JSON.parse), then it is refused', () => {
     const raw = baseCatalogJson();
-    raw.rate_card.versions[1].rows.push(JSON.parse('{"meter":"images","match":{"__proto__":"x"},"unit":"credits","price":{"model":"unit","amount":"1"}}'));
+    raw.rate_card.versions[1].rows.push(
+      JSON.parse('{"meter":"images","match":{"__proto__":"x"},"unit":"credits","price":{"model":"unit","amount":"1"}}'),
+    );
     expect(problemsOf(raw)).toEqual([[`${row3}.match.__proto__`, 'hostile_key']]);
   });
 
@@ -334,7 +414,17 @@ describe('graduated tiers', () => {
   ];
   const graduated = catalogWithRows([
     { meter: 'tokens', unit: 'credits', price: { model: 'graduated', tiers } },
-    { meter: 'images', unit: 'credits', price: { model: 'graduated', tiers: [{ up_to: '3', amount: '1' }, { up_to: null, amount: '0.5' }] } },
+    {
+      meter: 'images',
+      unit: 'credits',
+      price: {
+        model: 'graduated',
+        tiers: [
+          { up_to: '3', amount: '1' },
+          { up_to: null, amount: '0.5' },
+        ],
+      },
+    },
   ]);
   const price = (quantity: string, before = '0'): string => {
     const row = graduated.rateCard[0]!.rows[0]!;
@@ -362,10 +452,17 @@ describe('graduated tiers', () => {
   });
 
   it('given usage taken by earlier runs this month, then this run prices from that point', () => {
-    const prior: PriorUsage = new Map([[priorUsageKey('acme', 'tokens', Date.parse('2026-01-01T00:00:00Z') / 1000), [{ dimensions: '{}', quantity: money('900000') }]]]);
+    const prior: PriorUsage = new Map([
+      [
+        priorUsageKey('acme', 'tokens', Date.parse('2026-01-01T00:00:00Z') / 1000),
+        [{ dimensions: '{}', quantity: money('900000') }],
+      ],
+    ]);
     expect(formatAmount(priceUsage(graduated, [line('tokens', {}, '200000')], prior).priced[0]!.cost)).toBe('0.9'); // 0.1M × 5 + 0.1M × 4
     // A different month starts again at the first tier.
-    expect(formatAmount(priceUsage(graduated, [line('tokens', {}, '200000', februarySec)], prior).priced[0]!.cost)).toBe('1');
+    expect(
+      formatAmount(priceUsage(graduated, [line('tokens', {}, '200000', februarySec)], prior).priced[0]!.cost),
+    ).toBe('1');
   });
 
   it('given several dimension sets priced by one graduated row, then they share the tiers', () => {
@@ -374,10 +471,35 @@ describe('graduated tiers', () => {
   });
 
   it.each([
-    ['tiers out of order', [{ up_to: '10', amount: '1' }, { up_to: '5', amount: '1' }, { up_to: null, amount: '1' }], 'tiers[1].up_to', 'order'],
+    [
+      'tiers out of order',
+      [
+        { up_to: '10', amount: '1' },
+        { up_to: '5', amount: '1' },
+        { up_to: null, amount: '1' },
+      ],
+      'tiers[1].up_to',
+      'order',
+    ],
     ['a closed last tier', [{ up_to: '10', amount: '1' }], 'tiers[0].up_to', 'range'],
-    ['an open tier before the last', [{ up_to: null, amount: '1' }, { up_to: null, amount: '1' }], 'tiers[0].up_to', 'required'],
-    ['a bound that is not an exact decimal', [{ up_to: '1e6', amount: '1' }, { up_to: null, amount: '1' }], 'tiers[0].up_to', 'type'],
+    [
+      'an open tier before the last',
+      [
+        { up_to: null, amount: '1' },
+        { up_to: null, amount: '1' },
+      ],
+      'tiers[0].up_to',
+      'required',
+    ],
+    [
+      'a bound that is not an exact decimal',
+      [
+        { up_to: '1e6', amount: '1' },
+        { up_to: null, amount: '1' },
+      ],
+      'tiers[0].up_to',
+      'type',
+    ],
     ['no tiers', [], 'tiers', 'required'],
   ])('given %s, then the catalog is refused naming the tier', (_name, badTiers, field, code) => {
     try {
@@ -385,36 +507,68 @@ describe('graduated tiers', () => {
       expect.unreachable('the catalog should be refused');
     } catch (error) {
       expect(error).toBeInstanceOf(DrawdownError);
-      expect((error as DrawdownError).problems).toContainEqual(expect.objectContaining({ field: `rate_card.versions[0].rows[0].price.${field}`, code }));
+      expect((error as DrawdownError).problems).toContainEqual(
+        expect.objectContaining({ field: `rate_card.versions[0].rows[0].price.${field}`, code }),
+      );
     }
   });
 
   it('given a month cut into any number of runs, then the costs add up to exactly the cost of one run', () => {
     // Usage per minute for two dimension sets, priced by one graduated row with awkward per-values.
     const awkward = catalogWithRows([
-      { meter: 'images', unit: 'credits', price: { model: 'graduated', tiers: [{ up_to: '7', amount: '1', per: '3' }, { up_to: '20.5', amount: '0.7', per: '7' }, { up_to: null, amount: '0.013' }] } },
+      {
+        meter: 'images',
+        unit: 'credits',
+        price: {
+          model: 'graduated',
+          tiers: [
+            { up_to: '7', amount: '1', per: '3' },
+            { up_to: '20.5', amount: '0.7', per: '7' },
+            { up_to: null, amount: '0.013' },
+          ],
+        },
+      },
     ]);
-    const minute = fc.record({ at: fc.integer({ min: 0, max: 59 }), model: fc.constantFrom('a', 'b'), quantity: fc.integer({ min: 0, max: 4_000 }).map((n) => (n / 1000).toString()) });
+    const minute = fc.record({
+      at: fc.integer({ min: 0, max: 59 }),
+      model: fc.constantFrom('a', 'b'),
+      quantity: fc.integer({ min: 0, max: 4_000 }).map((n) => (n / 1000).toString()),
+    });
     fc.assert(
-      fc.property(fc.array(minute, { maxLength: 40 }), fc.uniqueArray(fc.integer({ min: 1, max: 59 }), { maxLength: 10 }), (usage, cuts) => {
-        const bounds = [0, ...cuts.sort((a, b) => a - b), 60];
-        const run = (from: number, until: number): UsageLine[] => {
-          const byModel = new Map<string, { quantity: ReturnType<typeof money>; first: number }>();
-          for (const u of usage.filter((x) => x.at >= from && x.at < until)) {
-            const entry = byModel.get(u.model) ?? { quantity: money(0), first: u.at };
-            byModel.set(u.model, { quantity: entry.quantity.plus(u.quantity), first: Math.min(entry.first, u.at) });
-          }
-          return [...byModel].map(([model, e]) => ({ ...line('images', { model }, e.quantity.toFixed(), januarySec + from * 60), firstMinuteSec: januarySec + e.first * 60 }));
-        };
-        const priorOf = (until: number): PriorUsage => {
-          const lines = run(0, until);
-          return new Map([[priorUsageKey('acme', 'images', Date.parse('2026-01-01T00:00:00Z') / 1000), lines.map((l) => ({ dimensions: l.dimensions, quantity: l.quantity }))]]);
-        };
-        const total = (outcomes: ReturnType<typeof priceUsage>[]) => formatAmount(sumMoney(outcomes.flatMap((o) => o.priced.map((p) => p.cost))));
-        const whole = total([priceUsage(awkward, run(0, 60))]);
-        const parts = total(bounds.slice(1).map((until, i) => priceUsage(awkward, run(bounds[i]!, until), priorOf(bounds[i]!))));
-        expect(parts).toBe(whole);
-      }),
+      fc.property(
+        fc.array(minute, { maxLength: 40 }),
+        fc.uniqueArray(fc.integer({ min: 1, max: 59 }), { maxLength: 10 }),
+        (usage, cuts) => {
+          const bounds = [0, ...cuts.sort((a, b) => a - b), 60];
+          const run = (from: number, until: number): UsageLine[] => {
+            const byModel = new Map<string, { quantity: ReturnType<typeof money>; first: number }>();
+            for (const u of usage.filter((x) => x.at >= from && x.at < until)) {
+              const entry = byModel.get(u.model) ?? { quantity: money(0), first: u.at };
+              byModel.set(u.model, { quantity: entry.quantity.plus(u.quantity), first: Math.min(entry.first, u.at) });
+            }
+            return [...byModel].map(([model, e]) => ({
+              ...line('images', { model }, e.quantity.toFixed(), januarySec + from * 60),
+              firstMinuteSec: januarySec + e.first * 60,
+            }));
+          };
+          const priorOf = (until: number): PriorUsage => {
+            const lines = run(0, until);
+            return new Map([
+              [
+                priorUsageKey('acme', 'images', Date.parse('2026-01-01T00:00:00Z') / 1000),
+                lines.map((l) => ({ dimensions: l.dimensions, quantity: l.quantity })),
+              ],
+            ]);
+          };
+          const total = (outcomes: ReturnType<typeof priceUsage>[]) =>
+            formatAmount(sumMoney(outcomes.flatMap((o) => o.priced.map((p) => p.cost))));
+          const whole = total([priceUsage(awkward, run(0, 60))]);
+          const parts = total(
+            bounds.slice(1).map((until, i) => priceUsage(awkward, run(bounds[i]!, until), priorOf(bounds[i]!))),
+          );
+          expect(parts).toBe(whole);
+        },
+      ),
       { numRuns: 300 },
     );
   });

@@ -42,7 +42,11 @@ export function versionAt(card: readonly RateCardVersion[], atMs: number): RateC
  * the same number of keys cannot both match unless their keys differ — then
  * the tie is broken by key names so the choice never depends on row order.
  */
-export function matchRow(version: RateCardVersion, meter: string, dimensions: Readonly<Record<string, string>>): RateRow | undefined {
+export function matchRow(
+  version: RateCardVersion,
+  meter: string,
+  dimensions: Readonly<Record<string, string>>,
+): RateRow | undefined {
   let best: RateRow | undefined;
   let bestKeys = -1;
   let bestSignature = '';
@@ -87,7 +91,9 @@ export function graduatedTotal(tiers: readonly PriceTier[], quantity: Decimal): 
  */
 export function costOf(price: Price, quantity: Decimal, before: Decimal = money(0)): Decimal {
   if (price.model === 'graduated') {
-    return toLedgerAmount(graduatedTotal(price.tiers, before.plus(quantity))).minus(toLedgerAmount(graduatedTotal(price.tiers, before)));
+    return toLedgerAmount(graduatedTotal(price.tiers, before.plus(quantity))).minus(
+      toLedgerAmount(graduatedTotal(price.tiers, before)),
+    );
   }
   if (price.model === 'unit') return toLedgerAmount(price.amount.times(quantity));
   if (price.rounding === 'up') {

@@ -42,7 +42,9 @@ const sourcePrefix = (packageId: string): string => `package ${packageId} (`;
  */
 function sameRequest(entry: LedgerEntry, request: PurchaseRequest): boolean {
   if (!entry.source.startsWith(sourcePrefix(request.packageId))) return false;
-  return request.effectiveAtSec === undefined || Math.min(request.effectiveAtSec, request.nowSec) === entry.effectiveAtSec;
+  return (
+    request.effectiveAtSec === undefined || Math.min(request.effectiveAtSec, request.nowSec) === entry.effectiveAtSec
+  );
 }
 
 function answer(result: PurchaseResult, request: PurchaseRequest, created: boolean): PurchaseResult {
@@ -55,9 +57,14 @@ function answer(result: PurchaseResult, request: PurchaseRequest, created: boole
   return { entry: result.entry, created };
 }
 
-export async function purchasePackage(store: Store, catalog: Catalog, request: PurchaseRequest): Promise<PurchaseResult> {
+export async function purchasePackage(
+  store: Store,
+  catalog: Catalog,
+  request: PurchaseRequest,
+): Promise<PurchaseResult> {
   const pkg = catalog.packages.get(request.packageId);
-  if (pkg === undefined) throw new DrawdownError('unknown_package', `no credit package ${JSON.stringify(request.packageId)}`);
+  if (pkg === undefined)
+    throw new DrawdownError('unknown_package', `no credit package ${JSON.stringify(request.packageId)}`);
   const id = entryId('purchase', [request.customer, request.idempotencyKey]);
   let pending = inFlight.get(store);
   if (pending === undefined) inFlight.set(store, (pending = new Map()));

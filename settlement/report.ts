@@ -23,7 +23,15 @@ export interface SettlementReport {
 }
 
 export interface CustomerReport {
-  rated: { meter: string; dimensions: string; rateVersion: string; unit: string; quantity: string; cost: string; late: boolean }[];
+  rated: {
+    meter: string;
+    dimensions: string;
+    rateVersion: string;
+    unit: string;
+    quantity: string;
+    cost: string;
+    late: boolean;
+  }[];
   deducted: Record<string, string>;
   unrated: { meter: string; dimensions: string; quantity: string; reason: string }[];
   /** Credits used past the allowed negative balance, per unit: posted, and the customer is over limit. */
@@ -50,7 +58,14 @@ export function storedReport(report: SettlementReport): Record<string, unknown> 
   if (customers.length <= storedReportCustomersMax) return reportJson(report);
   const totals: Record<string, Record<string, Decimal>> = {};
   for (const r of customers) {
-    for (const [field, byUnit] of [['deducted', r.deducted], ['over_limit', r.overLimit], ['granted', r.granted], ['expired', r.expired], ['carried', r.carried], ['overage', r.overage]] as const) {
+    for (const [field, byUnit] of [
+      ['deducted', r.deducted],
+      ['over_limit', r.overLimit],
+      ['granted', r.granted],
+      ['expired', r.expired],
+      ['carried', r.carried],
+      ['overage', r.overage],
+    ] as const) {
       for (const [unit, amount] of Object.entries(byUnit ?? {})) {
         const t = (totals[unit] ??= {});
         t[field] = (t[field] ?? money(0)).plus(amount);
@@ -62,7 +77,12 @@ export function storedReport(report: SettlementReport): Record<string, unknown> 
     customer_count: customers.length,
     unrated_lines: customers.reduce((n, r) => n + r.unrated.length, 0),
     closed_terms: customers.reduce((n, r) => n + (r.closedTerms?.length ?? 0), 0),
-    totals: Object.fromEntries(Object.entries(totals).map(([unit, t]) => [unit, Object.fromEntries(Object.entries(t).map(([k, v]) => [k, formatAmount(v)]))])),
+    totals: Object.fromEntries(
+      Object.entries(totals).map(([unit, t]) => [
+        unit,
+        Object.fromEntries(Object.entries(t).map(([k, v]) => [k, formatAmount(v)])),
+      ]),
+    ),
   };
 }
 
@@ -87,9 +107,22 @@ export function reportJson(report: SettlementReport): Record<string, unknown> {
       Object.entries(report.customers).map(([customer, r]) => [
         customer,
         {
-          rated: r.rated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), rate_version: x.rateVersion, unit: x.unit, quantity: x.quantity, cost: x.cost, late: x.late })),
+          rated: r.rated.map((x) => ({
+            meter: x.meter,
+            dimensions: JSON.parse(x.dimensions),
+            rate_version: x.rateVersion,
+            unit: x.unit,
+            quantity: x.quantity,
+            cost: x.cost,
+            late: x.late,
+          })),
           deducted: r.deducted,
-          unrated: r.unrated.map((x) => ({ meter: x.meter, dimensions: JSON.parse(x.dimensions), quantity: x.quantity, reason: x.reason })),
+          unrated: r.unrated.map((x) => ({
+            meter: x.meter,
+            dimensions: JSON.parse(x.dimensions),
+            quantity: x.quantity,
+            reason: x.reason,
+          })),
           over_limit: r.overLimit,
           granted: r.granted ?? {},
           expired: r.expired ?? {},

@@ -31,7 +31,13 @@ export class SettlementRunner {
   #queue: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(store: Store, catalog: Catalog | RunCatalog, log: Logger, metrics: ReturnType<typeof createSettlementMetrics>, options: { snapshotRetentionDays?: number } = {}) {
+  constructor(
+    store: Store,
+    catalog: Catalog | RunCatalog,
+    log: Logger,
+    metrics: ReturnType<typeof createSettlementMetrics>,
+    options: { snapshotRetentionDays?: number } = {},
+  ) {
     this.#store = store;
     this.#catalog = catalog;
     this.#log = log;
@@ -48,28 +54,46 @@ export class SettlementRunner {
   async #runNow(request: SettleRequest): Promise<RunReport> {
     const stop = this.#metrics.runDuration.startTimer();
     try {
-      const { revision, catalog } = typeof this.#catalog === 'function' ? await this.#catalog() : { revision: undefined, catalog: this.#catalog };
-      this.#log.info({ from: request.fromSec, until: request.untilSec, catalogRevision: revision }, 'settlement run starting');
+      const { revision, catalog } =
+        typeof this.#catalog === 'function' ? await this.#catalog() : { revision: undefined, catalog: this.#catalog };
+      this.#log.info(
+        { from: request.fromSec, until: request.untilSec, catalogRevision: revision },
+        'settlement run starting',
+      );
       const report: RunReport = await settle(this.#store, catalog, {
         ...(this.#snapshotRetentionDays === undefined ? {} : { snapshotRetentionDays: this.#snapshotRetentionDays }),
         ...request,
         ...(revision === undefined ? {} : { catalogRevision: revision }),
         onProgress: (p) => {
-          this.#log.info({ runId: p.runId, accountsDone: p.accountsDone, accountsTotal: p.accountsTotal, entries: p.entries }, 'settlement progress');
+          this.#log.info(
+            { runId: p.runId, accountsDone: p.accountsDone, accountsTotal: p.accountsTotal, entries: p.entries },
+            'settlement progress',
+          );
           request.onProgress?.(p);
         },
       });
       this.#metrics.entriesPosted.inc(report.entriesPosted);
       if (report.entriesPosted > 0) {
         for (const customer of Object.values(report.customers)) {
-          for (const [unit, amount] of Object.entries(customer.deducted)) this.#metrics.creditsDeducted.inc({ unit }, money(amount).toNumber());
+          for (const [unit, amount] of Object.entries(customer.deducted))
+            this.#metrics.creditsDeducted.inc({ unit }, money(amount).toNumber());
         }
       }
       this.#log.info(
-        { runId: report.runId, catalogRevision: revision, entriesPosted: report.entriesPosted, alreadyPosted: report.entriesAlreadyPosted, customers: Object.keys(report.customers).length },
+        {
+          runId: report.runId,
+          catalogRevision: revision,
+          entriesPosted: report.entriesPosted,
+          alreadyPosted: report.entriesAlreadyPosted,
+          customers: Object.keys(report.customers).length,
+        },
         'settlement run finished',
       );
-      if ((report.snapshotMonthsDropped ?? 0) > 0) this.#log.info({ months: report.snapshotMonthsDropped, retentionDays: this.#snapshotRetentionDays }, 'old credit snapshots dropped');
+      if ((report.snapshotMonthsDropped ?? 0) > 0)
+        this.#log.info(
+          { months: report.snapshotMonthsDropped, retentionDays: this.#snapshotRetentionDays },
+          'old credit snapshots dropped',
+        );
       this.#metrics.runs.inc({ outcome: 'completed' });
       return report;
     } catch (error) {
@@ -85,8 +109,10 @@ export class SettlementRunner {
     if (everyMs <= 0) return;
     this.#timer = setInterval(() => {
       this.run({ untilSec: Math.floor(Date.now() / 60_000) * 60 }).catch((error: unknown) => {
-        // The only request a schedule can get wrong is settling behind the settled time (someone settled ahead of the clock): it waits for the clock.
-        if (isDrawdownError(error) && error.code === 'request_invalid') this.#log.warn({ detail: error.message }, 'scheduled settlement skipped');
+        // The only request a schedule can get wrong is settling behind the settled time (someone settled ahead of the
+        // clock): it waits for the clock.
+        if (isDrawdownError(error) && error.code === 'request_invalid')
+          this.#log.warn({ detail: error.message }, 'scheduled settlement skipped');
         else this.#log.error({ err: error }, 'scheduled settlement failed');
       });
     }, everyMs);

@@ -12,7 +12,15 @@ import { settings } from '../shared/config.js';
 import { DrawdownError } from '../shared/errors.js';
 import { crashPoint } from '../shared/fault.js';
 import { formatAmount, money } from '../shared/money.js';
-import { dropExpiredSnapshots, entryId, entryIdsOfRun, writeEntries, writeSnapshots, type CreditSnapshot, type LedgerEntry } from './ledger.js';
+import {
+  dropExpiredSnapshots,
+  entryId,
+  entryIdsOfRun,
+  writeEntries,
+  writeSnapshots,
+  type CreditSnapshot,
+  type LedgerEntry,
+} from './ledger.js';
 import { balanceOf, emptyState, encodeState, type DrawDownPolicy } from './credit/blocks.js';
 import { settleWindow, type UsageCharge } from './credit/timeline.js';
 import { grantSchedules } from './credit/schedule.js';
@@ -35,11 +43,17 @@ export interface SettleRequest {
   nowSec?: number;
   /** The catalog revision `catalog` is, for the report (`catalog_revision`). */
   catalogRevision?: number;
-  /** After the run, credit snapshot months older than its end minus this many days are dropped (default: DRAWDOWN_SNAPSHOT_RETENTION_DAYS's). */
+  /**
+   * After the run, credit snapshot months older than its end minus this many days are dropped (default:
+   * DRAWDOWN_SNAPSHOT_RETENTION_DAYS's).
+   */
   snapshotRetentionDays?: number;
   /** Called as each phase of the run ends (benchmarks and logs). */
   onPhase?: (phase: string) => void;
-  /** Called while accounts are settled: about ten times a run, and at least every `progressIntervalMs` (logs, `drawdown settle`). */
+  /**
+   * Called while accounts are settled: about ten times a run, and at least every `progressIntervalMs` (logs,
+   * `drawdown settle`).
+   */
   onProgress?: (progress: SettleProgress) => void;
 }
 
@@ -68,7 +82,11 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
   // Retention runs after completion, against the newest completed run (this one, or a later one re-run here).
   const newest = await settledUntil(store);
   if (newest > 0) {
-    report.snapshotMonthsDropped = await dropExpiredSnapshots(store, newest, request.snapshotRetentionDays ?? settings.snapshotRetentionDays.default);
+    report.snapshotMonthsDropped = await dropExpiredSnapshots(
+      store,
+      newest,
+      request.snapshotRetentionDays ?? settings.snapshotRetentionDays.default,
+    );
     request.onPhase?.('snapshot retention');
   }
   return report;
@@ -77,8 +95,10 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
 /** The runs of one settle call: an interrupted one first, then the requested window. */
 async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest): Promise<SettlementReport> {
   const untilSec = request.untilSec;
-  if (untilSec % 60 !== 0) throw new DrawdownError('request_invalid', 'until must fall on a whole minute (usage is aggregated per minute)');
-  if (request.fromSec !== undefined && request.fromSec % 60 !== 0) throw new DrawdownError('request_invalid', 'from must fall on a whole minute');
+  if (untilSec % 60 !== 0)
+    throw new DrawdownError('request_invalid', 'until must fall on a whole minute (usage is aggregated per minute)');
+  if (request.fromSec !== undefined && request.fromSec % 60 !== 0)
+    throw new DrawdownError('request_invalid', 'from must fall on a whole minute');
   // An explicit window must hold time: a zero-length or inverted one is a mistake, never a stored run.
   if (request.fromSec !== undefined && untilSec <= request.fromSec) throw windowProblem('until must be after from');
   const nowSec = request.nowSec ?? Math.floor(Date.now() / 1000);
@@ -101,20 +121,39 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
     // Earlier is refused: nothing is settled twice, and a report "settling"
     // an inverted window would read as if this call had settled it.
     if (untilSec < fromSec && resumed === undefined) {
-      throw windowProblem(`until ${new Date(untilSec * 1000).toISOString()} is before the settled time (settled until ${new Date(fromSec * 1000).toISOString()}); to re-run a past window give its exact from and until`);
+      throw windowProblem(
+        `until ${new Date(untilSec * 1000).toISOString()} is before the settled time (settled until ${new Date(fromSec * 1000).toISOString()}); to re-run a past window give its exact from and until`,
+      );
     }
-    return resumed ?? { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, ...revisionOf(request), customers: {} };
+    return (
+      resumed ?? {
+        runId,
+        fromSec,
+        untilSec,
+        entriesPosted: 0,
+        entriesAlreadyPosted: 0,
+        ...revisionOf(request),
+        customers: {},
+      }
+    );
   }
   if (fromSec < cursor) {
     // Re-running a settled window exactly is a no-op (same inputs, same ids);
     // any other overlap with settled time would price usage twice.
     const earlier = await findRun(store, runId);
     if (earlier === undefined) {
-      throw new DrawdownError('request_invalid', `window overlaps time already settled (settled until ${new Date(cursor * 1000).toISOString()})`);
+      throw new DrawdownError(
+        'request_invalid',
+        `window overlaps time already settled (settled until ${new Date(cursor * 1000).toISOString()})`,
+      );
     }
     return executeRun(store, catalog, earlier, nowSec, request);
   }
-  if (fromSec > cursor) throw new DrawdownError('request_invalid', `from may not leave a gap after the settled time (settled until ${new Date(cursor * 1000).toISOString()})`);
+  if (fromSec > cursor)
+    throw new DrawdownError(
+      'request_invalid',
+      `from may not leave a gap after the settled time (settled until ${new Date(cursor * 1000).toISOString()})`,
+    );
   // The snapshot is taken before the start is recorded, so the recorded run owns exactly it.
   const watermarks = Object.fromEntries([...(await readWatermarks(store))].map(([p, seq]) => [String(p), seq]));
   const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec, watermarks };
@@ -130,7 +169,11 @@ function windowProblem(message: string): DrawdownError {
  * Usage per account (customer × credit unit): each is drawn down from that
  * customer's blocks in that unit. Rated and unrated lines go into the report.
  */
-function chargesByAccount(priced: readonly PricedLine[], unrated: PricingOutcome['unrated'], customerReport: (customer: string) => CustomerReport): Map<string, PricedLine[]> {
+function chargesByAccount(
+  priced: readonly PricedLine[],
+  unrated: PricingOutcome['unrated'],
+  customerReport: (customer: string) => CustomerReport,
+): Map<string, PricedLine[]> {
   const byAccount = new Map<string, PricedLine[]>();
   for (const p of priced) {
     const key = `${p.line.customer}\u0000${p.unit}`;
@@ -138,10 +181,23 @@ function chargesByAccount(priced: readonly PricedLine[], unrated: PricingOutcome
     if (list) list.push(p);
     else byAccount.set(key, [p]);
     const r = customerReport(p.line.customer);
-    r.rated.push({ meter: p.line.meter, dimensions: p.line.dimensions, rateVersion: p.rateVersion, unit: p.unit, quantity: formatAmount(p.line.quantity), cost: formatAmount(p.cost), late: (p.line as SelectedLine).late === true });
+    r.rated.push({
+      meter: p.line.meter,
+      dimensions: p.line.dimensions,
+      rateVersion: p.rateVersion,
+      unit: p.unit,
+      quantity: formatAmount(p.line.quantity),
+      cost: formatAmount(p.cost),
+      late: (p.line as SelectedLine).late === true,
+    });
   }
   for (const u of unrated) {
-    customerReport(u.line.customer).unrated.push({ meter: u.line.meter, dimensions: u.line.dimensions, quantity: formatAmount(u.line.quantity), reason: u.reason });
+    customerReport(u.line.customer).unrated.push({
+      meter: u.line.meter,
+      dimensions: u.line.dimensions,
+      quantity: formatAmount(u.line.quantity),
+      reason: u.reason,
+    });
   }
   return byAccount;
 }
@@ -163,7 +219,12 @@ interface AccountContext {
  * checked, and the ledger entries and snapshot that record it. Writes
  * nothing: the run writes every account's entries at once.
  */
-function settleAccount(context: AccountContext, key: string, charges: readonly PricedLine[], inputs: CreditInputs): { entries: LedgerEntry[]; snapshot: CreditSnapshot } {
+function settleAccount(
+  context: AccountContext,
+  key: string,
+  charges: readonly PricedLine[],
+  inputs: CreditInputs,
+): { entries: LedgerEntry[]; snapshot: CreditSnapshot } {
   const { catalog, run, nowSec, grantsByAccount, overageByAccount, isoOf, customerReport } = context;
   const { runId, fromSec, untilSec, startedAtSec } = run;
   const fromMs = fromSec * 1000;
@@ -189,19 +250,42 @@ function settleAccount(context: AccountContext, key: string, charges: readonly P
       ref: i,
     };
   });
-  const policy: DrawDownPolicy = { allowedNegative: creditUnit?.allowedNegativeBalance, overage: overageByAccount.get(key) };
+  const policy: DrawDownPolicy = {
+    allowedNegative: creditUnit?.allowedNegativeBalance,
+    overage: overageByAccount.get(key),
+  };
   const balanceBefore = balanceOf(state);
   const blocksBefore = new Set(state.blocks.keys());
-  const { postings, report: window } = settleWindow(state, { fromMs, untilMs }, grantsByAccount.get(key) ?? [], usage, policy, existing);
+  const { postings, report: window } = settleWindow(
+    state,
+    { fromMs, untilMs },
+    grantsByAccount.get(key) ?? [],
+    usage,
+    policy,
+    existing,
+  );
   let joined = money(0);
-  for (const block of existing) if (!blocksBefore.has(block.id) && state.blocks.has(block.id)) joined = joined.plus(block.amount);
+  for (const block of existing)
+    if (!blocksBefore.has(block.id) && state.blocks.has(block.id)) joined = joined.plus(block.amount);
   // Checked before anything is written: a violation aborts the run with nothing posted.
-  const violations = accountInvariantProblems({ account: `${customer}/${unit}`, balanceBefore, state, postings, joined });
-  if (violations.length > 0) throw new DrawdownError('internal', `settlement run ${runId} stopped before writing: ${violations.join('; ')}`);
+  const violations = accountInvariantProblems({
+    account: `${customer}/${unit}`,
+    balanceBefore,
+    state,
+    postings,
+    joined,
+  });
+  if (violations.length > 0)
+    throw new DrawdownError('internal', `settlement run ${runId} stopped before writing: ${violations.join('; ')}`);
   const r = customerReport(customer);
   if (charges.length > 0) r.deducted[unit] = formatAmount(window.deducted);
   if (window.overLimit.gt(0)) r.overLimit[unit] = formatAmount(window.overLimit);
-  for (const [field, amount] of [['granted', window.granted], ['expired', window.expired], ['carried', window.carried], ['overage', window.overage]] as const) {
+  for (const [field, amount] of [
+    ['granted', window.granted],
+    ['expired', window.expired],
+    ['carried', window.carried],
+    ['overage', window.overage],
+  ] as const) {
     if (amount.gt(0)) (r[field] ??= {})[unit] = formatAmount(amount);
   }
   const entries: LedgerEntry[] = postings.map((posting, index) => {
@@ -222,10 +306,19 @@ function settleAccount(context: AccountContext, key: string, charges: readonly P
       source: posting.note,
       blockId: posting.blockId,
       // A grant's block keeps its expiry in the ledger, so replaying the ledger rebuilds it.
-      expiresAtSec: posting.kind === 'grant' ? Math.floor((state.blocks.get(posting.blockId)?.expiresAtMs ?? 0) / 1000) : 0,
+      expiresAtSec:
+        posting.kind === 'grant' ? Math.floor((state.blocks.get(posting.blockId)?.expiresAtMs ?? 0) / 1000) : 0,
     };
   });
-  const snapshot: CreditSnapshot = { customer, unit, asOfSec: untilSec, runId, inputsBeforeSec: startedAtSec, balance: balanceOf(state), state: encodeState(state) };
+  const snapshot: CreditSnapshot = {
+    customer,
+    unit,
+    asOfSec: untilSec,
+    runId,
+    inputsBeforeSec: startedAtSec,
+    balance: balanceOf(state),
+    state: encodeState(state),
+  };
   return { entries, snapshot };
 }
 
@@ -234,19 +327,40 @@ function settleAccount(context: AccountContext, key: string, charges: readonly P
  * nothing yet and the scan for its ids (a column scan of the whole ledger)
  * is skipped; resumed runs and re-runs look.
  */
-async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec: number, request: SettleRequest, newRun = false): Promise<SettlementReport> {
-  const { runId, fromSec, untilSec, startedAtSec } = run;
+async function executeRun(
+  store: Store,
+  catalog: Catalog,
+  run: RunRecord,
+  nowSec: number,
+  request: SettleRequest,
+  newRun = false,
+): Promise<SettlementReport> {
+  const { runId, fromSec, untilSec } = run;
   const onPhase = request.onPhase ?? (() => {});
-  const report: SettlementReport = { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, ...revisionOf(request), customers: {} };
+  const report: SettlementReport = {
+    runId,
+    fromSec,
+    untilSec,
+    entriesPosted: 0,
+    entriesAlreadyPosted: 0,
+    ...revisionOf(request),
+    customers: {},
+  };
   const previous = await previousRun(store, fromSec);
   const excluding = previous && { untilSec: previous.untilSec, watermarks: previous.watermarks };
-  const lines = await readSelectedUsage(store, catalog, { untilSec, watermarks: run.watermarks, excluding, lateBeforeSec: fromSec });
+  const lines = await readSelectedUsage(store, catalog, {
+    untilSec,
+    watermarks: run.watermarks,
+    excluding,
+    lateBeforeSec: fromSec,
+  });
   onPhase('read usage');
   const prior = await priorUsageFor(store, catalog, lines, excluding);
   onPhase('read prior usage');
   const { priced, unrated } = priceUsage(catalog, lines, prior);
   onPhase('price');
-  const customerReport = (customer: string): CustomerReport => (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [], overLimit: {} });
+  const customerReport = (customer: string): CustomerReport =>
+    (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [], overLimit: {} });
 
   const byAccount = chargesByAccount(priced, unrated, customerReport);
 
@@ -277,11 +391,21 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   let accountsDone = 0;
   let progressAtMs = Date.now();
   for (const key of accounts) {
-    const { entries: accountEntries, snapshot } = settleAccount(context, key, byAccount.get(key)!, inputs.get(key) ?? { state: emptyState(), existing: [] });
+    const { entries: accountEntries, snapshot } = settleAccount(
+      context,
+      key,
+      byAccount.get(key)!,
+      inputs.get(key) ?? { state: emptyState(), existing: [] },
+    );
     for (const e of accountEntries) entries.push(e);
     snapshots.push(snapshot);
     accountsDone++;
-    if (onProgress !== undefined && (accountsDone % progressStep === 0 || accountsDone === accounts.length || ((accountsDone & 255) === 0 && Date.now() - progressAtMs >= progressIntervalMs))) {
+    if (
+      onProgress !== undefined &&
+      (accountsDone % progressStep === 0 ||
+        accountsDone === accounts.length ||
+        ((accountsDone & 255) === 0 && Date.now() - progressAtMs >= progressIntervalMs))
+    ) {
       progressAtMs = Date.now();
       onProgress({ runId, accountsDone, accountsTotal: accounts.length, entries: entries.length });
     }
@@ -299,7 +423,8 @@ async function executeRun(store: Store, catalog: Catalog, run: RunRecord, nowSec
   // Terms whose end this window contains are closed now: their statements, from the ledger just written.
   const terms = closedTerms(catalog, fromMs, untilMs, runReportTermsMax).sort((a, b) => a.endSec - b.endSec);
   if (terms.length > 0) {
-    for (const statement of await statementsOf(store, catalog, terms, untilSec)) (customerReport(statement.customer).closedTerms ??= []).push(statement);
+    for (const statement of await statementsOf(store, catalog, terms, untilSec))
+      (customerReport(statement.customer).closedTerms ??= []).push(statement);
     onPhase('close terms');
   }
   report.entriesPosted = fresh.length;

@@ -67,13 +67,23 @@ const termChars = (term: Term): number => 3 * (term.customer.length + 4) + 2 * 1
  * frequency (month-end clamped); the first starts at the subscription start
  * and the last ends at its end.
  */
-export function termsEndingIn(subscription: Subscription, plan: Plan, loMs: number, hiMs: number, limit: number): Term[] {
+export function termsEndingIn(
+  subscription: Subscription,
+  plan: Plan,
+  loMs: number,
+  hiMs: number,
+  limit: number,
+): Term[] {
   const out: Term[] = [];
   const lastMs = Math.min(hiMs, subscription.endMs === undefined ? hiMs : subscription.endMs + 1);
   if (lastMs <= subscription.startMs + 1) return out;
   const firstIndex = periodIndexAt(subscription.anchorMs, plan.billing, subscription.startMs);
   // The term that contains the last instant that may be an end, minus one.
-  for (let index = periodIndexAt(subscription.anchorMs, plan.billing, lastMs - 2); index >= firstIndex && out.length < limit; index--) {
+  for (
+    let index = periodIndexAt(subscription.anchorMs, plan.billing, lastMs - 2);
+    index >= firstIndex && out.length < limit;
+    index--
+  ) {
     const startMs = Math.max(subscription.startMs, termStart(plan, subscription.anchorMs, index));
     const nextMs = termStart(plan, subscription.anchorMs, index + 1);
     const endMs = subscription.endMs === undefined ? nextMs : Math.min(nextMs, subscription.endMs);
@@ -93,7 +103,13 @@ export function termsEndingIn(subscription: Subscription, plan: Plan, loMs: numb
 }
 
 /** Every subscription's terms that end in [loMs, hiMs), at most `perSubscription` each (the newest). */
-export function closedTerms(catalog: Catalog, loMs: number, hiMs: number, perSubscription: number, customer?: string): Term[] {
+export function closedTerms(
+  catalog: Catalog,
+  loMs: number,
+  hiMs: number,
+  perSubscription: number,
+  customer?: string,
+): Term[] {
   const out: Term[] = [];
   for (const subscription of catalog.subscriptions) {
     if (customer !== undefined && subscription.customer !== customer) continue;
@@ -152,7 +168,8 @@ async function termSums(store: Store, terms: readonly Term[]): Promise<Map<Term,
         const units = out.get(term) ?? new Map<string, Sums>();
         out.set(term, units);
         let s = units.get(unit!);
-        if (s === undefined) units.set(unit!, (s = { byKind: new Map(), opening: money(0), debt: money(0), overageByRun: new Map() }));
+        if (s === undefined)
+          units.set(unit!, (s = { byKind: new Map(), opening: money(0), debt: money(0), overageByRun: new Map() }));
         const amount = parseStoredDecimal(sum!);
         if (debt === '1') s.debt = s.debt.minus(amount);
         if (before === '1') {
@@ -173,27 +190,44 @@ async function termSums(store: Store, terms: readonly Term[]): Promise<Map<Term,
  * last of the customer's subscriptions that bills overage in that unit —
  * the rule of credit/schedule.ts, for one customer.
  */
-function overagePrice(subscriptions: readonly Subscription[], catalog: Catalog, unit: string, fromMs: number, untilMs: number): { pricePerCredit: Decimal; currency: string } | undefined {
+function overagePrice(
+  subscriptions: readonly Subscription[],
+  catalog: Catalog,
+  unit: string,
+  fromMs: number,
+  untilMs: number,
+): { pricePerCredit: Decimal; currency: string } | undefined {
   let price: { pricePerCredit: Decimal; currency: string } | undefined;
   for (const subscription of subscriptions) {
     if (subscription.startMs >= untilMs || (subscription.endMs !== undefined && subscription.endMs <= fromMs)) continue;
     const plan = catalog.plans.get(subscription.plan);
-    const overage = plan?.versions[termsAt(subscription, Math.max(fromMs, subscription.startMs)).planVersion - 1]?.overage;
+    const overage =
+      plan?.versions[termsAt(subscription, Math.max(fromMs, subscription.startMs)).planVersion - 1]?.overage;
     if (overage !== undefined && overage.unit === unit) price = overage;
   }
   return price;
 }
 
 /** Statements of these terms from the ledger; `settledUntilSec` decides which are final. */
-export async function statementsOf(store: Store, catalog: Catalog, terms: readonly Term[], settledUntilSec: number): Promise<Statement[]> {
+export async function statementsOf(
+  store: Store,
+  catalog: Catalog,
+  terms: readonly Term[],
+  settledUntilSec: number,
+): Promise<Statement[]> {
   const sums = await termSums(store, terms);
   const subscriptionsOf = new Map<string, Subscription[]>();
   const wanted = new Set(terms.map((t) => t.customer));
-  for (const s of catalog.subscriptions) if (wanted.has(s.customer)) (subscriptionsOf.get(s.customer) ?? subscriptionsOf.set(s.customer, []).get(s.customer)!).push(s);
+  for (const s of catalog.subscriptions)
+    if (wanted.has(s.customer))
+      (subscriptionsOf.get(s.customer) ?? subscriptionsOf.set(s.customer, []).get(s.customer)!).push(s);
   return terms.map((term) => {
     const units = new Map<string, UnitStatement>();
     const version = catalog.plans.get(term.plan)?.versions[term.planVersion - 1];
-    const planUnits = new Set([...(version?.grants.map((g) => g.unit) ?? []), ...(version?.overage ? [version.overage.unit] : [])]);
+    const planUnits = new Set([
+      ...(version?.grants.map((g) => g.unit) ?? []),
+      ...(version?.overage ? [version.overage.unit] : []),
+    ]);
     const found = sums.get(term) ?? new Map<string, Sums>();
     for (const unit of [...new Set([...planUnits, ...found.keys()])].sort()) {
       const s = found.get(unit);
@@ -206,8 +240,18 @@ export async function statementsOf(store: Store, catalog: Catalog, terms: readon
       for (const [runId, credits] of s?.overageByRun ?? []) {
         // Run ids are run:<from>:<until> (epoch s): the window whose terms priced the overage.
         const [, from, until] = runId.split(':');
-        const price = overagePrice(subscriptionsOf.get(term.customer) ?? [], catalog, unit, Number(from) * 1000, Number(until) * 1000);
-        if (price !== undefined) overageMoney.set(price.currency, (overageMoney.get(price.currency) ?? money(0)).plus(credits.times(price.pricePerCredit)));
+        const price = overagePrice(
+          subscriptionsOf.get(term.customer) ?? [],
+          catalog,
+          unit,
+          Number(from) * 1000,
+          Number(until) * 1000,
+        );
+        if (price !== undefined)
+          overageMoney.set(
+            price.currency,
+            (overageMoney.get(price.currency) ?? money(0)).plus(credits.times(price.pricePerCredit)),
+          );
       }
       const closing = opening.plus(moved);
       units.set(unit, {
@@ -227,9 +271,21 @@ export async function statementsOf(store: Store, catalog: Catalog, terms: readon
 }
 
 /** A customer's terms closed by `nowMs`, newest first, at most `limit`. */
-export async function customerStatements(store: Store, catalog: Catalog, customer: string, nowMs: number, limit: number, settledUntilSec: number): Promise<Statement[]> {
+export async function customerStatements(
+  store: Store,
+  catalog: Catalog,
+  customer: string,
+  nowMs: number,
+  limit: number,
+  settledUntilSec: number,
+): Promise<Statement[]> {
   const terms = closedTerms(catalog, 0, nowMs + 1, limit, customer)
-    .sort((a, b) => b.endSec - a.endSec || b.startSec - a.startSec || (a.subscription < b.subscription ? -1 : a.subscription > b.subscription ? 1 : 0))
+    .sort(
+      (a, b) =>
+        b.endSec - a.endSec ||
+        b.startSec - a.startSec ||
+        (a.subscription < b.subscription ? -1 : a.subscription > b.subscription ? 1 : 0),
+    )
     .slice(0, limit);
   return statementsOf(store, catalog, terms, settledUntilSec);
 }
@@ -254,7 +310,9 @@ export function statementJson(s: Statement): Record<string, unknown> {
           expired: formatAmount(u.expired),
           carried: formatAmount(u.carried),
           overage_credits: formatAmount(u.overage),
-          overage_money: Object.fromEntries([...u.overageMoney].map(([currency, amount]) => [currency, formatAmount(amount)])),
+          overage_money: Object.fromEntries(
+            [...u.overageMoney].map(([currency, amount]) => [currency, formatAmount(amount)]),
+          ),
           closing_balance: formatAmount(u.closing),
         },
       ]),

@@ -56,13 +56,25 @@ function committedUnder(watermarks: Watermarks | undefined): string {
   return `multiIf(${entries.map(([p, seq]) => `stream_partition = ${sqlUInt(Number(p))}, flush_seq <= ${sqlUInt(seq)}`).join(', ')}, 0)`;
 }
 
-export async function readSelectedUsage(store: Store, catalog: Catalog, selection: UsageSelection): Promise<SelectedLine[]> {
+export async function readSelectedUsage(
+  store: Store,
+  catalog: Catalog,
+  selection: UsageSelection,
+): Promise<SelectedLine[]> {
   // Parts at every rate-card boundary, so late rows are priced by their own version too.
-  const boundaries = catalog.rateCard.map((v) => Math.floor(v.effectiveFromMs / 1000)).filter((sec) => sec > 0 && sec < selection.untilSec);
+  const boundaries = catalog.rateCard
+    .map((v) => Math.floor(v.effectiveFromMs / 1000))
+    .filter((sec) => sec > 0 && sec < selection.untilSec);
   const parts = [0, ...boundaries];
-  const partExpr = boundaries.length === 0 ? '0' : `multiIf(${boundaries.map((b, i) => `minute < ${sqlDateTime(b)}, ${i}`).join(', ')}, ${boundaries.length})`;
+  const partExpr =
+    boundaries.length === 0
+      ? '0'
+      : `multiIf(${boundaries.map((b, i) => `minute < ${sqlDateTime(b)}, ${i}`).join(', ')}, ${boundaries.length})`;
   const taken = `(minute < ${sqlDateTime(selection.untilSec)} AND ${committedUnder(selection.watermarks)})`;
-  const excluded = selection.excluding === undefined ? '0' : `(minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)})`;
+  const excluded =
+    selection.excluding === undefined
+      ? '0'
+      : `(minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)})`;
   const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
   const rows = await store.query(
     // Lines are also cut at calendar months (UTC): graduated tiers count usage per month.
@@ -77,7 +89,11 @@ export async function readSelectedUsage(store: Store, catalog: Catalog, selectio
     customer: customer!,
     meter: meter!,
     dimensions: dimensions!,
-    fromSec: Math.max(parts[Number(part)]!, late === '1' ? 0 : selection.lateBeforeSec, tierPeriodStartSec(Number(firstMinute))),
+    fromSec: Math.max(
+      parts[Number(part)]!,
+      late === '1' ? 0 : selection.lateBeforeSec,
+      tierPeriodStartSec(Number(firstMinute)),
+    ),
     quantity: parseStoredDecimal(catalog.meters.get(meter!)?.aggregation === 'max' ? max! : sum!),
     events: Number(events),
     firstMinuteSec: Number(firstMinute),
@@ -102,10 +118,16 @@ export function priorUsageKey(customer: string, meter: string, monthStartSec: nu
  */
 export async function readPriorUsage(
   store: Store,
-  selection: { excluding: { untilSec: number; watermarks: Watermarks } | undefined; meters: readonly string[]; monthStartsSec: readonly number[]; customer?: string },
+  selection: {
+    excluding: { untilSec: number; watermarks: Watermarks } | undefined;
+    meters: readonly string[];
+    monthStartsSec: readonly number[];
+    customer?: string;
+  },
 ): Promise<PriorUsage> {
   const out = new Map<string, { dimensions: string; quantity: Decimal }[]>();
-  if (selection.excluding === undefined || selection.meters.length === 0 || selection.monthStartsSec.length === 0) return out;
+  if (selection.excluding === undefined || selection.meters.length === 0 || selection.monthStartsSec.length === 0)
+    return out;
   const months = selection.monthStartsSec.map((start) => {
     const d = new Date(start * 1000);
     return `(minute >= ${sqlDateTime(start)} AND minute < ${sqlDateTime(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) / 1000)})`;
@@ -137,8 +159,14 @@ export async function priorUsageFor(
   customer?: string,
 ): Promise<PriorUsage> {
   const meters = new Set<string>();
-  for (const version of catalog.rateCard) for (const row of version.rows) if (row.price.model === 'graduated') meters.add(row.meter);
+  for (const version of catalog.rateCard)
+    for (const row of version.rows) if (row.price.model === 'graduated') meters.add(row.meter);
   const months = new Set<number>();
   for (const line of lines) if (meters.has(line.meter)) months.add(tierPeriodStartSec(line.firstMinuteSec));
-  return readPriorUsage(store, { excluding, meters: [...meters].sort(), monthStartsSec: [...months].sort((a, b) => a - b), customer });
+  return readPriorUsage(store, {
+    excluding,
+    meters: [...meters].sort(),
+    monthStartsSec: [...months].sort((a, b) => a - b),
+    customer,
+  });
 }

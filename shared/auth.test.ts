@@ -73,7 +73,11 @@ describe('API keys', () => {
   });
 
   it('never quotes the value in an error, even when a key was pasted instead of its entry', () => {
-    for (const value of [ingestKey, `[{"id":"x","sha256":"${ingestKey}",}]`, `[{"id":"x","key":"${ingestKey}","sha256":"${ingestKey}","scopes":["read"]}]`]) {
+    for (const value of [
+      ingestKey,
+      `[{"id":"x","sha256":"${ingestKey}",}]`,
+      `[{"id":"x","key":"${ingestKey}","sha256":"${ingestKey}","scopes":["read"]}]`,
+    ]) {
       const error = thrown(() => parseKeyTable(value));
       expect(error.code).toBe('config_invalid');
       expect(error.message).not.toContain(ingestKey);
@@ -110,7 +114,12 @@ describe('API keys', () => {
       ['an unknown key', `Bearer ${newKey()}`, 'ingest', 'unauthorized'],
       ['an over-long header', `Bearer ${'a'.repeat(1000)}`, 'ingest', 'unauthorized'],
       ['a key without the scope', `Bearer ${ingestKey}`, 'read', 'forbidden'],
-      ['an admin and read key asking for ingest (admin implies nothing)', `Bearer ${billingKey}`, 'ingest', 'forbidden'],
+      [
+        'an admin and read key asking for ingest (admin implies nothing)',
+        `Bearer ${billingKey}`,
+        'ingest',
+        'forbidden',
+      ],
       ['the scope', `Bearer ${ingestKey}`, 'ingest', 'ok'],
       ['a lower-case scheme', `bearer ${ingestKey}`, 'ingest', 'ok'],
       ['one of several scopes', `Bearer ${billingKey}`, 'read', 'ok'],

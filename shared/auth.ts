@@ -72,7 +72,9 @@ class FrozenMap<K, V> extends Map<K, V> {
 }
 
 function configProblem(problems: Problems, summary: string): DrawdownError {
-  return new DrawdownError('config_invalid', `${summary}:\n${problems.list.map((p) => `  ${p.message}`).join('\n')}`, { problems: problems.list });
+  return new DrawdownError('config_invalid', `${summary}:\n${problems.list.map((p) => `  ${p.message}`).join('\n')}`, {
+    problems: problems.list,
+  });
 }
 
 /**
@@ -87,7 +89,11 @@ export function parseKeyTable(text: string): KeyTable {
   try {
     json = text.startsWith('@') ? readFileSync(text.slice(1), 'utf8') : text;
   } catch (cause) {
-    problems.add('DRAWDOWN_API_KEYS', 'unreadable', `${source} cannot be read: ${(cause as NodeJS.ErrnoException).code ?? 'error'}`);
+    problems.add(
+      'DRAWDOWN_API_KEYS',
+      'unreadable',
+      `${source} cannot be read: ${(cause as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
     throw configProblem(problems, 'invalid API keys');
   }
   let raw: unknown;
@@ -95,7 +101,9 @@ export function parseKeyTable(text: string): KeyTable {
     raw = JSON.parse(json);
   } catch {
     // JSON.parse's message quotes the text around the error; the text may be a key.
-    const hint = /^\s*dd_/.test(json) ? ': it looks like a key itself — configure the entry `drawdown keys new` prints, never the key' : '';
+    const hint = /^\s*dd_/.test(json)
+      ? ': it looks like a key itself — configure the entry `drawdown keys new` prints, never the key'
+      : '';
     problems.add('DRAWDOWN_API_KEYS', 'json', `${source} is not valid JSON${hint}`);
     throw configProblem(problems, 'invalid API keys');
   }
@@ -128,7 +136,11 @@ export function parseKeyTable(text: string): KeyTable {
     const hash = typeof sha256 === 'string' && /^[0-9a-fA-F]{64}$/.test(sha256) ? sha256.toLowerCase() : undefined;
     if (hash === undefined) {
       ok = false;
-      problems.add(`${at}.sha256`, 'format', `${at}.sha256 must be the 64 hex digits of the key's SHA-256 (drawdown keys new prints it)`);
+      problems.add(
+        `${at}.sha256`,
+        'format',
+        `${at}.sha256 must be the 64 hex digits of the key's SHA-256 (drawdown keys new prints it)`,
+      );
     } else if (seenHashes.has(hash)) {
       ok = false;
       problems.add(`${at}.sha256`, 'duplicate', `${at}.sha256 repeats an earlier entry's key`);
@@ -139,7 +151,11 @@ export function parseKeyTable(text: string): KeyTable {
     }
     if (typeof id === 'string') seenIds.add(id);
     if (hash !== undefined) seenHashes.add(hash);
-    if (ok) entries.push([hash!, Object.freeze({ id: id as string, scopes: Object.freeze([...new Set(granted as Scope[])]) })]);
+    if (ok)
+      entries.push([
+        hash!,
+        Object.freeze({ id: id as string, scopes: Object.freeze([...new Set(granted as Scope[])]) }),
+      ]);
   });
   if (!problems.empty) throw configProblem(problems, 'invalid API keys');
   return new FrozenMap(entries);
@@ -152,7 +168,10 @@ export function parseKeyTable(text: string): KeyTable {
  * must never come up open by accident. A process with only public routes
  * (the rater: health, readiness, metrics) needs no keys.
  */
-export function authFromConfig(config: { auth: string; apiKeys: string | undefined }, servesProtectedRoutes: boolean): Auth {
+export function authFromConfig(
+  config: { auth: string; apiKeys: string | undefined },
+  servesProtectedRoutes: boolean,
+): Auth {
   const table = config.apiKeys === undefined ? undefined : parseKeyTable(config.apiKeys);
   if (config.auth === 'off') return 'off';
   if (servesProtectedRoutes && (table === undefined || table.size === 0)) {
@@ -173,11 +192,13 @@ export function authFromConfig(config: { auth: string; apiKeys: string | undefin
  * valid key without the scope. No message quotes the header.
  */
 export function authorize(table: KeyTable, header: string | undefined, scope: Scope): ApiKey {
-  if (header === undefined || header === '') throw new DrawdownError('unauthorized', 'an API key is required: Authorization: Bearer <key>');
+  if (header === undefined || header === '')
+    throw new DrawdownError('unauthorized', 'an API key is required: Authorization: Bearer <key>');
   const match = header.length > headerCharsMax ? null : bearerPattern.exec(header);
   if (match === null) throw new DrawdownError('unauthorized', 'the Authorization header must be "Bearer <key>"');
   const key = table.get(hashKey(match[1]!));
   if (key === undefined) throw new DrawdownError('unauthorized', 'the API key is not valid');
-  if (!key.scopes.includes(scope)) throw new DrawdownError('forbidden', `API key ${key.id} does not have the ${scope} scope`);
+  if (!key.scopes.includes(scope))
+    throw new DrawdownError('forbidden', `API key ${key.id} does not have the ${scope} scope`);
   return key;
 }

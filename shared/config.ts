@@ -15,45 +15,275 @@ type Spec =
 const MiB = 1024 * 1024;
 
 export const settings = {
-  natsUrl: { kind: 'string', env: 'DRAWDOWN_NATS_URL', default: undefined, pattern: /^(nats|tls):\/\/[^\s]+$/, doc: 'NATS server URL(s), comma-separated, e.g. nats://127.0.0.1:4222' },
-  clickhouseUrl: { kind: 'string', env: 'DRAWDOWN_CLICKHOUSE_URL', default: undefined, pattern: /^(https?:\/\/|chdb:)\S+$/, doc: 'http(s)://host:port[/database] for a ClickHouse server, or chdb:PATH for embedded chDB' },
-  catalog: { kind: 'string', env: 'DRAWDOWN_CATALOG', default: undefined, doc: 'Path of the catalog JSON: seeds the catalog store (revision 1) when it is empty; a process without ClickHouse (ingest) reads it directly' },
-  httpHost: { kind: 'string', env: 'DRAWDOWN_HTTP_HOST', default: '127.0.0.1', doc: 'Address the HTTP server listens on' },
-  httpPort: { kind: 'int', env: 'DRAWDOWN_HTTP_PORT', default: 8080, min: 0, max: 65535, doc: 'HTTP port (0 = any free port)' },
-  dataDir: { kind: 'string', env: 'DRAWDOWN_DATA_DIR', default: '.data', doc: 'Where the all-in-one keeps nats-server and chDB data' },
-  auth: { kind: 'enum', env: 'DRAWDOWN_AUTH', default: 'required', values: ['required', 'off'], doc: 'API key with the route\'s scope required on every /v1 route, or off (start and demo default to off while they listen on a loopback address)' },
-  apiKeys: { kind: 'string', env: 'DRAWDOWN_API_KEYS', default: undefined, doc: 'JSON array of {"id", "sha256", "scopes"} (SHA-256 hex of each key), or @path of a file holding it; drawdown keys new prints entries' },
-  logLevel: { kind: 'enum', env: 'DRAWDOWN_LOG_LEVEL', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level' },
+  natsUrl: {
+    kind: 'string',
+    env: 'DRAWDOWN_NATS_URL',
+    default: undefined,
+    pattern: /^(nats|tls):\/\/[^\s]+$/,
+    doc: 'NATS server URL(s), comma-separated, e.g. nats://127.0.0.1:4222',
+  },
+  clickhouseUrl: {
+    kind: 'string',
+    env: 'DRAWDOWN_CLICKHOUSE_URL',
+    default: undefined,
+    pattern: /^(https?:\/\/|chdb:)\S+$/,
+    doc: 'http(s)://host:port[/database] for a ClickHouse server, or chdb:PATH for embedded chDB',
+  },
+  catalog: {
+    kind: 'string',
+    env: 'DRAWDOWN_CATALOG',
+    default: undefined,
+    doc: 'Path of the catalog JSON: seeds the catalog store (revision 1) when it is empty; a process without ClickHouse (ingest) reads it directly',
+  },
+  httpHost: {
+    kind: 'string',
+    env: 'DRAWDOWN_HTTP_HOST',
+    default: '127.0.0.1',
+    doc: 'Address the HTTP server listens on',
+  },
+  httpPort: {
+    kind: 'int',
+    env: 'DRAWDOWN_HTTP_PORT',
+    default: 8080,
+    min: 0,
+    max: 65535,
+    doc: 'HTTP port (0 = any free port)',
+  },
+  dataDir: {
+    kind: 'string',
+    env: 'DRAWDOWN_DATA_DIR',
+    default: '.data',
+    doc: 'Where the all-in-one keeps nats-server and chDB data',
+  },
+  auth: {
+    kind: 'enum',
+    env: 'DRAWDOWN_AUTH',
+    default: 'required',
+    values: ['required', 'off'],
+    doc: "API key with the route's scope required on every /v1 route, or off (start and demo default to off while they listen on a loopback address)",
+  },
+  apiKeys: {
+    kind: 'string',
+    env: 'DRAWDOWN_API_KEYS',
+    default: undefined,
+    doc: 'JSON array of {"id", "sha256", "scopes"} (SHA-256 hex of each key), or @path of a file holding it; drawdown keys new prints entries',
+  },
+  logLevel: {
+    kind: 'enum',
+    env: 'DRAWDOWN_LOG_LEVEL',
+    default: 'info',
+    values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    doc: 'pino log level',
+  },
 
-  streamName: { kind: 'string', env: 'DRAWDOWN_STREAM', default: 'DRAWDOWN_EVENTS', pattern: /^[A-Za-z0-9_-]+$/, doc: 'JetStream stream name' },
-  subjectPrefix: { kind: 'string', env: 'DRAWDOWN_SUBJECT_PREFIX', default: 'drawdown.events', pattern: /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, doc: 'Subject prefix; partition p publishes to <prefix>.<p>' },
-  partitions: { kind: 'int', env: 'DRAWDOWN_PARTITIONS', default: 4, min: 1, max: 256, doc: 'Stream partitions (one rater consumer each); fixed once data exists' },
-  streamMaxBytes: { kind: 'int', env: 'DRAWDOWN_STREAM_MAX_BYTES', default: 1024 * MiB, min: MiB, max: Number.MAX_SAFE_INTEGER, doc: 'Stream size limit in bytes; when full the gateway answers 429' },
-  streamMaxMessages: { kind: 'int', env: 'DRAWDOWN_STREAM_MAX_MESSAGES', default: 1_000_000, min: 1, max: Number.MAX_SAFE_INTEGER, doc: 'Stream message-count limit (one message = one batch)' },
-  streamReplicas: { kind: 'int', env: 'DRAWDOWN_STREAM_REPLICAS', default: 1, min: 1, max: 5, doc: 'Stream replicas (3 on a JetStream cluster)' },
-  duplicateWindowMs: { kind: 'int', env: 'DRAWDOWN_DUPLICATE_WINDOW_MS', default: 10 * 60_000, min: 1_000, max: 7 * 24 * 3_600_000, doc: 'How long a batch Idempotency-Key is remembered, in ms' },
+  streamName: {
+    kind: 'string',
+    env: 'DRAWDOWN_STREAM',
+    default: 'DRAWDOWN_EVENTS',
+    pattern: /^[A-Za-z0-9_-]+$/,
+    doc: 'JetStream stream name',
+  },
+  subjectPrefix: {
+    kind: 'string',
+    env: 'DRAWDOWN_SUBJECT_PREFIX',
+    default: 'drawdown.events',
+    pattern: /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/,
+    doc: 'Subject prefix; partition p publishes to <prefix>.<p>',
+  },
+  partitions: {
+    kind: 'int',
+    env: 'DRAWDOWN_PARTITIONS',
+    default: 4,
+    min: 1,
+    max: 256,
+    doc: 'Stream partitions (one rater consumer each); fixed once data exists',
+  },
+  streamMaxBytes: {
+    kind: 'int',
+    env: 'DRAWDOWN_STREAM_MAX_BYTES',
+    default: 1024 * MiB,
+    min: MiB,
+    max: Number.MAX_SAFE_INTEGER,
+    doc: 'Stream size limit in bytes; when full the gateway answers 429',
+  },
+  streamMaxMessages: {
+    kind: 'int',
+    env: 'DRAWDOWN_STREAM_MAX_MESSAGES',
+    default: 1_000_000,
+    min: 1,
+    max: Number.MAX_SAFE_INTEGER,
+    doc: 'Stream message-count limit (one message = one batch)',
+  },
+  streamReplicas: {
+    kind: 'int',
+    env: 'DRAWDOWN_STREAM_REPLICAS',
+    default: 1,
+    min: 1,
+    max: 5,
+    doc: 'Stream replicas (3 on a JetStream cluster)',
+  },
+  duplicateWindowMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_DUPLICATE_WINDOW_MS',
+    default: 10 * 60_000,
+    min: 1_000,
+    max: 7 * 24 * 3_600_000,
+    doc: 'How long a batch Idempotency-Key is remembered, in ms',
+  },
 
-  batchEventsMax: { kind: 'int', env: 'DRAWDOWN_BATCH_EVENTS_MAX', default: 10_000, min: 1, max: 1_000_000, doc: 'Events per request' },
-  bodyBytesMax: { kind: 'int', env: 'DRAWDOWN_BODY_BYTES_MAX', default: 4 * MiB, min: 1024, max: 60 * MiB, doc: 'Request body size in bytes (must fit the NATS max_payload)' },
-  bodyTimeoutMs: { kind: 'int', env: 'DRAWDOWN_BODY_TIMEOUT_MS', default: 30_000, min: 100, max: 600_000, doc: 'Time allowed to receive a whole request, in ms' },
-  lateMs: { kind: 'int', env: 'DRAWDOWN_LATE_MS', default: 7 * 24 * 3_600_000, min: 0, max: 366 * 24 * 3_600_000, doc: 'How old an event timestamp may be when it arrives, in ms' },
-  skewMs: { kind: 'int', env: 'DRAWDOWN_SKEW_MS', default: 5 * 60_000, min: 0, max: 24 * 3_600_000, doc: 'How far in the future an event timestamp may be, in ms' },
-  publishTimeoutMs: { kind: 'int', env: 'DRAWDOWN_PUBLISH_TIMEOUT_MS', default: 5_000, min: 100, max: 60_000, doc: 'Wait for the JetStream acknowledgement, in ms' },
+  batchEventsMax: {
+    kind: 'int',
+    env: 'DRAWDOWN_BATCH_EVENTS_MAX',
+    default: 10_000,
+    min: 1,
+    max: 1_000_000,
+    doc: 'Events per request',
+  },
+  bodyBytesMax: {
+    kind: 'int',
+    env: 'DRAWDOWN_BODY_BYTES_MAX',
+    default: 4 * MiB,
+    min: 1024,
+    max: 60 * MiB,
+    doc: 'Request body size in bytes (must fit the NATS max_payload)',
+  },
+  bodyTimeoutMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_BODY_TIMEOUT_MS',
+    default: 30_000,
+    min: 100,
+    max: 600_000,
+    doc: 'Time allowed to receive a whole request, in ms',
+  },
+  lateMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_LATE_MS',
+    default: 7 * 24 * 3_600_000,
+    min: 0,
+    max: 366 * 24 * 3_600_000,
+    doc: 'How old an event timestamp may be when it arrives, in ms',
+  },
+  skewMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_SKEW_MS',
+    default: 5 * 60_000,
+    min: 0,
+    max: 24 * 3_600_000,
+    doc: 'How far in the future an event timestamp may be, in ms',
+  },
+  publishTimeoutMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_PUBLISH_TIMEOUT_MS',
+    default: 5_000,
+    min: 100,
+    max: 60_000,
+    doc: 'Wait for the JetStream acknowledgement, in ms',
+  },
 
-  raterThreads: { kind: 'int', env: 'DRAWDOWN_RATER_THREADS', default: 2, min: 1, max: 64, doc: 'Piscina worker threads decoding and aggregating' },
-  raterPartitions: { kind: 'string', env: 'DRAWDOWN_RATER_PARTITIONS', default: 'all', pattern: /^(all|\d+(-\d+)?(,\d+(-\d+)?)*)$/, doc: 'Partitions this rater owns: all, or e.g. 0-3,8' },
-  flushIntervalMs: { kind: 'int', env: 'DRAWDOWN_FLUSH_INTERVAL_MS', default: 1_000, min: 10, max: 60_000, doc: 'Longest time aggregates wait before being written, in ms' },
-  flushRowsMax: { kind: 'int', env: 'DRAWDOWN_FLUSH_ROWS_MAX', default: 100_000, min: 1, max: 500_000, doc: 'Aggregate rows per ClickHouse insert (one atomic part)' },
-  fetchMessagesMax: { kind: 'int', env: 'DRAWDOWN_FETCH_MESSAGES_MAX', default: 64, min: 1, max: 10_000, doc: 'Batches pulled from the stream per fetch' },
-  ackWaitMs: { kind: 'int', env: 'DRAWDOWN_ACK_WAIT_MS', default: 120_000, min: 1_000, max: 3_600_000, doc: 'JetStream ack wait, in ms; redeliveries inside a rater are ignored' },
-  maxAckPending: { kind: 'int', env: 'DRAWDOWN_MAX_ACK_PENDING', default: 10_000, min: 1, max: 1_000_000, doc: 'Unacknowledged batches a partition consumer may hold' },
-  dedupeIds: { kind: 'int', env: 'DRAWDOWN_DEDUPE_IDS', default: 1_000_000, min: 0, max: 2 ** 26, doc: 'Event ids each partition remembers to drop repeats: at least this many most recent (0 = off); 32–64 bytes of memory each' },
-  dedupeRetentionDays: { kind: 'int', env: 'DRAWDOWN_DEDUPE_RETENTION_DAYS', default: 7, min: 1, max: 366, doc: 'Days ClickHouse keeps remembered event ids for rebuilding the set after a restart' },
-  retryDelayMaxMs: { kind: 'int', env: 'DRAWDOWN_RETRY_DELAY_MAX_MS', default: 10_000, min: 10, max: 300_000, doc: 'Longest back-off between ClickHouse retries, in ms' },
+  raterThreads: {
+    kind: 'int',
+    env: 'DRAWDOWN_RATER_THREADS',
+    default: 2,
+    min: 1,
+    max: 64,
+    doc: 'Piscina worker threads decoding and aggregating',
+  },
+  raterPartitions: {
+    kind: 'string',
+    env: 'DRAWDOWN_RATER_PARTITIONS',
+    default: 'all',
+    pattern: /^(all|\d+(-\d+)?(,\d+(-\d+)?)*)$/,
+    doc: 'Partitions this rater owns: all, or e.g. 0-3,8',
+  },
+  flushIntervalMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_FLUSH_INTERVAL_MS',
+    default: 1_000,
+    min: 10,
+    max: 60_000,
+    doc: 'Longest time aggregates wait before being written, in ms',
+  },
+  flushRowsMax: {
+    kind: 'int',
+    env: 'DRAWDOWN_FLUSH_ROWS_MAX',
+    default: 100_000,
+    min: 1,
+    max: 500_000,
+    doc: 'Aggregate rows per ClickHouse insert (one atomic part)',
+  },
+  fetchMessagesMax: {
+    kind: 'int',
+    env: 'DRAWDOWN_FETCH_MESSAGES_MAX',
+    default: 64,
+    min: 1,
+    max: 10_000,
+    doc: 'Batches pulled from the stream per fetch',
+  },
+  ackWaitMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_ACK_WAIT_MS',
+    default: 120_000,
+    min: 1_000,
+    max: 3_600_000,
+    doc: 'JetStream ack wait, in ms; redeliveries inside a rater are ignored',
+  },
+  maxAckPending: {
+    kind: 'int',
+    env: 'DRAWDOWN_MAX_ACK_PENDING',
+    default: 10_000,
+    min: 1,
+    max: 1_000_000,
+    doc: 'Unacknowledged batches a partition consumer may hold',
+  },
+  dedupeIds: {
+    kind: 'int',
+    env: 'DRAWDOWN_DEDUPE_IDS',
+    default: 1_000_000,
+    min: 0,
+    max: 2 ** 26,
+    doc: 'Event ids each partition remembers to drop repeats: at least this many most recent (0 = off); 32–64 bytes of memory each',
+  },
+  dedupeRetentionDays: {
+    kind: 'int',
+    env: 'DRAWDOWN_DEDUPE_RETENTION_DAYS',
+    default: 7,
+    min: 1,
+    max: 366,
+    doc: 'Days ClickHouse keeps remembered event ids for rebuilding the set after a restart',
+  },
+  retryDelayMaxMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_RETRY_DELAY_MAX_MS',
+    default: 10_000,
+    min: 10,
+    max: 300_000,
+    doc: 'Longest back-off between ClickHouse retries, in ms',
+  },
 
-  catalogRefreshMs: { kind: 'int', env: 'DRAWDOWN_CATALOG_REFRESH_MS', default: 10_000, min: 100, max: 3_600_000, doc: 'How often a process with ClickHouse checks the catalog store for a new revision, in ms (settlement also checks at the start of every run)' },
-  settleEveryMs: { kind: 'int', env: 'DRAWDOWN_SETTLE_EVERY_MS', default: 0, min: 0, max: 31 * 24 * 3_600_000, doc: 'Run settlement on this schedule, in ms (0 = only on demand)' },
-  snapshotRetentionDays: { kind: 'int', env: 'DRAWDOWN_SNAPSHOT_RETENTION_DAYS', default: 35, min: 1, max: 3660, doc: 'Settlement drops whole months of credit snapshots older than the newest completed run minus this many days (an account without a snapshot is rebuilt from its ledger)' },
+  catalogRefreshMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_CATALOG_REFRESH_MS',
+    default: 10_000,
+    min: 100,
+    max: 3_600_000,
+    doc: 'How often a process with ClickHouse checks the catalog store for a new revision, in ms (settlement also checks at the start of every run)',
+  },
+  settleEveryMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_SETTLE_EVERY_MS',
+    default: 0,
+    min: 0,
+    max: 31 * 24 * 3_600_000,
+    doc: 'Run settlement on this schedule, in ms (0 = only on demand)',
+  },
+  snapshotRetentionDays: {
+    kind: 'int',
+    env: 'DRAWDOWN_SNAPSHOT_RETENTION_DAYS',
+    default: 35,
+    min: 1,
+    max: 3660,
+    doc: 'Settlement drops whole months of credit snapshots older than the newest completed run minus this many days (an account without a snapshot is rebuilt from its ledger)',
+  },
 } as const satisfies Record<string, Spec>;
 
 export type SettingName = keyof typeof settings;
@@ -106,25 +336,34 @@ export function loadConfig(
     const where = flags.has(flag) ? flag : spec.env;
     if (raw === undefined || raw === '') {
       const fallback = defaults[name] ?? spec.default;
-      if (fallback === undefined && required.includes(name)) problems.add(where, 'required', `${spec.env} (or ${flag}) is required: ${spec.doc}`);
+      if (fallback === undefined && required.includes(name))
+        problems.add(where, 'required', `${spec.env} (or ${flag}) is required: ${spec.doc}`);
       out[name] = fallback;
       continue;
     }
     if (spec.kind === 'int') {
       const value = /^-?\d+$/.test(raw) ? Number(raw) : Number.NaN;
-      if (!Number.isSafeInteger(value)) problems.add(where, 'type', `${where} must be a whole number, got ${JSON.stringify(raw)}`);
-      else if (value < spec.min || value > spec.max) problems.add(where, 'range', `${where} must be ${spec.min}–${spec.max}, got ${value}`);
+      if (!Number.isSafeInteger(value))
+        problems.add(where, 'type', `${where} must be a whole number, got ${JSON.stringify(raw)}`);
+      else if (value < spec.min || value > spec.max)
+        problems.add(where, 'range', `${where} must be ${spec.min}–${spec.max}, got ${value}`);
       out[name] = value;
     } else if (spec.kind === 'enum') {
-      if (!spec.values.includes(raw)) problems.add(where, 'enum', `${where} must be one of ${spec.values.join(', ')}, got ${JSON.stringify(raw)}`);
+      if (!spec.values.includes(raw))
+        problems.add(where, 'enum', `${where} must be one of ${spec.values.join(', ')}, got ${JSON.stringify(raw)}`);
       out[name] = raw;
     } else {
-      if (spec.pattern && !spec.pattern.test(raw)) problems.add(where, 'format', `${where} is malformed (${spec.doc}), got ${JSON.stringify(raw)}`);
+      if (spec.pattern && !spec.pattern.test(raw))
+        problems.add(where, 'format', `${where} is malformed (${spec.doc}), got ${JSON.stringify(raw)}`);
       out[name] = raw;
     }
   }
   if (!problems.empty) {
-    throw new DrawdownError('config_invalid', `invalid configuration:\n${problems.list.map((p) => `  ${p.message}`).join('\n')}`, { problems: problems.list });
+    throw new DrawdownError(
+      'config_invalid',
+      `invalid configuration:\n${problems.list.map((p) => `  ${p.message}`).join('\n')}`,
+      { problems: problems.list },
+    );
   }
   return Object.freeze(out) as Config;
 }
@@ -136,7 +375,8 @@ export function parsePartitionList(text: string, partitions: number): number[] {
   for (const part of text.split(',')) {
     const [from, to] = part.split('-').map(Number) as [number, number | undefined];
     for (let p = from; p <= (to ?? from); p++) {
-      if (p >= partitions) throw new DrawdownError('config_invalid', `rater partition ${p} does not exist (partitions = ${partitions})`);
+      if (p >= partitions)
+        throw new DrawdownError('config_invalid', `rater partition ${p} does not exist (partitions = ${partitions})`);
       out.add(p);
     }
   }

@@ -24,7 +24,10 @@ export function readBody(req: IncomingMessage, limitBytes: number, timeoutMs: nu
     }
     const chunks: Buffer[] = [];
     let received = 0;
-    const timer = setTimeout(() => finish(new DrawdownError('request_timeout', `body not received within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new DrawdownError('request_timeout', `body not received within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     const onData = (chunk: Buffer): void => {
       received += chunk.length;
       if (received > limitBytes) {
@@ -52,7 +55,12 @@ export function readBody(req: IncomingMessage, limitBytes: number, timeoutMs: nu
   });
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
@@ -63,7 +71,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
  * spaces, so it can be searched for in logs and cannot forge log lines;
  * anything else is replaced by a fresh UUID.
  */
-const requestIdPattern = /^[A-Za-z0-9._:@\/+=-]{1,128}$/;
+const requestIdPattern = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
 export function requestIdFor(req: IncomingMessage): string {
   const header = req.headers['x-request-id'];
@@ -82,7 +90,11 @@ export function sendProblem(res: ServerResponse, error: DrawdownError, closeConn
   const requestId = res.getHeader('x-request-id');
   if (typeof requestId === 'string') problem.request_id = requestId;
   const text = JSON.stringify(problem);
-  res.writeHead(error.status, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.writeHead(error.status, {
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -107,7 +119,12 @@ export interface Route {
  * handler runs — so before any body is read, and a refused request does no
  * work: 401 without a valid key, 403 for a key without the scope.
  */
-export function createRouter(routes: readonly Route[], log: Logger, auth: Auth, observe?: RequestObserver): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRouter(
+  routes: readonly Route[],
+  log: Logger,
+  auth: Auth,
+  observe?: RequestObserver,
+): (req: IncomingMessage, res: ServerResponse) => void {
   const templates = new Map(routes.map((r) => [r, routeTemplate(r.path)]));
   return (req, res) => {
     const path = loggablePath(req.url);
@@ -119,7 +136,12 @@ export function createRouter(routes: readonly Route[], log: Logger, auth: Auth, 
     // One line per request at debug: at info a busy gateway would log more than it ingests.
     if (log.isLevelEnabled('debug')) {
       const startedMs = performance.now();
-      res.once('finish', () => requestLog().debug({ method: req.method, path, status: res.statusCode, durationMs: Math.round(performance.now() - startedMs) }, 'request completed'));
+      res.once('finish', () =>
+        requestLog().debug(
+          { method: req.method, path, status: res.statusCode, durationMs: Math.round(performance.now() - startedMs) },
+          'request completed',
+        ),
+      );
     }
     let pathMatched = false;
     let template = 'unmatched';
@@ -141,7 +163,12 @@ export function createRouter(routes: readonly Route[], log: Logger, auth: Auth, 
       route.handler(req, res, params).catch((error: unknown) => respondWithError(req, res, error, requestLog()));
       return;
     }
-    respondWithError(req, res, new DrawdownError(pathMatched ? 'method_not_allowed' : 'not_found', `${req.method} ${path}`), requestLog());
+    respondWithError(
+      req,
+      res,
+      new DrawdownError(pathMatched ? 'method_not_allowed' : 'not_found', `${req.method} ${path}`),
+      requestLog(),
+    );
   };
 }
 
@@ -150,7 +177,11 @@ export type RequestObserver = (method: string, route: string, status: number) =>
 
 /** `^/v1/customers/([…]{1,384})/balance$` → `/v1/customers/{}/balance`: a bounded label for metrics. */
 export function routeTemplate(path: RegExp): string {
-  return path.source.replace(/^\^/, '').replace(/\$$/, '').replace(/\((?:[^()\\]|\\.)*\)/g, '{}').replace(/\\\//g, '/');
+  return path.source
+    .replace(/^\^/, '')
+    .replace(/\$$/, '')
+    .replace(/\((?:[^()\\]|\\.)*\)/g, '{}')
+    .replace(/\\\//g, '/');
 }
 
 /** A path segment, percent-decoded; a broken escape is the client's 400, not an exception in the server. */
@@ -187,7 +218,16 @@ export function respondWithError(req: IncomingMessage, res: ServerResponse, erro
   if (problem.code === 'internal') log.error({ err: error, method: req.method, path }, 'request failed');
   else if (problem.status >= 500) {
     const cause = problem.cause instanceof Error ? problem.cause.message : undefined;
-    log.warn({ code: problem.code, detail: problem.message, ...(cause === undefined ? {} : { cause }), method: req.method, path }, 'request refused: dependency unavailable');
+    log.warn(
+      {
+        code: problem.code,
+        detail: problem.message,
+        ...(cause === undefined ? {} : { cause }),
+        method: req.method,
+        path,
+      },
+      'request refused: dependency unavailable',
+    );
   } else log.debug({ code: problem.code, method: req.method, path }, 'request rejected');
   if (res.headersSent) {
     res.destroy();
@@ -202,7 +242,11 @@ export function queryParams(req: IncomingMessage): URLSearchParams {
   return new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
 }
 
-export async function readJsonBody(req: IncomingMessage, limitBytes = 1024 * 1024, timeoutMs = 30_000): Promise<unknown> {
+export async function readJsonBody(
+  req: IncomingMessage,
+  limitBytes = 1024 * 1024,
+  timeoutMs = 30_000,
+): Promise<unknown> {
   const body = await readBody(req, limitBytes, timeoutMs);
   if (body.length === 0) return {};
   try {

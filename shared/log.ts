@@ -42,8 +42,17 @@ function requestWithoutQuery(req: unknown): unknown {
  */
 export const serializers = { url: withoutQuery, req: requestWithoutQuery, request: requestWithoutQuery };
 
-/** Structured JSON logs (stdout unless a destination is given); secrets are redacted by path, queries dropped from URLs. */
+/**
+ * Structured JSON logs (stdout unless a destination is given); secrets are redacted by path, queries dropped from
+ * URLs.
+ */
 export function createLogger(level: string, name: string, destination?: DestinationStream): Logger {
-  const options = { name, level, base: { service: name }, serializers, redact: { paths: [...redactPaths], censor: '[redacted]' } };
+  const options = {
+    name,
+    level,
+    base: { service: name },
+    serializers,
+    redact: { paths: [...redactPaths], censor: '[redacted]' },
+  };
   return destination === undefined ? pino(options) : pino(options, destination);
 }

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { amountScale, formatAmount, formatAtPrecision, money, parseStoredDecimal, sumMoney, toLedgerAmount } from './money.js';
+import {
+  amountScale,
+  formatAmount,
+  formatAtPrecision,
+  money,
+  parseStoredDecimal,
+  sumMoney,
+  toLedgerAmount,
+} from './money.js';
 
 describe('toLedgerAmount', () => {
   it('keeps 9 fraction digits', () => {
@@ -22,7 +30,9 @@ describe('toLedgerAmount', () => {
   });
 
   it('given a value with many digits, when fixed, then nothing but the 10th+ fraction digits changes', () => {
-    expect(formatAmount(toLedgerAmount(money('12345678901234567890123456789.1234567894')))).toBe('12345678901234567890123456789.123456789');
+    expect(formatAmount(toLedgerAmount(money('12345678901234567890123456789.1234567894')))).toBe(
+      '12345678901234567890123456789.123456789',
+    );
   });
 });
 
@@ -76,7 +86,9 @@ describe('parseStoredDecimal', () => {
 
   it('reads negatives and integers exactly', () => {
     expect(formatAmount(parseStoredDecimal('-12.000000001'))).toBe('-12.000000001');
-    expect(formatAmount(parseStoredDecimal('99999999999999999999999999999.999999999'))).toBe('99999999999999999999999999999.999999999');
+    expect(formatAmount(parseStoredDecimal('99999999999999999999999999999.999999999'))).toBe(
+      '99999999999999999999999999999.999999999',
+    );
   });
 
   it.each(['1e5', 'abc', '', ' 1', '1.', '.5', '+1', 'NaN', 'Infinity', '1,5'])('rejects %j', (text) => {

@@ -119,9 +119,12 @@ describe('parseQuantity, given a decimal string', () => {
     expect(rejected('-0.5')).toBe('quantity_negative');
   });
 
-  it.each(['1e5', ' 1', '1 ', '', '1.', '.5', '+1', '1,5', '0x10', 'abc', '١'])('when it is %j, then it is malformed', (text) => {
-    expect(rejected(text)).toBe('quantity_malformed');
-  });
+  it.each(['1e5', ' 1', '1 ', '', '1.', '.5', '+1', '1,5', '0x10', 'abc', '١'])(
+    'when it is %j, then it is malformed',
+    (text) => {
+      expect(rejected(text)).toBe('quantity_malformed');
+    },
+  );
 });
 
 describe('parseQuantity, given a value of the wrong type', () => {

@@ -35,10 +35,18 @@ function fromDecimalText(text: string): QuantityResult {
   // Trailing zeros add no precision: "1.500" is 1.5 and is accepted.
   const fractionPart = (match[2] ?? '').replace(/0+$/, '');
   if (integerPart.length > quantityIntegerDigitsMax) {
-    return { ok: false, problem: 'quantity_too_large', message: `quantity has more than ${quantityIntegerDigitsMax} integer digits` };
+    return {
+      ok: false,
+      problem: 'quantity_too_large',
+      message: `quantity has more than ${quantityIntegerDigitsMax} integer digits`,
+    };
   }
   if (fractionPart.length > quantityScale) {
-    return { ok: false, problem: 'quantity_too_precise', message: `quantity has more than ${quantityScale} fraction digits` };
+    return {
+      ok: false,
+      problem: 'quantity_too_precise',
+      message: `quantity has more than ${quantityScale} fraction digits`,
+    };
   }
   const scaled = BigInt(integerPart) * scaleFactor + BigInt(fractionPart.padEnd(quantityScale, '0') || '0');
   return { ok: true, scaled };
@@ -47,7 +55,8 @@ function fromDecimalText(text: string): QuantityResult {
 /** Validates a quantity as decoded from MessagePack or JSON. */
 export function parseQuantity(value: unknown): QuantityResult {
   if (typeof value === 'number') {
-    if (!Number.isFinite(value)) return { ok: false, problem: 'quantity_not_finite', message: 'quantity must be finite' };
+    if (!Number.isFinite(value))
+      return { ok: false, problem: 'quantity_not_finite', message: 'quantity must be finite' };
     if (value < 0 || Object.is(value, -0)) {
       if (value === 0) return { ok: true, scaled: 0n };
       return { ok: false, problem: 'quantity_negative', message: 'quantity must be ≥ 0' };

@@ -66,9 +66,18 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   ];
   // Every response, refusals before any handler (401, 403, 404, 405, 408) included. Labels stay
   // bounded: route templates, a known method or "other", and the status.
-  const requests = new Counter({ name: 'drawdown_http_requests_total', help: 'HTTP responses by method, route template and status', labelNames: ['method', 'route', 'status'] as const, registers: [options.registry] });
-  const observe = (method: string, route: string, status: number): void => requests.inc({ method: knownMethods.has(method) ? method : 'other', route, status: String(status) });
-  const server = createServer({ requestTimeout: options.requestTimeoutMs, headersTimeout: Math.min(options.requestTimeoutMs, 60_000) }, createRouter(routes, options.log, options.auth, observe));
+  const requests = new Counter({
+    name: 'drawdown_http_requests_total',
+    help: 'HTTP responses by method, route template and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [options.registry],
+  });
+  const observe = (method: string, route: string, status: number): void =>
+    requests.inc({ method: knownMethods.has(method) ? method : 'other', route, status: String(status) });
+  const server = createServer(
+    { requestTimeout: options.requestTimeoutMs, headersTimeout: Math.min(options.requestTimeoutMs, 60_000) },
+    createRouter(routes, options.log, options.auth, observe),
+  );
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -19,7 +19,9 @@ const hostile = [
 ];
 
 /** Strings built from the characters TabSeparated treats specially, plus ordinary ones. */
-const hostileString = fc.string({ unit: fc.constantFrom('\t', '\n', '\r', '\\', '\0', "'", '"', 'a', 'é', '🎉', 't', 'n', '0', '\b', '\f') });
+const hostileString = fc.string({
+  unit: fc.constantFrom('\t', '\n', '\r', '\\', '\0', "'", '"', 'a', 'é', '🎉', 't', 'n', '0', '\b', '\f'),
+});
 const anyString = fc.oneof(hostileString, fc.string({ unit: 'binary' }));
 
 describe('tsvEscape', () => {
@@ -38,7 +40,7 @@ describe('tsvEscape', () => {
 describe('tsvUnescape', () => {
   it('reads the escapes ClickHouse writes', () => {
     expect(tsvUnescape('a\\tb\\nc\\rd\\\\e\\0f')).toBe('a\tb\nc\rd\\e\0f');
-    expect(tsvUnescape("\\'\\\"\\b\\f")).toBe(`'"\b\f`);
+    expect(tsvUnescape('\\\'\\"\\b\\f')).toBe(`'"\b\f`);
   });
 
   it('keeps a lone trailing backslash', () => {
@@ -56,7 +58,12 @@ describe('tsvUnescape', () => {
 
 describe('encodeTsv / decodeTsv', () => {
   it('given rows, then cells are tab-separated and every row ends with a newline', () => {
-    expect(encodeTsv([['a', 'b'], ['c', 'd']])).toBe('a\tb\nc\td\n');
+    expect(
+      encodeTsv([
+        ['a', 'b'],
+        ['c', 'd'],
+      ]),
+    ).toBe('a\tb\nc\td\n');
     expect(encodeTsv([])).toBe('');
   });
 

@@ -114,7 +114,11 @@ export function readStorableTime(problems: Problems, value: unknown, field: stri
   if (typeof value === 'number') ms = Number.isSafeInteger(value) ? value : undefined;
   else if (typeof value === 'string') ms = /^\d{1,20}$/.test(value) ? Number(value) : parseIsoInstant(value);
   if (ms === undefined) {
-    problems.add(field, 'format', `${field} must be an ISO-8601 instant with a zone (e.g. 2026-01-01T00:00:00Z) or ms since the epoch`);
+    problems.add(
+      field,
+      'format',
+      `${field} must be an ISO-8601 instant with a zone (e.g. 2026-01-01T00:00:00Z) or ms since the epoch`,
+    );
     return undefined;
   }
   const sec = Math.floor(ms / 1000);

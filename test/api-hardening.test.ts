@@ -23,17 +23,30 @@ import { api, catalogPath, cliPath, tempDir, testConfig } from './harness.js';
 /** The demo catalog plus a second package, so two purchases under one key can differ. */
 function writeCatalog(dir: string): string {
   const catalog = JSON.parse(readFileSync(catalogPath, 'utf8')) as { packages: unknown[] };
-  catalog.packages.push({ id: 'credits-500', name: '500 credits', price: { currency: 'USD', amount: '500.00' }, credits: '500', unit: 'credits' });
+  catalog.packages.push({
+    id: 'credits-500',
+    name: '500 credits',
+    price: { currency: 'USD', amount: '500.00' },
+    credits: '500',
+    unit: 'credits',
+  });
   const path = join(dir, 'catalog.json');
   writeFileSync(path, JSON.stringify(catalog));
   return path;
 }
 
-async function startSettlement(clickhouseUrl: string, catalog: string): Promise<{ drawdown: Running; logged: () => string }> {
+async function startSettlement(
+  clickhouseUrl: string,
+  catalog: string,
+): Promise<{ drawdown: Running; logged: () => string }> {
   let logged = '';
   // The logger drawdown builds for itself, at trace so every request line is written, into a string.
   const log = createLogger('trace', 'drawdown-hardening-test', { write: (line: string) => void (logged += line) });
-  const drawdown = await startDrawdown(testConfig({ clickhouseUrl, catalog }), { ingest: false, rater: false, settlement: true }, { log });
+  const drawdown = await startDrawdown(
+    testConfig({ clickhouseUrl, catalog }),
+    { ingest: false, rater: false, settlement: true },
+    { log },
+  );
   return { drawdown, logged: () => logged };
 }
 
@@ -48,13 +61,17 @@ const purchase = (base: string, customer: string, body: Record<string, unknown>,
 function purchaseRaces(target: () => { base: string; store: Store }): void {
   it('given 20 concurrent purchases with one Idempotency-Key, then exactly one is created, all answer the same entry, and the ledger holds one row', async () => {
     const { base, store } = target();
-    const answers = await Promise.all(Array.from({ length: 20 }, () => purchase(base, 'race-same', { package: 'credits-100' }, 'buy-once')));
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => purchase(base, 'race-same', { package: 'credits-100' }, 'buy-once')),
+    );
     expect(answers.map((a) => a.status).sort()).toEqual([...Array(19).fill(200), 201]);
     expect(answers.filter((a) => a.body.created === true)).toHaveLength(1);
     expect(new Set(answers.map((a) => JSON.stringify(a.body.entry))).size).toBe(1);
     expect(answers[0]!.body.entry).toMatchObject({ kind: 'purchase', amount: '100', unit: 'credits' });
     const ledger = await api(base, 'GET', '/v1/customers/race-same/ledger');
-    expect(ledger.body.entries.map((e: any) => [e.kind, e.id, e.amount])).toEqual([['purchase', answers[0]!.body.entry.id, '100']]);
+    expect(ledger.body.entries.map((e: any) => [e.kind, e.id, e.amount])).toEqual([
+      ['purchase', answers[0]!.body.entry.id, '100'],
+    ]);
     expect(await count(store, "SELECT count() FROM ledger_entries WHERE customer = 'race-same'")).toBe(1);
     const balance = await api(base, 'GET', '/v1/customers/race-same/balance');
     expect(balance.body.units).toEqual([expect.objectContaining({ unit: 'credits', settled: '100' })]);
@@ -78,12 +95,18 @@ function purchaseRaces(target: () => { base: string; store: Store }): void {
       }
     });
     expect(await count(store, "SELECT count() FROM ledger_entries WHERE customer = 'race-mixed'")).toBe(1);
-    const reads = await Promise.all(Array.from({ length: 10 }, () => api(base, 'GET', '/v1/customers/race-mixed/balance')));
+    const reads = await Promise.all(
+      Array.from({ length: 10 }, () => api(base, 'GET', '/v1/customers/race-mixed/balance')),
+    );
     expect(new Set(reads.map((r) => r.body.units[0]?.settled))).toEqual(new Set([winner.amount]));
-    // Later, too: the other package, or another effective_at, under the key is 409; the same body again is the first entry.
+    // Later, too: the other package, or another effective_at, under the key is 409; the same body again is the first
+    // entry.
     const other = winning === 'credits-100' ? 'credits-500' : 'credits-100';
     expect((await purchase(base, 'race-mixed', { package: other }, 'buy-mixed')).status).toBe(409);
-    expect((await purchase(base, 'race-mixed', { package: winning, effective_at: '2020-01-01T00:00:00Z' }, 'buy-mixed')).body.code).toBe('idempotency_key_reused');
+    expect(
+      (await purchase(base, 'race-mixed', { package: winning, effective_at: '2020-01-01T00:00:00Z' }, 'buy-mixed')).body
+        .code,
+    ).toBe('idempotency_key_reused');
     const again = await purchase(base, 'race-mixed', { package: winning }, 'buy-mixed');
     expect(again).toMatchObject({ status: 200, body: { created: false, entry: winner } });
     expect(await count(store, "SELECT count() FROM ledger_entries WHERE customer = 'race-mixed'")).toBe(1);
@@ -127,21 +150,53 @@ describe('API hardening on chDB', () => {
       expect(response.body.errors[0], query).toMatchObject({ field, code });
     }
     // A ledger page token carries an instant too.
-    const token = await api(base, 'GET', `/v1/customers/acme/ledger?after=${encodeURIComponent('99999999999999999999|purchase:x')}`);
-    expect(token).toMatchObject({ status: 400, body: { code: 'request_invalid', errors: [expect.objectContaining({ field: 'after' })] } });
+    const token = await api(
+      base,
+      'GET',
+      `/v1/customers/acme/ledger?after=${encodeURIComponent('99999999999999999999|purchase:x')}`,
+    );
+    expect(token).toMatchObject({
+      status: 400,
+      body: { code: 'request_invalid', errors: [expect.objectContaining({ field: 'after' })] },
+    });
     // The bounds themselves are a valid query: no usage, not an error.
-    const widest = await api(base, 'GET', '/v1/customers/acme/usage?from=1970-01-01T00:00:00Z&until=2105-12-31T23:59:59Z');
+    const widest = await api(
+      base,
+      'GET',
+      '/v1/customers/acme/usage?from=1970-01-01T00:00:00Z&until=2105-12-31T23:59:59Z',
+    );
     expect(widest).toMatchObject({ status: 200, body: { usage: [] } });
   });
 
   it('given a purchase effective_at outside 1970…2105 or not an instant, then 400 names effective_at and nothing is bought', async () => {
-    for (const effective_at of ['1969-12-31T23:59:59Z', '2106-02-07T06:28:16Z', '9999-01-01T00:00:00Z', -1000, 1e20, 'last week', 1.5]) {
-      const response = await purchase(base, 'dated', { package: 'credits-100', effective_at }, `dated-${String(effective_at)}`);
+    for (const effective_at of [
+      '1969-12-31T23:59:59Z',
+      '2106-02-07T06:28:16Z',
+      '9999-01-01T00:00:00Z',
+      -1000,
+      1e20,
+      'last week',
+      1.5,
+    ]) {
+      const response = await purchase(
+        base,
+        'dated',
+        { package: 'credits-100', effective_at },
+        `dated-${String(effective_at)}`,
+      );
       expect(response.status, String(effective_at)).toBe(400);
-      expect(response.body).toMatchObject({ code: 'request_invalid', errors: [expect.objectContaining({ field: 'effective_at' })] });
+      expect(response.body).toMatchObject({
+        code: 'request_invalid',
+        errors: [expect.objectContaining({ field: 'effective_at' })],
+      });
     }
     expect((await api(base, 'GET', '/v1/customers/dated/ledger')).body.entries).toEqual([]);
-    const epoch = await purchase(base, 'dated', { package: 'credits-100', effective_at: '1970-01-01T00:00:00Z' }, 'dated-epoch');
+    const epoch = await purchase(
+      base,
+      'dated',
+      { package: 'credits-100', effective_at: '1970-01-01T00:00:00Z' },
+      'dated-epoch',
+    );
     expect(epoch).toMatchObject({ status: 201, body: { entry: { effective_at: '1970-01-01T00:00:00.000Z' } } });
   });
 
@@ -169,10 +224,16 @@ describe('API hardening on chDB', () => {
     const stored = await runs();
 
     const again = await api(base, 'POST', '/v1/settlements', { until: settled });
-    expect(again).toMatchObject({ status: 200, body: { from: settled, until: settled, entries_posted: 0, entries_already_posted: 0, customers: {} } });
+    expect(again).toMatchObject({
+      status: 200,
+      body: { from: settled, until: settled, entries_posted: 0, entries_already_posted: 0, customers: {} },
+    });
     const earlier = new Date(settledMs - 60_000).toISOString();
     const behind = await api(base, 'POST', '/v1/settlements', { until: earlier });
-    expect(behind).toMatchObject({ status: 400, body: { code: 'request_invalid', errors: [expect.objectContaining({ field: 'until', code: 'range' })] } });
+    expect(behind).toMatchObject({
+      status: 400,
+      body: { code: 'request_invalid', errors: [expect.objectContaining({ field: 'until', code: 'range' })] },
+    });
     expect(behind.body.detail).toContain(`settled until ${settled}`);
     for (const window of [
       { from: settled, until: settled },
@@ -196,11 +257,29 @@ describe('API hardening on chDB', () => {
     expect((await api(base, 'GET', `/v1/nowhere?api_key=${secret}`)).status).toBe(404);
     expect((await api(base, 'DELETE', `/v1/customers/x/balance?api_key=${secret}`)).status).toBe(405);
     expect((await purchase(base, 'x', { package: 'nope' }, 'k')).status).toBe(404);
-    expect((await api(base, 'POST', `/v1/customers/x/purchases?api_key=${secret}`, { package: 'credits-100' }, { 'idempotency-key': 'logged' })).status).toBe(201);
+    expect(
+      (
+        await api(
+          base,
+          'POST',
+          `/v1/customers/x/purchases?api_key=${secret}`,
+          { package: 'credits-100' },
+          { 'idempotency-key': 'logged' },
+        )
+      ).status,
+    ).toBe(201);
     // And should a handler ever log its request or URL, the logger drops the query.
-    drawdown.log.warn({ url: `/v1/catalog?api_key=${secret}`, req: { method: 'GET', url: `/v1/catalog?api_key=${secret}` } }, 'request logged by hand');
-    const lines = logged().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
-    expect(lines.filter((l) => l.msg === 'request completed' && l.path === '/v1/customers/x/balance').length).toBeGreaterThanOrEqual(2);
+    drawdown.log.warn(
+      { url: `/v1/catalog?api_key=${secret}`, req: { method: 'GET', url: `/v1/catalog?api_key=${secret}` } },
+      'request logged by hand',
+    );
+    const lines = logged()
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(
+      lines.filter((l) => l.msg === 'request completed' && l.path === '/v1/customers/x/balance').length,
+    ).toBeGreaterThanOrEqual(2);
     expect(lines.filter((l) => l.msg === 'request rejected' && l.path === '/v1/customers/x/usage')).toHaveLength(1);
     expect(logged()).not.toContain(secret);
   });
@@ -245,14 +324,22 @@ describe('API hardening on clickhouse-server', () => {
       ['POST', '/v1/settlements', {}],
     ];
     for (const [method, path, body, headers] of requests) {
-      const response = await fetch(base + path, { method, headers: { 'content-type': 'application/json', ...headers }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+      const response = await fetch(base + path, {
+        method,
+        headers: { 'content-type': 'application/json', ...headers },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
       const problem = (await response.json()) as Record<string, unknown>;
       expect(response.status, `${method} ${path}`).toBe(503);
       expect(problem.code, `${method} ${path}`).toBe('store_unavailable');
       expect(response.headers.get('retry-after'), `${method} ${path}`).toBe('2');
       expect(response.headers.get('content-type')).toBe('application/problem+json');
     }
-    const warned = logged().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>).filter((l) => l.msg === 'request refused: dependency unavailable');
+    const warned = logged()
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((l) => l.msg === 'request refused: dependency unavailable');
     expect(warned.length).toBeGreaterThanOrEqual(requests.length);
     expect(warned[0]).toMatchObject({ code: 'store_unavailable', path: '/v1/customers/down/balance' });
     expect(logged()).not.toContain('secret123');
@@ -264,7 +351,10 @@ describe('API hardening on clickhouse-server', () => {
       await new Promise((r) => setTimeout(r, 200));
       balance = await api(base, 'GET', '/v1/customers/down/balance');
     }
-    expect(balance).toMatchObject({ status: 200, body: { settled_until: settled, units: [expect.objectContaining({ settled: '100' })] } });
+    expect(balance).toMatchObject({
+      status: 200,
+      body: { settled_until: settled, units: [expect.objectContaining({ settled: '100' })] },
+    });
     // The refused purchase was not stored: its retry under the same key buys it now, once.
     expect((await purchase(base, 'down', { package: 'credits-100' }, 'during-outage')).status).toBe(201);
     expect((await api(base, 'GET', '/v1/customers/down/balance')).body.units[0].settled).toBe('200');
@@ -278,7 +368,12 @@ describe('drawdown settle --until', () => {
 
   const settle = (until: string): { status: number | null; stdout: string; stderr: string } => {
     const r = spawnSync(process.execPath, [cliPath, 'settle', '--until', until], {
-      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: `chdb:${dir.path}/chdb`, DRAWDOWN_CATALOG: catalogPath, DRAWDOWN_LOG_LEVEL: 'warn' },
+      env: {
+        ...process.env,
+        DRAWDOWN_CLICKHOUSE_URL: `chdb:${dir.path}/chdb`,
+        DRAWDOWN_CATALOG: catalogPath,
+        DRAWDOWN_LOG_LEVEL: 'warn',
+      },
       encoding: 'utf8',
       timeout: 120_000,
     });
@@ -294,12 +389,21 @@ describe('drawdown settle --until', () => {
     }
     const first = settle('2026-01-01T01:00:00Z');
     expect(first.status, first.stderr).toBe(0);
-    expect(JSON.parse(first.stdout)).toMatchObject({ from: '1970-01-01T00:00:00.000Z', until: '2026-01-01T01:00:00.000Z' });
+    expect(JSON.parse(first.stdout)).toMatchObject({
+      from: '1970-01-01T00:00:00.000Z',
+      until: '2026-01-01T01:00:00.000Z',
+    });
     const same = settle('2026-01-01T01:00:00Z');
     expect(same.status, same.stderr).toBe(0);
-    expect(JSON.parse(same.stdout)).toMatchObject({ from: '2026-01-01T01:00:00.000Z', until: '2026-01-01T01:00:00.000Z', entries_posted: 0 });
+    expect(JSON.parse(same.stdout)).toMatchObject({
+      from: '2026-01-01T01:00:00.000Z',
+      until: '2026-01-01T01:00:00.000Z',
+      entries_posted: 0,
+    });
     const behind = settle('2026-01-01T00:00:00Z');
     expect(behind.status).toBe(1);
-    expect(behind.stderr).toContain('drawdown: until 2026-01-01T00:00:00.000Z is before the settled time (settled until 2026-01-01T01:00:00.000Z)');
+    expect(behind.stderr).toContain(
+      'drawdown: until 2026-01-01T00:00:00.000Z is before the settled time (settled until 2026-01-01T01:00:00.000Z)',
+    );
   });
 });

@@ -14,8 +14,15 @@ import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { catalogPath, cliPath, packr, startNats, streamState, tempDir, testConfig } from './harness.js';
 
-function runCli(args: string[], env: Record<string, string>): { status: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 });
+function runCli(
+  args: string[],
+  env: Record<string, string>,
+): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [cliPath, ...args], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
@@ -23,7 +30,10 @@ function runCli(args: string[], env: Record<string, string>): { status: number |
 function keysNew(scopes: string, id: string): { key: string; entry: { id: string; sha256: string; scopes: Scope[] } } {
   const result = runCli(['keys', 'new', '--scopes', scopes, '--id', id], {});
   if (result.status !== 0) throw new Error(`drawdown keys new failed: ${result.stderr}`);
-  const [, key, , entry] = result.stdout.trim().split('\n').map((line) => line.trim());
+  const [, key, , entry] = result.stdout
+    .trim()
+    .split('\n')
+    .map((line) => line.trim());
   return { key: key!, entry: JSON.parse(entry!) };
 }
 
@@ -52,7 +62,13 @@ describe('API keys and scopes', () => {
     // The logger drawdown builds for itself, writing to a string instead of stdout.
     const log = createLogger('trace', 'drawdown-auth-test', { write: (line: string) => void (logged += line) });
     drawdown = await startDrawdown(
-      testConfig({ natsUrl: nats.url, clickhouseUrl: `chdb:${dir.path}/chdb`, auth: 'required', apiKeys: JSON.stringify(keyTable), bodyTimeoutMs }),
+      testConfig({
+        natsUrl: nats.url,
+        clickhouseUrl: `chdb:${dir.path}/chdb`,
+        auth: 'required',
+        apiKeys: JSON.stringify(keyTable),
+        bodyTimeoutMs,
+      }),
       { ingest: true, rater: true, settlement: true },
       { log },
     );
@@ -65,9 +81,19 @@ describe('API keys and scopes', () => {
     dir.remove();
   });
 
-  const event = (id: string) => ({ id, customer: 'acme', meter: 'gpt-4o.input_tokens', quantity: 1000, timestamp: Date.now() - 60_000 });
+  const event = (id: string) => ({
+    id,
+    customer: 'acme',
+    meter: 'gpt-4o.input_tokens',
+    quantity: 1000,
+    timestamp: Date.now() - 60_000,
+  });
   let eventNumber = 0;
-  const json = (method: string, body: string) => (h: Record<string, string>) => ({ method, headers: { 'content-type': 'application/json', ...h }, body });
+  const json = (method: string, body: string) => (h: Record<string, string>) => ({
+    method,
+    headers: { 'content-type': 'application/json', ...h },
+    body,
+  });
 
   interface Request {
     /** What the handler answers when it runs: its success, or its own 4xx for a bad request. */
@@ -80,32 +106,65 @@ describe('API keys and scopes', () => {
     {
       route: 'POST /v1/events',
       scope: 'ingest',
-      valid: { status: 202, path: '/v1/events', init: (h) => ({ method: 'POST', headers: { 'content-type': 'application/msgpack', ...h }, body: packr.pack([event(`e${eventNumber++}`)]) }) },
-      invalid: { status: 415, code: 'unsupported_media_type', path: '/v1/events', init: (h) => ({ method: 'POST', headers: { 'content-type': 'text/plain', ...h }, body: 'x' }) },
+      valid: {
+        status: 202,
+        path: '/v1/events',
+        init: (h) => ({
+          method: 'POST',
+          headers: { 'content-type': 'application/msgpack', ...h },
+          body: packr.pack([event(`e${eventNumber++}`)]),
+        }),
+      },
+      invalid: {
+        status: 415,
+        code: 'unsupported_media_type',
+        path: '/v1/events',
+        init: (h) => ({ method: 'POST', headers: { 'content-type': 'text/plain', ...h }, body: 'x' }),
+      },
     },
     {
       route: 'GET /v1/customers/{id}/balance',
       scope: 'read',
       valid: { status: 200, path: '/v1/customers/acme/balance', init: (h) => ({ headers: h }) },
-      invalid: { status: 400, code: 'request_invalid', path: '/v1/customers/no%20spaces/balance', init: (h) => ({ headers: h }) },
+      invalid: {
+        status: 400,
+        code: 'request_invalid',
+        path: '/v1/customers/no%20spaces/balance',
+        init: (h) => ({ headers: h }),
+      },
     },
     {
       route: 'GET /v1/customers/{id}/ledger',
       scope: 'read',
       valid: { status: 200, path: '/v1/customers/acme/ledger', init: (h) => ({ headers: h }) },
-      invalid: { status: 400, code: 'request_invalid', path: '/v1/customers/acme/ledger?limit=0', init: (h) => ({ headers: h }) },
+      invalid: {
+        status: 400,
+        code: 'request_invalid',
+        path: '/v1/customers/acme/ledger?limit=0',
+        init: (h) => ({ headers: h }),
+      },
     },
     {
       route: 'GET /v1/customers/{id}/usage',
       scope: 'read',
       valid: { status: 200, path: '/v1/customers/acme/usage?granularity=day&from=0', init: (h) => ({ headers: h }) },
-      invalid: { status: 400, code: 'request_invalid', path: '/v1/customers/acme/usage?granularity=week', init: (h) => ({ headers: h }) },
+      invalid: {
+        status: 400,
+        code: 'request_invalid',
+        path: '/v1/customers/acme/usage?granularity=week',
+        init: (h) => ({ headers: h }),
+      },
     },
     {
       route: 'POST /v1/customers/{id}/purchases',
       scope: 'admin',
       valid: { status: 201, path: '/v1/customers/acme/purchases', init: json('POST', '{"package":"credits-100"}') },
-      invalid: { status: 404, code: 'unknown_package', path: '/v1/customers/acme/purchases', init: json('POST', '{"package":"no-such-package"}') },
+      invalid: {
+        status: 404,
+        code: 'unknown_package',
+        path: '/v1/customers/acme/purchases',
+        init: json('POST', '{"package":"no-such-package"}'),
+      },
     },
     {
       route: 'POST /v1/settlements',
@@ -117,7 +176,11 @@ describe('API keys and scopes', () => {
 
   const callers: { caller: string; headers: Record<string, string>; scopes: Scope[] | 'none' }[] = [
     { caller: 'no key', headers: {}, scopes: 'none' },
-    { caller: 'a malformed header (valid key, Basic scheme)', headers: { authorization: `Basic ${keys.all}` }, scopes: 'none' },
+    {
+      caller: 'a malformed header (valid key, Basic scheme)',
+      headers: { authorization: `Basic ${keys.all}` },
+      scopes: 'none',
+    },
     { caller: 'a malformed header (bare key)', headers: { authorization: keys.all }, scopes: 'none' },
     { caller: 'an unknown key', headers: bearer(newKey()), scopes: 'none' },
     { caller: 'the ingest-only key', headers: bearer(keys.ingest), scopes: ['ingest'] },
@@ -136,7 +199,13 @@ describe('API keys and scopes', () => {
         ] as const
       ).map(([kind, req]) => {
         const expected = scopes === 'none' ? 401 : scopes.includes(scope) ? req.status : 403;
-        return { name: `${route}, ${kind}, ${caller} → ${expected}`, req, headers, expected, code: expected === 401 ? 'unauthorized' : expected === 403 ? 'forbidden' : req.code };
+        return {
+          name: `${route}, ${kind}, ${caller} → ${expected}`,
+          req,
+          headers,
+          expected,
+          code: expected === 401 ? 'unauthorized' : expected === 403 ? 'forbidden' : req.code,
+        };
       }),
     ),
   );
@@ -157,11 +226,15 @@ describe('API keys and scopes', () => {
     // Given a POST /v1/events that announces 1000 bytes and sends none,
     const announceOnly = (headers: Record<string, string>) =>
       new Promise<number>((resolve, reject) => {
-        const req = request(`${base}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/msgpack', 'content-length': '1000', ...headers } }, (res) => {
-          res.resume();
-          resolve(res.statusCode!);
-          req.destroy();
-        });
+        const req = request(
+          `${base}/v1/events`,
+          { method: 'POST', headers: { 'content-type': 'application/msgpack', 'content-length': '1000', ...headers } },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+            req.destroy();
+          },
+        );
         req.on('error', reject);
         req.flushHeaders();
       });
@@ -178,15 +251,29 @@ describe('API keys and scopes', () => {
     // Given the stream's last sequence (messages ever stored; the rater empties the stream as it goes),
     const before = (await streamState(nats.url)).lastSeq;
     // when valid batches arrive without a valid key or with a key lacking `ingest`,
-    for (const headers of [{}, { authorization: 'Bearer nope' }, bearer(newKey()), bearer(keys.read), bearer(keys.admin)]) {
-      const response = await fetch(`${base}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/msgpack', 'idempotency-key': `refused-${newKey()}`, ...headers }, body: packr.pack([event('refused')]) });
+    for (const headers of [
+      {},
+      { authorization: 'Bearer nope' },
+      bearer(newKey()),
+      bearer(keys.read),
+      bearer(keys.admin),
+    ]) {
+      const response = await fetch(`${base}/v1/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/msgpack', 'idempotency-key': `refused-${newKey()}`, ...headers },
+        body: packr.pack([event('refused')]),
+      });
       expect([401, 403]).toContain(response.status);
       await response.arrayBuffer();
     }
     // then the stream holds nothing new,
     expect((await streamState(nats.url)).lastSeq).toBe(before);
     // and the same batch with the ingest key is stored.
-    const accepted = await fetch(`${base}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/msgpack', ...bearer(keys.ingest) }, body: packr.pack([event('accepted')]) });
+    const accepted = await fetch(`${base}/v1/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/msgpack', ...bearer(keys.ingest) },
+      body: packr.pack([event('accepted')]),
+    });
     expect(accepted.status).toBe(202);
     expect((await streamState(nats.url)).lastSeq).toBe(before + 1);
   });
@@ -222,7 +309,10 @@ describe('API keys and scopes', () => {
     expect(logged).toContain('"code":"unauthorized"');
     expect(logged).toContain('"code":"forbidden"');
     // when something logs a request with its Authorization header,
-    drawdown.log.info({ req: { method: 'POST', url: '/v1/events', headers: { authorization: `Bearer ${keys.all}` } } }, 'request logged');
+    drawdown.log.info(
+      { req: { method: 'POST', url: '/v1/events', headers: { authorization: `Bearer ${keys.all}` } } },
+      'request logged',
+    );
     drawdown.log.info({ headers: { authorization: `Bearer ${keys.ingest}` } }, 'headers logged');
     expect(logged).toContain('"authorization":"[redacted]"');
     // then no key appears anywhere in the log.
@@ -232,9 +322,17 @@ describe('API keys and scopes', () => {
   it('with DRAWDOWN_AUTH=off, logs one warning line and serves without keys', async () => {
     let offLog = '';
     const log = createLogger('info', 'drawdown-auth-off', { write: (line: string) => void (offLog += line) });
-    const open = await startDrawdown(testConfig({ natsUrl: nats.url, auth: 'off' }), { ingest: true, rater: false, settlement: false }, { log });
+    const open = await startDrawdown(
+      testConfig({ natsUrl: nats.url, auth: 'off' }),
+      { ingest: true, rater: false, settlement: false },
+      { log },
+    );
     try {
-      const response = await fetch(`${open.url}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/msgpack' }, body: packr.pack([event('open')]) });
+      const response = await fetch(`${open.url}/v1/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/msgpack' },
+        body: packr.pack([event('open')]),
+      });
       expect(response.status).toBe(202);
       const warnings = offLog.split('\n').filter((line) => line.includes('"level":40'));
       expect(warnings).toHaveLength(1);
@@ -245,14 +343,24 @@ describe('API keys and scopes', () => {
   });
 
   it('refuses to start `drawdown ingest` with auth required and no keys, naming both settings', () => {
-    const result = runCli(['ingest'], { DRAWDOWN_NATS_URL: nats.url, DRAWDOWN_CATALOG: catalogPath, DRAWDOWN_AUTH: '', DRAWDOWN_API_KEYS: '' });
+    const result = runCli(['ingest'], {
+      DRAWDOWN_NATS_URL: nats.url,
+      DRAWDOWN_CATALOG: catalogPath,
+      DRAWDOWN_AUTH: '',
+      DRAWDOWN_API_KEYS: '',
+    });
     expect(result.status).toBe(1);
     expect(result.stderr).toContain('DRAWDOWN_API_KEYS is required while DRAWDOWN_AUTH=required');
     expect(result.stderr).toContain('DRAWDOWN_AUTH=off');
   });
 
   it('refuses a key pasted into DRAWDOWN_API_KEYS without printing it', () => {
-    const result = runCli(['settlement'], { DRAWDOWN_CLICKHOUSE_URL: `chdb:${dir.path}/unused`, DRAWDOWN_CATALOG: catalogPath, DRAWDOWN_AUTH: 'required', DRAWDOWN_API_KEYS: keys.all });
+    const result = runCli(['settlement'], {
+      DRAWDOWN_CLICKHOUSE_URL: `chdb:${dir.path}/unused`,
+      DRAWDOWN_CATALOG: catalogPath,
+      DRAWDOWN_AUTH: 'required',
+      DRAWDOWN_API_KEYS: keys.all,
+    });
     expect(result.status).toBe(1);
     expect(result.stderr).toContain('DRAWDOWN_API_KEYS is not valid JSON: it looks like a key itself');
     expect(result.stdout + result.stderr).not.toContain(keys.all);

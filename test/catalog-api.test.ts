@@ -8,7 +8,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashKey } from '../shared/auth.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { api, postEvents, postEventsUntil, startClickHouse, startNats, tempDir, testConfig, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
+import {
+  api,
+  postEvents,
+  postEventsUntil,
+  startClickHouse,
+  startNats,
+  tempDir,
+  testConfig,
+  waitForStreamDrained,
+  type ClickHouseTarget,
+} from './harness.js';
 
 const minuteMs = 60_000;
 
@@ -24,7 +34,11 @@ describe('catalog admin API on the all-in-one (chDB)', () => {
   beforeAll(async () => {
     nats = await startNats(dir.path);
     clickhouse = await startClickHouse('chdb', dir.path);
-    drawdown = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url }), { ingest: true, rater: true, settlement: true });
+    drawdown = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url }), {
+      ingest: true,
+      rater: true,
+      settlement: true,
+    });
     base = drawdown.url!;
   });
 
@@ -53,12 +67,23 @@ describe('catalog admin API on the all-in-one (chDB)', () => {
     const dry = await api(base, 'PUT', '/v1/catalog?dry_run=true', document);
     expect(dry.status).toBe(200);
     expect(dry.body).toMatchObject({ revision: 1, changed: true, dry_run: true });
-    expect(dry.body.changes).toEqual([{ kind: 'package', id: 'credits-100', change: 'changed', fields: [{ path: 'price.amount', before: '100.00', after: '95.00' }] }]);
+    expect(dry.body.changes).toEqual([
+      {
+        kind: 'package',
+        id: 'credits-100',
+        change: 'changed',
+        fields: [{ path: 'price.amount', before: '100.00', after: '95.00' }],
+      },
+    ]);
     expect((await api(base, 'GET', '/v1/catalog')).body.revision).toBe(1);
   });
 
   it('given an invalid meter, then 422 names the field of the body and no revision is written', async () => {
-    const bad = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', { name: 'TTS', aggregation: 'avg', dimensions: ['voice', 'voice'] });
+    const bad = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', {
+      name: 'TTS',
+      aggregation: 'avg',
+      dimensions: ['voice', 'voice'],
+    });
     expect(bad.status).toBe(422);
     expect(bad.body.code).toBe('catalog_definition_invalid');
     expect(bad.body.errors.map((e: any) => e.field).sort()).toEqual(['aggregation', 'dimensions[1]']);
@@ -69,25 +94,67 @@ describe('catalog admin API on the all-in-one (chDB)', () => {
   });
 
   it('given a new meter through the API, then the gateway accepts its events at once, and changing its aggregation later is refused', async () => {
-    const before = await postEvents(base, [{ id: 'tts-0', customer: 'acme', meter: 'tts.seconds', quantity: 1, timestamp: usageAtMs }]);
+    const before = await postEvents(base, [
+      { id: 'tts-0', customer: 'acme', meter: 'tts.seconds', quantity: 1, timestamp: usageAtMs },
+    ]);
     expect(before.status).toBe(422);
-    const added = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', { name: 'TTS seconds', aggregation: 'sum', dimensions: ['voice'] });
+    const added = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', {
+      name: 'TTS seconds',
+      aggregation: 'sum',
+      dimensions: ['voice'],
+    });
     expect(added.status).toBe(200);
-    expect(added.body).toMatchObject({ revision: 2, previous_revision: 1, changed: true, changes: [{ kind: 'meter', id: 'tts.seconds', change: 'added' }] });
-    // The rater's workers follow meter changes through CatalogSource.onChange (wired by the rater), so only the gateway is checked here.
-    const refused = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', { name: 'TTS seconds', aggregation: 'max', dimensions: ['voice'] });
+    expect(added.body).toMatchObject({
+      revision: 2,
+      previous_revision: 1,
+      changed: true,
+      changes: [{ kind: 'meter', id: 'tts.seconds', change: 'added' }],
+    });
+    // The rater's workers follow meter changes through CatalogSource.onChange (wired by the rater), so only the
+    // gateway is checked here.
+    const refused = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', {
+      name: 'TTS seconds',
+      aggregation: 'max',
+      dimensions: ['voice'],
+    });
     expect(refused.status).toBe(409);
-    expect(refused.body).toMatchObject({ code: 'catalog_conflict', errors: [expect.objectContaining({ field: 'aggregation', code: 'immutable' })] });
-    const renamed = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', { name: 'Speech seconds', aggregation: 'sum', dimensions: ['voice'] });
-    expect(renamed.body).toMatchObject({ revision: 3, changes: [{ kind: 'meter', id: 'tts.seconds', change: 'changed', fields: [{ path: 'name', before: 'TTS seconds', after: 'Speech seconds' }] }] });
+    expect(refused.body).toMatchObject({
+      code: 'catalog_conflict',
+      errors: [expect.objectContaining({ field: 'aggregation', code: 'immutable' })],
+    });
+    const renamed = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', {
+      name: 'Speech seconds',
+      aggregation: 'sum',
+      dimensions: ['voice'],
+    });
+    expect(renamed.body).toMatchObject({
+      revision: 3,
+      changes: [
+        {
+          kind: 'meter',
+          id: 'tts.seconds',
+          change: 'changed',
+          fields: [{ path: 'name', before: 'TTS seconds', after: 'Speech seconds' }],
+        },
+      ],
+    });
   });
 
   it('given usage no rate prices, when a rate card version is added through the API, then the next settlement run prices it without a restart', async () => {
-    const usage = { id: 'img-1', customer: 'painter', meter: 'images', quantity: 4, dimensions: { model: 'Flux', resolution: '1K', input: 'prompt' }, timestamp: usageAtMs };
+    const usage = {
+      id: 'img-1',
+      customer: 'painter',
+      meter: 'images',
+      quantity: 4,
+      dimensions: { model: 'Flux', resolution: '1K', input: 'prompt' },
+      timestamp: usageAtMs,
+    };
     expect((await postEvents(base, [usage])).status).toBe(202);
     await waitForStreamDrained(nats.url);
     // Settle up to just before the usage: the cursor moves, the usage stays unsettled.
-    const first = await api(base, 'POST', '/v1/settlements', { until: new Date(usageAtMs - 2 * minuteMs).toISOString() });
+    const first = await api(base, 'POST', '/v1/settlements', {
+      until: new Date(usageAtMs - 2 * minuteMs).toISOString(),
+    });
     expect(first.status).toBe(200);
 
     const { document } = (await api(base, 'GET', '/v1/catalog')).body;
@@ -95,48 +162,82 @@ describe('catalog admin API on the all-in-one (chDB)', () => {
     const version = {
       version: 'flux',
       effective_from: new Date(usageAtMs - minuteMs).toISOString(),
-      rows: [...current.rows, { meter: 'images', match: { model: 'Flux' }, unit: 'credits', price: { model: 'unit', amount: '2.5' } }],
+      rows: [
+        ...current.rows,
+        { meter: 'images', match: { model: 'Flux' }, unit: 'credits', price: { model: 'unit', amount: '2.5' } },
+      ],
     };
-    const tooEarly = await api(base, 'POST', '/v1/catalog/rate-card/versions', { ...version, version: 'too-early', effective_from: new Date(usageAtMs - 5 * minuteMs).toISOString() });
+    const tooEarly = await api(base, 'POST', '/v1/catalog/rate-card/versions', {
+      ...version,
+      version: 'too-early',
+      effective_from: new Date(usageAtMs - 5 * minuteMs).toISOString(),
+    });
     expect(tooEarly.status).toBe(409);
     expect(tooEarly.body.errors).toEqual([expect.objectContaining({ field: 'effective_from', code: 'settled' })]);
     const added = await api(base, 'POST', '/v1/catalog/rate-card/versions', version);
     expect(added.status).toBe(200);
     expect(added.body.changes).toEqual([{ kind: 'rate_card_version', id: 'flux', change: 'added' }]);
     // Posting the same version again is a no-op, so a retried POST is safe.
-    expect((await api(base, 'POST', '/v1/catalog/rate-card/versions', version)).body).toMatchObject({ changed: false, revision: added.body.revision });
+    expect((await api(base, 'POST', '/v1/catalog/rate-card/versions', version)).body).toMatchObject({
+      changed: false,
+      revision: added.body.revision,
+    });
 
     const second = await api(base, 'POST', '/v1/settlements', { until: new Date(nowMinute).toISOString() });
-    expect(second.body.customers.painter.rated).toEqual([expect.objectContaining({ meter: 'images', rate_version: 'flux', quantity: '4', cost: '10' })]);
+    expect(second.body.customers.painter.rated).toEqual([
+      expect.objectContaining({ meter: 'images', rate_version: 'flux', quantity: '4', cost: '10' }),
+    ]);
     const balance = await api(base, 'GET', '/v1/customers/painter/balance');
     expect(balance.body.units[0]).toMatchObject({ settled: '-10' });
   });
 
   it('given a package changed through the API, then purchases use it at once', async () => {
-    const changed = await api(base, 'PUT', '/v1/catalog/packages/credits-50', { name: '50 credits', price: { currency: 'USD', amount: '50.00' }, credits: '50', unit: 'credits' });
+    const changed = await api(base, 'PUT', '/v1/catalog/packages/credits-50', {
+      name: '50 credits',
+      price: { currency: 'USD', amount: '50.00' },
+      credits: '50',
+      unit: 'credits',
+    });
     expect(changed.status).toBe(200);
-    const bought = await api(base, 'POST', '/v1/customers/buyer/purchases', { package: 'credits-50' }, { 'idempotency-key': 'buy-50' });
+    const bought = await api(
+      base,
+      'POST',
+      '/v1/customers/buyer/purchases',
+      { package: 'credits-50' },
+      { 'idempotency-key': 'buy-50' },
+    );
     expect(bought.status).toBe(201);
     expect(bought.body.entry).toMatchObject({ kind: 'purchase', amount: '50' });
   });
 
   it('given plans through the API, then each POST adds a version, saved versions stay as they were, and the history lists them', async () => {
-    const grant = (quantity: string) => ({ grants: [{ id: 'monthly', unit: 'credits', quantity, frequency: 'monthly' }] });
+    const grant = (quantity: string) => ({
+      grants: [{ id: 'monthly', unit: 'credits', quantity, frequency: 'monthly' }],
+    });
     const missingBilling = await api(base, 'POST', '/v1/catalog/plans/starter/versions', grant('100'));
     expect(missingBilling.status).toBe(422);
     expect(missingBilling.body.errors).toEqual([expect.objectContaining({ field: 'billing' })]);
     const v1 = await api(base, 'POST', '/v1/catalog/plans/starter/versions', { billing: 'monthly', ...grant('100') });
     expect(v1.body.changes).toEqual([{ kind: 'plan', id: 'starter', change: 'added' }]);
     const v2 = await api(base, 'POST', '/v1/catalog/plans/starter/versions', grant('150'));
-    expect(v2.body.changes[0].fields).toEqual(expect.arrayContaining([expect.objectContaining({ path: 'versions[1].grants[0].quantity', after: '150' })]));
+    expect(v2.body.changes[0].fields).toEqual(
+      expect.arrayContaining([expect.objectContaining({ path: 'versions[1].grants[0].quantity', after: '150' })]),
+    );
     const edit = await api(base, 'POST', '/v1/catalog/plans/starter/versions', { version: 1, ...grant('999') });
     expect(edit.status).toBe(409);
     expect(edit.body.errors).toEqual([expect.objectContaining({ field: 'version', code: 'immutable' })]);
-    const badGrant = await api(base, 'POST', '/v1/catalog/plans/starter/versions', { grants: [{ id: 'monthly', unit: 'credits', quantity: '-1', frequency: 'monthly' }] });
+    const badGrant = await api(base, 'POST', '/v1/catalog/plans/starter/versions', {
+      grants: [{ id: 'monthly', unit: 'credits', quantity: '-1', frequency: 'monthly' }],
+    });
     expect(badGrant.status).toBe(422);
     expect(badGrant.body.errors).toEqual([expect.objectContaining({ field: 'grants[0].quantity' })]);
 
-    const subscribed = await api(base, 'PUT', '/v1/catalog/subscriptions/sub-starter', { customer: 'acme', plan: 'starter', plan_version: 1, start: new Date(nowMinute).toISOString() });
+    const subscribed = await api(base, 'PUT', '/v1/catalog/subscriptions/sub-starter', {
+      customer: 'acme',
+      plan: 'starter',
+      plan_version: 1,
+      start: new Date(nowMinute).toISOString(),
+    });
     expect(subscribed.status).toBe(200);
     const history = await api(base, 'GET', '/v1/catalog/plans/starter/versions');
     expect(history.body).toMatchObject({ plan: 'starter', billing: 'monthly' });
@@ -157,7 +258,13 @@ describe('catalog admin API on the all-in-one (chDB)', () => {
     expect([a.body.code, b.body.code]).toContain('catalog_revision_stale');
     // Without If-Match an entity write applies to whatever is latest.
     expect((await api(base, 'PUT', '/v1/catalog/credit-units/tokens', { name: 'Tokens' })).status).toBe(200);
-    const malformed = await api(base, 'PUT', '/v1/catalog/credit-units/tokens', { name: 'Tokens' }, { 'if-match': 'yesterday' });
+    const malformed = await api(
+      base,
+      'PUT',
+      '/v1/catalog/credit-units/tokens',
+      { name: 'Tokens' },
+      { 'if-match': 'yesterday' },
+    );
     expect(malformed.status).toBe(400);
   });
 
@@ -167,7 +274,13 @@ describe('catalog admin API on the all-in-one (chDB)', () => {
     const refused = await api(base, 'PUT', '/v1/catalog', removed, { 'if-match': `"${revision}"` });
     expect(refused.status).toBe(409);
     expect(refused.body.errors).toEqual([expect.objectContaining({ field: 'credit_units', code: 'removed' })]);
-    const archived = await api(base, 'PUT', '/v1/catalog/credit-units/points', { name: 'Points', archived: true }, { 'if-match': `"${revision}"` });
+    const archived = await api(
+      base,
+      'PUT',
+      '/v1/catalog/credit-units/points',
+      { name: 'Points', archived: true },
+      { 'if-match': `"${revision}"` },
+    );
     expect(archived.body).toMatchObject({ revision: revision + 1, changed: true });
   });
 
@@ -203,12 +316,25 @@ describe('a gateway on its own follows meters added through the settlement proce
   });
 
   it('given a meter added through the API, then the gateway accepts its events after its next refresh', async () => {
-    const settlement = await startDrawdown(testConfig({ clickhouseUrl: clickhouse.url }), { ingest: false, rater: false, settlement: true });
+    const settlement = await startDrawdown(testConfig({ clickhouseUrl: clickhouse.url }), {
+      ingest: false,
+      rater: false,
+      settlement: true,
+    });
     running.push(settlement);
     // No catalog file: the gateway reads the store the settlement process seeded.
-    const gateway = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, catalog: '', catalogRefreshMs: 200 }), { ingest: true, rater: false, settlement: false });
+    const gateway = await startDrawdown(
+      testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, catalog: '', catalogRefreshMs: 200 }),
+      { ingest: true, rater: false, settlement: false },
+    );
     running.push(gateway);
-    const event = { id: 'v-1', customer: 'acme', meter: 'video.seconds', quantity: 3, timestamp: Date.now() - minuteMs };
+    const event = {
+      id: 'v-1',
+      customer: 'acme',
+      meter: 'video.seconds',
+      quantity: 3,
+      timestamp: Date.now() - minuteMs,
+    };
     expect((await postEvents(gateway.url!, [event])).status).toBe(422);
 
     const added = await api(settlement.url!, 'PUT', '/v1/catalog/meters/video.seconds', { name: 'Video seconds' });
@@ -217,7 +343,10 @@ describe('a gateway on its own follows meters added through the settlement proce
     expect(gateway.catalogSource.current().revision).toBe(added.body.revision);
 
     // Archived: the gateway stops accepting new events for it.
-    expect((await api(settlement.url!, 'PUT', '/v1/catalog/meters/video.seconds', { name: 'Video seconds', archived: true })).status).toBe(200);
+    expect(
+      (await api(settlement.url!, 'PUT', '/v1/catalog/meters/video.seconds', { name: 'Video seconds', archived: true }))
+        .status,
+    ).toBe(200);
     expect(await postEventsUntil(gateway.url!, 422, (attempt) => [{ ...event, id: `v-${attempt + 2}` }])).toBe(422);
   });
 });
@@ -232,7 +361,11 @@ describe('catalog admin API with API keys', () => {
       { id: 'billing', sha256: hashKey(keys.admin), scopes: ['admin'] },
       { id: 'dashboard', sha256: hashKey(keys.read), scopes: ['read'] },
     ]);
-    drawdown = await startDrawdown(testConfig({ clickhouseUrl: `chdb:${dir.path}/chdb`, auth: 'required', apiKeys }), { ingest: false, rater: false, settlement: true });
+    drawdown = await startDrawdown(testConfig({ clickhouseUrl: `chdb:${dir.path}/chdb`, auth: 'required', apiKeys }), {
+      ingest: false,
+      rater: false,
+      settlement: true,
+    });
   });
 
   afterAll(async () => {
@@ -243,9 +376,19 @@ describe('catalog admin API with API keys', () => {
   it('needs a key with the admin scope, and records which key made a change', async () => {
     const base = drawdown.url!;
     expect((await api(base, 'GET', '/v1/catalog')).status).toBe(401);
-    expect((await api(base, 'PUT', '/v1/catalog/meters/x', { name: 'x' }, { authorization: `Bearer ${keys.read}` })).status).toBe(403);
-    expect((await api(base, 'GET', '/v1/catalog/revisions', undefined, { authorization: `Bearer ${keys.read}` })).status).toBe(403);
-    const written = await api(base, 'PUT', '/v1/catalog/meters/x', { name: 'x' }, { authorization: `Bearer ${keys.admin}` });
+    expect(
+      (await api(base, 'PUT', '/v1/catalog/meters/x', { name: 'x' }, { authorization: `Bearer ${keys.read}` })).status,
+    ).toBe(403);
+    expect(
+      (await api(base, 'GET', '/v1/catalog/revisions', undefined, { authorization: `Bearer ${keys.read}` })).status,
+    ).toBe(403);
+    const written = await api(
+      base,
+      'PUT',
+      '/v1/catalog/meters/x',
+      { name: 'x' },
+      { authorization: `Bearer ${keys.admin}` },
+    );
     expect(written.status).toBe(200);
     const latest = await api(base, 'GET', '/v1/catalog', undefined, { authorization: `Bearer ${keys.admin}` });
     expect(latest.body).toMatchObject({ revision: 2, applied_by: 'key:billing' });
@@ -257,7 +400,14 @@ describe('catalog bootstrap', () => {
   afterAll(() => dir.remove());
 
   it('given an empty store and no catalog file, then settlement refuses to start and says how to seed it', async () => {
-    const started = startDrawdown(testConfig({ clickhouseUrl: `chdb:${dir.path}/chdb`, catalog: '' }), { ingest: false, rater: false, settlement: true });
-    await expect(started).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringContaining('drawdown catalog apply FILE') });
+    const started = startDrawdown(testConfig({ clickhouseUrl: `chdb:${dir.path}/chdb`, catalog: '' }), {
+      ingest: false,
+      rater: false,
+      settlement: true,
+    });
+    await expect(started).rejects.toMatchObject({
+      code: 'config_invalid',
+      message: expect.stringContaining('drawdown catalog apply FILE'),
+    });
   });
 });

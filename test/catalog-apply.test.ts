@@ -14,9 +14,18 @@ describe('drawdown catalog apply and get', () => {
   const file = `${dir.path}/catalog.json`;
   const demo = (): any => JSON.parse(readFileSync(catalogPath, 'utf8'));
 
-  function cli(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+  function cli(
+    args: string[],
+    env: Record<string, string> = {},
+  ): { status: number | null; stdout: string; stderr: string } {
     const result = spawnSync(process.execPath, [cliPath, ...args], {
-      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_CATALOG: '', DRAWDOWN_LOG_LEVEL: 'warn', ...env },
+      env: {
+        ...process.env,
+        DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl,
+        DRAWDOWN_CATALOG: '',
+        DRAWDOWN_LOG_LEVEL: 'warn',
+        ...env,
+      },
       encoding: 'utf8',
       timeout: 120_000,
     });

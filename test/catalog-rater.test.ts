@@ -8,7 +8,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { api, openTestStore, postEventsUntil, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
+import {
+  api,
+  openTestStore,
+  postEventsUntil,
+  startClickHouse,
+  startNats,
+  tempDir,
+  testConfig,
+  usageTotals,
+  waitForStreamDrained,
+  type ClickHouseTarget,
+} from './harness.js';
 
 describe('a meter added while the rater runs', () => {
   const dir = tempDir('catalog-rater');
@@ -31,20 +42,48 @@ describe('a meter added while the rater runs', () => {
   it('is counted by a rater that had not refreshed its catalog yet, and nothing is skipped', async () => {
     // Given the settlement service (which seeds the store from the catalog file), a gateway that
     // follows the store quickly, and a rater that would not poll the store for ten minutes,
-    const settlement = await startDrawdown(testConfig({ clickhouseUrl: clickhouse.url }), { ingest: false, rater: false, settlement: true });
+    const settlement = await startDrawdown(testConfig({ clickhouseUrl: clickhouse.url }), {
+      ingest: false,
+      rater: false,
+      settlement: true,
+    });
     running.push(settlement);
-    const gateway = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, catalog: '', catalogRefreshMs: 100 }), { ingest: true, rater: false, settlement: false });
+    const gateway = await startDrawdown(
+      testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, catalog: '', catalogRefreshMs: 100 }),
+      { ingest: true, rater: false, settlement: false },
+    );
     running.push(gateway);
-    const rater = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, catalog: '', catalogRefreshMs: 600_000 }), { ingest: false, rater: true, settlement: false });
+    const rater = await startDrawdown(
+      testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, catalog: '', catalogRefreshMs: 600_000 }),
+      { ingest: false, rater: true, settlement: false },
+    );
     running.push(rater);
     const raterRevision = rater.catalogSource.current().revision;
 
     // when a meter is added through the API and the gateway starts accepting its events,
-    const added = await api(settlement.url!, 'PUT', '/v1/catalog/meters/audio.seconds', { name: 'Audio seconds', aggregation: 'sum', dimensions: ['voice'] });
+    const added = await api(settlement.url!, 'PUT', '/v1/catalog/meters/audio.seconds', {
+      name: 'Audio seconds',
+      aggregation: 'sum',
+      dimensions: ['voice'],
+    });
     expect(added.status).toBe(200);
     const events = [
-      { id: 'a-1', customer: 'acme', meter: 'audio.seconds', quantity: '12.5', timestamp: Date.now() - 60_000, dimensions: { voice: 'alto' } },
-      { id: 'a-2', customer: 'acme', meter: 'audio.seconds', quantity: '7.25', timestamp: Date.now() - 60_000, dimensions: { voice: 'alto' } },
+      {
+        id: 'a-1',
+        customer: 'acme',
+        meter: 'audio.seconds',
+        quantity: '12.5',
+        timestamp: Date.now() - 60_000,
+        dimensions: { voice: 'alto' },
+      },
+      {
+        id: 'a-2',
+        customer: 'acme',
+        meter: 'audio.seconds',
+        quantity: '7.25',
+        timestamp: Date.now() - 60_000,
+        dimensions: { voice: 'alto' },
+      },
     ];
     expect(await postEventsUntil(gateway.url!, 202, () => events, { key: 'new-meter-batch' })).toBe(202);
     expect(rater.catalogSource.current().revision).toBe(raterRevision);

@@ -9,7 +9,14 @@ import { catalogCommitColumns, catalogRevisionColumns, ensureSchema } from '../s
 import { encodeTsv } from '../shared/tsv.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import type { DrawdownError } from '../shared/errors.js';
-import { catalogPath, openTestStore, startClickHouse, tempDir, type Backend, type ClickHouseTarget } from './harness.js';
+import {
+  catalogPath,
+  openTestStore,
+  startClickHouse,
+  tempDir,
+  type Backend,
+  type ClickHouseTarget,
+} from './harness.js';
 import { settle } from '../settlement/settle.js';
 import { CatalogStore, proposalTtlSec, type ApplyOptions } from '../catalog/store.js';
 
@@ -66,7 +73,14 @@ export function defineCatalogStore(backend: Backend): void {
       next.packages[0].price.amount = '90.00';
       const dry = await catalogs.apply(next, by('test', { dryRun: true }));
       expect(dry).toMatchObject({ revision: 1, changed: true, dryRun: true });
-      expect(dry.changes).toEqual([{ kind: 'package', id: 'credits-100', change: 'changed', fields: [{ path: 'price.amount', before: '100.00', after: '90.00' }] }]);
+      expect(dry.changes).toEqual([
+        {
+          kind: 'package',
+          id: 'credits-100',
+          change: 'changed',
+          fields: [{ path: 'price.amount', before: '100.00', after: '90.00' }],
+        },
+      ]);
       expect((await catalogs.latest())!.revision).toBe(1);
     });
 
@@ -78,13 +92,23 @@ export function defineCatalogStore(backend: Backend): void {
       const error = await refusal(catalogs.apply(bad, by('test')));
       expect(error.code).toBe('catalog_definition_invalid');
       expect(error.status).toBe(422);
-      expect(error.problems.map((p) => p.field).sort()).toEqual(['meters[0].aggregation', 'meters[1].archived', 'packages[0].unit']);
+      expect(error.problems.map((p) => p.field).sort()).toEqual([
+        'meters[0].aggregation',
+        'meters[1].archived',
+        'packages[0].unit',
+      ]);
       expect((await catalogs.latest())!.revision).toBe(1);
     });
 
     it('given saved meters, units, plan versions and rates in force, then changing them is refused, naming the field', async () => {
       const withPlan = demo();
-      withPlan.plans = [{ id: 'pro', billing: 'monthly', versions: [{ version: 1, grants: [{ id: 'g', unit: 'credits', quantity: '100', frequency: 'monthly' }] }] }];
+      withPlan.plans = [
+        {
+          id: 'pro',
+          billing: 'monthly',
+          versions: [{ version: 1, grants: [{ id: 'g', unit: 'credits', quantity: '100', frequency: 'monthly' }] }],
+        },
+      ];
       withPlan.subscriptions = [{ id: 'sub-1', customer: 'acme', plan: 'pro', start: '2026-01-01T00:00:00Z' }];
       expect((await catalogs.apply(withPlan, by('test'))).revision).toBe(2);
 
@@ -116,7 +140,13 @@ export function defineCatalogStore(backend: Backend): void {
     it('given an archived credit unit, then a new plan version may not grant it, while saved versions stay', async () => {
       const next = (await catalogs.latest())!.document as any;
       next.credit_units.push({ id: 'old', name: 'Old credits', archived: true });
-      next.plans[0].versions.push({ version: 2, grants: [{ id: 'g', unit: 'credits', quantity: '100', frequency: 'monthly' }, { id: 'h', unit: 'old', quantity: '1', frequency: 'monthly' }] });
+      next.plans[0].versions.push({
+        version: 2,
+        grants: [
+          { id: 'g', unit: 'credits', quantity: '100', frequency: 'monthly' },
+          { id: 'h', unit: 'old', quantity: '1', frequency: 'monthly' },
+        ],
+      });
       const error = await refusal(catalogs.apply(next, by('test')));
       expect(error.problems.map((p) => p.field)).toEqual(['plans[0].versions[1].grants[1].unit']);
       expect((await catalogs.latest())!.revision).toBe(2);
@@ -129,12 +159,22 @@ export function defineCatalogStore(backend: Backend): void {
       await settle(store, parseCatalog(latest.document), { untilSec: settledUntilSec });
 
       const early = latest.document as any;
-      early.rate_card.versions.push({ ...early.rate_card.versions[0], version: 'too-early', effective_from: new Date((settledUntilSec - 60) * 1000).toISOString() });
+      early.rate_card.versions.push({
+        ...early.rate_card.versions[0],
+        version: 'too-early',
+        effective_from: new Date((settledUntilSec - 60) * 1000).toISOString(),
+      });
       const error = await refusal(catalogs.apply(early, by('test', { nowMs })));
-      expect(error.problems).toEqual([expect.objectContaining({ field: 'rate_card.versions[1].effective_from', code: 'settled' })]);
+      expect(error.problems).toEqual([
+        expect.objectContaining({ field: 'rate_card.versions[1].effective_from', code: 'settled' }),
+      ]);
 
       const onTime = (await catalogs.latest())!.document as any;
-      onTime.rate_card.versions.push({ ...onTime.rate_card.versions[0], version: 'on-time', effective_from: new Date(settledUntilSec * 1000).toISOString() });
+      onTime.rate_card.versions.push({
+        ...onTime.rate_card.versions[0],
+        version: 'on-time',
+        effective_from: new Date(settledUntilSec * 1000).toISOString(),
+      });
       const applied = await catalogs.apply(onTime, by('test', { nowMs }));
       expect(applied).toMatchObject({ revision: 3, changed: true });
       expect(applied.changes).toEqual([{ kind: 'rate_card_version', id: 'on-time', change: 'added', fields: [] }]);
@@ -154,15 +194,32 @@ export function defineCatalogStore(backend: Backend): void {
       const rival = { ...(latest.document as any), packages: [{ ...next.packages[0], name: 'Rival' }] };
       const revision = latest.revision + 1;
       // Between this writer's read and its proposal, another process proposes the same number.
-      const rivalRow = [String(revision), '2026-01-01 00:00:00', 'rival', 'f'.repeat(64), JSON.stringify(rival), 'rival-attempt'];
+      const rivalRow = [
+        String(revision),
+        '2026-01-01 00:00:00',
+        'rival',
+        'f'.repeat(64),
+        JSON.stringify(rival),
+        'rival-attempt',
+      ];
       const error = await refusal(
-        catalogs.apply(next, by('test', { expectedRevision: latest.revision, onDiff: () => store.insert('catalog_revisions', catalogRevisionColumns, encodeTsv([rivalRow])) })),
+        catalogs.apply(
+          next,
+          by('test', {
+            expectedRevision: latest.revision,
+            onDiff: () => store.insert('catalog_revisions', catalogRevisionColumns, encodeTsv([rivalRow])),
+          }),
+        ),
       );
       expect(error.code).toBe('catalog_revision_stale');
       expect(error.message).toContain(`another write proposed revision ${revision}`);
       // Neither is in force: the rival, checking after this proposal, withdraws too.
       expect((await catalogs.latest())!.revision).toBe(latest.revision);
-      await store.insert('catalog_commits', catalogCommitColumns, encodeTsv([[String(revision), 'f'.repeat(64), 'rival-attempt', 'withdrawn']]));
+      await store.insert(
+        'catalog_commits',
+        catalogCommitColumns,
+        encodeTsv([[String(revision), 'f'.repeat(64), 'rival-attempt', 'withdrawn']]),
+      );
       const retried = await catalogs.apply(next, by('test', { expectedRevision: latest.revision }));
       expect(retried).toMatchObject({ revision, changed: true });
       expect(await catalogs.latest()).toMatchObject({ revision, appliedBy: 'test', sha256: retried.sha256 });
@@ -172,7 +229,15 @@ export function defineCatalogStore(backend: Backend): void {
       const latest = (await catalogs.latest())!;
       const revision = latest.revision + 1;
       const stale = new Date(Date.now() - (proposalTtlSec + 60) * 1000).toISOString().slice(0, 19).replace('T', ' ');
-      const dead = [String(revision), stale, 'dead', 'e'.repeat(64), JSON.stringify(latest.document), 'dead-attempt', stale];
+      const dead = [
+        String(revision),
+        stale,
+        'dead',
+        'e'.repeat(64),
+        JSON.stringify(latest.document),
+        'dead-attempt',
+        stale,
+      ];
       await store.insert('catalog_revisions', [...catalogRevisionColumns, 'proposed_at'], encodeTsv([dead]));
       const next = latest.document as any;
       next.packages[0].name = 'After a crash';

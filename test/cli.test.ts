@@ -7,8 +7,15 @@ import { writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { cliPath, tempDir } from './harness.js';
 
-function runCli(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 120_000 });
+function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [cliPath, ...args], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
@@ -27,7 +34,13 @@ describe('drawdown CLI', () => {
   });
 
   it('refuses to start with every configuration problem listed, and exits 1', () => {
-    const result = runCli(['rater'], { DRAWDOWN_PARTITIONS: '0', DRAWDOWN_FLUSH_INTERVAL_MS: 'soon', DRAWDOWN_NATS_URL: '', DRAWDOWN_CLICKHOUSE_URL: '', DRAWDOWN_CATALOG: '' });
+    const result = runCli(['rater'], {
+      DRAWDOWN_PARTITIONS: '0',
+      DRAWDOWN_FLUSH_INTERVAL_MS: 'soon',
+      DRAWDOWN_NATS_URL: '',
+      DRAWDOWN_CLICKHOUSE_URL: '',
+      DRAWDOWN_CATALOG: '',
+    });
     expect(result.status).toBe(1);
     expect(result.stderr).toContain('DRAWDOWN_NATS_URL (or --nats-url) is required');
     expect(result.stderr).toContain('DRAWDOWN_CLICKHOUSE_URL (or --clickhouse-url) is required');
@@ -36,7 +49,15 @@ describe('drawdown CLI', () => {
   });
 
   it('names an unknown flag instead of ignoring it', () => {
-    const result = runCli(['ingest', '--nats-url', 'nats://127.0.0.1:4222', '--catalog', 'deploy/demo-catalog.json', '--htp-port', '1']);
+    const result = runCli([
+      'ingest',
+      '--nats-url',
+      'nats://127.0.0.1:4222',
+      '--catalog',
+      'deploy/demo-catalog.json',
+      '--htp-port',
+      '1',
+    ]);
     expect(result.status).toBe(1);
     expect(result.stderr).toContain('unknown flag --htp-port');
   });
@@ -45,11 +66,24 @@ describe('drawdown CLI', () => {
     const dir = tempDir('catalog');
     try {
       const path = `${dir.path}/catalog.json`;
-      const catalog = { meters: [{ key: 'tokens' }], rate_card: { versions: [{ version: 'v1', effective_from: '2026-01-01T00:00:30Z', rows: [{ meter: 'tokenz', unit: 'credits', price: { model: 'unit', amount: '1' } }] }] } };
+      const catalog = {
+        meters: [{ key: 'tokens' }],
+        rate_card: {
+          versions: [
+            {
+              version: 'v1',
+              effective_from: '2026-01-01T00:00:30Z',
+              rows: [{ meter: 'tokenz', unit: 'credits', price: { model: 'unit', amount: '1' } }],
+            },
+          ],
+        },
+      };
       writeFileSync(path, JSON.stringify(catalog));
       const result = runCli(['ingest', '--nats-url', 'nats://127.0.0.1:4222', '--catalog', path]);
       expect(result.status).toBe(1);
-      expect(result.stderr).toContain('rate_card.versions[0].effective_from: rate_card.versions[0].effective_from must fall on a whole minute');
+      expect(result.stderr).toContain(
+        'rate_card.versions[0].effective_from: rate_card.versions[0].effective_from must fall on a whole minute',
+      );
       expect(result.stderr).toContain('rate_card.versions[0].rows[0].meter: meter tokenz is not defined');
       expect(result.stderr).toContain('rate_card.versions[0].rows[0].unit: credit unit credits is not defined');
     } finally {

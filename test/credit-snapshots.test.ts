@@ -35,7 +35,17 @@ const catalog = parseCatalog({
         effective_from: '2025-12-01T00:00:00Z',
         rows: [
           { meter: 'tokens', unit: 'credits', price: { model: 'package', amount: '5', size: '1000000' } },
-          { meter: 'calls', unit: 'credits', price: { model: 'graduated', tiers: [{ up_to: '50', amount: '0.5' }, { up_to: null, amount: '0.1' }] } },
+          {
+            meter: 'calls',
+            unit: 'credits',
+            price: {
+              model: 'graduated',
+              tiers: [
+                { up_to: '50', amount: '0.5' },
+                { up_to: null, amount: '0.1' },
+              ],
+            },
+          },
         ],
       },
     ],
@@ -46,13 +56,42 @@ const catalog = parseCatalog({
       id: 'pro',
       billing: 'monthly',
       versions: [
-        { version: 1, grants: [{ id: 'monthly', unit: 'credits', quantity: '100', frequency: 'monthly', rollover: { kind: 'capped', percent: '50', maximum: '30' } }] },
-        { version: 2, grants: [{ id: 'daily', unit: 'credits', quantity: '4', frequency: 'daily', rollover: { kind: 'time_limited', duration: 'P2D' } }] },
+        {
+          version: 1,
+          grants: [
+            {
+              id: 'monthly',
+              unit: 'credits',
+              quantity: '100',
+              frequency: 'monthly',
+              rollover: { kind: 'capped', percent: '50', maximum: '30' },
+            },
+          ],
+        },
+        {
+          version: 2,
+          grants: [
+            {
+              id: 'daily',
+              unit: 'credits',
+              quantity: '4',
+              frequency: 'daily',
+              rollover: { kind: 'time_limited', duration: 'P2D' },
+            },
+          ],
+        },
       ],
     },
   ],
   subscriptions: [
-    { id: 's-capped', customer: 'capped', plan: 'pro', plan_version: 1, start: '2026-01-03T00:00:00Z', changes: [{ effective_from: '2026-02-03T00:00:00Z', overrides: { monthly: { quantity: '60' } } }] },
+    {
+      id: 's-capped',
+      customer: 'capped',
+      plan: 'pro',
+      plan_version: 1,
+      start: '2026-01-03T00:00:00Z',
+      changes: [{ effective_from: '2026-02-03T00:00:00Z', overrides: { monthly: { quantity: '60' } } }],
+    },
     { id: 's-daily', customer: 'daily', plan: 'pro', plan_version: 2, start: '2026-01-01T00:00:00Z' },
   ],
 });
@@ -79,7 +118,19 @@ async function play(store: Store, dropSnapshots: boolean): Promise<void> {
     await store.insert(
       'usage_minute',
       usageMinuteColumns,
-      encodeTsv(rows.map(([customer, meter, atSec, quantity]) => [customer, meter, '{}', tsvDateTime(atSec), quantity, '1', '0', String(seq), tsvDateTime(atSec)])),
+      encodeTsv(
+        rows.map(([customer, meter, atSec, quantity]) => [
+          customer,
+          meter,
+          '{}',
+          tsvDateTime(atSec),
+          quantity,
+          '1',
+          '0',
+          String(seq),
+          tsvDateTime(atSec),
+        ]),
+      ),
     );
   };
   const cuts = runEnds;
@@ -96,7 +147,14 @@ async function play(store: Store, dropSnapshots: boolean): Promise<void> {
     // Late usage: a minute of the window settled last, committed only now.
     if (i > 0) await usage([['buyer', 'tokens', settledSec - 120, '30000000']]);
     // A purchase dated back into the settled window, posted after the last run started (at settledSec + 60).
-    if (i % 3 === 1) await purchasePackage(store, catalog, { customer: i % 2 === 0 ? 'buyer' : 'capped', packageId: 'credits-40', idempotencyKey: `p-${i}`, nowSec: settledSec + 90, effectiveAtSec: settledSec - daySec / 2 });
+    if (i % 3 === 1)
+      await purchasePackage(store, catalog, {
+        customer: i % 2 === 0 ? 'buyer' : 'capped',
+        packageId: 'credits-40',
+        idempotencyKey: `p-${i}`,
+        nowSec: settledSec + 90,
+        effectiveAtSec: settledSec - daySec / 2,
+      });
     if (dropSnapshots) {
       await store.command('DROP TABLE IF EXISTS credit_snapshots');
       await ensureSchema(store);
@@ -136,7 +194,10 @@ describe('credit snapshots', () => {
     // The scenario reaches every rule: capped rollover, expiry, debt repaid from new blocks, late usage.
     expect(new Set(a.map((r) => r[2]))).toEqual(new Set(['grant', 'purchase', 'usage', 'expiry', 'adjustment']));
     // 18.16 prints "1.500000000", chDB "1.5": compare amounts as decimals.
-    const normal = (rows: string[][]) => rows.map(([id, customer, kind, amount, block, at, expires]) => [id, customer, kind, formatAmount(parseStoredDecimal(amount!)), block, at, expires].join(' '));
+    const normal = (rows: string[][]) =>
+      rows.map(([id, customer, kind, amount, block, at, expires]) =>
+        [id, customer, kind, formatAmount(parseStoredDecimal(amount!)), block, at, expires].join(' '),
+      );
     expect(normal(a)).toEqual(normal(b));
   });
 
@@ -144,8 +205,11 @@ describe('credit snapshots', () => {
     const sums = await withSnapshots.query(
       `SELECT customer, unit, sum(amount) FROM (SELECT entry_id, any(customer) AS customer, any(unit) AS unit, any(amount) AS amount FROM ledger_entries GROUP BY entry_id) GROUP BY customer, unit ORDER BY customer, unit`,
     );
-    const carried = await withSnapshots.query(`SELECT customer, unit, argMax(balance, as_of) FROM credit_snapshots GROUP BY customer, unit ORDER BY customer, unit`);
-    const normal = (rows: string[][]) => rows.map(([customer, unit, amount]) => [customer, unit, formatAmount(parseStoredDecimal(amount!))]);
+    const carried = await withSnapshots.query(
+      `SELECT customer, unit, argMax(balance, as_of) FROM credit_snapshots GROUP BY customer, unit ORDER BY customer, unit`,
+    );
+    const normal = (rows: string[][]) =>
+      rows.map(([customer, unit, amount]) => [customer, unit, formatAmount(parseStoredDecimal(amount!))]);
     expect(normal(carried)).toEqual(normal(sums));
     expect(sums.map((r) => r[0])).toEqual(['buyer', 'capped', 'daily']);
   });
@@ -157,16 +221,25 @@ describe('credit snapshots', () => {
       months.set(month, (months.get(month) ?? 0) + calls);
     }
     // Tiers: 0.5 each up to 50 calls in the month, 0.1 each above.
-    const tiered = (n: number) => money(Math.min(n, 50)).times('0.5').plus(money(Math.max(n - 50, 0)).times('0.1'));
+    const tiered = (n: number) =>
+      money(Math.min(n, 50))
+        .times('0.5')
+        .plus(money(Math.max(n - 50, 0)).times('0.1'));
     const rows = await withSnapshots.query(
       `SELECT formatDateTime(effective_at, '%Y-%m') AS month, sum(amount) FROM (SELECT entry_id, any(amount) AS amount, any(effective_at) AS effective_at, any(meter) AS meter, any(kind) AS kind, any(customer) AS customer FROM ledger_entries GROUP BY entry_id) WHERE meter = 'calls' AND kind = 'usage' AND customer = 'daily' GROUP BY month ORDER BY month`,
     );
-    expect(rows.map(([month, sum]) => [month, formatAmount(parseStoredDecimal(sum!).negated())])).toEqual([...months].map(([month, n]) => [month, formatAmount(tiered(n))]));
+    expect(rows.map(([month, sum]) => [month, formatAmount(parseStoredDecimal(sum!).negated())])).toEqual(
+      [...months].map(([month, n]) => [month, formatAmount(tiered(n))]),
+    );
     expect(months.get('2026-01')).toBeGreaterThan(50);
   });
 
   it('given a settled window, when it is settled again exactly, then nothing new is posted', async () => {
-    const again = await settle(withSnapshots, catalog, { fromSec: startSec + 9 * daySec, untilSec: startSec + 10 * daySec, nowSec: startSec + 60 * daySec });
+    const again = await settle(withSnapshots, catalog, {
+      fromSec: startSec + 9 * daySec,
+      untilSec: startSec + 10 * daySec,
+      nowSec: startSec + 60 * daySec,
+    });
     expect(again.entriesPosted).toBe(0);
     expect(again.entriesAlreadyPosted).toBeGreaterThan(0);
   });

@@ -14,7 +14,21 @@ import { usageMinuteFlushColumns } from '../shared/clickhouse/usage-minute.js';
 import { flushPayload } from '../rater/flush.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { dropExpiredIds, highestIdsLabel, idsPayload, readRecentIds } from '../rater/dedupe/id-log.js';
-import { crashed, openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ChildService, type ClickHouseTarget } from './harness.js';
+import {
+  crashed,
+  openTestStore,
+  postEvents,
+  spawnDrawdown,
+  startClickHouse,
+  startNats,
+  tempDir,
+  testConfig,
+  usageTotals,
+  waitForStreamDrained,
+  type Backend,
+  type ChildService,
+  type ClickHouseTarget,
+} from './harness.js';
 import type { Store } from '../shared/clickhouse/store.js';
 
 interface TestEvent {
@@ -37,7 +51,13 @@ export function defineDedupe(backend: Backend): void {
     const atMs = Date.now() - 10 * 60_000;
     let keyNo = 0;
 
-    const event = (customer: string, id: string, quantity: string): TestEvent => ({ id, customer, meter: 'gpt-4o.input_tokens', quantity, timestamp: atMs });
+    const event = (customer: string, id: string, quantity: string): TestEvent => ({
+      id,
+      customer,
+      meter: 'gpt-4o.input_tokens',
+      quantity,
+      timestamp: atMs,
+    });
     const count = (events: readonly TestEvent[]): void => {
       for (const e of events) {
         const key = `${e.customer}|gpt-4o.input_tokens|{}`;
@@ -45,8 +65,14 @@ export function defineDedupe(backend: Backend): void {
         expected.set(key, { quantity: total.quantity.plus(e.quantity), events: total.events + 1 });
       }
     };
-    const send = async (events: readonly TestEvent[], options: { key?: boolean; json?: boolean } = {}): Promise<void> => {
-      const response = await postEvents(base, [...events], { ...(options.key === false ? {} : { key: `batch-${keyNo++}` }), json: options.json === true });
+    const send = async (
+      events: readonly TestEvent[],
+      options: { key?: boolean; json?: boolean } = {},
+    ): Promise<void> => {
+      const response = await postEvents(base, [...events], {
+        ...(options.key === false ? {} : { key: `batch-${keyNo++}` }),
+        json: options.json === true,
+      });
       expect(response.status, JSON.stringify(response.body)).toBe(202);
       expect(response.body.accepted).toBe(events.length);
     };
@@ -83,7 +109,11 @@ export function defineDedupe(backend: Backend): void {
     beforeAll(async () => {
       nats = await startNats(dir.path);
       clickhouse = await startClickHouse(backend, dir.path);
-      ingest = await startDrawdown(testConfig({ natsUrl: nats.url }), { ingest: true, rater: false, settlement: false });
+      ingest = await startDrawdown(testConfig({ natsUrl: nats.url }), {
+        ingest: true,
+        rater: false,
+        settlement: false,
+      });
       base = ingest.url!;
     });
 
@@ -157,14 +187,26 @@ export function defineDedupe(backend: Backend): void {
     it('reads remembered ids of committed flushes only, up to the watermark, and drops whole days past retention', async () => {
       await withStore(async (store) => {
         const nowSec = Math.floor(Date.now() / 1000);
-        const ids = (n: number, seed: number): Uint32Array => Uint32Array.from({ length: 3 * n }, (_, i) => ((seed * 7919 + i * 104_729) | 1) >>> 0);
+        const ids = (n: number, seed: number): Uint32Array =>
+          Uint32Array.from({ length: 3 * n }, (_, i) => ((seed * 7919 + i * 104_729) | 1) >>> 0);
         const commit = (label: number): Promise<void> =>
-          store.insert('usage_minute', usageMinuteFlushColumns, flushPayload([['c-ids', 'm', '{}', nowSec - (nowSec % 60), 1n, 1]], 7, label, nowSec, String(label)));
-        // Given partition 7's ids for committed flushes 10 and 20, a flush 30 above the watermark, a flush 5 from 10 days ago,
+          store.insert(
+            'usage_minute',
+            usageMinuteFlushColumns,
+            flushPayload([['c-ids', 'm', '{}', nowSec - (nowSec % 60), 1n, 1]], 7, label, nowSec, String(label)),
+          );
+        // Given partition 7's ids for committed flushes 10 and 20, a flush 30 above the watermark, a flush 5 from 10
+        // days ago,
         await store.insert('dedupe_ids', dedupeIdsColumns, idsPayload([ids(3, 1)], 7, 10, nowSec));
         await store.insert('dedupe_ids', dedupeIdsColumns, idsPayload([ids(2, 2), ids(2, 3)], 7, 20, nowSec));
         await store.insert('dedupe_ids', dedupeIdsColumns, idsPayload([ids(4, 4)], 7, 30, nowSec));
-        await store.insert('dedupe_ids', dedupeIdsColumns, encodeTsv([['7', '5', '0', tsvDateTime(nowSec - 10 * 86_400), '1', Buffer.from(ids(1, 5).buffer).toString('base64')]]));
+        await store.insert(
+          'dedupe_ids',
+          dedupeIdsColumns,
+          encodeTsv([
+            ['7', '5', '0', tsvDateTime(nowSec - 10 * 86_400), '1', Buffer.from(ids(1, 5).buffer).toString('base64')],
+          ]),
+        );
         // and ids under label 15 from a flush that died before its usage insert (no usage row carries 15),
         await store.insert('dedupe_ids', dedupeIdsColumns, idsPayload([ids(5, 6)], 7, 15, nowSec));
         for (const label of [5, 10, 20]) await commit(label);

@@ -17,11 +17,24 @@ import { loadConfig, parsePartitionList, settings, type SettingName } from '../s
 import { repoRoot } from './harness.js';
 
 const settingEnvs: ReadonlySet<string> = new Set(Object.values(settings).map((s) => s.env));
-const cliCommands = new Set([...readFileSync(join(repoRoot, 'deploy', 'cli.ts'), 'utf8').matchAll(/^\s*case '([a-z]+)':/gm)].map(([, c]) => c!));
+const cliCommands = new Set(
+  [...readFileSync(join(repoRoot, 'deploy', 'cli.ts'), 'utf8').matchAll(/^\s*case '([a-z]+)':/gm)].map(([, c]) => c!),
+);
 /** Paths of the routes every process serves (shared/service.ts). */
-const serviceRoutes = new Set([...readFileSync(join(repoRoot, 'shared', 'service.ts'), 'utf8').matchAll(/path: \/\^\\\/([a-z]+)\$\//g)].map(([, p]) => `/${p}`));
-const validKeys = JSON.stringify([{ id: 'deploy-test', sha256: hashKey(newKey()), scopes: ['ingest', 'read', 'admin'] }]);
-const requiredFor: Record<string, SettingName[]> = { ingest: ['natsUrl', 'catalog'], rater: ['natsUrl', 'clickhouseUrl', 'catalog'], settlement: ['clickhouseUrl', 'catalog'], settle: ['clickhouseUrl', 'catalog'] };
+const serviceRoutes = new Set(
+  [...readFileSync(join(repoRoot, 'shared', 'service.ts'), 'utf8').matchAll(/path: \/\^\\\/([a-z]+)\$\//g)].map(
+    ([, p]) => `/${p}`,
+  ),
+);
+const validKeys = JSON.stringify([
+  { id: 'deploy-test', sha256: hashKey(newKey()), scopes: ['ingest', 'read', 'admin'] },
+]);
+const requiredFor: Record<string, SettingName[]> = {
+  ingest: ['natsUrl', 'catalog'],
+  rater: ['natsUrl', 'clickhouseUrl', 'catalog'],
+  settlement: ['clickhouseUrl', 'catalog'],
+  settle: ['clickhouseUrl', 'catalog'],
+};
 
 /** What a drawdown container is told, in either layout. */
 interface DrawdownContainer {
@@ -36,7 +49,10 @@ function validate(container: DrawdownContainer): ReturnType<typeof loadConfig> {
 }
 
 function checkContainer(container: DrawdownContainer): void {
-  expect({ name: container.name, command: cliCommands.has(container.command) }).toEqual({ name: container.name, command: true });
+  expect({ name: container.name, command: cliCommands.has(container.command) }).toEqual({
+    name: container.name,
+    command: true,
+  });
   const unknown = Object.keys(container.env).filter((name) => !settingEnvs.has(name));
   expect({ name: container.name, unknownEnv: unknown }).toEqual({ name: container.name, unknownEnv: [] });
   expect(() => validate(container)).not.toThrow();
@@ -63,14 +79,27 @@ function natsRoutes(conf: string): string[] {
 describe('deploy/compose/docker-compose.yml', () => {
   const composeDir = join(repoRoot, 'deploy', 'compose');
   const compose = parse(readFileSync(join(composeDir, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
-    services: Record<string, { image: string; command?: string[]; environment?: Record<string, string>; volumes?: string[]; healthcheck?: { test: string[] } }>;
+    services: Record<
+      string,
+      {
+        image: string;
+        command?: string[];
+        environment?: Record<string, string>;
+        volumes?: string[];
+        healthcheck?: { test: string[] };
+      }
+    >;
   };
   const services = Object.entries(compose.services);
   // Compose fills ${VAR:?message} from .env; the test supplies a valid key table.
   const interpolate = (value: string): string => value.replace(/\$\{DRAWDOWN_API_KEYS:\?[^}]*\}/, validKeys);
   const drawdown: DrawdownContainer[] = services
     .filter(([, s]) => s.image === 'drawdown:latest')
-    .map(([name, s]) => ({ name, command: s.command?.[0] ?? '', env: Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, interpolate(String(v))])) }));
+    .map(([name, s]) => ({
+      name,
+      command: s.command?.[0] ?? '',
+      env: Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, interpolate(String(v))])),
+    }));
 
   it('runs 2 gateways, 2 raters and the settlement service, each a real command with real, valid settings', () => {
     expect(drawdown.map((c) => c.command).sort()).toEqual(['ingest', 'ingest', 'rater', 'rater', 'settlement']);
@@ -94,19 +123,33 @@ describe('deploy/compose/docker-compose.yml', () => {
     expect(natsRoutes(readFileSync(join(composeDir, 'nats.conf'), 'utf8')).sort()).toEqual(nodes.sort());
     for (const container of drawdown) {
       expect(validate(container).streamReplicas).toBe(3);
-      if (container.command !== 'settlement') expect(validate(container).natsUrl!.split(',').map((u) => new URL(u).hostname).sort()).toEqual(nodes.sort());
+      if (container.command !== 'settlement')
+        expect(
+          validate(container)
+            .natsUrl!.split(',')
+            .map((u) => new URL(u).hostname)
+            .sort(),
+        ).toEqual(nodes.sort());
     }
   });
 
   it('has Prometheus scrape every drawdown service and Grafana load the dashboard from its Prometheus data source', () => {
-    const scrape = parse(readFileSync(join(composeDir, 'prometheus.yml'), 'utf8')) as { scrape_configs: { static_configs: { targets: string[] }[] }[] };
+    const scrape = parse(readFileSync(join(composeDir, 'prometheus.yml'), 'utf8')) as {
+      scrape_configs: { static_configs: { targets: string[] }[] }[];
+    };
     const targets = scrape.scrape_configs.flatMap((job) => job.static_configs.flatMap((c) => c.targets));
     expect(targets.sort()).toEqual(drawdown.map((c) => `${c.name}:${validate(c).httpPort}`).sort());
-    const datasources = parse(readFileSync(join(composeDir, 'grafana', 'provisioning', 'datasources', 'prometheus.yml'), 'utf8')) as { datasources: { uid: string; url: string }[] };
-    const dashboard = JSON.parse(readFileSync(join(repoRoot, 'deploy', 'grafana', 'drawdown-dashboard.json'), 'utf8')) as { panels: { datasource?: { uid: string } }[] };
+    const datasources = parse(
+      readFileSync(join(composeDir, 'grafana', 'provisioning', 'datasources', 'prometheus.yml'), 'utf8'),
+    ) as { datasources: { uid: string; url: string }[] };
+    const dashboard = JSON.parse(
+      readFileSync(join(repoRoot, 'deploy', 'grafana', 'drawdown-dashboard.json'), 'utf8'),
+    ) as { panels: { datasource?: { uid: string } }[] };
     const uids = new Set(dashboard.panels.filter((p) => p.datasource).map((p) => p.datasource!.uid));
     expect([...uids]).toEqual([datasources.datasources[0]!.uid]);
-    expect(compose.services.grafana!.volumes).toContain('../grafana/drawdown-dashboard.json:/var/lib/grafana/dashboards/drawdown-dashboard.json:ro');
+    expect(compose.services.grafana!.volumes).toContain(
+      '../grafana/drawdown-dashboard.json:/var/lib/grafana/dashboards/drawdown-dashboard.json:ro',
+    );
   });
 
   it('mounts only files and directories that exist in the repository', () => {
@@ -114,7 +157,11 @@ describe('deploy/compose/docker-compose.yml', () => {
       for (const volume of service.volumes ?? []) {
         const source = volume.split(':')[0]!;
         if (!source.startsWith('.')) continue; // a named volume
-        expect({ name, source, exists: existsSync(resolve(composeDir, source)) }).toEqual({ name, source, exists: true });
+        expect({ name, source, exists: existsSync(resolve(composeDir, source)) }).toEqual({
+          name,
+          source,
+          exists: true,
+        });
       }
     }
   });
@@ -123,7 +170,13 @@ describe('deploy/compose/docker-compose.yml', () => {
 describe('deploy/k8s', () => {
   const k8sDir = join(repoRoot, 'deploy', 'k8s');
   const files = readdirSync(k8sDir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
-  type Doc = { kind: string; metadata: { name: string }; spec?: any; data?: Record<string, string>; stringData?: Record<string, string> };
+  type Doc = {
+    kind: string;
+    metadata: { name: string };
+    spec?: any;
+    data?: Record<string, string>;
+    stringData?: Record<string, string>;
+  };
   const docs: Doc[] = files.flatMap((f) =>
     parseAllDocuments(readFileSync(join(k8sDir, f), 'utf8')).map((d) => {
       expect(d.errors).toEqual([]);
@@ -137,7 +190,9 @@ describe('deploy/k8s', () => {
   };
   const podTemplate = (d: Doc): any => (d.kind === 'CronJob' ? d.spec.jobTemplate.spec.template : d.spec.template);
   const workloads = docs.filter((d) => ['Deployment', 'StatefulSet', 'CronJob'].includes(d.kind));
-  const drawdownPods = workloads.filter((d) => podTemplate(d).spec.containers.some((c: any) => c.image === 'drawdown:latest'));
+  const drawdownPods = workloads.filter((d) =>
+    podTemplate(d).spec.containers.some((c: any) => c.image === 'drawdown:latest'),
+  );
 
   /** The environment a drawdown container gets: envFrom ConfigMaps/Secrets and env, with values from the manifests. */
   function containerOf(workload: Doc): DrawdownContainer {
@@ -149,7 +204,11 @@ describe('deploy/k8s', () => {
     }
     for (const e of c.env ?? []) {
       const ref = e.valueFrom?.secretKeyRef ?? e.valueFrom?.configMapKeyRef;
-      const source = e.valueFrom?.secretKeyRef ? find('Secret', ref.name).stringData : ref ? find('ConfigMap', ref.name).data : undefined;
+      const source = e.valueFrom?.secretKeyRef
+        ? find('Secret', ref.name).stringData
+        : ref
+          ? find('ConfigMap', ref.name).data
+          : undefined;
       env[e.name] = ref ? source![ref.key]! : String(e.value);
     }
     // The Secret ships a placeholder table; the test checks the shape with a real one.
@@ -163,7 +222,13 @@ describe('deploy/k8s', () => {
   });
 
   it('runs gateways, raters, the settlement API and a settle CronJob, each a real command with real, valid settings', () => {
-    expect(drawdownPods.map((d) => `${d.kind}:${containerOf(d).command}`).sort()).toEqual(['CronJob:settle', 'Deployment:ingest', 'Deployment:rater', 'Deployment:rater', 'Deployment:settlement']);
+    expect(drawdownPods.map((d) => `${d.kind}:${containerOf(d).command}`).sort()).toEqual([
+      'CronJob:settle',
+      'Deployment:ingest',
+      'Deployment:rater',
+      'Deployment:rater',
+      'Deployment:settlement',
+    ]);
     for (const workload of drawdownPods) checkContainer(containerOf(workload));
     expect(find('CronJob', 'settle').spec.concurrencyPolicy).toBe('Forbid');
     expect(containerOf(find('Deployment', 'settlement')).env.DRAWDOWN_SETTLE_EVERY_MS).toBe('0');
@@ -172,7 +237,12 @@ describe('deploy/k8s', () => {
   it('gives each partition exactly one rater, one pod at a time', () => {
     const raters = drawdownPods.filter((d) => containerOf(d).command === 'rater');
     checkPartitionOwnership(raters.map(containerOf));
-    for (const rater of raters) expect({ name: rater.metadata.name, replicas: rater.spec.replicas, strategy: rater.spec.strategy.type }).toEqual({ name: rater.metadata.name, replicas: 1, strategy: 'Recreate' });
+    for (const rater of raters)
+      expect({ name: rater.metadata.name, replicas: rater.spec.replicas, strategy: rater.spec.strategy.type }).toEqual({
+        name: rater.metadata.name,
+        replicas: 1,
+        strategy: 'Recreate',
+      });
   });
 
   it('probes long-running drawdown pods on /healthz and /readyz of their http port, and annotates them for Prometheus', () => {
@@ -182,9 +252,15 @@ describe('deploy/k8s', () => {
       const port = c.ports.find((p: any) => p.name === 'http').containerPort;
       expect(port).toBe(validate(containerOf(workload)).httpPort);
       expect([c.livenessProbe.httpGet.path, c.readinessProbe.httpGet.path]).toEqual(['/healthz', '/readyz']);
-      expect([...serviceRoutes]).toEqual(expect.arrayContaining([c.livenessProbe.httpGet.path, c.readinessProbe.httpGet.path]));
+      expect([...serviceRoutes]).toEqual(
+        expect.arrayContaining([c.livenessProbe.httpGet.path, c.readinessProbe.httpGet.path]),
+      );
       expect([c.livenessProbe.httpGet.port, c.readinessProbe.httpGet.port]).toEqual(['http', 'http']);
-      expect(template.metadata.annotations).toEqual({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(port), 'prometheus.io/path': '/metrics' });
+      expect(template.metadata.annotations).toEqual({
+        'prometheus.io/scrape': 'true',
+        'prometheus.io/port': String(port),
+        'prometheus.io/path': '/metrics',
+      });
       expect(c.resources.requests.cpu).toBeDefined();
     }
   });
@@ -209,7 +285,12 @@ describe('deploy/k8s', () => {
     expect(natsRoutes(conf).sort()).toEqual([0, 1, 2].map((i) => `nats-${i}.${nats.spec.serviceName}`));
     const gatewayEnv = validate(containerOf(find('Deployment', 'gateway')));
     expect(gatewayEnv.streamReplicas).toBe(3);
-    expect(gatewayEnv.natsUrl!.split(',').map((u) => new URL(u).hostname).sort()).toEqual(natsRoutes(conf).sort());
+    expect(
+      gatewayEnv
+        .natsUrl!.split(',')
+        .map((u) => new URL(u).hostname)
+        .sort(),
+    ).toEqual(natsRoutes(conf).sort());
     const hpa = find('HorizontalPodAutoscaler', 'gateway');
     expect(hpa.spec.scaleTargetRef).toEqual({ apiVersion: 'apps/v1', kind: 'Deployment', name: 'gateway' });
     for (const name of ['gateway', 'settlement']) expect(find('Service', name).spec.ports[0].targetPort).toBe('http');
@@ -219,12 +300,17 @@ describe('deploy/k8s', () => {
 describe('deploy/Dockerfile', () => {
   const dockerfile = readFileSync(join(repoRoot, 'deploy', 'Dockerfile'), 'utf8');
   it('builds on node:20-slim, runs the CLI the package names as a non-root user', () => {
-    expect([...dockerfile.matchAll(/^FROM (\S+)/gm)].map(([, image]) => image)).toEqual(['node:20-slim', 'node:20-slim']);
-    const bin = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { bin: { drawdown: string } }).bin.drawdown;
+    expect([...dockerfile.matchAll(/^FROM (\S+)/gm)].map(([, image]) => image)).toEqual([
+      'node:20-slim',
+      'node:20-slim',
+    ]);
+    const bin = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { bin: { drawdown: string } }).bin
+      .drawdown;
     expect(dockerfile).toContain(`ENTRYPOINT ["node", "${bin}"]`);
     expect(/^USER (\S+)/m.exec(dockerfile)?.[1]).toBe('node');
     // Every directory the build compiles is copied in.
-    const include = (JSON.parse(readFileSync(join(repoRoot, 'tsconfig.build.json'), 'utf8')) as { include: string[] }).include;
+    const include = (JSON.parse(readFileSync(join(repoRoot, 'tsconfig.build.json'), 'utf8')) as { include: string[] })
+      .include;
     for (const dir of include) expect(dockerfile).toContain(`COPY ${dir} ./${dir}`);
   });
 });

@@ -8,7 +8,9 @@ const configDoc = readFileSync(new URL('../docs/configuration.md', import.meta.u
 
 describe('docs stay in step with the code', () => {
   it('documents every error code with its status, and no code that does not exist', () => {
-    const documented = new Map([...errorsDoc.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \|/gm)].map((m) => [m[1]!, Number(m[2])]));
+    const documented = new Map(
+      [...errorsDoc.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \|/gm)].map((m) => [m[1]!, Number(m[2])]),
+    );
     const actual = new Map(Object.entries(errorCodes).map(([code, e]) => [code, e.status]));
     expect(documented).toEqual(actual);
   });

@@ -7,7 +7,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { example1, example2 } from '../deploy/workloads.js';
-import { api, postEvents, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ClickHouseTarget } from './harness.js';
+import {
+  api,
+  postEvents,
+  startClickHouse,
+  startNats,
+  tempDir,
+  testConfig,
+  usageTotals,
+  waitForStreamDrained,
+  type Backend,
+  type ClickHouseTarget,
+} from './harness.js';
 
 export function defineEndToEnd(backend: Backend): void {
   describe(`end to end on ${backend === 'chdb' ? 'chDB' : 'clickhouse-server'}`, () => {
@@ -24,11 +35,21 @@ export function defineEndToEnd(backend: Backend): void {
     beforeAll(async () => {
       nats = await startNats(dir.path);
       clickhouse = await startClickHouse(backend, dir.path);
-      drawdown = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url }), { ingest: true, rater: true, settlement: true });
+      drawdown = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url }), {
+        ingest: true,
+        rater: true,
+        settlement: true,
+      });
       base = drawdown.url!;
 
       for (const customer of ['acme', 'studio']) {
-        const bought = await api(base, 'POST', `/v1/customers/${customer}/purchases`, { package: 'credits-100', effective_at: new Date(atMs - 60_000).toISOString() }, { 'idempotency-key': `buy-${customer}` });
+        const bought = await api(
+          base,
+          'POST',
+          `/v1/customers/${customer}/purchases`,
+          { package: 'credits-100', effective_at: new Date(atMs - 60_000).toISOString() },
+          { 'idempotency-key': `buy-${customer}` },
+        );
         expect(bought.status).toBe(201);
       }
       expect((await postEvents(base, example1('acme', atMs))).status).toBe(202);
@@ -36,7 +57,9 @@ export function defineEndToEnd(backend: Backend): void {
       expect((await postEvents(base, example2('studio', atMs), { json: true })).status).toBe(202);
 
       // The same batch sent twice under one Idempotency-Key, as a client retry.
-      const retryBatch = [{ id: 'r-1', customer: 'retry', meter: 'gpt-4o.input_tokens', quantity: 1_000_000, timestamp: atMs }];
+      const retryBatch = [
+        { id: 'r-1', customer: 'retry', meter: 'gpt-4o.input_tokens', quantity: 1_000_000, timestamp: atMs },
+      ];
       const once = await postEvents(base, retryBatch, { key: 'batch-retry-1' });
       first.retried = { once, again: await postEvents(base, retryBatch, { key: 'batch-retry-1' }) };
 
@@ -61,11 +84,16 @@ export function defineEndToEnd(backend: Backend): void {
 
     it('example 1: 2,000,000 GPT-4o tokens and 50 images deduct 12.00; 100 → 88', async () => {
       const balance = await api(base, 'GET', '/v1/customers/acme/balance');
-      expect(balance.body.units).toEqual([{ unit: 'credits', settled: '88', pending: '0', available: '88', display: '88.00', over_limit: false }]);
+      expect(balance.body.units).toEqual([
+        { unit: 'credits', settled: '88', pending: '0', available: '88', display: '88.00', over_limit: false },
+      ]);
       const ledger = await api(base, 'GET', '/v1/customers/acme/ledger');
       // Bought before the usage: both usage entries draw on the purchase's block, and nothing is over limit.
       const purchase = (ledger.body.entries as any[]).find((e) => e.kind === 'purchase');
-      expect((ledger.body.entries as any[]).filter((e) => e.kind === 'usage').map((e) => e.block)).toEqual([purchase.block, purchase.block]);
+      expect((ledger.body.entries as any[]).filter((e) => e.kind === 'usage').map((e) => e.block)).toEqual([
+        purchase.block,
+        purchase.block,
+      ]);
       expect(first.settlement.body.customers.acme.over_limit).toEqual({});
       const lines = (ledger.body.entries as any[]).map((e) => [e.kind, e.meter, e.quantity, e.amount]).sort();
       expect(lines).toEqual(
@@ -79,7 +107,10 @@ export function defineEndToEnd(backend: Backend): void {
 
     it('example 2: 10 + 4 + 2 + 5 dimensional images cost 30 + 20 + 20 + 30 = 100', async () => {
       const ledger = await api(base, 'GET', '/v1/customers/studio/ledger');
-      const usage = (ledger.body.entries as any[]).filter((e) => e.kind === 'usage').map((e) => [e.dimensions.model, e.dimensions.input, e.quantity, e.amount]).sort();
+      const usage = (ledger.body.entries as any[])
+        .filter((e) => e.kind === 'usage')
+        .map((e) => [e.dimensions.model, e.dimensions.input, e.quantity, e.amount])
+        .sort();
       expect(usage).toEqual(
         [
           ['Nano Banana', 'prompt', '10', '-30'],
@@ -98,7 +129,9 @@ export function defineEndToEnd(backend: Backend): void {
       expect(first.retried.once).toMatchObject({ status: 202, body: { accepted: 1, duplicate: false } });
       expect(first.retried.again).toMatchObject({ status: 202, body: { accepted: 1, duplicate: true } });
       const usage = await api(base, 'GET', '/v1/customers/retry/usage?granularity=day&from=0');
-      expect(usage.body.usage).toEqual([expect.objectContaining({ meter: 'gpt-4o.input_tokens', quantity: '1000000', events: 1 })]);
+      expect(usage.body.usage).toEqual([
+        expect.objectContaining({ meter: 'gpt-4o.input_tokens', quantity: '1000000', events: 1 }),
+      ]);
       const balance = await api(base, 'GET', '/v1/customers/retry/balance');
       // No credits bought: the usage is posted anyway, and the customer is over limit.
       expect(balance.body.units).toEqual([expect.objectContaining({ settled: '-5', over_limit: true })]);
@@ -129,7 +162,13 @@ export function defineEndToEnd(backend: Backend): void {
     });
 
     it('a repeated purchase with the same Idempotency-Key buys once', async () => {
-      const again = await api(base, 'POST', '/v1/customers/acme/purchases', { package: 'credits-100' }, { 'idempotency-key': 'buy-acme' });
+      const again = await api(
+        base,
+        'POST',
+        '/v1/customers/acme/purchases',
+        { package: 'credits-100' },
+        { 'idempotency-key': 'buy-acme' },
+      );
       expect(again.status).toBe(200);
       expect(again.body.created).toBe(false);
       const balance = await api(base, 'GET', '/v1/customers/acme/balance');

@@ -10,7 +10,18 @@ import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { freePort } from '../deploy/free-port.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
-import { api, crashed, openTestStore, postEvents, spawnDrawdown, tempDir, testConfig, usageTotals, waitForStreamDrained, type ChildService } from './harness.js';
+import {
+  api,
+  crashed,
+  openTestStore,
+  postEvents,
+  spawnDrawdown,
+  tempDir,
+  testConfig,
+  usageTotals,
+  waitForStreamDrained,
+  type ChildService,
+} from './harness.js';
 import { sendUntilAccepted } from './retry-client.js';
 
 /** A workload whose exact per-customer totals are known before it is sent. */
@@ -34,7 +45,12 @@ class Workload {
 
   /** What ClickHouse must hold, in `usageTotals` form. */
   want(): Map<string, string> {
-    return new Map([...this.expected].map(([customer, total]) => [`${customer}|gpt-4o.input_tokens|{}`, `${total.toFixed()}|${this.events.get(customer)}`]));
+    return new Map(
+      [...this.expected].map(([customer, total]) => [
+        `${customer}|gpt-4o.input_tokens|{}`,
+        `${total.toFixed()}|${this.events.get(customer)}`,
+      ]),
+    );
   }
 }
 
@@ -55,7 +71,10 @@ async function nats(dir: string): Promise<NatsServerProcess> {
   return server;
 }
 
-async function drawdown(config: Parameters<typeof testConfig>[0], parts = { ingest: true, rater: true, settlement: true }): Promise<Running> {
+async function drawdown(
+  config: Parameters<typeof testConfig>[0],
+  parts = { ingest: true, rater: true, settlement: true },
+): Promise<Running> {
   const running = await startDrawdown(testConfig({ ackWaitMs: 5_000, retryDelayMaxMs: 500, ...config }), parts);
   cleanups.push(() => running.stop());
   return running;
@@ -174,7 +193,9 @@ describe('faults', () => {
     // The re-run may start in a later minute; it finishes the interrupted window first, posting nothing twice.
     const store = openTestStore(ch.url);
     cleanups.push(() => store.close());
-    const [[rows, ids]] = (await store.query("SELECT count(), uniqExact(entry_id) FROM ledger_entries WHERE kind = 'usage'")) as [[string, string]];
+    const [[rows, ids]] = (await store.query(
+      "SELECT count(), uniqExact(entry_id) FROM ledger_entries WHERE kind = 'usage'",
+    )) as [[string, string]];
     expect([Number(rows), Number(ids)]).toEqual([workload.expected.size, workload.expected.size]);
     for (const [customer, tokens] of workload.expected) {
       const balance = await api(dd.url!, 'GET', `/v1/customers/${customer}/balance`);
@@ -193,7 +214,13 @@ describe('faults on a JetStream cluster', () => {
     const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
     const nodes = await Promise.all(
       clusterPorts.map(async (clusterPort, i) => {
-        const node = await NatsServerProcess.start({ dir: `${dir.path}/nats-${i}`, clusterName: 'drawdown-test', clusterPort, routes, serverName: `node-${i}` });
+        const node = await NatsServerProcess.start({
+          dir: `${dir.path}/nats-${i}`,
+          clusterName: 'drawdown-test',
+          clusterPort,
+          routes,
+          serverName: `node-${i}`,
+        });
         cleanups.push(() => node.stop());
         return node;
       }),

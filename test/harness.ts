@@ -60,14 +60,27 @@ export async function startNats(dir: string): Promise<NatsServerProcess> {
 
 /** A config as a process would load it, with test-friendly limits on top. */
 export function testConfig(overrides: Partial<Record<keyof Config, string | number>>): Config {
-  return loadConfig(new Map(), {}, [], { catalog: catalogPath, httpPort: 0, logLevel: 'warn', flushIntervalMs: 100, partitions: 2, raterThreads: 1, auth: 'off', ...overrides });
+  return loadConfig(new Map(), {}, [], {
+    catalog: catalogPath,
+    httpPort: 0,
+    logLevel: 'warn',
+    flushIntervalMs: 100,
+    partitions: 2,
+    raterThreads: 1,
+    auth: 'off',
+    ...overrides,
+  });
 }
 
 export function openTestStore(url: string): Store {
   return openStore(url);
 }
 
-export async function postEvents(base: string, events: unknown[], options: { key?: string; json?: boolean } = {}): Promise<{ status: number; body: any }> {
+export async function postEvents(
+  base: string,
+  events: unknown[],
+  options: { key?: string; json?: boolean } = {},
+): Promise<{ status: number; body: any }> {
   const response = await fetch(`${base}/v1/events`, {
     method: 'POST',
     headers: {
@@ -84,7 +97,12 @@ export async function postEvents(base: string, events: unknown[], options: { key
  * at its next refresh), at most `attemptsMax` times 50 ms apart; returns the
  * last status. `events(attempt)` may vary the batch between attempts.
  */
-export async function postEventsUntil(base: string, want: number, events: (attempt: number) => unknown[], options: { key?: string; attemptsMax?: number } = {}): Promise<number> {
+export async function postEventsUntil(
+  base: string,
+  want: number,
+  events: (attempt: number) => unknown[],
+  options: { key?: string; attemptsMax?: number } = {},
+): Promise<number> {
   let status = 0;
   for (let attempt = 0; attempt < (options.attemptsMax ?? 200) && status !== want; attempt++) {
     if (attempt > 0) await new Promise((r) => setTimeout(r, 50));
@@ -93,7 +111,13 @@ export async function postEventsUntil(base: string, want: number, events: (attem
   return status;
 }
 
-export async function api(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+export async function api(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any }> {
   const response = await fetch(base + path, {
     method,
     headers: { 'content-type': 'application/json', ...headers },
@@ -107,7 +131,11 @@ export async function api(base: string, method: string, path: string, body?: unk
  * leaves the stream only when the rater acked it, which it does only after
  * ClickHouse holds the batch. So an empty stream means everything is committed.
  */
-export async function waitForStreamDrained(natsUrl: string, stream = 'DRAWDOWN_EVENTS', timeoutMs = 60_000): Promise<void> {
+export async function waitForStreamDrained(
+  natsUrl: string,
+  stream = 'DRAWDOWN_EVENTS',
+  timeoutMs = 60_000,
+): Promise<void> {
   const nc = await connect({ servers: natsUrl.split(',') });
   try {
     const deadline = Date.now() + timeoutMs;
@@ -130,7 +158,10 @@ export async function waitForStreamDrained(natsUrl: string, stream = 'DRAWDOWN_E
 }
 
 /** The event stream's current state: batches held now, and the last sequence ever stored. */
-export async function streamState(natsUrl: string, stream = 'DRAWDOWN_EVENTS'): Promise<{ messages: number; lastSeq: number }> {
+export async function streamState(
+  natsUrl: string,
+  stream = 'DRAWDOWN_EVENTS',
+): Promise<{ messages: number; lastSeq: number }> {
   const nc = await connect({ servers: natsUrl });
   try {
     const { state } = await (await jetstreamManager(nc)).streams.info(stream);
@@ -142,9 +173,16 @@ export async function streamState(natsUrl: string, stream = 'DRAWDOWN_EVENTS'): 
 
 /** Usage totals straight from ClickHouse, keyed "customer|meter|dimensions". */
 export async function usageTotals(store: Store): Promise<Map<string, string>> {
-  const rows = await store.query('SELECT customer, meter, dimensions, toString(sum(quantity)), sum(events) FROM usage_minute GROUP BY customer, meter, dimensions ORDER BY customer, meter, dimensions');
+  const rows = await store.query(
+    'SELECT customer, meter, dimensions, toString(sum(quantity)), sum(events) FROM usage_minute GROUP BY customer, meter, dimensions ORDER BY customer, meter, dimensions',
+  );
   // Normalise 18.16's zero padding so both engines compare equal.
-  return new Map(rows.map(([c, m, d, q, e]) => [`${c}|${m}|${d}`, `${q!.includes('.') ? q!.replace(/0+$/, '').replace(/\.$/, '') : q}|${e}`]));
+  return new Map(
+    rows.map(([c, m, d, q, e]) => [
+      `${c}|${m}|${d}`,
+      `${q!.includes('.') ? q!.replace(/0+$/, '').replace(/\.$/, '') : q}|${e}`,
+    ]),
+  );
 }
 
 /**
@@ -152,7 +190,10 @@ export async function usageTotals(store: Store): Promise<Map<string, string>> {
  * point); one that has not within `timeoutMs` is killed, and the test fails
  * saying so instead of hanging.
  */
-export async function crashed(service: ChildService, timeoutMs = 60_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+export async function crashed(
+  service: ChildService,
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
   const outcome = await Promise.race([service.exited, deadline]);
@@ -183,7 +224,14 @@ process.once('exit', () => {
 
 export function spawnDrawdown(command: string, env: Record<string, string>): ChildService {
   const child = spawn(process.execPath, [cliPath, command], {
-    env: { ...process.env, DRAWDOWN_CATALOG: catalogPath, DRAWDOWN_HTTP_PORT: '0', DRAWDOWN_LOG_LEVEL: 'warn', DRAWDOWN_AUTH: 'off', ...env },
+    env: {
+      ...process.env,
+      DRAWDOWN_CATALOG: catalogPath,
+      DRAWDOWN_HTTP_PORT: '0',
+      DRAWDOWN_LOG_LEVEL: 'warn',
+      DRAWDOWN_AUTH: 'off',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   liveChildren.add(child);

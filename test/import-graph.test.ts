@@ -29,8 +29,19 @@ const mayImport: Record<Stage, readonly Stage[]> = {
 };
 
 function sourceFiles(): string[] {
-  const listed = execFileSync('git', ['ls-files', '-co', '--exclude-standard', '*.ts'], { cwd: repoRoot, encoding: 'utf8' }).split('\n');
-  return listed.filter((f) => f !== '' && !f.startsWith('node_modules/') && !f.startsWith('dist/') && !f.startsWith('test/') && !f.endsWith('.test.ts') && !f.endsWith('.d.ts'));
+  const listed = execFileSync('git', ['ls-files', '-co', '--exclude-standard', '*.ts'], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+  }).split('\n');
+  return listed.filter(
+    (f) =>
+      f !== '' &&
+      !f.startsWith('node_modules/') &&
+      !f.startsWith('dist/') &&
+      !f.startsWith('test/') &&
+      !f.endsWith('.test.ts') &&
+      !f.endsWith('.d.ts'),
+  );
 }
 
 /** Relative imports of a file (static, dynamic and `export … from`), as repo paths of .ts files. */
@@ -48,11 +59,18 @@ function stageOf(file: string): number {
   return stages.indexOf(top as (typeof stages)[number]);
 }
 
-const graph = new Map<string, string[]>(sourceFiles().map((f) => [f, importsOf(f, readFileSync(join(repoRoot, f), 'utf8'))]));
+const graph = new Map<string, string[]>(
+  sourceFiles().map((f) => [f, importsOf(f, readFileSync(join(repoRoot, f), 'utf8'))]),
+);
 
 describe('the import graph', () => {
   it('reads imports of every kind (a check that finds nothing would pass anything)', () => {
-    expect(importsOf('a/b.ts', "import x from '../c/d.js';\nexport { y } from './e.js';\nconst z = await import('./f.js');\nimport './g.js';")).toEqual(['c/d.ts', 'a/e.ts', 'a/f.ts', 'a/g.ts']);
+    expect(
+      importsOf(
+        'a/b.ts',
+        "import x from '../c/d.js';\nexport { y } from './e.js';\nconst z = await import('./f.js');\nimport './g.js';",
+      ),
+    ).toEqual(['c/d.ts', 'a/e.ts', 'a/f.ts', 'a/g.ts']);
     expect(graph.size).toBeGreaterThan(100);
     expect(graph.get('settlement/settle.ts')).toContain('catalog/model.ts');
   });
@@ -91,7 +109,11 @@ describe('the import graph', () => {
   });
 
   it('keeps test code out of the build: no source file outside test/ imports vitest or the test harness', () => {
-    const leaks = [...graph].filter(([file, imports]) => imports.some((t) => t.startsWith('test/')) || /from ['"]vitest['"]/.test(readFileSync(join(repoRoot, file), 'utf8')));
+    const leaks = [...graph].filter(
+      ([file, imports]) =>
+        imports.some((t) => t.startsWith('test/')) ||
+        /from ['"]vitest['"]/.test(readFileSync(join(repoRoot, file), 'utf8')),
+    );
     expect(leaks.map(([f]) => relative('.', f))).toEqual([]);
   });
 });

@@ -19,7 +19,8 @@ class Entries {
 
 function msgpack(value: unknown): Buffer {
   if (value instanceof Entries) {
-    const head = value.entries.length < 16 ? Buffer.of(0x80 | value.entries.length) : Buffer.of(0xde, 0, value.entries.length);
+    const head =
+      value.entries.length < 16 ? Buffer.of(0x80 | value.entries.length) : Buffer.of(0xde, 0, value.entries.length);
     return Buffer.concat([head, ...value.entries.flatMap(([k, v]) => [packr.pack(k), msgpack(v)])]);
   }
   if (Array.isArray(value)) return Buffer.concat([Buffer.of(0x90 | value.length), ...value.map(msgpack)]);
@@ -27,7 +28,8 @@ function msgpack(value: unknown): Buffer {
 }
 
 function json(value: unknown): string {
-  if (value instanceof Entries) return `{${value.entries.map(([k, v]) => `${JSON.stringify(k)}:${json(v)}`).join(',')}}`;
+  if (value instanceof Entries)
+    return `{${value.entries.map(([k, v]) => `${JSON.stringify(k)}:${json(v)}`).join(',')}}`;
   if (Array.isArray(value)) return `[${value.map(json).join(',')}]`;
   return JSON.stringify(value);
 }
@@ -43,10 +45,18 @@ describe('ingest hardening over HTTP', () => {
 
   const stored = async (): Promise<number> => (await streamState(nats.url)).messages;
 
-  async function post(body: Buffer | string, headers: Record<string, string> = {}, key: string | null = keys.ingest): Promise<{ status: number; body: any }> {
+  async function post(
+    body: Buffer | string,
+    headers: Record<string, string> = {},
+    key: string | null = keys.ingest,
+  ): Promise<{ status: number; body: any }> {
     const response = await fetch(`${base}/v1/events`, {
       method: 'POST',
-      headers: { 'content-type': typeof body === 'string' ? 'application/json' : 'application/msgpack', ...(key === null ? {} : { authorization: `Bearer ${key}` }), ...headers },
+      headers: {
+        'content-type': typeof body === 'string' ? 'application/json' : 'application/msgpack',
+        ...(key === null ? {} : { authorization: `Bearer ${key}` }),
+        ...headers,
+      },
       body,
     });
     return { status: response.status, body: await response.json() };
@@ -58,7 +68,10 @@ describe('ingest hardening over HTTP', () => {
       { id: 'ingest', sha256: hashKey(keys.ingest), scopes: ['ingest'] },
       { id: 'reader', sha256: hashKey(keys.read), scopes: ['read'] },
     ];
-    gateway = await startDrawdown(testConfig({ natsUrl: nats.url, auth: 'required', apiKeys: JSON.stringify(apiKeys) }), { ingest: true, rater: false, settlement: false });
+    gateway = await startDrawdown(
+      testConfig({ natsUrl: nats.url, auth: 'required', apiKeys: JSON.stringify(apiKeys) }),
+      { ingest: true, rater: false, settlement: false },
+    );
     base = gateway.url!;
   });
 
@@ -70,10 +83,59 @@ describe('ingest hardening over HTTP', () => {
 
   describe('a repeated map key', () => {
     const cases: [string, unknown[], { index: number; field: string }[]][] = [
-      ['quantity -5 then 7', [event(0, ['quantity', 1]), event(1, ['quantity', -5], ['quantity', 7])], [{ index: 1, field: 'quantity' }]],
-      ['an invalid then a valid customer', [new Entries([['id', 'h0'], ['customer', 'not valid!'], ['customer', 'acme'], ['meter', 'images'], ['timestamp', Date.now()]])], [{ index: 0, field: 'customer' }]],
-      ['a dimension', [event(0), event(1), event(2, ['dimensions', new Entries([['model', 'a'], ['resolution', '1K'], ['model', 'b']])])], [{ index: 2, field: 'dimensions.model' }]],
-      ['deeper, and in two events', [event(0, ['extra', [new Entries([['x', 1], ['x', 2]])]]), event(1, ['id', 'again'])], [{ index: 0, field: 'extra.0.x' }, { index: 1, field: 'id' }]],
+      [
+        'quantity -5 then 7',
+        [event(0, ['quantity', 1]), event(1, ['quantity', -5], ['quantity', 7])],
+        [{ index: 1, field: 'quantity' }],
+      ],
+      [
+        'an invalid then a valid customer',
+        [
+          new Entries([
+            ['id', 'h0'],
+            ['customer', 'not valid!'],
+            ['customer', 'acme'],
+            ['meter', 'images'],
+            ['timestamp', Date.now()],
+          ]),
+        ],
+        [{ index: 0, field: 'customer' }],
+      ],
+      [
+        'a dimension',
+        [
+          event(0),
+          event(1),
+          event(2, [
+            'dimensions',
+            new Entries([
+              ['model', 'a'],
+              ['resolution', '1K'],
+              ['model', 'b'],
+            ]),
+          ]),
+        ],
+        [{ index: 2, field: 'dimensions.model' }],
+      ],
+      [
+        'deeper, and in two events',
+        [
+          event(0, [
+            'extra',
+            [
+              new Entries([
+                ['x', 1],
+                ['x', 2],
+              ]),
+            ],
+          ]),
+          event(1, ['id', 'again']),
+        ],
+        [
+          { index: 0, field: 'extra.0.x' },
+          { index: 1, field: 'id' },
+        ],
+      ],
     ];
 
     for (const format of ['msgpack', 'json'] as const) {
@@ -83,7 +145,13 @@ describe('ingest hardening over HTTP', () => {
           const response = await post(format === 'json' ? json(body) : msgpack(body));
           expect(response.status).toBe(400);
           expect(response.body.code).toBe('body_malformed');
-          expect(response.body.errors).toEqual(named.map((n) => ({ ...n, code: 'duplicate_key', message: `key "${n.field.split('.').pop()}" appears more than once in one map` })));
+          expect(response.body.errors).toEqual(
+            named.map((n) => ({
+              ...n,
+              code: 'duplicate_key',
+              message: `key "${n.field.split('.').pop()}" appears more than once in one map`,
+            })),
+          );
           expect(response.body.detail).toContain(`event ${named[0]!.index} field ${named[0]!.field}`);
           expect(await stored()).toBe(before);
         });
@@ -92,8 +160,23 @@ describe('ingest hardening over HTTP', () => {
 
     it('the same batches without the repeat are accepted', async () => {
       const before = await stored();
-      expect((await post(msgpack([event(10, ['quantity', 7]), event(11, ['dimensions', new Entries([['model', 'a'], ['resolution', '1K']])])]))).status).toBe(202);
-      expect((await post(json([event(12, ['quantity', 7])])))).toMatchObject({ status: 202 });
+      expect(
+        (
+          await post(
+            msgpack([
+              event(10, ['quantity', 7]),
+              event(11, [
+                'dimensions',
+                new Entries([
+                  ['model', 'a'],
+                  ['resolution', '1K'],
+                ]),
+              ]),
+            ]),
+          )
+        ).status,
+      ).toBe(202);
+      expect(await post(json([event(12, ['quantity', 7])]))).toMatchObject({ status: 202 });
       expect(await stored()).toBe(before + 2);
     });
   });

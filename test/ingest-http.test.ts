@@ -18,11 +18,22 @@ describe('ingest gateway over HTTP', () => {
   let nats: NatsServerProcess;
   let gateway: Running;
   let base: string;
-  const event = (i: number) => ({ id: `e${i}`, customer: 'acme', meter: 'gpt-4o.input_tokens', quantity: 1, timestamp: Date.now() });
+  const event = (i: number) => ({
+    id: `e${i}`,
+    customer: 'acme',
+    meter: 'gpt-4o.input_tokens',
+    quantity: 1,
+    timestamp: Date.now(),
+  });
 
   const storedBatches = async (): Promise<number> => (await streamState(nats.url)).messages;
 
-  async function raw(body: Buffer | string, headers: Record<string, string>, path = '/v1/events', method = 'POST'): Promise<{ status: number; headers: Headers; body: any }> {
+  async function raw(
+    body: Buffer | string,
+    headers: Record<string, string>,
+    path = '/v1/events',
+    method = 'POST',
+  ): Promise<{ status: number; headers: Headers; body: any }> {
     const response = await fetch(base + path, { method, headers, ...(method === 'GET' ? {} : { body }) });
     return { status: response.status, headers: response.headers, body: await response.json() };
   }
@@ -30,11 +41,20 @@ describe('ingest gateway over HTTP', () => {
   beforeAll(async () => {
     nats = await startNats(dir.path);
     // No rater: the stream only fills, so its limit can be reached on purpose.
-    gateway = await startDrawdown(testConfig({ natsUrl: nats.url, bodyBytesMax: 4096, batchEventsMax: 20, streamMaxMessages: streamMessagesMax, publishTimeoutMs: 1000 }), {
-      ingest: true,
-      rater: false,
-      settlement: false,
-    });
+    gateway = await startDrawdown(
+      testConfig({
+        natsUrl: nats.url,
+        bodyBytesMax: 4096,
+        batchEventsMax: 20,
+        streamMaxMessages: streamMessagesMax,
+        publishTimeoutMs: 1000,
+      }),
+      {
+        ingest: true,
+        rater: false,
+        settlement: false,
+      },
+    );
     base = gateway.url!;
   });
 
@@ -51,8 +71,18 @@ describe('ingest gateway over HTTP', () => {
       [Buffer.from([0x93, 0x01]), { 'content-type': 'application/msgpack' }, 400, 'body_malformed'],
       [Buffer.from('[{"id":'), { 'content-type': 'application/json' }, 400, 'body_malformed'],
       [packr.pack({ events: [event(1)] }), { 'content-type': 'application/msgpack' }, 400, 'body_not_array'],
-      [packr.pack(Array.from({ length: 21 }, (_, i) => event(i))), { 'content-type': 'application/msgpack' }, 413, 'batch_too_many_events'],
-      [packr.pack([event(1)]), { 'content-type': 'application/msgpack', 'idempotency-key': 'has space' }, 400, 'idempotency_key_invalid'],
+      [
+        packr.pack(Array.from({ length: 21 }, (_, i) => event(i))),
+        { 'content-type': 'application/msgpack' },
+        413,
+        'batch_too_many_events',
+      ],
+      [
+        packr.pack([event(1)]),
+        { 'content-type': 'application/msgpack', 'idempotency-key': 'has space' },
+        400,
+        'idempotency_key_invalid',
+      ],
       [Buffer.alloc(5000, 0x20), { 'content-type': 'application/json' }, 413, 'body_too_large'],
     ];
     for (const [body, headers, status, code] of cases) {
@@ -65,10 +95,14 @@ describe('ingest gateway over HTTP', () => {
 
   it('stops reading a body without Content-Length as soon as it passes the limit', async () => {
     const status = await new Promise<number>((resolve, reject) => {
-      const req = request(`${base}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
-        res.resume();
-        resolve(res.statusCode!);
-      });
+      const req = request(
+        `${base}/v1/events`,
+        { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        },
+      );
       req.on('error', reject);
       // 64 KiB in 1 KiB chunks, far past the 4 KiB limit; the answer comes before the end.
       for (let i = 0; i < 64; i++) req.write(Buffer.alloc(1024, 0x20));
@@ -98,7 +132,11 @@ describe('ingest gateway over HTTP', () => {
     expect(statuses.filter((s) => s === 202)).toHaveLength(streamMessagesMax - before);
     expect(statuses.slice(-2)).toEqual([429, 429]);
     expect(await storedBatches()).toBe(streamMessagesMax);
-    const full = await fetch(`${base}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/msgpack' }, body: packr.pack([event(99)]) });
+    const full = await fetch(`${base}/v1/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/msgpack' },
+      body: packr.pack([event(99)]),
+    });
     expect(full.headers.get('retry-after')).toMatch(/^\d+$/);
   });
 

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { classifyPublishError } from '../ingest/publisher.js';
-import { partitionOfCustomer } from '../ingest/route.js';
+import { partitionOfCustomer } from '../shared/events/partition.js';
 import { postEvents, startNats, streamState, tempDir, testConfig } from './harness.js';
 
 const partitions = 4;
@@ -22,7 +22,13 @@ function customerIn(partition: number): string {
 // One instant for every body, so a body built twice is the same bytes.
 const atMs = Math.floor(Date.now() / 60_000) * 60_000 - 60_000;
 const events = (customers: string[], tag: string): unknown[] =>
-  customers.map((customer, i) => ({ id: `${tag}-${i}`, customer, meter: 'gpt-4o.input_tokens', quantity: 1 + i, timestamp: atMs }));
+  customers.map((customer, i) => ({
+    id: `${tag}-${i}`,
+    customer,
+    meter: 'gpt-4o.input_tokens',
+    quantity: 1 + i,
+    timestamp: atMs,
+  }));
 
 describe('an Idempotency-Key stands for one batch', () => {
   const dir = tempDir('ingest-idempotency');
@@ -32,7 +38,11 @@ describe('an Idempotency-Key stands for one batch', () => {
 
   beforeAll(async () => {
     nats = await startNats(dir.path);
-    gateway = await startDrawdown(testConfig({ natsUrl: nats.url, partitions }), { ingest: true, rater: false, settlement: false });
+    gateway = await startDrawdown(testConfig({ natsUrl: nats.url, partitions }), {
+      ingest: true,
+      rater: false,
+      settlement: false,
+    });
   });
 
   afterAll(async () => {
@@ -78,17 +88,22 @@ describe('an Idempotency-Key stands for one batch', () => {
 
   it('given a batch without a key, then it is stored each time it is sent (event-id dedupe in the rater is what protects it)', async () => {
     const before = await stored();
-    for (let i = 0; i < 2; i++) expect((await postEvents(gateway.url!, events([customerIn(0)], 'nokey'))).status).toBe(202);
+    for (let i = 0; i < 2; i++)
+      expect((await postEvents(gateway.url!, events([customerIn(0)], 'nokey'))).status).toBe(202);
     expect(await stored()).toBe(before + 2);
   });
 });
 
 describe('publish errors', () => {
   it('JetStream\'s "insufficient resources" while it recovers is 503 stream_unavailable, not 429 stream_full; a full stream is still 429', () => {
-    const recovering = classifyPublishError(new JetStreamApiError({ code: 503, err_code: 10023, description: 'insufficient resources' }));
+    const recovering = classifyPublishError(
+      new JetStreamApiError({ code: 503, err_code: 10023, description: 'insufficient resources' }),
+    );
     expect([recovering.status, recovering.code]).toEqual([503, 'stream_unavailable']);
     expect(recovering.retryAfterSeconds).toBeGreaterThan(0);
-    const full = classifyPublishError(new JetStreamApiError({ code: 503, err_code: 10077, description: 'maximum messages exceeded' }));
+    const full = classifyPublishError(
+      new JetStreamApiError({ code: 503, err_code: 10077, description: 'maximum messages exceeded' }),
+    );
     expect([full.status, full.code]).toEqual([429, 'stream_full']);
   });
 });

@@ -9,12 +9,17 @@ import { startNats, tempDir } from './harness.js';
 /** What cancel rejects its request's promise with, called on a stand-in request. */
 function cancelledError(cancel: (this: RequestOne, error?: Error) => void): Error {
   let rejected: Error | undefined;
-  const request = { timer: undefined, mux: { cancel: () => undefined }, deferred: { reject: (e: Error) => void (rejected = e) } };
+  const request = {
+    timer: undefined,
+    mux: { cancel: () => undefined },
+    deferred: { reject: (e: Error) => void (rejected = e) },
+  };
   cancel.call(request as unknown as RequestOne);
   return rejected!;
 }
 
-const frames = (error: Error): number => (error.stack ?? '').split('\n').filter((line) => line.trimStart().startsWith('at ')).length;
+const frames = (error: Error): number =>
+  (error.stack ?? '').split('\n').filter((line) => line.trimStart().startsWith('at ')).length;
 
 describe('nats.js request cancel without a stack (shared/nats/cheap-cancel.ts)', () => {
   const dir = tempDir('drawdown-cheap-cancel-');

@@ -19,7 +19,18 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../deploy/free-port.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
-import { openTestStore, prng, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend } from './harness.js';
+import {
+  openTestStore,
+  prng,
+  spawnDrawdown,
+  startClickHouse,
+  startNats,
+  tempDir,
+  testConfig,
+  usageTotals,
+  waitForStreamDrained,
+  type Backend,
+} from './harness.js';
 import { sendUntilAccepted } from './retry-client.js';
 
 const meter = 'gpt-4o.input_tokens';
@@ -40,7 +51,10 @@ class Workload {
     this.#random = prng(seed ^ 0x5eed);
   }
 
-  next(): { key: string; events: { id: string; customer: string; meter: string; quantity: string; timestamp: number }[] } {
+  next(): {
+    key: string;
+    events: { id: string; customer: string; meter: string; quantity: string; timestamp: number }[];
+  } {
     const b = this.#batch++;
     // Each batch spans several customers, so the gateway splits it over partitions.
     const events = Array.from({ length: eventsPerBatch }, (_, i) => ({
@@ -93,14 +107,21 @@ const partitions = 4;
  */
 async function startGateway(natsUrl: string, env: Record<string, string> = {}): Promise<string> {
   const port = await freePort();
-  const gateway = spawnDrawdown('ingest', { DRAWDOWN_NATS_URL: natsUrl, DRAWDOWN_PARTITIONS: String(partitions), DRAWDOWN_HTTP_PORT: String(port), DRAWDOWN_PUBLISH_TIMEOUT_MS: '1000', ...env });
+  const gateway = spawnDrawdown('ingest', {
+    DRAWDOWN_NATS_URL: natsUrl,
+    DRAWDOWN_PARTITIONS: String(partitions),
+    DRAWDOWN_HTTP_PORT: String(port),
+    DRAWDOWN_PUBLISH_TIMEOUT_MS: '1000',
+    ...env,
+  });
   cleanups.push(() => gateway.stop());
   const url = `http://127.0.0.1:${port}`;
   for (let attempt = 0; ; attempt++) {
     try {
       if ((await fetch(`${url}/healthz`)).ok) return url;
     } catch (error) {
-      if (attempt >= 200 || gateway.child.exitCode !== null) throw new Error(`gateway did not start: ${(error as Error).message}\n${gateway.output()}`);
+      if (attempt >= 200 || gateway.child.exitCode !== null)
+        throw new Error(`gateway did not start: ${(error as Error).message}\n${gateway.output()}`, { cause: error });
     }
     await sleep(50);
   }
@@ -121,7 +142,10 @@ afterEach(async () => {
 async function expectExact(clickhouseUrl: string, workload: Workload, seed: number): Promise<void> {
   const store = openTestStore(clickhouseUrl);
   try {
-    expect(await usageTotals(store), `seed ${seed}: ClickHouse must hold exactly the ${workload.accepted} accepted batches`).toEqual(workload.want());
+    expect(
+      await usageTotals(store),
+      `seed ${seed}: ClickHouse must hold exactly the ${workload.accepted} accepted batches`,
+    ).toEqual(workload.want());
   } finally {
     await store.close();
   }
@@ -133,10 +157,21 @@ export function defineNatsRestart(backend: Backend, seed: number): void {
       const dir = tempDir(`nats-restart-${backend}`);
       cleanups.push(dir.remove);
       const [clickhouse, nats] = await Promise.all([startClickHouse(backend, dir.path), startNats(dir.path)]);
-      cleanups.push(() => clickhouse.stop(), () => nats.stop());
+      cleanups.push(
+        () => clickhouse.stop(),
+        () => nats.stop(),
+      );
       const gateway = await startGateway(nats.url);
       const rater: Running = await startDrawdown(
-        testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, partitions, ackWaitMs: 1_000, retryDelayMaxMs: 300, flushIntervalMs: 1_000, fetchMessagesMax: 64 }),
+        testConfig({
+          natsUrl: nats.url,
+          clickhouseUrl: clickhouse.url,
+          partitions,
+          ackWaitMs: 1_000,
+          retryDelayMaxMs: 300,
+          flushIntervalMs: 1_000,
+          fetchMessagesMax: 64,
+        }),
         { ingest: false, rater: true, settlement: false },
       );
       cleanups.push(() => rater.stop());
@@ -151,7 +186,14 @@ export function defineNatsRestart(backend: Backend, seed: number): void {
           await nats.restart();
         }
       })();
-      await Promise.all([stream(() => gateway, workload, () => restarts >= 10), restarter]);
+      await Promise.all([
+        stream(
+          () => gateway,
+          workload,
+          () => restarts >= 10,
+        ),
+        restarter,
+      ]);
       await waitForStreamDrained(nats.url, undefined, 120_000);
       await expectExact(clickhouse.url, workload, seed);
     }, 300_000);
@@ -168,7 +210,13 @@ export function defineClusterNodeLoss(seed: number): void {
       const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
       const nodes = await Promise.all(
         clusterPorts.map(async (clusterPort, i) => {
-          const node = await NatsServerProcess.start({ dir: `${dir.path}/nats-${i}`, clusterName: 'drawdown-restart', clusterPort, routes, serverName: `node-${i}` });
+          const node = await NatsServerProcess.start({
+            dir: `${dir.path}/nats-${i}`,
+            clusterName: 'drawdown-restart',
+            clusterPort,
+            routes,
+            serverName: `node-${i}`,
+          });
           cleanups.push(() => node.stop());
           return node;
         }),
@@ -179,7 +227,15 @@ export function defineClusterNodeLoss(seed: number): void {
       for (let attempt = 0; running === undefined; attempt++) {
         try {
           running = await startDrawdown(
-            testConfig({ natsUrl: urls, clickhouseUrl: clickhouse.url, partitions, ackWaitMs: 1_000, retryDelayMaxMs: 300, fetchMessagesMax: 16, streamReplicas: 3 }),
+            testConfig({
+              natsUrl: urls,
+              clickhouseUrl: clickhouse.url,
+              partitions,
+              ackWaitMs: 1_000,
+              retryDelayMaxMs: 300,
+              fetchMessagesMax: 16,
+              streamReplicas: 3,
+            }),
             { ingest: false, rater: true, settlement: false },
           );
         } catch (error) {
@@ -203,7 +259,14 @@ export function defineClusterNodeLoss(seed: number): void {
           await sleep(1_000);
         }
       })();
-      await Promise.all([stream(() => gateway, workload, () => losses >= 4), chaos]);
+      await Promise.all([
+        stream(
+          () => gateway,
+          workload,
+          () => losses >= 4,
+        ),
+        chaos,
+      ]);
       await waitForStreamDrained(urls, undefined, 120_000);
       await expectExact(clickhouse.url, workload, seed);
     }, 300_000);

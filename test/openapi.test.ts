@@ -31,7 +31,13 @@ interface Operation {
 
 const doc = parse(readFileSync(join(repoRoot, 'docs', 'openapi.yaml'), 'utf8')) as {
   openapi: string;
-  paths: Record<string, Record<string, { security?: Record<string, string[]>[]; parameters?: { $ref?: string; name?: string; in?: string }[] }>>;
+  paths: Record<
+    string,
+    Record<
+      string,
+      { security?: Record<string, string[]>[]; parameters?: { $ref?: string; name?: string; in?: string }[] }
+    >
+  >;
   components: { schemas: { ErrorCode: { enum: string[] } }; parameters: Record<string, { name: string; in: string }> };
 };
 const methods = ['get', 'put', 'post', 'delete', 'patch'];
@@ -48,12 +54,25 @@ const documented: Operation[] = Object.entries(doc.paths).flatMap(([template, it
 
 /** A path a documented template names, with sample values for its parameters. */
 function concrete(template: string): string {
-  return template.replace(/\{customer\}/g, 'acme').replace(/\{revision\}/g, '1').replace(/\{[a-z_]+\}/g, 'x1');
+  return template
+    .replace(/\{customer\}/g, 'acme')
+    .replace(/\{revision\}/g, '1')
+    .replace(/\{[a-z_]+\}/g, 'x1');
 }
 
 // The route factories need their dependencies only when a handler runs; listing routes touches none.
-const public3: Route[] = ['/healthz', '/readyz', '/metrics'].map((path) => ({ method: 'GET', path: new RegExp(`^${path}$`), scope: 'public', handler: async () => {} }));
-const codeRoutes: Route[] = [...ingestRoutes({} as never), ...settlementRoutes({} as never), ...catalogRoutes({ auth: 'off' } as never), ...public3];
+const public3: Route[] = ['/healthz', '/readyz', '/metrics'].map((path) => ({
+  method: 'GET',
+  path: new RegExp(`^${path}$`),
+  scope: 'public',
+  handler: async () => {},
+}));
+const codeRoutes: Route[] = [
+  ...ingestRoutes({} as never),
+  ...settlementRoutes({} as never),
+  ...catalogRoutes({ auth: 'off' } as never),
+  ...public3,
+];
 
 /** Route literals in the source (`{ method: 'GET', path: … }`), outside tests, per file. */
 function routeLiteralsInSource(): Map<string, number> {
@@ -79,33 +98,51 @@ describe('docs/openapi.yaml', () => {
     const text = readFileSync(join(repoRoot, 'docs', 'openapi.yaml'), 'utf8');
     const unresolved = [...text.matchAll(/\$ref: '#\/([^']+)'/g)]
       .map(([, pointer]) => pointer!)
-      .filter((pointer) => pointer.split('/').reduce<unknown>((node, key) => (node as Record<string, unknown> | undefined)?.[key], doc) === undefined);
+      .filter(
+        (pointer) =>
+          pointer
+            .split('/')
+            .reduce<unknown>((node, key) => (node as Record<string, unknown> | undefined)?.[key], doc) === undefined,
+      );
     expect(unresolved).toEqual([]);
   });
 
   it('declares every path parameter of every template', () => {
     for (const { method, template } of documented) {
       const op = doc.paths[template]![method.toLowerCase()]!;
-      const declared = (op.parameters ?? []).map((p) => (p.$ref ? doc.components.parameters[p.$ref.split('/').pop()!]! : p)).filter((p) => p.in === 'path').map((p) => p.name);
-      expect({ method, template, params: declared.sort() }).toEqual({ method, template, params: [...template.matchAll(/\{([a-z_]+)\}/g)].map(([, n]) => n).sort() });
+      const declared = (op.parameters ?? [])
+        .map((p) => (p.$ref ? doc.components.parameters[p.$ref.split('/').pop()!]! : p))
+        .filter((p) => p.in === 'path')
+        .map((p) => p.name);
+      expect({ method, template, params: declared.sort() }).toEqual({
+        method,
+        template,
+        params: [...template.matchAll(/\{([a-z_]+)\}/g)].map(([, n]) => n).sort(),
+      });
     }
   });
 
   it('given the route factories, when the source is scanned for route literals, then every route is collected here', () => {
     const inSource = [...routeLiteralsInSource().values()].reduce((a, b) => a + b, 0);
-    // If this fails, a route was added outside ingestRoutes, settlementRoutes, catalogRoutes and startService: add its factory above.
+    // If this fails, a route was added outside ingestRoutes, settlementRoutes, catalogRoutes and startService: add
+    // its factory above.
     expect({ routesInSource: inSource, files: [...routeLiteralsInSource().keys()].sort() }).toEqual({
       routesInSource: codeRoutes.length,
-      files: ['ingest/gateway.ts', 'settlement/api.ts', 'catalog/api.ts', 'shared/service.ts'],
+      files: ['catalog/api.ts', 'ingest/gateway.ts', 'settlement/api.ts', 'shared/service.ts'],
     });
   });
 
   it('documents every route the code serves, with its scope', () => {
     for (const route of codeRoutes) {
       const match = documented.filter((op) => op.method === route.method && route.path.test(concrete(op.template)));
-      expect({ route: `${route.method} ${route.path.source}`, documentedAs: match.map((op) => `${op.method} ${op.template} [${op.scope}]`) }).toEqual({
+      expect({
         route: `${route.method} ${route.path.source}`,
-        documentedAs: [`${match[0]?.method ?? route.method} ${match[0]?.template ?? '(undocumented)'} [${route.scope}]`],
+        documentedAs: match.map((op) => `${op.method} ${op.template} [${op.scope}]`),
+      }).toEqual({
+        route: `${route.method} ${route.path.source}`,
+        documentedAs: [
+          `${match[0]?.method ?? route.method} ${match[0]?.template ?? '(undocumented)'} [${route.scope}]`,
+        ],
       });
     }
   });
@@ -130,8 +167,13 @@ describe('documented operations on a running drawdown', () => {
 
   beforeAll(async () => {
     nats = await startNats(dir.path);
-    const apiKeys = JSON.stringify(scopes.map((scope) => ({ id: `only-${scope}`, sha256: hashKey(keys[scope]), scopes: [scope] })));
-    drawdown = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: `chdb:${dir.path}/chdb`, auth: 'required', apiKeys }), { ingest: true, rater: false, settlement: true });
+    const apiKeys = JSON.stringify(
+      scopes.map((scope) => ({ id: `only-${scope}`, sha256: hashKey(keys[scope]), scopes: [scope] })),
+    );
+    drawdown = await startDrawdown(
+      testConfig({ natsUrl: nats.url, clickhouseUrl: `chdb:${dir.path}/chdb`, auth: 'required', apiKeys }),
+      { ingest: true, rater: false, settlement: true },
+    );
   });
 
   afterAll(async () => {
@@ -145,18 +187,27 @@ describe('documented operations on a running drawdown', () => {
     const write = op.method !== 'GET';
     const response = await fetch(`${drawdown.url}${concrete(op.template)}`, {
       method: op.method,
-      headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(write ? { 'content-type': 'application/json' } : {}) },
+      headers: {
+        ...(key ? { authorization: `Bearer ${key}` } : {}),
+        ...(write ? { 'content-type': 'application/json' } : {}),
+      },
       ...(write ? { body: '[]' } : {}),
     });
     const text = await response.text();
-    const code = response.headers.get('content-type')?.startsWith('application/problem+json') ? (JSON.parse(text) as { code: string }).code : undefined;
+    const code = response.headers.get('content-type')?.startsWith('application/problem+json')
+      ? (JSON.parse(text) as { code: string }).code
+      : undefined;
     return { status: response.status, code };
   }
 
   it('given no key, when each documented operation is called, then protected ones are 401 and public ones answer — none is unrouted', async () => {
     for (const op of documented) {
       const { status, code } = await call(op, undefined);
-      if (op.scope === 'public') expect({ ...op, routed: code !== 'not_found' && code !== 'method_not_allowed' && status < 500 }).toEqual({ ...op, routed: true });
+      if (op.scope === 'public')
+        expect({ ...op, routed: code !== 'not_found' && code !== 'method_not_allowed' && status < 500 }).toEqual({
+          ...op,
+          routed: true,
+        });
       else expect({ ...op, status, code }).toEqual({ ...op, status: 401, code: 'unauthorized' });
     }
   });
@@ -166,8 +217,14 @@ describe('documented operations on a running drawdown', () => {
       for (const scope of scopes) {
         const { status, code } = await call(op, keys[scope]);
         const refused = status === 401 || status === 403;
-        const unrouted = code === 'method_not_allowed' || (code === 'not_found' && status === 404 && op.method !== 'GET');
-        expect({ ...op, key: scope, refused, unrouted }).toEqual({ ...op, key: scope, refused: scope !== op.scope, unrouted: false });
+        const unrouted =
+          code === 'method_not_allowed' || (code === 'not_found' && status === 404 && op.method !== 'GET');
+        expect({ ...op, key: scope, refused, unrouted }).toEqual({
+          ...op,
+          key: scope,
+          refused: scope !== op.scope,
+          unrouted: false,
+        });
       }
     }
   });

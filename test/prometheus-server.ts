@@ -8,7 +8,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../deploy/free-port.js';
-import { findBinary, httpGet, LaunchError, logTail, ManagedServer, retryWhilePortInUse, type Launched } from '../deploy/server-process.js';
+import {
+  findBinary,
+  httpGet,
+  LaunchError,
+  logTail,
+  ManagedServer,
+  retryWhilePortInUse,
+  type Launched,
+} from '../deploy/server-process.js';
 
 export interface PrometheusTarget {
   /** host:port serving /metrics. */
@@ -70,11 +78,15 @@ export class PrometheusServerProcess extends ManagedServer {
   static async start(options: PrometheusServerOptions): Promise<PrometheusServerProcess> {
     const scrapeIntervalMs = options.scrapeIntervalMs ?? DEFAULT_SCRAPE_INTERVAL_MS;
     if (!Number.isInteger(scrapeIntervalMs) || scrapeIntervalMs < SCRAPE_INTERVAL_MIN_MS) {
-      throw new RangeError(`scrapeIntervalMs must be an integer of at least ${SCRAPE_INTERVAL_MIN_MS}, got ${scrapeIntervalMs}`);
+      throw new RangeError(
+        `scrapeIntervalMs must be an integer of at least ${SCRAPE_INTERVAL_MIN_MS}, got ${scrapeIntervalMs}`,
+      );
     }
     for (const target of options.targets) {
-      if (!/^[A-Za-z0-9.-]+:\d{1,5}$/.test(target.address)) throw new Error(`target address must be host:port, got ${JSON.stringify(target.address)}`);
-      if (!/^[A-Za-z0-9_.-]+$/.test(target.job)) throw new Error(`target job must be [A-Za-z0-9_.-]+, got ${JSON.stringify(target.job)}`);
+      if (!/^[A-Za-z0-9.-]+:\d{1,5}$/.test(target.address))
+        throw new Error(`target address must be host:port, got ${JSON.stringify(target.address)}`);
+      if (!/^[A-Za-z0-9_.-]+$/.test(target.job))
+        throw new Error(`target job must be [A-Za-z0-9_.-]+, got ${JSON.stringify(target.job)}`);
     }
     const dir = resolve(options.dir);
     mkdirSync(dir, { recursive: true });
@@ -115,10 +127,17 @@ export class PrometheusServerProcess extends ManagedServer {
     for (;;) {
       if (launched.ended !== undefined) {
         const tail = logTail(launched);
-        throw new LaunchError(`prometheus (port ${settings.port}, dir ${settings.dir}) exited during startup (${launched.ended}); ${tail}`, /address already in use/i.test(tail));
+        throw new LaunchError(
+          `prometheus (port ${settings.port}, dir ${settings.dir}) exited during startup (${launched.ended}); ${tail}`,
+          /address already in use/i.test(tail),
+        );
       }
       const remaining = deadline - Date.now();
-      if (remaining <= 0) throw new LaunchError(`prometheus (port ${settings.port}) was not ready within ${settings.startTimeoutMs} ms; ${logTail(launched)}`, false);
+      if (remaining <= 0)
+        throw new LaunchError(
+          `prometheus (port ${settings.port}) was not ready within ${settings.startTimeoutMs} ms; ${logTail(launched)}`,
+          false,
+        );
       const ready = await httpGet(`${this.url}/-/ready`, Math.min(PROBE_TIMEOUT_MS, remaining));
       if (ready?.status === 200) return;
       await Promise.race([sleep(POLL_INTERVAL_MS), launched.exited]);
@@ -129,15 +148,22 @@ export class PrometheusServerProcess extends ManagedServer {
   async query(expr: string): Promise<PromSample[]> {
     const answer = await httpGet(`${this.url}/api/v1/query?query=${encodeURIComponent(expr)}`, QUERY_TIMEOUT_MS);
     if (answer === undefined) throw new Error(`prometheus did not answer the query ${expr}`);
-    const body = JSON.parse(answer.body) as { status: string; error?: string; data?: { resultType: string; result: { metric: Record<string, string>; value: [number, string] }[] } };
-    if (body.status !== 'success' || body.data?.resultType !== 'vector') throw new Error(`query ${expr} failed: ${body.error ?? answer.body.slice(0, 200)}`);
+    const body = JSON.parse(answer.body) as {
+      status: string;
+      error?: string;
+      data?: { resultType: string; result: { metric: Record<string, string>; value: [number, string] }[] };
+    };
+    if (body.status !== 'success' || body.data?.resultType !== 'vector')
+      throw new Error(`query ${expr} failed: ${body.error ?? answer.body.slice(0, 200)}`);
     return body.data.result.map((r) => ({ metric: r.metric, value: Number(r.value[1]) }));
   }
 
   /** Each target's last scrape health ('up', 'down', 'unknown'), by address. */
   async targetHealth(): Promise<Map<string, string>> {
     const answer = await httpGet(`${this.url}/api/v1/targets?state=active`, QUERY_TIMEOUT_MS);
-    const body = JSON.parse(answer?.body ?? '{}') as { data?: { activeTargets?: { labels: Record<string, string>; health: string }[] } };
+    const body = JSON.parse(answer?.body ?? '{}') as {
+      data?: { activeTargets?: { labels: Record<string, string>; health: string }[] };
+    };
     return new Map((body.data?.activeTargets ?? []).map((t) => [t.labels.instance ?? '', t.health]));
   }
 }
@@ -156,7 +182,12 @@ function prometheusConfig(settings: Settings): string {
     'scrape_configs:',
   ];
   for (const [job, addresses] of jobs) {
-    lines.push(`  - job_name: ${JSON.stringify(job)}`, '    metrics_path: /metrics', '    static_configs:', `      - targets: [${addresses.map((a) => JSON.stringify(a)).join(', ')}]`);
+    lines.push(
+      `  - job_name: ${JSON.stringify(job)}`,
+      '    metrics_path: /metrics',
+      '    static_configs:',
+      `      - targets: [${addresses.map((a) => JSON.stringify(a)).join(', ')}]`,
+    );
   }
   return lines.join('\n') + '\n';
 }

@@ -6,8 +6,21 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Decimal } from 'decimal.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { crashed, openTestStore, postEvents, spawnDrawdown, startClickHouse, startNats, streamState, tempDir, testConfig, usageTotals, waitForStreamDrained, type Backend, type ClickHouseTarget } from './harness.js';
-
+import {
+  crashed,
+  openTestStore,
+  postEvents,
+  spawnDrawdown,
+  startClickHouse,
+  startNats,
+  streamState,
+  tempDir,
+  testConfig,
+  usageTotals,
+  waitForStreamDrained,
+  type Backend,
+  type ClickHouseTarget,
+} from './harness.js';
 
 export function defineRaterCrash(backend: Backend): void {
   describe(`rater killed between ClickHouse write and ack (${backend})`, () => {
@@ -26,7 +39,11 @@ export function defineRaterCrash(backend: Backend): void {
     it('counts every event exactly once across two crashes and restarts', async () => {
       nats = await startNats(dir.path);
       clickhouse = await startClickHouse(backend, dir.path);
-      ingest = await startDrawdown(testConfig({ natsUrl: nats.url }), { ingest: true, rater: false, settlement: false });
+      ingest = await startDrawdown(testConfig({ natsUrl: nats.url }), {
+        ingest: true,
+        rater: false,
+        settlement: false,
+      });
       const base = ingest.url!;
       const expected = new Map<string, Decimal>();
       const atMs = Date.now() - 10 * 60_000;
@@ -38,7 +55,13 @@ export function defineRaterCrash(backend: Backend): void {
             const quantity = `${(batchNo * 50 + i) % 997}.${String(i).padStart(3, '0')}`;
             const key = `${customer}|gpt-4o.input_tokens|{}`;
             expected.set(key, (expected.get(key) ?? new Decimal(0)).plus(quantity));
-            return { id: `e-${batchNo}-${i}`, customer, meter: 'gpt-4o.input_tokens', quantity, timestamp: atMs + i * 1_000 };
+            return {
+              id: `e-${batchNo}-${i}`,
+              customer,
+              meter: 'gpt-4o.input_tokens',
+              quantity,
+              timestamp: atMs + i * 1_000,
+            };
           });
           const response = await postEvents(base, events, { key: `crash-batch-${batchNo}` });
           expect(response.status).toBe(202);
@@ -77,7 +100,9 @@ export function defineRaterCrash(backend: Backend): void {
       const check = openTestStore(clickhouse.url);
       try {
         const totals = await usageTotals(check);
-        const want = new Map([...expected].map(([k, v]) => [k, `${v.toFixed()}|${k.startsWith('c') ? countEvents(k, batchNo) : 0}`]));
+        const want = new Map(
+          [...expected].map(([k, v]) => [k, `${v.toFixed()}|${k.startsWith('c') ? countEvents(k, batchNo) : 0}`]),
+        );
         expect(totals).toEqual(want);
       } finally {
         await check.close();

@@ -10,7 +10,20 @@ import { Decimal } from 'decimal.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
-import { crashed, openTestStore, postEvents, prng, spawnDrawdown, startClickHouse, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
+import {
+  crashed,
+  openTestStore,
+  postEvents,
+  prng,
+  spawnDrawdown,
+  startClickHouse,
+  startNats,
+  tempDir,
+  testConfig,
+  usageTotals,
+  waitForStreamDrained,
+  type ClickHouseTarget,
+} from './harness.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -46,7 +59,13 @@ describe('rater killed at random points', () => {
         const key = `${customer}|gpt-4o.input_tokens|{}`;
         const total = expected.get(key) ?? { quantity: new Decimal(0), events: 0 };
         expected.set(key, { quantity: total.quantity.plus(quantity), events: total.events + 1 });
-        return { id: `kill-${b}-${i}`, customer, meter: 'gpt-4o.input_tokens', quantity, timestamp: atMs + ((b * 25 + i) % 1_200) * 1_000 };
+        return {
+          id: `kill-${b}-${i}`,
+          customer,
+          meter: 'gpt-4o.input_tokens',
+          quantity,
+          timestamp: atMs + ((b * 25 + i) % 1_200) * 1_000,
+        };
       });
       sent.push(events);
       expect((await postEvents(ingest.url!, events, { key: `kill-batch-${b}` })).status).toBe(202);
@@ -67,7 +86,18 @@ describe('rater killed at random points', () => {
     });
 
     // Kills at named points (each rater dies there by itself) and at random instants (the test kills it).
-    const kills = ['random', 'in-worker:2', 'random', 'after-ids-insert:1', 'random', 'after-insert:2', 'random', 'in-worker:5', 'random', 'after-ids-insert:3'];
+    const kills = [
+      'random',
+      'in-worker:2',
+      'random',
+      'after-ids-insert:1',
+      'random',
+      'after-insert:2',
+      'random',
+      'in-worker:5',
+      'random',
+      'after-ids-insert:3',
+    ];
     for (const kill of kills) {
       for (let i = 0; i < 3; i++) await sendBatch();
       const rater = spawnDrawdown('rater', raterEnv(kill === 'random' ? undefined : kill));

@@ -10,9 +10,22 @@ import { connect } from '@nats-io/transport-node';
 import { startDrawdown, streamSettings, type Running } from '../deploy/processes.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
 import { usageMinuteFlushColumns } from '../shared/clickhouse/usage-minute.js';
-import { ensureStream, lowestPartitionSequence, partitionSubject, recreatePartitionConsumer } from '../shared/nats/stream.js';
+import {
+  ensureStream,
+  lowestPartitionSequence,
+  partitionSubject,
+  recreatePartitionConsumer,
+} from '../shared/nats/stream.js';
 import { flushPayload } from '../rater/flush.js';
-import { openTestStore, postEvents, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained } from './harness.js';
+import {
+  openTestStore,
+  postEvents,
+  startNats,
+  tempDir,
+  testConfig,
+  usageTotals,
+  waitForStreamDrained,
+} from './harness.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -27,7 +40,9 @@ function batch(b: number, quantity: number): unknown[] {
   return [{ id: `rec-${b}`, customer: `r${b}`, meter, quantity, timestamp: atMs }];
 }
 
-async function setUp(name: string): Promise<{ natsUrl: string; chdbUrl: string; config: ReturnType<typeof testConfig> }> {
+async function setUp(
+  name: string,
+): Promise<{ natsUrl: string; chdbUrl: string; config: ReturnType<typeof testConfig> }> {
   const dir = tempDir(name);
   cleanups.push(dir.remove);
   const nats = await startNats(dir.path);
@@ -37,7 +52,10 @@ async function setUp(name: string): Promise<{ natsUrl: string; chdbUrl: string; 
   return { natsUrl: nats.url, chdbUrl, config };
 }
 
-async function start(config: ReturnType<typeof testConfig>, parts: { ingest: boolean; rater: boolean }): Promise<Running> {
+async function start(
+  config: ReturnType<typeof testConfig>,
+  parts: { ingest: boolean; rater: boolean },
+): Promise<Running> {
   const running = await startDrawdown(config, { ...parts, settlement: false });
   cleanups.push(() => running.stop());
   return running;
@@ -47,13 +65,18 @@ describe('the record of counted messages decides, not sequence numbers', () => {
   it('given batches 1 and 3 never counted and batch 2 counted with its ack lost, all below the watermark, then 1 and 3 are counted and 2 is not counted again', async () => {
     const { natsUrl, chdbUrl, config } = await setUp('record-gap');
     const gateway = await start(config, { ingest: true, rater: false });
-    for (const b of [1, 2, 3]) expect((await postEvents(gateway.url!, batch(b, b * 10), { key: `rec-${b}` })).status).toBe(202);
+    for (const b of [1, 2, 3])
+      expect((await postEvents(gateway.url!, batch(b, b * 10), { key: `rec-${b}` })).status).toBe(202);
     await gateway.stop();
     // A flush labelled 3 (the watermark covers sequences 1-3) that counted only sequence 2.
     const store = openTestStore(chdbUrl);
     await ensureSchema(store);
     const minuteSec = atMs / 1000;
-    await store.insert('usage_minute', usageMinuteFlushColumns, flushPayload([['r2', meter, '{}', minuteSec, 20_000_000_000n, 1]], 0, 3, minuteSec, '2'));
+    await store.insert(
+      'usage_minute',
+      usageMinuteFlushColumns,
+      flushPayload([['r2', meter, '{}', minuteSec, 20_000_000_000n, 1]], 0, 3, minuteSec, '2'),
+    );
     await store.close();
 
     const rater = await start(config, { ingest: false, rater: true });
@@ -79,13 +102,27 @@ describe('the record of counted messages decides, not sequence numbers', () => {
   it('given flushes written before flushes kept a record, then what their watermark covers is taken as counted, as it was then, and newer batches are counted', async () => {
     const { natsUrl, chdbUrl, config } = await setUp('record-legacy');
     const gateway = await start(config, { ingest: true, rater: false });
-    for (const b of [1, 2, 3]) expect((await postEvents(gateway.url!, batch(b, b * 10), { key: `rec-${b}` })).status).toBe(202);
+    for (const b of [1, 2, 3])
+      expect((await postEvents(gateway.url!, batch(b, b * 10), { key: `rec-${b}` })).status).toBe(202);
     await gateway.stop();
     // The old rater counted 1 and 2 (one flush labelled 2, no record) and died before acking them.
     const store = openTestStore(chdbUrl);
     await ensureSchema(store);
     const minuteSec = atMs / 1000;
-    await store.insert('usage_minute', usageMinuteFlushColumns, flushPayload([['r1', meter, '{}', minuteSec, 10_000_000_000n, 1], ['r2', meter, '{}', minuteSec, 20_000_000_000n, 1]], 0, 2, minuteSec, ''));
+    await store.insert(
+      'usage_minute',
+      usageMinuteFlushColumns,
+      flushPayload(
+        [
+          ['r1', meter, '{}', minuteSec, 10_000_000_000n, 1],
+          ['r2', meter, '{}', minuteSec, 20_000_000_000n, 1],
+        ],
+        0,
+        2,
+        minuteSec,
+        '',
+      ),
+    );
     await store.close();
 
     const rater = await start(config, { ingest: false, rater: true });
@@ -107,7 +144,7 @@ describe('the record of counted messages decides, not sequence numbers', () => {
 });
 
 describe('partition consumers on a real nats-server', () => {
-  it('knows each partition\'s lowest sequence still in the stream, and a recreated consumer delivers every unacked message again, purging none', async () => {
+  it("knows each partition's lowest sequence still in the stream, and a recreated consumer delivers every unacked message again, purging none", async () => {
     const { natsUrl, config } = await setUp('record-stream');
     const settings = { ...streamSettings(config), partitions: 2 };
     const nc = await connect({ servers: natsUrl });

@@ -18,13 +18,21 @@ describe('request ids', () => {
   let nats: NatsServerProcess;
   let drawdown: Running;
   let logged = '';
-  const logLines = (): Record<string, unknown>[] => logged.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+  const logLines = (): Record<string, unknown>[] =>
+    logged
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
 
   beforeAll(async () => {
     nats = await startNats(dir.path);
     const log = createLogger('debug', 'drawdown-request-id-test', { write: (line: string) => void (logged += line) });
     const apiKeys = JSON.stringify([{ id: 'all', sha256: hashKey(key), scopes: ['ingest', 'read'] }]);
-    drawdown = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: `chdb:${dir.path}/chdb`, auth: 'required', apiKeys }), { ingest: true, rater: false, settlement: true }, { log });
+    drawdown = await startDrawdown(
+      testConfig({ natsUrl: nats.url, clickhouseUrl: `chdb:${dir.path}/chdb`, auth: 'required', apiKeys }),
+      { ingest: true, rater: false, settlement: true },
+      { log },
+    );
   });
 
   afterAll(async () => {
@@ -50,11 +58,18 @@ describe('request ids', () => {
     expect(problem.request_id).toBe('client-req-42');
     const lines = logLines().filter((line) => line.requestId === 'client-req-42');
     expect(lines.map((line) => line.msg)).toEqual(expect.arrayContaining(['request rejected', 'request completed']));
-    expect(lines.find((line) => line.msg === 'request completed')).toMatchObject({ method: 'POST', path: '/v1/events', status: 422 });
+    expect(lines.find((line) => line.msg === 'request completed')).toMatchObject({
+      method: 'POST',
+      path: '/v1/events',
+      status: 422,
+    });
   });
 
   it('given no X-Request-Id, when a batch is accepted, then the response has a generated id that its log line carries', async () => {
-    const response = await post([{ id: 'e1', customer: 'acme', meter: 'gpt-4o.input_tokens', timestamp: Date.now(), quantity: 1 }], {});
+    const response = await post(
+      [{ id: 'e1', customer: 'acme', meter: 'gpt-4o.input_tokens', timestamp: Date.now(), quantity: 1 }],
+      {},
+    );
     expect(response.status).toBe(202);
     const id = response.headers.get('x-request-id');
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
@@ -82,7 +97,9 @@ describe('request ids', () => {
   });
 
   it('given a broken percent-escape in a customer id, when requested, then the answer is a 400 problem with its request id, not a dropped connection', async () => {
-    const response = await fetch(`${drawdown.url}/v1/customers/acme%E0%A4%A/balance`, { headers: { authorization: `Bearer ${key}` } });
+    const response = await fetch(`${drawdown.url}/v1/customers/acme%E0%A4%A/balance`, {
+      headers: { authorization: `Bearer ${key}` },
+    });
     expect(response.status).toBe(400);
     const problem = (await response.json()) as Record<string, unknown>;
     expect(problem).toMatchObject({ code: 'request_invalid', request_id: response.headers.get('x-request-id') });

@@ -5,7 +5,13 @@
  */
 import { packr } from './harness.js';
 
-export async function sendUntilAccepted(baseUrl: () => string, events: unknown[], key: string, attemptsMax = 300, delayMs = 100): Promise<{ attempts: number; duplicate: boolean }> {
+export async function sendUntilAccepted(
+  baseUrl: () => string,
+  events: unknown[],
+  key: string,
+  attemptsMax = 300,
+  delayMs = 100,
+): Promise<{ attempts: number; duplicate: boolean }> {
   const body = packr.pack(events);
   let lastProblem = '';
   for (let attempt = 1; attempt <= attemptsMax; attempt++) {
@@ -18,7 +24,8 @@ export async function sendUntilAccepted(baseUrl: () => string, events: unknown[]
       });
       const json = (await response.json()) as { duplicate?: boolean; code?: string };
       if (response.status === 202) return { attempts: attempt, duplicate: json.duplicate === true };
-      if (response.status !== 429 && response.status < 500) throw new Error(`batch ${key} refused: ${response.status} ${JSON.stringify(json)}`);
+      if (response.status !== 429 && response.status < 500)
+        throw new Error(`batch ${key} refused: ${response.status} ${JSON.stringify(json)}`);
       lastProblem = `${response.status} ${json.code}`;
     } catch (error) {
       if ((error as Error).message.startsWith(`batch ${key} refused`)) throw error;

@@ -44,7 +44,10 @@ describe('createClient options', () => {
     ];
     for (const [options, name] of cases) {
       const error = thrown(() => createClient({ url: 'http://127.0.0.1:8080', ...options }));
-      expect({ code: error.code, names: error.message.includes(name) }, name).toEqual({ code: 'option_invalid', names: true });
+      expect({ code: error.code, names: error.message.includes(name) }, name).toEqual({
+        code: 'option_invalid',
+        names: true,
+      });
     }
   });
 
@@ -84,10 +87,14 @@ describe('track()', () => {
     ];
     for (const [event, field] of cases) {
       const error = thrown(() => prepareEvent(event as never, 0));
-      expect(error.problems.map((p) => p.field), JSON.stringify(event)).toEqual([field]);
+      expect(
+        error.problems.map((p) => p.field),
+        JSON.stringify(event),
+      ).toEqual([field]);
     }
     // Exact decimals and tiny numbers within 9 fraction digits pass.
-    for (const quantity of ['0.000000001', 1e-7, 0.1, '123456789012345678.5', 0]) expect(() => prepareEvent({ ...base, quantity }, 0)).not.toThrow();
+    for (const quantity of ['0.000000001', 1e-7, 0.1, '123456789012345678.5', 0])
+      expect(() => prepareEvent({ ...base, quantity }, 0)).not.toThrow();
   });
 
   it('fills a missing id (a UUID, fixed before the first send) and timestamp, without touching the caller’s object', () => {
@@ -106,7 +113,14 @@ describe('track()', () => {
   });
 
   it("under 'block', refuses a track past blockedTracksMax instead of queueing without limit", async () => {
-    const sdk = createClient({ url: await unreachable(), whenFull: 'block', bufferedEventsMax: 1, batchEventsMax: 1, blockedTracksMax: 1, retryAttemptsMax: 1 });
+    const sdk = createClient({
+      url: await unreachable(),
+      whenFull: 'block',
+      bufferedEventsMax: 1,
+      batchEventsMax: 1,
+      blockedTracksMax: 1,
+      retryAttemptsMax: 1,
+    });
     const event = { customer: 'acme', meter: 'gpt-4o.input_tokens' };
     expect(await sdk.track(event)).toBe(true);
     const waiting = sdk.track(event);
@@ -127,8 +141,25 @@ describe('track()', () => {
 
 describe('retry rules', () => {
   it('retries network errors, 408, 429 and 5xx; never another 4xx', () => {
-    expect([undefined, 408, 429, 500, 502, 503, 504].map(isRetryable)).toEqual([true, true, true, true, true, true, true]);
-    expect([400, 401, 403, 404, 409, 413, 415, 422].map(isRetryable)).toEqual([false, false, false, false, false, false, false, false]);
+    expect([undefined, 408, 429, 500, 502, 503, 504].map(isRetryable)).toEqual([
+      true,
+      true,
+      true,
+      true,
+      true,
+      true,
+      true,
+    ]);
+    expect([400, 401, 403, 404, 409, 413, 415, 422].map(isRetryable)).toEqual([
+      false,
+      false,
+      false,
+      false,
+      false,
+      false,
+      false,
+      false,
+    ]);
   });
 
   it('reads Retry-After as seconds or an HTTP date', () => {
@@ -143,8 +174,12 @@ describe('retry rules', () => {
     const limits = { retryDelayBaseMs: 100, retryDelayMaxMs: 1_000, retryAfterMaxMs: 10_000 };
     const low = () => 0;
     const high = () => 1;
-    expect([1, 2, 3, 4, 5, 6].map((a) => retryDelayMs(a, undefined, limits, low))).toEqual([50, 100, 200, 400, 500, 500]);
-    expect([1, 2, 3, 4, 5, 6].map((a) => retryDelayMs(a, undefined, limits, high))).toEqual([100, 200, 400, 800, 1_000, 1_000]);
+    expect([1, 2, 3, 4, 5, 6].map((a) => retryDelayMs(a, undefined, limits, low))).toEqual([
+      50, 100, 200, 400, 500, 500,
+    ]);
+    expect([1, 2, 3, 4, 5, 6].map((a) => retryDelayMs(a, undefined, limits, high))).toEqual([
+      100, 200, 400, 800, 1_000, 1_000,
+    ]);
     expect(retryDelayMs(1, 5_000, limits, high)).toBe(5_000);
     expect(retryDelayMs(5, 10, limits, high)).toBe(1_000);
     expect(retryDelayMs(1, 3_600_000, limits, high)).toBe(10_000);
@@ -167,17 +202,31 @@ describe('drawdown/sdk entry point', () => {
     const sdkDir = join(repoRoot, 'ingest', 'sdk');
     const imports = readdirSync(sdkDir)
       .filter((file) => file.endsWith('.ts'))
-      .flatMap((file) => [...readFileSync(join(sdkDir, file), 'utf8').matchAll(/^import\s(?:type\s)?[^'"]*['"]([^'"]+)['"]/gm)].map((m) => m[1]!));
+      .flatMap((file) =>
+        [...readFileSync(join(sdkDir, file), 'utf8').matchAll(/^import\s(?:type\s)?[^'"]*['"]([^'"]+)['"]/gm)].map(
+          (m) => m[1]!,
+        ),
+      );
     expect(imports.length).toBeGreaterThan(0);
-    const foreign = imports.filter((specifier) => !specifier.startsWith('node:') && specifier !== 'msgpackr' && !/^\.\/[a-z-]+\.js$/.test(specifier));
+    const foreign = imports.filter(
+      (specifier) => !specifier.startsWith('node:') && specifier !== 'msgpackr' && !/^\.\/[a-z-]+\.js$/.test(specifier),
+    );
     expect(foreign).toEqual([]);
   });
 
   it('resolves as drawdown/sdk from the build', () => {
-    const probe = spawnSync(process.execPath, ['--input-type=module', '-e', "const m = await import('drawdown/sdk'); console.log(typeof m.createClient, typeof m.DrawdownSdkError)"], {
-      cwd: repoRoot,
-      encoding: 'utf8',
-    });
+    const probe = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "const m = await import('drawdown/sdk'); console.log(typeof m.createClient, typeof m.DrawdownSdkError)",
+      ],
+      {
+        cwd: repoRoot,
+        encoding: 'utf8',
+      },
+    );
     expect(probe.stderr).toBe('');
     expect(probe.stdout.trim()).toBe('function function');
   });

@@ -10,8 +10,24 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { freePort } from '../deploy/free-port.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
-import { createClient, DrawdownSdkError, type ClientOptions, type DrawdownClient, type RetryInfo, type TrackEvent } from '../ingest/sdk/index.js';
-import { openTestStore, spawnDrawdown, startNats, tempDir, testConfig, usageTotals, waitForStreamDrained, type ChildService } from './harness.js';
+import {
+  createClient,
+  DrawdownSdkError,
+  type ClientOptions,
+  type DrawdownClient,
+  type RetryInfo,
+  type TrackEvent,
+} from '../ingest/sdk/index.js';
+import {
+  openTestStore,
+  spawnDrawdown,
+  startNats,
+  tempDir,
+  testConfig,
+  usageTotals,
+  waitForStreamDrained,
+  type ChildService,
+} from './harness.js';
 
 const meter = 'gpt-4o.input_tokens';
 
@@ -29,7 +45,9 @@ class Workload {
       const quantity = `${(n * 37) % 1000}.${String((n * 7) % 1000).padStart(3, '0')}`;
       const seen = this.#expected.get(customer) ?? { total: new Decimal(0), events: 0 };
       this.#expected.set(customer, { total: seen.total.plus(quantity), events: seen.events + 1 });
-      return n % 2 === 0 ? { customer, meter, quantity } : { customer, meter, quantity, timestamp: Date.now() - 60_000 };
+      return n % 2 === 0
+        ? { customer, meter, quantity }
+        : { customer, meter, quantity, timestamp: Date.now() - 60_000 };
     });
   }
 
@@ -38,7 +56,11 @@ class Workload {
   }
 
   want(): Map<string, string> {
-    return new Map([...this.#expected].sort(([a], [b]) => (a < b ? -1 : 1)).map(([customer, { total, events }]) => [`${customer}|${meter}|{}`, `${total.toFixed()}|${events}`]));
+    return new Map(
+      [...this.#expected]
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([customer, { total, events }]) => [`${customer}|${meter}|{}`, `${total.toFixed()}|${events}`]),
+    );
   }
 }
 
@@ -76,8 +98,14 @@ describe('SDK against the real gateway', () => {
     return { natsUrl: server.url, clickhouseUrl: `${clickhouse.url}/sdk_${name}` };
   }
 
-  async function drawdown(config: Parameters<typeof testConfig>[0], parts: { ingest: boolean; rater: boolean }): Promise<Running> {
-    const running = await startDrawdown(testConfig({ ackWaitMs: 5_000, retryDelayMaxMs: 500, ...config }), { ...parts, settlement: false });
+  async function drawdown(
+    config: Parameters<typeof testConfig>[0],
+    parts: { ingest: boolean; rater: boolean },
+  ): Promise<Running> {
+    const running = await startDrawdown(testConfig({ ackWaitMs: 5_000, retryDelayMaxMs: 500, ...config }), {
+      ...parts,
+      settlement: false,
+    });
     cleanups.push(() => running.stop());
     return running;
   }
@@ -111,14 +139,25 @@ describe('SDK against the real gateway', () => {
     const ns = await backends('exact');
     const dd = await drawdown({ ...ns }, { ingest: true, rater: true });
     const errors: DrawdownSdkError[] = [];
-    const sdk = client({ url: dd.url!, batchEventsMax: 50, batchBytesMax: 2048, flushIntervalMs: 50, onError: (e) => errors.push(e) });
+    const sdk = client({
+      url: dd.url!,
+      batchEventsMax: 50,
+      batchBytesMax: 2048,
+      flushIntervalMs: 50,
+      onError: (e) => errors.push(e),
+    });
     const workload = new Workload('exact');
     for (const event of workload.take(600)) await sdk.track(event);
     await sdk.flush();
 
     const stats = sdk.stats();
     expect(errors).toEqual([]);
-    expect({ acknowledged: stats.acknowledged, failed: stats.failed, dropped: stats.dropped, bufferedEvents: stats.bufferedEvents }).toEqual({
+    expect({
+      acknowledged: stats.acknowledged,
+      failed: stats.failed,
+      dropped: stats.dropped,
+      bufferedEvents: stats.bufferedEvents,
+    }).toEqual({
       acknowledged: 600,
       failed: 0,
       dropped: 0,
@@ -152,7 +191,14 @@ describe('SDK against the real gateway', () => {
     await waitForHealth(base);
 
     const errors: DrawdownSdkError[] = [];
-    const sdk = client({ url: base, batchEventsMax: 20, flushIntervalMs: 10, retryDelayBaseMs: 50, retryAttemptsMax: 30, onError: (e) => errors.push(e) });
+    const sdk = client({
+      url: base,
+      batchEventsMax: 20,
+      flushIntervalMs: 10,
+      retryDelayBaseMs: 50,
+      retryAttemptsMax: 30,
+      onError: (e) => errors.push(e),
+    });
     const workload = new Workload('restart');
     for (let round = 0; round < 40; round++) {
       if (round === 15) {
@@ -180,7 +226,13 @@ describe('SDK against the real gateway', () => {
     // No rater at first: the stream fills after a few batches.
     const gateway = await drawdown({ ...ns, streamMaxMessages: 3 }, { ingest: true, rater: false });
     const retries: RetryInfo[] = [];
-    const sdk = client({ url: gateway.url!, batchEventsMax: 10, flushIntervalMs: 10, requestsInFlightMax: 2, onRetry: (info) => retries.push(info) });
+    const sdk = client({
+      url: gateway.url!,
+      batchEventsMax: 10,
+      flushIntervalMs: 10,
+      requestsInFlightMax: 2,
+      onRetry: (info) => retries.push(info),
+    });
     const workload = new Workload('backpressure');
     for (const event of workload.take(80)) await sdk.track(event);
     const flushed = sdk.flush();
@@ -204,10 +256,17 @@ describe('SDK against the real gateway', () => {
     const dd = await drawdown({ ...ns }, { ingest: true, rater: true });
     const errors: DrawdownSdkError[] = [];
     const retries: RetryInfo[] = [];
-    const sdk = client({ url: dd.url!, batchEventsMax: 5, flushIntervalMs: 10_000, onError: (e) => errors.push(e), onRetry: (r) => retries.push(r) });
+    const sdk = client({
+      url: dd.url!,
+      batchEventsMax: 5,
+      flushIntervalMs: 10_000,
+      onError: (e) => errors.push(e),
+      onRetry: (r) => retries.push(r),
+    });
     const kept = new Workload('refused');
     const refused = new Workload('rejected');
-    // Batches of 5: [kept × 5] [refused, refused, BAD, refused, refused] [kept × 5]; the bad event's index in its batch is 2.
+    // Batches of 5: [kept × 5] [refused, refused, BAD, refused, refused] [kept × 5]; the bad event's index in its
+    // batch is 2.
     for (const event of kept.take(5)) await sdk.track(event);
     const middle = refused.take(4);
     for (const event of middle.slice(0, 2)) await sdk.track(event);
@@ -221,7 +280,11 @@ describe('SDK against the real gateway', () => {
     );
     expect(failure).toBeInstanceOf(DrawdownSdkError);
     const error = failure as DrawdownSdkError;
-    expect({ code: error.code, status: error.status, gatewayCode: error.problem?.code }).toEqual({ code: 'batch_rejected', status: 422, gatewayCode: 'event_invalid' });
+    expect({ code: error.code, status: error.status, gatewayCode: error.problem?.code }).toEqual({
+      code: 'batch_rejected',
+      status: 422,
+      gatewayCode: 'event_invalid',
+    });
     expect(error.problems).toContainEqual(expect.objectContaining({ index: 2, field: 'meter' }));
     expect(error.batch).toMatchObject({ eventCount: 5, attempts: 1 });
     expect(errors).toEqual([error]);
@@ -236,17 +299,33 @@ describe('SDK against the real gateway', () => {
   it('given API keys are required, then the SDK sends its key as a Bearer token, and a missing or out-of-scope key is refused once, not retried', async () => {
     const ns = await backends('auth');
     const keys = { ingest: 'sdk-test-ingest-key-1', read: 'sdk-test-read-key-1' };
-    const keyTable = Object.entries(keys).map(([scope, key]) => ({ id: scope, sha256: createHash('sha256').update(key).digest('hex'), scopes: [scope] }));
-    const gateway = await drawdown({ ...ns, auth: 'required', apiKeys: JSON.stringify(keyTable) }, { ingest: true, rater: false });
+    const keyTable = Object.entries(keys).map(([scope, key]) => ({
+      id: scope,
+      sha256: createHash('sha256').update(key).digest('hex'),
+      scopes: [scope],
+    }));
+    const gateway = await drawdown(
+      { ...ns, auth: 'required', apiKeys: JSON.stringify(keyTable) },
+      { ingest: true, rater: false },
+    );
     const outcome = async (apiKey: string | undefined) => {
       const retries: RetryInfo[] = [];
-      const sdk = client({ url: gateway.url!, ...(apiKey === undefined ? {} : { apiKey }), onRetry: (r) => retries.push(r) });
+      const sdk = client({
+        url: gateway.url!,
+        ...(apiKey === undefined ? {} : { apiKey }),
+        onRetry: (r) => retries.push(r),
+      });
       for (const event of new Workload('auth').take(3)) await sdk.track(event);
       const failure = await sdk.flush().then(
         () => undefined,
         (error: DrawdownSdkError) => error,
       );
-      return { code: failure?.code, status: failure?.status, acknowledged: sdk.stats().acknowledged, retries: retries.length };
+      return {
+        code: failure?.code,
+        status: failure?.status,
+        acknowledged: sdk.stats().acknowledged,
+        retries: retries.length,
+      };
     };
     expect(await outcome(keys.ingest)).toEqual({ code: undefined, status: undefined, acknowledged: 3, retries: 0 });
     expect(await outcome(keys.read)).toEqual({ code: 'batch_rejected', status: 403, acknowledged: 0, retries: 0 });
@@ -256,7 +335,15 @@ describe('SDK against the real gateway', () => {
   it("given the gateway is unreachable and whenFull 'drop', then events past bufferedEventsMax are dropped and counted, and close() reports the undelivered rest", async () => {
     const port = await freePort();
     const errors: DrawdownSdkError[] = [];
-    const sdk = client({ url: `http://127.0.0.1:${port}`, whenFull: 'drop', bufferedEventsMax: 10, batchEventsMax: 5, retryAttemptsMax: 3, retryDelayBaseMs: 10, onError: (e) => errors.push(e) });
+    const sdk = client({
+      url: `http://127.0.0.1:${port}`,
+      whenFull: 'drop',
+      bufferedEventsMax: 10,
+      batchEventsMax: 5,
+      retryAttemptsMax: 3,
+      retryDelayBaseMs: 10,
+      onError: (e) => errors.push(e),
+    });
     const results: boolean[] = [];
     for (const event of new Workload('drop').take(25)) results.push(await sdk.track(event));
 
@@ -280,7 +367,15 @@ describe('SDK against the real gateway', () => {
     const port = await freePort();
     const ns = await backends('block');
     await drawdown({ ...ns }, { ingest: false, rater: true });
-    const sdk = client({ url: `http://127.0.0.1:${port}`, whenFull: 'block', bufferedEventsMax: 10, batchEventsMax: 5, retryDelayBaseMs: 20, retryDelayMaxMs: 200, retryAttemptsMax: 200 });
+    const sdk = client({
+      url: `http://127.0.0.1:${port}`,
+      whenFull: 'block',
+      bufferedEventsMax: 10,
+      batchEventsMax: 5,
+      retryDelayBaseMs: 20,
+      retryDelayMaxMs: 200,
+      retryAttemptsMax: 200,
+    });
     const workload = new Workload('block');
     const events = workload.take(12);
     for (const event of events.slice(0, 10)) expect(await sdk.track(event)).toBe(true);

@@ -38,7 +38,12 @@ function canConnect(port: number): Promise<boolean> {
 const noKeepAlive = { connection: 'close' };
 
 async function query(url: string, sql: string): Promise<string> {
-  const response = await fetch(url, { method: 'POST', body: sql, headers: noKeepAlive, signal: AbortSignal.timeout(10_000) });
+  const response = await fetch(url, {
+    method: 'POST',
+    body: sql,
+    headers: noKeepAlive,
+    signal: AbortSignal.timeout(10_000),
+  });
   const body = await response.text();
   if (response.status !== 200) throw new Error(`ClickHouse answered ${response.status} to ${sql}: ${body}`);
   return body;
@@ -96,7 +101,9 @@ describe('NatsServerProcess', () => {
   });
 
   it('rejects a max payload nats-server would refuse', async () => {
-    await expect(NatsServerProcess.start({ dir: await tempDir('nats-payload'), maxPayloadBytes: 65 * 1024 * 1024 })).rejects.toThrow(RangeError);
+    await expect(
+      NatsServerProcess.start({ dir: await tempDir('nats-payload'), maxPayloadBytes: 65 * 1024 * 1024 }),
+    ).rejects.toThrow(RangeError);
   });
 });
 

@@ -29,13 +29,45 @@ describe('drawdown settle over a few hundred customers', () => {
     // Usage as the rater commits it: one row per customer, one flush.
     const store = openStore(clickhouseUrl);
     await ensureSchema(store);
-    const rows = Array.from({ length: customers }, (_, i) => [`c-${String(i).padStart(3, '0')}`, 'gpt-4o.input_tokens', '{}', tsvDateTime(usageAtSec), String(1_000_000 * (i + 1)), '1', '0', '1', tsvDateTime(usageAtSec)]);
+    const rows = Array.from({ length: customers }, (_, i) => [
+      `c-${String(i).padStart(3, '0')}`,
+      'gpt-4o.input_tokens',
+      '{}',
+      tsvDateTime(usageAtSec),
+      String(1_000_000 * (i + 1)),
+      '1',
+      '0',
+      '1',
+      tsvDateTime(usageAtSec),
+    ]);
     await store.insert('usage_minute', usageMinuteColumns, encodeTsv(rows));
-    // For --close-period: 4,000,000 tokens = 20 credits a day into the subscription's first term (not taken by the first run).
-    await store.insert('usage_minute', usageMinuteColumns, encodeTsv([['c-sub', 'gpt-4o.input_tokens', '{}', tsvDateTime(subscriptionUsageSec), '4000000', '1', '0', '2', tsvDateTime(subscriptionUsageSec)]]));
+    // For --close-period: 4,000,000 tokens = 20 credits a day into the subscription's first term (not taken by the
+    // first run).
+    await store.insert(
+      'usage_minute',
+      usageMinuteColumns,
+      encodeTsv([
+        [
+          'c-sub',
+          'gpt-4o.input_tokens',
+          '{}',
+          tsvDateTime(subscriptionUsageSec),
+          '4000000',
+          '1',
+          '0',
+          '2',
+          tsvDateTime(subscriptionUsageSec),
+        ],
+      ]),
+    );
     await store.close();
     const run = spawnSync(process.execPath, [cliPath, 'settle', '--until', '2026-01-01T01:00:00Z'], {
-      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_CATALOG: catalogPath, DRAWDOWN_LOG_LEVEL: 'info' },
+      env: {
+        ...process.env,
+        DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl,
+        DRAWDOWN_CATALOG: catalogPath,
+        DRAWDOWN_LOG_LEVEL: 'info',
+      },
       encoding: 'utf8',
       timeout: 120_000,
     });
@@ -45,13 +77,19 @@ describe('drawdown settle over a few hundred customers', () => {
   afterAll(() => dir.remove());
 
   const cli = (args: string[]): { status: number | null; stdout: string; stderr: string } => {
-    const r = spawnSync(process.execPath, [cliPath, ...args], { env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_CATALOG: '', DRAWDOWN_LOG_LEVEL: 'warn' }, encoding: 'utf8', timeout: 120_000 });
+    const r = spawnSync(process.execPath, [cliPath, ...args], {
+      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_CATALOG: '', DRAWDOWN_LOG_LEVEL: 'warn' },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   };
 
   it('prints progress lines to stderr: accounts done of the total and entries so far, ending at the total', () => {
     expect(result.status, result.stderr).toBe(0);
-    const progress = result.stderr.split('\n').filter((line) => /^settle: \d+\/\d+ accounts settled, \d+ entries so far/.test(line));
+    const progress = result.stderr
+      .split('\n')
+      .filter((line) => /^settle: \d+\/\d+ accounts settled, \d+ entries so far/.test(line));
     expect(progress.length).toBeGreaterThanOrEqual(3);
     expect(progress[0]).toMatch(/^settle: 100\/300 accounts settled/);
     expect(progress.at(-1)).toMatch(/^settle: 300\/300 accounts settled, 300 entries so far/);
@@ -69,8 +107,22 @@ describe('drawdown settle over a few hundred customers', () => {
 
   it('given a subscription whose terms ended, when settle --close-period runs, then it settles to the last whole minute and prints the terms it closed', () => {
     const catalog = JSON.parse(readFileSync(catalogPath, 'utf8'));
-    catalog.plans = [{ id: 'pro', billing: 'monthly', versions: [{ version: 1, grants: [{ id: 'monthly', unit: 'credits', quantity: '10', frequency: 'monthly' }], overage: { unit: 'credits', price_per_credit: { currency: 'USD', amount: '0.02' } } }] }];
-    catalog.subscriptions = [{ id: 'sub-1', customer: 'c-sub', plan: 'pro', start: new Date(subscriptionStartMs).toISOString() }];
+    catalog.plans = [
+      {
+        id: 'pro',
+        billing: 'monthly',
+        versions: [
+          {
+            version: 1,
+            grants: [{ id: 'monthly', unit: 'credits', quantity: '10', frequency: 'monthly' }],
+            overage: { unit: 'credits', price_per_credit: { currency: 'USD', amount: '0.02' } },
+          },
+        ],
+      },
+    ];
+    catalog.subscriptions = [
+      { id: 'sub-1', customer: 'c-sub', plan: 'pro', start: new Date(subscriptionStartMs).toISOString() },
+    ];
     writeFileSync(`${dir.path}/catalog.json`, JSON.stringify(catalog));
     expect(cli(['catalog', 'apply', `${dir.path}/catalog.json`]).status).toBe(0);
     const beforeMs = Date.now();
@@ -87,8 +139,20 @@ describe('drawdown settle over a few hundred customers', () => {
     expect(first.term_start).toBe(new Date(subscriptionStartMs).toISOString());
     expect(second.term_start).toBe(first.term_end);
     // 20 credits used: 10 granted, 10 billed as overage at 0.02 USD; the second term's 10 expire unused at its end.
-    expect(first.units.credits).toMatchObject({ granted: '10', used: '20', overage_credits: '10', overage_money: { USD: '0.2' }, closing_balance: '0' });
-    expect(second.units.credits).toMatchObject({ opening_balance: '0', granted: '10', used: '0', expired: '10', closing_balance: '0' });
+    expect(first.units.credits).toMatchObject({
+      granted: '10',
+      used: '20',
+      overage_credits: '10',
+      overage_money: { USD: '0.2' },
+      closing_balance: '0',
+    });
+    expect(second.units.credits).toMatchObject({
+      opening_balance: '0',
+      granted: '10',
+      used: '0',
+      expired: '10',
+      closing_balance: '0',
+    });
     expect(closing.stderr).toContain('settle: 2 billing terms closed');
 
     // Closed once: a second run closes nothing more.

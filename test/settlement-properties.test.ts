@@ -34,7 +34,10 @@ const usageLine = fc.record({
   quantity: fc.integer({ min: 1, max: 5_000_000 }),
 });
 const scenario = fc.record({
-  purchases: fc.array(fc.record({ customer: fc.integer({ min: 0, max: 2 }), minute: fc.integer({ min: 0, max: 299 }) }), { maxLength: 4 }),
+  purchases: fc.array(
+    fc.record({ customer: fc.integer({ min: 0, max: 2 }), minute: fc.integer({ min: 0, max: 299 }) }),
+    { maxLength: 4 },
+  ),
   usage: fc.array(usageLine, { minLength: 1, maxLength: 12 }),
   cuts: fc.uniqueArray(fc.integer({ min: 1, max: 299 }), { maxLength: 4 }),
 });
@@ -82,30 +85,54 @@ describe('settlement invariants through ClickHouse, for random purchases, usage 
         const nowSec = baseSec + 400 * minuteSec;
         const customer = (i: number): string => `prop-${run}-c${i}`;
         const unitPrice = (meter: string): Decimal => new Decimal(meter === 'dall-e-3.images' ? '0.04' : '0.000005');
-        const dimensions = (meter: string): string => (meter === 'dall-e-3.images' ? '{"quality":"standard","size":"1024x1024"}' : '{}');
+        const dimensions = (meter: string): string =>
+          meter === 'dall-e-3.images' ? '{"quality":"standard","size":"1024x1024"}' : '{}';
 
         // Given purchases of the 100-credit package and usage committed as the rater commits it,
         const purchased = new Map<string, Decimal>();
         for (const [k, p] of s.purchases.entries()) {
-          await purchasePackage(store, catalog, { customer: customer(p.customer), packageId: 'credits-100', idempotencyKey: `p${k}`, nowSec, effectiveAtSec: baseSec + p.minute * minuteSec });
+          await purchasePackage(store, catalog, {
+            customer: customer(p.customer),
+            packageId: 'credits-100',
+            idempotencyKey: `p${k}`,
+            nowSec,
+            effectiveAtSec: baseSec + p.minute * minuteSec,
+          });
           purchased.set(customer(p.customer), (purchased.get(customer(p.customer)) ?? new Decimal(0)).plus(100));
         }
         const rated = new Map<string, Decimal>();
         const rows = s.usage.map((u) => {
-          rated.set(customer(u.customer), (rated.get(customer(u.customer)) ?? new Decimal(0)).plus(unitPrice(u.meter).times(u.quantity)));
-          return [customer(u.customer), u.meter, dimensions(u.meter), baseSec + u.minute * minuteSec, BigInt(u.quantity) * 1_000_000_000n, 1] as [string, string, string, number, bigint, number];
+          rated.set(
+            customer(u.customer),
+            (rated.get(customer(u.customer)) ?? new Decimal(0)).plus(unitPrice(u.meter).times(u.quantity)),
+          );
+          return [
+            customer(u.customer),
+            u.meter,
+            dimensions(u.meter),
+            baseSec + u.minute * minuteSec,
+            BigInt(u.quantity) * 1_000_000_000n,
+            1,
+          ] as [string, string, string, number, bigint, number];
         });
         await store.insert('usage_minute', usageMinuteFlushColumns, flushPayload(rows, 0, ++flushSeq, nowSec));
 
         // when the day is settled in windows cut at random minutes (the first window catches up from the previous day),
-        const edges = [baseSec, ...[...s.cuts].sort((a, b) => a - b).map((c) => baseSec + c * minuteSec), baseSec + 300 * minuteSec];
+        const edges = [
+          baseSec,
+          ...[...s.cuts].sort((a, b) => a - b).map((c) => baseSec + c * minuteSec),
+          baseSec + 300 * minuteSec,
+        ];
         const reports: SettlementReport[] = [];
-        for (let i = 1; i < edges.length; i++) reports.push(await settle(store, catalog, { untilSec: edges[i]!, nowSec }));
+        for (let i = 1; i < edges.length; i++)
+          reports.push(await settle(store, catalog, { untilSec: edges[i]!, nowSec }));
 
         // then what the reports deducted is what they rated, customer by customer,
         const customers = [...new Set([...purchased.keys(), ...rated.keys()])];
         for (const c of customers) {
-          const ratedInReports = reports.flatMap((r) => r.customers[c]?.rated ?? []).reduce((t, x) => t.plus(x.cost), new Decimal(0));
+          const ratedInReports = reports
+            .flatMap((r) => r.customers[c]?.rated ?? [])
+            .reduce((t, x) => t.plus(x.cost), new Decimal(0));
           const deducted = reports.reduce((t, r) => t.plus(r.customers[c]?.deducted.credits ?? 0), new Decimal(0));
           expect(ratedInReports.toFixed(), c).toBe((rated.get(c) ?? new Decimal(0)).toFixed());
           expect(deducted.toFixed(), c).toBe(ratedInReports.toFixed());
@@ -122,7 +149,11 @@ describe('settlement invariants through ClickHouse, for random purchases, usage 
         }
         // and re-running every window, in any order, posts nothing and changes no entry.
         for (let i = edges.length - 1; i >= 1; i--) {
-          const again = await settle(store, catalog, { fromSec: i === 1 ? reports[0]!.fromSec : edges[i - 1]!, untilSec: edges[i]!, nowSec: nowSec + 60 });
+          const again = await settle(store, catalog, {
+            fromSec: i === 1 ? reports[0]!.fromSec : edges[i - 1]!,
+            untilSec: edges[i]!,
+            nowSec: nowSec + 60,
+          });
           expect(again.entriesPosted).toBe(0);
         }
         for (const c of customers) {

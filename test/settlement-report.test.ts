@@ -16,7 +16,11 @@ describe('settlement reports name the catalog revision they priced with', () => 
 
   beforeAll(async () => {
     clickhouse = await startClickHouse('chdb', dir.path);
-    drawdown = await startDrawdown(testConfig({ clickhouseUrl: clickhouse.url }), { ingest: false, rater: false, settlement: true });
+    drawdown = await startDrawdown(testConfig({ clickhouseUrl: clickhouse.url }), {
+      ingest: false,
+      rater: false,
+      settlement: true,
+    });
     base = drawdown.url!;
   }, 60_000);
 
@@ -30,7 +34,9 @@ describe('settlement reports name the catalog revision they priced with', () => 
     const run = await api(base, 'POST', '/v1/settlements', { until: '2026-01-01T00:00:00Z' });
     expect(run.status).toBe(200);
     expect(run.body).toMatchObject({ run_id: run.body.run_id, catalog_revision: 1 });
-    const stored = await drawdown.store!.query(`SELECT report FROM settlement_runs WHERE run_id = '${run.body.run_id}' AND status = 'completed'`);
+    const stored = await drawdown.store!.query(
+      `SELECT report FROM settlement_runs WHERE run_id = '${run.body.run_id}' AND status = 'completed'`,
+    );
     expect(JSON.parse(stored[0]![0]!)).toMatchObject({ run_id: run.body.run_id, catalog_revision: 1 });
   });
 
@@ -42,7 +48,9 @@ describe('settlement reports name the catalog revision they priced with', () => 
     expect(applied.body.revision).toBe(2);
     const run = await api(base, 'POST', '/v1/settlements', { until: '2026-01-02T00:00:00Z' });
     expect(run.body.catalog_revision).toBe(2);
-    const stored = await drawdown.store!.query(`SELECT report FROM settlement_runs WHERE run_id = '${run.body.run_id}' AND status = 'completed'`);
+    const stored = await drawdown.store!.query(
+      `SELECT report FROM settlement_runs WHERE run_id = '${run.body.run_id}' AND status = 'completed'`,
+    );
     expect(JSON.parse(stored[0]![0]!).catalog_revision).toBe(2);
   });
 });

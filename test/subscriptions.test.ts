@@ -7,7 +7,17 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { api, catalogPath, postEvents, startClickHouse, startNats, tempDir, testConfig, waitForStreamDrained, type ClickHouseTarget } from './harness.js';
+import {
+  api,
+  catalogPath,
+  postEvents,
+  startClickHouse,
+  startNats,
+  tempDir,
+  testConfig,
+  waitForStreamDrained,
+  type ClickHouseTarget,
+} from './harness.js';
 
 const dayMs = 86_400_000;
 
@@ -33,10 +43,23 @@ describe('subscriptions and grants', () => {
         id: 'pro',
         billing: 'monthly',
         versions: [
-          { version: 1, grants: [{ id: 'monthly', unit: 'credits', quantity: '1000', frequency: 'monthly', rollover: { kind: 'capped', percent: '50', maximum: '250' } }] },
+          {
+            version: 1,
+            grants: [
+              {
+                id: 'monthly',
+                unit: 'credits',
+                quantity: '1000',
+                frequency: 'monthly',
+                rollover: { kind: 'capped', percent: '50', maximum: '250' },
+              },
+            ],
+          },
           {
             version: 2,
-            grants: [{ id: 'monthly', unit: 'credits', quantity: '10', frequency: 'monthly', rollover: { kind: 'none' } }],
+            grants: [
+              { id: 'monthly', unit: 'credits', quantity: '10', frequency: 'monthly', rollover: { kind: 'none' } },
+            ],
             overage: { unit: 'credits', price_per_credit: { currency: 'USD', amount: '0.02' } },
           },
         ],
@@ -48,7 +71,9 @@ describe('subscriptions and grants', () => {
       ...v1,
       version: '2026-price-change',
       effective_from: new Date(priceChangeMs).toISOString(),
-      rows: v1.rows.map((row: any) => (row.meter === 'gpt-4o.input_tokens' ? { ...row, price: { ...row.price, amount: '10.00' } } : row)),
+      rows: v1.rows.map((row: any) =>
+        row.meter === 'gpt-4o.input_tokens' ? { ...row, price: { ...row.price, amount: '10.00' } } : row,
+      ),
     });
     catalog.subscriptions = [
       // Started on version 1, and keeps it though version 2 exists.
@@ -59,17 +84,35 @@ describe('subscriptions and grants', () => {
     writeFileSync(path, JSON.stringify(catalog));
     nats = await startNats(dir.path);
     clickhouse = await startClickHouse('server', dir.path);
-    drawdown = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, catalog: path }), { ingest: true, rater: true, settlement: true });
+    drawdown = await startDrawdown(testConfig({ natsUrl: nats.url, clickhouseUrl: clickhouse.url, catalog: path }), {
+      ingest: true,
+      rater: true,
+      settlement: true,
+    });
     base = drawdown.url!;
     for (const customer of ['capped', 'overage']) {
       // 80,000,000 tokens at 5.00 per 1,000,000 = 400 credits.
-      const sent = await postEvents(base, [{ id: `${customer}-1`, customer, meter: 'gpt-4o.input_tokens', quantity: 80_000_000, timestamp: usageAtMs }]);
+      const sent = await postEvents(base, [
+        { id: `${customer}-1`, customer, meter: 'gpt-4o.input_tokens', quantity: 80_000_000, timestamp: usageAtMs },
+      ]);
       expect(sent.status).toBe(202);
     }
     // One million tokens before the price change and one million after it, in the same settlement window.
     const repriced = await postEvents(base, [
-      { id: 'rp-1', customer: 'repriced', meter: 'gpt-4o.input_tokens', quantity: 1_000_000, timestamp: priceChangeMs - 2 * 60_000 },
-      { id: 'rp-2', customer: 'repriced', meter: 'gpt-4o.input_tokens', quantity: 1_000_000, timestamp: priceChangeMs + 2 * 60_000 },
+      {
+        id: 'rp-1',
+        customer: 'repriced',
+        meter: 'gpt-4o.input_tokens',
+        quantity: 1_000_000,
+        timestamp: priceChangeMs - 2 * 60_000,
+      },
+      {
+        id: 'rp-2',
+        customer: 'repriced',
+        meter: 'gpt-4o.input_tokens',
+        quantity: 1_000_000,
+        timestamp: priceChangeMs + 2 * 60_000,
+      },
     ]);
     expect(repriced.status).toBe(202);
     await waitForStreamDrained(nats.url);
@@ -85,14 +128,30 @@ describe('subscriptions and grants', () => {
 
   it('issues a monthly grant per period and applies the capped rollover at each period end', async () => {
     // 1,000 unused → 250 carry (750 expire); 1,250 unused → 250 carry (1,000 expire); 1,250 − 400 used = 850.
-    expect(report.customers.capped).toMatchObject({ granted: { credits: '3000' }, expired: { credits: '1750' }, carried: { credits: '500' }, over_limit: {} });
+    expect(report.customers.capped).toMatchObject({
+      granted: { credits: '3000' },
+      expired: { credits: '1750' },
+      carried: { credits: '500' },
+      over_limit: {},
+    });
     const balance = await api(base, 'GET', '/v1/customers/capped/balance');
     expect(balance.body.units[0]).toMatchObject({ settled: '850', over_limit: false });
     const ledger = await api(base, 'GET', '/v1/customers/capped/ledger');
     // Per block: the second period end expires the 250 carried from period 1 first (oldest), then 750 of
     // period 2's grant; the 400 used come from period 2's remaining 250, then 150 of period 3's grant.
-    const kinds = (ledger.body.entries as any[]).map((e) => `${e.kind} ${e.amount} ${e.block.split(':').at(-1)}`).sort();
-    expect(kinds).toEqual(['expiry -250 p0', 'expiry -750 p0', 'expiry -750 p1', 'grant 1000 p0', 'grant 1000 p1', 'grant 1000 p2', 'usage -150 p2', 'usage -250 p1']);
+    const kinds = (ledger.body.entries as any[])
+      .map((e) => `${e.kind} ${e.amount} ${e.block.split(':').at(-1)}`)
+      .sort();
+    expect(kinds).toEqual([
+      'expiry -250 p0',
+      'expiry -750 p0',
+      'expiry -750 p1',
+      'grant 1000 p0',
+      'grant 1000 p1',
+      'grant 1000 p2',
+      'usage -150 p2',
+      'usage -250 p1',
+    ]);
   });
 
   it('bills overage at the plan price once the balance is exhausted', async () => {
@@ -123,14 +182,26 @@ describe('subscriptions and grants', () => {
   });
 
   it('usage arriving after its time was settled is billed by the next run, as an adjustment', async () => {
-    const late = await postEvents(base, [{ id: 'late-1', customer: 'late', meter: 'gpt-4o.input_tokens', quantity: 1_000_000, timestamp: untilMs - 60_000 }]);
+    const late = await postEvents(base, [
+      {
+        id: 'late-1',
+        customer: 'late',
+        meter: 'gpt-4o.input_tokens',
+        quantity: 1_000_000,
+        timestamp: untilMs - 60_000,
+      },
+    ]);
     expect(late.status).toBe(202);
     await waitForStreamDrained(nats.url);
     const pending = await api(base, 'GET', '/v1/customers/late/balance');
     // Its minute lies after the price change: 10.00 per 1,000,000 tokens.
     expect(pending.body.units[0]).toMatchObject({ settled: '0', pending: '10', available: '-10' });
-    const next = await api(base, 'POST', '/v1/settlements', { until: new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString() });
-    expect(next.body.customers.late.rated).toEqual([expect.objectContaining({ quantity: '1000000', cost: '10', rate_version: '2026-price-change', late: true })]);
+    const next = await api(base, 'POST', '/v1/settlements', {
+      until: new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString(),
+    });
+    expect(next.body.customers.late.rated).toEqual([
+      expect.objectContaining({ quantity: '1000000', cost: '10', rate_version: '2026-price-change', late: true }),
+    ]);
     const ledger = await api(base, 'GET', '/v1/customers/late/ledger');
     expect((ledger.body.entries as any[]).map((e) => [e.kind, e.amount])).toEqual([['adjustment', '-10']]);
     // Nothing settled earlier is billed again.

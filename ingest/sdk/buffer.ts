@@ -29,7 +29,8 @@ export function arrayHeader(count: number): Buffer {
   return header;
 }
 
-export type BatchOutcome = { ok: true; attempts: number } | { ok: false; error: import('./errors.js').DrawdownSdkError };
+export type BatchOutcome =
+  { ok: true; attempts: number } | { ok: false; error: import('./errors.js').DrawdownSdkError };
 
 export class Batch {
   /** Chosen once; every attempt of this batch carries it, so the gateway stores it at most once. */

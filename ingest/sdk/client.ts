@@ -61,7 +61,15 @@ export class DrawdownClient {
   #inFlight = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
-  readonly #counts = { tracked: 0, dropped: 0, acknowledged: 0, failed: 0, batchesAcknowledged: 0, batchesFailed: 0, retries: 0 };
+  readonly #counts = {
+    tracked: 0,
+    dropped: 0,
+    acknowledged: 0,
+    failed: 0,
+    batchesAcknowledged: 0,
+    batchesFailed: 0,
+    retries: 0,
+  };
 
   constructor(options: ClientOptions) {
     this.options = resolveOptions(options);
@@ -83,7 +91,10 @@ export class DrawdownClient {
     const wire = prepareEvent(event, Date.now());
     const encoded = this.#packr.pack(wire);
     if (arrayHeaderBytesMax + encoded.length > this.options.batchBytesMax) {
-      throw new DrawdownSdkError('event_too_large', `event ${wire.id} encodes to ${encoded.length} bytes, more than batchBytesMax (${this.options.batchBytesMax}) allows`);
+      throw new DrawdownSdkError(
+        'event_too_large',
+        `event ${wire.id} encodes to ${encoded.length} bytes, more than batchBytesMax (${this.options.batchBytesMax}) allows`,
+      );
     }
     if (this.#waiters.length === 0 && this.#memory.hasRoom(encoded.length)) {
       this.#counts.tracked += 1;
@@ -96,7 +107,10 @@ export class DrawdownClient {
       return Promise.resolve(false);
     }
     if (this.#waiters.length >= this.options.blockedTracksMax) {
-      throw new DrawdownSdkError('too_many_waiting', `${this.#waiters.length} track() calls are already waiting for room (blockedTracksMax); await track() before the next`);
+      throw new DrawdownSdkError(
+        'too_many_waiting',
+        `${this.#waiters.length} track() calls are already waiting for room (blockedTracksMax); await track() before the next`,
+      );
     }
     this.#counts.tracked += 1;
     let admit!: (batch: Batch) => void;
@@ -128,7 +142,9 @@ export class DrawdownClient {
     if (failures.length > 0) throw failures[0];
   }
 
-  /** Refuses further tracks, flushes, and resolves (or rejects, as flush()) when nothing is left. Safe to call twice. */
+  /**
+   * Refuses further tracks, flushes, and resolves (or rejects, as flush()) when nothing is left. Safe to call twice.
+   */
   close(): Promise<void> {
     this.#closed = true;
     this.#closing ??= this.flush();
@@ -147,7 +163,8 @@ export class DrawdownClient {
 
   #admit(encoded: Buffer): Batch {
     const { batchEventsMax, batchBytesMax } = this.options;
-    if (this.#open !== undefined && !this.#open.fits(encoded.length, batchEventsMax, batchBytesMax)) this.#seal(this.#open);
+    if (this.#open !== undefined && !this.#open.fits(encoded.length, batchEventsMax, batchBytesMax))
+      this.#seal(this.#open);
     let batch = this.#open;
     if (batch === undefined) {
       const opened = new Batch();
@@ -189,26 +206,59 @@ export class DrawdownClient {
   async #deliver(batch: Batch): Promise<BatchOutcome> {
     const o = this.options;
     const startedMs = Date.now();
-    const failedBatch = (attempts: number) => ({ idempotencyKey: batch.idempotencyKey, eventCount: batch.eventCount, body: batch.body, attempts });
+    const failedBatch = (attempts: number) => ({
+      idempotencyKey: batch.idempotencyKey,
+      eventCount: batch.eventCount,
+      body: batch.body,
+      attempts,
+    });
     for (let attempt = 1; ; attempt++) {
-      const outcome = await attemptBatch({ eventsUrl: o.eventsUrl, apiKey: o.apiKey, idempotencyKey: batch.idempotencyKey, body: batch.body, requestTimeoutMs: o.requestTimeoutMs });
+      const outcome = await attemptBatch({
+        eventsUrl: o.eventsUrl,
+        apiKey: o.apiKey,
+        idempotencyKey: batch.idempotencyKey,
+        body: batch.body,
+        requestTimeoutMs: o.requestTimeoutMs,
+      });
       if (outcome.kind === 'accepted') return { ok: true, attempts: attempt };
       const context = { status: outcome.status, problem: outcome.problem, batch: failedBatch(attempt) };
       if (!isRetryable(outcome.status)) {
-        const problems = Array.isArray(outcome.problem?.errors) ? (outcome.problem.errors as DrawdownSdkError['problems']) : [];
+        const problems = Array.isArray(outcome.problem?.errors)
+          ? (outcome.problem.errors as DrawdownSdkError['problems'])
+          : [];
         const detail = typeof outcome.problem?.detail === 'string' ? `: ${outcome.problem.detail}` : '';
-        return { ok: false, error: new DrawdownSdkError('batch_rejected', `batch ${batch.idempotencyKey} (${batch.eventCount} events) refused with ${outcome.reason}${detail}`, { ...context, problems }) };
+        return {
+          ok: false,
+          error: new DrawdownSdkError(
+            'batch_rejected',
+            `batch ${batch.idempotencyKey} (${batch.eventCount} events) refused with ${outcome.reason}${detail}`,
+            { ...context, problems },
+          ),
+        };
       }
       const delayMs = retryDelayMs(attempt, outcome.retryAfterMs, o);
       const elapsedMs = Date.now() - startedMs;
       if (attempt >= o.retryAttemptsMax || elapsedMs + delayMs > o.retryElapsedMaxMs) {
         return {
           ok: false,
-          error: new DrawdownSdkError('retries_exhausted', `batch ${batch.idempotencyKey} (${batch.eventCount} events) not accepted after ${attempt} attempts in ${elapsedMs} ms (last: ${outcome.reason})`, context),
+          error: new DrawdownSdkError(
+            'retries_exhausted',
+            `batch ${batch.idempotencyKey} (${batch.eventCount} events) not accepted after ${attempt} attempts in ${elapsedMs} ms (last: ${outcome.reason})`,
+            context,
+          ),
         };
       }
       this.#counts.retries += 1;
-      this.#notify(() => o.onRetry?.({ idempotencyKey: batch.idempotencyKey, attempt, status: outcome.status, reason: outcome.reason, retryAfterMs: outcome.retryAfterMs, delayMs }));
+      this.#notify(() =>
+        o.onRetry?.({
+          idempotencyKey: batch.idempotencyKey,
+          attempt,
+          status: outcome.status,
+          reason: outcome.reason,
+          retryAfterMs: outcome.retryAfterMs,
+          delayMs,
+        }),
+      );
       await sleep(delayMs);
     }
   }

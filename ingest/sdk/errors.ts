@@ -52,7 +52,13 @@ export class DrawdownSdkError extends Error {
   constructor(
     code: SdkErrorCode,
     message: string,
-    options: { problems?: EventProblem[]; status?: number; problem?: Record<string, unknown>; batch?: FailedBatch; cause?: unknown } = {},
+    options: {
+      problems?: EventProblem[];
+      status?: number;
+      problem?: Record<string, unknown>;
+      batch?: FailedBatch;
+      cause?: unknown;
+    } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'DrawdownSdkError';

@@ -6,7 +6,7 @@
  * there. What only the gateway knows (which meters exist, its clock window)
  * is left to it.
  *
- * The rules mirror SPEC §2 and shared/event.ts; they are restated here so the
+ * The rules mirror SPEC §2 and shared/events/event.ts; they are restated here so the
  * SDK carries no server code.
  */
 import { randomUUID } from 'node:crypto';
@@ -35,7 +35,14 @@ export interface WireEvent {
   dimensions?: Record<string, string>;
 }
 
-const limits = { idLengthMax: 128, customerLengthMax: 128, meterLengthMax: 256, dimensionKeysMax: 16, dimensionKeyLengthMax: 64, dimensionValueLengthMax: 128 } as const;
+const limits = {
+  idLengthMax: 128,
+  customerLengthMax: 128,
+  meterLengthMax: 256,
+  dimensionKeysMax: 16,
+  dimensionKeyLengthMax: 64,
+  dimensionValueLengthMax: 128,
+} as const;
 const customerPattern = /^[A-Za-z0-9._:@-]+$/;
 const decimalPattern = /^(\d+)(?:\.(\d+))?$/;
 const knownFields: ReadonlySet<string> = new Set(['id', 'customer', 'meter', 'quantity', 'timestamp', 'dimensions']);
@@ -51,12 +58,15 @@ function quantityProblem(quantity: unknown): string | undefined {
   if (typeof quantity === 'number') {
     if (!Number.isFinite(quantity)) return 'quantity must be finite';
     if (quantity < 0) return 'quantity must be ≥ 0';
-    // The gateway reads a number as its shortest round-trip text (0.1 is "0.1"), so its digits are counted here the same way.
+    // The gateway reads a number as its shortest round-trip text (0.1 is "0.1"), so its digits are counted here the
+    // same way.
     const text = String(quantity);
     const exponent = /^(\d)(?:\.(\d+))?e([+-]\d+)$/.exec(text);
     if (exponent === null) return digitsProblem(text);
     const power = Number(exponent[3]);
-    return power < 0 ? digitsProblem(`0.${'0'.repeat(-power - 1)}${exponent[1]}${exponent[2] ?? ''}`) : 'quantity has more than 18 integer digits';
+    return power < 0
+      ? digitsProblem(`0.${'0'.repeat(-power - 1)}${exponent[1]}${exponent[2] ?? ''}`)
+      : 'quantity has more than 18 integer digits';
   }
   if (typeof quantity !== 'string') return 'quantity must be a number or a decimal string';
   return digitsProblem(quantity);
@@ -71,9 +81,16 @@ function digitsProblem(text: string): string | undefined {
 }
 
 function timestampProblem(timestamp: unknown): string | undefined {
-  if (typeof timestamp === 'number') return Number.isSafeInteger(timestamp) && timestamp >= 0 ? undefined : 'timestamp must be whole ms since epoch, ≥ 0';
-  if (timestamp instanceof Date) return Number.isFinite(timestamp.getTime()) && timestamp.getTime() >= 0 ? undefined : 'timestamp is an invalid Date';
-  if (typeof timestamp === 'string') return Number.isNaN(Date.parse(timestamp)) ? 'timestamp must be an ISO-8601 instant' : undefined;
+  if (typeof timestamp === 'number')
+    return Number.isSafeInteger(timestamp) && timestamp >= 0
+      ? undefined
+      : 'timestamp must be whole ms since epoch, ≥ 0';
+  if (timestamp instanceof Date)
+    return Number.isFinite(timestamp.getTime()) && timestamp.getTime() >= 0
+      ? undefined
+      : 'timestamp is an invalid Date';
+  if (typeof timestamp === 'string')
+    return Number.isNaN(Date.parse(timestamp)) ? 'timestamp must be an ISO-8601 instant' : undefined;
   return 'timestamp must be ms since epoch, a Date or an ISO-8601 string';
 }
 
@@ -93,8 +110,17 @@ export function eventProblems(event: unknown): EventProblem[] {
   if (id !== undefined && (typeof id !== 'string' || id.length < 1 || id.length > limits.idLengthMax)) {
     add('id', 'type', `id must be a string of 1–${limits.idLengthMax} characters`);
   }
-  if (typeof customer !== 'string' || customer.length < 1 || customer.length > limits.customerLengthMax || !customerPattern.test(customer)) {
-    add('customer', customer === undefined ? 'required' : 'format', `customer must be 1–${limits.customerLengthMax} characters of [A-Za-z0-9._:@-]`);
+  if (
+    typeof customer !== 'string' ||
+    customer.length < 1 ||
+    customer.length > limits.customerLengthMax ||
+    !customerPattern.test(customer)
+  ) {
+    add(
+      'customer',
+      customer === undefined ? 'required' : 'format',
+      `customer must be 1–${limits.customerLengthMax} characters of [A-Za-z0-9._:@-]`,
+    );
   }
   if (typeof meter !== 'string' || meter.length < 1 || meter.length > limits.meterLengthMax) {
     add('meter', meter === undefined ? 'required' : 'type', 'meter must be a non-empty string naming a meter');
@@ -112,13 +138,20 @@ export function eventProblems(event: unknown): EventProblem[] {
       add('dimensions', 'type', 'dimensions must be an object of string to string');
     } else {
       const keys = Object.keys(dimensions);
-      if (keys.length > limits.dimensionKeysMax) add('dimensions', 'too_many', `at most ${limits.dimensionKeysMax} dimensions`);
+      if (keys.length > limits.dimensionKeysMax)
+        add('dimensions', 'too_many', `at most ${limits.dimensionKeysMax} dimensions`);
       for (const key of keys) {
         const value = dimensions[key];
         if (hostileKeys.has(key)) add(`dimensions.${key}`, 'hostile_key', `key ${key} is not allowed`);
-        else if (key.length > limits.dimensionKeyLengthMax) add('dimensions', 'key_length', `dimension keys are at most ${limits.dimensionKeyLengthMax} characters`);
+        else if (key.length > limits.dimensionKeyLengthMax)
+          add('dimensions', 'key_length', `dimension keys are at most ${limits.dimensionKeyLengthMax} characters`);
         else if (typeof value !== 'string') add(`dimensions.${key}`, 'type', 'dimension values must be strings');
-        else if (value.length > limits.dimensionValueLengthMax) add(`dimensions.${key}`, 'length', `dimension values are at most ${limits.dimensionValueLengthMax} characters`);
+        else if (value.length > limits.dimensionValueLengthMax)
+          add(
+            `dimensions.${key}`,
+            'length',
+            `dimension values are at most ${limits.dimensionValueLengthMax} characters`,
+          );
       }
     }
   }
@@ -133,9 +166,18 @@ export function eventProblems(event: unknown): EventProblem[] {
 export function prepareEvent(event: TrackEvent, nowMs: number): WireEvent {
   const problems = eventProblems(event);
   if (problems.length > 0) {
-    throw new DrawdownSdkError('event_invalid', `event is invalid: ${problems.map((p) => `${p.field || '(event)'}: ${p.message}`).join('; ')}`, { problems });
+    throw new DrawdownSdkError(
+      'event_invalid',
+      `event is invalid: ${problems.map((p) => `${p.field || '(event)'}: ${p.message}`).join('; ')}`,
+      { problems },
+    );
   }
-  const wire: WireEvent = { id: event.id ?? randomUUID(), customer: event.customer, meter: event.meter, timestamp: event.timestamp ?? nowMs };
+  const wire: WireEvent = {
+    id: event.id ?? randomUUID(),
+    customer: event.customer,
+    meter: event.meter,
+    timestamp: event.timestamp ?? nowMs,
+  };
   if (event.quantity !== undefined) wire.quantity = event.quantity;
   if (event.dimensions !== undefined) wire.dimensions = event.dimensions;
   return wire;

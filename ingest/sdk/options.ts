@@ -56,7 +56,9 @@ export interface ResolvedOptions extends Required<Omit<ClientOptions, 'apiKey' |
   eventsUrl: string;
 }
 
-/** Defaults sit well under the gateway's limits (10,000 events, 4 MiB) so a default client is never refused for size. */
+/**
+ * Defaults sit well under the gateway's limits (10,000 events, 4 MiB) so a default client is never refused for size.
+ */
 export const defaultOptions = Object.freeze({
   batchEventsMax: 1_000,
   batchBytesMax: 1 * MiB,
@@ -103,8 +105,12 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
   } catch {
     invalid('url', `must be an absolute http(s) URL, got ${JSON.stringify(options.url)}`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') invalid('url', `must be http or https, got ${url.protocol}`);
-  if (options.apiKey !== undefined && (typeof options.apiKey !== 'string' || !/^[A-Za-z0-9._~+/-]+=*$/.test(options.apiKey))) {
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    invalid('url', `must be http or https, got ${url.protocol}`);
+  if (
+    options.apiKey !== undefined &&
+    (typeof options.apiKey !== 'string' || !/^[A-Za-z0-9._~+/-]+=*$/.test(options.apiKey))
+  ) {
     invalid('apiKey', 'must be a non-empty token of [A-Za-z0-9._~+/-]');
   }
   const resolved: Record<string, unknown> = { ...defaultOptions };
@@ -112,20 +118,31 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     const value = (options as unknown as Record<string, unknown>)[name];
     if (value === undefined) continue;
     if (limits !== undefined) {
-      if (typeof value !== 'number' || !Number.isSafeInteger(value)) invalid(name, `must be an integer, got ${String(value)}`);
-      if (value < limits[0] || value > limits[1]) invalid(name, `must be between ${limits[0]} and ${limits[1]}, got ${value}`);
+      if (typeof value !== 'number' || !Number.isSafeInteger(value))
+        invalid(name, `must be an integer, got ${String(value)}`);
+      if (value < limits[0] || value > limits[1])
+        invalid(name, `must be between ${limits[0]} and ${limits[1]}, got ${value}`);
     }
     resolved[name] = value;
   }
-  if (resolved.whenFull !== 'block' && resolved.whenFull !== 'drop') invalid('whenFull', `must be 'block' or 'drop', got ${String(resolved.whenFull)}`);
+  if (resolved.whenFull !== 'block' && resolved.whenFull !== 'drop')
+    invalid('whenFull', `must be 'block' or 'drop', got ${String(resolved.whenFull)}`);
   for (const name of ['onError', 'onRetry'] as const) {
     if (options[name] !== undefined && typeof options[name] !== 'function') invalid(name, 'must be a function');
   }
   const bufferedEventsMax = resolved.bufferedEventsMax as number;
   const bufferedBytesMax = resolved.bufferedBytesMax as number;
   // A full batch must fit the buffer, or a batch could never be sealed by size.
-  if ((resolved.batchEventsMax as number) > bufferedEventsMax) invalid('batchEventsMax', `(${String(resolved.batchEventsMax)}) must not exceed bufferedEventsMax (${bufferedEventsMax})`);
-  if ((resolved.batchBytesMax as number) > bufferedBytesMax) invalid('batchBytesMax', `(${String(resolved.batchBytesMax)}) must not exceed bufferedBytesMax (${bufferedBytesMax})`);
+  if ((resolved.batchEventsMax as number) > bufferedEventsMax)
+    invalid(
+      'batchEventsMax',
+      `(${String(resolved.batchEventsMax)}) must not exceed bufferedEventsMax (${bufferedEventsMax})`,
+    );
+  if ((resolved.batchBytesMax as number) > bufferedBytesMax)
+    invalid(
+      'batchBytesMax',
+      `(${String(resolved.batchBytesMax)}) must not exceed bufferedBytesMax (${bufferedBytesMax})`,
+    );
   const base = url.href.endsWith('/') ? url.href.slice(0, -1) : url.href;
   return Object.freeze({
     ...(resolved as Omit<ResolvedOptions, 'apiKey' | 'onError' | 'onRetry' | 'eventsUrl' | 'url'>),

@@ -53,7 +53,12 @@ export interface BackoffLimits {
  * attempts; the random half keeps many clients from retrying in lockstep.
  * A Retry-After from the gateway is a floor: the SDK never comes back sooner.
  */
-export function retryDelayMs(attempt: number, retryAfterMs: number | undefined, limits: BackoffLimits, random: () => number = Math.random): number {
+export function retryDelayMs(
+  attempt: number,
+  retryAfterMs: number | undefined,
+  limits: BackoffLimits,
+  random: () => number = Math.random,
+): number {
   const exponent = Math.min(attempt - 1, 30);
   const ceiling = Math.min(limits.retryDelayMaxMs, limits.retryDelayBaseMs * 2 ** exponent);
   const backoff = Math.round(ceiling / 2 + random() * (ceiling / 2));

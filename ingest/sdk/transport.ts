@@ -13,7 +13,13 @@ import { parseRetryAfterMs } from './retry.js';
 
 export type AttemptOutcome =
   | { kind: 'accepted'; status: number; accepted: number | undefined }
-  | { kind: 'failed'; status: number | undefined; reason: string; retryAfterMs: number | undefined; problem: Record<string, unknown> | undefined };
+  | {
+      kind: 'failed';
+      status: number | undefined;
+      reason: string;
+      retryAfterMs: number | undefined;
+      problem: Record<string, unknown> | undefined;
+    };
 
 export interface AttemptRequest {
   eventsUrl: string;
@@ -47,7 +53,9 @@ async function readCapped(response: Response): Promise<string> {
 function parseJsonObject(text: string): Record<string, unknown> | undefined {
   try {
     const value: unknown = JSON.parse(text);
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+    return typeof value === 'object' && value !== null && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : undefined;
   } catch {
     return undefined;
   }
@@ -60,19 +68,38 @@ function networkReason(error: unknown): string {
 }
 
 export async function attemptBatch(request: AttemptRequest): Promise<AttemptOutcome> {
-  const headers: Record<string, string> = { 'content-type': 'application/msgpack', 'idempotency-key': request.idempotencyKey, accept: 'application/json' };
+  const headers: Record<string, string> = {
+    'content-type': 'application/msgpack',
+    'idempotency-key': request.idempotencyKey,
+    accept: 'application/json',
+  };
   if (request.apiKey !== undefined) headers.authorization = `Bearer ${request.apiKey}`;
   let response: Response;
   let text: string;
   try {
-    response = await fetch(request.eventsUrl, { method: 'POST', headers, body: request.body, signal: AbortSignal.timeout(request.requestTimeoutMs) });
+    response = await fetch(request.eventsUrl, {
+      method: 'POST',
+      headers,
+      body: request.body,
+      signal: AbortSignal.timeout(request.requestTimeoutMs),
+    });
     text = await readCapped(response);
   } catch (error) {
-    return { kind: 'failed', status: undefined, reason: networkReason(error), retryAfterMs: undefined, problem: undefined };
+    return {
+      kind: 'failed',
+      status: undefined,
+      reason: networkReason(error),
+      retryAfterMs: undefined,
+      problem: undefined,
+    };
   }
   const json = parseJsonObject(text);
   if (response.status >= 200 && response.status < 300) {
-    return { kind: 'accepted', status: response.status, accepted: typeof json?.accepted === 'number' ? json.accepted : undefined };
+    return {
+      kind: 'accepted',
+      status: response.status,
+      accepted: typeof json?.accepted === 'number' ? json.accepted : undefined,
+    };
   }
   const code = typeof json?.code === 'string' ? json.code : undefined;
   return {

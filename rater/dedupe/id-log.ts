@@ -29,7 +29,12 @@ export const idsPerRow = 65_536;
 const rebuildRowsMax = 200_000;
 
 /** The TSV for one flush's ids; `chunks` are fingerprint arrays (3 words per id) in the order they were counted. */
-export function idsPayload(chunks: readonly Uint32Array[], partition: number, flushSeq: number, writtenAtSec: number): string {
+export function idsPayload(
+  chunks: readonly Uint32Array[],
+  partition: number,
+  flushSeq: number,
+  writtenAtSec: number,
+): string {
   let words = 0;
   for (const c of chunks) words += c.length;
   if (words === 0) return '';
@@ -43,7 +48,14 @@ export function idsPayload(chunks: readonly Uint32Array[], partition: number, fl
   const rows: string[][] = [];
   for (let first = 0, chunk = 0; first < ids; first += idsPerRow, chunk++) {
     const count = Math.min(idsPerRow, ids - first);
-    rows.push([String(partition), String(flushSeq), String(chunk), tsvDateTime(writtenAtSec), String(count), all.toString('base64', first * bytesPerId, (first + count) * bytesPerId)]);
+    rows.push([
+      String(partition),
+      String(flushSeq),
+      String(chunk),
+      tsvDateTime(writtenAtSec),
+      String(count),
+      all.toString('base64', first * bytesPerId, (first + count) * bytesPerId),
+    ]);
   }
   return encodeTsv(rows);
 }
@@ -66,7 +78,12 @@ function decodeIds(base64: string): Uint32Array {
  * of committed flushes count: rows whose label no usage row carries were
  * written by a flush that crashed before its usage insert.
  */
-export async function readRecentIds(store: Store, partition: number, watermark: number, idsWanted: number): Promise<Uint32Array[]> {
+export async function readRecentIds(
+  store: Store,
+  partition: number,
+  watermark: number,
+  idsWanted: number,
+): Promise<Uint32Array[]> {
   if (watermark === 0 || idsWanted === 0) return [];
   const p = sqlUInt(partition);
   const committed = (from: number): string =>
@@ -95,14 +112,20 @@ export async function readRecentIds(store: Store, partition: number, watermark: 
 
 /** The highest label any flush of the partition wrote ids under, committed or not (0 if none). */
 export async function highestIdsLabel(store: Store, partition: number): Promise<number> {
-  const rows = await store.query(`SELECT max(flush_seq) FROM dedupe_ids WHERE stream_partition = ${sqlUInt(partition)}`);
+  const rows = await store.query(
+    `SELECT max(flush_seq) FROM dedupe_ids WHERE stream_partition = ${sqlUInt(partition)}`,
+  );
   return Number(rows[0]?.[0] ?? 0);
 }
 
 /** Drops whole days of remembered ids older than `retentionDays`; returns how many days were dropped. */
 export async function dropExpiredIds(store: Store, retentionDays: number, nowSec: number): Promise<number> {
-  const cutoff = Number(new Date((nowSec - retentionDays * 86_400) * 1000).toISOString().slice(0, 10).replaceAll('-', ''));
-  const rows = await store.query("SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'dedupe_ids' AND active");
+  const cutoff = Number(
+    new Date((nowSec - retentionDays * 86_400) * 1000).toISOString().slice(0, 10).replaceAll('-', ''),
+  );
+  const rows = await store.query(
+    "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'dedupe_ids' AND active",
+  );
   let dropped = 0;
   for (const [partition] of rows) {
     const day = Number(partition);

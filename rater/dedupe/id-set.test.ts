@@ -26,7 +26,8 @@ describe('IdSet', () => {
       fc.property(fc.integer({ min: 1, max: 200 }), fc.integer({ min: 0, max: 1_000 }), (window, added) => {
         const set = IdSet.create(window);
         for (let i = 0; i < added; i++) expect(set.add(...fingerprint('c', `id-${i}`))).toBe(true);
-        for (let i = Math.max(0, added - window); i < added; i++) expect(set.has(...fingerprint('c', `id-${i}`))).toBe(true);
+        for (let i = Math.max(0, added - window); i < added; i++)
+          expect(set.has(...fingerprint('c', `id-${i}`))).toBe(true);
         expect(set.size).toBeGreaterThanOrEqual(Math.min(added, window));
         expect(set.size).toBeLessThan(2 * window);
         // Ids older than two windows are forgotten: a repeat of one is counted again.
@@ -41,7 +42,11 @@ describe('IdSet', () => {
     // a few home slots (and the last one, so probing wraps around): long
     // probe chains, and rotations forgetting ids that were pushed along them.
     const crowdedH1 = [0, 1, 0x7fffffff, 0xfffffffe, 0xffffffff];
-    const fingerprintOf = (n: number): [number, number, number] => [((n + 1) * 2654435761) >>> 0, n % 3 === 0 ? crowdedH1[n % crowdedH1.length]! : (n * 40503 + 17) >>> 0, n];
+    const fingerprintOf = (n: number): [number, number, number] => [
+      ((n + 1) * 2654435761) >>> 0,
+      n % 3 === 0 ? crowdedH1[n % crowdedH1.length]! : (n * 40503 + 17) >>> 0,
+      n,
+    ];
     const op = fc.oneof(
       { weight: 20, arbitrary: fc.record({ kind: fc.constant('add' as const), n: fc.integer({ min: 0, max: 400 }) }) },
       { weight: 5, arbitrary: fc.record({ kind: fc.constant('has' as const), n: fc.integer({ min: 0, max: 400 }) }) },
@@ -113,12 +118,18 @@ describe('IdSet', () => {
 describe('hashEventId', () => {
   it('depends on every character of customer and id, and on where one ends and the other starts', () => {
     fc.assert(
-      fc.property(fc.string({ minLength: 1, maxLength: 128 }), fc.string({ minLength: 1, maxLength: 128 }), fc.nat(), fc.integer({ min: 1, max: 0xffff }), (customer, id, at, delta) => {
-        const i = at % id.length;
-        const changed = id.slice(0, i) + String.fromCharCode((id.charCodeAt(i) + delta) % 0x10000) + id.slice(i + 1);
-        expect(fingerprint(customer, changed)).not.toEqual(fingerprint(customer, id));
-        expect(fingerprint(customer + id[0], id.slice(1))).not.toEqual(fingerprint(customer, id));
-      }),
+      fc.property(
+        fc.string({ minLength: 1, maxLength: 128 }),
+        fc.string({ minLength: 1, maxLength: 128 }),
+        fc.nat(),
+        fc.integer({ min: 1, max: 0xffff }),
+        (customer, id, at, delta) => {
+          const i = at % id.length;
+          const changed = id.slice(0, i) + String.fromCharCode((id.charCodeAt(i) + delta) % 0x10000) + id.slice(i + 1);
+          expect(fingerprint(customer, changed)).not.toEqual(fingerprint(customer, id));
+          expect(fingerprint(customer + id[0], id.slice(1))).not.toEqual(fingerprint(customer, id));
+        },
+      ),
       { numRuns: 2_000 },
     );
   });

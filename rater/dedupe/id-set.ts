@@ -54,6 +54,7 @@ export class IdSet {
   readonly #generations: [Uint32Array, Uint32Array];
   readonly #mask: number;
   /** Where prefetch leaves what it read, so the reads are not optimised away. */
+  // eslint-disable-next-line no-unused-private-class-members -- written to, on purpose, and never read
   #sink = 0;
 
   private constructor(buffer: SharedArrayBuffer) {
@@ -63,7 +64,10 @@ export class IdSet {
     this.idsPerGeneration = this.#header[H_IDS_PER_GENERATION]!;
     const slots = 2 ** slotBits;
     this.#mask = slots - 1;
-    this.#generations = [new Uint32Array(buffer, headerBytes, slots * wordsPerSlot), new Uint32Array(buffer, headerBytes + slots * wordsPerSlot * 4, slots * wordsPerSlot)];
+    this.#generations = [
+      new Uint32Array(buffer, headerBytes, slots * wordsPerSlot),
+      new Uint32Array(buffer, headerBytes + slots * wordsPerSlot * 4, slots * wordsPerSlot),
+    ];
   }
 
   /** Bytes a set remembering at least `idsPerGeneration` ids takes: fixed, allocated at once. */
@@ -91,7 +95,8 @@ export class IdSet {
   /** Takes the set over from its previous owner; throws if the hand-over is not the one expected. */
   acquire(expectedEpoch: number): void {
     const epoch = Atomics.load(this.#header, H_EPOCH);
-    if (epoch !== expectedEpoch) throw new Error(`id set handed over at epoch ${epoch}, expected ${expectedEpoch}: two owners at once`);
+    if (epoch !== expectedEpoch)
+      throw new Error(`id set handed over at epoch ${epoch}, expected ${expectedEpoch}: two owners at once`);
   }
 
   /** Hands the set on; returns the epoch the next owner must expect. */

@@ -68,14 +68,19 @@ export function compareBlocks(a: Block, b: Block): number {
 }
 
 /** Replays one posting onto the state — the only place state changes. */
-export function applyPosting(state: CreditState, posting: Posting, opening?: Omit<Block, 'remaining' | 'amount'>): void {
+export function applyPosting(
+  state: CreditState,
+  posting: Posting,
+  opening?: Omit<Block, 'remaining' | 'amount'>,
+): void {
   if (posting.blockId === '') {
     state.debt = state.debt.minus(posting.amount);
     return;
   }
   const existing = state.blocks.get(posting.blockId);
   if (existing === undefined) {
-    if (opening === undefined || posting.amount.isNegative()) throw new Error(`posting to unknown block ${posting.blockId}`);
+    if (opening === undefined || posting.amount.isNegative())
+      throw new Error(`posting to unknown block ${posting.blockId}`);
     state.blocks.set(posting.blockId, { ...opening, amount: posting.amount, remaining: posting.amount });
     return;
   }
@@ -100,8 +105,19 @@ export interface OpenBlock {
  */
 export function openBlock(state: CreditState, block: OpenBlock): Posting[] {
   if (state.blocks.has(block.id)) return [];
-  const posting: Posting = { kind: block.source, amount: block.amount, blockId: block.id, atMs: block.atMs, note: block.note };
-  applyPosting(state, posting, { id: block.id, source: block.source, createdAtMs: block.atMs, expiresAtMs: block.expiresAtMs });
+  const posting: Posting = {
+    kind: block.source,
+    amount: block.amount,
+    blockId: block.id,
+    atMs: block.atMs,
+    note: block.note,
+  };
+  applyPosting(state, posting, {
+    id: block.id,
+    source: block.source,
+    createdAtMs: block.atMs,
+    expiresAtMs: block.expiresAtMs,
+  });
   return [posting, ...repayDebt(state, block.atMs)];
 }
 
@@ -112,7 +128,9 @@ export function openBlock(state: CreditState, block: OpenBlock): Posting[] {
  */
 export function repayDebt(state: CreditState, atMs: number): Posting[] {
   const postings: Posting[] = [];
-  const live = [...state.blocks.values()].filter((b) => b.remaining.gt(0) && (b.expiresAtMs === undefined || b.expiresAtMs > atMs)).sort(compareBlocks);
+  const live = [...state.blocks.values()]
+    .filter((b) => b.remaining.gt(0) && (b.expiresAtMs === undefined || b.expiresAtMs > atMs))
+    .sort(compareBlocks);
   for (const block of live) {
     if (!state.debt.gt(0)) break;
     const repay = minOf(state.debt, block.remaining);
@@ -132,9 +150,17 @@ function minOf(a: Decimal, b: Decimal): Decimal {
 
 /** Expires what is left of every block whose time has come (expiresAt ≤ atMs). */
 export function expireDue(state: CreditState, atMs: number): Posting[] {
-  const due = [...state.blocks.values()].filter((b) => b.expiresAtMs !== undefined && b.expiresAtMs <= atMs && b.remaining.gt(0)).sort(compareBlocks);
+  const due = [...state.blocks.values()]
+    .filter((b) => b.expiresAtMs !== undefined && b.expiresAtMs <= atMs && b.remaining.gt(0))
+    .sort(compareBlocks);
   return due.map((block) => {
-    const posting: Posting = { kind: 'expiry', amount: block.remaining.negated(), blockId: block.id, atMs: block.expiresAtMs!, note: 'unused credits expired' };
+    const posting: Posting = {
+      kind: 'expiry',
+      amount: block.remaining.negated(),
+      blockId: block.id,
+      atMs: block.expiresAtMs!,
+      note: 'unused credits expired',
+    };
     applyPosting(state, posting);
     return posting;
   });
@@ -162,15 +188,30 @@ export interface DrawDownResult {
  * offset by an overage posting billed at the plan's price), else as usage
  * past the limit. Usage is never refused here: it already happened.
  */
-export function drawDown(state: CreditState, cost: Decimal, atMs: number, policy: DrawDownPolicy, kind: 'usage' | 'adjustment', note: string): DrawDownResult {
+export function drawDown(
+  state: CreditState,
+  cost: Decimal,
+  atMs: number,
+  policy: DrawDownPolicy,
+  kind: 'usage' | 'adjustment',
+  note: string,
+): DrawDownResult {
   if (cost.isNegative()) throw new RangeError('cost must be ≥ 0');
-  const result: DrawDownResult = { postings: [], fromBlocks: money(0), intoNegative: money(0), overage: money(0), overLimit: money(0) };
+  const result: DrawDownResult = {
+    postings: [],
+    fromBlocks: money(0),
+    intoNegative: money(0),
+    overage: money(0),
+    overLimit: money(0),
+  };
   const post = (posting: Posting): void => {
     applyPosting(state, posting);
     result.postings.push(posting);
   };
   let left = cost;
-  const live = [...state.blocks.values()].filter((b) => b.remaining.gt(0) && (b.expiresAtMs === undefined || b.expiresAtMs > atMs)).sort(compareBlocks);
+  const live = [...state.blocks.values()]
+    .filter((b) => b.remaining.gt(0) && (b.expiresAtMs === undefined || b.expiresAtMs > atMs))
+    .sort(compareBlocks);
   for (const block of live) {
     if (!left.gt(0)) break;
     const take = minOf(block.remaining, left);
@@ -192,7 +233,13 @@ export function drawDown(state: CreditState, cost: Decimal, atMs: number, policy
   post({ kind, amount: left.negated(), blockId: '', atMs, note: `${note}; past the allowed balance` });
   if (policy.overage) {
     const billed = policy.overage.pricePerCredit.times(left);
-    post({ kind: 'overage', amount: left, blockId: '', atMs, note: `overage: ${formatAmount(left)} credits at ${formatAmount(policy.overage.pricePerCredit)} ${policy.overage.currency} = ${formatAmount(billed)} ${policy.overage.currency}` });
+    post({
+      kind: 'overage',
+      amount: left,
+      blockId: '',
+      atMs,
+      note: `overage: ${formatAmount(left)} credits at ${formatAmount(policy.overage.pricePerCredit)} ${policy.overage.currency} = ${formatAmount(billed)} ${policy.overage.currency}`,
+    });
     result.overage = left;
   } else {
     result.overLimit = left;
@@ -209,7 +256,15 @@ export function drawDown(state: CreditState, cost: Decimal, atMs: number, policy
 export function encodeState(state: CreditState): string {
   const blocks: (string | number | null)[][] = [];
   for (const b of state.blocks.values()) {
-    if (b.remaining.gt(0)) blocks.push([b.id, b.source === 'grant' ? 0 : 1, formatAmount(b.amount), formatAmount(b.remaining), b.createdAtMs, b.expiresAtMs ?? null]);
+    if (b.remaining.gt(0))
+      blocks.push([
+        b.id,
+        b.source === 'grant' ? 0 : 1,
+        formatAmount(b.amount),
+        formatAmount(b.remaining),
+        b.createdAtMs,
+        b.expiresAtMs ?? null,
+      ]);
   }
   return JSON.stringify([formatAmount(state.debt), blocks]);
 }
@@ -218,7 +273,14 @@ export function decodeState(text: string): CreditState {
   const [debt, blocks] = JSON.parse(text) as [string, [string, 0 | 1, string, string, number, number | null][]];
   const state: CreditState = { blocks: new Map(), debt: money(debt) };
   for (const [id, source, amount, remaining, createdAtMs, expiresAtMs] of blocks) {
-    state.blocks.set(id, { id, source: source === 0 ? 'grant' : 'purchase', amount: money(amount), remaining: money(remaining), createdAtMs, expiresAtMs: expiresAtMs ?? undefined });
+    state.blocks.set(id, {
+      id,
+      source: source === 0 ? 'grant' : 'purchase',
+      amount: money(amount),
+      remaining: money(remaining),
+      createdAtMs,
+      expiresAtMs: expiresAtMs ?? undefined,
+    });
   }
   return state;
 }

@@ -6,16 +6,38 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { money } from '../../shared/money.js';
-import { applyPosting, balanceOf, drawDown, emptyState, expireDue, openBlock, type CreditState, type DrawDownPolicy, type Posting } from './blocks.js';
+import {
+  applyPosting,
+  balanceOf,
+  drawDown,
+  emptyState,
+  expireDue,
+  openBlock,
+  type CreditState,
+  type DrawDownPolicy,
+  type Posting,
+} from './blocks.js';
 import type { Rollover } from './rollover.js';
 import { settleWindow, type GrantSchedule, type UsageCharge } from './timeline.js';
 
 const utc = (iso: string): number => Date.parse(iso);
 const noAllowance: DrawDownPolicy = { allowedNegative: undefined, overage: undefined };
-const sum = (postings: Posting[], kind?: string) => postings.filter((p) => kind === undefined || p.kind === kind).reduce((s, p) => s.plus(p.amount), money(0)).toFixed();
+const sum = (postings: Posting[], kind?: string) =>
+  postings
+    .filter((p) => kind === undefined || p.kind === kind)
+    .reduce((s, p) => s.plus(p.amount), money(0))
+    .toFixed();
 
 function monthlyGrant(rollover: Rollover, quantity = '1000', anchor = '2026-01-01T00:00:00Z'): GrantSchedule {
-  return { key: 'sub1:credits', quantity: money(quantity), frequency: 'monthly', rollover, anchorMs: utc(anchor), activeFromMs: utc(anchor), activeUntilMs: undefined };
+  return {
+    key: 'sub1:credits',
+    quantity: money(quantity),
+    frequency: 'monthly',
+    rollover,
+    anchorMs: utc(anchor),
+    activeFromMs: utc(anchor),
+    activeUntilMs: undefined,
+  };
 }
 
 function use(at: string, cost: string): UsageCharge {
@@ -23,11 +45,19 @@ function use(at: string, cost: string): UsageCharge {
 }
 
 /** Runs consecutive windows and returns the state and every posting. */
-function run(windows: [string, string][], grants: GrantSchedule[], usage: UsageCharge[], policy = noAllowance, state: CreditState = emptyState()) {
+function run(
+  windows: [string, string][],
+  grants: GrantSchedule[],
+  usage: UsageCharge[],
+  policy = noAllowance,
+  state: CreditState = emptyState(),
+) {
   const postings: Posting[] = [];
   for (const [from, until] of windows) {
     const inWindow = usage.filter((u) => u.atMs >= utc(from) && u.atMs < utc(until));
-    postings.push(...settleWindow(state, { fromMs: utc(from), untilMs: utc(until) }, grants, inWindow, policy).postings);
+    postings.push(
+      ...settleWindow(state, { fromMs: utc(from), untilMs: utc(until) }, grants, inWindow, policy).postings,
+    );
   }
   return { state, postings };
 }
@@ -48,7 +78,11 @@ describe('SPEC §7 example 3: a monthly grant of 1,000 with 400 used', () => {
   });
 
   it('capped 50 % with a maximum of 250: 250 carry, 350 expire', () => {
-    const { state, postings } = run([jan], [monthlyGrant({ kind: 'capped', percent: money(50), maximum: money(250) })], [use('2026-01-15T00:00:00Z', '400')]);
+    const { state, postings } = run(
+      [jan],
+      [monthlyGrant({ kind: 'capped', percent: money(50), maximum: money(250) })],
+      [use('2026-01-15T00:00:00Z', '400')],
+    );
     expect(sum(postings, 'expiry')).toBe('-350');
     expect(balanceOf(state).toFixed()).toBe('1250');
   });
@@ -69,7 +103,11 @@ describe('SPEC §7 example 3: a monthly grant of 1,000 with 400 used', () => {
 
 describe('rollover across several periods', () => {
   const quarter: [string, string] = ['2026-01-01T00:00:00Z', '2026-04-01T00:00:00Z'];
-  const usage = [use('2026-01-10T00:00:00Z', '400'), use('2026-02-10T00:00:00Z', '1100'), use('2026-03-10T00:00:00Z', '50')];
+  const usage = [
+    use('2026-01-10T00:00:00Z', '400'),
+    use('2026-02-10T00:00:00Z', '1100'),
+    use('2026-03-10T00:00:00Z', '50'),
+  ];
 
   it('none: each month starts from its own grant', () => {
     const { state, postings } = run([quarter], [monthlyGrant({ kind: 'none' })], usage);
@@ -84,7 +122,11 @@ describe('rollover across several periods', () => {
   });
 
   it('capped: the cap applies again to carried credits at every period end', () => {
-    const { state, postings } = run([quarter], [monthlyGrant({ kind: 'capped', percent: money(50), maximum: money(250) })], usage);
+    const { state, postings } = run(
+      [quarter],
+      [monthlyGrant({ kind: 'capped', percent: money(50), maximum: money(250) })],
+      usage,
+    );
     // Jan end: unused 600 → carry 250. Feb: 1,250 − 1,100 = 150 unused → carry 75. Mar: 1,075 − 50 = 1,025.
     expect(sum(postings, 'expiry')).toBe('-425');
     expect(balanceOf(state).toFixed()).toBe('1025');
@@ -92,7 +134,8 @@ describe('rollover across several periods', () => {
 
   it('time-limited 1 month: carried credits expire one month after their period ends', () => {
     const { state } = run([quarter], [monthlyGrant({ kind: 'time_limited', duration: { months: 1, days: 0 } })], usage);
-    // Jan block (600 left) covers 600 of Feb's 1,100, Feb block the other 500 → 500 left, expiring Apr 1; Mar: 1,000 − 50.
+    // Jan block (600 left) covers 600 of Feb's 1,100, Feb block the other 500 → 500 left, expiring Apr 1; Mar: 1,000
+    // − 50.
     expect(balanceOf(state).toFixed()).toBe('1450');
   });
 });
@@ -100,14 +143,22 @@ describe('rollover across several periods', () => {
 describe('grant frequencies', () => {
   it('a daily grant on a monthly plan: one grant a day, each expiring at the end of its day', () => {
     const grant: GrantSchedule = { ...monthlyGrant({ kind: 'none' }, '10'), frequency: 'daily' };
-    const { state, postings } = run([['2026-02-01T00:00:00Z', '2026-03-01T00:00:00Z']], [grant], [use('2026-02-10T12:00:00Z', '4')]);
+    const { state, postings } = run(
+      [['2026-02-01T00:00:00Z', '2026-03-01T00:00:00Z']],
+      [grant],
+      [use('2026-02-10T12:00:00Z', '4')],
+    );
     expect(postings.filter((p) => p.kind === 'grant')).toHaveLength(28);
     expect(sum(postings, 'expiry')).toBe('-266');
     expect(balanceOf(state).toFixed()).toBe('10');
   });
 
   it('a monthly grant on a yearly plan: twelve grants in the year', () => {
-    const { postings } = run([['2026-01-01T00:00:00Z', '2027-01-01T00:00:00Z']], [monthlyGrant({ kind: 'unlimited' }, '100')], []);
+    const { postings } = run(
+      [['2026-01-01T00:00:00Z', '2027-01-01T00:00:00Z']],
+      [monthlyGrant({ kind: 'unlimited' }, '100')],
+      [],
+    );
     expect(postings.filter((p) => p.kind === 'grant').map((p) => new Date(p.atMs).toISOString().slice(0, 10))).toEqual(
       Array.from({ length: 12 }, (_, m) => `2026-${String(m + 1).padStart(2, '0')}-01`),
     );
@@ -115,16 +166,29 @@ describe('grant frequencies', () => {
 
   it('a grant issued in one window is not issued again by the next', () => {
     const grant = monthlyGrant({ kind: 'unlimited' }, '100');
-    const hours: [string, string][] = Array.from({ length: 48 }, (_, h) => [new Date(utc('2026-01-01T00:00:00Z') + h * 3_600_000).toISOString(), new Date(utc('2026-01-01T00:00:00Z') + (h + 1) * 3_600_000).toISOString()]);
+    const hours: [string, string][] = Array.from({ length: 48 }, (_, h) => [
+      new Date(utc('2026-01-01T00:00:00Z') + h * 3_600_000).toISOString(),
+      new Date(utc('2026-01-01T00:00:00Z') + (h + 1) * 3_600_000).toISOString(),
+    ]);
     const { state } = run(hours, [grant], []);
     expect(balanceOf(state).toFixed()).toBe('100');
   });
 });
 
 describe('burn order and limits', () => {
-  function stateWith(blocks: { id: string; source: 'grant' | 'purchase'; amount: string; atMs: number; expiresAtMs?: number }[]): CreditState {
+  function stateWith(
+    blocks: { id: string; source: 'grant' | 'purchase'; amount: string; atMs: number; expiresAtMs?: number }[],
+  ): CreditState {
     const state = emptyState();
-    for (const b of blocks) openBlock(state, { id: b.id, source: b.source, amount: money(b.amount), atMs: b.atMs, expiresAtMs: b.expiresAtMs, note: '' });
+    for (const b of blocks)
+      openBlock(state, {
+        id: b.id,
+        source: b.source,
+        amount: money(b.amount),
+        atMs: b.atMs,
+        expiresAtMs: b.expiresAtMs,
+        note: '',
+      });
     return state;
   }
   const t = utc('2026-01-10T00:00:00Z');
@@ -156,9 +220,17 @@ describe('burn order and limits', () => {
 
   it('past the blocks, uses the allowed negative balance, then bills overage, never refusing usage', () => {
     const state = stateWith([{ id: 'p', source: 'purchase', amount: '5', atMs: t - 1 }]);
-    const policy: DrawDownPolicy = { allowedNegative: money(10), overage: { pricePerCredit: money('0.02'), currency: 'USD' } };
+    const policy: DrawDownPolicy = {
+      allowedNegative: money(10),
+      overage: { pricePerCredit: money('0.02'), currency: 'USD' },
+    };
     const result = drawDown(state, money('20'), t, policy, 'usage', 'u');
-    expect([result.fromBlocks, result.intoNegative, result.overage, result.overLimit].map((d) => d.toFixed())).toEqual(['5', '10', '5', '0']);
+    expect([result.fromBlocks, result.intoNegative, result.overage, result.overLimit].map((d) => d.toFixed())).toEqual([
+      '5',
+      '10',
+      '5',
+      '0',
+    ]);
     expect(balanceOf(state).toFixed()).toBe('-10');
     expect(sum(result.postings, 'usage')).toBe('-20');
     expect(result.postings.at(-1)!.note).toContain('0.1 USD');
@@ -174,7 +246,14 @@ describe('burn order and limits', () => {
   it('a new block first repays the negative balance, keeping the balance', () => {
     const state = emptyState();
     drawDown(state, money('7'), t, { allowedNegative: money(10), overage: undefined }, 'usage', 'u');
-    const postings = openBlock(state, { id: 'p', source: 'purchase', amount: money('100'), atMs: t + 1, expiresAtMs: undefined, note: '' });
+    const postings = openBlock(state, {
+      id: 'p',
+      source: 'purchase',
+      amount: money('100'),
+      atMs: t + 1,
+      expiresAtMs: undefined,
+      note: '',
+    });
     expect(postings.map((p) => [p.kind, p.blockId, p.amount.toFixed()])).toEqual([
       ['purchase', 'p', '100'],
       ['adjustment', '', '7'],
@@ -189,14 +268,29 @@ describe('invariants, for any grants, purchases and usage', () => {
   const rollover = fc.oneof(
     fc.constant<Rollover>({ kind: 'none' }),
     fc.constant<Rollover>({ kind: 'unlimited' }),
-    fc.integer({ min: 0, max: 3 }).map<Rollover>((months) => ({ kind: 'time_limited', duration: { months, days: months === 0 ? 5 : 0 } })),
-    fc.record({ p: fc.integer({ min: 0, max: 100 }), m: fc.integer({ min: 0, max: 500 }) }).map<Rollover>(({ p, m }) => ({ kind: 'capped', percent: money(p), maximum: money(m) })),
+    fc
+      .integer({ min: 0, max: 3 })
+      .map<Rollover>((months) => ({ kind: 'time_limited', duration: { months, days: months === 0 ? 5 : 0 } })),
+    fc
+      .record({ p: fc.integer({ min: 0, max: 100 }), m: fc.integer({ min: 0, max: 500 }) })
+      .map<Rollover>(({ p, m }) => ({ kind: 'capped', percent: money(p), maximum: money(m) })),
   );
   const start = utc('2026-01-01T00:00:00Z');
   const horizon = 100 * 86_400_000;
   const scenario = fc.record({
-    grants: fc.array(fc.record({ quantity: fc.integer({ min: 1, max: 2_000 }), frequency: fc.constantFrom('daily' as const, 'monthly' as const), rollover, anchorOffset: fc.integer({ min: 0, max: 40 * 86_400_000 }) }), { maxLength: 2 }),
-    usage: fc.array(fc.record({ at: fc.integer({ min: 0, max: horizon - 1 }), cents: fc.integer({ min: 0, max: 100_000 }) }), { maxLength: 30 }),
+    grants: fc.array(
+      fc.record({
+        quantity: fc.integer({ min: 1, max: 2_000 }),
+        frequency: fc.constantFrom('daily' as const, 'monthly' as const),
+        rollover,
+        anchorOffset: fc.integer({ min: 0, max: 40 * 86_400_000 }),
+      }),
+      { maxLength: 2 },
+    ),
+    usage: fc.array(
+      fc.record({ at: fc.integer({ min: 0, max: horizon - 1 }), cents: fc.integer({ min: 0, max: 100_000 }) }),
+      { maxLength: 30 },
+    ),
     cuts: fc.uniqueArray(fc.integer({ min: 1, max: horizon - 1 }), { maxLength: 6 }),
     allowance: fc.option(fc.integer({ min: 0, max: 300 }), { nil: undefined }),
     overage: fc.boolean(),
@@ -204,19 +298,38 @@ describe('invariants, for any grants, purchases and usage', () => {
 
   type Scenario = typeof scenario extends fc.Arbitrary<infer T> ? T : never;
   function simulate(s: Scenario, cuts: number[]) {
-    const grants: GrantSchedule[] = s.grants.map((g, i) => ({ key: `g${i}`, quantity: money(g.quantity), frequency: g.frequency, rollover: g.rollover, anchorMs: start + g.anchorOffset, activeFromMs: start + g.anchorOffset, activeUntilMs: undefined }));
-    const usage: UsageCharge[] = s.usage.map((u) => ({ atMs: start + u.at, cost: money(u.cents).dividedBy(100), note: 'u', kind: 'usage' }));
-    const policy: DrawDownPolicy = { allowedNegative: s.allowance === undefined ? undefined : money(s.allowance), overage: s.overage ? { pricePerCredit: money('0.5'), currency: 'USD' } : undefined };
+    const grants: GrantSchedule[] = s.grants.map((g, i) => ({
+      key: `g${i}`,
+      quantity: money(g.quantity),
+      frequency: g.frequency,
+      rollover: g.rollover,
+      anchorMs: start + g.anchorOffset,
+      activeFromMs: start + g.anchorOffset,
+      activeUntilMs: undefined,
+    }));
+    const usage: UsageCharge[] = s.usage.map((u) => ({
+      atMs: start + u.at,
+      cost: money(u.cents).dividedBy(100),
+      note: 'u',
+      kind: 'usage',
+    }));
+    const policy: DrawDownPolicy = {
+      allowedNegative: s.allowance === undefined ? undefined : money(s.allowance),
+      overage: s.overage ? { pricePerCredit: money('0.5'), currency: 'USD' } : undefined,
+    };
     const edges = [start, ...[...cuts].sort((a, b) => a - b).map((c) => start + c), start + horizon];
     const windows: [string, string][] = [];
-    for (let i = 0; i + 1 < edges.length; i++) windows.push([new Date(edges[i]!).toISOString(), new Date(edges[i + 1]!).toISOString()]);
+    for (let i = 0; i + 1 < edges.length; i++)
+      windows.push([new Date(edges[i]!).toISOString(), new Date(edges[i + 1]!).toISOString()]);
     return { ...run(windows, grants, usage, policy), usage };
   }
 
   it('a block granted inside a window expires inside it too (found by the property below)', () => {
     const grant = monthlyGrant({ kind: 'time_limited', duration: { months: 0, days: 5 } }, '1');
     const { postings } = run([['2026-01-01T00:00:00Z', '2026-04-11T00:00:00Z']], [grant], []);
-    expect(postings.filter((p) => p.kind === 'expiry').map((p) => new Date(p.atMs).toISOString().slice(0, 10))).toEqual(['2026-02-06', '2026-03-06', '2026-04-06']);
+    expect(postings.filter((p) => p.kind === 'expiry').map((p) => new Date(p.atMs).toISOString().slice(0, 10))).toEqual(
+      ['2026-02-06', '2026-03-06', '2026-04-06'],
+    );
   });
 
   it('balance = sum of postings, no block below zero, total drawn = total rated, and windowing changes nothing', () => {
@@ -227,7 +340,15 @@ describe('invariants, for any grants, purchases and usage', () => {
         // Replaying the postings rebuilds exactly the balance (no block ever went below zero: applyPosting throws).
         const replay = emptyState();
         for (const p of split.postings) {
-          const opening = p.kind === 'grant' || p.kind === 'purchase' ? { id: p.blockId, source: p.kind as 'grant' | 'purchase', createdAtMs: p.atMs, expiresAtMs: split.state.blocks.get(p.blockId)?.expiresAtMs } : undefined;
+          const opening =
+            p.kind === 'grant' || p.kind === 'purchase'
+              ? {
+                  id: p.blockId,
+                  source: p.kind as 'grant' | 'purchase',
+                  createdAtMs: p.atMs,
+                  expiresAtMs: split.state.blocks.get(p.blockId)?.expiresAtMs,
+                }
+              : undefined;
           applyPosting(replay, p, opening);
         }
         expect(balanceOf(replay).toFixed()).toBe(balanceOf(split.state).toFixed());
@@ -236,7 +357,9 @@ describe('invariants, for any grants, purchases and usage', () => {
         const rated = split.usage.reduce((t, u) => t.plus(u.cost), money(0));
         expect(sum(split.postings, 'usage')).toBe(rated.negated().toFixed());
         // Settling in many windows or in one gives the same postings.
-        expect(split.postings.map((p) => [p.kind, p.blockId, p.atMs, p.amount.toFixed()])).toEqual(whole.postings.map((p) => [p.kind, p.blockId, p.atMs, p.amount.toFixed()]));
+        expect(split.postings.map((p) => [p.kind, p.blockId, p.atMs, p.amount.toFixed()])).toEqual(
+          whole.postings.map((p) => [p.kind, p.blockId, p.atMs, p.amount.toFixed()]),
+        );
       }),
       // A fixed seed keeps CI repeatable; DRAWDOWN_PROPERTY_SEED explores others.
       { numRuns: 300, seed: Number(process.env.DRAWDOWN_PROPERTY_SEED ?? 20261125) },

@@ -20,7 +20,10 @@ export interface AccountMovement {
   balanceBefore: Decimal;
   state: CreditState;
   postings: readonly Posting[];
-  /** Blocks posted outside the run (purchases) that joined the state in its window: in the balance, not in its postings. */
+  /**
+   * Blocks posted outside the run (purchases) that joined the state in its window: in the balance, not in its
+   * postings.
+   */
   joined: Decimal;
 }
 
@@ -32,10 +35,13 @@ export function accountInvariantProblems(m: AccountMovement): string[] {
   const after = balanceOf(m.state);
   const change = after.minus(m.balanceBefore);
   if (!change.equals(posted.plus(m.joined))) {
-    problems.push(`${m.account}: balance moved by ${formatAmount(change)}, but its postings sum to ${formatAmount(posted)} and purchases joined ${formatAmount(m.joined)}`);
+    problems.push(
+      `${m.account}: balance moved by ${formatAmount(change)}, but its postings sum to ${formatAmount(posted)} and purchases joined ${formatAmount(m.joined)}`,
+    );
   }
   for (const block of m.state.blocks.values()) {
-    if (block.remaining.isNegative()) problems.push(`${m.account}: block ${block.id} is below zero (${formatAmount(block.remaining)})`);
+    if (block.remaining.isNegative())
+      problems.push(`${m.account}: block ${block.id} is below zero (${formatAmount(block.remaining)})`);
   }
   if (m.state.debt.isNegative()) problems.push(`${m.account}: debt is below zero (${formatAmount(m.state.debt)})`);
   return problems;

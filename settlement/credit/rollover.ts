@@ -39,8 +39,16 @@ export function grantExpiry(rollover: Rollover, periodEndMs: number): number | u
  * sit in the newest block. The carry is rounded down to the ledger's 9
  * places: a cap never rounds up.
  */
-export function capAtPeriodEnd(state: CreditState, grantBlockIds: readonly string[], rollover: Extract<Rollover, { kind: 'capped' }>, periodEndMs: number): { postings: Posting[]; unused: Decimal; carried: Decimal; expired: Decimal } {
-  const blocks = grantBlockIds.map((id) => state.blocks.get(id)).filter((b) => b !== undefined && b.remaining.gt(0)).sort((a, b) => compareBlocks(a!, b!));
+export function capAtPeriodEnd(
+  state: CreditState,
+  grantBlockIds: readonly string[],
+  rollover: Extract<Rollover, { kind: 'capped' }>,
+  periodEndMs: number,
+): { postings: Posting[]; unused: Decimal; carried: Decimal; expired: Decimal } {
+  const blocks = grantBlockIds
+    .map((id) => state.blocks.get(id))
+    .filter((b) => b !== undefined && b.remaining.gt(0))
+    .sort((a, b) => compareBlocks(a!, b!));
   const unused = blocks.reduce((sum, b) => sum.plus(b!.remaining), money(0));
   const byPercent = unused.times(rollover.percent).dividedBy(100).toDecimalPlaces(9, Decimal.ROUND_DOWN);
   const carried = byPercent.lessThan(rollover.maximum) ? byPercent : rollover.maximum;
@@ -49,7 +57,13 @@ export function capAtPeriodEnd(state: CreditState, grantBlockIds: readonly strin
   for (const block of blocks) {
     if (!toExpire.gt(0)) break;
     const take = block!.remaining.lessThan(toExpire) ? block!.remaining : toExpire;
-    const posting: Posting = { kind: 'expiry', amount: take.negated(), blockId: block!.id, atMs: periodEndMs, note: `capped rollover: ${rollover.percent.toString()}% of unused, at most ${rollover.maximum.toString()}` };
+    const posting: Posting = {
+      kind: 'expiry',
+      amount: take.negated(),
+      blockId: block!.id,
+      atMs: periodEndMs,
+      note: `capped rollover: ${rollover.percent.toString()}% of unused, at most ${rollover.maximum.toString()}`,
+    };
     applyPosting(state, posting);
     postings.push(posting);
     toExpire = toExpire.minus(take);

@@ -57,7 +57,10 @@ export function grantSchedules(catalog: Catalog, fromMs: number, untilMs: number
     const terms = termsAt(subscription, Math.max(fromMs, subscription.startMs));
     const overage = plan.versions[terms.planVersion - 1]?.overage;
     if (overage && (subscription.endMs === undefined || subscription.endMs > fromMs)) {
-      overageByAccount.set(`${subscription.customer}\u0000${overage.unit}`, { pricePerCredit: overage.pricePerCredit, currency: overage.currency });
+      overageByAccount.set(`${subscription.customer}\u0000${overage.unit}`, {
+        pricePerCredit: overage.pricePerCredit,
+        currency: overage.currency,
+      });
     }
   }
 

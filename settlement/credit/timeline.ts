@@ -13,7 +13,16 @@
  */
 import type { Decimal } from 'decimal.js';
 import { money } from '../../shared/money.js';
-import { applyPosting, drawDown, expireDue, openBlock, repayDebt, type CreditState, type DrawDownPolicy, type Posting } from './blocks.js';
+import {
+  applyPosting,
+  drawDown,
+  expireDue,
+  openBlock,
+  repayDebt,
+  type CreditState,
+  type DrawDownPolicy,
+  type Posting,
+} from './blocks.js';
 import { boundariesIn, periodAt, periodStart, type Frequency } from '../../catalog/periods.js';
 import { capAtPeriodEnd, grantExpiry, type Rollover } from './rollover.js';
 
@@ -85,7 +94,15 @@ export function settleWindow(
   existing: readonly ExistingBlock[] = [],
 ): { postings: Posting[]; report: WindowReport } {
   const { fromMs, untilMs } = window;
-  const report: WindowReport = { granted: money(0), expired: money(0), carried: money(0), deducted: money(0), intoNegative: money(0), overage: money(0), overLimit: money(0) };
+  const report: WindowReport = {
+    granted: money(0),
+    expired: money(0),
+    carried: money(0),
+    deducted: money(0),
+    intoNegative: money(0),
+    overage: money(0),
+    overLimit: money(0),
+  };
   const postings: Posting[] = [];
 
   // Every instant in [from, until) at which something happens.
@@ -100,9 +117,12 @@ export function settleWindow(
     if (first === lo) instants.add(first);
     for (const b of boundariesIn(grant.anchorMs, grant.frequency, lo, hi)) instants.add(b);
   }
-  for (const block of state.blocks.values()) if (block.expiresAtMs !== undefined && block.expiresAtMs >= fromMs && block.expiresAtMs < untilMs) instants.add(block.expiresAtMs);
+  for (const block of state.blocks.values())
+    if (block.expiresAtMs !== undefined && block.expiresAtMs >= fromMs && block.expiresAtMs < untilMs)
+      instants.add(block.expiresAtMs);
   for (const charge of usage) {
-    if (charge.atMs < fromMs || charge.atMs >= untilMs) throw new RangeError(`usage at ${new Date(charge.atMs).toISOString()} lies outside the window`);
+    if (charge.atMs < fromMs || charge.atMs >= untilMs)
+      throw new RangeError(`usage at ${new Date(charge.atMs).toISOString()} lies outside the window`);
     instants.add(charge.atMs);
   }
   for (const block of existing) instants.add(block.atMs);
@@ -126,7 +146,10 @@ export function settleWindow(
       if (period.startMs !== at) continue;
       // 2. The previous period of a capped grant ends here — if the grant was
       // active in it (a grant whose terms changed is capped once, by the terms that granted it).
-      if (grant.rollover.kind === 'capped' && activeDuring(grant, periodStart(grant.anchorMs, grant.frequency, period.index - 1), at)) {
+      if (
+        grant.rollover.kind === 'capped' &&
+        activeDuring(grant, periodStart(grant.anchorMs, grant.frequency, period.index - 1), at)
+      ) {
         const capped = capAtPeriodEnd(state, grantBlockIds(state, grant), grant.rollover, at);
         postings.push(...capped.postings);
         report.expired = report.expired.plus(capped.expired);
@@ -151,7 +174,11 @@ export function settleWindow(
     // Blocks posted outside settlement (purchases) join the state when they take effect.
     for (const block of existing) {
       if (block.atMs !== at || state.blocks.has(block.id)) continue;
-      applyPosting(state, { kind: block.source, amount: block.amount, blockId: block.id, atMs: at, note: '' }, { id: block.id, source: block.source, createdAtMs: at, expiresAtMs: block.expiresAtMs });
+      applyPosting(
+        state,
+        { kind: block.source, amount: block.amount, blockId: block.id, atMs: at, note: '' },
+        { id: block.id, source: block.source, createdAtMs: at, expiresAtMs: block.expiresAtMs },
+      );
       if (inWindow(block.expiresAtMs) && block.expiresAtMs > at) instants.add(block.expiresAtMs);
       postings.push(...repayDebt(state, at));
     }

@@ -24,7 +24,12 @@ import {
 } from './hold-account.js';
 
 const t0 = Date.parse('2026-03-01T00:00:00Z');
-const roomy: AccountLimits = { openHoldsMax: 1_000, closedHoldsMax: 100_000, closedRetentionMs: 1e12, usageKeysMax: 1_000 };
+const roomy: AccountLimits = {
+  openHoldsMax: 1_000,
+  closedHoldsMax: 100_000,
+  closedRetentionMs: 1e12,
+  usageKeysMax: 1_000,
+};
 
 function request(id: string, amount: string, ttlMs = 60_000, fp = `fp-${amount}`) {
   return { id, fp, amount: money(amount), ttlMs, metadata: undefined };
@@ -69,7 +74,10 @@ describe('admit', () => {
     const first = admit(emptyAccount, request('k', '4'), ctx(t0, '10'));
     const again = admit(first.state, request('k', '4'), ctx(t0 + 1_000, '10'));
     expect(again.state).toBe(first.state);
-    expect(again.outcome).toMatchObject({ kind: 'existing', hold: first.outcome.kind === 'created' ? first.outcome.hold : undefined });
+    expect(again.outcome).toMatchObject({
+      kind: 'existing',
+      hold: first.outcome.kind === 'created' ? first.outcome.hold : undefined,
+    });
   });
 
   it('the same key with another body is refused, even when the funds would allow it', () => {
@@ -103,14 +111,22 @@ describe('expiry', () => {
     expect(admit(state, request('b', '4'), ctx(t0 + 999, '10')).outcome.kind).toBe('insufficient');
     const after = admit(state, request('b', '4'), ctx(t0 + 1_000, '10'));
     expect(after.outcome.kind).toBe('created');
-    expect(after.state.closed).toEqual([expect.objectContaining({ id: 'a', status: 'expired', closedMs: t0 + 1_000, remaining: '7' })]);
+    expect(after.state.closed).toEqual([
+      expect.objectContaining({ id: 'a', status: 'expired', closedMs: t0 + 1_000, remaining: '7' }),
+    ]);
     expect(after.state.held).toBe('4');
   });
 
   it('releasing an expired hold changes nothing and reports it expired; consuming it is refused as closed', () => {
     const { state } = admit(emptyAccount, request('a', '7', 1_000), ctx(t0, '10'));
-    expect(closeHold(state, 'a', 'released', t0 + 5_000, roomy).outcome).toMatchObject({ kind: 'already_closed', hold: { status: 'expired' } });
-    expect(consumeHold(state, 'a', money(1), undefined, t0 + 5_000, roomy).outcome).toMatchObject({ kind: 'closed', hold: { status: 'expired' } });
+    expect(closeHold(state, 'a', 'released', t0 + 5_000, roomy).outcome).toMatchObject({
+      kind: 'already_closed',
+      hold: { status: 'expired' },
+    });
+    expect(consumeHold(state, 'a', money(1), undefined, t0 + 5_000, roomy).outcome).toMatchObject({
+      kind: 'closed',
+      hold: { status: 'expired' },
+    });
   });
 
   it('closed holds are forgotten after their retention, and then a retried key reserves anew', () => {
@@ -145,7 +161,13 @@ describe('consume', () => {
     expect(step.outcome).toMatchObject({ kind: 'consumed', hold: { remaining: '1.75' } });
     state = step.state;
     step = consumeHold(state, 'a', money('4'), undefined, t0, roomy);
-    expect(step.outcome.kind === 'consumed' && [step.outcome.consumed.toFixed(), step.outcome.excess.toFixed(), step.outcome.hold.remaining]).toEqual(['1.75', '2.25', '0']);
+    expect(
+      step.outcome.kind === 'consumed' && [
+        step.outcome.consumed.toFixed(),
+        step.outcome.excess.toFixed(),
+        step.outcome.hold.remaining,
+      ],
+    ).toEqual(['1.75', '2.25', '0']);
     expect(step.state.held).toBe('0');
     // An empty hold stays open until closed: more usage may name it.
     expect(step.state.holds).toHaveLength(1);
@@ -192,9 +214,34 @@ type Op =
 
 const cents = (max: number) => fc.integer({ min: 1, max }).map((n) => (n / 100).toFixed(2));
 const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('reserve' as const), key: fc.integer({ min: 0, max: 15 }), amount: cents(4_000), ttlMs: fc.integer({ min: 1, max: 5_000 }), body: fc.integer({ min: 0, max: 1 }), base: fc.constantFrom('0', '50', '100', '-10'), allowance: fc.constantFrom('0', '5', '20') }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constantFrom('release' as const, 'close' as const), key: fc.integer({ min: 0, max: 15 }) }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('consume' as const), key: fc.integer({ min: 0, max: 15 }), cost: fc.integer({ min: 0, max: 3_000 }).map((n) => (n / 1000).toFixed(3)), usage: fc.option(fc.integer({ min: 0, max: 4 }), { nil: undefined }) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      op: fc.constant('reserve' as const),
+      key: fc.integer({ min: 0, max: 15 }),
+      amount: cents(4_000),
+      ttlMs: fc.integer({ min: 1, max: 5_000 }),
+      body: fc.integer({ min: 0, max: 1 }),
+      base: fc.constantFrom('0', '50', '100', '-10'),
+      allowance: fc.constantFrom('0', '5', '20'),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constantFrom('release' as const, 'close' as const),
+      key: fc.integer({ min: 0, max: 15 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant('consume' as const),
+      key: fc.integer({ min: 0, max: 15 }),
+      cost: fc.integer({ min: 0, max: 3_000 }).map((n) => (n / 1000).toFixed(3)),
+      usage: fc.option(fc.integer({ min: 0, max: 4 }), { nil: undefined }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('tick' as const), ms: fc.integer({ min: 0, max: 2_000 }) }) },
 );
 
@@ -208,7 +255,7 @@ interface ModelHold {
 }
 
 describe('random histories agree with a reference model', () => {
-  it('outcomes, held and the open holds match the model at every step; held never passes an admission\'s base + allowance', () => {
+  it("outcomes, held and the open holds match the model at every step; held never passes an admission's base + allowance", () => {
     fc.assert(
       fc.property(fc.array(opArbitrary, { maxLength: 120 }), fc.integer({ min: 1, max: 8 }), (ops, openHoldsMax) => {
         const limits = { ...roomy, openHoldsMax };
@@ -220,18 +267,40 @@ describe('random histories agree with a reference model', () => {
             now += op.ms;
             continue;
           }
-          for (const hold of model.values()) if (hold.status === 'open' && hold.expiresMs <= now) hold.status = 'expired';
+          for (const hold of model.values())
+            if (hold.status === 'open' && hold.expiresMs <= now) hold.status = 'expired';
           const id = `k${op.key}`;
           const known = model.get(id);
-          const openRemaining = [...model.values()].filter((h) => h.status === 'open').reduce((s, h) => s.plus(h.remaining), money(0));
+          const openRemaining = [...model.values()]
+            .filter((h) => h.status === 'open')
+            .reduce((s, h) => s.plus(h.remaining), money(0));
           if (op.op === 'reserve') {
             const fp = `body-${op.body}-${op.amount}`;
-            const step = admit(state, { id, fp, amount: money(op.amount), ttlMs: op.ttlMs, metadata: undefined }, ctx(now, op.base, op.allowance, limits));
+            const step = admit(
+              state,
+              { id, fp, amount: money(op.amount), ttlMs: op.ttlMs, metadata: undefined },
+              ctx(now, op.base, op.allowance, limits),
+            );
             const openCount = [...model.values()].filter((h) => h.status === 'open').length;
-            const want = known ? (known.fp === fp ? 'existing' : 'key_reused') : openCount >= openHoldsMax ? 'too_many_open' : money(op.base).minus(openRemaining).plus(op.allowance).lessThan(op.amount) ? 'insufficient' : 'created';
+            const want = known
+              ? known.fp === fp
+                ? 'existing'
+                : 'key_reused'
+              : openCount >= openHoldsMax
+                ? 'too_many_open'
+                : money(op.base).minus(openRemaining).plus(op.allowance).lessThan(op.amount)
+                  ? 'insufficient'
+                  : 'created';
             expect(step.outcome.kind).toBe(want);
             if (want === 'created') {
-              model.set(id, { fp, amount: money(op.amount), remaining: money(op.amount), expiresMs: now + op.ttlMs, status: 'open', usage: new Set() });
+              model.set(id, {
+                fp,
+                amount: money(op.amount),
+                remaining: money(op.amount),
+                expiresMs: now + op.ttlMs,
+                status: 'open',
+                usage: new Set(),
+              });
               // Never admit beyond this admission's base + allowance.
               expect(money(step.state.held).lessThanOrEqualTo(money(op.base).plus(op.allowance))).toBe(true);
             } else if (want !== 'existing' && want !== 'key_reused') {
@@ -242,11 +311,14 @@ describe('random histories agree with a reference model', () => {
             const usageKey = op.usage === undefined ? undefined : `u${op.usage}`;
             const step = consumeHold(state, id, money(op.cost), usageKey, now, limits);
             if (!known) expect(step.outcome.kind).toBe('not_found');
-            else if (known.status !== 'open') expect(step.outcome).toMatchObject({ kind: 'closed', hold: { status: known.status } });
+            else if (known.status !== 'open')
+              expect(step.outcome).toMatchObject({ kind: 'closed', hold: { status: known.status } });
             else if (usageKey !== undefined && known.usage.has(usageKey)) expect(step.outcome.kind).toBe('duplicate');
             else {
               const consumed = money(op.cost).lessThan(known.remaining) ? money(op.cost) : known.remaining;
-              expect(step.outcome.kind === 'consumed' && [step.outcome.consumed.toFixed(), step.outcome.excess.toFixed()]).toEqual([consumed.toFixed(), money(op.cost).minus(consumed).toFixed()]);
+              expect(
+                step.outcome.kind === 'consumed' && [step.outcome.consumed.toFixed(), step.outcome.excess.toFixed()],
+              ).toEqual([consumed.toFixed(), money(op.cost).minus(consumed).toFixed()]);
               known.remaining = known.remaining.minus(consumed);
               if (usageKey !== undefined) known.usage.add(usageKey);
             }
@@ -254,7 +326,8 @@ describe('random histories agree with a reference model', () => {
           } else {
             const step = closeHold(state, id, op.op === 'release' ? 'released' : 'closed', now, limits);
             if (!known) expect(step.outcome.kind).toBe('not_found');
-            else if (known.status !== 'open') expect(step.outcome).toMatchObject({ kind: 'already_closed', hold: { status: known.status } });
+            else if (known.status !== 'open')
+              expect(step.outcome).toMatchObject({ kind: 'already_closed', hold: { status: known.status } });
             else {
               expect(step.outcome.kind).toBe('closed');
               known.status = op.op === 'release' ? 'released' : 'closed';
@@ -294,8 +367,20 @@ describe('random histories agree with a reference model', () => {
         let now = t0;
         for (const op of ops) {
           if (op.op === 'tick') now += op.ms;
-          else if (op.op === 'reserve') state = admit(state, { id: `k${op.key}`, fp: `b${op.body}-${op.amount}`, amount: money(op.amount), ttlMs: op.ttlMs, metadata: undefined }, ctx(now, '40', '2.5')).state;
-          else if (op.op === 'consume') state = consumeHold(state, `k${op.key}`, money(op.cost), undefined, now, roomy).state;
+          else if (op.op === 'reserve')
+            state = admit(
+              state,
+              {
+                id: `k${op.key}`,
+                fp: `b${op.body}-${op.amount}`,
+                amount: money(op.amount),
+                ttlMs: op.ttlMs,
+                metadata: undefined,
+              },
+              ctx(now, '40', '2.5'),
+            ).state;
+          else if (op.op === 'consume')
+            state = consumeHold(state, `k${op.key}`, money(op.cost), undefined, now, roomy).state;
           else state = closeHold(state, `k${op.key}`, 'released', now, roomy).state;
           expect(money(prune(state, now, roomy).held).lessThanOrEqualTo(42.5)).toBe(true);
         }
@@ -306,28 +391,44 @@ describe('random histories agree with a reference model', () => {
 
   it('with tight retention and count, closed holds stay ordered, bounded, recent, and true to what closed them', () => {
     fc.assert(
-      fc.property(fc.array(opArbitrary, { maxLength: 150 }), fc.integer({ min: 0, max: 4 }), fc.integer({ min: 0, max: 3_000 }), (ops, closedHoldsMax, closedRetentionMs) => {
-        const limits = { ...roomy, closedHoldsMax, closedRetentionMs };
-        const closedAs = new Map<string, ClosedStatus>();
-        let state = emptyAccount;
-        let now = t0;
-        for (const op of ops) {
-          const id = `k${op.op === 'tick' ? 0 : op.key}`;
-          if (op.op === 'tick') now += op.ms;
-          else if (op.op === 'reserve') state = admit(state, { id, fp: `b${op.body}-${op.amount}`, amount: money(op.amount), ttlMs: op.ttlMs, metadata: undefined }, ctx(now, '40', '2.5', limits)).state;
-          else if (op.op === 'consume') state = consumeHold(state, id, money(op.cost), undefined, now, limits).state;
-          else {
-            const step = closeHold(state, id, op.op === 'release' ? 'released' : 'closed', now, limits);
-            if (step.outcome.kind === 'closed') closedAs.set(`${id}@${step.outcome.hold.createdMs}`, step.outcome.hold.status);
-            state = step.state;
+      fc.property(
+        fc.array(opArbitrary, { maxLength: 150 }),
+        fc.integer({ min: 0, max: 4 }),
+        fc.integer({ min: 0, max: 3_000 }),
+        (ops, closedHoldsMax, closedRetentionMs) => {
+          const limits = { ...roomy, closedHoldsMax, closedRetentionMs };
+          const closedAs = new Map<string, ClosedStatus>();
+          let state = emptyAccount;
+          let now = t0;
+          for (const op of ops) {
+            const id = `k${op.op === 'tick' ? 0 : op.key}`;
+            if (op.op === 'tick') now += op.ms;
+            else if (op.op === 'reserve')
+              state = admit(
+                state,
+                { id, fp: `b${op.body}-${op.amount}`, amount: money(op.amount), ttlMs: op.ttlMs, metadata: undefined },
+                ctx(now, '40', '2.5', limits),
+              ).state;
+            else if (op.op === 'consume') state = consumeHold(state, id, money(op.cost), undefined, now, limits).state;
+            else {
+              const step = closeHold(state, id, op.op === 'release' ? 'released' : 'closed', now, limits);
+              if (step.outcome.kind === 'closed')
+                closedAs.set(`${id}@${step.outcome.hold.createdMs}`, step.outcome.hold.status);
+              state = step.state;
+            }
+            const pruned = prune(state, now, limits);
+            expect(pruned.closed.length).toBeLessThanOrEqual(closedHoldsMax);
+            expect(
+              pruned.closed.every(
+                (c, i) =>
+                  c.closedMs > now - closedRetentionMs && (i === 0 || pruned.closed[i - 1]!.closedMs <= c.closedMs),
+              ),
+            ).toBe(true);
+            for (const c of pruned.closed) expect(c.status).toBe(closedAs.get(`${c.id}@${c.createdMs}`) ?? 'expired');
+            expect(encodeAccount(decodeAccount(encodeAccount(state)))).toBe(encodeAccount(state));
           }
-          const pruned = prune(state, now, limits);
-          expect(pruned.closed.length).toBeLessThanOrEqual(closedHoldsMax);
-          expect(pruned.closed.every((c, i) => c.closedMs > now - closedRetentionMs && (i === 0 || pruned.closed[i - 1]!.closedMs <= c.closedMs))).toBe(true);
-          for (const c of pruned.closed) expect(c.status).toBe(closedAs.get(`${c.id}@${c.createdMs}`) ?? 'expired');
-          expect(encodeAccount(decodeAccount(encodeAccount(state)))).toBe(encodeAccount(state));
-        }
-      }),
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -351,11 +452,19 @@ describe('random histories agree with a reference model', () => {
 
 describe('stored form', () => {
   it('round-trips metadata and usage keys', () => {
-    let state = admit(emptyAccount, { ...request('a', '2.5'), metadata: { job: 'j-1', 'model.name': 'x' } }, ctx(t0, '10')).state;
+    let state = admit(
+      emptyAccount,
+      { ...request('a', '2.5'), metadata: { job: 'j-1', 'model.name': 'x' } },
+      ctx(t0, '10'),
+    ).state;
     state = consumeHold(state, 'a', money('0.000000000000000001'), 'e1', t0, roomy).state;
     state = closeHold(admit(state, request('b', '1'), ctx(t0, '10')).state, 'b', 'released', t0 + 5, roomy).state;
     const decoded = decodeAccount(encodeAccount(state));
-    expect(decoded.holds[0]).toMatchObject({ remaining: '2.499999999999999999', metadata: { job: 'j-1', 'model.name': 'x' }, usage: ['e1'] });
+    expect(decoded.holds[0]).toMatchObject({
+      remaining: '2.499999999999999999',
+      metadata: { job: 'j-1', 'model.name': 'x' },
+      usage: ['e1'],
+    });
     expect(decoded.closed[0]).toMatchObject({ id: 'b', status: 'released', closedMs: t0 + 5 });
   });
 
@@ -366,7 +475,13 @@ describe('stored form', () => {
   });
 
   it('refuses malformed values', () => {
-    for (const text of ['', '{}', '{"v":2,"held":"0","holds":[],"closed":[]}', '{"v":1,"held":"-1","holds":[],"closed":[]}', '{"v":1,"held":"0","holds":[],"closed":[["a","f","z","1","1",1,1]]}']) {
+    for (const text of [
+      '',
+      '{}',
+      '{"v":2,"held":"0","holds":[],"closed":[]}',
+      '{"v":1,"held":"-1","holds":[],"closed":[]}',
+      '{"v":1,"held":"0","holds":[],"closed":[["a","f","z","1","1",1,1]]}',
+    ]) {
       expect(() => decodeAccount(text)).toThrow(AccountStateCorruptError);
     }
   });

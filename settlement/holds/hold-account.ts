@@ -67,10 +67,22 @@ export interface Transition<O> {
   readonly outcome: O;
 }
 
-export const emptyAccount: AccountState = Object.freeze({ held: '0', holds: Object.freeze([]), closed: Object.freeze([]) });
+export const emptyAccount: AccountState = Object.freeze({
+  held: '0',
+  holds: Object.freeze([]),
+  closed: Object.freeze([]),
+});
 
 function closedRecord(hold: OpenHold, status: ClosedStatus, closedMs: number): ClosedHold {
-  return { id: hold.id, fp: hold.fp, status, amount: hold.amount, remaining: hold.remaining, createdMs: hold.createdMs, closedMs };
+  return {
+    id: hold.id,
+    fp: hold.fp,
+    status,
+    amount: hold.amount,
+    remaining: hold.remaining,
+    createdMs: hold.createdMs,
+    closedMs,
+  };
 }
 
 /**
@@ -79,7 +91,11 @@ function closedRecord(hold: OpenHold, status: ClosedStatus, closedMs: number): C
  * closedHoldsMax long. The usual case — one record closed now, appended at
  * the end — remembers its parent, so the encoder extends the parent's text.
  */
-function addClosed(closed: readonly ClosedHold[], records: readonly ClosedHold[], limits: AccountLimits): readonly ClosedHold[] {
+function addClosed(
+  closed: readonly ClosedHold[],
+  records: readonly ClosedHold[],
+  limits: AccountLimits,
+): readonly ClosedHold[] {
   let next: ClosedHold[];
   const last = closed[closed.length - 1];
   if (records.length === 1 && (last === undefined || last.closedMs <= records[0]!.closedMs)) {
@@ -106,7 +122,8 @@ export function prune(state: AccountState, nowMs: number, limits: AccountLimits)
   let due = false;
   for (const hold of state.holds) if (hold.expiresMs <= nowMs) due = true;
   // Ordered by closedMs, so the first record is the oldest.
-  const stale = state.closed.length > limits.closedHoldsMax || (state.closed.length > 0 && state.closed[0]!.closedMs <= floorMs);
+  const stale =
+    state.closed.length > limits.closedHoldsMax || (state.closed.length > 0 && state.closed[0]!.closedMs <= floorMs);
   if (!due && !stale) return state;
 
   let held = money(state.held);
@@ -176,10 +193,15 @@ export function admit(before: AccountState, request: AdmitRequest, context: Admi
   const available = availableOf(state, context.base);
   const prior = findHold(state, request.id);
   if (prior !== undefined) {
-    return { state, outcome: prior.fp === request.fp ? { kind: 'existing', hold: prior, available } : { kind: 'key_reused', hold: prior } };
+    return {
+      state,
+      outcome:
+        prior.fp === request.fp ? { kind: 'existing', hold: prior, available } : { kind: 'key_reused', hold: prior },
+    };
   }
   if (state.holds.length >= context.limits.openHoldsMax) return { state, outcome: { kind: 'too_many_open' } };
-  if (available.plus(context.allowance).lessThan(request.amount)) return { state, outcome: { kind: 'insufficient', available } };
+  if (available.plus(context.allowance).lessThan(request.amount))
+    return { state, outcome: { kind: 'insufficient', available } };
   const amount = formatAmount(request.amount);
   const hold: OpenHold = {
     id: request.id,
@@ -192,7 +214,11 @@ export function admit(before: AccountState, request: AdmitRequest, context: Admi
     usage: [],
   };
   return {
-    state: { held: formatAmount(money(state.held).plus(request.amount)), holds: [...state.holds, hold], closed: state.closed },
+    state: {
+      held: formatAmount(money(state.held).plus(request.amount)),
+      holds: [...state.holds, hold],
+      closed: state.closed,
+    },
     outcome: { kind: 'created', hold, available: available.minus(request.amount) },
   };
 }
@@ -203,8 +229,17 @@ export type CloseOutcome =
   | { readonly kind: 'already_closed'; readonly hold: ClosedHold }
   | { readonly kind: 'not_found' };
 
-/** Ends an open hold: 'released' by the caller (work not done), 'closed' once its usage is in. Its remaining returns to the account. */
-export function closeHold(before: AccountState, id: string, status: 'released' | 'closed', nowMs: number, limits: AccountLimits): Transition<CloseOutcome> {
+/**
+ * Ends an open hold: 'released' by the caller (work not done), 'closed' once its usage is in. Its remaining returns
+ * to the account.
+ */
+export function closeHold(
+  before: AccountState,
+  id: string,
+  status: 'released' | 'closed',
+  nowMs: number,
+  limits: AccountLimits,
+): Transition<CloseOutcome> {
   const state = prune(before, nowMs, limits);
   const index = state.holds.findIndex((hold) => hold.id === id);
   if (index < 0) {
@@ -236,7 +271,14 @@ export type ConsumeOutcome =
  * remaining shrinks by it, never below zero. The hold stays open (more usage
  * may follow) until closed, released or expired.
  */
-export function consumeHold(before: AccountState, id: string, cost: Decimal, usageHash: string | undefined, nowMs: number, limits: AccountLimits): Transition<ConsumeOutcome> {
+export function consumeHold(
+  before: AccountState,
+  id: string,
+  cost: Decimal,
+  usageHash: string | undefined,
+  nowMs: number,
+  limits: AccountLimits,
+): Transition<ConsumeOutcome> {
   const state = prune(before, nowMs, limits);
   const index = state.holds.findIndex((hold) => hold.id === id);
   if (index < 0) {
@@ -248,7 +290,8 @@ export function consumeHold(before: AccountState, id: string, cost: Decimal, usa
   const remaining = money(hold.remaining);
   const consumed = cost.lessThan(remaining) ? money(cost) : remaining;
   const excess = money(cost).minus(consumed);
-  if (consumed.isZero() && usageHash === undefined) return { state, outcome: { kind: 'consumed', hold, consumed, excess } };
+  if (consumed.isZero() && usageHash === undefined)
+    return { state, outcome: { kind: 'consumed', hold, consumed, excess } };
   const usage = usageHash === undefined ? hold.usage : [...hold.usage, usageHash].slice(-limits.usageKeysMax);
   const updated: OpenHold = { ...hold, remaining: formatAmount(remaining.minus(consumed)), usage };
   const holds = state.holds.slice();
@@ -276,14 +319,29 @@ const closedSections = new WeakMap<readonly ClosedHold[], string>();
 const closedParents = new WeakMap<readonly ClosedHold[], readonly ClosedHold[]>();
 
 function encodeOpen(hold: OpenHold): string {
-  const stored: Record<string, unknown> = { i: hold.id, f: hold.fp, a: hold.amount, r: hold.remaining, c: hold.createdMs, e: hold.expiresMs };
+  const stored: Record<string, unknown> = {
+    i: hold.id,
+    f: hold.fp,
+    a: hold.amount,
+    r: hold.remaining,
+    c: hold.createdMs,
+    e: hold.expiresMs,
+  };
   if (hold.metadata !== undefined) stored.m = hold.metadata;
   if (hold.usage.length > 0) stored.u = hold.usage;
   return JSON.stringify(stored);
 }
 
 function encodeClosed(record: ClosedHold): string {
-  return JSON.stringify([record.id, record.fp, statusCodes[record.status], record.amount, record.remaining, record.createdMs, record.closedMs]);
+  return JSON.stringify([
+    record.id,
+    record.fp,
+    statusCodes[record.status],
+    record.amount,
+    record.remaining,
+    record.createdMs,
+    record.closedMs,
+  ]);
 }
 
 function closedSection(closed: readonly ClosedHold[]): string {
@@ -320,12 +378,14 @@ export class AccountStateCorruptError extends Error {
 const storedAmount = /^\d+(\.\d+)?$/;
 
 function text(value: unknown, what: string): string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > 200) throw new AccountStateCorruptError(`${what} is not a string`);
+  if (typeof value !== 'string' || value.length === 0 || value.length > 200)
+    throw new AccountStateCorruptError(`${what} is not a string`);
   return value;
 }
 
 function amount(value: unknown, what: string): string {
-  if (!storedAmount.test(text(value, what))) throw new AccountStateCorruptError(`${what} is not a non-negative decimal`);
+  if (!storedAmount.test(text(value, what)))
+    throw new AccountStateCorruptError(`${what} is not a non-negative decimal`);
   return value as string;
 }
 
@@ -336,7 +396,8 @@ function instant(value: unknown, what: string): number {
 
 function decodeMetadata(value: unknown): Record<string, string> | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new AccountStateCorruptError('metadata is not an object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new AccountStateCorruptError('metadata is not an object');
   const out: Record<string, string> = Object.create(null);
   for (const [key, entry] of Object.entries(value)) {
     if (typeof entry !== 'string') throw new AccountStateCorruptError(`metadata.${key} is not a string`);
@@ -354,8 +415,10 @@ export function decodeAccount(json: string): AccountState {
     throw new AccountStateCorruptError('not JSON');
   }
   const stored = raw as { v?: unknown; held?: unknown; holds?: unknown; closed?: unknown };
-  if (typeof raw !== 'object' || raw === null || stored.v !== 1) throw new AccountStateCorruptError('not a version 1 account');
-  if (!Array.isArray(stored.holds) || !Array.isArray(stored.closed)) throw new AccountStateCorruptError('holds or closed is not an array');
+  if (typeof raw !== 'object' || raw === null || stored.v !== 1)
+    throw new AccountStateCorruptError('not a version 1 account');
+  if (!Array.isArray(stored.holds) || !Array.isArray(stored.closed))
+    throw new AccountStateCorruptError('holds or closed is not an array');
   const holds = stored.holds.map((h: Record<string, unknown>, i): OpenHold => {
     if (typeof h !== 'object' || h === null) throw new AccountStateCorruptError(`holds[${i}] is not an object`);
     const usage = h.u === undefined ? [] : h.u;
@@ -389,6 +452,9 @@ export function decodeAccount(json: string): AccountState {
   closed.sort((a, b) => a.closedMs - b.closedMs);
   const held = amount(stored.held, 'held');
   const sum = holds.reduce((total, hold) => total.plus(hold.remaining), money(0));
-  if (!sum.equals(held)) throw new AccountStateCorruptError(`held ${held} is not the sum of the open holds' remaining amounts (${formatAmount(sum)})`);
+  if (!sum.equals(held))
+    throw new AccountStateCorruptError(
+      `held ${held} is not the sum of the open holds' remaining amounts (${formatAmount(sum)})`,
+    );
   return { held, holds, closed };
 }

@@ -15,8 +15,16 @@ export const holdErrorCodes = {
   request_invalid: { status: 400, title: 'Request is invalid' },
   // Both 503s are safe to retry under the same idempotency key.
   holds_contended: { status: 503, title: 'Too many concurrent changes to this account; retry', retryAfterSeconds: 1 },
-  holds_overloaded: { status: 503, title: 'Too many hold operations queued in this process; retry', retryAfterSeconds: 1 },
-  holds_unavailable: { status: 503, title: 'The hold store (NATS JetStream) is unavailable; retry', retryAfterSeconds: 2 },
+  holds_overloaded: {
+    status: 503,
+    title: 'Too many hold operations queued in this process; retry',
+    retryAfterSeconds: 1,
+  },
+  holds_unavailable: {
+    status: 503,
+    title: 'The hold store (NATS JetStream) is unavailable; retry',
+    retryAfterSeconds: 2,
+  },
 } as const satisfies Record<string, { status: number; title: string; retryAfterSeconds?: number }>;
 
 export type HoldErrorCode = keyof typeof holdErrorCodes;
@@ -45,7 +53,10 @@ export class InsufficientCreditsError extends HoldError {
     readonly available: string,
     readonly allowance: string,
   ) {
-    super('insufficient_credits', `${customer} has ${available} ${unit} available (allowed negative balance ${allowance}); a hold of ${amount} needs more`);
+    super(
+      'insufficient_credits',
+      `${customer} has ${available} ${unit} available (allowed negative balance ${allowance}); a hold of ${amount} needs more`,
+    );
   }
 }
 
@@ -70,7 +81,10 @@ export class TooManyOpenHoldsError extends HoldError {
     readonly unit: string,
     readonly openHoldsMax: number,
   ) {
-    super('too_many_open_holds', `${customer} already has ${openHoldsMax} open holds in ${unit}, the most an account may have; release or close some first`);
+    super(
+      'too_many_open_holds',
+      `${customer} already has ${openHoldsMax} open holds in ${unit}, the most an account may have; release or close some first`,
+    );
   }
 }
 
@@ -79,7 +93,10 @@ export class IdempotencyKeyReusedError extends HoldError {
     readonly key: string,
     readonly holdId: string,
   ) {
-    super('idempotency_key_reused', `Idempotency-Key ${JSON.stringify(key)} already reserved hold ${holdId} with a different amount or metadata; use a new key for a different hold`);
+    super(
+      'idempotency_key_reused',
+      `Idempotency-Key ${JSON.stringify(key)} already reserved hold ${holdId} with a different amount or metadata; use a new key for a different hold`,
+    );
   }
 }
 
@@ -98,7 +115,10 @@ export class ContentionExhaustedError extends HoldError {
     readonly accountKey: string,
     readonly attempts: number,
   ) {
-    super('holds_contended', `account ${accountKey} changed under ${attempts} consecutive compare-and-set attempts; nothing was changed`);
+    super(
+      'holds_contended',
+      `account ${accountKey} changed under ${attempts} consecutive compare-and-set attempts; nothing was changed`,
+    );
   }
 }
 

@@ -57,7 +57,16 @@ describe('account keys and hold ids', () => {
   it('refuses anything it could not have made', () => {
     const id = holdIdFor({ customer: 'acme', unit: 'credits' }, 'k1');
     const [c, u, s] = id.split('.') as [string, string, string];
-    for (const bad of ['', 'x', `${c}.${u}`, `${c}.${u}.${s}.x`, `${c}.${u}.${s}x`, `${c}=.${u}.${s}`, `${c}.${u}.${s.slice(1)}`, `${Buffer.from('a b').toString('base64url')}.${u}.${s}`]) {
+    for (const bad of [
+      '',
+      'x',
+      `${c}.${u}`,
+      `${c}.${u}.${s}.x`,
+      `${c}.${u}.${s}x`,
+      `${c}=.${u}.${s}`,
+      `${c}.${u}.${s.slice(1)}`,
+      `${Buffer.from('a b').toString('base64url')}.${u}.${s}`,
+    ]) {
       expect(parseHoldId(bad)).toBeUndefined();
     }
     // "YWNtZQ" is acme; "YWNtZR" decodes to the same bytes but is not the canonical encoding.
@@ -67,7 +76,14 @@ describe('account keys and hold ids', () => {
   it('the body fingerprint ignores metadata order and sees every change', () => {
     expect(bodyFingerprint('1', { a: '1', b: '2' })).toBe(bodyFingerprint('1', { b: '2', a: '1' }));
     expect(bodyFingerprint('1', undefined)).toBe(bodyFingerprint('1', {}));
-    expect(new Set([bodyFingerprint('1', undefined), bodyFingerprint('2', undefined), bodyFingerprint('1', { a: '1' }), bodyFingerprint('1', { a: '2' })]).size).toBe(4);
+    expect(
+      new Set([
+        bodyFingerprint('1', undefined),
+        bodyFingerprint('2', undefined),
+        bodyFingerprint('1', { a: '1' }),
+        bodyFingerprint('1', { a: '2' }),
+      ]).size,
+    ).toBe(4);
   });
 });
 

@@ -16,9 +16,10 @@
  * reserving again under the same key creates a hold with the same id.
  */
 import { createHash } from 'node:crypto';
+import { customerIdPattern } from '../../shared/events/customer.js';
 
-/** As ingest accepts customers (shared/event.ts). */
-export const customerPattern = /^[A-Za-z0-9._:@-]{1,128}$/;
+/** As ingest accepts customers (shared/events/event.ts). */
+export const customerPattern = customerIdPattern;
 /** As the catalog accepts credit unit ids (catalog/model.ts). */
 export const unitPattern = /^[A-Za-z0-9._:@-]{1,64}$/;
 /** As the gateway accepts Idempotency-Key (ingest/gateway.ts). */
@@ -61,7 +62,9 @@ function sha256(parts: readonly string[]): Buffer {
 }
 
 export function holdSuffix(account: AccountRef, idempotencyKey: string): string {
-  return sha256(['drawdown.hold.v1', account.customer, account.unit, idempotencyKey]).subarray(0, 12).toString('base64url');
+  return sha256(['drawdown.hold.v1', account.customer, account.unit, idempotencyKey])
+    .subarray(0, 12)
+    .toString('base64url');
 }
 
 export function holdIdFor(account: AccountRef, idempotencyKey: string): string {
@@ -80,7 +83,8 @@ export function parseHoldId(id: string): ParsedHoldId | undefined {
   const [customerToken, unitToken, suffix] = parts as [string, string, string];
   const customer = decodeToken(customerToken);
   const unit = decodeToken(unitToken);
-  if (customer === undefined || unit === undefined || !customerPattern.test(customer) || !unitPattern.test(unit)) return undefined;
+  if (customer === undefined || unit === undefined || !customerPattern.test(customer) || !unitPattern.test(unit))
+    return undefined;
   if (suffix.length !== suffixLength || !tokenPattern.test(suffix)) return undefined;
   return { account: { customer, unit }, accountKey: `${customerToken}.${unitToken}`, suffix };
 }
@@ -108,8 +112,11 @@ export function bodyFingerprint(amount: string, metadata: Readonly<Record<string
 }
 
 function fingerprintOf(amount: string, metadata: Readonly<Record<string, string>> | undefined): string {
-  const entries = metadata === undefined ? [] : Object.entries(metadata).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return sha256(['drawdown.hold.body.v1', JSON.stringify([amount, entries])]).subarray(0, 8).toString('base64url');
+  const entries =
+    metadata === undefined ? [] : Object.entries(metadata).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return sha256(['drawdown.hold.body.v1', JSON.stringify([amount, entries])])
+    .subarray(0, 8)
+    .toString('base64url');
 }
 
 /** A usage event's key as remembered by the hold it consumed (so a redelivered event consumes once). */

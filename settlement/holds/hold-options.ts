@@ -22,7 +22,9 @@ export const holdStoreDefaults = Object.freeze({
    * so this bounds what a busy account costs to write: 512 → ~38 KB.
    */
   closedHoldsMax: 512,
-  /** How long a closed hold is remembered after it closed: longer than a client retries (the SDK gives up after 60 s). */
+  /**
+   * How long a closed hold is remembered after it closed: longer than a client retries (the SDK gives up after 60 s).
+   */
   closedRetentionMs: 2 * 60_000, // 2 min
   /** Usage keys a hold remembers (a redelivered usage event consumes once), oldest forgotten first. */
   usageKeysMax: 16,
@@ -39,13 +41,18 @@ export const holdStoreDefaults = Object.freeze({
   batchOpsMax: 256,
   /** Operations queued in this process, all accounts together; past it, holds_overloaded. */
   pendingOpsMax: 100_000,
-  /** Accounts whose last written state this process keeps (to skip a read before a write), least recently used evicted. */
+  /**
+   * Accounts whose last written state this process keeps (to skip a read before a write), least recently used
+   * evicted.
+   */
   cachedAccountsMax: 10_000,
   /** Each KV request's timeout. */
   requestTimeoutMs: 2_000,
 });
 
-export type HoldStoreSettings = { -readonly [K in keyof typeof holdStoreDefaults]: K extends 'bucket' ? string : number };
+export type HoldStoreSettings = {
+  -readonly [K in keyof typeof holdStoreDefaults]: K extends 'bucket' ? string : number;
+};
 
 // [min, max] per option; bucket is checked separately.
 const ranges: Record<Exclude<keyof HoldStoreSettings, 'bucket'>, [number, number]> = {
@@ -76,16 +83,22 @@ export function fillHoldStoreSettings(options: Partial<HoldStoreSettings>): Read
     if (value === undefined) continue;
     if (!(name in holdStoreDefaults)) continue; // other HoldStoreOptions (clock, balance) are not settings
     if (name === 'bucket') {
-      if (typeof value !== 'string' || !bucketPattern.test(value)) throw new RangeError(`bucket must be 1–64 characters of [A-Za-z0-9_-], got ${JSON.stringify(value)}`);
+      if (typeof value !== 'string' || !bucketPattern.test(value))
+        throw new RangeError(`bucket must be 1–64 characters of [A-Za-z0-9_-], got ${JSON.stringify(value)}`);
       settings.bucket = value;
       continue;
     }
     const [min, max] = ranges[name];
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) throw new RangeError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
+      throw new RangeError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
     settings[name] = value;
   }
-  if (settings.ttlDefaultMs > settings.ttlMaxMs) throw new RangeError(`ttlDefaultMs (${settings.ttlDefaultMs}) must not exceed ttlMaxMs (${settings.ttlMaxMs})`);
-  if (settings.backoffBaseMs > settings.backoffMaxMs) throw new RangeError(`backoffBaseMs (${settings.backoffBaseMs}) must not exceed backoffMaxMs (${settings.backoffMaxMs})`);
+  if (settings.ttlDefaultMs > settings.ttlMaxMs)
+    throw new RangeError(`ttlDefaultMs (${settings.ttlDefaultMs}) must not exceed ttlMaxMs (${settings.ttlMaxMs})`);
+  if (settings.backoffBaseMs > settings.backoffMaxMs)
+    throw new RangeError(
+      `backoffBaseMs (${settings.backoffBaseMs}) must not exceed backoffMaxMs (${settings.backoffMaxMs})`,
+    );
   return Object.freeze(settings);
 }
 

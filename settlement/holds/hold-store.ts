@@ -54,7 +54,18 @@ import {
   InsufficientCreditsError,
   TooManyOpenHoldsError,
 } from './hold-errors.js';
-import { accountKey, bodyFingerprint, customerPattern, holdIdOf, holdSuffix, idempotencyKeyPattern, parseHoldId, unitPattern, usageKeyHash, type AccountRef } from './hold-ids.js';
+import {
+  accountKey,
+  bodyFingerprint,
+  customerPattern,
+  holdIdOf,
+  holdSuffix,
+  idempotencyKeyPattern,
+  parseHoldId,
+  unitPattern,
+  usageKeyHash,
+  type AccountRef,
+} from './hold-ids.js';
 import { accountLimits, fillHoldStoreSettings, valueBytesBound, type HoldStoreSettings } from './hold-options.js';
 
 /** A decimal amount: a Decimal, or its text ("12", "0.5"; no exponent). */
@@ -67,7 +78,9 @@ export type BalanceInput = AmountInput | (() => AmountInput | Promise<AmountInpu
  * `allowance` (the unit's allowed negative balance, ≥ 0) come from when an
  * operation does not pass them itself.
  */
-export type BalanceSource = (account: AccountRef) => { base: AmountInput; allowance: AmountInput } | Promise<{ base: AmountInput; allowance: AmountInput }>;
+export type BalanceSource = (
+  account: AccountRef,
+) => { base: AmountInput; allowance: AmountInput } | Promise<{ base: AmountInput; allowance: AmountInput }>;
 
 export interface HoldStoreOptions extends Partial<HoldStoreSettings> {
   balance?: BalanceSource;
@@ -192,11 +205,16 @@ const decimalText = /^-?\d+(\.\d+)?$/;
 const metadataKeyPattern = /^[A-Za-z0-9_.:-]{1,64}$/;
 const amountLimit = money('1e18');
 const costLimit = money('1e30');
-// Usage costs come from pricing at 60 significant digits; kept to 18 fraction digits (twice the ledger's 9) so a hold's remaining stays bounded in length.
+// Usage costs come from pricing at 60 significant digits; kept to 18 fraction digits (twice the ledger's 9) so a
+// hold's remaining stays bounded in length.
 const costScale = 18;
 
 function isConflict(error: unknown): boolean {
-  return error instanceof JetStreamApiError && (error.code === JetStreamApiCodes.StreamWrongLastSequence || error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown);
+  return (
+    error instanceof JetStreamApiError &&
+    (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
+      error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
 }
 
 function messageOf(error: unknown): string {
@@ -213,7 +231,8 @@ function toDecimal(value: unknown): Decimal | undefined {
 
 function checkedInput(value: unknown, name: string): Decimal {
   const decimal = toDecimal(value);
-  if (decimal === undefined) throw new RangeError(`${name} must be a finite Decimal or decimal text, got ${String(value)}`);
+  if (decimal === undefined)
+    throw new RangeError(`${name} must be a finite Decimal or decimal text, got ${String(value)}`);
   return decimal;
 }
 
@@ -283,7 +302,12 @@ export const clusteredCasVersionMin = '2.9.21';
 
 /** Is nats-server `version` ("2.9.10", "v2.11.0-RC.1") older than `minimum`? */
 export function natsVersionBefore(version: string, minimum: string): boolean {
-  const parse = (text: string) => text.replace(/^v/, '').split(/[.-]/).slice(0, 3).map((part) => Number.parseInt(part, 10) || 0);
+  const parse = (text: string) =>
+    text
+      .replace(/^v/, '')
+      .split(/[.-]/)
+      .slice(0, 3)
+      .map((part) => Number.parseInt(part, 10) || 0);
   const [a, b] = [parse(version), parse(minimum)];
   for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i]! < b[i]!;
   return false;
@@ -313,7 +337,15 @@ export class HoldStore {
   readonly #idleWaiters: (() => void)[] = [];
   #pending = 0;
   #stopped = false;
-  readonly #stats = { operations: 0, batches: 0, writes: 0, bytesWritten: 0, reads: 0, conflicts: 0, contentionExhausted: 0 };
+  readonly #stats = {
+    operations: 0,
+    batches: 0,
+    writes: 0,
+    bytesWritten: 0,
+    reads: 0,
+    conflicts: 0,
+    contentionExhausted: 0,
+  };
 
   private constructor(kv: KV, settings: Readonly<HoldStoreSettings>, valueBytesMax: number, options: HoldStoreOptions) {
     this.#kv = kv;
@@ -352,7 +384,9 @@ export class HoldStore {
     });
     const status = await kv.status();
     if (status.maxValueSize > 0 && status.maxValueSize < valueBytesMax) {
-      throw new RangeError(`bucket ${settings.bucket} allows values of ${status.maxValueSize} bytes, but these limits need up to ${valueBytesMax}; raise the bucket's max_msg_size or lower the limits`);
+      throw new RangeError(
+        `bucket ${settings.bucket} allows values of ${status.maxValueSize} bytes, but these limits need up to ${valueBytesMax}; raise the bucket's max_msg_size or lower the limits`,
+      );
     }
     return new HoldStore(kv, settings, valueBytesMax, options);
   }
@@ -372,13 +406,21 @@ export class HoldStore {
    */
   async reserve(request: ReserveRequest): Promise<ReserveResult> {
     const account = this.#account(request.customer, request.unit);
-    if (typeof request.key !== 'string' || !idempotencyKeyPattern.test(request.key)) throw new HoldRequestInvalidError('idempotency_key', 'must be 1–128 printable ASCII characters');
+    if (typeof request.key !== 'string' || !idempotencyKeyPattern.test(request.key))
+      throw new HoldRequestInvalidError('idempotency_key', 'must be 1–128 printable ASCII characters');
     const amount = this.#amount(request.amount);
     const ttlMs = request.ttlMs ?? this.#settings.ttlDefaultMs;
-    if (!Number.isInteger(ttlMs) || ttlMs < 1 || ttlMs > this.#settings.ttlMaxMs) throw new HoldRequestInvalidError('ttl_ms', `must be an integer from 1 to ${this.#settings.ttlMaxMs}`);
+    if (!Number.isInteger(ttlMs) || ttlMs < 1 || ttlMs > this.#settings.ttlMaxMs)
+      throw new HoldRequestInvalidError('ttl_ms', `must be an integer from 1 to ${this.#settings.ttlMaxMs}`);
     const metadata = this.#metadata(request.metadata);
     const amountText = formatAmount(amount);
-    const admitRequest = { id: holdSuffix(account, request.key), fp: bodyFingerprint(amountText, metadata), amount, ttlMs, metadata };
+    const admitRequest = {
+      id: holdSuffix(account, request.key),
+      fp: bodyFingerprint(amountText, metadata),
+      amount,
+      ttlMs,
+      metadata,
+    };
     const { base, allowance } = await this.#balanceFor(account, request);
     const key = accountKey(account);
     const limits = this.#limits;
@@ -389,15 +431,31 @@ export class HoldStore {
         settle: () => {
           switch (outcome.kind) {
             case 'created':
-              return resolve({ hold: holdView(account, key, outcome.hold), created: true, available: formatAmount(outcome.available) });
+              return resolve({
+                hold: holdView(account, key, outcome.hold),
+                created: true,
+                available: formatAmount(outcome.available),
+              });
             case 'existing':
-              return resolve({ hold: holdView(account, key, outcome.hold), created: false, available: formatAmount(outcome.available) });
+              return resolve({
+                hold: holdView(account, key, outcome.hold),
+                created: false,
+                available: formatAmount(outcome.available),
+              });
             case 'key_reused':
               return reject(new IdempotencyKeyReusedError(request.key, holdIdOf(key, outcome.hold.id)));
             case 'too_many_open':
               return reject(new TooManyOpenHoldsError(account.customer, account.unit, limits.openHoldsMax));
             case 'insufficient':
-              return reject(new InsufficientCreditsError(account.customer, account.unit, amountText, formatAmount(outcome.available), formatAmount(allowance)));
+              return reject(
+                new InsufficientCreditsError(
+                  account.customer,
+                  account.unit,
+                  amountText,
+                  formatAmount(outcome.available),
+                  formatAmount(allowance),
+                ),
+              );
           }
         },
       };
@@ -422,10 +480,12 @@ export class HoldStore {
   async consume(holdId: string, cost: AmountInput, options: { usageKey?: string } = {}): Promise<ConsumeResult> {
     const parsed = this.#holdId(holdId);
     const exact = toDecimal(cost);
-    if (exact === undefined || exact.isNegative() || !exact.lessThan(costLimit)) throw new HoldRequestInvalidError('cost', 'must be a decimal from 0 to below 10^30');
+    if (exact === undefined || exact.isNegative() || !exact.lessThan(costLimit))
+      throw new HoldRequestInvalidError('cost', 'must be a decimal from 0 to below 10^30');
     const rounded = exact.toDecimalPlaces(costScale, Decimal.ROUND_HALF_UP);
     const { usageKey } = options;
-    if (usageKey !== undefined && (typeof usageKey !== 'string' || !idempotencyKeyPattern.test(usageKey))) throw new HoldRequestInvalidError('usage_key', 'must be 1–128 printable ASCII characters');
+    if (usageKey !== undefined && (typeof usageKey !== 'string' || !idempotencyKeyPattern.test(usageKey)))
+      throw new HoldRequestInvalidError('usage_key', 'must be 1–128 printable ASCII characters');
     const usageHash = usageKey === undefined ? undefined : usageKeyHash(usageKey);
     const limits = this.#limits;
     return this.#enqueue<ConsumeResult>(parsed.accountKey, (resolve, reject) => (state, nowMs) => {
@@ -435,9 +495,19 @@ export class HoldStore {
         settle: () => {
           switch (outcome.kind) {
             case 'consumed':
-              return resolve({ hold: holdView(parsed.account, parsed.accountKey, outcome.hold), consumed: formatAmount(outcome.consumed), excess: formatAmount(outcome.excess), duplicate: false });
+              return resolve({
+                hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
+                consumed: formatAmount(outcome.consumed),
+                excess: formatAmount(outcome.excess),
+                duplicate: false,
+              });
             case 'duplicate':
-              return resolve({ hold: holdView(parsed.account, parsed.accountKey, outcome.hold), consumed: '0', excess: '0', duplicate: true });
+              return resolve({
+                hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
+                consumed: '0',
+                excess: '0',
+                duplicate: true,
+              });
             case 'closed':
               return reject(new HoldClosedError(holdId, outcome.hold.status));
             case 'not_found':
@@ -457,7 +527,10 @@ export class HoldStore {
         state: next,
         settle: () => {
           if (outcome.kind === 'not_found') return reject(new HoldNotFoundError(holdId));
-          resolve({ hold: holdView(parsed.account, parsed.accountKey, outcome.hold), changed: outcome.kind === 'closed' });
+          resolve({
+            hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
+            changed: outcome.kind === 'closed',
+          });
         },
       };
     });
@@ -478,20 +551,36 @@ export class HoldStore {
     const key = accountKey(account);
     const { state, revision } = await this.#read(key);
     const pruned = prune(state, this.#clock(), this.#limits);
-    return { customer, unit, held: pruned.held, holds: pruned.holds.map((hold) => holdView(account, key, hold)), revision };
+    return {
+      customer,
+      unit,
+      held: pruned.held,
+      holds: pruned.holds.map((hold) => holdView(account, key, hold)),
+      revision,
+    };
   }
 
   /** Would a hold of `amount` be admitted now? Reserves nothing. */
   async check(request: CheckRequest): Promise<CheckResult> {
     const account = this.#account(request.customer, request.unit);
     const amount = this.#amount(request.amount);
-    const [{ base, allowance }, { state }] = await Promise.all([this.#balanceFor(account, request), this.#read(accountKey(account))]);
+    const [{ base, allowance }, { state }] = await Promise.all([
+      this.#balanceFor(account, request),
+      this.#read(accountKey(account)),
+    ]);
     const pruned = prune(state, this.#clock(), this.#limits);
     const available = availableOf(pruned, base);
-    return { allowed: !available.plus(allowance).lessThan(amount), available: formatAmount(available), held: pruned.held };
+    return {
+      allowed: !available.plus(allowance).lessThan(amount),
+      available: formatAmount(available),
+      held: pruned.held,
+    };
   }
 
-  /** Refuses new operations and waits for the queued ones to be answered (each is bounded by attemptsMax and the request timeout). */
+  /**
+   * Refuses new operations and waits for the queued ones to be answered (each is bounded by attemptsMax and the
+   * request timeout).
+   */
   async shutdown(): Promise<void> {
     this.#stopped = true;
     if (this.#pending > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
@@ -500,15 +589,26 @@ export class HoldStore {
   // --- inputs -------------------------------------------------------------
 
   #account(customer: unknown, unit: unknown): AccountRef {
-    if (typeof customer !== 'string' || !customerPattern.test(customer)) throw new HoldRequestInvalidError('customer', 'must be 1–128 characters of [A-Za-z0-9._:@-]');
-    if (typeof unit !== 'string' || !unitPattern.test(unit)) throw new HoldRequestInvalidError('unit', 'must be 1–64 characters of [A-Za-z0-9._:@-]');
+    if (typeof customer !== 'string' || !customerPattern.test(customer))
+      throw new HoldRequestInvalidError('customer', 'must be 1–128 characters of [A-Za-z0-9._:@-]');
+    if (typeof unit !== 'string' || !unitPattern.test(unit))
+      throw new HoldRequestInvalidError('unit', 'must be 1–64 characters of [A-Za-z0-9._:@-]');
     return { customer, unit };
   }
 
   #amount(value: unknown): Decimal {
     const amount = toDecimal(value);
-    if (amount === undefined || !amount.isPositive() || amount.isZero() || amount.decimalPlaces() > 9 || !amount.lessThan(amountLimit)) {
-      throw new HoldRequestInvalidError('amount', 'must be a decimal above 0 and below 10^18 with at most 9 fraction digits');
+    if (
+      amount === undefined ||
+      !amount.isPositive() ||
+      amount.isZero() ||
+      amount.decimalPlaces() > 9 ||
+      !amount.lessThan(amountLimit)
+    ) {
+      throw new HoldRequestInvalidError(
+        'amount',
+        'must be a decimal above 0 and below 10^18 with at most 9 fraction digits',
+      );
     }
     return amount;
   }
@@ -521,31 +621,51 @@ export class HoldStore {
 
   #metadata(metadata: unknown): Record<string, string> | undefined {
     if (metadata === undefined) return undefined;
-    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) throw new HoldRequestInvalidError('metadata', 'must be an object of strings');
+    if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
+      throw new HoldRequestInvalidError('metadata', 'must be an object of strings');
     const entries = Object.entries(metadata);
-    if (entries.length > this.#settings.metadataEntriesMax) throw new HoldRequestInvalidError('metadata', `may have at most ${this.#settings.metadataEntriesMax} entries`);
+    if (entries.length > this.#settings.metadataEntriesMax)
+      throw new HoldRequestInvalidError('metadata', `may have at most ${this.#settings.metadataEntriesMax} entries`);
     const out: Record<string, string> = Object.create(null);
     for (const [key, value] of entries) {
-      if (!metadataKeyPattern.test(key)) throw new HoldRequestInvalidError(`metadata.${key.slice(0, 64)}`, 'keys must be 1–64 characters of [A-Za-z0-9_.:-]');
+      if (!metadataKeyPattern.test(key))
+        throw new HoldRequestInvalidError(
+          `metadata.${key.slice(0, 64)}`,
+          'keys must be 1–64 characters of [A-Za-z0-9_.:-]',
+        );
       if (typeof value !== 'string') throw new HoldRequestInvalidError(`metadata.${key}`, 'must be a string');
       out[key] = value;
     }
-    if (Buffer.byteLength(JSON.stringify(out)) > this.#settings.metadataBytesMax) throw new HoldRequestInvalidError('metadata', `must take at most ${this.#settings.metadataBytesMax} bytes as JSON`);
+    if (Buffer.byteLength(JSON.stringify(out)) > this.#settings.metadataBytesMax)
+      throw new HoldRequestInvalidError(
+        'metadata',
+        `must take at most ${this.#settings.metadataBytesMax} bytes as JSON`,
+      );
     return out;
   }
 
-  async #balanceFor(account: AccountRef, request: { base?: BalanceInput; allowance?: BalanceInput }): Promise<{ base: Decimal; allowance: Decimal }> {
+  async #balanceFor(
+    account: AccountRef,
+    request: { base?: BalanceInput; allowance?: BalanceInput },
+  ): Promise<{ base: Decimal; allowance: Decimal }> {
     let { base, allowance } = request;
     if ((base === undefined || allowance === undefined) && this.#balance !== undefined) {
       const source = await this.#balance(account);
       base ??= source.base;
       allowance ??= source.allowance;
     }
-    if (base === undefined || allowance === undefined) throw new TypeError('base and allowance are required: pass them with the request or give the store a balance source');
+    if (base === undefined || allowance === undefined)
+      throw new TypeError(
+        'base and allowance are required: pass them with the request or give the store a balance source',
+      );
     // Figures passed as values (the common case) need no promise round.
     const baseValue = typeof base === 'function' ? await resolveInput(base, 'base') : checkedInput(base, 'base');
-    const allowanceValue = typeof allowance === 'function' ? await resolveInput(allowance, 'allowance') : checkedInput(allowance, 'allowance');
-    if (allowanceValue.isNegative()) throw new RangeError(`allowance must not be negative, got ${formatAmount(allowanceValue)}`);
+    const allowanceValue =
+      typeof allowance === 'function'
+        ? await resolveInput(allowance, 'allowance')
+        : checkedInput(allowance, 'allowance');
+    if (allowanceValue.isNegative())
+      throw new RangeError(`allowance must not be negative, got ${formatAmount(allowanceValue)}`);
     return { base: baseValue, allowance: allowanceValue };
   }
 
@@ -567,7 +687,10 @@ export class HoldStore {
 
   async #write(key: string, state: AccountState, revision: number): Promise<number> {
     const value = encodeAccountBytes(state);
-    if (value.length > this.#valueBytesMax) throw new Error(`hold account ${key} encodes to ${value.length} bytes, above the ${this.#valueBytesMax} its limits allow: valueBytesBound is wrong`);
+    if (value.length > this.#valueBytesMax)
+      throw new Error(
+        `hold account ${key} encodes to ${value.length} bytes, above the ${this.#valueBytesMax} its limits allow: valueBytesBound is wrong`,
+      );
     this.#stats.writes++;
     this.#stats.bytesWritten += value.length;
     return revision === 0 ? this.#kv.create(key, value) : this.#kv.update(key, value, revision);
@@ -575,9 +698,13 @@ export class HoldStore {
 
   // --- lanes --------------------------------------------------------------
 
-  #enqueue<T>(key: string, build: (resolve: (value: T) => void, reject: (error: unknown) => void) => PendingOp['apply']): Promise<T> {
+  #enqueue<T>(
+    key: string,
+    build: (resolve: (value: T) => void, reject: (error: unknown) => void) => PendingOp['apply'],
+  ): Promise<T> {
     if (this.#stopped) return Promise.reject(new HoldsUnavailableError('the hold store is shut down'));
-    if (this.#pending >= this.#settings.pendingOpsMax) return Promise.reject(new HoldsOverloadedError(this.#settings.pendingOpsMax));
+    if (this.#pending >= this.#settings.pendingOpsMax)
+      return Promise.reject(new HoldsOverloadedError(this.#settings.pendingOpsMax));
     return new Promise<T>((resolve, reject) => {
       let lane = this.#lanes.get(key);
       if (lane === undefined) lane = { key, cached: undefined, queue: [], running: false };
@@ -677,7 +804,13 @@ export class HoldStore {
       } catch (error) {
         lane.cached = undefined;
         if (!isConflict(error)) {
-          const failure = error instanceof HoldError ? error : new HoldsUnavailableError(`writing hold account ${lane.key} (the write may or may not have been stored): ${messageOf(error)}`, error);
+          const failure =
+            error instanceof HoldError
+              ? error
+              : new HoldsUnavailableError(
+                  `writing hold account ${lane.key} (the write may or may not have been stored): ${messageOf(error)}`,
+                  error,
+                );
           for (const op of batch) op.reject(failure);
           return;
         }

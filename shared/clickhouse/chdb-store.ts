@@ -46,7 +46,12 @@ export class ChdbStore implements Store {
     this.#check();
     if (tsv.length === 0) return;
     try {
-      await this.#session.insert({ table: sqlIdentifier(table), columns: columns.map(sqlIdentifier), format: 'TabSeparated', values: Buffer.from(tsv) });
+      await this.#session.insert({
+        table: sqlIdentifier(table),
+        columns: columns.map(sqlIdentifier),
+        format: 'TabSeparated',
+        values: Buffer.from(tsv),
+      });
     } catch (error) {
       throw new StoreError(`chDB insert into ${table} failed: ${(error as Error).message}`, false, error);
     }

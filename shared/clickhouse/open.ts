@@ -10,14 +10,18 @@ import type { Store } from './store.js';
 export function openStore(url: string): Store {
   if (url.startsWith('chdb:')) {
     const path = url.slice('chdb:'.length).replace(/^\/\//, '');
-    if (path.length === 0) throw new DrawdownError('config_invalid', 'chdb: URL needs a data directory, e.g. chdb:.data/chdb');
+    if (path.length === 0)
+      throw new DrawdownError('config_invalid', 'chdb: URL needs a data directory, e.g. chdb:.data/chdb');
     return new ChdbStore(path);
   }
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new DrawdownError('config_invalid', `ClickHouse URL ${JSON.stringify(url)} is neither http(s):// nor chdb:PATH`);
+    throw new DrawdownError(
+      'config_invalid',
+      `ClickHouse URL ${JSON.stringify(url)} is neither http(s):// nor chdb:PATH`,
+    );
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
     throw new DrawdownError('config_invalid', `ClickHouse URL must be http(s):// or chdb:PATH, got ${parsed.protocol}`);

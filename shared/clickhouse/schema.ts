@@ -86,7 +86,10 @@ export const tables = {
     proposed_at DateTime('UTC') DEFAULT now()
   ) ENGINE = MergeTree ORDER BY (revision, sha256)`,
 
-  /** What became of each catalog proposal (by its attempt id): `committed` or `withdrawn` (settlement/catalog/store.ts). */
+  /**
+   * What became of each catalog proposal (by its attempt id): `committed` or `withdrawn`
+   * (settlement/catalog/store.ts).
+   */
   catalogCommits: `CREATE TABLE IF NOT EXISTS catalog_commits (
     revision UInt64,
     sha256 String,
@@ -113,7 +116,14 @@ export const tables = {
 
 export const dedupeIdsColumns = ['stream_partition', 'flush_seq', 'chunk', 'written_at', 'ids', 'hashes'] as const;
 
-export const catalogRevisionColumns = ['revision', 'applied_at', 'applied_by', 'sha256', 'document', 'attempt'] as const;
+export const catalogRevisionColumns = [
+  'revision',
+  'applied_at',
+  'applied_by',
+  'sha256',
+  'document',
+  'attempt',
+] as const;
 export const catalogCommitColumns = ['revision', 'sha256', 'attempt', 'outcome'] as const;
 
 export const ledgerColumns = [
@@ -134,9 +144,25 @@ export const ledgerColumns = [
   'expires_at',
 ] as const;
 
-export const creditSnapshotColumns = ['customer', 'unit', 'as_of', 'run_id', 'inputs_before', 'balance', 'state'] as const;
+export const creditSnapshotColumns = [
+  'customer',
+  'unit',
+  'as_of',
+  'run_id',
+  'inputs_before',
+  'balance',
+  'state',
+] as const;
 
-export const settlementRunColumns = ['run_id', 'window_from', 'window_until', 'recorded_at', 'report', 'status', 'watermarks'] as const;
+export const settlementRunColumns = [
+  'run_id',
+  'window_from',
+  'window_until',
+  'recorded_at',
+  'report',
+  'status',
+  'watermarks',
+] as const;
 
 export async function ensureSchema(store: Store): Promise<void> {
   for (const ddl of Object.values(tables)) await store.command(ddl);
@@ -151,8 +177,11 @@ export async function ensureSchema(store: Store): Promise<void> {
  * (rater/counted-log.ts, legacyFloor).
  */
 async function addMessageSeqs(store: Store): Promise<void> {
-  const rows = await store.query("SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_minute' AND name = 'message_seqs'");
-  if (Number(rows[0]?.[0] ?? 0) === 0) await store.command("ALTER TABLE usage_minute ADD COLUMN message_seqs String DEFAULT ''");
+  const rows = await store.query(
+    "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_minute' AND name = 'message_seqs'",
+  );
+  if (Number(rows[0]?.[0] ?? 0) === 0)
+    await store.command("ALTER TABLE usage_minute ADD COLUMN message_seqs String DEFAULT ''");
 }
 
 /**
@@ -167,8 +196,12 @@ async function partitionCreditSnapshots(store: Store): Promise<void> {
   if (!/PARTITION BY/i.test(ddl)) {
     await store.command('DROP TABLE IF EXISTS credit_snapshots_partitioned');
     await store.command(tables.creditSnapshots.replace('credit_snapshots (', 'credit_snapshots_partitioned ('));
-    await store.command(`INSERT INTO credit_snapshots_partitioned (${creditSnapshotColumns.join(', ')}) SELECT ${creditSnapshotColumns.join(', ')} FROM credit_snapshots`);
-    await store.command('RENAME TABLE credit_snapshots TO credit_snapshots_unpartitioned, credit_snapshots_partitioned TO credit_snapshots');
+    await store.command(
+      `INSERT INTO credit_snapshots_partitioned (${creditSnapshotColumns.join(', ')}) SELECT ${creditSnapshotColumns.join(', ')} FROM credit_snapshots`,
+    );
+    await store.command(
+      'RENAME TABLE credit_snapshots TO credit_snapshots_unpartitioned, credit_snapshots_partitioned TO credit_snapshots',
+    );
   }
   await store.command('DROP TABLE IF EXISTS credit_snapshots_unpartitioned');
 }

@@ -9,6 +9,8 @@ import type { Store } from './store.js';
 
 /** The end of the last completed run, epoch s; 0 before the first. */
 export async function settledUntil(store: Store): Promise<number> {
-  const rows = await store.query("SELECT max(toUnixTimestamp(window_until)) FROM settlement_runs WHERE status = 'completed'");
+  const rows = await store.query(
+    "SELECT max(toUnixTimestamp(window_until)) FROM settlement_runs WHERE status = 'completed'",
+  );
   return Number(rows[0]?.[0] ?? 0);
 }

@@ -46,7 +46,10 @@ export class StoreError extends Error {
  */
 export function storeUnavailable(error: unknown): DrawdownError | undefined {
   for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    if (e instanceof StoreError) return e.retryable ? new DrawdownError('store_unavailable', 'ClickHouse is unreachable; retry later', { cause: error }) : undefined;
+    if (e instanceof StoreError)
+      return e.retryable
+        ? new DrawdownError('store_unavailable', 'ClickHouse is unreachable; retry later', { cause: error })
+        : undefined;
   }
   return undefined;
 }

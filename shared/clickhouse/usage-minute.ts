@@ -19,7 +19,9 @@ export async function readWatermarks(store: Store): Promise<Map<number, number>>
 }
 
 export async function readWatermark(store: Store, partition: number): Promise<number> {
-  const rows = await store.query(`SELECT max(flush_seq) FROM usage_minute WHERE stream_partition = ${sqlUInt(partition)}`);
+  const rows = await store.query(
+    `SELECT max(flush_seq) FROM usage_minute WHERE stream_partition = ${sqlUInt(partition)}`,
+  );
   return Number(rows[0]?.[0] ?? 0);
 }
 
@@ -46,6 +48,16 @@ export const usageMinuteTable = `CREATE TABLE IF NOT EXISTS usage_minute (
     message_seqs String DEFAULT ''
   ) ENGINE = MergeTree ORDER BY (customer, meter, minute, dimensions)`;
 
-export const usageMinuteColumns = ['customer', 'meter', 'dimensions', 'minute', 'quantity', 'events', 'stream_partition', 'flush_seq', 'flushed_at'] as const;
+export const usageMinuteColumns = [
+  'customer',
+  'meter',
+  'dimensions',
+  'minute',
+  'quantity',
+  'events',
+  'stream_partition',
+  'flush_seq',
+  'flushed_at',
+] as const;
 /** What a rater flush writes: the usage columns plus the record of the messages it counted. */
 export const usageMinuteFlushColumns = [...usageMinuteColumns, 'message_seqs'] as const;

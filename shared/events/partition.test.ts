@@ -22,16 +22,27 @@ describe('the customer → partition mapping (never to change once data exists)'
     // Ids of the demo and the tests: their hash and partitions with 2 and 4 partitions, as stored data has them.
     const ids = ['acme', 'studio', 'c0', 'c1', 'cust-42', 'user@example.com'];
     expect(ids.map((c) => fnv1a(c))).toEqual([0x45fd71af, 0xbf5fcd03, 0x8729de46, 0x8829dfd9, 0x53bff3fb, 0xddaa05fb]);
-    expect(ids.map((c) => [partitionOfCustomer(c, 2), partitionOfCustomer(c, 4)])).toEqual([[1, 3], [1, 3], [0, 2], [1, 1], [1, 3], [1, 3]]);
+    expect(ids.map((c) => [partitionOfCustomer(c, 2), partitionOfCustomer(c, 4)])).toEqual([
+      [1, 3],
+      [1, 3],
+      [0, 2],
+      [1, 1],
+      [1, 3],
+      [1, 3],
+    ]);
   });
 
   it('gives the same partition folded step by step (as the byte scanners do) as from the whole id', () => {
     fc.assert(
-      fc.property(fc.stringMatching(/^[A-Za-z0-9._:@-]{1,128}$/), fc.integer({ min: 1, max: 64 }), (customer, partitions) => {
-        let h = fnvOffsetBasis;
-        for (const byte of Buffer.from(customer, 'ascii')) h = fnvStep(h, byte);
-        expect(partitionOfHash(h, partitions)).toBe(partitionOfCustomer(customer, partitions));
-      }),
+      fc.property(
+        fc.stringMatching(/^[A-Za-z0-9._:@-]{1,128}$/),
+        fc.integer({ min: 1, max: 64 }),
+        (customer, partitions) => {
+          let h = fnvOffsetBasis;
+          for (const byte of Buffer.from(customer, 'ascii')) h = fnvStep(h, byte);
+          expect(partitionOfHash(h, partitions)).toBe(partitionOfCustomer(customer, partitions));
+        },
+      ),
     );
   });
 });

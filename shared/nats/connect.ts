@@ -29,7 +29,8 @@ export async function connectNats(urls: string, name: string, log: Logger): Prom
   });
   void (async () => {
     for await (const status of nc.status()) {
-      if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error') log.warn({ nats: status.type, server: (status as { server?: string }).server }, 'NATS connection status');
+      if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error')
+        log.warn({ nats: status.type, server: (status as { server?: string }).server }, 'NATS connection status');
     }
   })();
   return { nc, js: jetstream(nc), jsm: await jetstreamManager(nc) };

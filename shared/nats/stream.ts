@@ -69,7 +69,10 @@ function streamConfig(settings: StreamSettings): Partial<StreamConfig> & { name:
 }
 
 function isNotFound(error: unknown): boolean {
-  return error instanceof JetStreamApiError && (error.code === JetStreamApiCodes.StreamNotFound || error.code === JetStreamApiCodes.ConsumerNotFound);
+  return (
+    error instanceof JetStreamApiError &&
+    (error.code === JetStreamApiCodes.StreamNotFound || error.code === JetStreamApiCodes.ConsumerNotFound)
+  );
 }
 
 /** Creates the stream, or brings the limits of an existing one in line with the settings. */
@@ -105,7 +108,12 @@ export interface ConsumerSettings {
  * rater no longer holds waits out an ack wait. It assumes one rater per
  * partition (docs/exactly-once.md).
  */
-export async function recreatePartitionConsumer(jsm: JetStreamManager, settings: StreamSettings, partition: number, consumer: ConsumerSettings): Promise<string> {
+export async function recreatePartitionConsumer(
+  jsm: JetStreamManager,
+  settings: StreamSettings,
+  partition: number,
+  consumer: ConsumerSettings,
+): Promise<string> {
   const subject = partitionSubject(settings, partition);
   const name = consumerName(partition);
   try {
@@ -133,11 +141,17 @@ export async function recreatePartitionConsumer(jsm: JetStreamManager, settings:
  * delivered from now on has at least this sequence (later ones are appended
  * above it), so it bounds how much of the counted record a rater must load.
  */
-export async function lowestPartitionSequence(jsm: JetStreamManager, settings: StreamSettings, partition: number): Promise<number | undefined> {
+export async function lowestPartitionSequence(
+  jsm: JetStreamManager,
+  settings: StreamSettings,
+  partition: number,
+): Promise<number | undefined> {
   // STREAM.MSG.GET with next_by_subj (nats-server ≥ 2.9): the first message of
   // the subject at or after seq. nats.js types getMessage's query narrower
   // than the server's request, so it is widened here.
-  const query = { seq: 0, next_by_subj: partitionSubject(settings, partition) } as unknown as Parameters<JetStreamManager['streams']['getMessage']>[1];
+  const query = { seq: 0, next_by_subj: partitionSubject(settings, partition) } as unknown as Parameters<
+    JetStreamManager['streams']['getMessage']
+  >[1];
   const message = await jsm.streams.getMessage(settings.name, query);
   return message === null ? undefined : message.seq;
 }

@@ -17,9 +17,12 @@
  */
 import { Buffer } from 'node:buffer';
 import { Unpackr } from 'msgpackr';
-import type { FieldProblem } from './errors.js';
+import type { FieldProblem } from '../errors.js';
 
-/** A map's keys are compared pairwise up to this many (events have ≤ 6 fields, ≤ 16 dimensions); past it, through a Map. */
+/**
+ * A map's keys are compared pairwise up to this many (events have ≤ 6 fields, ≤ 16 dimensions); past it, through a
+ * Map.
+ */
 const pairwiseKeysMax = 16;
 
 /** Path segments longer than this are cut in messages: a hostile key must not make a megabyte error. */
@@ -84,7 +87,15 @@ function sigOf(b: Uint8Array, start: number, length: number): number {
 }
 
 /** The key among key-stack entries [from, to) equal to b[start, start + length) (or to `name`, when set), or -1. */
-function findKey(b: Uint8Array, from: number, to: number, start: number, length: number, name: string | undefined, sig: number): number {
+function findKey(
+  b: Uint8Array,
+  from: number,
+  to: number,
+  start: number,
+  length: number,
+  name: string | undefined,
+  sig: number,
+): number {
   for (let k = from; k < to; k++) {
     if (name === undefined && keyNamed[k] === 0) {
       if (keySig[k] !== sig || keyLength[k] !== length) continue;
@@ -105,24 +116,29 @@ function shown(text: string): string {
   return text.length > segmentShownMax ? `${text.slice(0, segmentShownMax)}…` : text;
 }
 
-/** `segments`: the path from the body to the repeated key (last); the first is the event index when the body is an array. */
+/**
+ * `segments`: the path from the body to the repeated key (last); the first is the event index when the body is an
+ * array.
+ */
 function problem(topIsArray: boolean, segments: (string | number)[]): FieldProblem {
   const key = String(segments[segments.length - 1]);
   const message = `key ${JSON.stringify(shown(key))} appears more than once in one map`;
   const field = (topIsArray ? segments.slice(1) : segments).map((s) => shown(String(s))).join('.');
-  return topIsArray ? { index: segments[0] as number, field, code: 'duplicate_key', message } : { field, code: 'duplicate_key', message };
+  return topIsArray
+    ? { index: segments[0] as number, field, code: 'duplicate_key', message }
+    : { field, code: 'duplicate_key', message };
 }
 
 // ---------------------------------------------------------------- MessagePack
 
-/** shared/batch.ts's decoder options: a key that is not a string must get the name that decoder gives it. */
+/** shared/events/batch.ts's decoder options: a key that is not a string must get the name that decoder gives it. */
 const keyUnpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'auto' as 'bigint' });
 
 /** msgpackr's asSafeString: the property name a key that is not a string becomes. */
 function safeString(value: unknown): string {
   if (typeof value === 'string') return value;
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return value.toString();
-  if (value == null) return `${value}`;
+  if (value === null || value === undefined) return `${value}`;
   throw new Error('not a key');
 }
 
@@ -140,7 +156,17 @@ function msgpackKeyName(b: Uint8Array, start: number, end: number): string {
 
 /** "__proto__" at `at`: msgpackr stores it as "__proto_", the same property as that key. */
 function isProto(b: Uint8Array, at: number): boolean {
-  return b[at] === 0x5f && b[at + 1] === 0x5f && b[at + 2] === 0x70 && b[at + 3] === 0x72 && b[at + 4] === 0x6f && b[at + 5] === 0x74 && b[at + 6] === 0x6f && b[at + 7] === 0x5f && b[at + 8] === 0x5f;
+  return (
+    b[at] === 0x5f &&
+    b[at + 1] === 0x5f &&
+    b[at + 2] === 0x70 &&
+    b[at + 3] === 0x72 &&
+    b[at + 4] === 0x6f &&
+    b[at + 5] === 0x74 &&
+    b[at + 6] === 0x6f &&
+    b[at + 7] === 0x5f &&
+    b[at + 8] === 0x5f
+  );
 }
 
 /** Outcomes of a walk step besides a position: stop (the problem list is full), cannot check, too deep. */
@@ -266,7 +292,11 @@ function reportAt(b: Uint8Array, depth: number, key: string): boolean {
   const segments: (string | number)[] = [];
   for (let d = 1; d < depth; d++) {
     const kind = segmentKind[d]!;
-    segments.push(kind === ARRAY ? segmentIndex[d]! : (segmentName[d] ?? latin1(b, segmentStart[d]!, segmentStart[d]! + segmentLength[d]!)));
+    segments.push(
+      kind === ARRAY
+        ? segmentIndex[d]!
+        : (segmentName[d] ?? latin1(b, segmentStart[d]!, segmentStart[d]! + segmentLength[d]!)),
+    );
   }
   segments.push(key);
   walkProblems.push(problem(depth > 1 && segmentKind[1] === ARRAY, segments));
@@ -344,7 +374,14 @@ function walkArray(b: Uint8Array, view: DataView, pos: number, end: number, coun
 }
 
 /** The values of a msgpackr record (`structure` names them). */
-function walkRecord(b: Uint8Array, view: DataView, pos: number, end: number, structure: Structure, depth: number): number {
+function walkRecord(
+  b: Uint8Array,
+  view: DataView,
+  pos: number,
+  end: number,
+  structure: Structure,
+  depth: number,
+): number {
   if (depth > walkDepthMax) return TOO_DEEP;
   if (depth === segmentKind.length) growSegments();
   segmentKind[depth] = RECORD;
@@ -357,7 +394,10 @@ function walkRecord(b: Uint8Array, view: DataView, pos: number, end: number, str
   return pos;
 }
 
-/** A msgpackr record definition at `pos`: its id, the array of its keys (checked here), then the first record's values. */
+/**
+ * A msgpackr record definition at `pos`: its id, the array of its keys (checked here), then the first record's
+ * values.
+ */
 function walkRecordDefinition(b: Uint8Array, view: DataView, pos: number, end: number, depth: number): number {
   const t = b[pos]!;
   if (pos + (t === 0xd4 ? 3 : 4) > end) return UNCHECKED;
@@ -444,7 +484,15 @@ function toSlow(b: Uint8Array, view: DataView, base: number): SlowKeys {
 }
 
 /** Adds a key to a map past the common case; false once the problem list is full. */
-function slowKey(b: Uint8Array, slow: SlowKeys, base: number, start: number, length: number, name: string | undefined, depth: number): boolean {
+function slowKey(
+  b: Uint8Array,
+  slow: SlowKeys,
+  base: number,
+  start: number,
+  length: number,
+  name: string | undefined,
+  depth: number,
+): boolean {
   if (slow.large !== undefined) {
     const key = name ?? latin1(b, start, start + length);
     const reported = slow.large.get(key);
@@ -513,7 +561,8 @@ function walkMap(b: Uint8Array, view: DataView, pos: number, end: number, count:
     const stop = start + length;
     if (stop > end) return UNCHECKED;
     if (name === undefined) {
-      // Non-ASCII text is compared by name (bytes that are not UTF-8 can decode alike); a word at a time, the last overlapping.
+      // Non-ASCII text is compared by name (bytes that are not UTF-8 can decode alike); a word at a time, the last
+      // overlapping.
       let bits = 0;
       if (length >= 4) {
         bits = view.getInt32(stop - 4);
@@ -604,7 +653,11 @@ export interface MsgpackKeys {
  * bundled strings, whose keys are not in the maps: the caller refuses it
  * rather than guess.
  */
-export function msgpackDuplicateKeys(b: Uint8Array, depthMax: number, max: number): MsgpackKeys | 'too_deep' | 'unchecked' {
+export function msgpackDuplicateKeys(
+  b: Uint8Array,
+  depthMax: number,
+  max: number,
+): MsgpackKeys | 'too_deep' | 'unchecked' {
   walkProblems = [];
   walkMax = max;
   walkDepthMax = depthMax;
@@ -612,7 +665,10 @@ export function msgpackDuplicateKeys(b: Uint8Array, depthMax: number, max: numbe
   walkOffsets = undefined;
   keyTop = 0;
   const end = walkValue(b, new DataView(b.buffer, b.byteOffset, b.byteLength), 0, b.length, 0);
-  const found: MsgpackKeys = { duplicates: walkProblems, offsets: walkStructures === undefined && end === b.length ? walkOffsets : undefined };
+  const found: MsgpackKeys = {
+    duplicates: walkProblems,
+    offsets: walkStructures === undefined && end === b.length ? walkOffsets : undefined,
+  };
   // Nothing of this body is kept past the walk.
   walkProblems = [];
   walkStructures = undefined;
@@ -659,7 +715,11 @@ function jsonKeyText(b: Uint8Array, start: number, end: number): string {
 function jsonProblem(b: Uint8Array, frames: number): FieldProblem {
   const segments: (string | number)[] = [];
   for (let d = 0; d < frames; d++) {
-    segments.push(jsonKind[d] === ARRAY ? jsonIndex[d]! : (jsonKeyName[d] ?? latin1(b, jsonKeyStart[d]!, jsonKeyStart[d]! + jsonKeyLength[d]!)));
+    segments.push(
+      jsonKind[d] === ARRAY
+        ? jsonIndex[d]!
+        : (jsonKeyName[d] ?? latin1(b, jsonKeyStart[d]!, jsonKeyStart[d]! + jsonKeyLength[d]!)),
+    );
   }
   return problem(jsonKind[0] === ARRAY, segments);
 }
@@ -721,7 +781,8 @@ export function jsonStructure(b: Uint8Array, depthMax: number, max: number): Jso
       }
       const base = jsonKeysBase[f]!;
       const sig = name === undefined ? sigOf(b, start, length) : -1;
-      // One bit per key so far, from its signature: a plain key whose bit is clear is new (an object with a named key compares them all).
+      // One bit per key so far, from its signature: a plain key whose bit is clear is new (an object with a named key
+      // compares them all).
       const bit = name === undefined ? 1 << ((sig ^ (sig >>> 8) ^ (sig >>> 13)) & 31) : -1;
       const found = (jsonBits[f]! & bit) === 0 ? -1 : findKey(b, base, keyTop, start, length, name, sig);
       jsonBits[f] = jsonBits[f]! | bit;

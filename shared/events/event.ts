@@ -3,9 +3,10 @@
  * (which rejects a batch with any bad event) and by the rater's workers
  * (which normalise what the gateway accepted).
  */
-import type { MeterDefinitions } from './events/meters.js';
-import { parseQuantity } from './quantity.js';
-import { Problems, hostileKeys, isPlainObject, parseIsoInstant } from './validate.js';
+import type { MeterDefinitions } from './meters.js';
+import { parseQuantity } from '../quantity.js';
+import { Problems, hostileKeys, isPlainObject, parseIsoInstant } from '../validate.js';
+import { customerIdLengthMax, isCustomerId } from './customer.js';
 
 export interface UsageEvent {
   id: string;
@@ -20,7 +21,7 @@ export interface UsageEvent {
 
 export const eventLimits = {
   idLengthMax: 128,
-  customerLengthMax: 128,
+  customerLengthMax: customerIdLengthMax,
   dimensionKeysMax: 16,
   dimensionValueLengthMax: 128,
   dimensionKeyLengthMax: 64,
@@ -33,7 +34,6 @@ export interface TimestampWindow {
   skewMs: number;
 }
 
-const customerPattern = /^[A-Za-z0-9._:@-]+$/;
 const knownFields: ReadonlySet<string> = new Set(['id', 'customer', 'meter', 'quantity', 'timestamp', 'dimensions']);
 
 function parseTimestamp(value: unknown): number | undefined {
@@ -42,7 +42,8 @@ function parseTimestamp(value: unknown): number | undefined {
     const ms = value.getTime();
     return Number.isFinite(ms) && ms >= 0 ? Math.floor(ms) : undefined;
   }
-  if (typeof value === 'bigint') return value >= 0n && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : undefined;
+  if (typeof value === 'bigint')
+    return value >= 0n && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : undefined;
   if (typeof value === 'string') {
     const ms = parseIsoInstant(value);
     return ms !== undefined && ms >= 0 ? ms : undefined;
@@ -75,14 +76,30 @@ export function parseEvent(
 
   const { id, customer, meter, quantity, timestamp, dimensions } = raw;
   if (typeof id !== 'string' || id.length < 1 || id.length > eventLimits.idLengthMax) {
-    problems.add('id', typeof id === 'string' ? 'length' : 'type', `id must be a string of 1–${eventLimits.idLengthMax} characters`, index);
+    problems.add(
+      'id',
+      typeof id === 'string' ? 'length' : 'type',
+      `id must be a string of 1–${eventLimits.idLengthMax} characters`,
+      index,
+    );
   }
-  if (typeof customer !== 'string' || customer.length < 1 || customer.length > eventLimits.customerLengthMax || !customerPattern.test(customer)) {
-    problems.add('customer', typeof customer === 'string' ? 'format' : 'type', `customer must be 1–${eventLimits.customerLengthMax} characters of [A-Za-z0-9._:@-]`, index);
+  if (
+    typeof customer !== 'string' ||
+    customer.length < 1 ||
+    customer.length > eventLimits.customerLengthMax ||
+    !isCustomerId(customer)
+  ) {
+    problems.add(
+      'customer',
+      typeof customer === 'string' ? 'format' : 'type',
+      `customer must be 1–${eventLimits.customerLengthMax} characters of [A-Za-z0-9._:@-]`,
+      index,
+    );
   }
   const definition = typeof meter === 'string' && Object.hasOwn(meters, meter) ? meters[meter] : undefined;
   if (typeof meter !== 'string') problems.add('meter', 'type', 'meter must be a string', index);
-  else if (definition === undefined) problems.add('meter', 'unknown_meter', `meter ${JSON.stringify(meter.slice(0, 128))} is not defined`, index);
+  else if (definition === undefined)
+    problems.add('meter', 'unknown_meter', `meter ${JSON.stringify(meter.slice(0, 128))} is not defined`, index);
 
   let scaled = 1_000_000_000n;
   if (quantity !== undefined) {
@@ -93,10 +110,27 @@ export function parseEvent(
 
   const timestampMs = parseTimestamp(timestamp);
   if (timestampMs === undefined) {
-    problems.add('timestamp', timestamp === undefined ? 'required' : 'type', 'timestamp must be ms since epoch, a MessagePack timestamp or an ISO-8601 instant with a zone', index);
+    problems.add(
+      'timestamp',
+      timestamp === undefined ? 'required' : 'type',
+      'timestamp must be ms since epoch, a MessagePack timestamp or an ISO-8601 instant with a zone',
+      index,
+    );
   } else if (window !== undefined) {
-    if (timestampMs < window.receivedMs - window.lateMs) problems.add('timestamp', 'timestamp_too_old', `timestamp is older than the accepted lateness (${window.lateMs} ms)`, index);
-    else if (timestampMs > window.receivedMs + window.skewMs) problems.add('timestamp', 'timestamp_in_future', `timestamp is further in the future than the accepted skew (${window.skewMs} ms)`, index);
+    if (timestampMs < window.receivedMs - window.lateMs)
+      problems.add(
+        'timestamp',
+        'timestamp_too_old',
+        `timestamp is older than the accepted lateness (${window.lateMs} ms)`,
+        index,
+      );
+    else if (timestampMs > window.receivedMs + window.skewMs)
+      problems.add(
+        'timestamp',
+        'timestamp_in_future',
+        `timestamp is further in the future than the accepted skew (${window.skewMs} ms)`,
+        index,
+      );
   }
 
   let canonicalDimensions = '{}';
@@ -105,14 +139,28 @@ export function parseEvent(
       problems.add('dimensions', 'type', 'dimensions must be a map of string to string', index);
     } else {
       const keys = Object.keys(dimensions);
-      if (keys.length > eventLimits.dimensionKeysMax) problems.add('dimensions', 'too_many', `at most ${eventLimits.dimensionKeysMax} dimensions`, index);
+      if (keys.length > eventLimits.dimensionKeysMax)
+        problems.add('dimensions', 'too_many', `at most ${eventLimits.dimensionKeysMax} dimensions`, index);
       const kept: [string, string][] = [];
       for (const key of keys) {
         const value = dimensions[key];
         if (hostileKeys.has(key)) problems.add(`dimensions.${key}`, 'hostile_key', `key ${key} is not allowed`, index);
-        else if (key.length > eventLimits.dimensionKeyLengthMax) problems.add('dimensions', 'key_length', `dimension keys are at most ${eventLimits.dimensionKeyLengthMax} characters`, index);
-        else if (typeof value !== 'string') problems.add(`dimensions.${key}`, 'type', 'dimension values must be strings', index);
-        else if (value.length > eventLimits.dimensionValueLengthMax) problems.add(`dimensions.${key}`, 'length', `dimension values are at most ${eventLimits.dimensionValueLengthMax} characters`, index);
+        else if (key.length > eventLimits.dimensionKeyLengthMax)
+          problems.add(
+            'dimensions',
+            'key_length',
+            `dimension keys are at most ${eventLimits.dimensionKeyLengthMax} characters`,
+            index,
+          );
+        else if (typeof value !== 'string')
+          problems.add(`dimensions.${key}`, 'type', 'dimension values must be strings', index);
+        else if (value.length > eventLimits.dimensionValueLengthMax)
+          problems.add(
+            `dimensions.${key}`,
+            'length',
+            `dimension values are at most ${eventLimits.dimensionValueLengthMax} characters`,
+            index,
+          );
         else if (definition?.dimensions.includes(key)) kept.push([key, value]);
       }
       if (kept.length > 0) {
@@ -123,5 +171,12 @@ export function parseEvent(
   }
 
   if (problems.list.length > before) return undefined;
-  return { id: id as string, customer: customer as string, meter: meter as string, scaled, timestampMs: timestampMs!, dimensions: canonicalDimensions };
+  return {
+    id: id as string,
+    customer: customer as string,
+    meter: meter as string,
+    scaled,
+    timestampMs: timestampMs!,
+    dimensions: canonicalDimensions,
+  };
 }

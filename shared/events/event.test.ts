@@ -1,10 +1,10 @@
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decodeBatch, expectEventArray, problemsListedMax, validateEvents } from './batch.js';
-import type { MeterDefinitions } from '../catalog/model.js';
-import { DrawdownError, type FieldProblem } from './errors.js';
+import type { MeterDefinitions } from '../../catalog/model.js';
+import { DrawdownError, type FieldProblem } from '../errors.js';
 import { eventLimits, parseEvent, type TimestampWindow, type UsageEvent } from './event.js';
-import { Problems } from './validate.js';
+import { Problems } from '../validate.js';
 
 const meters: MeterDefinitions = {
   'gpt-4o.input_tokens': { aggregation: 'sum', dimensions: [] },
@@ -30,7 +30,10 @@ function without(field: string): Record<string, unknown> {
 }
 
 /** `null` stands for "no window", as the rater calls parseEvent. */
-function parse(raw: unknown, timeWindow: TimestampWindow | null = window): { event: UsageEvent | undefined; problems: FieldProblem[] } {
+function parse(
+  raw: unknown,
+  timeWindow: TimestampWindow | null = window,
+): { event: UsageEvent | undefined; problems: FieldProblem[] } {
   const problems = new Problems();
   const parsed = parseEvent(raw, 7, meters, timeWindow ?? undefined, problems);
   return { event: parsed, problems: problems.list };
@@ -102,7 +105,9 @@ describe('parseEvent, given a valid event', () => {
   });
 
   it('when id and customer are exactly 128 characters, then they are accepted', () => {
-    const parsed = accepted(event({ id: 'i'.repeat(eventLimits.idLengthMax), customer: 'c'.repeat(eventLimits.customerLengthMax) }));
+    const parsed = accepted(
+      event({ id: 'i'.repeat(eventLimits.idLengthMax), customer: 'c'.repeat(eventLimits.customerLengthMax) }),
+    );
     expect(parsed.id).toHaveLength(128);
   });
 
@@ -156,14 +161,34 @@ describe('parseEvent, given one invalid field', () => {
     ['timestamp is a fraction of a ms', event({ timestamp: minuteAgoMs + 0.5 }), 'timestamp', 'type'],
     ['timestamp is negative', event({ timestamp: -1 }), 'timestamp', 'type'],
     ['timestamp is an invalid Date', event({ timestamp: new Date(Number.NaN) }), 'timestamp', 'type'],
-    ['timestamp is older than the lateness', event({ timestamp: receivedMs - window.lateMs - 1 }), 'timestamp', 'timestamp_too_old'],
-    ['timestamp is beyond the skew', event({ timestamp: receivedMs + window.skewMs + 1 }), 'timestamp', 'timestamp_in_future'],
+    [
+      'timestamp is older than the lateness',
+      event({ timestamp: receivedMs - window.lateMs - 1 }),
+      'timestamp',
+      'timestamp_too_old',
+    ],
+    [
+      'timestamp is beyond the skew',
+      event({ timestamp: receivedMs + window.skewMs + 1 }),
+      'timestamp',
+      'timestamp_in_future',
+    ],
     ['dimensions is a string', event({ dimensions: 'model=x' }), 'dimensions', 'type'],
     ['dimensions is an array', event({ dimensions: ['x'] }), 'dimensions', 'type'],
     ['dimensions is null', event({ dimensions: null }), 'dimensions', 'type'],
     ['a dimension value is a number', event({ meter: 'images', dimensions: { model: 1 } }), 'dimensions.model', 'type'],
-    ['an undeclared dimension value is a number', event({ meter: 'images', dimensions: { seed: 42 } }), 'dimensions.seed', 'type'],
-    ['a dimension value is 129 characters', event({ meter: 'images', dimensions: { model: 'm'.repeat(129) } }), 'dimensions.model', 'length'],
+    [
+      'an undeclared dimension value is a number',
+      event({ meter: 'images', dimensions: { seed: 42 } }),
+      'dimensions.seed',
+      'type',
+    ],
+    [
+      'a dimension value is 129 characters',
+      event({ meter: 'images', dimensions: { model: 'm'.repeat(129) } }),
+      'dimensions.model',
+      'length',
+    ],
     ['a dimension key is 65 characters', event({ dimensions: { ['k'.repeat(65)]: 'v' } }), 'dimensions', 'key_length'],
     ['there is an unknown top-level field', event({ qty: 3 }), 'qty', 'unknown_field'],
   ])('when %s, then the problem names that field and code', (_label, raw, field, code) => {
@@ -187,20 +212,32 @@ describe('parseEvent, given one invalid field', () => {
 });
 
 describe('parseEvent, given hostile keys (own properties, as JSON.parse makes them)', () => {
-  it.each(['__proto__', 'constructor', 'prototype'])('when %s is a top-level key, then it is a hostile_key problem', (key) => {
-    const raw = JSON.parse(`{"id":"e","customer":"acme","meter":"images","timestamp":${minuteAgoMs},${JSON.stringify(key)}:{"polluted":"yes"}}`);
-    expect(Object.keys(raw)).toContain(key);
-    expect(onlyProblem(raw)).toEqual({ field: key, code: 'hostile_key' });
-    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
-  });
+  it.each(['__proto__', 'constructor', 'prototype'])(
+    'when %s is a top-level key, then it is a hostile_key problem',
+    (key) => {
+      const raw = JSON.parse(
+        `{"id":"e","customer":"acme","meter":"images","timestamp":${minuteAgoMs},${JSON.stringify(key)}:{"polluted":"yes"}}`,
+      );
+      expect(Object.keys(raw)).toContain(key);
+      expect(onlyProblem(raw)).toEqual({ field: key, code: 'hostile_key' });
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    },
+  );
 
-  it.each(['__proto__', 'constructor'])('when %s is a dimension key, then it is a hostile_key problem on dimensions.%s', (key) => {
-    const raw = JSON.parse(`{"id":"e","customer":"acme","meter":"images","timestamp":${minuteAgoMs},"dimensions":{${JSON.stringify(key)}:"x","model":"m"}}`);
-    expect(onlyProblem(raw)).toEqual({ field: `dimensions.${key}`, code: 'hostile_key' });
-  });
+  it.each(['__proto__', 'constructor'])(
+    'when %s is a dimension key, then it is a hostile_key problem on dimensions.%s',
+    (key) => {
+      const raw = JSON.parse(
+        `{"id":"e","customer":"acme","meter":"images","timestamp":${minuteAgoMs},"dimensions":{${JSON.stringify(key)}:"x","model":"m"}}`,
+      );
+      expect(onlyProblem(raw)).toEqual({ field: `dimensions.${key}`, code: 'hostile_key' });
+    },
+  );
 
   it('when MessagePack carries __proto__ (msgpackr renames it __proto_), then it is still rejected', () => {
-    const bytes = packr.pack([JSON.parse(`{"id":"e","customer":"acme","meter":"images","timestamp":${minuteAgoMs},"__proto__":{"x":1}}`)]);
+    const bytes = packr.pack([
+      JSON.parse(`{"id":"e","customer":"acme","meter":"images","timestamp":${minuteAgoMs},"__proto__":{"x":1}}`),
+    ]);
     const error = thrown(() => validateEvents(expectEventArray(decodeBatch(bytes, 'msgpack'), 10), meters, window));
     expect(error.code).toBe('event_invalid');
     expect(error.problems.map((p) => p.code)).toEqual(['hostile_key']);
@@ -224,7 +261,11 @@ describe('parseEvent, given several invalid fields in one event', () => {
 
 describe('validateEvents', () => {
   it('given only valid events, then all are returned in order', () => {
-    const raw = [event({ id: 'a' }), event({ id: 'b', meter: 'images', dimensions: { model: 'm' } }), event({ id: 'c', quantity: 3 })];
+    const raw = [
+      event({ id: 'a' }),
+      event({ id: 'b', meter: 'images', dimensions: { model: 'm' } }),
+      event({ id: 'c', quantity: 3 }),
+    ];
     const events = validateEvents(raw, meters, window);
     expect(events.map((e) => [e.id, e.scaled, e.dimensions])).toEqual([
       ['a', 1_000_000_000n, '{}'],
@@ -272,7 +313,10 @@ describe('decodeBatch', () => {
   it('given standard MessagePack, then it decodes to plain objects', () => {
     const decoded = decodeBatch(packr.pack(batch), 'msgpack');
     expect(decoded).toEqual(batch);
-    expect(validateEvents(expectEventArray(decoded, 10), meters, window).map((e) => e.scaled)).toEqual([2_500_000_000n, 1_000_000_000n]);
+    expect(validateEvents(expectEventArray(decoded, 10), meters, window).map((e) => e.scaled)).toEqual([
+      2_500_000_000n,
+      1_000_000_000n,
+    ]);
   });
 
   it('given JSON bytes, then it decodes the same batch', () => {

@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { Packr, Unpackr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { arrayElementOffsets } from '../ingest/msgpack-split.js';
+import { arrayElementOffsets } from '../../ingest/msgpack-split.js';
 import { decodeBatch, decodedElementOffsets, problemsListedMax } from './batch.js';
-import { DrawdownError, type FieldProblem } from './errors.js';
+import { DrawdownError, type FieldProblem } from '../errors.js';
 import { jsonStructure, msgpackDuplicateKeys, type MsgpackKeys } from './duplicate-keys.js';
 
 const standard = new Packr({ useRecords: false });
@@ -22,7 +22,11 @@ function header(count: number, fix: number, b16: number): Buffer {
 }
 
 function msgpack(value: unknown): Buffer {
-  if (value instanceof Entries) return Buffer.concat([header(value.entries.length, 0x80, 0xde), ...value.entries.flatMap(([k, v]) => [standard.pack(k), msgpack(v)])]);
+  if (value instanceof Entries)
+    return Buffer.concat([
+      header(value.entries.length, 0x80, 0xde),
+      ...value.entries.flatMap(([k, v]) => [standard.pack(k), msgpack(v)]),
+    ]);
   if (Array.isArray(value)) return Buffer.concat([header(value.length, 0x90, 0xdc), ...value.map(msgpack)]);
   return standard.pack(value);
 }
@@ -30,7 +34,10 @@ function msgpack(value: unknown): Buffer {
 /** `escape` writes a key's characters as \u escapes (the same key to JSON.parse). */
 function json(value: unknown, escape: (key: string) => boolean = () => false): string {
   if (value instanceof Entries) {
-    const key = (k: string): string => (escape(k) ? `"${[...k].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('')}"` : JSON.stringify(k));
+    const key = (k: string): string =>
+      escape(k)
+        ? `"${[...k].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('')}"`
+        : JSON.stringify(k);
     return `{${value.entries.map(([k, v]) => `${key(String(k))}:${json(v, escape)}`).join(',')}}`;
   }
   if (Array.isArray(value)) return `[${value.map((v) => json(v, escape)).join(',')}]`;
@@ -52,17 +59,38 @@ const where = (problems: FieldProblem[]): string[] => problems.map((p) => `${p.i
 const event = (i: number, extra: [unknown, unknown][] = []): Entries =>
   map(['id', `e${i}`], ['customer', 'acme'], ['meter', 'images'], ['timestamp', 1_700_000_000_000], ...extra);
 
-describe('decodeBatch refuses repeated keys (shared/duplicate-keys.ts)', () => {
+describe('decodeBatch refuses repeated keys (shared/events/duplicate-keys.ts)', () => {
   it('names the event and the key: quantity -5 then 7, an invalid then a valid customer', () => {
     for (const format of ['msgpack', 'json'] as const) {
       const encode = (v: unknown): Uint8Array => (format === 'json' ? Buffer.from(json(v)) : msgpack(v));
-      const quantity = refusal(encode([event(0), event(1, [['quantity', -5], ['quantity', 7]])]), format);
+      const quantity = refusal(
+        encode([
+          event(0),
+          event(1, [
+            ['quantity', -5],
+            ['quantity', 7],
+          ]),
+        ]),
+        format,
+      );
       expect(quantity.code).toBe('body_malformed');
       expect(quantity.status).toBe(400);
-      expect(quantity.problems).toEqual([{ index: 1, field: 'quantity', code: 'duplicate_key', message: 'key "quantity" appears more than once in one map' }]);
+      expect(quantity.problems).toEqual([
+        {
+          index: 1,
+          field: 'quantity',
+          code: 'duplicate_key',
+          message: 'key "quantity" appears more than once in one map',
+        },
+      ]);
       expect(quantity.message).toBe('event 1 field quantity: key "quantity" appears more than once in one map');
 
-      const customer = refusal(encode([map(['id', 'a'], ['customer', 'not valid!'], ['customer', 'acme'], ['meter', 'images'], ['timestamp', 1])]), format);
+      const customer = refusal(
+        encode([
+          map(['id', 'a'], ['customer', 'not valid!'], ['customer', 'acme'], ['meter', 'images'], ['timestamp', 1]),
+        ]),
+        format,
+      );
       expect(where(customer.problems)).toEqual(['0|customer|duplicate_key']);
     }
   });
@@ -72,8 +100,14 @@ describe('decodeBatch refuses repeated keys (shared/duplicate-keys.ts)', () => {
       event(0, [['dimensions', map(['model', 'a'], ['resolution', '1K'], ['model', 'b'])]]),
       event(1, [['extra', [1, map(['x', map(['y', 1], ['y', 2])])]]]),
     ];
-    expect(where(refusal(msgpack(body), 'msgpack').problems)).toEqual(['0|dimensions.model|duplicate_key', '1|extra.1.x.y|duplicate_key']);
-    expect(where(refusal(Buffer.from(json(body)), 'json').problems)).toEqual(['0|dimensions.model|duplicate_key', '1|extra.1.x.y|duplicate_key']);
+    expect(where(refusal(msgpack(body), 'msgpack').problems)).toEqual([
+      '0|dimensions.model|duplicate_key',
+      '1|extra.1.x.y|duplicate_key',
+    ]);
+    expect(where(refusal(Buffer.from(json(body)), 'json').problems)).toEqual([
+      '0|dimensions.model|duplicate_key',
+      '1|extra.1.x.y|duplicate_key',
+    ]);
   });
 
   it('lists every repeated key once per map, up to the problem limit, and a body that is a map has no index', () => {
@@ -83,20 +117,35 @@ describe('decodeBatch refuses repeated keys (shared/duplicate-keys.ts)', () => {
     const many = Array.from({ length: problemsListedMax + 10 }, () => map(['k', 1], ['k', 2]));
     expect(refusal(msgpack(many), 'msgpack').problems).toHaveLength(problemsListedMax);
     expect(refusal(Buffer.from(json(many)), 'json').problems).toHaveLength(problemsListedMax);
-    expect(where(refusal(msgpack(map(['events', []], ['events', []])), 'msgpack').problems)).toEqual(['-|events|duplicate_key']);
-    expect(where(refusal(Buffer.from('{"events":[],"events":[]}'), 'json').problems)).toEqual(['-|events|duplicate_key']);
+    expect(where(refusal(msgpack(map(['events', []], ['events', []])), 'msgpack').problems)).toEqual([
+      '-|events|duplicate_key',
+    ]);
+    expect(where(refusal(Buffer.from('{"events":[],"events":[]}'), 'json').problems)).toEqual([
+      '-|events|duplicate_key',
+    ]);
   });
 
   it('compares keys as the decoded object names them, not as bytes', () => {
     // msgpackr names the number 1 "1", and stores __proto__ as __proto_.
     expect(where(refusal(msgpack([map(['1', 'a'], [1, 'b'])]), 'msgpack').problems)).toEqual(['0|1|duplicate_key']);
-    expect(where(refusal(msgpack([map(['__proto_', 'a'], ['__proto__', 'b'])]), 'msgpack').problems)).toEqual(['0|__proto_|duplicate_key']);
+    expect(where(refusal(msgpack([map(['__proto_', 'a'], ['__proto__', 'b'])]), 'msgpack').problems)).toEqual([
+      '0|__proto_|duplicate_key',
+    ]);
     // The same key as fixstr and as str8.
-    const str8 = Buffer.concat([Buffer.of(0x82), standard.pack('id'), standard.pack(1), Buffer.of(0xd9, 2), Buffer.from('id'), standard.pack(2)]);
+    const str8 = Buffer.concat([
+      Buffer.of(0x82),
+      standard.pack('id'),
+      standard.pack(1),
+      Buffer.of(0xd9, 2),
+      Buffer.from('id'),
+      standard.pack(2),
+    ]);
     expect(where(refusal(Buffer.concat([Buffer.of(0x91), str8]), 'msgpack').problems)).toEqual(['0|id|duplicate_key']);
     expect(where(refusal(msgpack([map(['é', 1], ['é', 2])]), 'msgpack').problems)).toEqual(['0|é|duplicate_key']);
     // JSON: an escaped key is the same key.
-    expect(where(refusal(Buffer.from('[{"meter":"a","m\\u0065ter":"b"}]'), 'json').problems)).toEqual(['0|meter|duplicate_key']);
+    expect(where(refusal(Buffer.from('[{"meter":"a","m\\u0065ter":"b"}]'), 'json').problems)).toEqual([
+      '0|meter|duplicate_key',
+    ]);
     expect(where(refusal(Buffer.from('[{"é":1,"\\u00e9":2}]'), 'json').problems)).toEqual(['0|é|duplicate_key']);
   });
 
@@ -109,7 +158,8 @@ describe('decodeBatch refuses repeated keys (shared/duplicate-keys.ts)', () => {
     ];
     for (const [a, b] of pairs) {
       for (const pad of [0, 300]) {
-        const entry = (key: Buffer, value: number): Buffer => Buffer.concat([Buffer.of(0xa0 | key.length), key, standard.pack(value)]);
+        const entry = (key: Buffer, value: number): Buffer =>
+          Buffer.concat([Buffer.of(0xa0 | key.length), key, standard.pack(value)]);
         const body = Buffer.concat([Buffer.of(0x92, 0x82), entry(a!, 1), entry(b!, 2), standard.pack('x'.repeat(pad))]);
         const lost = Object.keys((unpackr.unpack(body) as object[])[0]!).length < 2;
         let refused = false;
@@ -124,7 +174,9 @@ describe('decodeBatch refuses repeated keys (shared/duplicate-keys.ts)', () => {
   });
 
   it('is not fooled by keys inside string values, or by distinct keys', () => {
-    const body = [map(['id', '{"a":1,"a":2}'], ['q"uote', '\\'], ['a', map(['a', 1])], ['b', [map(['a', 1]), map(['a', 1])]])];
+    const body = [
+      map(['id', '{"a":1,"a":2}'], ['q"uote', '\\'], ['a', map(['a', 1])], ['b', [map(['a', 1]), map(['a', 1])]]),
+    ];
     expect(decodeBatch(msgpack(body), 'msgpack')).toEqual(unpackr.unpack(msgpack(body)));
     expect(decodeBatch(Buffer.from(json(body)), 'json')).toEqual(JSON.parse(json(body)));
     expect(decodeBatch(Buffer.from(json([map(['1', 1], ['01', 2], ['a', 1], ['A', 2])])), 'json')).toBeDefined();
@@ -133,7 +185,9 @@ describe('decodeBatch refuses repeated keys (shared/duplicate-keys.ts)', () => {
   it('finds a repeat in a map too large for pairwise comparison, and stays linear for a huge one', () => {
     const keys = Array.from({ length: 40 }, (_, i): [unknown, unknown] => [`k${i}`, i]);
     expect(where(refusal(msgpack([map(...keys, ['k3', 0])]), 'msgpack').problems)).toEqual(['0|k3|duplicate_key']);
-    expect(where(refusal(Buffer.from(json([map(...keys, ['k39', 0])])), 'json').problems)).toEqual(['0|k39|duplicate_key']);
+    expect(where(refusal(Buffer.from(json([map(...keys, ['k39', 0])])), 'json').problems)).toEqual([
+      '0|k39|duplicate_key',
+    ]);
     const huge = new Entries(Array.from({ length: 200_000 }, (_, i): [unknown, unknown] => [`k${i}`, 0]));
     const [packed, text] = [msgpack([huge]), Buffer.from(json([huge]))];
     const started = performance.now();
@@ -143,7 +197,13 @@ describe('decodeBatch refuses repeated keys (shared/duplicate-keys.ts)', () => {
   });
 
   it("checks msgpackr's records: a repeated key in a record definition, one- and two-byte record ids", () => {
-    const events = Array.from({ length: 3 }, (_, i) => ({ id: `e${i}`, customer: 'acme', meter: 'images', timestamp: 1, dimensions: { model: 'm', aa: 'x' } }));
+    const events = Array.from({ length: 3 }, (_, i) => ({
+      id: `e${i}`,
+      customer: 'acme',
+      meter: 'images',
+      timestamp: 1,
+      dimensions: { model: 'm', aa: 'x' },
+    }));
     for (const packr of [new Packr({ useRecords: true }), new Packr({ useRecords: true, maxOwnStructures: 200 })]) {
       // Enough distinct shapes that two-byte ids are used when the packr allows them.
       const shapes = Array.from({ length: 120 }, (_, i) => ({ [`f${i}`]: i }));
@@ -154,7 +214,12 @@ describe('decodeBatch refuses repeated keys (shared/duplicate-keys.ts)', () => {
       expect(decodedElementOffsets(decoded, body)).toBeUndefined();
       // The same body with the dimension key "aa" renamed to "model" in its record definition.
       const at = body.indexOf(Buffer.from([0xa2, 0x61, 0x61]));
-      const renamed = Buffer.concat([body.subarray(0, at), Buffer.from([0xa5]), Buffer.from('model'), body.subarray(at + 3)]);
+      const renamed = Buffer.concat([
+        body.subarray(0, at),
+        Buffer.from([0xa5]),
+        Buffer.from('model'),
+        body.subarray(at + 3),
+      ]);
       expect(where(refusal(renamed, 'msgpack').problems)).toEqual(['0|dimensions.model|duplicate_key']);
     }
   });
@@ -173,10 +238,21 @@ describe('decodeBatch refuses repeated keys (shared/duplicate-keys.ts)', () => {
 
 // Random trees of maps written entry by entry, with keys from a small set so they repeat often.
 const key = fc.constantFrom<unknown>('a', 'b', '1', 1, 'é', '__proto__', '__proto_', 'null', null, 1.5, '1.5', 'id');
-const leaf = fc.oneof(fc.integer(), fc.constantFrom('x', '{"a":1,"a":2}', 'q"uote', 'back\\slash', '[,]', ''), fc.boolean());
+const leaf = fc.oneof(
+  fc.integer(),
+  fc.constantFrom('x', '{"a":1,"a":2}', 'q"uote', 'back\\slash', '[,]', ''),
+  fc.boolean(),
+);
 const tree = fc.letrec((tie) => ({
-  node: fc.oneof({ depthSize: 'small', withCrossShrink: true }, leaf, fc.array(tie('node'), { maxLength: 4 }), tie('map')),
-  map: fc.array(fc.tuple(key, tie('node')), { maxLength: 6 }).map((entries) => new Entries(entries as [unknown, unknown][])),
+  node: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    leaf,
+    fc.array(tie('node'), { maxLength: 4 }),
+    tie('map'),
+  ),
+  map: fc
+    .array(fc.tuple(key, tie('node')), { maxLength: 6 })
+    .map((entries) => new Entries(entries as [unknown, unknown][])),
 }));
 
 /** Where the repeated keys are, from the tree itself: `name` is how the decoder names a key. */

@@ -1,6 +1,19 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { asciiBytes, byteKey, bytesEqual, F_CUSTOMER, F_DIMENSIONS, F_ID, F_METER, F_QUANTITY, F_TIMESTAMP, fieldOf, isAscii, keyEquals } from './batch.js';
+import {
+  asciiBytes,
+  byteKey,
+  bytesEqual,
+  F_CUSTOMER,
+  F_DIMENSIONS,
+  F_ID,
+  F_METER,
+  F_QUANTITY,
+  F_TIMESTAMP,
+  fieldOf,
+  isAscii,
+  keyEquals,
+} from './scan.js';
 
 const fields: [string, number][] = [
   ['id', F_ID],
@@ -70,7 +83,9 @@ describe('keyEquals (word-at-a-time meter keys)', () => {
       fc.property(text, text, fc.nat({ max: 7 }), (key, candidate, at) => {
         const bytes = asciiBytes(candidate);
         const { b, view } = placed(bytes, at);
-        expect(keyEquals(b, view, at, bytes.length, byteKey(key))).toBe(bytesEqual(b, at, bytes.length, asciiBytes(key)));
+        expect(keyEquals(b, view, at, bytes.length, byteKey(key))).toBe(
+          bytesEqual(b, at, bytes.length, asciiBytes(key)),
+        );
       }),
       { numRuns: 20_000 },
     );
