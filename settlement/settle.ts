@@ -32,6 +32,11 @@ import { findRun, interruptedRun, previousRun, recordRun, runIdFor, type RunReco
 import { closedTerms, runReportTermsMax, statementsOf } from './statement.js';
 import { priorUsageFor, readSelectedUsage, type SelectedLine } from './usage-reader.js';
 
+/** A report of a run that has posted nothing yet. */
+function emptyReport(runId: string, fromSec: number, untilSec: number, request: SettleRequest): SettlementReport {
+  return { runId, fromSec, untilSec, entriesPosted: 0, entriesAlreadyPosted: 0, ...revisionOf(request), customers: {} };
+}
+
 function revisionOf(request: SettleRequest): Pick<SettlementReport, 'catalogRevision'> {
   return request.catalogRevision === undefined ? {} : { catalogRevision: request.catalogRevision };
 }
@@ -125,17 +130,7 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
         `until ${new Date(untilSec * 1000).toISOString()} is before the settled time (settled until ${new Date(fromSec * 1000).toISOString()}); to re-run a past window give its exact from and until`,
       );
     }
-    return (
-      resumed ?? {
-        runId,
-        fromSec,
-        untilSec,
-        entriesPosted: 0,
-        entriesAlreadyPosted: 0,
-        ...revisionOf(request),
-        customers: {},
-      }
-    );
+    return resumed ?? emptyReport(runId, fromSec, untilSec, request);
   }
   if (fromSec < cursor) {
     // Re-running a settled window exactly is a no-op (same inputs, same ids);
@@ -337,15 +332,7 @@ async function executeRun(
 ): Promise<SettlementReport> {
   const { runId, fromSec, untilSec } = run;
   const onPhase = request.onPhase ?? (() => {});
-  const report: SettlementReport = {
-    runId,
-    fromSec,
-    untilSec,
-    entriesPosted: 0,
-    entriesAlreadyPosted: 0,
-    ...revisionOf(request),
-    customers: {},
-  };
+  const report = emptyReport(runId, fromSec, untilSec, request);
   const previous = await previousRun(store, fromSec);
   const excluding = previous && { untilSec: previous.untilSec, watermarks: previous.watermarks };
   const lines = await readSelectedUsage(store, catalog, {

@@ -21,6 +21,7 @@ import {
   usageTotals,
   waitForStreamDrained,
   type ChildService,
+  startNatsCluster,
 } from './harness.js';
 import { sendUntilAccepted } from './retry-client.js';
 
@@ -210,21 +211,7 @@ describe('faults on a JetStream cluster', () => {
     const dir = tempDir('fault-cluster');
     cleanups.push(dir.remove);
     const ch = await clickhouse(dir.path);
-    const clusterPorts = await Promise.all([freePort(), freePort(), freePort()]);
-    const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
-    const nodes = await Promise.all(
-      clusterPorts.map(async (clusterPort, i) => {
-        const node = await NatsServerProcess.start({
-          dir: `${dir.path}/nats-${i}`,
-          clusterName: 'drawdown-test',
-          clusterPort,
-          routes,
-          serverName: `node-${i}`,
-        });
-        cleanups.push(() => node.stop());
-        return node;
-      }),
-    );
+    const nodes = await startNatsCluster(dir.path, 'drawdown-test', (node) => cleanups.push(() => node.stop()));
     const urls = nodes.map((n) => n.url).join(',');
     // The stream needs a JetStream meta leader; creating it can fail for a moment after the cluster forms.
     let dd: Running | undefined;

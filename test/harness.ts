@@ -15,6 +15,7 @@ import { openStore } from '../shared/clickhouse/open.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
+import { freePort } from '../deploy/free-port.js';
 
 export type Backend = 'server' | 'chdb';
 
@@ -56,6 +57,33 @@ export async function startClickHouse(backend: Backend, dir: string): Promise<Cl
 
 export async function startNats(dir: string): Promise<NatsServerProcess> {
   return NatsServerProcess.start({ dir: join(dir, 'nats') });
+}
+
+/**
+ * A 3-node JetStream cluster on loopback, nodes named node-0…node-2 (JetStream
+ * names a stream's leader by them); `started` is called with each node as it
+ * comes up, so the caller can stop it after the test.
+ */
+export async function startNatsCluster(
+  dir: string,
+  clusterName: string,
+  started: (node: NatsServerProcess) => void,
+): Promise<NatsServerProcess[]> {
+  const clusterPorts = await Promise.all([freePort(), freePort(), freePort()]);
+  const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
+  return Promise.all(
+    clusterPorts.map(async (clusterPort, i) => {
+      const node = await NatsServerProcess.start({
+        dir: join(dir, `nats-${i}`),
+        clusterName,
+        clusterPort,
+        routes,
+        serverName: `node-${i}`,
+      });
+      started(node);
+      return node;
+    }),
+  );
 }
 
 /** A config as a process would load it, with test-friendly limits on top. */

@@ -10,8 +10,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort } from '../deploy/free-port.js';
-import { NatsServerProcess } from '../deploy/nats-server.js';
+import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { findBinary } from '../deploy/server-process.js';
 import {
   HoldClosedError,
@@ -31,7 +30,7 @@ import {
   type ReserveResult,
 } from '../settlement/holds/hold-store.js';
 import { money } from '../shared/money.js';
-import { startNats, tempDir } from './harness.js';
+import { startNats, tempDir, startNatsCluster } from './harness.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -183,21 +182,7 @@ const clusteredCasSafe = !natsVersionBefore(installedNatsVersion, clusteredCasVe
 async function startCluster(name: string): Promise<{ nodes: NatsServerProcess[]; urls: string[] }> {
   const dir = tempDir(name);
   cleanups.push(dir.remove);
-  const clusterPorts = await Promise.all([freePort(), freePort(), freePort()]);
-  const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
-  const nodes = await Promise.all(
-    clusterPorts.map(async (clusterPort, i) => {
-      const node = await NatsServerProcess.start({
-        dir: `${dir.path}/nats-${i}`,
-        clusterName: 'holds-test',
-        clusterPort,
-        routes,
-        serverName: `node-${i}`,
-      });
-      cleanups.push(() => node.stop());
-      return node;
-    }),
-  );
+  const nodes = await startNatsCluster(dir.path, 'holds-test', (node) => cleanups.push(() => node.stop()));
   return { nodes, urls: nodes.map((n) => n.url) };
 }
 

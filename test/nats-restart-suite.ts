@@ -17,7 +17,6 @@
 import { Decimal } from 'decimal.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../deploy/free-port.js';
-import { NatsServerProcess } from '../deploy/nats-server.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import {
   openTestStore,
@@ -30,6 +29,7 @@ import {
   usageTotals,
   waitForStreamDrained,
   type Backend,
+  startNatsCluster,
 } from './harness.js';
 import { sendUntilAccepted } from './retry-client.js';
 
@@ -206,21 +206,7 @@ export function defineClusterNodeLoss(seed: number): void {
       const dir = tempDir('nats-restart-cluster');
       cleanups.push(dir.remove);
       const clickhouse = await startClickHouse('chdb', dir.path);
-      const clusterPorts = await Promise.all([freePort(), freePort(), freePort()]);
-      const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
-      const nodes = await Promise.all(
-        clusterPorts.map(async (clusterPort, i) => {
-          const node = await NatsServerProcess.start({
-            dir: `${dir.path}/nats-${i}`,
-            clusterName: 'drawdown-restart',
-            clusterPort,
-            routes,
-            serverName: `node-${i}`,
-          });
-          cleanups.push(() => node.stop());
-          return node;
-        }),
-      );
+      const nodes = await startNatsCluster(dir.path, 'drawdown-restart', (node) => cleanups.push(() => node.stop()));
       const urls = nodes.map((n) => n.url).join(',');
       let running: Running | undefined;
       // The stream needs a JetStream meta leader; creating it can fail for a moment after the cluster forms.
