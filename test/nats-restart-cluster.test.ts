@@ -1,3 +1,0 @@
-import { defineClusterNodeLoss, seedFor } from './nats-restart-suite.js';
-
-defineClusterNodeLoss(seedFor(16_003));
