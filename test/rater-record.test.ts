@@ -17,6 +17,7 @@ import {
   recreatePartitionConsumer,
 } from '../shared/nats/stream.js';
 import { flushPayload } from '../rater/flush.js';
+import type { AggregateRow } from '../rater/aggregate.js';
 import {
   openTestStore,
   postEvents,
@@ -61,85 +62,74 @@ async function start(
   return running;
 }
 
+/** Batches 1-3 (customers r1-r3, 10/20/30) stored through a gateway, no rater yet. */
+async function storeThreeBatches(config: ReturnType<typeof testConfig>): Promise<void> {
+  const gateway = await start(config, { ingest: true, rater: false });
+  for (const b of [1, 2, 3])
+    expect((await postEvents(gateway.url!, batch(b, b * 10), { key: `rec-${b}` })).status).toBe(202);
+  await gateway.stop();
+}
+
+/** One flush as a rater would have written it: rows of the given customers at `atMs`, its label and record. */
+async function writeFlushRows(chdbUrl: string, customers: number[], label: number, messageSeqs: string): Promise<void> {
+  const store = openTestStore(chdbUrl);
+  await ensureSchema(store);
+  const minuteSec = atMs / 1000;
+  const rows = customers.map((b): AggregateRow => [
+    `r${b}`,
+    meter,
+    '{}',
+    minuteSec,
+    BigInt(b * 10) * 1_000_000_000n,
+    1,
+  ]);
+  await store.insert('usage_minute', usageMinuteFlushColumns, flushPayload(rows, 0, label, minuteSec, messageSeqs));
+  await store.close();
+}
+
+/** Starts a rater, lets it drain the stream, and returns what ClickHouse holds (and its watermark). */
+async function rateAll(
+  config: ReturnType<typeof testConfig>,
+  natsUrl: string,
+  chdbUrl: string,
+): Promise<{ totals: Map<string, string>; watermark: number }> {
+  const rater = await start(config, { ingest: false, rater: true });
+  await waitForStreamDrained(natsUrl);
+  await rater.stop();
+  const check = openTestStore(chdbUrl);
+  try {
+    const [[watermark]] = (await check.query('SELECT max(flush_seq) FROM usage_minute')) as [[string]];
+    return { totals: await usageTotals(check), watermark: Number(watermark) };
+  } finally {
+    await check.close();
+  }
+}
+
+/** Each of batches 1-3 counted exactly once. */
+const eachOnce = new Map([
+  [`r1|${meter}|{}`, '10|1'],
+  [`r2|${meter}|{}`, '20|1'],
+  [`r3|${meter}|{}`, '30|1'],
+]);
+
 describe('the record of counted messages decides, not sequence numbers', () => {
   it('given batches 1 and 3 never counted and batch 2 counted with its ack lost, all below the watermark, then 1 and 3 are counted and 2 is not counted again', async () => {
     const { natsUrl, chdbUrl, config } = await setUp('record-gap');
-    const gateway = await start(config, { ingest: true, rater: false });
-    for (const b of [1, 2, 3])
-      expect((await postEvents(gateway.url!, batch(b, b * 10), { key: `rec-${b}` })).status).toBe(202);
-    await gateway.stop();
+    await storeThreeBatches(config);
     // A flush labelled 3 (the watermark covers sequences 1-3) that counted only sequence 2.
-    const store = openTestStore(chdbUrl);
-    await ensureSchema(store);
-    const minuteSec = atMs / 1000;
-    await store.insert(
-      'usage_minute',
-      usageMinuteFlushColumns,
-      flushPayload([['r2', meter, '{}', minuteSec, 20_000_000_000n, 1]], 0, 3, minuteSec, '2'),
-    );
-    await store.close();
-
-    const rater = await start(config, { ingest: false, rater: true });
-    await waitForStreamDrained(natsUrl);
-    await rater.stop();
-    const check = openTestStore(chdbUrl);
-    try {
-      expect(await usageTotals(check)).toEqual(
-        new Map([
-          [`r1|${meter}|{}`, '10|1'],
-          [`r2|${meter}|{}`, '20|1'],
-          [`r3|${meter}|{}`, '30|1'],
-        ]),
-      );
-      // The late flush got a label of its own above the watermark, so settlement takes it as new usage.
-      const [[watermark]] = (await check.query('SELECT max(flush_seq) FROM usage_minute')) as [[string]];
-      expect(Number(watermark)).toBeGreaterThan(3);
-    } finally {
-      await check.close();
-    }
+    await writeFlushRows(chdbUrl, [2], 3, '2');
+    const { totals, watermark } = await rateAll(config, natsUrl, chdbUrl);
+    expect(totals).toEqual(eachOnce);
+    // The late flush got a label of its own above the watermark, so settlement takes it as new usage.
+    expect(watermark).toBeGreaterThan(3);
   });
 
   it('given flushes written before flushes kept a record, then what their watermark covers is taken as counted, as it was then, and newer batches are counted', async () => {
     const { natsUrl, chdbUrl, config } = await setUp('record-legacy');
-    const gateway = await start(config, { ingest: true, rater: false });
-    for (const b of [1, 2, 3])
-      expect((await postEvents(gateway.url!, batch(b, b * 10), { key: `rec-${b}` })).status).toBe(202);
-    await gateway.stop();
+    await storeThreeBatches(config);
     // The old rater counted 1 and 2 (one flush labelled 2, no record) and died before acking them.
-    const store = openTestStore(chdbUrl);
-    await ensureSchema(store);
-    const minuteSec = atMs / 1000;
-    await store.insert(
-      'usage_minute',
-      usageMinuteFlushColumns,
-      flushPayload(
-        [
-          ['r1', meter, '{}', minuteSec, 10_000_000_000n, 1],
-          ['r2', meter, '{}', minuteSec, 20_000_000_000n, 1],
-        ],
-        0,
-        2,
-        minuteSec,
-        '',
-      ),
-    );
-    await store.close();
-
-    const rater = await start(config, { ingest: false, rater: true });
-    await waitForStreamDrained(natsUrl);
-    await rater.stop();
-    const check = openTestStore(chdbUrl);
-    try {
-      expect(await usageTotals(check)).toEqual(
-        new Map([
-          [`r1|${meter}|{}`, '10|1'],
-          [`r2|${meter}|{}`, '20|1'],
-          [`r3|${meter}|{}`, '30|1'],
-        ]),
-      );
-    } finally {
-      await check.close();
-    }
+    await writeFlushRows(chdbUrl, [1, 2], 2, '');
+    expect((await rateAll(config, natsUrl, chdbUrl)).totals).toEqual(eachOnce);
   });
 });
 
