@@ -41,7 +41,8 @@ commands:
   start        all-in-one: local nats-server + chDB, every stage in one process (API keys off on 127.0.0.1)
   ingest       the HTTP gateway: POST /v1/events                            (needs --nats-url, API keys)
   rater        stream → ClickHouse                                          (needs --nats-url, --clickhouse-url)
-  settlement   balances, ledger, usage, purchases, settlements + schedule   (needs --clickhouse-url, API keys)
+  settlement   balances, ledger, usage, purchases, settlements + schedule   (needs --clickhouse-url, API keys;
+               credit holds and entitlement with --nats-url)
   settle       one settlement run up to --until, report on stdout          (needs --clickhouse-url)
                --close-period: up to the last whole minute; prints the billing terms it closed
   demo         SPEC §7 examples 1 and 2 through the all-in-one; prints balances

@@ -24,6 +24,7 @@ import { Rater } from '../rater/rater.js';
 import { createSettlementMetrics } from '../settlement/metrics.js';
 import { settlementRoutes } from '../settlement/api.js';
 import { SettlementRunner } from '../settlement/runner.js';
+import { startHolds, type RunningHolds } from '../settlement/holds-service.js';
 import { catalogRoutes } from '../catalog/api.js';
 import {
   liveCatalog,
@@ -139,7 +140,8 @@ export async function startDrawdown(
     const catalog = liveCatalog(catalogSource);
 
     let nats: NatsHandles | undefined;
-    if (parts.ingest || parts.rater) {
+    // Settlement uses NATS for credit holds when it is given a NATS URL; without one it serves no hold routes.
+    if (parts.ingest || parts.rater || (parts.settlement && config.natsUrl !== undefined)) {
       if (config.natsUrl === undefined)
         throw new DrawdownError('config_invalid', 'DRAWDOWN_NATS_URL (or --nats-url) is required');
       const handles = await connectNats(config.natsUrl, `drawdown-${name}`, log);
@@ -163,7 +165,7 @@ export async function startDrawdown(
           `DRAWDOWN_BODY_BYTES_MAX (${config.bodyBytesMax}) plus ${headerAllowanceBytes} bytes of headers exceeds the NATS server's max_payload (${maxPayload}); raise max_payload or lower the body limit`,
         );
       }
-      await ensureStream(handles.jsm, stream);
+      if (parts.ingest || parts.rater) await ensureStream(handles.jsm, stream);
       if (parts.ingest) await ensureClaimStream(handles.jsm, stream);
     }
 
@@ -238,12 +240,28 @@ export async function startDrawdown(
       runner = settlementRunner;
       settlementRunner.schedule(config.settleEveryMs);
       stops.push(() => settlementRunner.stop());
+      let holds: RunningHolds | undefined;
+      if (nats) {
+        const started = await startHolds({
+          nc: nats.nc,
+          store: store!,
+          catalog,
+          settings: config,
+          registry,
+          log,
+          ...(options.now ? { now: options.now } : {}),
+        });
+        holds = started;
+        stops.push(() => started.stop());
+        routes.push(...started.routes);
+      }
       routes.push(
         ...settlementRoutes({
           store: store!,
           catalog,
           runner: settlementRunner,
           ...(options.now ? { now: options.now } : {}),
+          ...(holds ? { balance: holds.balance } : {}),
         }),
       );
       routes.push(

@@ -25,6 +25,7 @@ function usage(overrides: Partial<UsageEvent> = {}): UsageEvent {
     scaled: one,
     timestampMs: noonMs,
     dimensions: '{}',
+    hold: '',
     ...overrides,
   };
 }
@@ -37,7 +38,7 @@ function aggregate(events: readonly UsageEvent[]): AggregateRow[] {
 
 /** Rows in a fixed order, so two aggregations can be compared whatever their insertion order. */
 function sorted(rows: readonly AggregateRow[]): AggregateRow[] {
-  const key = (r: AggregateRow) => JSON.stringify([r[0], r[1], r[2], r[3]]);
+  const key = (r: AggregateRow) => JSON.stringify([r[0], r[1], r[2], r[3], r[6] ?? '']);
   return [...rows].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }
 
@@ -73,6 +74,20 @@ describe('Aggregator.addEvent', () => {
       ['acme', 'images', '{"model":"b"}', noonSec, 2n * one, 2],
       ['acme', 'tokens', '{}', noonSec, one, 1],
       ['globex', 'tokens', '{}', noonSec, one, 1],
+    ]);
+  });
+
+  it('given usage naming holds, then each hold gets rows of its own and usage naming none keeps the plain row', () => {
+    const rows = aggregate([
+      usage(),
+      usage({ hold: 'h.a.one' }),
+      usage({ hold: 'h.a.one', scaled: 2n * one }),
+      usage({ hold: 'h.a.two' }),
+    ]);
+    expect(sorted(rows)).toEqual([
+      ['acme', 'tokens', '{}', noonSec, one, 1],
+      ['acme', 'tokens', '{}', noonSec, 3n * one, 2, 'h.a.one'],
+      ['acme', 'tokens', '{}', noonSec, one, 1, 'h.a.two'],
     ]);
   });
 
@@ -140,6 +155,7 @@ describe('Aggregator.addRow', () => {
       dimensions: fc.constantFrom('{}', '{"model":"a"}', '{"model":"b"}'),
       timestampMs: fc.integer({ min: noonMs - 180_000, max: noonMs + 180_000 }),
       scaled: fc.bigInt({ min: 0n, max: 10n ** 27n - 1n }),
+      hold: fc.constantFrom('', 'aG9sZA.Y3JlZGl0cw.AAAAAAAAAAAAAAAA', 'aG9sZA.Y3JlZGl0cw.BBBBBBBBBBBBBBBB'),
     });
     const grouped = fc.array(fc.tuple(eventArbitrary, fc.nat({ max: 4 })), { maxLength: 60 });
     fc.assert(

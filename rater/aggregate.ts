@@ -30,7 +30,11 @@ import {
 import { customerByte } from '../shared/events/customer.js';
 import { hashCodeUnits } from './dedupe/id-hash.js';
 
-/** [customer, meter, dimensions, minute (epoch s), quantity × 10^9, events] — structured-clone friendly. */
+/**
+ * [customer, meter, dimensions, minute (epoch s), quantity × 10^9, events, hold] — structured-clone friendly.
+ * `hold` is the credit hold the usage names (settlement/holds), absent when none: usage naming a hold is
+ * kept in rows of its own so the live balance can tell what each hold's usage cost.
+ */
 export type AggregateRow = [
   customer: string,
   meter: string,
@@ -38,6 +42,7 @@ export type AggregateRow = [
   minuteSec: number,
   scaled: bigint,
   events: number,
+  hold?: string,
 ];
 
 const oneScaled = 1_000_000_000n;
@@ -62,11 +67,11 @@ export class Aggregator {
     const minuteSec = Math.floor(event.timestampMs / 60_000) * 60;
     const aggregation = this.#aggregation(event.meter);
     const scaled = aggregation === 'count' ? oneScaled : event.scaled;
-    this.#add(event.customer, event.meter, event.dimensions, minuteSec, scaled, 1, aggregation);
+    this.#add(event.customer, event.meter, event.dimensions, minuteSec, scaled, 1, aggregation, event.hold);
   }
 
   addRow(row: AggregateRow): void {
-    this.#add(row[0], row[1], row[2], row[3], row[4], row[5], this.#aggregation(row[1]));
+    this.#add(row[0], row[1], row[2], row[3], row[4], row[5], this.#aggregation(row[1]), row[6] ?? '');
   }
 
   #add(
@@ -77,12 +82,18 @@ export class Aggregator {
     scaled: bigint,
     events: number,
     aggregation: Aggregation,
+    hold: string,
   ): void {
-    // \u0000 cannot occur in customer or meter (validated), so the key is unambiguous.
-    const key = `${customer}\u0000${meter}\u0000${minuteSec}\u0000${dimensions}`;
+    // \u0000 cannot occur in customer, meter or hold (validated), so the key is unambiguous.
+    const key = `${customer}\u0000${meter}\u0000${minuteSec}\u0000${hold}\u0000${dimensions}`;
     const row = this.#rows.get(key);
     if (row === undefined) {
-      this.#rows.set(key, [customer, meter, dimensions, minuteSec, scaled, events]);
+      this.#rows.set(
+        key,
+        hold === ''
+          ? [customer, meter, dimensions, minuteSec, scaled, events]
+          : [customer, meter, dimensions, minuteSec, scaled, events, hold],
+      );
       return;
     }
     row[4] = aggregation === 'max' ? (scaled > row[4] ? scaled : row[4]) : row[4] + scaled;

@@ -30,7 +30,7 @@ export function flushPayload(
   const seqText = String(flushSeq);
   const flushedText = tsvDateTime(flushedAtSec);
   for (let i = 0; i < rows.length; i++) {
-    const [customer, meter, dimensions, minuteSec, scaled, events] = rows[i]!;
+    const [customer, meter, dimensions, minuteSec, scaled, events, hold] = rows[i]!;
     cells[i] = [
       customer,
       meter,
@@ -42,6 +42,7 @@ export function flushPayload(
       seqText,
       flushedText,
       i === 0 ? messageSeqs : '',
+      hold ?? '',
     ];
   }
   return encodeTsv(cells);

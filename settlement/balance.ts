@@ -39,12 +39,14 @@ export async function balanceOf(
   customer: string,
   nowMs: number = Date.now(),
 ): Promise<Balance> {
-  const settled = await settledBalances(store, customer);
+  // The last completed run is read before the ledger: a run that completes in between then shows in both settled
+  // and pending (available reads low for a moment), never in neither (it would read high).
+  const last = await lastCompletedRun(store);
   const cursor = await settledUntil(store);
+  const settled = await settledBalances(store, customer);
   // Pending covers everything after the cursor, up to the end of the current minute.
   const untilSec = (Math.floor(nowMs / 60_000) + 1) * 60;
   // Pending = everything committed that no completed run has taken yet, late usage included.
-  const last = await lastCompletedRun(store);
   const excluding = last && { untilSec: last.untilSec, watermarks: last.watermarks };
   const lines = await readSelectedUsage(store, catalog, {
     untilSec: Math.max(untilSec, cursor),

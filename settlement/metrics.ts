@@ -1,5 +1,5 @@
 /** Settlement's Prometheus metrics (docs/metrics.md), shared by its runner and its API. */
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export type SettlementMetrics = ReturnType<typeof createSettlementMetrics>;
 
@@ -26,6 +26,57 @@ export function createSettlementMetrics(registry: Registry) {
       name: 'drawdown_settlement_credits_deducted_total',
       help: 'Credits deducted by usage entries, by unit',
       labelNames: ['unit'] as const,
+      registers: [registry],
+    }),
+  };
+}
+
+export type HoldMetrics = ReturnType<typeof createHoldMetrics>;
+
+/**
+ * Holds and live balances (docs/metrics.md). Counters count what this process decided or stored; the open-holds
+ * gauge is the whole bucket's, read now and then (every process reports the same figure: use max()).
+ */
+export function createHoldMetrics(registry: Registry) {
+  return {
+    admitted: new Counter({
+      name: 'drawdown_holds_admitted_total',
+      help: 'Holds created (a retried reserve answered with its existing hold is not counted again)',
+      labelNames: ['unit'] as const,
+      registers: [registry],
+    }),
+    refused: new Counter({
+      name: 'drawdown_holds_refused_total',
+      help: 'Reserves refused, by unit and error code (insufficient_credits, too_many_open_holds, ...)',
+      labelNames: ['unit', 'reason'] as const,
+      registers: [registry],
+    }),
+    released: new Counter({
+      name: 'drawdown_holds_released_total',
+      help: 'Holds released by their callers',
+      labelNames: ['unit'] as const,
+      registers: [registry],
+    }),
+    expired: new Counter({
+      name: 'drawdown_holds_expired_total',
+      help: 'Holds that reached their TTL, counted by the process whose write recorded the expiry',
+      registers: [registry],
+    }),
+    open: new Gauge({
+      name: 'drawdown_holds_open',
+      help: 'Open holds in the hold store, all accounts (read every DRAWDOWN_HOLDS_GAUGE_MS)',
+      registers: [registry],
+    }),
+    liveReadDuration: new Histogram({
+      name: 'drawdown_live_balance_read_duration_seconds',
+      help: 'Time to read a customer’s live figures (settled, pending, hold coverage) from ClickHouse',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    liveAge: new Histogram({
+      name: 'drawdown_live_balance_age_seconds',
+      help: 'Age of the live figures a hold or entitlement decision used (the cache’s share of live-balance lag)',
+      buckets: [0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2],
       registers: [registry],
     }),
   };

@@ -284,6 +284,46 @@ export const settings = {
     max: 3660,
     doc: 'Settlement drops whole months of credit snapshots older than the newest completed run minus this many days (an account without a snapshot is rebuilt from its ledger)',
   },
+  holdTtlDefaultMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_HOLD_TTL_DEFAULT_MS',
+    default: 5 * 60_000,
+    min: 1_000,
+    max: 24 * 3_600_000,
+    doc: 'A credit hold expires this long after it is reserved when the request names no ttl_ms, in ms',
+  },
+  holdTtlMaxMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_HOLD_TTL_MAX_MS',
+    default: 3_600_000,
+    min: 1_000,
+    max: 24 * 3_600_000,
+    doc: 'The longest ttl_ms a hold may ask for, in ms',
+  },
+  holdsReplicas: {
+    kind: 'int',
+    env: 'DRAWDOWN_HOLDS_REPLICAS',
+    default: 1,
+    min: 1,
+    max: 5,
+    doc: 'Replicas of the holds KV bucket when this process creates it: 3 on a JetStream cluster (needs nats-server ≥ 2.9.21; 2.11+ recommended)',
+  },
+  liveBalanceCacheMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_LIVE_BALANCE_CACHE_MS',
+    default: 200,
+    min: 0,
+    max: 10_000,
+    doc: 'How long one read of a customer’s live figures (settled, pending, hold usage) serves holds and entitlement checks, in ms',
+  },
+  holdsGaugeMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_HOLDS_GAUGE_MS',
+    default: 30_000,
+    min: 1_000,
+    max: 3_600_000,
+    doc: 'How often drawdown_holds_open is recounted from the hold store (reads up to 10,000 accounts), in ms',
+  },
 } as const satisfies Record<string, Spec>;
 
 export type SettingName = keyof typeof settings;
@@ -358,6 +398,13 @@ export function loadConfig(
       out[name] = raw;
     }
   }
+  if (typeof out.holdTtlDefaultMs === 'number' && typeof out.holdTtlMaxMs === 'number')
+    if (out.holdTtlDefaultMs > out.holdTtlMaxMs)
+      problems.add(
+        'DRAWDOWN_HOLD_TTL_DEFAULT_MS',
+        'range',
+        `DRAWDOWN_HOLD_TTL_DEFAULT_MS (${out.holdTtlDefaultMs}) must not exceed DRAWDOWN_HOLD_TTL_MAX_MS (${out.holdTtlMaxMs})`,
+      );
   if (!problems.empty) {
     throw new DrawdownError(
       'config_invalid',

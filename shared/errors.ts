@@ -29,6 +29,22 @@ export const errorCodes = {
   catalog_definition_invalid: { status: 422, title: 'Catalog definition is invalid' },
   catalog_conflict: { status: 409, title: 'Catalog change would alter data already in use' },
   catalog_revision_stale: { status: 412, title: 'Catalog changed since the revision this write was based on' },
+  // Credit holds (settlement/holds, docs/holds.md).
+  insufficient_credits: { status: 402, title: 'Not enough credits available' },
+  hold_not_found: { status: 404, title: 'No such hold' },
+  hold_closed: { status: 409, title: 'The hold is already released, expired or closed' },
+  too_many_open_holds: { status: 409, title: 'The account has as many open holds as it may' },
+  holds_contended: { status: 503, title: 'Too many concurrent changes to this account; retry', retryAfterSeconds: 1 },
+  holds_overloaded: {
+    status: 503,
+    title: 'Too many hold operations queued in this process; retry',
+    retryAfterSeconds: 1,
+  },
+  holds_unavailable: {
+    status: 503,
+    title: 'The hold store (NATS JetStream) is unavailable; retry',
+    retryAfterSeconds: 2,
+  },
   // Backpressure and dependencies.
   stream_full: { status: 429, title: 'Event stream is at its limit; retry later' },
   stream_unavailable: { status: 503, title: 'Event stream is unavailable; retry later' },
@@ -55,17 +71,25 @@ export class DrawdownError extends Error {
   readonly status: number;
   readonly problems: FieldProblem[];
   readonly retryAfterSeconds: number | undefined;
+  /** Members the problem body carries besides the standard ones (e.g. insufficient_credits' `available`). */
+  readonly extensions: Readonly<Record<string, unknown>>;
 
   constructor(
     code: ErrorCode,
     detail?: string,
-    options: { problems?: FieldProblem[]; retryAfterSeconds?: number; cause?: unknown } = {},
+    options: {
+      problems?: FieldProblem[];
+      retryAfterSeconds?: number;
+      cause?: unknown;
+      extensions?: Record<string, unknown>;
+    } = {},
   ) {
     super(detail ?? errorCodes[code].title, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'DrawdownError';
     this.code = code;
     this.status = errorCodes[code].status;
     this.problems = options.problems ?? [];
+    this.extensions = options.extensions ?? {};
     const entry: { status: number; retryAfterSeconds?: number } = errorCodes[code];
     this.retryAfterSeconds = options.retryAfterSeconds ?? entry.retryAfterSeconds;
   }
@@ -73,6 +97,7 @@ export class DrawdownError extends Error {
   /** RFC 7807 problem details, as served with `application/problem+json`. */
   toProblem(): Record<string, unknown> {
     const problem: Record<string, unknown> = {
+      ...this.extensions,
       type: `https://drawdown.dev/errors/${this.code}`,
       title: errorCodes[this.code].title,
       status: this.status,

@@ -144,9 +144,39 @@ export function prune(state: AccountState, nowMs: number, limits: AccountLimits)
   return { held: formatAmount(held), holds, closed };
 }
 
-/** base − held: what is left for new holds before the allowance. Expects a pruned state. */
-export function availableOf(state: AccountState, base: Decimal): Decimal {
-  return base.minus(state.held);
+/**
+ * What of each open hold the usage naming it already spent, by hold id (suffix): the live cost of that usage as
+ * of the same read as `base`, which subtracts it already. Such usage is taken off its hold, never below zero, so
+ * the hold and the usage it covers are never both subtracted (docs/holds.md).
+ */
+export type Covered = ReadonlyMap<string, Decimal>;
+
+/** Σ over open holds of min(remaining, covered): what `held` counts twice with `base`. Expects a pruned state. */
+export function coveredOf(state: AccountState, covered: Covered | undefined): Decimal {
+  let total = money(0);
+  if (covered === undefined || covered.size === 0) return total;
+  for (const hold of state.holds) {
+    const spent = covered.get(hold.id);
+    if (spent === undefined || !spent.isPositive()) continue;
+    total = total.plus(spent.lessThan(hold.remaining) ? spent : money(hold.remaining));
+  }
+  return total;
+}
+
+/** What an open hold still reserves: its remaining less the usage it covers, never below zero. */
+export function reservedOf(hold: OpenHold, covered: Covered | undefined): Decimal {
+  const spent = covered?.get(hold.id);
+  const remaining = money(hold.remaining);
+  if (spent === undefined || !spent.isPositive()) return remaining;
+  return spent.lessThan(remaining) ? remaining.minus(spent) : money(0);
+}
+
+/**
+ * base − (held − covered): what is left for new holds before the allowance. Expects a pruned state.
+ * `covered` as in coveredOf; without it every open hold counts whole.
+ */
+export function availableOf(state: AccountState, base: Decimal, covered?: Covered): Decimal {
+  return base.minus(state.held).plus(coveredOf(state, covered));
 }
 
 function findClosed(state: AccountState, id: string): ClosedHold | undefined {
@@ -178,6 +208,8 @@ export interface AdmitContext {
   /** ≥ 0: how far below zero `available` may go. */
   readonly allowance: Decimal;
   readonly limits: AccountLimits;
+  /** The usage each open hold already covers, read with `base` (see Covered). */
+  readonly covered?: Covered;
 }
 
 export type AdmitOutcome =
@@ -190,7 +222,7 @@ export type AdmitOutcome =
 
 export function admit(before: AccountState, request: AdmitRequest, context: AdmitContext): Transition<AdmitOutcome> {
   const state = prune(before, context.nowMs, context.limits);
-  const available = availableOf(state, context.base);
+  const available = availableOf(state, context.base, context.covered);
   const prior = findHold(state, request.id);
   if (prior !== undefined) {
     return {

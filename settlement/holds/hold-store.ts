@@ -29,6 +29,7 @@ import {
   admit,
   availableOf,
   closeHold,
+  coveredOf,
   consumeHold,
   decodeAccount,
   emptyAccount,
@@ -40,6 +41,7 @@ import {
   type AccountState,
   type ClosedHold,
   type ClosedStatus,
+  type Covered,
   type OpenHold,
 } from './hold-account.js';
 import {
@@ -78,12 +80,24 @@ export type BalanceInput = AmountInput | (() => AmountInput | Promise<AmountInpu
  * `allowance` (the unit's allowed negative balance, ≥ 0) come from when an
  * operation does not pass them itself.
  */
-export type BalanceSource = (
-  account: AccountRef,
-) => { base: AmountInput; allowance: AmountInput } | Promise<{ base: AmountInput; allowance: AmountInput }>;
+export interface BalanceFigures {
+  base: AmountInput;
+  allowance: AmountInput;
+  /**
+   * The live cost of the usage naming each of the account's holds (by hold id suffix), read together with
+   * `base`: taken off those holds, since `base` subtracts that usage already (hold-account.ts, Covered).
+   */
+  covered?: Covered;
+}
+export type BalanceSource = (account: AccountRef) => BalanceFigures | Promise<BalanceFigures>;
 
 export interface HoldStoreOptions extends Partial<HoldStoreSettings> {
   balance?: BalanceSource;
+  /**
+   * Called after each write this process stores, with the states before and after it (e.g. to count holds that
+   * expired: the compare-and-set makes exactly one process store each change).
+   */
+  onWrite?: (before: AccountState, after: AccountState, nowMs: number) => void;
   /** ms since the epoch; decides expiry. Tests pass a fixed clock. */
   clock?: () => number;
 }
@@ -99,6 +113,8 @@ export interface ReserveRequest {
   metadata?: Record<string, string>;
   base?: BalanceInput;
   allowance?: BalanceInput;
+  /** Goes with `base` (BalanceFigures.covered). */
+  covered?: Covered;
 }
 
 export interface CheckRequest {
@@ -107,6 +123,7 @@ export interface CheckRequest {
   amount: AmountInput;
   base?: BalanceInput;
   allowance?: BalanceInput;
+  covered?: Covered;
 }
 
 /** A hold as the API shows it (snake_case, like every API body). */
@@ -152,9 +169,12 @@ export interface ConsumeResult {
 
 export interface CheckResult {
   allowed: boolean;
-  /** base − open holds. */
+  /** base − open holds (less the usage they cover). */
   available: string;
+  /** What the open holds still reserve. */
   held: string;
+  /** How far below zero available may go. */
+  allowance: string;
 }
 
 export interface AccountHolds {
@@ -330,6 +350,7 @@ export class HoldStore {
   readonly #valueBytesMax: number;
   readonly #balance: BalanceSource | undefined;
   readonly #clock: () => number;
+  readonly #onWrite: HoldStoreOptions['onWrite'];
   // Insertion order is recency: a lane is moved to the end when used, evicted from the front.
   readonly #lanes = new Map<string, Lane>();
   readonly #ready = new Set<Lane>();
@@ -354,6 +375,7 @@ export class HoldStore {
     this.#valueBytesMax = valueBytesMax;
     this.#balance = options.balance;
     this.#clock = options.clock ?? Date.now;
+    this.#onWrite = options.onWrite;
   }
 
   /**
@@ -421,11 +443,17 @@ export class HoldStore {
       ttlMs,
       metadata,
     };
-    const { base, allowance } = await this.#balanceFor(account, request);
+    const { base, allowance, covered } = await this.#balanceFor(account, request);
     const key = accountKey(account);
     const limits = this.#limits;
     return this.#enqueue<ReserveResult>(key, (resolve, reject) => (state, nowMs) => {
-      const { state: next, outcome } = admit(state, admitRequest, { nowMs, base, allowance, limits });
+      const { state: next, outcome } = admit(state, admitRequest, {
+        nowMs,
+        base,
+        allowance,
+        limits,
+        ...(covered === undefined ? {} : { covered }),
+      });
       return {
         state: next,
         settle: () => {
@@ -560,20 +588,47 @@ export class HoldStore {
     };
   }
 
+  /**
+   * Open holds over every account in the bucket, reading at most `accountsMax` accounts (a gauge's source, run
+   * now and then, not per request). `complete` is false when accounts were left unread.
+   */
+  async countOpen(accountsMax: number): Promise<{ open: number; accounts: number; complete: boolean }> {
+    let open = 0;
+    let accounts = 0;
+    const nowMs = this.#clock();
+    let keys;
+    try {
+      keys = await this.#kv.keys();
+    } catch (error) {
+      throw new HoldsUnavailableError(`listing hold accounts: ${messageOf(error)}`, error);
+    }
+    for await (const key of keys) {
+      if (accounts >= accountsMax) {
+        keys.stop();
+        return { open, accounts, complete: false };
+      }
+      accounts++;
+      const { state } = await this.#read(key);
+      for (const hold of state.holds) if (hold.expiresMs > nowMs) open++;
+    }
+    return { open, accounts, complete: true };
+  }
+
   /** Would a hold of `amount` be admitted now? Reserves nothing. */
   async check(request: CheckRequest): Promise<CheckResult> {
     const account = this.#account(request.customer, request.unit);
     const amount = this.#amount(request.amount);
-    const [{ base, allowance }, { state }] = await Promise.all([
+    const [{ base, allowance, covered }, { state }] = await Promise.all([
       this.#balanceFor(account, request),
       this.#read(accountKey(account)),
     ]);
     const pruned = prune(state, this.#clock(), this.#limits);
-    const available = availableOf(pruned, base);
+    const available = availableOf(pruned, base, covered);
     return {
       allowed: !available.plus(allowance).lessThan(amount),
       available: formatAmount(available),
-      held: pruned.held,
+      held: formatAmount(money(pruned.held).minus(coveredOf(pruned, covered))),
+      allowance: formatAmount(allowance),
     };
   }
 
@@ -646,11 +701,13 @@ export class HoldStore {
 
   async #balanceFor(
     account: AccountRef,
-    request: { base?: BalanceInput; allowance?: BalanceInput },
-  ): Promise<{ base: Decimal; allowance: Decimal }> {
-    let { base, allowance } = request;
+    request: { base?: BalanceInput; allowance?: BalanceInput; covered?: Covered },
+  ): Promise<{ base: Decimal; allowance: Decimal; covered: Covered | undefined }> {
+    let { base, allowance, covered } = request;
     if ((base === undefined || allowance === undefined) && this.#balance !== undefined) {
       const source = await this.#balance(account);
+      // A base from the source goes with the source's coverage: they are one read.
+      if (base === undefined) covered = source.covered;
       base ??= source.base;
       allowance ??= source.allowance;
     }
@@ -666,7 +723,7 @@ export class HoldStore {
         : checkedInput(allowance, 'allowance');
     if (allowanceValue.isNegative())
       throw new RangeError(`allowance must not be negative, got ${formatAmount(allowanceValue)}`);
-    return { base: baseValue, allowance: allowanceValue };
+    return { base: baseValue, allowance: allowanceValue, covered };
   }
 
   // --- KV -----------------------------------------------------------------
@@ -798,6 +855,7 @@ export class HoldStore {
       try {
         const revision = await this.#write(lane.key, state, snapshot.revision);
         lane.cached = { state, revision };
+        this.#onWrite?.(snapshot.state, state, nowMs);
         this.#stats.batches++;
         for (const settle of settles) settle();
         return;

@@ -167,6 +167,7 @@ export const settlementRunColumns = [
 export async function ensureSchema(store: Store): Promise<void> {
   for (const ddl of Object.values(tables)) await store.command(ddl);
   await addMessageSeqs(store);
+  await addHold(store);
   await partitionCreditSnapshots(store);
 }
 
@@ -182,6 +183,18 @@ async function addMessageSeqs(store: Store): Promise<void> {
   );
   if (Number(rows[0]?.[0] ?? 0) === 0)
     await store.command("ALTER TABLE usage_minute ADD COLUMN message_seqs String DEFAULT ''");
+}
+
+/**
+ * usage_minute was created without `hold` before usage could name a credit
+ * hold; old rows read as '' (no hold), which is what they were.
+ */
+async function addHold(store: Store): Promise<void> {
+  const rows = await store.query(
+    "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = 'usage_minute' AND name = 'hold'",
+  );
+  if (Number(rows[0]?.[0] ?? 0) === 0)
+    await store.command("ALTER TABLE usage_minute ADD COLUMN hold String DEFAULT ''");
 }
 
 /**

@@ -32,7 +32,9 @@ export async function readWatermark(store: Store, partition: number): Promise<nu
  * sequence the flush counted): max(flush_seq) per partition IS the rater's
  * committed watermark (docs/exactly-once.md). The first row of each flush
  * also lists the stream sequences of the messages the flush counted
- * (`message_seqs`, rater/counted-log.ts); the others leave it empty. No
+ * (`message_seqs`, rater/counted-log.ts); the others leave it empty.
+ * `hold` names the credit hold the row's usage spent ('' for none): usage
+ * naming a hold gets rows of its own, which sum like any other. No
  * PARTITION BY, so one INSERT writes one part and commits atomically.
  */
 export const usageMinuteTable = `CREATE TABLE IF NOT EXISTS usage_minute (
@@ -45,7 +47,8 @@ export const usageMinuteTable = `CREATE TABLE IF NOT EXISTS usage_minute (
     stream_partition UInt16,
     flush_seq UInt64,
     flushed_at DateTime('UTC'),
-    message_seqs String DEFAULT ''
+    message_seqs String DEFAULT '',
+    hold String DEFAULT ''
   ) ENGINE = MergeTree ORDER BY (customer, meter, minute, dimensions)`;
 
 export const usageMinuteColumns = [
@@ -60,4 +63,4 @@ export const usageMinuteColumns = [
   'flushed_at',
 ] as const;
 /** What a rater flush writes: the usage columns plus the record of the messages it counted. */
-export const usageMinuteFlushColumns = [...usageMinuteColumns, 'message_seqs'] as const;
+export const usageMinuteFlushColumns = [...usageMinuteColumns, 'message_seqs', 'hold'] as const;

@@ -75,7 +75,15 @@ describe('parseEvent, given a valid event', () => {
       scaled: 1_000_000_000n,
       timestampMs: minuteAgoMs,
       dimensions: '{}',
+      hold: '',
     });
+  });
+
+  it('when it names a hold, then the hold id is kept as given, whether or not such a hold exists', () => {
+    expect(accepted(event({ hold: 'YWNtZQ.Y3JlZGl0cw.abcdefghijklmnop' })).hold).toBe(
+      'YWNtZQ.Y3JlZGl0cw.abcdefghijklmnop',
+    );
+    expect(accepted(event({ hold: 'h'.repeat(400) })).hold).toBe('h'.repeat(400));
   });
 
   it('when quantity is a decimal string, then it is scaled exactly', () => {
@@ -191,6 +199,10 @@ describe('parseEvent, given one invalid field', () => {
     ],
     ['a dimension key is 65 characters', event({ dimensions: { ['k'.repeat(65)]: 'v' } }), 'dimensions', 'key_length'],
     ['there is an unknown top-level field', event({ qty: 3 }), 'qty', 'unknown_field'],
+    ['hold is a number', event({ hold: 7 }), 'hold', 'type'],
+    ['hold is empty', event({ hold: '' }), 'hold', 'format'],
+    ['hold has a space', event({ hold: 'a b' }), 'hold', 'format'],
+    ['hold is 401 characters', event({ hold: 'h'.repeat(401) }), 'hold', 'format'],
   ])('when %s, then the problem names that field and code', (_label, raw, field, code) => {
     expect(onlyProblem(raw)).toEqual({ field, code });
   });

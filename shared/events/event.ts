@@ -17,6 +17,11 @@ export interface UsageEvent {
   timestampMs: number;
   /** Canonical JSON of the declared dimensions present, keys sorted; "{}" when none. */
   dimensions: string;
+  /**
+   * The credit hold this usage spends (settlement/holds), '' when none. Only its form is checked here: an id
+   * that names no open hold is ordinary usage (docs/holds.md).
+   */
+  hold: string;
 }
 
 export const eventLimits = {
@@ -25,7 +30,11 @@ export const eventLimits = {
   dimensionKeysMax: 16,
   dimensionValueLengthMax: 128,
   dimensionKeyLengthMax: 64,
+  holdLengthMax: 400,
 } as const;
+
+/** A hold id's characters: base64url tokens joined by dots (settlement/holds/hold-ids.ts makes them). */
+const holdIdPattern = /^[A-Za-z0-9_.-]+$/;
 
 /** Time bounds an event's timestamp must fall in, relative to when the batch was received. */
 export interface TimestampWindow {
@@ -34,7 +43,15 @@ export interface TimestampWindow {
   skewMs: number;
 }
 
-const knownFields: ReadonlySet<string> = new Set(['id', 'customer', 'meter', 'quantity', 'timestamp', 'dimensions']);
+const knownFields: ReadonlySet<string> = new Set([
+  'id',
+  'customer',
+  'meter',
+  'quantity',
+  'timestamp',
+  'dimensions',
+  'hold',
+]);
 
 function parseTimestamp(value: unknown): number | undefined {
   if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
@@ -74,7 +91,7 @@ export function parseEvent(
     else if (!knownFields.has(key)) problems.add(key, 'unknown_field', `unknown field ${key} (typo?)`, index);
   }
 
-  const { id, customer, meter, quantity, timestamp, dimensions } = raw;
+  const { id, customer, meter, quantity, timestamp, dimensions, hold } = raw;
   if (typeof id !== 'string' || id.length < 1 || id.length > eventLimits.idLengthMax) {
     problems.add(
       'id',
@@ -170,6 +187,21 @@ export function parseEvent(
     }
   }
 
+  if (
+    hold !== undefined &&
+    (typeof hold !== 'string' ||
+      hold.length < 1 ||
+      hold.length > eventLimits.holdLengthMax ||
+      !holdIdPattern.test(hold))
+  ) {
+    problems.add(
+      'hold',
+      typeof hold === 'string' ? 'format' : 'type',
+      `hold must be a hold id (1–${eventLimits.holdLengthMax} characters of [A-Za-z0-9_.-]) as POST /v1/customers/{id}/holds returned it`,
+      index,
+    );
+  }
+
   if (problems.list.length > before) return undefined;
   return {
     id: id as string,
@@ -178,5 +210,6 @@ export function parseEvent(
     scaled,
     timestampMs: timestampMs!,
     dimensions: canonicalDimensions,
+    hold: (hold as string | undefined) ?? '',
   };
 }

@@ -1,0 +1,84 @@
+/**
+ * What the usage naming each credit hold has cost so far: usage events may
+ * carry `hold`, and the rater keeps such usage in usage_minute rows of their
+ * own (column `hold`). The live balance subtracts that usage like any other,
+ * so the hold stops reserving what its usage already took (docs/holds.md).
+ *
+ * All of a hold's usage counts, settled or not: a hold's coverage only
+ * grows, and settling moves its usage from `pending` to `settled` without
+ * changing `available`. Usage is priced on its own lines, at the rate card in
+ * force at its minutes — exactly its share of the customer's cost for unit
+ * prices; for package and graduated rows, as if it were the month's only
+ * usage (docs/holds.md says so).
+ */
+import type { Decimal } from 'decimal.js';
+import type { Catalog } from '../catalog/model.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import { money, parseStoredDecimal } from '../shared/money.js';
+import { sqlDateTime, sqlString } from '../shared/sql.js';
+import { priceUsage } from './price-usage.js';
+import { tierPeriodStartSec } from './pricing.js';
+import type { UsageLine } from './usage-reader.js';
+import { parseHoldId } from './holds/hold-ids.js';
+
+/** Per credit unit, per hold id suffix (the hold's id inside its account), the live cost of its usage. */
+export type HoldCoverage = Map<string, Map<string, Decimal>>;
+
+/**
+ * Reads the coverage of `customer`'s holds from usage at or after `sinceSec`
+ * (a hold's usage cannot be older than the hold's longest life plus the
+ * gateway's accepted lateness, so older rows are not read). Usage naming a
+ * hold of another customer, an id that is no hold id, or a hold in another
+ * unit than the usage's price covers nothing: it is ordinary usage.
+ */
+export async function readHoldCoverage(
+  store: Store,
+  catalog: Catalog,
+  customer: string,
+  sinceSec: number,
+): Promise<HoldCoverage> {
+  const boundaries = catalog.rateCard
+    .map((v) => Math.floor(v.effectiveFromMs / 1000))
+    .filter((sec) => sec > sinceSec)
+    .sort((a, b) => a - b);
+  const parts = [sinceSec, ...boundaries];
+  const partExpr =
+    boundaries.length === 0
+      ? '0'
+      : `multiIf(${boundaries.map((b, i) => `minute < ${sqlDateTime(b)}, ${i}`).join(', ')}, ${boundaries.length})`;
+  const rows = await store.query(
+    `SELECT hold, meter, dimensions, ${partExpr} AS part, toRelativeMonthNum(minute) AS month,
+       sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
+     FROM usage_minute
+     WHERE customer = ${sqlString(customer)} AND hold != '' AND minute >= ${sqlDateTime(sinceSec)}
+     GROUP BY hold, meter, dimensions, part, month
+     ORDER BY hold, meter, dimensions, part, month`,
+  );
+  const linesByHold = new Map<string, UsageLine[]>();
+  for (const [hold, meter, dimensions, part, , sum, max, events, firstMinute] of rows) {
+    const lines = linesByHold.get(hold!) ?? [];
+    lines.push({
+      customer,
+      meter: meter!,
+      dimensions: dimensions!,
+      fromSec: Math.max(parts[Number(part)]!, tierPeriodStartSec(Number(firstMinute))),
+      quantity: parseStoredDecimal(catalog.meters.get(meter!)?.aggregation === 'max' ? max! : sum!),
+      events: Number(events),
+      firstMinuteSec: Number(firstMinute),
+    });
+    linesByHold.set(hold!, lines);
+  }
+  const coverage: HoldCoverage = new Map();
+  for (const [holdId, lines] of linesByHold) {
+    const parsed = parseHoldId(holdId);
+    if (parsed === undefined || parsed.account.customer !== customer) continue;
+    let cost = money(0);
+    for (const priced of priceUsage(catalog, lines).priced)
+      if (priced.unit === parsed.account.unit) cost = cost.plus(priced.cost);
+    if (!cost.isPositive()) continue;
+    let byHold = coverage.get(parsed.account.unit);
+    if (byHold === undefined) coverage.set(parsed.account.unit, (byHold = new Map()));
+    byHold.set(parsed.suffix, cost);
+  }
+  return coverage;
+}

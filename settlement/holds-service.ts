@@ -1,0 +1,100 @@
+/**
+ * Starts credit holds in a settlement process: the hold store on NATS
+ * JetStream KV, live figures from ClickHouse, their routes and metrics.
+ */
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { Registry } from 'prom-client';
+import type { Catalog } from '../catalog/model.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import type { Logger } from '../shared/log.js';
+import type { Route } from '../shared/http.js';
+import { HoldStore } from './holds/hold-store.js';
+import { LiveBalances } from './live-balance.js';
+import { balanceWithHolds, figuresFor, holdRoutes } from './holds-api.js';
+import { createHoldMetrics } from './metrics.js';
+import type { Balance } from './balance.js';
+
+export interface HoldsSettings {
+  holdTtlDefaultMs: number;
+  holdTtlMaxMs: number;
+  holdsReplicas: number;
+  liveBalanceCacheMs: number;
+  holdsGaugeMs: number;
+  /** The gateway's accepted clock skew: usage naming a hold may be stamped this far before it. */
+  skewMs: number;
+}
+
+export interface RunningHolds {
+  routes: Route[];
+  /** The balance GET /v1/customers/{id}/balance serves: read now, open holds subtracted. */
+  balance(customer: string): Promise<Balance>;
+  stop(): Promise<void>;
+}
+
+const gaugeAccountsMax = 10_000;
+
+export async function startHolds(deps: {
+  nc: NatsConnection;
+  store: Store;
+  catalog: Catalog;
+  settings: HoldsSettings;
+  registry: Registry;
+  log: Logger;
+  now?: () => number;
+}): Promise<RunningHolds> {
+  const { settings, catalog, log } = deps;
+  const metrics = createHoldMetrics(deps.registry);
+  const live = new LiveBalances(deps.store, catalog, {
+    cacheMs: settings.liveBalanceCacheMs,
+    cachedCustomersMax: 10_000,
+    // A hold lives at most holdTtlMaxMs; its usage is stamped after it was made, give or take clock skew.
+    holdLookbackMs: settings.holdTtlMaxMs + settings.skewMs + 60_000,
+    ...(deps.now ? { now: deps.now } : {}),
+    onRead: (seconds) => metrics.liveReadDuration.observe(seconds),
+  });
+  const now = deps.now ?? Date.now;
+  const holds = await HoldStore.open(deps.nc, {
+    ttlDefaultMs: settings.holdTtlDefaultMs,
+    ttlMaxMs: settings.holdTtlMaxMs,
+    replicas: settings.holdsReplicas,
+    ...(deps.now ? { clock: deps.now } : {}),
+    balance: async ({ customer, unit }) => {
+      const figures = await live.figures(customer);
+      metrics.liveAge.observe(Math.max(0, now() - figures.readAtMs) / 1000);
+      return figuresFor(figures, catalog, unit);
+    },
+    onWrite: (before, after, nowMs) => {
+      let expired = 0;
+      const kept = new Set(after.holds.map((h) => h.id));
+      for (const hold of before.holds) if (hold.expiresMs <= nowMs && !kept.has(hold.id)) expired++;
+      if (expired > 0) metrics.expired.inc(expired);
+    },
+  });
+
+  let counting = false;
+  const recount = async (): Promise<void> => {
+    if (counting) return;
+    counting = true;
+    try {
+      const { open, complete } = await holds.countOpen(gaugeAccountsMax);
+      metrics.open.set(open);
+      if (!complete) log.warn({ accountsRead: gaugeAccountsMax }, 'drawdown_holds_open counts only the first accounts');
+    } catch (error) {
+      log.warn({ err: error }, 'could not count open holds');
+    } finally {
+      counting = false;
+    }
+  };
+  void recount();
+  const timer = setInterval(() => void recount(), settings.holdsGaugeMs);
+  timer.unref();
+
+  return {
+    routes: holdRoutes({ holds, live, catalog, metrics }),
+    balance: async (customer) => balanceWithHolds(holds, catalog, await live.fresh(customer)),
+    stop: async () => {
+      clearInterval(timer);
+      await holds.shutdown();
+    },
+  };
+}

@@ -1,0 +1,106 @@
+/**
+ * A customer's live figures, as holds and entitlement checks use them:
+ * per credit unit, `base` = settled − live cost of unsettled usage, and what
+ * each hold's usage has cost so far (its coverage). One read of ClickHouse
+ * gives both (coverage first, so usage it counts is always in `base` too:
+ * hold-coverage.ts); reads are shared for `cacheMs` and by concurrent
+ * callers, so thousands of holds per second cost a few reads per customer.
+ *
+ * The ledger stays the source of truth: these figures only decide holds and
+ * show `available`; settlement posts what it always posted.
+ */
+import type { Decimal } from 'decimal.js';
+import type { Catalog } from '../catalog/model.js';
+import type { Store } from '../shared/clickhouse/store.js';
+import { money } from '../shared/money.js';
+import { balanceOf, type Balance } from './balance.js';
+import { readHoldCoverage, type HoldCoverage } from './hold-coverage.js';
+
+export interface LiveFigures {
+  balance: Balance;
+  coverage: HoldCoverage;
+  /** When the read started (ms since the epoch): the figures hold at least everything committed before it. */
+  readAtMs: number;
+}
+
+export interface LiveBalanceOptions {
+  /** How long one read serves later callers, in ms (0: every caller reads, concurrent ones still share). */
+  cacheMs: number;
+  /** Customers whose figures are kept; the least recently read are dropped first. */
+  cachedCustomersMax: number;
+  /** How far back usage can name a still-open hold: the longest hold life plus the gateway's accepted lateness. */
+  holdLookbackMs: number;
+  now?: () => number;
+  /** Called with each read's duration in seconds (a metric). */
+  onRead?: (seconds: number) => void;
+}
+
+interface Entry {
+  startedMs: number;
+  figures: Promise<LiveFigures>;
+}
+
+export class LiveBalances {
+  readonly #store: Store;
+  readonly #catalog: Catalog;
+  readonly #options: LiveBalanceOptions;
+  readonly #now: () => number;
+  readonly #entries = new Map<string, Entry>();
+
+  constructor(store: Store, catalog: Catalog, options: LiveBalanceOptions) {
+    this.#store = store;
+    this.#catalog = catalog;
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Figures read at most cacheMs ago (or being read now). */
+  figures(customer: string): Promise<LiveFigures> {
+    const nowMs = this.#now();
+    const entry = this.#entries.get(customer);
+    if (entry !== undefined && nowMs - entry.startedMs <= this.#options.cacheMs) return entry.figures;
+    return this.#read(customer, nowMs);
+  }
+
+  /** Figures read now, for callers that must see everything committed before the call (GET balance). */
+  fresh(customer: string): Promise<LiveFigures> {
+    const nowMs = this.#now();
+    const entry = this.#entries.get(customer);
+    // A read that started at this very instant already sees everything committed before the call.
+    if (entry !== undefined && entry.startedMs >= nowMs) return entry.figures;
+    return this.#read(customer, nowMs);
+  }
+
+  /** base for one credit unit: settled − pending; zero for a unit the customer has never used nor been granted. */
+  static baseOf(figures: LiveFigures, unit: string): Decimal {
+    const line = figures.balance.units.find((u) => u.unit === unit);
+    return line === undefined ? money(0) : money(line.available);
+  }
+
+  #read(customer: string, nowMs: number): Promise<LiveFigures> {
+    const started = performance.now();
+    const figures = (async (): Promise<LiveFigures> => {
+      const coverage = await readHoldCoverage(
+        this.#store,
+        this.#catalog,
+        customer,
+        Math.floor((nowMs - this.#options.holdLookbackMs) / 60_000) * 60,
+      );
+      const balance = await balanceOf(this.#store, this.#catalog, customer, nowMs);
+      this.#options.onRead?.((performance.now() - started) / 1000);
+      return { balance, coverage, readAtMs: nowMs };
+    })();
+    const entry: Entry = { startedMs: nowMs, figures };
+    this.#entries.delete(customer);
+    this.#entries.set(customer, entry);
+    if (this.#entries.size > this.#options.cachedCustomersMax) {
+      const oldest = this.#entries.keys().next().value;
+      if (oldest !== undefined) this.#entries.delete(oldest);
+    }
+    // A failed read is not served to later callers.
+    figures.catch(() => {
+      if (this.#entries.get(customer) === entry) this.#entries.delete(customer);
+    });
+    return figures;
+  }
+}

@@ -1,0 +1,3 @@
+import { defineHoldsApi } from './holds-api-suite.js';
+
+defineHoldsApi('server');
