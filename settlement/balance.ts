@@ -12,7 +12,7 @@ import { lastCompletedRun } from './runs.js';
 import { priceUsage } from './price-usage.js';
 import { priorUsageFor } from './usage-reader.js';
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
-import { readSelectedUsage } from './usage-reader.js';
+import { readSelectedUsage, type Watermarks } from './usage-reader.js';
 
 export interface UnitBalance {
   unit: string;
@@ -38,6 +38,8 @@ export async function balanceOf(
   catalog: Catalog,
   customer: string,
   nowMs: number = Date.now(),
+  /** Pending as of these watermarks (a snapshot read first, shared with other reads); undefined: all committed. */
+  watermarks?: Watermarks,
 ): Promise<Balance> {
   // The last completed run is read before the ledger: a run that completes in between then shows in both settled
   // and pending (available reads low for a moment), never in neither (it would read high).
@@ -50,7 +52,7 @@ export async function balanceOf(
   const excluding = last && { untilSec: last.untilSec, watermarks: last.watermarks };
   const lines = await readSelectedUsage(store, catalog, {
     untilSec: Math.max(untilSec, cursor),
-    watermarks: undefined,
+    watermarks,
     excluding,
     lateBeforeSec: cursor,
     customer,

@@ -18,7 +18,7 @@ import { money, parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString } from '../shared/sql.js';
 import { priceUsage } from './price-usage.js';
 import { tierPeriodStartSec } from './pricing.js';
-import type { UsageLine } from './usage-reader.js';
+import { committedUnder, type UsageLine, type Watermarks } from './usage-reader.js';
 import { parseHoldId } from './holds/hold-ids.js';
 
 /** Per credit unit, per hold id suffix (the hold's id inside its account), the live cost of its usage. */
@@ -36,6 +36,8 @@ export async function readHoldCoverage(
   catalog: Catalog,
   customer: string,
   sinceSec: number,
+  /** Read as of this snapshot, the one pending is read at, so both see the same flushes. */
+  watermarks: Watermarks | undefined,
 ): Promise<HoldCoverage> {
   const boundaries = catalog.rateCard
     .map((v) => Math.floor(v.effectiveFromMs / 1000))
@@ -51,6 +53,7 @@ export async function readHoldCoverage(
        sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
      FROM usage_minute
      WHERE customer = ${sqlString(customer)} AND hold != '' AND minute >= ${sqlDateTime(sinceSec)}
+       AND ${committedUnder(watermarks)}
      GROUP BY hold, meter, dimensions, part, month
      ORDER BY hold, meter, dimensions, part, month`,
   );

@@ -5,7 +5,7 @@
  * (settlement/holds/), against live figures (live-balance.ts).
  *
  *   POST /v1/customers/{id}/holds          ingest  reserve {unit, amount, ttl_ms?, metadata?}
- *   POST /v1/holds/{hold}/release          ingest  give the hold up
+ *   POST /v1/holds/{hold}/release          ingest  give the hold up {wait_for_usage?}
  *   GET  /v1/holds/{hold}                  read    one hold, open or recently closed
  *   GET  /v1/customers/{id}/holds?unit=    read    open holds
  *   GET  /v1/customers/{id}/entitlement    read    ?unit=&amount= → {allowed, available, …}, reserves nothing
@@ -41,8 +41,8 @@ function holdJson(view: HoldView, figures: LiveFigures | undefined): HoldJson {
   const suffix = view.id.slice(view.id.lastIndexOf('.') + 1);
   const spent = figures?.coverage.get(view.unit)?.get(suffix) ?? money(0);
   const remaining = money(view.remaining);
-  const reserved =
-    view.status !== 'open' ? money(0) : spent.greaterThanOrEqualTo(remaining) ? money(0) : remaining.minus(spent);
+  const counting = view.status === 'open' || view.status === 'releasing';
+  const reserved = !counting ? money(0) : spent.greaterThanOrEqualTo(remaining) ? money(0) : remaining.minus(spent);
   return { ...view, spent: formatAmount(spent), reserved: formatAmount(reserved) };
 }
 
@@ -73,6 +73,8 @@ async function answered<T>(work: Promise<T>): Promise<T> {
 
 export interface HoldApiDeps {
   holds: HoldStore;
+  /** How long a release waits for usage already sent (DRAWDOWN_HOLD_RELEASE_GRACE_MS). */
+  releaseGraceMs: number;
   live: LiveBalances;
   catalog: Catalog;
   metrics?: HoldMetrics;
@@ -114,7 +116,7 @@ function refuse(problems: Problems): void {
 }
 
 export function holdRoutes(deps: HoldApiDeps): Route[] {
-  const { holds, live, catalog, metrics } = deps;
+  const { holds, live, catalog, metrics, releaseGraceMs } = deps;
 
   async function reserve(req: IncomingMessage, res: ServerResponse, [customerParam]: string[]): Promise<void> {
     const customer = checkCustomer(customerParam!);
@@ -160,10 +162,21 @@ export function holdRoutes(deps: HoldApiDeps): Route[] {
     }
   }
 
-  async function release(_req: IncomingMessage, res: ServerResponse, [holdId]: string[]): Promise<void> {
-    const result = await answered(holds.release(holdId!));
+  async function release(req: IncomingMessage, res: ServerResponse, [holdId]: string[]): Promise<void> {
+    const body = await readJsonBody(req, 4 * 1024);
+    if (!isPlainObject(body)) throw new DrawdownError('request_invalid', 'body must be a JSON object');
+    const problems = new Problems();
+    for (const key of Object.keys(body))
+      if (key !== 'wait_for_usage') problems.add(key, 'unknown_field', `unknown field ${key} (wait_for_usage)`);
+    if (body.wait_for_usage !== undefined && typeof body.wait_for_usage !== 'boolean')
+      problems.add('wait_for_usage', 'type', 'wait_for_usage must be true or false');
+    refuse(problems);
+    // By default usage sent before the release may still be on its way: the hold counts until it is in.
+    const graceMs = body.wait_for_usage === false ? 0 : releaseGraceMs;
+    const result = await answered(holds.release(holdId!, { graceMs }));
     if (result.changed) metrics?.released.inc({ unit: result.hold.unit });
-    sendJson(res, 200, { hold: holdJson(result.hold, undefined), released: result.changed });
+    const figures = await live.figures(result.hold.customer);
+    sendJson(res, 200, { hold: holdJson(result.hold, figures), released: result.changed });
   }
 
   async function getHold(_req: IncomingMessage, res: ServerResponse, [holdId]: string[]): Promise<void> {

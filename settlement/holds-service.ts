@@ -17,6 +17,7 @@ import type { Balance } from './balance.js';
 export interface HoldsSettings {
   holdTtlDefaultMs: number;
   holdTtlMaxMs: number;
+  holdReleaseGraceMs: number;
   holdsReplicas: number;
   liveBalanceCacheMs: number;
   holdsGaugeMs: number;
@@ -90,7 +91,7 @@ export async function startHolds(deps: {
   timer.unref();
 
   return {
-    routes: holdRoutes({ holds, live, catalog, metrics }),
+    routes: holdRoutes({ holds, live, catalog, metrics, releaseGraceMs: settings.holdReleaseGraceMs }),
     balance: async (customer) => balanceWithHolds(holds, catalog, await live.fresh(customer)),
     stop: async () => {
       clearInterval(timer);

@@ -1,9 +1,10 @@
 /**
  * A customer's live figures, as holds and entitlement checks use them:
  * per credit unit, `base` = settled − live cost of unsettled usage, and what
- * each hold's usage has cost so far (its coverage). One read of ClickHouse
- * gives both (coverage first, so usage it counts is always in `base` too:
- * hold-coverage.ts); reads are shared for `cacheMs` and by concurrent
+ * each hold's usage has cost so far (its coverage). Both are read as of one
+ * snapshot of the rater's watermarks, so a flush is in both or in neither:
+ * a hold and the usage it covers are never both subtracted, nor neither
+ * (hold-coverage.ts); reads are shared for `cacheMs` and by concurrent
  * callers, so thousands of holds per second cost a few reads per customer.
  *
  * The ledger stays the source of truth: these figures only decide holds and
@@ -15,6 +16,7 @@ import type { Store } from '../shared/clickhouse/store.js';
 import { money } from '../shared/money.js';
 import { balanceOf, type Balance } from './balance.js';
 import { readHoldCoverage, type HoldCoverage } from './hold-coverage.js';
+import { readWatermarks } from '../shared/clickhouse/usage-minute.js';
 
 export interface LiveFigures {
   balance: Balance;
@@ -80,13 +82,16 @@ export class LiveBalances {
   #read(customer: string, nowMs: number): Promise<LiveFigures> {
     const started = performance.now();
     const figures = (async (): Promise<LiveFigures> => {
+      // One snapshot of what the rater committed, for both reads: a flush lands in both or in neither.
+      const watermarks = Object.fromEntries(await readWatermarks(this.#store));
       const coverage = await readHoldCoverage(
         this.#store,
         this.#catalog,
         customer,
         Math.floor((nowMs - this.#options.holdLookbackMs) / 60_000) * 60,
+        watermarks,
       );
-      const balance = await balanceOf(this.#store, this.#catalog, customer, nowMs);
+      const balance = await balanceOf(this.#store, this.#catalog, customer, nowMs, watermarks);
       this.#options.onRead?.((performance.now() - started) / 1000);
       return { balance, coverage, readAtMs: nowMs };
     })();

@@ -49,7 +49,8 @@ export interface SelectedLine extends UsageLine {
   late: boolean;
 }
 
-function committedUnder(watermarks: Watermarks | undefined): string {
+/** SQL: the row was committed at or below `watermarks` (undefined: any committed row). */
+export function committedUnder(watermarks: Watermarks | undefined): string {
   if (watermarks === undefined) return '1';
   const entries = Object.entries(watermarks);
   if (entries.length === 0) return '0';

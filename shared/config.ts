@@ -300,6 +300,14 @@ export const settings = {
     max: 24 * 3_600_000,
     doc: 'The longest ttl_ms a hold may ask for, in ms',
   },
+  holdReleaseGraceMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_HOLD_RELEASE_GRACE_MS',
+    default: 2_000,
+    min: 0,
+    max: 600_000,
+    doc: 'After a release, how long a hold keeps counting (less what its usage spent) so usage sent before the release is counted first, in ms; a release with wait_for_usage false ends at once. Above the live-balance lag (flush interval + cache)',
+  },
   holdsReplicas: {
     kind: 'int',
     env: 'DRAWDOWN_HOLDS_REPLICAS',

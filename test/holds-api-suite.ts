@@ -86,6 +86,7 @@ export function defineHoldsApi(backend: Backend): void {
           clickhouseUrl: clickhouse.url,
           catalog: holdsCatalog(dir.path),
           liveBalanceCacheMs: 0,
+          holdReleaseGraceMs: 3_000,
         }),
         { ingest: true, rater: true, settlement: true },
       );
@@ -130,12 +131,27 @@ export function defineHoldsApi(backend: Backend): void {
       expect(listed.body.held).toEqual({ credits: '30' });
       expect(listed.body.holds.map((h: { id: string }) => h.id)).toEqual([first.body.hold.id]);
 
+      // Released: it keeps counting for the release grace (usage sent before it may be on its way), then ends.
+      const releasedAtMs = Date.now();
       const released = await api(base, 'POST', `/v1/holds/${first.body.hold.id}/release`);
       expect(released.status).toBe(200);
-      expect(released.body).toMatchObject({ released: true, hold: { status: 'released', reserved: '0' } });
+      expect(released.body).toMatchObject({ released: true, hold: { status: 'releasing', reserved: '30' } });
+      expect(Date.parse(released.body.hold.expires_at)).toBeLessThanOrEqual(releasedAtMs + 3_000 + 1_000);
       expect((await api(base, 'POST', `/v1/holds/${first.body.hold.id}/release`)).body.released).toBe(false);
+      expect(await credits('alice')).toMatchObject({ held: '30', available: '70' });
+      await new Promise((r) => setTimeout(r, Date.parse(released.body.hold.expires_at) - Date.now() + 50));
       expect(await credits('alice')).toMatchObject({ held: '0', available: '100' });
+      expect((await api(base, 'GET', `/v1/holds/${first.body.hold.id}`)).body).toMatchObject({ status: 'released' });
       expect((await api(base, 'GET', '/v1/customers/alice/holds')).body.holds).toEqual([]);
+
+      // Released with wait_for_usage false (the work never ran): it ends at once.
+      const second = await reserve('alice', { unit: 'credits', amount: '12' }, 'job-3');
+      expect(await credits('alice')).toMatchObject({ available: '88' });
+      const now = await api(base, 'POST', `/v1/holds/${second.body.hold.id}/release`, { wait_for_usage: false });
+      expect(now.body).toMatchObject({ released: true, hold: { status: 'released', reserved: '0' } });
+      expect(await credits('alice')).toMatchObject({ held: '0', available: '100' });
+      const badBody = await api(base, 'POST', `/v1/holds/${second.body.hold.id}/release`, { wait_for_usage: 'no' });
+      expect(badBody.body.errors[0]).toMatchObject({ field: 'wait_for_usage', code: 'type' });
     });
 
     it('refuses malformed requests naming the field, and unknown holds with 404', async () => {
@@ -213,7 +229,7 @@ export function defineHoldsApi(backend: Backend): void {
     it('counts usage naming an unknown, closed or foreign hold as ordinary usage: nothing lost, nothing covered', async () => {
       await buy('carol');
       const own = await reserve('carol', { unit: 'credits', amount: '10' }, 'c-1');
-      await api(base, 'POST', `/v1/holds/${own.body.hold.id}/release`);
+      await api(base, 'POST', `/v1/holds/${own.body.hold.id}/release`, { wait_for_usage: false });
       const foreign = await reserve('alice', { unit: 'credits', amount: '10' }, 'a-foreign');
       expect(foreign.status).toBe(201);
       const batch = [
@@ -227,7 +243,27 @@ export function defineHoldsApi(backend: Backend): void {
       // alice's hold is not touched by carol's usage.
       const alices = await api(base, 'GET', `/v1/holds/${foreign.body.hold.id}`);
       expect(alices.body).toMatchObject({ spent: '0', reserved: '10' });
-      await api(base, 'POST', `/v1/holds/${foreign.body.hold.id}/release`);
+      await api(base, 'POST', `/v1/holds/${foreign.body.hold.id}/release`, { wait_for_usage: false });
+    });
+
+    it('a release right after sending usage: the usage is counted before the hold stops counting, never neither', async () => {
+      await buy('dave');
+      const made = await reserve('dave', { unit: 'credits', amount: '10' }, 'call-1');
+      const hold = made.body.hold.id as string;
+      expect(await credits('dave')).toMatchObject({ available: '90' });
+      // One image (3 credits) naming the hold, then the release straight away, as an app ends a request.
+      expect((await postEvents(base, images('dave', 1, atMs, 'dave-1', hold))).status).toBe(202);
+      const released = await api(base, 'POST', `/v1/holds/${hold}/release`);
+      expect(released.body.released).toBe(true);
+      const endMs = Date.parse(released.body.hold.expires_at) + 300;
+      const seen: string[] = [];
+      while (Date.now() < endMs) seen.push((await credits('dave')).available);
+      await counted();
+      seen.push((await credits('dave')).available);
+      // 90 while the hold counts (with or without its usage), 97 once it ended; 100 would be neither.
+      expect(seen.filter((a) => a !== '90' && a !== '97')).toEqual([]);
+      expect(seen.at(-1)).toBe('97');
+      expect(await credits('dave')).toMatchObject({ pending: '3', held: '0', available: '97' });
     });
 
     it('rejects an event whose hold is not a hold id, naming the event and the field', async () => {

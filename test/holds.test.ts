@@ -345,11 +345,21 @@ describe('expiry, release, consume, list', () => {
     const account = { customer: 'e1', unit: 'credits', base: '100', allowance: '0' };
     const { hold } = await store.reserve({ ...account, amount: '30', key: 'k', ttlMs: 1_000 });
     expect(hold.expires_at).toBe('2026-03-01T12:00:01.000Z');
-    expect(await store.check({ ...account, amount: '70' })).toEqual({ allowed: true, available: '70', held: '30' });
+    expect(await store.check({ ...account, amount: '70' })).toEqual({
+      allowance: '0',
+      allowed: true,
+      available: '70',
+      held: '30',
+    });
     expect((await store.check({ ...account, amount: '70.01' })).allowed).toBe(false);
 
     now += 1_000;
-    expect(await store.check({ ...account, amount: '100' })).toEqual({ allowed: true, available: '100', held: '0' });
+    expect(await store.check({ ...account, amount: '100' })).toEqual({
+      allowance: '0',
+      allowed: true,
+      available: '100',
+      held: '0',
+    });
     expect(await store.get(hold.id)).toMatchObject({
       status: 'expired',
       closed_at: '2026-03-01T12:00:01.000Z',

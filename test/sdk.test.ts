@@ -2,7 +2,8 @@
  * The TypeScript SDK (drawdown/sdk) against the real gateway, nats-server and
  * clickhouse-server: what a customer's backend sees when it streams usage —
  * exact totals, a gateway restart survived, backpressure obeyed, its own bugs
- * reported without being retried, and memory that stays bounded.
+ * reported without being retried, and memory that stays bounded — and when
+ * it gates work on credit holds (reserve, usage naming the hold, release).
  */
 import { createHash } from 'node:crypto';
 import { Decimal } from 'decimal.js';
@@ -19,6 +20,7 @@ import {
   type TrackEvent,
 } from '../ingest/sdk/index.js';
 import {
+  api,
   openTestStore,
   spawnDrawdown,
   startNats,
@@ -392,6 +394,99 @@ describe('SDK against the real gateway', () => {
     expect(sdk.stats()).toMatchObject({ acknowledged: 12, failed: 0, bufferedEvents: 0, waitingTracks: 0 });
     await waitForStreamDrained(ns.natsUrl);
     expect(await totals(ns.clickhouseUrl, 'block')).toEqual(workload.want());
+  });
+  it('given bought credits, when a backend reserves a hold, sends usage naming it and releases it, then available never reads high and settlement posts exactly the usage', async () => {
+    const ns = await backends('holds');
+    const dd = await startDrawdown(testConfig({ ackWaitMs: 5_000, retryDelayMaxMs: 500, ...ns }), {
+      ingest: true,
+      rater: true,
+      settlement: true,
+    });
+    cleanups.push(() => dd.stop());
+    const customer = 'sdk-holds-c0';
+    const bought = await api(
+      dd.url!,
+      'POST',
+      `/v1/customers/${customer}/purchases`,
+      { package: 'credits-100' },
+      {
+        'idempotency-key': 'sdk-holds-1',
+      },
+    );
+    expect(bought.status).toBe(201);
+    const sdk = client({ url: dd.url!, flushIntervalMs: 20 });
+
+    const hold = await sdk.hold(customer, { unit: 'credits', amount: '10', ttlMs: 600_000, idempotencyKey: 'req-1' });
+    expect(hold).toMatchObject({ status: 'open', amount: '10', reserved: '10', created: true, available: '90' });
+    // A retry under the key is the same hold, not a second reservation.
+    const again = await sdk.hold(customer, { unit: 'credits', amount: '10', ttlMs: 600_000, idempotencyKey: 'req-1' });
+    expect({ id: again.id, created: again.created }).toEqual({ id: hold.id, created: false });
+    expect(await sdk.entitlement(customer, 'credits', '90')).toMatchObject({
+      allowed: true,
+      available: '90',
+      held: '10',
+    });
+    expect((await sdk.entitlement(customer, 'credits', '90.000000001')).allowed).toBe(false);
+    const refused = await sdk.hold(customer, { unit: 'credits', amount: 91 }).then(
+      () => undefined,
+      (error: DrawdownSdkError) => error,
+    );
+    expect({ code: refused?.code, available: refused?.credits?.available }).toEqual({
+      code: 'insufficient_credits',
+      available: '90',
+    });
+
+    // Two images at 3 credits, named by the hold; stamped two minutes back so that the settlement below takes them.
+    await sdk.track({
+      customer,
+      meter: 'images',
+      quantity: 2,
+      timestamp: Date.now() - 120_000,
+      dimensions: { model: 'Nano Banana', resolution: '1K', input: 'prompt' },
+      hold: hold.id,
+    });
+    await sdk.flush();
+    // Until the rater commits the usage the hold reserves all of it; after, the usage is pending and the hold
+    // reserves the rest. Either way 90 is available — lower for a moment at most, never higher.
+    const seen: string[] = [];
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const balance = (await api(dd.url!, 'GET', `/v1/customers/${customer}/balance`)).body as {
+        units: { unit: string; pending: string; held: string; available: string }[];
+      };
+      const credits = balance.units.find((u) => u.unit === 'credits')!;
+      seen.push(credits.available);
+      if (credits.pending === '6' && credits.held === '4') break;
+      if (Date.now() > deadline) throw new Error(`usage naming the hold not seen: ${JSON.stringify(credits)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(seen.filter((available) => new Decimal(available).greaterThan(90))).toEqual([]);
+    expect(seen.at(-1)).toBe('90');
+    const got = (await api(dd.url!, 'GET', `/v1/holds/${hold.id}`)).body as { spent: string; reserved: string };
+    expect(got).toMatchObject({ spent: '6', reserved: '4' });
+
+    // Released: it counts for the release grace (usage sent just before may be on its way) …
+    const released = await sdk.release(hold.id);
+    expect({ released: released.released, status: released.hold.status }).toEqual({
+      released: true,
+      status: 'releasing',
+    });
+    expect((await sdk.release(hold.id)).released).toBe(false);
+    // … and, its usage being in, it may end now.
+    const ended = await sdk.release(hold.id, { waitForUsage: false });
+    expect({ released: ended.released, status: ended.hold.status }).toEqual({ released: true, status: 'released' });
+    expect(await sdk.entitlement(customer, 'credits')).toMatchObject({ allowed: true, available: '94', held: '0' });
+
+    // Holds post nothing: settlement deducts exactly the usage.
+    const settled = await api(dd.url!, 'POST', '/v1/settlements', {});
+    expect(settled.status).toBe(200);
+    expect(settled.body.customers[customer].deducted).toEqual({ credits: '6' });
+    const balance = (await api(dd.url!, 'GET', `/v1/customers/${customer}/balance`)).body as {
+      units: { unit: string }[];
+    };
+    expect(balance.units).toEqual([
+      expect.objectContaining({ unit: 'credits', settled: '94', pending: '0', held: '0', available: '94' }),
+    ]);
   });
 });
 

@@ -1,6 +1,8 @@
 /**
  * The SDK client: track() buffers, batches go out by size or by time, each
  * batch is retried under its one Idempotency-Key, and memory stays bounded.
+ * hold(), release() and entitlement() are single calls with retries
+ * (holds.ts); they buffer nothing.
  *
  * Memory: every event counts against bufferedEventsMax / bufferedBytesMax
  * from track() until its batch is settled (acknowledged, or failed for good),
@@ -12,6 +14,7 @@ import { Packr } from 'msgpackr';
 import { Batch, MemoryAccount, arrayHeaderBytesMax, type BatchOutcome } from './buffer.js';
 import { DrawdownSdkError } from './errors.js';
 import { prepareEvent, type TrackEvent } from './event.js';
+import { HoldCalls, type Entitlement, type HoldRequest, type ReleasedHold, type ReservedHold } from './holds.js';
 import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js';
 import { isRetryable, retryDelayMs } from './retry.js';
 import { attemptBatch } from './transport.js';
@@ -71,9 +74,51 @@ export class DrawdownClient {
     retries: 0,
   };
 
+  readonly #holds: HoldCalls;
+
   constructor(options: ClientOptions) {
     this.options = resolveOptions(options);
     this.#memory = new MemoryAccount(this.options.bufferedEventsMax, this.options.bufferedBytesMax);
+    const onRetry = this.options.onRetry;
+    this.#holds = new HoldCalls(this.options, (info) => {
+      if (onRetry !== undefined) this.#notify(() => onRetry(info));
+    });
+  }
+
+  /**
+   * Reserves `amount` credits of `unit` for `customer` before expensive work
+   * (docs/holds.md); name the returned `id` in the work's usage (`hold` in
+   * track()) and release() it when done. Resolves with the hold once it is
+   * reserved — or, with `created: false`, the hold this idempotency key made
+   * before. Rejects with a DrawdownSdkError: `insufficient_credits` (402;
+   * the figures in `credits`), `argument_invalid`, `request_rejected` (another
+   * 4xx, `problem.code` says which), `retries_exhausted` (the hold may exist:
+   * call again with `error.idempotencyKey`), `client_closed`.
+   */
+  async hold(customer: string, request: HoldRequest): Promise<ReservedHold> {
+    if (this.#closed) throw new DrawdownSdkError('client_closed', 'hold() after close()');
+    return this.#holds.hold(customer, request);
+  }
+
+  /**
+   * Gives a hold up. It keeps counting for the server's release grace, so
+   * usage track()ed just before is counted first (flush() before releasing);
+   * `waitForUsage: false` returns its credits at once, for work that never
+   * ran. Safe to repeat (`released: false` when it was
+   * already released or expired); works after close(), so work in flight can
+   * still give its holds back. Rejects with `request_rejected` (404
+   * `hold_not_found`), `argument_invalid` or `retries_exhausted`.
+   */
+  async release(holdId: string, options: { waitForUsage?: boolean } = {}): Promise<ReleasedHold> {
+    return this.#holds.release(holdId, options);
+  }
+
+  /**
+   * Would a hold of `amount` be admitted now? Reserves nothing. Needs a key
+   * with the `read` scope. Rejects as release() does.
+   */
+  async entitlement(customer: string, unit: string, amount: string | number = 0): Promise<Entitlement> {
+    return this.#holds.entitlement(customer, unit, amount);
   }
 
   /**
@@ -251,6 +296,7 @@ export class DrawdownClient {
       this.#counts.retries += 1;
       this.#notify(() =>
         o.onRetry?.({
+          operation: 'events',
           idempotencyKey: batch.idempotencyKey,
           attempt,
           status: outcome.status,

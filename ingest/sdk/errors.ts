@@ -1,8 +1,10 @@
 /**
  * The SDK's one error type. Codes are stable (callers branch on them) and are
- * listed in ingest/sdk/README.md. They are the client's own: the gateway's
- * codes (shared/errors.ts) arrive inside `problem` when the gateway refused a
- * batch. The SDK deliberately imports nothing from the server side.
+ * listed in ingest/sdk/README.md. They are the client's own: the server's
+ * codes (shared/errors.ts) arrive inside `problem` when it refused a batch or
+ * a call — except `insufficient_credits`, the one refusal a caller of hold()
+ * acts on every day, which is its own code with its figures in `credits`.
+ * The SDK deliberately imports nothing from the server side.
  */
 
 export type SdkErrorCode =
@@ -12,14 +14,34 @@ export type SdkErrorCode =
   | 'event_invalid'
   /** One event alone encodes to more than batchBytesMax. */
   | 'event_too_large'
-  /** track() after close(). */
+  /** track() or hold() after close(). */
   | 'client_closed'
   /** 'block' policy: more tracks are waiting for room than blockedTracksMax. */
   | 'too_many_waiting'
   /** The gateway refused a batch with a 4xx that retrying cannot fix; `problem` holds its problem+json. */
   | 'batch_rejected'
-  /** A batch was still not accepted after retryAttemptsMax attempts or retryElapsedMaxMs. */
-  | 'retries_exhausted';
+  /** Not accepted after retryAttemptsMax attempts or retryElapsedMaxMs (a call: callRetryElapsedMaxMs). */
+  | 'retries_exhausted'
+  /** hold(), release() or entitlement() was given an argument the API would refuse (checked before sending). */
+  | 'argument_invalid'
+  /** hold() was refused with 402: available + allowance < amount; figures in `credits`, nothing reserved. */
+  | 'insufficient_credits'
+  /** The API refused hold(), release() or entitlement() with another 4xx; `problem.code` says why (hold_not_found…). */
+  | 'request_rejected'
+  /** A 2xx answer to a call that is not the JSON the API documents (a proxy in the way?). */
+  | 'response_invalid';
+
+/** What an `insufficient_credits` refusal was decided on (decimal strings, exact). */
+export interface InsufficientCredits {
+  customer: string;
+  unit: string;
+  /** What the hold asked for. */
+  amount: string;
+  /** settled − pending − held at the decision; may be negative. */
+  available: string;
+  /** The unit's allowed negative balance. */
+  allowance: string;
+}
 
 /** One problem with one field, as the gateway's 422 `errors[]` (index = position in the batch). */
 export interface EventProblem {
@@ -48,6 +70,13 @@ export class DrawdownSdkError extends Error {
   readonly problem: Record<string, unknown> | undefined;
   /** The batch that failed (`batch_rejected`, `retries_exhausted`). */
   readonly batch: FailedBatch | undefined;
+  /** `insufficient_credits`: the figures the refusal was decided on. */
+  readonly credits: InsufficientCredits | undefined;
+  /**
+   * A hold() that failed: the Idempotency-Key its attempts carried. After `retries_exhausted` the hold may exist;
+   * call hold() again with this key to get it (or release it) rather than reserving twice.
+   */
+  readonly idempotencyKey: string | undefined;
 
   constructor(
     code: SdkErrorCode,
@@ -57,6 +86,8 @@ export class DrawdownSdkError extends Error {
       status?: number;
       problem?: Record<string, unknown>;
       batch?: FailedBatch;
+      credits?: InsufficientCredits;
+      idempotencyKey?: string;
       cause?: unknown;
     } = {},
   ) {
@@ -67,5 +98,7 @@ export class DrawdownSdkError extends Error {
     this.status = options.status;
     this.problem = options.problem;
     this.batch = options.batch;
+    this.credits = options.credits;
+    this.idempotencyKey = options.idempotencyKey;
   }
 }

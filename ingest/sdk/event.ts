@@ -23,6 +23,11 @@ export interface TrackEvent {
   /** ms since epoch, a Date, or an ISO-8601 instant; now when omitted. */
   timestamp?: number | Date | string;
   dimensions?: Record<string, string>;
+  /**
+   * The credit hold this usage spends: the `id` hold() returned (docs/holds.md). Once the usage is rated the hold
+   * stops reserving its cost. Usage naming a released, expired or unknown hold is counted as ordinary usage.
+   */
+  hold?: string;
 }
 
 /** What is sent: id and timestamp always present. */
@@ -33,6 +38,7 @@ export interface WireEvent {
   quantity?: number | string;
   timestamp: number | Date | string;
   dimensions?: Record<string, string>;
+  hold?: string;
 }
 
 const limits = {
@@ -42,10 +48,21 @@ const limits = {
   dimensionKeysMax: 16,
   dimensionKeyLengthMax: 64,
   dimensionValueLengthMax: 128,
+  holdLengthMax: 400,
 } as const;
 const customerPattern = /^[A-Za-z0-9._:@-]+$/;
 const decimalPattern = /^(\d+)(?:\.(\d+))?$/;
-const knownFields: ReadonlySet<string> = new Set(['id', 'customer', 'meter', 'quantity', 'timestamp', 'dimensions']);
+/** A hold id's characters: base64url tokens joined by dots (as the server makes them). */
+export const holdIdPattern = /^[A-Za-z0-9_.-]+$/;
+const knownFields: ReadonlySet<string> = new Set([
+  'id',
+  'customer',
+  'meter',
+  'quantity',
+  'timestamp',
+  'dimensions',
+  'hold',
+]);
 const hostileKeys: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -106,7 +123,7 @@ export function eventProblems(event: unknown): EventProblem[] {
     if (hostileKeys.has(key)) add(key, 'hostile_key', `key ${key} is not allowed`);
     else if (!knownFields.has(key)) add(key, 'unknown_field', `unknown field ${key} (typo?)`);
   }
-  const { id, customer, meter, quantity, timestamp, dimensions } = event;
+  const { id, customer, meter, quantity, timestamp, dimensions, hold } = event;
   if (id !== undefined && (typeof id !== 'string' || id.length < 1 || id.length > limits.idLengthMax)) {
     add('id', 'type', `id must be a string of 1–${limits.idLengthMax} characters`);
   }
@@ -155,7 +172,19 @@ export function eventProblems(event: unknown): EventProblem[] {
       }
     }
   }
+  if (hold !== undefined && !isHoldId(hold))
+    add(
+      'hold',
+      typeof hold === 'string' ? 'format' : 'type',
+      `hold must be a hold id (1–${limits.holdLengthMax} characters of [A-Za-z0-9_.-]) as hold() returned it`,
+    );
   return problems;
+}
+
+export function isHoldId(value: unknown): value is string {
+  return (
+    typeof value === 'string' && value.length >= 1 && value.length <= limits.holdLengthMax && holdIdPattern.test(value)
+  );
 }
 
 /**
@@ -180,5 +209,6 @@ export function prepareEvent(event: TrackEvent, nowMs: number): WireEvent {
   };
   if (event.quantity !== undefined) wire.quantity = event.quantity;
   if (event.dimensions !== undefined) wire.dimensions = event.dimensions;
+  if (event.hold !== undefined) wire.hold = event.hold;
   return wire;
 }

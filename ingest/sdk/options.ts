@@ -13,7 +13,15 @@ export type FullPolicy = 'block' | 'drop';
 export interface ClientOptions {
   /** The gateway's base URL, e.g. http://127.0.0.1:8080 (the SDK posts to `${url}/v1/events`). */
   url: string;
-  /** An API key with the `ingest` scope, sent as `Authorization: Bearer <key>`. */
+  /**
+   * Base URL of the process serving credit holds (hold, release, entitlement): the settlement service started with
+   * NATS, or the all-in-one. Default: `url` (right for `drawdown start`, where one port serves everything).
+   */
+  holdsUrl?: string;
+  /**
+   * An API key sent as `Authorization: Bearer <key>`: with the `ingest` scope for track(), hold() and release(),
+   * and `read` as well for entitlement().
+   */
   apiKey?: string;
   /** Events per request. The gateway takes up to 10,000 by default. */
   batchEventsMax?: number;
@@ -43,6 +51,11 @@ export interface ClientOptions {
   retryDelayMaxMs?: number;
   /** Longest Retry-After the SDK obeys, in ms: a guard against a broken proxy asking for hours. */
   retryAfterMaxMs?: number;
+  /**
+   * hold(), release() and entitlement(): no attempt starts later than this after the first, in ms. They sit on a
+   * request path, so they give up far sooner than batches do (attempts are also capped by retryAttemptsMax).
+   */
+  callRetryElapsedMaxMs?: number;
   /** Called once per batch that failed for good (a 4xx, or retries exhausted). */
   onError?: (error: DrawdownSdkError) => void;
   /** Called before each retry with the reason and the delay chosen. */
@@ -54,6 +67,18 @@ export interface ResolvedOptions extends Required<Omit<ClientOptions, 'apiKey' |
   onError: ((error: DrawdownSdkError) => void) | undefined;
   onRetry: ((info: RetryInfo) => void) | undefined;
   eventsUrl: string;
+}
+
+function baseUrl(name: string, text: unknown): string {
+  let url: URL;
+  try {
+    url = new URL(text as string);
+  } catch {
+    invalid(name, `must be an absolute http(s) URL, got ${JSON.stringify(text)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    invalid(name, `must be http or https, got ${url.protocol}`);
+  return url.href.endsWith('/') ? url.href.slice(0, -1) : url.href;
 }
 
 /**
@@ -74,6 +99,7 @@ export const defaultOptions = Object.freeze({
   retryDelayBaseMs: 100,
   retryDelayMaxMs: 10_000,
   retryAfterMaxMs: 60_000,
+  callRetryElapsedMaxMs: 10_000, // a user waits on a hold: past 10 s, answer them and decide without drawdown
 });
 
 const integerLimits: Record<keyof typeof defaultOptions & string, [number, number] | undefined> = {
@@ -91,6 +117,7 @@ const integerLimits: Record<keyof typeof defaultOptions & string, [number, numbe
   retryDelayBaseMs: [1, 3_600_000],
   retryDelayMaxMs: [1, 3_600_000],
   retryAfterMaxMs: [0, 24 * 3_600_000],
+  callRetryElapsedMaxMs: [0, 24 * 3_600_000],
 };
 
 function invalid(name: string, message: string): never {
@@ -99,14 +126,8 @@ function invalid(name: string, message: string): never {
 
 export function resolveOptions(options: ClientOptions): ResolvedOptions {
   if (typeof options !== 'object' || options === null) invalid('(options)', 'must be an object');
-  let url: URL;
-  try {
-    url = new URL(options.url);
-  } catch {
-    invalid('url', `must be an absolute http(s) URL, got ${JSON.stringify(options.url)}`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:')
-    invalid('url', `must be http or https, got ${url.protocol}`);
+  const base = baseUrl('url', options.url);
+  const holdsUrl = options.holdsUrl === undefined ? base : baseUrl('holdsUrl', options.holdsUrl);
   if (
     options.apiKey !== undefined &&
     (typeof options.apiKey !== 'string' || !/^[A-Za-z0-9._~+/-]+=*$/.test(options.apiKey))
@@ -143,10 +164,10 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
       'batchBytesMax',
       `(${String(resolved.batchBytesMax)}) must not exceed bufferedBytesMax (${bufferedBytesMax})`,
     );
-  const base = url.href.endsWith('/') ? url.href.slice(0, -1) : url.href;
   return Object.freeze({
-    ...(resolved as Omit<ResolvedOptions, 'apiKey' | 'onError' | 'onRetry' | 'eventsUrl' | 'url'>),
+    ...(resolved as Omit<ResolvedOptions, 'apiKey' | 'onError' | 'onRetry' | 'eventsUrl' | 'url' | 'holdsUrl'>),
     url: base,
+    holdsUrl,
     eventsUrl: `${base}/v1/events`,
     apiKey: options.apiKey,
     onError: options.onError,

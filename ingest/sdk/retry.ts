@@ -1,12 +1,15 @@
 /**
  * Retry rules, pure: which outcomes are worth another attempt, how long to
- * wait before it, and when to give up. Every batch keeps its one
- * Idempotency-Key across all of its attempts, so a retry of a batch the
- * gateway did store (the answer was lost) is a no-op there.
+ * wait before it, and when to give up. Every batch (and every hold) keeps its
+ * one Idempotency-Key across all of its attempts, so a retry of a request the
+ * server did store (the answer was lost) is a no-op there.
  */
 
 /** Why an attempt is retried: a network error / timeout, or the HTTP status. */
 export interface RetryInfo {
+  /** What is retried: a batch of events, or one call. */
+  operation: 'events' | 'hold' | 'release' | 'entitlement';
+  /** The batch's or the hold's key, the same on every attempt; '' for release and entitlement, which need none. */
   idempotencyKey: string;
   /** The attempt that just failed (1 = the first). */
   attempt: number;

@@ -1,7 +1,8 @@
 /**
- * One attempt to deliver one batch: POST {url}/v1/events with the batch's
- * MessagePack body and Idempotency-Key, classified into accepted, retry or
- * rejected.
+ * One HTTP attempt, classified: a batch (POST {url}/v1/events with the
+ * batch's MessagePack body and Idempotency-Key) into accepted, retry or
+ * rejected; an API call (a hold, a release, an entitlement check) into its
+ * answer or a failure to retry.
  *
  * Global fetch (Node 20's undici), not node:http: undici keeps connections
  * alive in a pool by default, AbortSignal.timeout bounds connect + send +
@@ -9,7 +10,7 @@
  * gateway closed (a restart) surfaces as a network error, which is retried
  * like any other.
  */
-import { parseRetryAfterMs } from './retry.js';
+import { isRetryable, parseRetryAfterMs } from './retry.js';
 
 export type AttemptOutcome =
   | { kind: 'accepted'; status: number; accepted: number | undefined }
@@ -67,46 +68,108 @@ function networkReason(error: unknown): string {
   return err.cause?.code ?? err.cause?.message ?? err.message ?? String(error);
 }
 
-export async function attemptBatch(request: AttemptRequest): Promise<AttemptOutcome> {
-  const headers: Record<string, string> = {
-    'content-type': 'application/msgpack',
-    'idempotency-key': request.idempotencyKey,
-    accept: 'application/json',
-  };
-  if (request.apiKey !== undefined) headers.authorization = `Bearer ${request.apiKey}`;
+type Exchange =
+  | { kind: 'answered'; status: number; json: Record<string, unknown> | undefined; retryAfterMs: number | undefined }
+  | { kind: 'network'; reason: string };
+
+/** One request and its (capped) answer; a network error or timeout is an outcome, never a throw. */
+async function exchange(
+  url: string,
+  init: { method: string; headers: Record<string, string>; body?: Buffer | string },
+  requestTimeoutMs: number,
+): Promise<Exchange> {
   let response: Response;
   let text: string;
   try {
-    response = await fetch(request.eventsUrl, {
-      method: 'POST',
-      headers,
-      body: request.body,
-      signal: AbortSignal.timeout(request.requestTimeoutMs),
-    });
+    response = await fetch(url, { ...init, signal: AbortSignal.timeout(requestTimeoutMs) });
     text = await readCapped(response);
   } catch (error) {
-    return {
-      kind: 'failed',
-      status: undefined,
-      reason: networkReason(error),
-      retryAfterMs: undefined,
-      problem: undefined,
-    };
+    return { kind: 'network', reason: networkReason(error) };
   }
-  const json = parseJsonObject(text);
-  if (response.status >= 200 && response.status < 300) {
-    return {
-      kind: 'accepted',
-      status: response.status,
-      accepted: typeof json?.accepted === 'number' ? json.accepted : undefined,
-    };
-  }
-  const code = typeof json?.code === 'string' ? json.code : undefined;
+  return {
+    kind: 'answered',
+    status: response.status,
+    json: parseJsonObject(text),
+    retryAfterMs: parseRetryAfterMs(response.headers.get('retry-after'), Date.now()),
+  };
+}
+
+function failure(answer: Exchange): Extract<AttemptOutcome, { kind: 'failed' }> {
+  if (answer.kind === 'network')
+    return { kind: 'failed', status: undefined, reason: answer.reason, retryAfterMs: undefined, problem: undefined };
+  const code = typeof answer.json?.code === 'string' ? answer.json.code : undefined;
   return {
     kind: 'failed',
-    status: response.status,
-    reason: `${response.status}${code === undefined ? '' : ` ${code}`}`,
-    retryAfterMs: parseRetryAfterMs(response.headers.get('retry-after'), Date.now()),
-    problem: json,
+    status: answer.status,
+    reason: `${answer.status}${code === undefined ? '' : ` ${code}`}`,
+    retryAfterMs: answer.retryAfterMs,
+    problem: answer.json,
   };
+}
+
+function headersFor(apiKey: string | undefined, extra: Record<string, string>): Record<string, string> {
+  const headers: Record<string, string> = { accept: 'application/json', ...extra };
+  if (apiKey !== undefined) headers.authorization = `Bearer ${apiKey}`;
+  return headers;
+}
+
+export async function attemptBatch(request: AttemptRequest): Promise<AttemptOutcome> {
+  const answer = await exchange(
+    request.eventsUrl,
+    {
+      method: 'POST',
+      headers: headersFor(request.apiKey, {
+        'content-type': 'application/msgpack',
+        'idempotency-key': request.idempotencyKey,
+      }),
+      body: request.body,
+    },
+    request.requestTimeoutMs,
+  );
+  if (answer.kind === 'answered' && answer.status >= 200 && answer.status < 300) {
+    return {
+      kind: 'accepted',
+      status: answer.status,
+      accepted: typeof answer.json?.accepted === 'number' ? answer.json.accepted : undefined,
+    };
+  }
+  return failure(answer);
+}
+
+export interface CallRequest {
+  url: string;
+  method: 'GET' | 'POST';
+  apiKey: string | undefined;
+  /** Sent as Idempotency-Key, the same on every attempt of one call. */
+  idempotencyKey?: string;
+  /** A JSON body (POST). */
+  body?: unknown;
+  requestTimeoutMs: number;
+}
+
+export type CallOutcome =
+  | { kind: 'answered'; status: number; json: Record<string, unknown> | undefined }
+  | Extract<AttemptOutcome, { kind: 'failed' }>;
+
+/**
+ * One attempt of an API call. Any 2xx, and any 4xx that retrying cannot fix,
+ * is `answered` (the caller reads the body or the problem); network errors,
+ * timeouts, 408, 429 and 5xx are `failed`, as for batches.
+ */
+export async function attemptCall(request: CallRequest): Promise<CallOutcome> {
+  const extra: Record<string, string> = {};
+  if (request.body !== undefined) extra['content-type'] = 'application/json';
+  if (request.idempotencyKey !== undefined) extra['idempotency-key'] = request.idempotencyKey;
+  const answer = await exchange(
+    request.url,
+    {
+      method: request.method,
+      headers: headersFor(request.apiKey, extra),
+      ...(request.body === undefined ? {} : { body: JSON.stringify(request.body) }),
+    },
+    request.requestTimeoutMs,
+  );
+  if (answer.kind === 'answered' && !isRetryable(answer.status))
+    return { kind: 'answered', status: answer.status, json: answer.json };
+  return failure(answer);
 }

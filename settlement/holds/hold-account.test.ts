@@ -486,3 +486,45 @@ describe('stored form', () => {
     }
   });
 });
+
+describe('release with a grace', () => {
+  it('keeps the hold counting until the grace ends, then records it released at that instant', () => {
+    const { state } = admit(emptyAccount, request('a', '7', 60_000), ctx(t0, '10'));
+    const releasing = closeHold(state, 'a', 'released', t0 + 100, roomy, 2_000);
+    expect(releasing.outcome).toMatchObject({
+      kind: 'releasing',
+      hold: { releasedMs: t0 + 100, expiresMs: t0 + 2_100 },
+    });
+    expect(releasing.state.held).toBe('7');
+    expect(availableOf(prune(releasing.state, t0 + 2_099, roomy), money(10)).toFixed()).toBe('3');
+    const after = prune(releasing.state, t0 + 2_100, roomy);
+    expect(after.holds).toEqual([]);
+    expect(after.closed).toEqual([expect.objectContaining({ id: 'a', status: 'released', closedMs: t0 + 2_100 })]);
+    expect(availableOf(after, money(10)).toFixed()).toBe('10');
+  });
+
+  it('a second release with a grace changes nothing; one without, or a close, ends it now', () => {
+    const { state } = admit(emptyAccount, request('a', '7'), ctx(t0, '10'));
+    const releasing = closeHold(state, 'a', 'released', t0, roomy, 2_000).state;
+    const again = closeHold(releasing, 'a', 'released', t0 + 10, roomy, 2_000);
+    expect(again.outcome.kind).toBe('already_releasing');
+    expect(again.state).toBe(releasing);
+    expect(closeHold(releasing, 'a', 'released', t0 + 10, roomy, 0).outcome).toMatchObject({
+      kind: 'closed',
+      hold: { status: 'released', closedMs: t0 + 10 },
+    });
+    expect(closeHold(releasing, 'a', 'closed', t0 + 10, roomy).outcome).toMatchObject({ kind: 'closed' });
+  });
+
+  it('never extends a hold: a grace past its expiry ends it at its expiry', () => {
+    const { state } = admit(emptyAccount, request('a', '7', 1_000), ctx(t0, '10'));
+    const releasing = closeHold(state, 'a', 'released', t0 + 500, roomy, 2_000);
+    expect(releasing.outcome).toMatchObject({ kind: 'releasing', hold: { expiresMs: t0 + 1_000 } });
+  });
+
+  it('the stored form keeps the release instant', () => {
+    const { state } = admit(emptyAccount, request('a', '7'), ctx(t0, '10'));
+    const releasing = closeHold(state, 'a', 'released', t0 + 5, roomy, 2_000).state;
+    expect(decodeAccount(encodeAccount(releasing))).toEqual(releasing);
+  });
+});

@@ -34,6 +34,12 @@ export interface OpenHold {
   readonly metadata: Readonly<Record<string, string>> | undefined;
   /** Hashes of the usage keys already consumed, newest last (≤ usageKeysMax). */
   readonly usage: readonly string[];
+  /**
+   * Set when the caller released the hold while usage it sent may still be on its way: the hold keeps counting
+   * (less what its usage spent) until expiresMs, moved to the end of the release grace, and is then recorded as
+   * released at that instant (closeHold).
+   */
+  readonly releasedMs?: number;
 }
 
 export type ClosedStatus = 'released' | 'expired' | 'closed';
@@ -135,8 +141,10 @@ export function prune(state: AccountState, nowMs: number, limits: AccountLimits)
       continue;
     }
     held = held.minus(hold.remaining);
-    // Expired at its deadline, not when noticed: every process records the same instant.
-    if (hold.expiresMs > floorMs) expired.push(closedRecord(hold, 'expired', hold.expiresMs));
+    // Ended at its deadline, not when noticed: every process records the same instant. A hold released with a
+    // grace ends as released, at the grace's end.
+    if (hold.expiresMs > floorMs)
+      expired.push(closedRecord(hold, hold.releasedMs === undefined ? 'expired' : 'released', hold.expiresMs));
   }
   let kept = 0;
   while (kept < state.closed.length && state.closed[kept]!.closedMs <= floorMs) kept++;
@@ -257,6 +265,10 @@ export function admit(before: AccountState, request: AdmitRequest, context: Admi
 
 export type CloseOutcome =
   | { readonly kind: 'closed'; readonly hold: ClosedHold }
+  /** Released with a grace: still open, counting until hold.expiresMs (the grace's end). */
+  | { readonly kind: 'releasing'; readonly hold: OpenHold }
+  /** Released with a grace before: nothing changes. */
+  | { readonly kind: 'already_releasing'; readonly hold: OpenHold }
   /** Already released, expired or closed: nothing changes (a retried release is not an error). */
   | { readonly kind: 'already_closed'; readonly hold: ClosedHold }
   | { readonly kind: 'not_found' };
@@ -271,6 +283,7 @@ export function closeHold(
   status: 'released' | 'closed',
   nowMs: number,
   limits: AccountLimits,
+  graceMs = 0,
 ): Transition<CloseOutcome> {
   const state = prune(before, nowMs, limits);
   const index = state.holds.findIndex((hold) => hold.id === id);
@@ -279,6 +292,18 @@ export function closeHold(
     return { state, outcome: closed === undefined ? { kind: 'not_found' } : { kind: 'already_closed', hold: closed } };
   }
   const hold = state.holds[index]!;
+  if (hold.releasedMs !== undefined) {
+    // Releasing already: another release with a grace waits for the same one; one without, or a close, ends it now.
+    if (status === 'released' && graceMs > 0) return { state, outcome: { kind: 'already_releasing', hold } };
+  } else if (status === 'released' && graceMs > 0) {
+    const releasing: OpenHold = { ...hold, releasedMs: nowMs, expiresMs: Math.min(hold.expiresMs, nowMs + graceMs) };
+    const holds = state.holds.slice();
+    holds[index] = releasing;
+    return {
+      state: { held: state.held, holds, closed: state.closed },
+      outcome: { kind: 'releasing', hold: releasing },
+    };
+  }
   const record = closedRecord(hold, status, nowMs);
   return {
     state: {
@@ -361,6 +386,7 @@ function encodeOpen(hold: OpenHold): string {
   };
   if (hold.metadata !== undefined) stored.m = hold.metadata;
   if (hold.usage.length > 0) stored.u = hold.usage;
+  if (hold.releasedMs !== undefined) stored.x = hold.releasedMs;
   return JSON.stringify(stored);
 }
 
@@ -464,6 +490,7 @@ export function decodeAccount(json: string): AccountState {
       expiresMs: instant(h.e, `holds[${i}].e`),
       metadata: decodeMetadata(h.m),
       usage: usage.map((u, j) => text(u, `holds[${i}].u[${j}]`)),
+      ...(h.x === undefined ? {} : { releasedMs: instant(h.x, `holds[${i}].x`) }),
     };
   });
   const closed = stored.closed.map((c: unknown, i): ClosedHold => {

@@ -12,6 +12,11 @@ export const holdStoreDefaults = Object.freeze({
   replicas: 1,
   /** A hold's time to live when the caller names none. */
   ttlDefaultMs: 5 * 60_000, // 5 min
+  /**
+   * How long a released hold keeps counting (less what its usage spent), so usage sent before the release is
+   * counted before the reservation ends; 0 ends it at once. A release can ask for no grace.
+   */
+  releaseGraceMs: 0,
   /** The longest time to live a caller may ask for. */
   ttlMaxMs: 60 * 60_000, // 1 h
   /** Open holds per (customer, unit); past it a reserve is refused (too_many_open_holds). */
@@ -59,6 +64,7 @@ const ranges: Record<Exclude<keyof HoldStoreSettings, 'bucket'>, [number, number
   replicas: [1, 5],
   ttlDefaultMs: [1, 7 * 24 * 3_600_000],
   ttlMaxMs: [1, 7 * 24 * 3_600_000],
+  releaseGraceMs: [0, 600_000],
   openHoldsMax: [1, 100_000],
   closedHoldsMax: [0, 100_000],
   closedRetentionMs: [0, 7 * 24 * 3_600_000],
@@ -114,13 +120,13 @@ export function accountLimits(settings: HoldStoreSettings): AccountLimits {
 /**
  * The largest stored account value the limits allow, in bytes. An open hold:
  * ~90 bytes of field names and punctuation, id 16, fingerprint 11, amount ≤ 28
- * (18 integer + 9 fraction digits), remaining ≤ 40 (18 fraction digits), two
- * 13-digit instants, then its metadata and 15 bytes per usage key. A closed
+ * (18 integer + 9 fraction digits), remaining ≤ 40 (18 fraction digits), three
+ * 13-digit instants (the third once released with a grace), then its metadata and 15 bytes per usage key. A closed
  * hold: ~160. Checked against the server's max_payload when the store opens,
  * and asserted on every write.
  */
 export function valueBytesBound(settings: HoldStoreSettings): number {
-  const openHoldBytes = 220 + settings.metadataBytesMax + 15 * settings.usageKeysMax;
+  const openHoldBytes = 240 + settings.metadataBytesMax + 15 * settings.usageKeysMax;
   const closedHoldBytes = 160;
   return 128 + settings.openHoldsMax * openHoldBytes + settings.closedHoldsMax * closedHoldBytes;
 }

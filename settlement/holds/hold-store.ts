@@ -131,7 +131,8 @@ export interface HoldView {
   id: string;
   customer: string;
   unit: string;
-  status: 'open' | ClosedStatus;
+  /** releasing: released with a grace, still counting until expires_at. */
+  status: 'open' | 'releasing' | ClosedStatus;
   amount: string;
   remaining: string;
   consumed: string;
@@ -283,7 +284,7 @@ export function holdView(account: AccountRef, key: string, hold: OpenHold | Clos
       id,
       customer: account.customer,
       unit: account.unit,
-      status: 'open',
+      status: hold.releasedMs === undefined ? 'open' : 'releasing',
       amount: hold.amount,
       remaining: hold.remaining,
       consumed,
@@ -490,9 +491,17 @@ export class HoldStore {
     });
   }
 
-  /** The caller gives the hold up (the work did not happen). Releasing a closed hold changes nothing and says so. */
-  async release(holdId: string): Promise<CloseResult> {
-    return this.#close(holdId, 'released');
+  /**
+   * The caller gives the hold up. With a grace (`graceMs`, default the store's releaseGraceMs) the hold keeps
+   * counting, less what its usage spent, until the grace ends — so usage sent before the release is counted before
+   * the reservation ends — and is then released; without, it ends now (no usage was sent). Releasing a hold that
+   * is releasing or closed changes nothing and says so.
+   */
+  async release(holdId: string, options: { graceMs?: number } = {}): Promise<CloseResult> {
+    const graceMs = options.graceMs ?? this.#settings.releaseGraceMs;
+    if (!Number.isInteger(graceMs) || graceMs < 0 || graceMs > 600_000)
+      throw new HoldRequestInvalidError('grace_ms', 'must be an integer from 0 to 600000');
+    return this.#close(holdId, 'released', graceMs);
   }
 
   /** The hold's usage is all in: what it did not consume returns to the account. */
@@ -546,18 +555,18 @@ export class HoldStore {
     });
   }
 
-  #close(holdId: string, status: 'released' | 'closed'): Promise<CloseResult> {
+  #close(holdId: string, status: 'released' | 'closed', graceMs = 0): Promise<CloseResult> {
     const parsed = this.#holdId(holdId);
     const limits = this.#limits;
     return this.#enqueue<CloseResult>(parsed.accountKey, (resolve, reject) => (state, nowMs) => {
-      const { state: next, outcome } = closeHold(state, parsed.suffix, status, nowMs, limits);
+      const { state: next, outcome } = closeHold(state, parsed.suffix, status, nowMs, limits, graceMs);
       return {
         state: next,
         settle: () => {
           if (outcome.kind === 'not_found') return reject(new HoldNotFoundError(holdId));
           resolve({
             hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
-            changed: outcome.kind === 'closed',
+            changed: outcome.kind === 'closed' || outcome.kind === 'releasing',
           });
         },
       };
