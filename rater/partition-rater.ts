@@ -35,12 +35,15 @@ import { readWatermark } from '../shared/clickhouse/usage-minute.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { MeterCatalog } from './meter-catalog.js';
 import { highestIdsLabel, idsPayload, readRecentIds } from './dedupe/id-log.js';
-import { encodeSeqs, readCountedRecord } from './counted-log.js';
+import { encodeCounted, encodeSeqs, messageFingerprint, readCountedRecord } from './counted-log.js';
+import { debugAck, debugAcksOn } from './debug-acks.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** How often sequences that left the stream are forgotten from the counted set. */
 const countedPruneEveryMs = 2_000;
+/** How often an idle partition checks that its consumer has not passed over a message the stream still holds. */
+const strandedCheckEveryMs = 2_000;
 
 export interface PartitionLimits extends ConsumerSettings {
   flushIntervalMs: number;
@@ -82,18 +85,26 @@ export class PartitionRater {
    * that committed other messages (rater/dedupe/id-log.ts).
    */
   #labelFloor = 0;
-  /** Sequences of the pending messages: a redelivery of one is ignored, its flush acks it. */
-  readonly #held = new Set<number>();
+  /** The pending messages, as "seq:fingerprint": a redelivery of one is ignored, its flush acks it. */
+  readonly #held = new Set<string>();
   /**
    * Sequences committed flushes counted that may still be in the stream (an
-   * ack lost or not yet sent): acked again, never counted again, when
-   * redelivered. Pruned to the partition's lowest sequence in the stream, so
-   * it is bounded by the stream's own message limit.
+   * ack lost or not yet sent), with the fingerprints of the messages counted
+   * under them (undefined: recorded without, any message): such a message is
+   * acked again, never counted again, when redelivered. A different message
+   * under a counted sequence (JetStream replicas that disagree, issue 16) is
+   * counted. Pruned to the partition's lowest sequence in the stream, so it
+   * is bounded by the stream's own message limit.
    */
-  readonly #counted = new Set<number>();
+  readonly #counted = new Map<number, Set<string> | undefined>();
+  /** Each taken message's fingerprint, computed once on delivery. */
+  readonly #fingerprints = new WeakMap<JsMsg, string>();
   /** Messages at or below this were covered by flushes written before records existed (rater/counted-log.ts). */
   #legacyFloor = 0;
   #lastPruneMs = 0;
+  #lastStrandedCheckMs = 0;
+  /** The partition's lowest message in the stream at the last check that found its consumer with nothing to deliver. */
+  #strandedCandidate: number | undefined;
   /** A fetch failed: after flushing what is held, the consumer is recreated so lost deliveries come again now. */
   #reconsume = false;
   /** Messages merged into the aggregator but not yet in ClickHouse. */
@@ -134,6 +145,7 @@ export class PartitionRater {
     this.#pendingIds = [];
     this.#held.clear();
     this.#reconsume = false;
+    this.#strandedCandidate = undefined;
     this.#committedSeq = await readWatermark(store, partition);
     this.#labelFloor = Math.max(this.#committedSeq, await highestIdsLabel(store, partition));
     await this.#rebuildIds();
@@ -141,15 +153,22 @@ export class PartitionRater {
     // Read after the old consumer is gone: from here on only this loop acks,
     // so every message delivered from now on is at or above the bound.
     const lowest = await lowestPartitionSequence(this.#deps.jsm, this.#deps.stream, partition);
+    const fingerprints = new Map<number, Set<string>>();
     const record =
       lowest === undefined
         ? { counted: new Set<number>(), legacyFloor: 0 }
-        : await readCountedRecord(store, partition, lowest);
+        : await readCountedRecord(store, partition, lowest, fingerprints);
     this.#counted.clear();
-    for (const seq of record.counted) this.#counted.add(seq);
+    for (const seq of record.counted) this.#counted.set(seq, fingerprints.get(seq));
     this.#legacyFloor = record.legacyFloor;
     this.#lastPruneMs = Date.now();
     this.#deps.metrics.committedSequence.set(this.#label, this.#committedSeq);
+    debugAck(partition, 'resume', {
+      committedSeq: this.#committedSeq,
+      lowest,
+      counted: debugAcksOn ? encodeSeqs([...this.#counted.keys()]) : '',
+      legacyFloor: this.#legacyFloor,
+    });
     this.#deps.log.info(
       { partition, committedSeq: this.#committedSeq, lowestInStream: lowest, countedInStream: this.#counted.size },
       'partition consumer ready',
@@ -160,6 +179,7 @@ export class PartitionRater {
     const { jsm, js, stream, partition, limits } = this.#deps;
     const name = await recreatePartitionConsumer(jsm, stream, partition, limits);
     this.#consumer = await js.consumers.get(stream.name, name);
+    debugAck(partition, 'consumer-recreated', { held: [...this.#held], pending: this.#pending.length });
   }
 
   /**
@@ -169,6 +189,7 @@ export class PartitionRater {
    * the counted set tells the committed ones from the lost ones.
    */
   async #reconsumeAfterFetchError(): Promise<void> {
+    debugAck(this.#deps.partition, 'reconsume', { pending: this.#pending.length });
     if (this.#pending.length > 0) await this.#flush();
     if (this.#pending.length > 0) return; // stopping with an unwritten flush
     await this.#recreateConsumer();
@@ -194,7 +215,50 @@ export class PartitionRater {
       );
       return;
     }
-    for (const seq of this.#counted) if (lowest === undefined || seq < lowest) this.#counted.delete(seq);
+    const pruned: number[] = [];
+    for (const seq of this.#counted.keys())
+      if (lowest === undefined || seq < lowest) {
+        this.#counted.delete(seq);
+        pruned.push(seq);
+      }
+    if (debugAcksOn && pruned.length > 0)
+      debugAck(this.#deps.partition, 'prune', { lowest, pruned: encodeSeqs(pruned) });
+  }
+
+  /**
+   * On a JetStream cluster losing nodes (nats-server 2.9.10, issue 16) a
+   * consumer can pass over messages its replica of the stream lacked: they
+   * stay in the stream, unacked, and it never delivers them. An idle
+   * partition whose consumer has nothing pending or unacked, while the
+   * stream holds a message of the partition (the same lowest one at two
+   * checks in a row), recreates its consumer, which delivers from the start.
+   */
+  async #checkStranded(): Promise<void> {
+    if (this.#pending.length > 0 || Date.now() - this.#lastStrandedCheckMs < strandedCheckEveryMs) return;
+    this.#lastStrandedCheckMs = Date.now();
+    const { jsm, stream, partition, log } = this.#deps;
+    let lowest: number | undefined;
+    try {
+      const info = await this.#consumer!.info();
+      lowest =
+        info.num_pending > 0 || info.num_ack_pending > 0
+          ? undefined
+          : await lowestPartitionSequence(jsm, stream, partition);
+    } catch (error) {
+      // Only delay is at stake: look again at the next check.
+      log.debug({ err: error, partition }, 'cannot check for stranded messages; checking later');
+      return;
+    }
+    const seen = this.#strandedCandidate;
+    this.#strandedCandidate = lowest;
+    if (lowest === undefined || lowest !== seen) return;
+    this.#strandedCandidate = undefined;
+    this.#reconsume = true;
+    debugAck(partition, 'stranded', { lowest });
+    log.warn(
+      { partition, lowest },
+      'the stream holds a message of this partition its consumer will not deliver; recreating the consumer',
+    );
   }
 
   /**
@@ -255,6 +319,7 @@ export class PartitionRater {
         // Nothing was taken from this fetch; deliveries may have been lost on the way.
         if (this.#stopping) break;
         log.warn({ err: error, partition }, 'fetch failed; retrying');
+        debugAck(partition, 'fetch-failed', { err: String(error) });
         this.#reconsume = true;
         await sleep(500);
         continue;
@@ -263,9 +328,11 @@ export class PartitionRater {
         if (messages.length > 0) await this.#aggregate(messages);
         if (this.#flushDue()) await this.#flush();
         await this.#pruneCounted();
+        if (messages.length === 0) await this.#checkStranded();
       } catch (error) {
         // Messages taken but not committed: start over from the watermark.
         log.error({ err: error, partition }, 'partition loop error; resuming from the committed watermark');
+        debugAck(partition, 'loop-error', { err: String(error) });
         resumeNeeded = true;
         await sleep(500);
       }
@@ -288,6 +355,7 @@ export class PartitionRater {
       // was taken is processed, and what was lost is delivered again once
       // the consumer is recreated.
       this.#reconsume = true;
+      debugAck(this.#deps.partition, 'fetch-ended-early', { err: String(error), taken: out.length });
       if (out.length === 0) throw error;
       this.#deps.log.warn(
         { err: error, partition: this.#deps.partition, taken: out.length },
@@ -300,12 +368,27 @@ export class PartitionRater {
   async #take(batch: AsyncIterable<JsMsg>, out: JsMsg[]): Promise<void> {
     for await (const message of batch) {
       const seq = message.seq;
-      if (this.#held.has(seq)) {
+      const fingerprint = messageFingerprint(message.data);
+      const key = `${seq}:${fingerprint}`;
+      const countedUnder = this.#counted.get(seq);
+      const counted =
+        seq <= this.#legacyFloor ||
+        (this.#counted.has(seq) && (countedUnder === undefined || countedUnder.has(fingerprint)));
+      if (debugAcksOn)
+        debugAck(this.#deps.partition, 'deliver', {
+          seq,
+          id: message.headers?.get('Nats-Msg-Id'),
+          fingerprint,
+          dc: message.info.deliveryCount,
+          dseq: message.info.deliverySequence,
+          decision: this.#held.has(key) ? 'held' : counted ? 'counted-ack' : 'take',
+        });
+      if (this.#held.has(key)) {
         // The ack wait passed while a flush still holds it: that flush acks it.
         this.#deps.metrics.redeliveries.inc(this.#label);
         continue;
       }
-      if (this.#counted.has(seq) || seq <= this.#legacyFloor) {
+      if (counted) {
         // Committed, but the ack was lost (NATS restarted) or never sent (a
         // crash after the insert): ack again so it leaves the stream.
         this.#deps.metrics.redeliveries.inc(this.#label);
@@ -314,7 +397,13 @@ export class PartitionRater {
       }
       // Anything else is counted, whatever its sequence: a delivery lost
       // earlier arrives below sequences already counted, and is not one of them.
-      this.#held.add(seq);
+      if (this.#counted.has(seq))
+        this.#deps.log.warn(
+          { partition: this.#deps.partition, seq, fingerprint },
+          'a different message under a stream sequence already counted (JetStream replicas disagree); counting it',
+        );
+      this.#held.add(key);
+      this.#fingerprints.set(message, fingerprint);
       out.push(message);
       if (this.#stopping) break;
     }
@@ -407,7 +496,8 @@ export class PartitionRater {
     this.#labelFloor = flushSeq;
     const rows = this.#aggregator.drain();
     const nowSec = Math.floor(Date.now() / 1000);
-    const payload = flushPayload(rows, partition, flushSeq, nowSec, encodeSeqs(messages.map((m) => m.seq)));
+    const counted = messages.map((m) => ({ seq: m.seq, fingerprint: this.#fingerprints.get(m)! }));
+    const payload = flushPayload(rows, partition, flushSeq, nowSec, encodeCounted(counted));
     const ids = idsPayload(this.#pendingIds, partition, flushSeq, nowSec);
     const stopTimer = metrics.insertDuration.startTimer();
     const written = await writeFlush(
@@ -427,6 +517,13 @@ export class PartitionRater {
       ids,
     );
     stopTimer();
+    if (debugAcksOn)
+      debugAck(partition, written ? 'flush' : 'flush-unwritten', {
+        flushSeq,
+        rows: rows.length,
+        seqs: encodeSeqs(messages.map((m) => m.seq)),
+        ids: messages.map((m) => m.headers?.get('Nats-Msg-Id')),
+      });
     if (!written) {
       log.warn(
         { partition, flushSeq, messages: messages.length },
@@ -440,9 +537,11 @@ export class PartitionRater {
     // A flush with no rows wrote nothing: its messages counted no event (all
     // repeats, or undecodable), and delivered again they count none again.
     if (rows.length > 0) this.#committedSeq = flushSeq;
-    for (const message of messages) {
-      this.#held.delete(message.seq);
-      this.#counted.add(message.seq);
+    for (const [i, message] of messages.entries()) {
+      const { seq, fingerprint } = counted[i]!;
+      this.#held.delete(`${seq}:${fingerprint}`);
+      if (!this.#counted.has(seq)) this.#counted.set(seq, new Set([fingerprint]));
+      else this.#counted.get(seq)?.add(fingerprint);
       message.ack();
     }
     metrics.flushRows.observe(rows.length);

@@ -32,6 +32,16 @@ import {
   startNatsCluster,
 } from './harness.js';
 import { sendUntilAccepted } from './retry-client.js';
+import { appendFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+
+/**
+ * DRAWDOWN_DEBUG_ACKS=<file>: the rater logs every delivery, flush and ack
+ * there (rater/debug-acks.ts); the cluster test also records every publish
+ * and publish acknowledgement it can see (<file>.pubacks) and, on a loss,
+ * names the lost batch parts (<file>.lost).
+ */
+const debugAcks = process.env.DRAWDOWN_DEBUG_ACKS ?? '';
 
 const meter = 'gpt-4o.input_tokens';
 const customers = 12;
@@ -139,9 +149,63 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+/**
+ * What a loss looked like (debugging only): the shortfall per customer, and
+ * each stream message the rater was delivered but never counted in a flush,
+ * with every delivery of it (sequence and what the rater did).
+ */
+function describeLoss(got: Map<string, string>, workload: Workload): string {
+  const lines: string[] = [];
+  for (const [k, v] of workload.want()) if (got.get(k) !== v) lines.push(`short ${k}: want ${v}, got ${got.get(k)}`);
+  const deliveries = new Map<string, string[]>();
+  const flushed = new Set<string>();
+  for (const line of readFileSync(debugAcks, 'utf8').split('\n')) {
+    const [at, partition, event, json] = line.split(' ', 4) as [string, string, string, string];
+    if (event === 'deliver') {
+      const d = JSON.parse(json) as { id: string; seq: number; decision: string };
+      deliveries.set(d.id, [...(deliveries.get(d.id) ?? []), `${at} ${partition} seq ${d.seq} ${d.decision}`]);
+    } else if (event === 'flush') for (const id of (JSON.parse(json) as { ids: string[] }).ids) flushed.add(id);
+  }
+  for (const [id, seen] of deliveries) if (!flushed.has(id)) lines.push(`never counted ${id}: ${seen.join('; ')}`);
+  return lines.join('\n') + '\n';
+}
+
+/** Every publish to the event stream and every publish ack seen from one connection per node (debugging only). */
+async function watchPublishes(urls: string[]): Promise<() => Promise<void>> {
+  const out = `${debugAcks}.pubacks`;
+  const conns: NatsConnection[] = [];
+  for (const [i, url] of urls.entries()) {
+    const nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 100, name: `monitor-${i}` });
+    conns.push(nc);
+    nc.subscribe('drawdown.events.*', {
+      callback: (_err, m) =>
+        appendFileSync(
+          out,
+          `${new Date().toISOString()} n${i} PUB ${m.subject} ${m.reply} ${m.headers?.get('Nats-Msg-Id')}\n`,
+        ),
+    });
+    nc.subscribe('_INBOX.>', {
+      callback: (_err, m) => {
+        if (m.data.length === 0 || m.data.length > 400 || m.data[0] !== 0x7b) return;
+        const text = m.string();
+        if (text.includes('"type":')) return;
+        appendFileSync(out, `${new Date().toISOString()} n${i} ACK ${m.subject} ${text}\n`);
+      },
+    });
+  }
+  return async () => {
+    for (const nc of conns) await nc.close().catch(() => {});
+  };
+}
+
 async function expectExact(clickhouseUrl: string, workload: Workload, seed: number): Promise<void> {
   const store = openTestStore(clickhouseUrl);
   try {
+    if (debugAcks !== '') {
+      const got = await usageTotals(store);
+      if (JSON.stringify([...got]) !== JSON.stringify([...workload.want()]))
+        appendFileSync(`${debugAcks}.lost`, `seed ${seed}\n${describeLoss(got, workload)}`);
+    }
     expect(
       await usageTotals(store),
       `seed ${seed}: ClickHouse must hold exactly the ${workload.accepted} accepted batches`,
@@ -205,6 +269,15 @@ export function defineClusterNodeLoss(seed: number): void {
     it(`three nodes, R3 stream, a node killed and restarted four times: every accepted event counted exactly once (seed ${seed})`, async () => {
       const dir = tempDir('nats-restart-cluster');
       cleanups.push(dir.remove);
+      if (debugAcks !== '')
+        cleanups.push(() => {
+          for (let i = 0; i < 3; i++)
+            try {
+              copyFileSync(`${dir.path}/nats-${i}/nats.log`, `${debugAcks}.nats-${i}.log`);
+            } catch {
+              // no log: nothing to keep
+            }
+        });
       const clickhouse = await startClickHouse('chdb', dir.path);
       const nodes = await startNatsCluster(dir.path, 'drawdown-restart', (node) => cleanups.push(() => node.stop()));
       const urls = nodes.map((n) => n.url).join(',');
@@ -231,6 +304,7 @@ export function defineClusterNodeLoss(seed: number): void {
       }
       cleanups.push(() => running!.stop());
       const gateway = await startGateway(urls, { DRAWDOWN_STREAM_REPLICAS: '3' });
+      if (debugAcks !== '') cleanups.push(await watchPublishes(nodes.map((n) => n.url)));
       const workload = new Workload(seed);
       const random = prng(seed);
       let losses = 0;
@@ -238,9 +312,11 @@ export function defineClusterNodeLoss(seed: number): void {
         for (; losses < 4; losses++) {
           await sleep(300 + random() * 700);
           const node = nodes[Math.floor(random() * nodes.length)]!;
+          if (debugAcks !== '') appendFileSync(debugAcks, `${new Date().toISOString()} kill ${node.url}\n`);
           await node.kill();
           await sleep(300 + random() * 700);
           await node.restart();
+          if (debugAcks !== '') appendFileSync(debugAcks, `${new Date().toISOString()} restarted ${node.url}\n`);
           // Let the returning node catch up before the next one goes, so a quorum of two always exists.
           await sleep(1_000);
         }
