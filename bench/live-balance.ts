@@ -173,7 +173,7 @@ async function main(): Promise<void> {
         [
           '# Live balance lag (`npm run bench:live-balance`)',
           '',
-          `${result.at}, ${result.machine}, all-in-one (nats-server + chDB), flush interval ${result.flushIntervalMs} ms.`,
+          `${result.at}, ${result.machine}, all-in-one (nats-server + chDB), flush interval ${flushMs === undefined ? 'default (DRAWDOWN_FLUSH_INTERVAL_MS)' : `${flushMs} ms`}.`,
           'Lag: from the 202 of one probe event to the first GET …/balance whose `available` shows it, in ms.',
           '',
           '| pipeline | probes | p50 | p90 | p99 | max |',
@@ -182,6 +182,8 @@ async function main(): Promise<void> {
           row(`background load, ${result.background.acceptedEventsPerS} events/s accepted`, result.loaded),
           '',
           `Loaded p99 / idle p99: ${result.loadedOverIdleP99.toFixed(2)}. Background asked ${rate} events/s in ${batchEvents}-event batches; non-2xx ${load.non2xx}, errors ${load.errors}, request p99 ${load.latencyMs.p99} ms.`,
+          '',
+          `Target (issue 12): p99 under 1 s with 500,000 events/s of background load — ${result.loaded.p99 < 1000 && result.background.acceptedEventsPerS >= 500_000 ? 'met' : 'not met'} in this run. The load generator, the gateway, the rater, chDB and nats-server share the machine's cores, so the accepted rate is what the machine sustained, and the loaded lag is mostly waiting for CPU; the idle figure is the pipeline's own (flush interval + ~100 ms).`,
           '',
         ].join('\n'),
       );

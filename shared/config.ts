@@ -198,10 +198,10 @@ export const settings = {
   flushIntervalMs: {
     kind: 'int',
     env: 'DRAWDOWN_FLUSH_INTERVAL_MS',
-    default: 1_000,
+    default: 500,
     min: 10,
     max: 60_000,
-    doc: 'Longest time aggregates wait before being written, in ms',
+    doc: 'Longest time aggregates wait before being written, in ms: usage reaches live balances and holds within about this plus 100 ms',
   },
   flushRowsMax: {
     kind: 'int',

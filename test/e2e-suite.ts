@@ -85,7 +85,15 @@ export function defineEndToEnd(backend: Backend): void {
     it('example 1: 2,000,000 GPT-4o tokens and 50 images deduct 12.00; 100 → 88', async () => {
       const balance = await api(base, 'GET', '/v1/customers/acme/balance');
       expect(balance.body.units).toEqual([
-        { unit: 'credits', settled: '88', pending: '0', available: '88', display: '88.00', over_limit: false },
+        {
+          unit: 'credits',
+          settled: '88',
+          pending: '0',
+          held: '0',
+          available: '88',
+          display: '88.00',
+          over_limit: false,
+        },
       ]);
       const ledger = await api(base, 'GET', '/v1/customers/acme/ledger');
       // Bought before the usage: both usage entries draw on the purchase's block, and nothing is over limit.
