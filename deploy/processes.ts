@@ -261,7 +261,7 @@ export async function startDrawdown(
           catalog,
           runner: settlementRunner,
           ...(options.now ? { now: options.now } : {}),
-          ...(holds ? { balance: holds.balance } : {}),
+          ...(holds?.balance ? { balance: holds.balance } : {}),
         }),
       );
       routes.push(

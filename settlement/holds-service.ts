@@ -8,7 +8,9 @@ import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import type { Logger } from '../shared/log.js';
 import type { Route } from '../shared/http.js';
-import { HoldStore } from './holds/hold-store.js';
+import { HoldStore, UnsafeHoldsClusterError } from './holds/hold-store.js';
+import { HoldsUnavailableError } from './holds/hold-errors.js';
+import { DrawdownError } from '../shared/errors.js';
 import { LiveBalances } from './live-balance.js';
 import { balanceWithHolds, figuresFor, holdRoutes } from './holds-api.js';
 import { createHoldMetrics } from './metrics.js';
@@ -27,12 +29,37 @@ export interface HoldsSettings {
 
 export interface RunningHolds {
   routes: Route[];
-  /** The balance GET /v1/customers/{id}/balance serves: read now, open holds subtracted. */
-  balance(customer: string): Promise<Balance>;
+  /** The balance GET /v1/customers/{id}/balance serves: read now, open holds subtracted (undefined: holds off). */
+  balance: ((customer: string) => Promise<Balance>) | undefined;
   stop(): Promise<void>;
 }
 
 const gaugeAccountsMax = 10_000;
+
+/**
+ * Holds off: every hold route answers 503 holds_unavailable saying why, and the balance is served without holds.
+ * For a NATS cluster that cannot decide holds safely: settlement still runs (balances, ledger, purchases), and
+ * the refusal is in the log and in every hold answer, instead of the process refusing to start.
+ */
+export function holdsOff(why: string): RunningHolds {
+  const refuse = async (): Promise<never> => {
+    throw new DrawdownError('holds_unavailable', `credit holds are off in this process: ${why}`, {
+      cause: new HoldsUnavailableError(why),
+    });
+  };
+  const paths = [
+    ['POST', /^\/v1\/customers\/[^/]+\/holds$/, 'ingest'],
+    ['GET', /^\/v1\/customers\/[^/]+\/holds$/, 'read'],
+    ['GET', /^\/v1\/customers\/[^/]+\/entitlement$/, 'read'],
+    ['POST', /^\/v1\/holds\/[^/]+\/release$/, 'ingest'],
+    ['GET', /^\/v1\/holds\/[^/]+$/, 'read'],
+  ] as const;
+  return {
+    routes: paths.map(([method, path, scope]) => ({ method, path, scope, handler: refuse })),
+    balance: undefined,
+    stop: async () => {},
+  };
+}
 
 export async function startHolds(deps: {
   nc: NatsConnection;
@@ -54,23 +81,30 @@ export async function startHolds(deps: {
     onRead: (seconds) => metrics.liveReadDuration.observe(seconds),
   });
   const now = deps.now ?? Date.now;
-  const holds = await HoldStore.open(deps.nc, {
-    ttlDefaultMs: settings.holdTtlDefaultMs,
-    ttlMaxMs: settings.holdTtlMaxMs,
-    replicas: settings.holdsReplicas,
-    ...(deps.now ? { clock: deps.now } : {}),
-    balance: async ({ customer, unit }) => {
-      const figures = await live.figures(customer);
-      metrics.liveAge.observe(Math.max(0, now() - figures.readAtMs) / 1000);
-      return figuresFor(figures, catalog, unit);
-    },
-    onWrite: (before, after, nowMs) => {
-      let expired = 0;
-      const kept = new Set(after.holds.map((h) => h.id));
-      for (const hold of before.holds) if (hold.expiresMs <= nowMs && !kept.has(hold.id)) expired++;
-      if (expired > 0) metrics.expired.inc(expired);
-    },
-  });
+  let holds: HoldStore;
+  try {
+    holds = await HoldStore.open(deps.nc, {
+      ttlDefaultMs: settings.holdTtlDefaultMs,
+      ttlMaxMs: settings.holdTtlMaxMs,
+      replicas: settings.holdsReplicas,
+      ...(deps.now ? { clock: deps.now } : {}),
+      balance: async ({ customer, unit }) => {
+        const figures = await live.figures(customer);
+        metrics.liveAge.observe(Math.max(0, now() - figures.readAtMs) / 1000);
+        return figuresFor(figures, catalog, unit);
+      },
+      onWrite: (before, after, nowMs) => {
+        let expired = 0;
+        const kept = new Set(after.holds.map((h) => h.id));
+        for (const hold of before.holds) if (hold.expiresMs <= nowMs && !kept.has(hold.id)) expired++;
+        if (expired > 0) metrics.expired.inc(expired);
+      },
+    });
+  } catch (error) {
+    if (!(error instanceof UnsafeHoldsClusterError)) throw error;
+    log.error({ err: error }, 'credit holds are off: the NATS cluster cannot decide them safely');
+    return holdsOff(error.message);
+  }
 
   let counting = false;
   const recount = async (): Promise<void> => {

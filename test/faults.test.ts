@@ -4,6 +4,7 @@
  * and checks that ClickHouse holds exactly the accepted events — nothing
  * lost, nothing counted twice.
  */
+import { clusteredCasVersionMin, natsVersionBefore } from '../settlement/holds/hold-store.js';
 import { Decimal } from 'decimal.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
@@ -231,5 +232,15 @@ describe('faults on a JetStream cluster', () => {
     }
     await waitForStreamDrained(nodes[0]!.url);
     await expectExact(ch.url, workload);
+
+    // Settlement still serves balances; credit holds say why they are off when nats-server cannot decide them safely.
+    const version = dd!.nats!.nc.info!.version;
+    const check = await api(dd!.url!, 'GET', '/v1/customers/c1/entitlement?unit=credits&amount=1');
+    if (natsVersionBefore(version, clusteredCasVersionMin)) {
+      expect(check.status).toBe(503);
+      expect(check.body.code).toBe('holds_unavailable');
+      expect(check.body.detail).toContain('nats-server#4320');
+    } else expect(check.status).toBe(200);
+    expect((await api(dd!.url!, 'GET', '/v1/customers/c1/balance')).status).toBe(200);
   });
 });

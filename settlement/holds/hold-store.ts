@@ -334,11 +334,19 @@ export function natsVersionBefore(version: string, minimum: string): boolean {
   return false;
 }
 
+/** The NATS cluster cannot decide holds safely (HoldStore.open refuses it). */
+export class UnsafeHoldsClusterError extends Error {
+  constructor(detail: string) {
+    super(detail);
+    this.name = 'UnsafeHoldsClusterError';
+  }
+}
+
 function refuseUnserializedCas(nc: NatsConnection): void {
   // INFO names the cluster only when the server is clustered; nats.js does not type the field.
   const info = nc.info as (typeof nc.info & { cluster?: string }) | undefined;
   if (info?.cluster !== undefined && info.cluster !== '' && natsVersionBefore(info.version, clusteredCasVersionMin)) {
-    throw new Error(
+    throw new UnsafeHoldsClusterError(
       `nats-server ${info.version} in cluster ${info.cluster} does not serialise compare-and-set on a key (nats-server#4320, fixed in ${clusteredCasVersionMin}; 2.11+ recommended): holds would be over-admitted. Upgrade nats-server, or run holds against a single server`,
     );
   }
