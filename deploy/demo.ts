@@ -68,6 +68,60 @@ async function waitForUsage(base: string, customer: string, expectedEvents: numb
   }
 }
 
+/**
+ * Credit holds (docs/holds.md) on acme's 88 credits: a request reserves 10 before its work, its usage names the
+ * hold (one 3-credit image), and the release returns the rest; a hold bigger than what is left is refused.
+ */
+async function demoHolds(base: string, out: (line?: string) => void, acmeEvents: number): Promise<boolean> {
+  const credits = async (): Promise<{ pending: string; held: string; available: string }> => {
+    const balance = (await call(base, 'GET', '/v1/customers/acme/balance')) as {
+      units: { unit: string; pending: string; held: string; available: string }[];
+    };
+    return balance.units.find((u) => u.unit === 'credits')!;
+  };
+  const show = async (what: string): Promise<string> => {
+    const c = await credits();
+    out(`  ${what.padEnd(44)} pending ${c.pending}, held ${c.held}, available ${c.available}`);
+    return c.available;
+  };
+  out();
+  out('acme — credit holds: reserve before the work, usage names the hold, release');
+  const { hold } = (await call(
+    base,
+    'POST',
+    '/v1/customers/acme/holds',
+    { unit: 'credits', amount: '10' },
+    { 'idempotency-key': 'demo-acme-request-1' },
+  )) as { hold: { id: string } };
+  const steps: [string, string][] = [['reserved 10 credits', await show('reserved 10 credits')]];
+  const image = {
+    id: 'demo-acme-held-image',
+    customer: 'acme',
+    meter: 'images',
+    timestamp: Date.now(),
+    dimensions: { model: 'Nano Banana', resolution: '1K', input: 'prompt' },
+    hold: hold.id,
+  };
+  await sendEvents(base, [image], 'demo-acme-held-usage');
+  await waitForUsage(base, 'acme', acmeEvents + 1, 30_000);
+  steps.push(['its usage counted (one image, 3)', await show('its usage counted (one image, 3 credits)')]);
+  const refused = await fetch(`${base}/v1/customers/acme/holds`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': 'demo-acme-request-2' },
+    body: JSON.stringify({ unit: 'credits', amount: '200' }),
+  });
+  const problem = (await refused.json()) as { code: string; available: string };
+  out(
+    `  ${'a second request asks for 200'.padEnd(44)} → ${refused.status} ${problem.code} (available ${problem.available})`,
+  );
+  await call(base, 'POST', `/v1/holds/${hold.id}/release`, { wait_for_usage: false });
+  steps.push(['released', await show('released: the unspent 7 return')]);
+  const want = ['78', '78', '85'];
+  const ok = refused.status === 402 && steps.every(([, available], i) => available === want[i]);
+  out(ok ? 'holds OK: 88 → 78 while held, 78 with its usage in, 85 after release' : 'holds FAILED');
+  return ok;
+}
+
 export async function runDemo(config: Config): Promise<number> {
   const dataDir = resolve(config.dataDir, 'demo');
   rmSync(dataDir, { recursive: true, force: true });
@@ -126,7 +180,8 @@ export async function runDemo(config: Config): Promise<number> {
     }
     out();
     out(ok ? 'demo OK: balances match SPEC §7 (100 → 88 and 100 → 0)' : 'demo FAILED: balances differ from SPEC §7');
-    return ok ? 0 : 1;
+    const held = await demoHolds(base, out, workloads[0]![2].length);
+    return ok && held ? 0 : 1;
   } finally {
     await running.stop();
   }

@@ -97,6 +97,19 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
   return report;
 }
 
+/**
+ * A run's inputs are the entries posted before the second it starts in (posted_at is stored in whole seconds).
+ * Starting on a fresh second makes everything posted earlier in the current one — a purchase made just before
+ * the run, say — an input of this run rather than of the next.
+ */
+async function nextWholeSecond(): Promise<number> {
+  const currentSec = Math.floor(Date.now() / 1000);
+  // A timer may fire a moment before Date.now() reaches its deadline: wait until the second has really changed.
+  while (Math.floor(Date.now() / 1000) <= currentSec)
+    await new Promise((resolve) => setTimeout(resolve, 1_001 - (Date.now() % 1_000)));
+  return Math.floor(Date.now() / 1000);
+}
+
 /** The runs of one settle call: an interrupted one first, then the requested window. */
 async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest): Promise<SettlementReport> {
   const untilSec = request.untilSec;
@@ -106,7 +119,7 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
     throw new DrawdownError('request_invalid', 'from must fall on a whole minute');
   // An explicit window must hold time: a zero-length or inverted one is a mistake, never a stored run.
   if (request.fromSec !== undefined && untilSec <= request.fromSec) throw windowProblem('until must be after from');
-  const nowSec = request.nowSec ?? Math.floor(Date.now() / 1000);
+  const nowSec = request.nowSec ?? (await nextWholeSecond());
 
   let resumed: SettlementReport | undefined;
   const interrupted = await interruptedRun(store);
