@@ -20,7 +20,7 @@ function runCli(
 }
 
 describe('drawdown CLI', () => {
-  it('demo streams SPEC examples 1 and 2 through the all-in-one and prints balances 88 and 0', () => {
+  it('demo streams SPEC examples 1 and 2 through the all-in-one and prints balances 88 and 0, then a credit hold', () => {
     const dir = tempDir('demo');
     try {
       const result = runCli(['demo', '--data-dir', dir.path]);
@@ -28,6 +28,10 @@ describe('drawdown CLI', () => {
       expect(result.stdout).toMatch(/acme[\s\S]*balance {2}credits: settled 88, pending 0, available 88\.00/);
       expect(result.stdout).toMatch(/studio[\s\S]*balance {2}credits: settled 0, pending 0, available 0\.00/);
       expect(result.stdout).toContain('demo OK');
+      expect(result.stdout).toMatch(/reserved 10 credits +pending 0, held 10, available 78/);
+      expect(result.stdout).toMatch(/asks for 200 +→ 402 insufficient_credits \(available 78\)/);
+      expect(result.stdout).toMatch(/released: the unspent 7 return +pending 3, held 0, available 85/);
+      expect(result.stdout).toContain('holds OK');
     } finally {
       dir.remove();
     }
