@@ -111,21 +111,9 @@ export class PartitionRater {
   #pending: JsMsg[] = [];
   /** Fingerprints of the pending messages' counted event ids, written with their flush. */
   #pendingIds: Uint32Array[] = [];
-  /** When the first of the pending messages arrived: the flush is due flushIntervalMs after it. */
   #pendingSinceMs = 0;
-  /**
-   * Messages the open fetch delivered that the loop has not taken yet (≤ fetchMessagesMax), with when the first
-   * arrived. The fetch is read by #read while the loop aggregates and flushes, so a message is taken as it
-   * arrives and a flush is never late for a fetch still open (the live balance waits on it: issue 12).
-   */
-  #inbox: JsMsg[] = [];
-  #inboxSinceMs = 0;
-  #batch: { stop(error?: Error): void } | undefined;
-  #reader: Promise<void> | undefined;
-  #readError: unknown = undefined;
-  /** A fetch ended since the loop last took the inbox. */
-  #readEnded = false;
-  #wake: (() => void) | undefined;
+  /** Messages the last fetch delivered (taken or not). */
+  #delivered = 0;
   readonly #ids: IdSet | undefined;
   /** The id set's hand-over epoch the next task must find. */
   #idsEpoch = 0;
@@ -191,7 +179,6 @@ export class PartitionRater {
 
   async #recreateConsumer(): Promise<void> {
     const { jsm, js, stream, partition, limits } = this.#deps;
-    await this.#stopRead();
     const name = await recreatePartitionConsumer(jsm, stream, partition, limits);
     this.#consumer = await js.consumers.get(stream.name, name);
     debugAck(partition, 'consumer-recreated', { held: [...this.#held], pending: this.#pending.length });
@@ -307,10 +294,7 @@ export class PartitionRater {
   /** Stops pulling, writes what is pending (unless ClickHouse is down), and returns. */
   async stop(): Promise<void> {
     this.#stopping = true;
-    this.#batch?.stop();
-    this.#wake?.();
     await this.#loop;
-    await this.#reader;
   }
 
   async #run(): Promise<void> {
@@ -358,87 +342,23 @@ export class PartitionRater {
     if (this.#pending.length > 0 && !resumeNeeded) await this.#flush();
   }
 
-  /** Starts the next fetch, read into #inbox as its messages arrive. */
-  #startRead(): void {
-    const { limits } = this.#deps;
-    const consumer = this.#consumer!;
-    this.#reader = (async () => {
-      try {
-        const batch = await consumer.fetch({
-          max_messages: limits.fetchMessagesMax,
-          expires: Math.max(1_000, Math.min(limits.flushIntervalMs, 5_000)),
-        });
-        this.#batch = batch;
-        for await (const message of batch) {
-          if (this.#inbox.length === 0) {
-            this.#inboxSinceMs = Date.now();
-            this.#wake?.();
-          }
-          this.#inbox.push(message);
-        }
-      } catch (error) {
-        this.#readError = error;
-      } finally {
-        this.#batch = undefined;
-        this.#reader = undefined;
-        this.#readEnded = true;
-        this.#wake?.();
-      }
-    })();
-  }
-
-  /** Ends the open fetch and forgets what it delivered untaken: a recreated consumer delivers it again. */
-  async #stopRead(): Promise<void> {
-    this.#batch?.stop();
-    await this.#reader;
-    this.#inbox = [];
-    this.#readError = undefined;
-    this.#readEnded = false;
-  }
-
-  /**
-   * The messages delivered since the last call: once their fetch has ended,
-   * or flushIntervalMs after the first of them (or of the pending ones)
-   * arrived, whichever is first; with nothing delivered and nothing pending,
-   * when a fetch ends empty (within a few seconds), so the loop's
-   * housekeeping still runs. The next fetch starts before this returns, so
-   * it runs while these are aggregated.
-   */
   async #fetch(): Promise<JsMsg[]> {
     const { limits } = this.#deps;
-    for (;;) {
-      if (this.#stopping || this.#readError !== undefined || this.#readEnded) break;
-      if (this.#reader === undefined) this.#startRead();
-      const nowMs = Date.now();
-      let dueMs = Number.POSITIVE_INFINITY;
-      if (this.#pending.length > 0) dueMs = this.#pendingSinceMs + limits.flushIntervalMs;
-      if (this.#inbox.length > 0) dueMs = Math.min(dueMs, this.#inboxSinceMs + limits.flushIntervalMs);
-      if (nowMs >= dueMs) break;
-      await new Promise<void>((resolve) => {
-        const timer = dueMs === Number.POSITIVE_INFINITY ? undefined : setTimeout(resolve, dueMs - nowMs);
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.#wake = undefined;
-    }
-    this.#readEnded = false;
-    const delivered = this.#inbox;
-    const arrivedMs = this.#inboxSinceMs;
-    this.#inbox = [];
-    const error = this.#readError;
-    this.#readError = undefined;
-    if (error === undefined && !this.#stopping && this.#reader === undefined) this.#startRead();
-    const out = this.#take(delivered);
-    if (out.length > 0 && this.#pending.length === 0) this.#pendingSinceMs = arrivedMs;
-    if (error !== undefined) {
+    const batch = await this.#consumer!.fetch({
+      max_messages: limits.fetchMessagesMax,
+      // Short enough that an idle partition still flushes on time.
+      expires: Math.max(1_000, Math.min(limits.flushIntervalMs, 5_000)),
+    });
+    const out: JsMsg[] = [];
+    try {
+      await this.#take(batch, out);
+    } catch (error) {
       // A fetch can fail half-way (NATS restart, stream leader change): what
       // was taken is processed, and what was lost is delivered again once
       // the consumer is recreated.
       this.#reconsume = true;
       debugAck(this.#deps.partition, 'fetch-ended-early', { err: String(error), taken: out.length });
-      if (delivered.length === 0) throw error;
+      if (out.length === 0) throw error;
       this.#deps.log.warn(
         { err: error, partition: this.#deps.partition, taken: out.length },
         'fetch ended early; processing what arrived',
@@ -447,10 +367,10 @@ export class PartitionRater {
     return out;
   }
 
-  /** What of `delivered` to count: not held by a flush in progress, not named by a committed one. */
-  #take(delivered: readonly JsMsg[]): JsMsg[] {
-    const out: JsMsg[] = [];
-    for (const message of delivered) {
+  async #take(batch: AsyncIterable<JsMsg>, out: JsMsg[]): Promise<void> {
+    this.#delivered = 0;
+    for await (const message of batch) {
+      this.#delivered++;
       const seq = message.seq;
       const fingerprint = messageFingerprint(message.data);
       const key = `${seq}:${fingerprint}`;
@@ -489,8 +409,8 @@ export class PartitionRater {
       this.#held.add(key);
       this.#fingerprints.set(message, fingerprint);
       out.push(message);
+      if (this.#stopping) break;
     }
-    return out;
   }
 
   async #aggregate(messages: JsMsg[]): Promise<void> {
@@ -534,6 +454,7 @@ export class PartitionRater {
       }
       for (const row of result.rows) this.#aggregator.addRow(row);
       this.#deps.metrics.events.inc(this.#label, result.events);
+      if (this.#pending.length === 0) this.#pendingSinceMs = Date.now();
       this.#pending.push(...group);
     }
   }
@@ -562,6 +483,9 @@ export class PartitionRater {
 
   #flushDue(): boolean {
     if (this.#pending.length === 0) return false;
+    // A fetch that ended before it filled waited out its expiry: the partition is quiet, and what it holds has
+    // waited long enough (usage reaches live balances and holds that much sooner: issue 12).
+    if (this.#delivered < this.#deps.limits.fetchMessagesMax) return true;
     return (
       this.#aggregator.size >= this.#deps.limits.flushRowsMax ||
       Date.now() - this.#pendingSinceMs >= this.#deps.limits.flushIntervalMs

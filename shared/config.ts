@@ -201,7 +201,7 @@ export const settings = {
     default: 500,
     min: 10,
     max: 60_000,
-    doc: 'Longest time aggregates wait before being written, in ms: usage reaches live balances and holds within about this plus 100 ms',
+    doc: 'Longest time aggregates wait before being written on a busy partition, in ms (a quiet one writes when its fetch expires, within 1 s): how soon usage reaches live balances and holds',
   },
   flushRowsMax: {
     kind: 'int',
