@@ -1,31 +1,30 @@
 /**
  * The errors a hold operation reports. Codes are stable (clients branch on
- * them); each carries the HTTP status its route should answer with, so the
- * routes only need to add these entries to the registry in shared/errors.ts
- * (and docs/errors.md) and render `toProblem()`-style bodies.
+ * them) and live in the registry (shared/errors.ts, docs/errors.md); each
+ * error carries the HTTP status its route answers with.
  * `idempotency_key_reused` and `request_invalid` are the registry's own codes,
  * reused so that a client sees one meaning per code across the API.
  */
-export const holdErrorCodes = {
-  insufficient_credits: { status: 402, title: 'Not enough credits available for this hold' },
-  hold_not_found: { status: 404, title: 'No such hold' },
-  hold_closed: { status: 409, title: 'The hold is already released, expired or closed' },
-  too_many_open_holds: { status: 409, title: 'The account has as many open holds as it may' },
-  idempotency_key_reused: { status: 409, title: 'Idempotency-Key was already used for a different request' },
-  request_invalid: { status: 400, title: 'Request is invalid' },
-  // Both 503s are safe to retry under the same idempotency key.
-  holds_contended: { status: 503, title: 'Too many concurrent changes to this account; retry', retryAfterSeconds: 1 },
-  holds_overloaded: {
-    status: 503,
-    title: 'Too many hold operations queued in this process; retry',
-    retryAfterSeconds: 1,
-  },
-  holds_unavailable: {
-    status: 503,
-    title: 'The hold store (NATS JetStream) is unavailable; retry',
-    retryAfterSeconds: 2,
-  },
-} as const satisfies Record<string, { status: number; title: string; retryAfterSeconds?: number }>;
+import { errorCodes, type ErrorCode } from '../../shared/errors.js';
+
+const holdCodes = [
+  'insufficient_credits',
+  'hold_not_found',
+  'hold_closed',
+  'too_many_open_holds',
+  'idempotency_key_reused',
+  'request_invalid',
+  // Safe to retry under the same idempotency key.
+  'holds_contended',
+  'holds_overloaded',
+  'holds_unavailable',
+] as const satisfies readonly ErrorCode[];
+
+/** The registry's entries for the codes a hold operation reports (shared/errors.ts is their one home). */
+export const holdErrorCodes = Object.fromEntries(holdCodes.map((code) => [code, errorCodes[code]])) as Pick<
+  typeof errorCodes,
+  (typeof holdCodes)[number]
+>;
 
 export type HoldErrorCode = keyof typeof holdErrorCodes;
 
