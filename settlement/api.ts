@@ -26,7 +26,8 @@ import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { customerStatements, statementJson, statementsLimitMax } from './statement.js';
 import { isCustomerId } from '../shared/events/customer.js';
 
-const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
+/** A customer id in a route's path (percent-encoded characters allowed; checkCustomer decides). */
+export const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
 
 export function entryJson(e: LedgerEntry): Record<string, unknown> {
   return {
@@ -46,9 +47,11 @@ export function entryJson(e: LedgerEntry): Record<string, unknown> {
   };
 }
 
-function checkCustomer(customer: string): string {
+export function checkCustomer(customer: string): string {
   if (!isCustomerId(customer))
-    throw new DrawdownError('request_invalid', 'customer id must be 1–128 characters of [A-Za-z0-9._:@-]');
+    throw new DrawdownError('request_invalid', 'customer id must be 1–128 characters of [A-Za-z0-9._:@-]', {
+      problems: [{ field: 'customer', code: 'format', message: 'must be 1–128 characters of [A-Za-z0-9._:@-]' }],
+    });
   return customer;
 }
 

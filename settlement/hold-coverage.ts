@@ -18,7 +18,7 @@ import { money, parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString } from '../shared/sql.js';
 import { priceUsage } from './price-usage.js';
 import { tierPeriodStartSec } from './pricing.js';
-import { committedUnder, type UsageLine, type Watermarks } from './usage-reader.js';
+import { committedUnder, rateCardParts, type UsageLine, type Watermarks } from './usage-reader.js';
 import { parseHoldId } from './holds/hold-ids.js';
 
 /** Per credit unit, per hold id suffix (the hold's id inside its account), the live cost of its usage. */
@@ -39,15 +39,7 @@ export async function readHoldCoverage(
   /** Read as of this snapshot, the one pending is read at, so both see the same flushes. */
   watermarks: Watermarks | undefined,
 ): Promise<HoldCoverage> {
-  const boundaries = catalog.rateCard
-    .map((v) => Math.floor(v.effectiveFromMs / 1000))
-    .filter((sec) => sec > sinceSec)
-    .sort((a, b) => a - b);
-  const parts = [sinceSec, ...boundaries];
-  const partExpr =
-    boundaries.length === 0
-      ? '0'
-      : `multiIf(${boundaries.map((b, i) => `minute < ${sqlDateTime(b)}, ${i}`).join(', ')}, ${boundaries.length})`;
+  const { parts, partExpr } = rateCardParts(catalog, sinceSec, Number.POSITIVE_INFINITY);
   const rows = await store.query(
     `SELECT hold, meter, dimensions, ${partExpr} AS part, toRelativeMonthNum(minute) AS month,
        sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))

@@ -18,7 +18,7 @@ import { DrawdownError, type ErrorCode } from '../shared/errors.js';
 import { queryParams, readJsonBody, sendJson, type Route } from '../shared/http.js';
 import { formatAmount, formatAtPrecision, money } from '../shared/money.js';
 import { Problems, isPlainObject } from '../shared/validate.js';
-import { isCustomerId } from '../shared/events/customer.js';
+import { checkCustomer, customerPath } from './api.js';
 import type { Balance } from './balance.js';
 import { LiveBalances, type LiveFigures } from './live-balance.js';
 import { HoldStore, type HoldView, type BalanceFigures } from './holds/hold-store.js';
@@ -26,7 +26,6 @@ import { HoldError, HoldRequestInvalidError, InsufficientCreditsError } from './
 import { parseHoldId, unitPattern } from './holds/hold-ids.js';
 import type { HoldMetrics } from './metrics.js';
 
-const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
 const holdPath = '([A-Za-z0-9_.-]{1,400})';
 
 /** A hold as served: the store's view plus what its usage has spent and what it still reserves. */
@@ -78,14 +77,6 @@ export interface HoldApiDeps {
   live: LiveBalances;
   catalog: Catalog;
   metrics?: HoldMetrics;
-}
-
-function checkCustomer(customer: string): string {
-  if (!isCustomerId(customer))
-    throw new DrawdownError('request_invalid', 'customer id must be 1–128 characters of [A-Za-z0-9._:@-]', {
-      problems: [{ field: 'customer', code: 'format', message: 'must be 1–128 characters of [A-Za-z0-9._:@-]' }],
-    });
-  return customer;
 }
 
 /** What the hold store decides a (customer, unit) account by, from one live read. */
@@ -248,19 +239,25 @@ export function holdRoutes(deps: HoldApiDeps): Route[] {
     });
   }
 
-  return [
-    { method: 'POST', path: new RegExp(`^/v1/customers/${customerPath}/holds$`), scope: 'ingest', handler: reserve },
-    { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/holds$`), scope: 'read', handler: list },
-    {
-      method: 'GET',
-      path: new RegExp(`^/v1/customers/${customerPath}/entitlement$`),
-      scope: 'read',
-      handler: entitlement,
-    },
-    { method: 'POST', path: new RegExp(`^/v1/holds/${holdPath}/release$`), scope: 'ingest', handler: release },
-    { method: 'GET', path: new RegExp(`^/v1/holds/${holdPath}$`), scope: 'read', handler: getHold },
-  ];
+  const handlers: Record<HoldRouteName, Route['handler']> = { reserve, list, entitlement, release, getHold };
+  return holdRouteTable.map(({ name, ...route }) => ({ ...route, handler: handlers[name] }));
 }
+
+type HoldRouteName = 'reserve' | 'list' | 'entitlement' | 'release' | 'getHold';
+
+/** The hold routes without their handlers: what holdRoutes serves, and what a process with holds off refuses. */
+export const holdRouteTable: readonly (Omit<Route, 'handler'> & { name: HoldRouteName })[] = [
+  { name: 'reserve', method: 'POST', path: new RegExp(`^/v1/customers/${customerPath}/holds$`), scope: 'ingest' },
+  { name: 'list', method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/holds$`), scope: 'read' },
+  {
+    name: 'entitlement',
+    method: 'GET',
+    path: new RegExp(`^/v1/customers/${customerPath}/entitlement$`),
+    scope: 'read',
+  },
+  { name: 'release', method: 'POST', path: new RegExp(`^/v1/holds/${holdPath}/release$`), scope: 'ingest' },
+  { name: 'getHold', method: 'GET', path: new RegExp(`^/v1/holds/${holdPath}$`), scope: 'read' },
+];
 
 /** The balance with open holds subtracted: per unit, `held` (what they still reserve) and `available` after them. */
 export async function balanceWithHolds(

@@ -12,7 +12,7 @@ import { HoldStore, UnsafeHoldsClusterError } from './holds/hold-store.js';
 import { HoldsUnavailableError } from './holds/hold-errors.js';
 import { DrawdownError } from '../shared/errors.js';
 import { LiveBalances } from './live-balance.js';
-import { balanceWithHolds, figuresFor, holdRoutes } from './holds-api.js';
+import { balanceWithHolds, figuresFor, holdRouteTable, holdRoutes } from './holds-api.js';
 import { createHoldMetrics } from './metrics.js';
 import type { Balance } from './balance.js';
 
@@ -47,15 +47,8 @@ export function holdsOff(why: string): RunningHolds {
       cause: new HoldsUnavailableError(why),
     });
   };
-  const paths = [
-    ['POST', /^\/v1\/customers\/[^/]+\/holds$/, 'ingest'],
-    ['GET', /^\/v1\/customers\/[^/]+\/holds$/, 'read'],
-    ['GET', /^\/v1\/customers\/[^/]+\/entitlement$/, 'read'],
-    ['POST', /^\/v1\/holds\/[^/]+\/release$/, 'ingest'],
-    ['GET', /^\/v1\/holds\/[^/]+$/, 'read'],
-  ] as const;
   return {
-    routes: paths.map(([method, path, scope]) => ({ method, path, scope, handler: refuse })),
+    routes: holdRouteTable.map(({ method, path, scope }) => ({ method, path, scope, handler: refuse })),
     balance: undefined,
     stop: async () => {},
   };

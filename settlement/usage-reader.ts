@@ -49,6 +49,27 @@ export interface SelectedLine extends UsageLine {
   late: boolean;
 }
 
+/**
+ * The usage from `fromSec` to `untilSec` cut at every rate-card version boundary between them: `parts[i]` is
+ * where part i starts, and `partExpr` (SQL over `minute`) names a row's part, so each part is priced by the
+ * version in force at its own minutes.
+ */
+export function rateCardParts(
+  catalog: Catalog,
+  fromSec: number,
+  untilSec: number,
+): { parts: number[]; partExpr: string } {
+  const boundaries = catalog.rateCard
+    .map((v) => Math.floor(v.effectiveFromMs / 1000))
+    .filter((sec) => sec > fromSec && sec < untilSec)
+    .sort((a, b) => a - b);
+  const partExpr =
+    boundaries.length === 0
+      ? '0'
+      : `multiIf(${boundaries.map((b, i) => `minute < ${sqlDateTime(b)}, ${i}`).join(', ')}, ${boundaries.length})`;
+  return { parts: [fromSec, ...boundaries], partExpr };
+}
+
 /** SQL: the row was committed at or below `watermarks` (undefined: any committed row). */
 export function committedUnder(watermarks: Watermarks | undefined): string {
   if (watermarks === undefined) return '1';
@@ -63,14 +84,7 @@ export async function readSelectedUsage(
   selection: UsageSelection,
 ): Promise<SelectedLine[]> {
   // Parts at every rate-card boundary, so late rows are priced by their own version too.
-  const boundaries = catalog.rateCard
-    .map((v) => Math.floor(v.effectiveFromMs / 1000))
-    .filter((sec) => sec > 0 && sec < selection.untilSec);
-  const parts = [0, ...boundaries];
-  const partExpr =
-    boundaries.length === 0
-      ? '0'
-      : `multiIf(${boundaries.map((b, i) => `minute < ${sqlDateTime(b)}, ${i}`).join(', ')}, ${boundaries.length})`;
+  const { parts, partExpr } = rateCardParts(catalog, 0, selection.untilSec);
   const taken = `(minute < ${sqlDateTime(selection.untilSec)} AND ${committedUnder(selection.watermarks)})`;
   const excluded =
     selection.excluding === undefined
