@@ -43,6 +43,8 @@ export function entryJson(e: LedgerEntry): Record<string, unknown> {
     quantity: e.kind === 'usage' ? formatAmount(e.quantity) : null,
     rate_version: e.rateVersion || null,
     block: e.blockId || null,
+    // When the block this entry opened or drew from expires (null: it never does, or the entry predates this field).
+    block_expires_at: e.blockId && e.expiresAtSec > 0 ? new Date(e.expiresAtSec * 1000).toISOString() : null,
     source: e.source,
   };
 }

@@ -30,7 +30,7 @@ export interface Balance {
   customer: string;
   settled_until: string | null;
   units: UnitBalance[];
-  unrated_pending: { meter: string; dimensions: string; quantity: string }[];
+  unrated_pending: { meter: string; dimensions: Record<string, string>; quantity: string }[];
 }
 
 export async function balanceOf(
@@ -84,7 +84,7 @@ export async function balanceOf(
     }),
     unrated_pending: unrated.map((u) => ({
       meter: u.line.meter,
-      dimensions: u.line.dimensions,
+      dimensions: JSON.parse(u.line.dimensions) as Record<string, string>,
       quantity: formatAmount(u.line.quantity),
     })),
   };

@@ -26,6 +26,7 @@ import { settleWindow, type UsageCharge } from './credit/timeline.js';
 import { grantSchedules } from './credit/schedule.js';
 import { loadCreditInputs, type CreditInputs } from './credit-inputs.js';
 import { accountInvariantProblems } from './credit/invariants.js';
+import { postingQuantities } from './credit/quantity-shares.js';
 import { priceUsage, type PricedLine, type PricingOutcome } from './price-usage.js';
 import { storedReport, type CustomerReport, type SettlementReport } from './report.js';
 import { findRun, interruptedRun, previousRun, recordRun, runIdFor, type RunRecord } from './runs.js';
@@ -296,8 +297,15 @@ function settleAccount(
   ] as const) {
     if (amount.gt(0)) (r[field] ??= {})[unit] = formatAmount(amount);
   }
+  // Only the entries that draw the line's cost share its quantity; an overage entry (credits bought back for
+  // money) refers to the line too but pays for none of it.
+  const quantities = postingQuantities(
+    postings.map((p) => ({ amount: p.amount, ref: p.kind === 'usage' || p.kind === 'adjustment' ? p.ref : undefined })),
+    (ref) => charges[ref]!.line.quantity,
+  );
   const entries: LedgerEntry[] = postings.map((posting, index) => {
     const charge = posting.ref === undefined ? undefined : charges[posting.ref];
+    const block = state.blocks.get(posting.blockId);
     return {
       entryId: entryId(posting.kind, [customer, unit, runId, index]),
       customer,
@@ -309,13 +317,16 @@ function settleAccount(
       runId,
       meter: charge?.line.meter ?? '',
       dimensions: charge?.line.dimensions ?? '',
-      quantity: charge?.line.quantity ?? money(0),
+      // The share of the line this entry paid for: a line drawn from two blocks is two entries whose quantities sum
+      // to the line.
+      quantity: quantities.get(index) ?? money(0),
       rateVersion: charge?.rateVersion ?? '',
       source: posting.note,
       blockId: posting.blockId,
-      // A grant's block keeps its expiry in the ledger, so replaying the ledger rebuilds it.
-      expiresAtSec:
-        posting.kind === 'grant' ? Math.floor((state.blocks.get(posting.blockId)?.expiresAtMs ?? 0) / 1000) : 0,
+      // A grant's block keeps its expiry in the ledger, so replaying the ledger rebuilds it; every other entry
+      // drawn from a block carries the block's expiry too, so burn order can be audited from the ledger alone
+      // (replay reads it only from the entry that opens the block).
+      expiresAtSec: Math.floor((block?.expiresAtMs ?? 0) / 1000),
     };
   });
   const snapshot: CreditSnapshot = {

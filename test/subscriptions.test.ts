@@ -152,6 +152,14 @@ describe('subscriptions and grants', () => {
       'usage -150 p2',
       'usage -250 p1',
     ]);
+    // An auditor's view of that split line: each entry carries the share of the 80,000,000 tokens it paid for,
+    // and the expiry of the block it drew from, which is the order blocks burn in.
+    const usage = (ledger.body.entries as any[]).filter((e) => e.kind === 'usage');
+    const byBlock = new Map(usage.map((e) => [e.block.split(':').at(-1), e]));
+    expect(byBlock.get('p1')).toMatchObject({ quantity: '50000000' });
+    expect(byBlock.get('p2')).toMatchObject({ quantity: '30000000' });
+    // Capped-rollover blocks have no expiry of their own (they are trimmed at each period end).
+    for (const e of usage) expect(e.block_expires_at).toBeNull();
   });
 
   it('bills overage at the plan price once the balance is exhausted', async () => {
@@ -161,6 +169,16 @@ describe('subscriptions and grants', () => {
     const overage = (ledger.body.entries as any[]).find((e) => e.kind === 'overage');
     expect(overage).toMatchObject({ amount: '390' });
     expect(overage.source).toContain('7.8 USD');
+    // The 10 came from this period's grant, which (rollover none) expires at the period end: the ledger says when.
+    const usage = (ledger.body.entries as any[]).filter((e) => e.kind === 'usage');
+    const fromGrant = usage.find((e) => e.block !== null);
+    const grant = (ledger.body.entries as any[]).find((e) => e.kind === 'grant' && e.block === fromGrant.block);
+    // 80,000,000 tokens for 400 credits: 10 credits' worth (2,000,000) from the grant, the rest as overage.
+    expect(fromGrant).toMatchObject({ amount: '-10', quantity: '2000000' });
+    expect(usage.find((e) => e.block === null)).toMatchObject({ amount: '-390', quantity: '78000000' });
+    expect(fromGrant.block_expires_at).toBe(grant.block_expires_at);
+    expect(Date.parse(fromGrant.block_expires_at)).toBeGreaterThan(usageAtMs);
+    expect(Date.parse(fromGrant.block_expires_at)).toBeLessThanOrEqual(usageAtMs + 31 * dayMs);
     const balance = await api(base, 'GET', '/v1/customers/overage/balance');
     expect(balance.body.units[0]).toMatchObject({ settled: '0', over_limit: false });
   });
