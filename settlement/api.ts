@@ -22,6 +22,7 @@ import { readLedger, type LedgerEntry } from './ledger.js';
 import { purchasePackage } from './purchases.js';
 import type { SettlementRunner } from './runner.js';
 import { reportJson } from './report.js';
+import { getRun, isRunId, listRuns, runsLimitDefault, runsLimitMax } from './run-history.js';
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { customerStatements, statementJson, statementsLimitMax } from './statement.js';
 import { isCustomerId } from '../shared/events/customer.js';
@@ -194,6 +195,27 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     sendJson(res, 200, reportJson(report));
   }
 
+  async function runs(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const params = queryParams(req);
+    const problems = new Problems();
+    const limit = Number(params.get('limit') ?? String(runsLimitDefault));
+    if (!Number.isInteger(limit) || limit < 1 || limit > runsLimitMax)
+      problems.add('limit', 'range', `limit must be 1–${runsLimitMax}`);
+    const after = params.get('after') ?? undefined;
+    if (after !== undefined && !isRunId(after))
+      problems.add('after', 'format', 'after must be the next token of a previous page');
+    if (!problems.empty)
+      throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
+    sendJson(res, 200, await listRuns(store, limit, after));
+  }
+
+  async function run(_req: IncomingMessage, res: ServerResponse, [encoded]: string[]): Promise<void> {
+    const runId = decodeURIComponent(encoded!);
+    const found = isRunId(runId) ? await getRun(store, runId) : undefined;
+    if (found === undefined) throw new DrawdownError('not_found', `no settlement run ${JSON.stringify(runId)}`);
+    sendJson(res, 200, found);
+  }
+
   return [
     { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/balance$`), scope: 'read', handler: balance },
     { method: 'GET', path: new RegExp(`^/v1/customers/${customerPath}/ledger$`), scope: 'read', handler: ledger },
@@ -211,5 +233,7 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
       handler: purchase,
     },
     { method: 'POST', path: /^\/v1\/settlements$/, scope: 'admin', handler: settlements },
+    { method: 'GET', path: /^\/v1\/settlements$/, scope: 'admin', handler: runs },
+    { method: 'GET', path: /^\/v1\/settlements\/([A-Za-z0-9:%]{1,64})$/, scope: 'admin', handler: run },
   ];
 }

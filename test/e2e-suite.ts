@@ -70,6 +70,22 @@ export function defineEndToEnd(backend: Backend): void {
         { id: 'm-3', customer: 'malformed', meter: 'no.such.meter', timestamp: atMs },
       ]);
 
+      // Usage no rate card row prices: the run reports it as unrated.
+      expect(
+        (
+          await postEvents(base, [
+            {
+              id: 'u-1',
+              customer: 'unpriced',
+              meter: 'images',
+              quantity: 3,
+              timestamp: atMs,
+              dimensions: { model: 'Unpriced', resolution: '1K', input: 'prompt' },
+            },
+          ])
+        ).status,
+      ).toBe(202);
+
       await waitForStreamDrained(nats.url);
       first.settlement = await api(base, 'POST', '/v1/settlements', { until: untilIso });
       expect(first.settlement.status).toBe(200);
@@ -181,6 +197,51 @@ export function defineEndToEnd(backend: Backend): void {
       expect(again.body.created).toBe(false);
       const balance = await api(base, 'GET', '/v1/customers/acme/balance');
       expect(balance.body.units[0].settled).toBe('88');
+    });
+
+    it('lists past runs newest first, page by page, each with its window, totals and unpriced usage', async () => {
+      const secondUntil = new Date(atMs + 25 * 60_000).toISOString();
+      const second = await api(base, 'POST', '/v1/settlements', { until: secondUntil });
+      expect(second.status).toBe(200);
+      const page1 = await api(base, 'GET', '/v1/settlements?limit=1');
+      expect(page1.status).toBe(200);
+      expect(page1.body.runs).toHaveLength(1);
+      expect(page1.body.runs[0]).toMatchObject({
+        run_id: second.body.run_id,
+        from: untilIso,
+        until: secondUntil,
+        status: 'completed',
+        entries_posted: 0,
+        unrated_lines: 0,
+      });
+      const page2 = await api(base, 'GET', `/v1/settlements?limit=1&after=${encodeURIComponent(page1.body.next)}`);
+      const run = page2.body.runs[0];
+      expect(run).toMatchObject({
+        run_id: first.settlement.body.run_id,
+        until: untilIso,
+        status: 'completed',
+        entries_posted: first.settlement.body.entries_posted,
+        customer_count: Object.keys(first.settlement.body.customers).length,
+        unrated_lines: 1,
+      });
+      // 12 (acme) + 100 (studio) + 5 (retry, which bought nothing: over its limit).
+      expect(run.totals.credits).toMatchObject({ deducted: '117', over_limit: '5' });
+      expect(run.catalog_revision).toBe(first.settlement.body.catalog_revision);
+      expect(Date.parse(run.completed_at)).toBeGreaterThanOrEqual(Date.parse(run.started_at));
+      const detail = await api(base, 'GET', `/v1/settlements/${encodeURIComponent(run.run_id)}`);
+      expect(detail.status).toBe(200);
+      expect(detail.body.unrated).toEqual([
+        {
+          customer: 'unpriced',
+          meter: 'images',
+          dimensions: { input: 'prompt', model: 'Unpriced', resolution: '1K' },
+          quantity: '3',
+          reason: expect.stringContaining('no row'),
+        },
+      ]);
+      expect(detail.body.report.customers.acme.deducted).toEqual({ credits: '12' });
+      expect((await api(base, 'GET', '/v1/settlements/run:1:2')).status).toBe(404);
+      expect((await api(base, 'GET', '/v1/settlements?after=yesterday')).status).toBe(400);
     });
   });
 }
