@@ -8,7 +8,16 @@ import type { Decimal } from 'decimal.js';
 import { DrawdownError } from '../shared/errors.js';
 import { money } from '../shared/money.js';
 import { parsePlan, parseSubscription, refuseNewGrantsOnArchivedUnits, type Plan, type Subscription } from './plans.js';
-import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from '../shared/validate.js';
+import { catalogFields } from './fields.js';
+import {
+  Problems,
+  hostileKeys,
+  isPlainObject,
+  readDecimalText,
+  readInstant,
+  readString,
+  refuseUnknownFields,
+} from '../shared/validate.js';
 import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
 
 export type { Aggregation, MeterDefinitions };
@@ -107,24 +116,25 @@ function list(problems: Problems, value: unknown, field: string): unknown[] {
   return value;
 }
 
-function object(problems: Problems, value: unknown, field: string): Record<string, unknown> {
+function object(problems: Problems, value: unknown, field: string, known?: readonly string[]): Record<string, unknown> {
   if (!isPlainObject(value)) {
     problems.add(field, 'type', `${field} must be an object`);
     return {};
   }
   for (const key of Object.keys(value))
     if (hostileKeys.has(key)) problems.add(`${field}.${key}`, 'hostile_key', `${field} may not have the key ${key}`);
+  if (known !== undefined) refuseUnknownFields(problems, value, field, known);
   return value;
 }
 
 function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUnit | undefined {
-  const o = object(problems, raw, at);
+  const o = object(problems, raw, at, catalogFields.creditUnit);
   const id = readString(problems, o.id, `${at}.id`, { max: 64, pattern: idPattern });
   const name = readString(problems, o.name, `${at}.name`, { max: 128 });
   const internalName = readString(problems, o.internal_name ?? o.name, `${at}.internal_name`, { max: 128 });
   let fiat: CreditUnit['fiat'];
   if (o.fiat !== undefined) {
-    const f = object(problems, o.fiat, `${at}.fiat`);
+    const f = object(problems, o.fiat, `${at}.fiat`, catalogFields.fiat);
     const currency = readString(problems, f.currency, `${at}.fiat.currency`, { pattern: currencyPattern });
     const value = readDecimalText(problems, f.value, `${at}.fiat.value`, { positive: true });
     if (currency && value) fiat = { currency, value: money(value) };
@@ -152,10 +162,10 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
 }
 
 function parseMeter(problems: Problems, raw: unknown, at: string): Meter | undefined {
-  const o = object(problems, raw, at);
+  const o = object(problems, raw, at, catalogFields.meter);
   const key = readString(problems, o.key, `${at}.key`, { max: 128, pattern: meterKeyPattern });
   const name = readString(problems, o.name ?? o.key, `${at}.name`, { max: 128 });
-  const unit = o.unit === undefined ? {} : object(problems, o.unit, `${at}.unit`);
+  const unit = o.unit === undefined ? {} : object(problems, o.unit, `${at}.unit`, catalogFields.meterUnit);
   const unitSingular = readString(problems, unit.singular ?? 'unit', `${at}.unit.singular`, { max: 64 });
   const unitPlural = readString(problems, unit.plural ?? 'units', `${at}.unit.plural`, { max: 64 });
   const aggregation = o.aggregation ?? 'sum';
@@ -197,7 +207,7 @@ function parseTiers(problems: Problems, raw: unknown, at: string): PriceTier[] |
   let ok = true;
   raw.forEach((t, i) => {
     const tat = `${at}[${i}]`;
-    const o = object(problems, t, tat);
+    const o = object(problems, t, tat, catalogFields.tier);
     const last = i === raw.length - 1;
     let upTo: Decimal | undefined;
     if (o.up_to === null || o.up_to === undefined) {
@@ -238,6 +248,17 @@ function parseTiers(problems: Problems, raw: unknown, at: string): PriceTier[] |
 
 function parsePrice(problems: Problems, raw: unknown, at: string): Price | undefined {
   const o = object(problems, raw, at);
+  const fields =
+    o.model === 'graduated'
+      ? catalogFields.graduatedPrice
+      : o.model === 'package'
+        ? catalogFields.packagePrice
+        : o.model === 'unit'
+          ? catalogFields.unitPrice
+          : [...new Set([...catalogFields.unitPrice, ...catalogFields.packagePrice, ...catalogFields.graduatedPrice])];
+  // A price's fields depend on its model: `size` on a unit price is as much a mistake as a typo. Without a known
+  // model, any price field passes here (the model itself is reported), and a typo of `model` is named.
+  refuseUnknownFields(problems, o, at, fields);
   if (o.model === 'graduated') {
     const tiers = parseTiers(problems, o.tiers, `${at}.tiers`);
     return tiers === undefined ? undefined : { model: 'graduated', tiers };
@@ -263,7 +284,7 @@ function parseRateRow(
   meters: Map<string, Meter>,
   units: Map<string, CreditUnit>,
 ): RateRow | undefined {
-  const o = object(problems, raw, at);
+  const o = object(problems, raw, at, catalogFields.rateRow);
   const meterKey = readString(problems, o.meter, `${at}.meter`, { max: 128 });
   const unit = readString(problems, o.unit, `${at}.unit`, { max: 64 });
   const meter = meterKey === undefined ? undefined : meters.get(meterKey);
@@ -298,9 +319,23 @@ function rowIdentity(row: RateRow): string {
   return JSON.stringify([row.meter, keys.map((k) => [k, row.match[k]])]);
 }
 
-export function parseCatalog(raw: unknown): Catalog {
+export interface ParseOptions {
+  /**
+   * 'refuse' (input: files, the admin API, `catalog apply`) or 'ignore': a revision stored before unknown fields
+   * were refused was valid when written, and must still load.
+   */
+  unknownFields?: 'refuse' | 'ignore';
+}
+
+/** A revision read back from the store (see ParseOptions.unknownFields). */
+export function parseStoredCatalog(raw: unknown): Catalog {
+  return parseCatalog(raw, { unknownFields: 'ignore' });
+}
+
+export function parseCatalog(raw: unknown, options: ParseOptions = {}): Catalog {
   const problems = new Problems();
   const root = object(problems, raw, 'catalog');
+  refuseUnknownFields(problems, root, '', catalogFields.catalog);
 
   const creditUnits = new Map<string, CreditUnit>();
   list(problems, root.credit_units, 'credit_units').forEach((u, i) => {
@@ -320,10 +355,11 @@ export function parseCatalog(raw: unknown): Catalog {
   });
 
   const rateCard: RateCardVersion[] = [];
-  const card = root.rate_card === undefined ? {} : object(problems, root.rate_card, 'rate_card');
+  const card =
+    root.rate_card === undefined ? {} : object(problems, root.rate_card, 'rate_card', catalogFields.rateCard);
   list(problems, card.versions, 'rate_card.versions').forEach((v, i) => {
     const at = `rate_card.versions[${i}]`;
-    const o = object(problems, v, at);
+    const o = object(problems, v, at, catalogFields.rateCardVersion);
     const version = readString(problems, o.version, `${at}.version`, { max: 64, pattern: idPattern });
     const effectiveFromMs = readInstant(problems, o.effective_from, `${at}.effective_from`);
     // Usage is aggregated per minute; a version starting mid-minute could not price that minute's two halves apart.
@@ -358,10 +394,10 @@ export function parseCatalog(raw: unknown): Catalog {
   const packages = new Map<string, CreditPackage>();
   list(problems, root.packages, 'packages').forEach((p, i) => {
     const at = `packages[${i}]`;
-    const o = object(problems, p, at);
+    const o = object(problems, p, at, catalogFields.package);
     const id = readString(problems, o.id, `${at}.id`, { max: 64, pattern: idPattern });
     const name = readString(problems, o.name ?? o.id, `${at}.name`, { max: 128 });
-    const price = object(problems, o.price, `${at}.price`);
+    const price = object(problems, o.price, `${at}.price`, catalogFields.money);
     const currency = readString(problems, price.currency, `${at}.price.currency`, { pattern: currencyPattern });
     const amount = readDecimalText(problems, price.amount, `${at}.price.amount`);
     const credits = readDecimalText(problems, o.credits, `${at}.credits`, { positive: true });
@@ -395,9 +431,11 @@ export function parseCatalog(raw: unknown): Catalog {
   });
   refuseNewGrantsOnArchivedUnits(problems, plans, subscriptions);
 
-  if (!problems.empty)
-    throw new DrawdownError('catalog_invalid', `catalog has ${problems.list.length} problem(s)`, {
-      problems: problems.list,
+  const found =
+    options.unknownFields === 'ignore' ? problems.list.filter((p) => p.code !== 'unknown_field') : problems.list;
+  if (found.length > 0)
+    throw new DrawdownError('catalog_invalid', `catalog has ${found.length} problem(s)`, {
+      problems: found,
     });
   return { creditUnits, meters, rateCard, packages, plans, subscriptions };
 }

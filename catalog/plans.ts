@@ -7,7 +7,16 @@ import type { Decimal } from 'decimal.js';
 import { frequencyRank, parseDuration, periodIndexAt, periodStart, type Duration, type Frequency } from './periods.js';
 import { DrawdownError } from '../shared/errors.js';
 import { money } from '../shared/money.js';
-import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from '../shared/validate.js';
+import {
+  Problems,
+  hostileKeys,
+  isPlainObject,
+  readDecimalText,
+  readInstant,
+  readString,
+  refuseUnknownFields,
+} from '../shared/validate.js';
+import { catalogFields } from './fields.js';
 
 export type { Duration, Frequency };
 export type BillingFrequency = 'monthly' | 'yearly';
@@ -75,6 +84,15 @@ export function parseRollover(problems: Problems, raw: unknown, at: string): Rol
     problems.add(at, 'type', `${at} must be an object such as {"kind": "capped", "percent": "50", "maximum": "250"}`);
     return undefined;
   }
+  const fields =
+    raw.kind === 'none' || raw.kind === 'unlimited'
+      ? catalogFields.rolloverNone
+      : raw.kind === 'time_limited'
+        ? catalogFields.rolloverTimeLimited
+        : raw.kind === 'capped'
+          ? catalogFields.rolloverCapped
+          : [...new Set([...catalogFields.rolloverTimeLimited, ...catalogFields.rolloverCapped])];
+  refuseUnknownFields(problems, raw, at, fields);
   switch (raw.kind) {
     case 'none':
     case 'unlimited':
@@ -150,6 +168,7 @@ export function parsePlan(
     problems.add(at, 'type', `${at} must be an object`);
     return undefined;
   }
+  refuseUnknownFields(problems, raw, at, catalogFields.plan);
   const id = readString(problems, raw.id, `${at}.id`, { pattern: idPattern });
   const name = readString(problems, raw.name ?? raw.id, `${at}.name`, { max: 128 });
   const billing = raw.billing;
@@ -164,6 +183,7 @@ export function parsePlan(
   rawVersions.forEach((v, i) => {
     const vat = `${at}.versions[${i}]`;
     if (!isPlainObject(v)) return problems.add(vat, 'type', `${vat} must be an object`);
+    refuseUnknownFields(problems, v, vat, catalogFields.planVersion);
     if (v.version !== i + 1)
       problems.add(
         `${vat}.version`,
@@ -174,6 +194,7 @@ export function parsePlan(
     (Array.isArray(v.grants) ? v.grants : []).forEach((g, j) => {
       const gat = `${vat}.grants[${j}]`;
       if (!isPlainObject(g)) return problems.add(gat, 'type', `${gat} must be an object`);
+      refuseUnknownFields(problems, g, gat, catalogFields.grant);
       const gid = readString(problems, g.id, `${gat}.id`, { pattern: idPattern });
       const unit = readString(problems, g.unit, `${gat}.unit`, { max: 64 });
       const quantity = readDecimalText(problems, g.quantity, `${gat}.quantity`, { positive: true });
@@ -211,8 +232,10 @@ export function parsePlan(
     let overage: PlanVersion['overage'];
     if (v.overage !== undefined) {
       const o = isPlainObject(v.overage) ? v.overage : {};
+      refuseUnknownFields(problems, o, `${vat}.overage`, catalogFields.overage);
       const unit = readString(problems, o.unit, `${vat}.overage.unit`, { max: 64 });
       const price = isPlainObject(o.price_per_credit) ? o.price_per_credit : {};
+      refuseUnknownFields(problems, price, `${vat}.overage.price_per_credit`, catalogFields.money);
       const currency = readString(problems, price.currency, `${vat}.overage.price_per_credit.currency`, {
         pattern: /^[A-Z]{3}$/,
       });
@@ -239,6 +262,7 @@ export function parseSubscription(
     problems.add(at, 'type', `${at} must be an object`);
     return undefined;
   }
+  refuseUnknownFields(problems, raw, at, catalogFields.subscription);
   const id = readString(problems, raw.id, `${at}.id`, { pattern: idPattern });
   const customer = readString(problems, raw.customer, `${at}.customer`, { pattern: idPattern });
   const planId = readString(problems, raw.plan, `${at}.plan`, { pattern: idPattern });
@@ -268,6 +292,7 @@ export function parseSubscription(
   rawChanges.slice(0, subscriptionChangesMax).forEach((c, i) => {
     const cat = `${at}.changes[${i}]`;
     if (!isPlainObject(c)) return problems.add(cat, 'type', `${cat} must be an object`);
+    refuseUnknownFields(problems, c, cat, catalogFields.subscriptionChange);
     const effectiveFromMs = readInstant(problems, c.effective_from, `${cat}.effective_from`);
     if (effectiveFromMs !== undefined && plan && anchorMs !== undefined && startMs !== undefined) {
       const problem = termStartProblem(
@@ -335,6 +360,7 @@ function parseOverrides(
       problems.add(oat, 'type', `${oat} must be an object`);
       continue;
     }
+    refuseUnknownFields(problems, o, oat, catalogFields.grantOverride);
     const entry: Overrides[string] = {};
     if (o.quantity !== undefined) {
       const q = readDecimalText(problems, o.quantity, `${oat}.quantity`, { positive: true });

@@ -9,7 +9,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { Gauge, Counter, type Registry } from 'prom-client';
-import { loadCatalogFile, meterDefinitions, parseCatalog, type Catalog, type MeterDefinitions } from './model.js';
+import {
+  loadCatalogFile,
+  meterDefinitions,
+  parseCatalog,
+  parseStoredCatalog,
+  type Catalog,
+  type MeterDefinitions,
+} from './model.js';
 import { DrawdownError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { canonicalDocument, documentText, sha256Hex, type CatalogDocument } from './document.js';
@@ -122,7 +129,7 @@ export async function openStoreCatalogSource(
     revision: latest.revision,
     sha256: latest.sha256,
     document: latest.document,
-    catalog: parseCatalog(latest.document),
+    catalog: parseStoredCatalog(latest.document),
   };
   const listeners = new Listeners(log);
   const revisionGauge =
@@ -149,7 +156,7 @@ export async function openStoreCatalogSource(
     const revision = await catalogs.get(head.revision);
     if (revision === undefined) return snapshot;
     // A stored revision was valid when written; if it no longer parses, keep serving the last good one.
-    const catalog = parseCatalog(revision.document);
+    const catalog = parseStoredCatalog(revision.document);
     snapshot = { revision: revision.revision, sha256: revision.sha256, document: revision.document, catalog };
     revisionGauge?.set(snapshot.revision);
     log.info({ revision: snapshot.revision, appliedBy: revision.appliedBy }, 'catalog revision now in use');

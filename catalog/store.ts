@@ -6,7 +6,7 @@
  * (catalog/README.md, "Concurrency").
  */
 import { randomUUID } from 'node:crypto';
-import { parseCatalog, type Catalog } from './model.js';
+import { parseCatalog, parseStoredCatalog, type Catalog } from './model.js';
 import { catalogCommitColumns, catalogRevisionColumns } from '../shared/clickhouse/schema.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { DrawdownError, isDrawdownError, type FieldProblem } from '../shared/errors.js';
@@ -244,7 +244,7 @@ export class CatalogStore {
     const changes = diffDocuments(latest?.document, document);
     await options.onDiff?.(changes);
     if (latest !== undefined) {
-      const previous = { document: latest.document, catalog: parseCatalog(latest.document) };
+      const previous = { document: latest.document, catalog: parseStoredCatalog(latest.document) };
       const settledUntilMs = (await settledUntil(this.#store)) * 1000;
       const problems = transitionProblems(previous, { document: submitted, catalog }, { nowMs, settledUntilMs });
       if (problems.length > 0) throw summarize('catalog_conflict', problems);

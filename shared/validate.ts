@@ -25,6 +25,51 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
 /** Keys that reach a prototype when assigned; msgpackr rewrites `__proto__` to `__proto_`. */
 export const hostileKeys: ReadonlySet<string> = new Set(['__proto__', '__proto_', 'constructor', 'prototype']);
 
+/**
+ * Edit distance counting a swap of neighbours as one edit (optimal string alignment), for naming the field a typo
+ * most likely meant; inputs are field names, a few dozen characters.
+ */
+function distance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 0; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/**
+ * Refuses every member of `value` not in `known`, naming it and the field it
+ * most likely meant: a misspelt optional field would otherwise be ignored and
+ * its default silently used (`agregation` → a sum meter).
+ */
+export function refuseUnknownFields(
+  problems: Problems,
+  value: Record<string, unknown>,
+  at: string,
+  known: readonly string[],
+): void {
+  for (const key of Object.keys(value)) {
+    if (known.includes(key) || hostileKeys.has(key)) continue;
+    const near = known
+      .map((k) => ({ k, d: distance(key.toLowerCase(), k.toLowerCase()) }))
+      .filter((x) => x.d <= Math.max(2, Math.floor(x.k.length / 3)))
+      .sort((x, y) => x.d - y.d)[0];
+    const field = at === '' ? key : `${at}.${key}`;
+    problems.add(
+      field,
+      'unknown_field',
+      `${field} is not a known field${near ? ` (did you mean ${near.k}?)` : ''}; known: ${known.join(', ')}`,
+    );
+  }
+}
+
 export function readString(
   problems: Problems,
   value: unknown,

@@ -87,6 +87,16 @@ describe('catalog admin API on the all-in-one (chDB)', () => {
     expect(bad.status).toBe(422);
     expect(bad.body.code).toBe('catalog_definition_invalid');
     expect(bad.body.errors.map((e: any) => e.field).sort()).toEqual(['aggregation', 'dimensions[1]']);
+    // A typo of an optional field would otherwise create a sum meter and store the typo in a new revision.
+    const typo = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', { name: 'TTS', agregation: 'max' });
+    expect(typo.status).toBe(422);
+    expect(typo.body.errors).toEqual([
+      expect.objectContaining({
+        field: 'agregation',
+        code: 'unknown_field',
+        message: expect.stringContaining('did you mean aggregation?'),
+      }),
+    ]);
     const mismatch = await api(base, 'PUT', '/v1/catalog/meters/tts.seconds', { key: 'other' });
     expect(mismatch.status).toBe(422);
     expect(mismatch.body.errors).toEqual([expect.objectContaining({ field: 'key' })]);
