@@ -21,7 +21,7 @@ type ChdbModule = { Session: new (path: string) => ChdbSession };
  */
 const chdbPackage = 'chdb';
 
-async function loadChdb(): Promise<ChdbModule> {
+async function loadChdb(path: string): Promise<ChdbModule> {
   try {
     return (await import(chdbPackage)) as ChdbModule;
   } catch (error) {
@@ -31,7 +31,7 @@ async function loadChdb(): Promise<ChdbModule> {
     if (!missing) throw error;
     throw new DrawdownError(
       'chdb_not_installed',
-      'DRAWDOWN_CLICKHOUSE_URL is a chdb: URL but chdb is not installed (it is an optional dependency): ' +
+      `ClickHouse URL chdb:${path} needs chDB, an optional dependency that is not installed: ` +
         'run `npm install chdb`, or set DRAWDOWN_CLICKHOUSE_URL to a ClickHouse server (http://host:8123)',
     );
   }
@@ -52,7 +52,7 @@ export class ChdbStore implements Store {
   }
 
   static async open(path: string): Promise<ChdbStore> {
-    const { Session } = await loadChdb();
+    const { Session } = await loadChdb(path);
     mkdirSync(path, { recursive: true });
     return new ChdbStore(new Session(path));
   }
