@@ -128,7 +128,7 @@ describe('the import graph', () => {
     const text = (f: string): string => readFileSync(join(repoRoot, f), 'utf8');
     const staticChdb = /(?:\bfrom\s*|\bimport\s+|\brequire\(\s*|\bimport\(\s*)['"]chdb(?:\/[^'"]*)?['"]/;
     expect(files.filter((f) => staticChdb.test(text(f)))).toEqual([]);
-    // The one dynamic import of a computed name is chdb's: a name tsc does not resolve, so a build without chdb compiles.
+    // The one dynamic import of a computed name is chdb's: tsc does not resolve it, so a build without chdb compiles.
     expect(files.filter((f) => /\bimport\(\s*(?!['"`])/.test(text(f)))).toEqual(['shared/clickhouse/chdb-store.ts']);
     expect(text('shared/clickhouse/chdb-store.ts')).toMatch(
       /const chdbPackage = 'chdb';[\s\S]*await import\(chdbPackage\)/,
