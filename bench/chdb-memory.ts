@@ -70,7 +70,7 @@ function ids(count: number, seed: number): Uint32Array {
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'drawdown-chdb-memory-'));
-  const store = openStore(`chdb:${join(dir, 'chdb')}`);
+  const store = await openStore(`chdb:${join(dir, 'chdb')}`);
   try {
     await ensureSchema(store);
     const idsPerFlush = Math.round(eventsPerS / partitions);

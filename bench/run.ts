@@ -486,7 +486,7 @@ async function main(): Promise<void> {
       await rater.stop();
 
       log(`  verifying totals in ClickHouse (${backend}) …`);
-      const store = openStore(clickhouseUrl);
+      const store = await openStore(clickhouseUrl);
       let exact = true;
       try {
         const rows = await store.query(

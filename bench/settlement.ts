@@ -261,7 +261,7 @@ async function main(): Promise<void> {
   let store: Store | undefined;
   try {
     if (backend === 'server') server = await ClickHouseServerProcess.start({ dir: join(dir, 'clickhouse') });
-    store = openStore(server ? server.url : `chdb:${join(dir, 'chdb')}`);
+    store = await openStore(server ? server.url : `chdb:${join(dir, 'chdb')}`);
     await ensureSchema(store);
     const customers = Array.from({ length: customerCount }, (_, i) => `cust-${String(i).padStart(7, '0')}`);
     const catalog = benchCatalog(customers);

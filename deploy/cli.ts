@@ -132,7 +132,7 @@ async function main(argv: string[]): Promise<number> {
         until === undefined ? Math.floor(Date.now() / 1000) : readStorableTime(untilProblems, until, '--until');
       if (untilSecGiven === undefined)
         throw new DrawdownError('request_invalid', `${untilProblems.list[0]!.message} (got ${JSON.stringify(until)})`);
-      const store = openStore(config.clickhouseUrl!);
+      const store = await openStore(config.clickhouseUrl!);
       // stdout carries the report alone: logs and progress go to stderr.
       const log = createLogger(config.logLevel, 'drawdown-settle', destination(2));
       const say = (line: string): boolean => process.stderr.write(`settle: ${line}\n`);
@@ -238,6 +238,7 @@ main(process.argv.slice(2)).then(
     const listed = [
       'config_invalid',
       'catalog_invalid',
+      'chdb_not_installed',
       'catalog_definition_invalid',
       'catalog_conflict',
       'catalog_revision_stale',

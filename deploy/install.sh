@@ -74,10 +74,9 @@ fi
 
 if [[ "${DRAWDOWN_SKIP_NPM:-}" != "1" && ! -d "$repo_root/node_modules" ]]; then
   cd "$repo_root"
-  # Not `npm ci`: chdb lists optional per-platform packages (darwin, arm64)
-  # that the registry we can reach does not serve, so the lock file cannot
-  # name them and `npm ci` refuses it as out of sync. `npm install` follows
-  # the lock file for everything it does name, and leaves it unchanged.
+  # `npm install` follows the lock file and leaves it unchanged. (`npm ci`
+  # works too: the lock names chdb's per-platform packages, including the
+  # darwin and arm64 ones the registry reachable here does not serve.)
   say "npm install"
   run_quietly npm install --no-audit --no-fund
 fi

@@ -116,7 +116,7 @@ export async function startDrawdown(
     ) {
       if (config.clickhouseUrl === undefined)
         throw new DrawdownError('config_invalid', 'DRAWDOWN_CLICKHOUSE_URL (or --clickhouse-url) is required');
-      const opened = openStore(config.clickhouseUrl);
+      const opened = await openStore(config.clickhouseUrl);
       store = opened;
       stops.push(() => opened.close());
     }

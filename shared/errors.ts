@@ -53,6 +53,7 @@ export const errorCodes = {
   // Configuration (start-up only; never an HTTP response in normal operation).
   config_invalid: { status: 500, title: 'Configuration is invalid' },
   catalog_invalid: { status: 500, title: 'Catalog is invalid' },
+  chdb_not_installed: { status: 500, title: 'A chdb: ClickHouse URL needs the optional chdb package' },
   internal: { status: 500, title: 'Internal error' },
 } as const satisfies Record<string, { status: number; title: string; retryAfterSeconds?: number }>;
 

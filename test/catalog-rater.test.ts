@@ -91,7 +91,7 @@ describe('a meter added while the rater runs', () => {
 
     // then the rater caught up with the gateway's revision, and ClickHouse holds the events, none skipped.
     expect(rater.catalogSource.current().revision).toBe(added.body.revision);
-    const store = openTestStore(clickhouse.url);
+    const store = await openTestStore(clickhouse.url);
     try {
       expect((await usageTotals(store)).get('acme|audio.seconds|{"voice":"alto"}')).toBe('19.75|2');
     } finally {

@@ -41,7 +41,7 @@ export function defineCatalogStore(backend: Backend): void {
 
     beforeAll(async () => {
       clickhouse = await startClickHouse(backend, dir.path);
-      store = openTestStore(clickhouse.url);
+      store = await openTestStore(clickhouse.url);
       await ensureSchema(store);
       catalogs = new CatalogStore(store);
     });
@@ -262,7 +262,7 @@ export function defineCatalogStore(backend: Backend): void {
 
     it('given two processes writing at once, round after round, then no write that was told it succeeded is lost', async () => {
       // A second CatalogStore on its own connection stands for another process: no shared lock.
-      const other = openTestStore(clickhouse.url);
+      const other = await openTestStore(clickhouse.url);
       const rivals = new CatalogStore(other);
       try {
         const successes: { revision: number; sha256: string }[] = [];

@@ -174,8 +174,8 @@ describe('credit snapshots', () => {
 
   beforeAll(async () => {
     server = await startClickHouse('server', dir.path);
-    withSnapshots = openStore(`chdb:${dir.path}/chdb`);
-    replayed = openStore(server.url);
+    withSnapshots = await openStore(`chdb:${dir.path}/chdb`);
+    replayed = await openStore(server.url);
     for (const store of [withSnapshots, replayed]) await ensureSchema(store);
     await play(withSnapshots, false);
     await play(replayed, true);

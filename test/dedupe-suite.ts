@@ -94,7 +94,7 @@ export function defineDedupe(backend: Backend): void {
       return rater.output();
     };
     const withStore = async <T>(use: (store: Store) => Promise<T>): Promise<T> => {
-      const store = openTestStore(clickhouse.url);
+      const store = await openTestStore(clickhouse.url);
       try {
         return await use(store);
       } finally {

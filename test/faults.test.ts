@@ -83,7 +83,7 @@ async function drawdown(
 }
 
 async function expectExact(clickhouseUrl: string, workload: Workload): Promise<void> {
-  const store = openTestStore(clickhouseUrl);
+  const store = await openTestStore(clickhouseUrl);
   try {
     expect(await usageTotals(store)).toEqual(workload.want());
   } finally {
@@ -193,7 +193,7 @@ describe('faults', () => {
     const rerun = spawnDrawdown('settle', env);
     expect((await rerun.exited).code, rerun.output()).toBe(0);
     // The re-run may start in a later minute; it finishes the interrupted window first, posting nothing twice.
-    const store = openTestStore(ch.url);
+    const store = await openTestStore(ch.url);
     cleanups.push(() => store.close());
     const [[rows, ids]] = (await store.query(
       "SELECT count(), uniqExact(entry_id) FROM ledger_entries WHERE kind = 'usage'",

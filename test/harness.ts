@@ -100,7 +100,7 @@ export function testConfig(overrides: Partial<Record<keyof Config, string | numb
   });
 }
 
-export function openTestStore(url: string): Store {
+export function openTestStore(url: string): Promise<Store> {
   return openStore(url);
 }
 

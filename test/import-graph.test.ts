@@ -6,7 +6,9 @@
  * never each other (they meet through the stream and ClickHouse contracts in
  * shared/); shared/ imports no stage; and no files import each other in a
  * circle, type-only imports included (a cycle of types is still a knot a
- * reader has to untie). Tests may import anything.
+ * reader has to untie). Tests may import anything. The SDK (sdk/, its own
+ * package) imports nothing of the server, and nothing of the server imports
+ * it. chDB is loaded only where it is used (issue 14): by one dynamic import.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
@@ -14,7 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { repoRoot } from './harness.js';
 
-const stages = ['shared', 'catalog', 'ingest', 'rater', 'settlement', 'deploy', 'bench'] as const;
+const stages = ['shared', 'catalog', 'ingest', 'rater', 'settlement', 'deploy', 'bench', 'sdk'] as const;
 type Stage = (typeof stages)[number];
 
 /** What each stage may import (README › Layout). */
@@ -26,14 +28,18 @@ const mayImport: Record<Stage, readonly Stage[]> = {
   settlement: ['shared', 'catalog', 'settlement'],
   deploy: ['shared', 'catalog', 'ingest', 'rater', 'settlement', 'deploy'],
   bench: stages,
+  sdk: ['sdk'],
 };
 
-function sourceFiles(): string[] {
-  const listed = execFileSync('git', ['ls-files', '-co', '--exclude-standard', '*.ts'], {
+function tsFiles(): string[] {
+  return execFileSync('git', ['ls-files', '-co', '--exclude-standard', '*.ts'], {
     cwd: repoRoot,
     encoding: 'utf8',
   }).split('\n');
-  return listed.filter(
+}
+
+function sourceFiles(): string[] {
+  return tsFiles().filter(
     (f) =>
       f !== '' &&
       !f.startsWith('node_modules/') &&
@@ -115,5 +121,20 @@ describe('the import graph', () => {
         /from ['"]vitest['"]/.test(readFileSync(join(repoRoot, file), 'utf8')),
     );
     expect(leaks.map(([f]) => relative('.', f))).toEqual([]);
+  });
+
+  it('loads chdb (an optional dependency) only where chDB is used: no static import anywhere, tests included; one dynamic import', () => {
+    const files = tsFiles().filter((f) => f !== '' && !f.startsWith('node_modules/') && !f.endsWith('.d.ts'));
+    const text = (f: string): string => readFileSync(join(repoRoot, f), 'utf8');
+    const staticChdb = /(?:\bfrom\s*|\bimport\s+|\brequire\(\s*|\bimport\(\s*)['"]chdb(?:\/[^'"]*)?['"]/;
+    expect(files.filter((f) => staticChdb.test(text(f)))).toEqual([]);
+    // The one dynamic import of a computed name is chdb's: tsc does not resolve it, so a build without chdb compiles.
+    expect(files.filter((f) => /\bimport\(\s*(?!['"`])/.test(text(f)))).toEqual(['shared/clickhouse/chdb-store.ts']);
+    expect(text('shared/clickhouse/chdb-store.ts')).toMatch(
+      /const chdbPackage = 'chdb';[\s\S]*await import\(chdbPackage\)/,
+    );
+    const manifest = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'));
+    expect(manifest.dependencies.chdb).toBeUndefined();
+    expect(manifest.optionalDependencies.chdb).toBeDefined();
   });
 });

@@ -199,7 +199,7 @@ async function watchPublishes(urls: string[]): Promise<() => Promise<void>> {
 }
 
 async function expectExact(clickhouseUrl: string, workload: Workload, seed: number): Promise<void> {
-  const store = openTestStore(clickhouseUrl);
+  const store = await openTestStore(clickhouseUrl);
   try {
     if (debugAcks !== '') {
       const got = await usageTotals(store);

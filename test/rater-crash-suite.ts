@@ -85,7 +85,7 @@ export function defineRaterCrash(backend: Backend): void {
         expect((await streamState(nats.url)).messages).toBeGreaterThan(0);
         await sendBatches(4);
       }
-      const store = backend === 'server' ? openTestStore(clickhouse.url) : undefined;
+      const store = backend === 'server' ? await openTestStore(clickhouse.url) : undefined;
       if (store) expect((await usageTotals(store)).size).toBeGreaterThan(0);
       await store?.close();
 
@@ -97,7 +97,7 @@ export function defineRaterCrash(backend: Backend): void {
       }
       expect(rater.output()).not.toMatch(/"level":(50|60)/);
 
-      const check = openTestStore(clickhouse.url);
+      const check = await openTestStore(clickhouse.url);
       try {
         const totals = await usageTotals(check);
         const want = new Map(

@@ -123,7 +123,7 @@ describe('rater killed at random points', () => {
     }
     expect(survivor.output()).not.toMatch(/"level":(50|60)/);
 
-    const store = openTestStore(clickhouse.url);
+    const store = await openTestStore(clickhouse.url);
     try {
       const want = new Map([...expected].map(([k, v]) => [k, `${v.quantity.toFixed()}|${v.events}`]));
       expect(await usageTotals(store), `seed ${seed}`).toEqual(want);

@@ -72,7 +72,7 @@ async function storeThreeBatches(config: ReturnType<typeof testConfig>): Promise
 
 /** One flush as a rater would have written it: rows of the given customers at `atMs`, its label and record. */
 async function writeFlushRows(chdbUrl: string, customers: number[], label: number, messageSeqs: string): Promise<void> {
-  const store = openTestStore(chdbUrl);
+  const store = await openTestStore(chdbUrl);
   await ensureSchema(store);
   const minuteSec = atMs / 1000;
   const rows = customers.map((b): AggregateRow => [
@@ -96,7 +96,7 @@ async function rateAll(
   const rater = await start(config, { ingest: false, rater: true });
   await waitForStreamDrained(natsUrl);
   await rater.stop();
-  const check = openTestStore(chdbUrl);
+  const check = await openTestStore(chdbUrl);
   try {
     const [[watermark]] = (await check.query('SELECT max(flush_seq) FROM usage_minute')) as [[string]];
     return { totals: await usageTotals(check), watermark: Number(watermark) };

@@ -32,7 +32,7 @@ for (const backend of ['chdb', 'server'] as Backend[]) {
 
     it('given usage_minute without message_seqs, then ensureSchema adds it, old usage stays, and old flushes count as legacy', async () => {
       clickhouse = await startClickHouse(backend, dir.path);
-      const store = openTestStore(clickhouse.url);
+      const store = await openTestStore(clickhouse.url);
       try {
         await store.command(oldUsageMinute);
         await store.command(

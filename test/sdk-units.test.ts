@@ -12,11 +12,11 @@ import { join } from 'node:path';
 import { unpack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../deploy/free-port.js';
-import { arrayHeader } from '../ingest/sdk/buffer.js';
-import { prepareEvent } from '../ingest/sdk/event.js';
-import { canonicalAmount } from '../ingest/sdk/holds.js';
-import { createClient, DrawdownSdkError, type ClientOptions } from '../ingest/sdk/index.js';
-import { isRetryable, parseRetryAfterMs, retryDelayMs, type RetryInfo } from '../ingest/sdk/retry.js';
+import { arrayHeader } from '../sdk/src/buffer.js';
+import { prepareEvent } from '../sdk/src/event.js';
+import { canonicalAmount } from '../sdk/src/holds.js';
+import { createClient, DrawdownSdkError, type ClientOptions } from '../sdk/src/index.js';
+import { isRetryable, parseRetryAfterMs, retryDelayMs, type RetryInfo } from '../sdk/src/retry.js';
 import { packr, repoRoot } from './harness.js';
 
 function thrown(run: () => unknown): DrawdownSdkError {
@@ -501,9 +501,9 @@ describe('credit holds', () => {
   });
 });
 
-describe('drawdown/sdk entry point', () => {
+describe('@drawdown/sdk entry point', () => {
   it('imports only node builtins, msgpackr and its own modules, so no server code ships with it', () => {
-    const sdkDir = join(repoRoot, 'ingest', 'sdk');
+    const sdkDir = join(repoRoot, 'sdk', 'src');
     const imports = readdirSync(sdkDir)
       .filter((file) => file.endsWith('.ts'))
       .flatMap((file) =>
@@ -516,15 +516,17 @@ describe('drawdown/sdk entry point', () => {
       (specifier) => !specifier.startsWith('node:') && specifier !== 'msgpackr' && !/^\.\/[a-z-]+\.js$/.test(specifier),
     );
     expect(foreign).toEqual([]);
+    const manifest = JSON.parse(readFileSync(join(repoRoot, 'sdk', 'package.json'), 'utf8'));
+    expect(Object.keys(manifest.dependencies)).toEqual(['msgpackr']);
   });
 
-  it('resolves as drawdown/sdk from the build', () => {
+  it('resolves as @drawdown/sdk (the workspace) from the build', () => {
     const probe = spawnSync(
       process.execPath,
       [
         '--input-type=module',
         '-e',
-        "const m = await import('drawdown/sdk'); console.log(typeof m.createClient, typeof m.DrawdownSdkError)",
+        "const m = await import('@drawdown/sdk'); console.log(typeof m.createClient, typeof m.DrawdownSdkError)",
       ],
       {
         cwd: repoRoot,

@@ -1,5 +1,5 @@
 /**
- * The TypeScript SDK (drawdown/sdk) against the real gateway, nats-server and
+ * The TypeScript SDK (@drawdown/sdk, sdk/) against the real gateway, nats-server and
  * clickhouse-server: what a customer's backend sees when it streams usage —
  * exact totals, a gateway restart survived, backpressure obeyed, its own bugs
  * reported without being retried, and memory that stays bounded — and when
@@ -18,7 +18,7 @@ import {
   type DrawdownClient,
   type RetryInfo,
   type TrackEvent,
-} from '../ingest/sdk/index.js';
+} from '../sdk/src/index.js';
 import {
   api,
   openTestStore,
@@ -91,7 +91,7 @@ describe('SDK against the real gateway', () => {
   async function backends(name: string): Promise<{ natsUrl: string; clickhouseUrl: string }> {
     const server = await startNats(`${dir.path}/${name}`);
     cleanups.push(() => server.stop());
-    const store = openTestStore(clickhouse.url);
+    const store = await openTestStore(clickhouse.url);
     try {
       await store.command(`CREATE DATABASE IF NOT EXISTS sdk_${name}`);
     } finally {
@@ -121,7 +121,7 @@ describe('SDK against the real gateway', () => {
 
   /** Usage in ClickHouse for one workload's customers. */
   async function totals(clickhouseUrl: string, prefix: string): Promise<Map<string, string>> {
-    const store = openTestStore(clickhouseUrl);
+    const store = await openTestStore(clickhouseUrl);
     try {
       return new Map([...(await usageTotals(store))].filter(([key]) => key.startsWith(`${prefix}-`)));
     } finally {

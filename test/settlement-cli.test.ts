@@ -27,7 +27,7 @@ describe('drawdown settle over a few hundred customers', () => {
 
   beforeAll(async () => {
     // Usage as the rater commits it: one row per customer, one flush.
-    const store = openStore(clickhouseUrl);
+    const store = await openStore(clickhouseUrl);
     await ensureSchema(store);
     const rows = Array.from({ length: customers }, (_, i) => [
       `c-${String(i).padStart(3, '0')}`,

@@ -67,7 +67,7 @@ describe('settlement invariants through ClickHouse, for random purchases, usage 
   let flushSeq = 0;
 
   beforeAll(async () => {
-    store = openStore(`chdb:${dir.path}/chdb`);
+    store = await openStore(`chdb:${dir.path}/chdb`);
     await ensureSchema(store);
     catalog = loadCatalogFile(catalogPath);
   });

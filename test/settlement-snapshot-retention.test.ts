@@ -70,7 +70,7 @@ describe.each(['chdb', 'server'] as const)('credit snapshot retention on %s', (b
 
   beforeAll(async () => {
     clickhouse = await startClickHouse(backend, dir.path);
-    store = openStore(clickhouse.url);
+    store = await openStore(clickhouse.url);
     // A deployment from before retention: the old table with a snapshot in it.
     await store.command(unpartitioned);
     await store.insert(

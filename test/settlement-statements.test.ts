@@ -107,7 +107,7 @@ describe.each(['chdb', 'server'] as const)(
 
     beforeAll(async () => {
       clickhouse = await startClickHouse(backend, dir.path);
-      store = openStore(clickhouse.url);
+      store = await openStore(clickhouse.url);
       await ensureSchema(store);
       const path = `${dir.path}/catalog.json`;
       writeFileSync(path, JSON.stringify(catalogDocument));

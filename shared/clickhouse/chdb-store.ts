@@ -1,8 +1,41 @@
 import { mkdirSync } from 'node:fs';
-import { Session } from 'chdb';
+import { DrawdownError } from '../errors.js';
 import { decodeTsv } from '../tsv.js';
 import { sqlIdentifier } from '../sql.js';
 import { StoreError, type Store } from './store.js';
+
+/** The part of chdb's API this store uses (its own types are not needed to build without it). */
+interface ChdbSession {
+  queryAsync(sql: string, options: { format: string }): Promise<{ text(): string }>;
+  insert(params: { table: string; columns: string[]; format: string; values: Buffer }): Promise<unknown>;
+  close(): void;
+}
+type ChdbModule = { Session: new (path: string) => ChdbSession };
+
+/**
+ * The package name sits in a variable so tsc does not resolve it: chdb is an
+ * optional dependency (543 MiB), and a build without it (`npm ci
+ * --omit=optional`, an image for a gateway or rater against a ClickHouse
+ * server) must still compile. This is the one place chdb is loaded, and only
+ * when a chdb: URL is opened.
+ */
+const chdbPackage = 'chdb';
+
+async function loadChdb(path: string): Promise<ChdbModule> {
+  try {
+    return (await import(chdbPackage)) as ChdbModule;
+  } catch (error) {
+    const missing =
+      (error as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND' &&
+      (error as Error).message.includes(`'${chdbPackage}'`);
+    if (!missing) throw error;
+    throw new DrawdownError(
+      'chdb_not_installed',
+      `ClickHouse URL chdb:${path} needs chDB, an optional dependency that is not installed: ` +
+        'run `npm install chdb`, or set DRAWDOWN_CLICKHOUSE_URL to a ClickHouse server (http://host:8123)',
+    );
+  }
+}
 
 /**
  * chDB runs ClickHouse's engine inside this process. One data directory may be
@@ -11,12 +44,17 @@ import { StoreError, type Store } from './store.js';
  */
 export class ChdbStore implements Store {
   readonly kind = 'chdb' as const;
-  readonly #session: Session;
+  readonly #session: ChdbSession;
   #closed = false;
 
-  constructor(path: string) {
+  private constructor(session: ChdbSession) {
+    this.#session = session;
+  }
+
+  static async open(path: string): Promise<ChdbStore> {
+    const { Session } = await loadChdb(path);
     mkdirSync(path, { recursive: true });
-    this.#session = new Session(path);
+    return new ChdbStore(new Session(path));
   }
 
   #check(): void {

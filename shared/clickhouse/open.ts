@@ -7,12 +7,12 @@ import type { Store } from './store.js';
  * `http(s)://[user[:password]@]host:port[/database]` → a ClickHouse server;
  * `chdb:PATH` → embedded chDB with its data under PATH.
  */
-export function openStore(url: string): Store {
+export async function openStore(url: string): Promise<Store> {
   if (url.startsWith('chdb:')) {
     const path = url.slice('chdb:'.length).replace(/^\/\//, '');
     if (path.length === 0)
       throw new DrawdownError('config_invalid', 'chdb: URL needs a data directory, e.g. chdb:.data/chdb');
-    return new ChdbStore(path);
+    return ChdbStore.open(path);
   }
   let parsed: URL;
   try {

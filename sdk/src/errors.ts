@@ -1,6 +1,6 @@
 /**
  * The SDK's one error type. Codes are stable (callers branch on them) and are
- * listed in ingest/sdk/README.md. They are the client's own: the server's
+ * listed in sdk/README.md. They are the client's own: the server's
  * codes (shared/errors.ts) arrive inside `problem` when it refused a batch or
  * a call — except `insufficient_credits`, the one refusal a caller of hold()
  * acts on every day, which is its own code with its figures in `credits`.

@@ -1,5 +1,5 @@
 /**
- * drawdown/sdk — stream usage events to a drawdown gateway with batching,
+ * @drawdown/sdk — stream usage events to a drawdown gateway with batching,
  * retries under one Idempotency-Key per batch, and bounded memory; reserve
  * and release credit holds around expensive work.
  * Imports only node builtins and msgpackr: no server code comes along.

@@ -26,7 +26,7 @@ export interface AttemptRequest {
   eventsUrl: string;
   apiKey: string | undefined;
   idempotencyKey: string;
-  body: Buffer;
+  body: Uint8Array<ArrayBuffer>;
   requestTimeoutMs: number;
 }
 
@@ -75,7 +75,7 @@ type Exchange =
 /** One request and its (capped) answer; a network error or timeout is an outcome, never a throw. */
 async function exchange(
   url: string,
-  init: { method: string; headers: Record<string, string>; body?: Buffer | string },
+  init: { method: string; headers: Record<string, string>; body?: Uint8Array<ArrayBuffer> | string },
   requestTimeoutMs: number,
 ): Promise<Exchange> {
   let response: Response;

@@ -41,7 +41,7 @@ export interface ClientStats {
 }
 
 interface Waiter {
-  encoded: Buffer;
+  encoded: Uint8Array;
   admitted: Promise<Batch>;
   admit: (batch: Batch) => void;
 }
@@ -54,7 +54,7 @@ export class DrawdownClient {
   readonly #packr = new Packr({ useRecords: false });
   readonly #memory: MemoryAccount;
   #open: Batch | undefined;
-  #openTimer: NodeJS.Timeout | undefined;
+  #openTimer: ReturnType<typeof setTimeout> | undefined;
   /** Sealed batches waiting for a request slot; bounded by the memory account. */
   readonly #sendQueue: Batch[] = [];
   /** Every batch not yet settled, open one included: what flush() waits for. */
@@ -206,7 +206,7 @@ export class DrawdownClient {
     };
   }
 
-  #admit(encoded: Buffer): Batch {
+  #admit(encoded: Uint8Array): Batch {
     const { batchEventsMax, batchBytesMax } = this.options;
     if (this.#open !== undefined && !this.#open.fits(encoded.length, batchEventsMax, batchBytesMax))
       this.#seal(this.#open);

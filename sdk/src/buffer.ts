@@ -15,18 +15,10 @@ import { randomUUID } from 'node:crypto';
 /** The largest MessagePack array header (array32: 0xdd + 4 bytes). */
 export const arrayHeaderBytesMax = 5;
 
-export function arrayHeader(count: number): Buffer {
-  if (count < 16) return Buffer.from([0x90 | count]);
-  if (count < 0x10000) {
-    const header = Buffer.alloc(3);
-    header[0] = 0xdc;
-    header.writeUInt16BE(count, 1);
-    return header;
-  }
-  const header = Buffer.alloc(5);
-  header[0] = 0xdd;
-  header.writeUInt32BE(count, 1);
-  return header;
+export function arrayHeader(count: number): Uint8Array {
+  if (count < 16) return Uint8Array.of(0x90 | count);
+  if (count < 0x10000) return Uint8Array.of(0xdc, count >>> 8, count & 0xff);
+  return Uint8Array.of(0xdd, count >>> 24, (count >>> 16) & 0xff, (count >>> 8) & 0xff, count & 0xff);
 }
 
 export type BatchOutcome =
@@ -38,8 +30,8 @@ export class Batch {
   eventCount = 0;
   /** Encoded event bytes, without the array header. */
   eventBytes = 0;
-  #chunks: Buffer[] = [];
-  #body: Buffer | undefined;
+  #chunks: Uint8Array[] = [];
+  #body: Uint8Array<ArrayBuffer> | undefined;
   readonly done: Promise<BatchOutcome>;
   #resolve!: (outcome: BatchOutcome) => void;
 
@@ -56,21 +48,33 @@ export class Batch {
     return this.eventCount + 1 <= eventsMax && arrayHeaderBytesMax + this.eventBytes + bytes <= bytesMax;
   }
 
-  add(encoded: Buffer): void {
+  add(encoded: Uint8Array): void {
     if (this.sealed) throw new Error('bug: event added to a sealed batch');
     this.#chunks.push(encoded);
     this.eventCount += 1;
     this.eventBytes += encoded.length;
   }
 
-  /** Joins the events into one request body; the per-event buffers are released. */
+  /**
+   * Joins the events into one request body; the per-event buffers are released.
+   * The body owns a fresh ArrayBuffer: that is what fetch's `BodyInit` accepts under
+   * both @types/node and the DOM lib (a Buffer is typed over ArrayBufferLike, which DOM refuses).
+   */
   seal(): void {
     if (this.sealed) return;
-    this.#body = Buffer.concat([arrayHeader(this.eventCount), ...this.#chunks]);
+    const header = arrayHeader(this.eventCount);
+    const body = new Uint8Array(header.length + this.eventBytes);
+    body.set(header, 0);
+    let offset = header.length;
+    for (const chunk of this.#chunks) {
+      body.set(chunk, offset);
+      offset += chunk.length;
+    }
+    this.#body = body;
     this.#chunks = [];
   }
 
-  get body(): Buffer {
+  get body(): Uint8Array<ArrayBuffer> {
     if (this.#body === undefined) throw new Error('bug: body of an unsealed batch');
     return this.#body;
   }
