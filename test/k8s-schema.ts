@@ -113,7 +113,12 @@ function unknownFields(objects: K8sObject[]): string[] {
       else problems.push(`${where}: unknown field ${at} (not in ${checker.typeToString(type)})`);
     }
   };
-  objects.forEach((o, i) => walk(o, declared.get(`o${i}`)!, '', label(o)));
+  objects.forEach((o, i) => {
+    const type = declared.get(`o${i}`)!;
+    // An unresolved declaration is `any`, which would let every field through.
+    if (type.flags & ts.TypeFlags.Object) walk(o, type, '', label(o));
+    else problems.push(`${label(o)}: no TypeScript declaration I${o.kind} in ${modelModule(o)}`);
+  });
   return problems;
 }
 
