@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure what drawdown runs against is present: Debian's nats-server and
-# clickhouse-server binaries (and prometheus, for the metrics test), and the
-# npm dependencies. Safe to run every
+# clickhouse-server binaries (and prometheus and kubectl, for the metrics and
+# manifest tests), and the npm dependencies. Safe to run every
 # time: when everything is there it only looks, and prints nothing.
 set -euo pipefail
 
@@ -37,18 +37,40 @@ have_binary() {
   return 1
 }
 
+# The Debian package that provides a binary: each is named after its binary,
+# except kubectl (kubernetes-client, whose kubectl has `kubectl kustomize`).
+package_of() {
+  case "$1" in
+    kubectl) echo kubernetes-client ;;
+    *) echo "$1" ;;
+  esac
+}
+
 missing=()
-for package in nats-server clickhouse-server prometheus; do
-  # Each Debian package is named after the binary it provides.
-  have_binary "$package" || missing+=("$package")
+missing_binaries=()
+for binary in nats-server clickhouse-server prometheus kubectl; do
+  if ! have_binary "$binary"; then
+    missing+=("$(package_of "$binary")")
+    missing_binaries+=("$binary")
+  fi
 done
 
-# Prometheus is only for test/prometheus.test.ts (drawdown runs without it):
-# a user who cannot install it is told how, and carries on.
-if [[ "$(id -u)" -ne 0 && " ${missing[*]} " == *" prometheus "* ]]; then
-  echo "install.sh: prometheus is missing (only test/prometheus.test.ts needs it); install as root with: sudo apt-get install -y prometheus" >&2
-  missing=("${missing[@]/prometheus/}")
-  read -r -a missing <<<"${missing[*]}"
+# Only tests need these (drawdown runs without them): a user who cannot
+# install them is told how, and carries on.
+declare -A test_only=(
+  [prometheus]="test/prometheus.test.ts"
+  [kubernetes-client]="test/deploy.test.ts (kubectl kustomize deploy/k8s)"
+)
+if [[ "$(id -u)" -ne 0 ]]; then
+  kept=()
+  for package in "${missing[@]}"; do
+    if [[ -n "${test_only[$package]:-}" ]]; then
+      echo "install.sh: $package is missing (only ${test_only[$package]} needs it); install as root with: sudo apt-get install -y $package" >&2
+    else
+      kept+=("$package")
+    fi
+  done
+  missing=("${kept[@]}")
 fi
 
 if ((${#missing[@]} > 0)); then
@@ -64,9 +86,9 @@ if ((${#missing[@]} > 0)); then
   # Only what is missing: naming an installed package would upgrade it.
   say "apt-get install ${missing[*]}"
   run_quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-  for package in "${missing[@]}"; do
-    if ! have_binary "$package"; then
-      echo "install.sh: apt-get installed $package but no $package binary was found on PATH or in /usr/sbin" >&2
+  for binary in "${missing_binaries[@]}"; do
+    if ! have_binary "$binary"; then
+      echo "install.sh: apt-get installed $(package_of "$binary") but no $binary binary was found on PATH or in /usr/sbin" >&2
       exit 1
     fi
   done

@@ -208,7 +208,11 @@ describe('metrics scraped by a real Prometheus', () => {
     const served = await servedMetrics();
     const dashboard = JSON.parse(
       readFileSync(join(repoRoot, 'deploy', 'grafana', 'drawdown-dashboard.json'), 'utf8'),
-    ) as { panels: { title: string; targets?: { expr: string }[] }[] };
+    ) as {
+      panels: { title: string; targets?: { expr: string }[] }[];
+      templating: { list: { name: string; allValue?: string }[] };
+    };
+    const allValue = (name: string): string => dashboard.templating.list.find((v) => v.name === name)!.allValue!;
     const queries = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
     expect(queries.length).toBeGreaterThan(15);
     const base = (name: string): string => name.replace(/_(bucket|sum|count)$/, '');
@@ -219,8 +223,12 @@ describe('metrics scraped by a real Prometheus', () => {
           metric: 'served',
         });
       // Grafana's $__rate_interval is at least four scrape intervals; one minute covers it here.
+      // $job and $instance as the dashboard opens: "All", whose value is the variables' allValue.
       // A rate needs two scrapes of a series, so data is waited for; a query Prometheus refuses throws at once.
-      const query = expr.replaceAll('$__rate_interval', '1m');
+      const query = expr
+        .replaceAll('$__rate_interval', '1m')
+        .replaceAll('$job', allValue('job'))
+        .replaceAll('$instance', allValue('instance'));
       if (panel.includes('5xx')) await prometheus.query(query);
       else
         expect({ panel, expr, empty: (await eventually(query, (s) => s.length > 0)).length === 0 }).toEqual({
@@ -229,5 +237,21 @@ describe('metrics scraped by a real Prometheus', () => {
           empty: false,
         });
     }
+  });
+
+  it("given the dashboard's job and instance variables, when resolved as Grafana does on Prometheus, then they list every scraped process", async () => {
+    const dashboard = JSON.parse(
+      readFileSync(join(repoRoot, 'deploy', 'grafana', 'drawdown-dashboard.json'), 'utf8'),
+    ) as { templating: { list: { name: string; definition?: string; allValue?: string }[] } };
+    const variable = (name: string) => dashboard.templating.list.find((v) => v.name === name)!;
+    const values = async (name: string, expected: number): Promise<string[]> => {
+      // label_values(<selector>, <label>): the label's values over the series the selector matches ($job: "All").
+      const [, selector, label] = /^label_values\((.+), (\w+)\)$/.exec(variable(name).definition!)!;
+      const expr = `group by (${label}) (${selector!.replaceAll('$job', variable('job').allValue!)})`;
+      const samples = await eventually(expr, (s) => s.length >= expected);
+      return samples.map((s) => s.metric[label!]!).sort();
+    };
+    expect(await values('job', 3)).toEqual(['drawdown-ingest', 'drawdown-rater', 'drawdown-settlement']);
+    expect(await values('instance', running.length)).toEqual(running.map((r) => new URL(r.url!).host).sort());
   });
 });
