@@ -1,9 +1,9 @@
 /**
- * chDB is an optional dependency (issue 14): the gateway, the rater and
+ * chDB is an optional peer dependency (issue 14): the gateway, the rater and
  * settlement pointed at a ClickHouse server run without it, and a chdb: URL
  * without it fails at start-up with chdb_not_installed naming the fix. The
  * processes run with a module hook that makes `chdb` unresolvable, as it is
- * after `npm ci --omit=optional`: any attempt to load it fails.
+ * after `npm ci --omit=dev`: any attempt to load it fails.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

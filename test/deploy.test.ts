@@ -555,17 +555,28 @@ describe('deploy/Dockerfile', () => {
     for (const { target } of Object.values(roleImages)) expect(roleTargets).toContain(target);
   });
 
-  it('installs with npm ci only: role images without dev or optional dependencies (no chDB), all-in-one with chDB', () => {
+  it('installs with npm ci: role images without dev dependencies (so no chDB), all-in-one adding the locked chDB', () => {
     const installs = (target: string): string[] =>
       effective(stages, target)
         .filter((i) => i.op === 'RUN' && /\bnpm (ci|install|i)\b/.test(i.args))
-        .map((i) => /npm \S+(?: --[a-z=-]+)*/.exec(i.args)![0]);
+        .flatMap((i) =>
+          [...i.args.matchAll(/npm (?:ci|install|i)\b(?:\s+--[a-z=-]+)*/g)].map((m) => m[0].replace(/\s+/g, ' ')),
+        );
     for (const target of roleTargets)
       expect({ target, installs: installs(target) }).toEqual({
         target,
-        installs: ['npm ci --omit=dev --omit=optional --no-audit --no-fund'],
+        installs: ['npm ci --omit=dev --no-audit --no-fund'],
       });
-    expect(installs('all-in-one')).toEqual(['npm ci --omit=dev --no-audit --no-fund']);
+    expect(installs('all-in-one')).toEqual([
+      'npm ci --omit=dev --no-audit --no-fund',
+      'npm install --omit=dev --no-save --no-audit --no-fund',
+    ]);
+    // chDB is a dev and optional peer dependency: what --omit=dev leaves out, and only that way in.
+    const manifest = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'));
+    expect(manifest.dependencies.chdb).toBeUndefined();
+    expect(manifest.optionalDependencies?.chdb).toBeUndefined();
+    expect(manifest.devDependencies.chdb).toBeDefined();
+    expect(manifest.peerDependenciesMeta.chdb).toEqual({ optional: true });
     expect(installs('build')).toEqual(['npm ci --no-audit --no-fund']);
     // Each shipped stage takes the compiled code from the build stage, not from a second build.
     for (const target of [...roleTargets, 'all-in-one'])

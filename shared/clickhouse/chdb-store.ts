@@ -14,9 +14,9 @@ type ChdbModule = { Session: new (path: string) => ChdbSession };
 
 /**
  * The package name sits in a variable so tsc does not resolve it: chdb is an
- * optional dependency (543 MiB), and a build without it (`npm ci
- * --omit=optional`, an image for a gateway or rater against a ClickHouse
- * server) must still compile. This is the one place chdb is loaded, and only
+ * optional peer dependency (543 MiB), and code built where it is absent (a
+ * production install, `npm ci --omit=dev`, for a gateway or rater against a
+ * ClickHouse server) must still compile and run. This is the one place chdb is loaded, and only
  * when a chdb: URL is opened.
  */
 const chdbPackage = 'chdb';
