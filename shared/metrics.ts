@@ -6,7 +6,11 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
  * (`promtool check metrics` refuses them). Each is the sum of its per-type
  * gauge without the suffix, so `sum(drawdown_nodejs_active_handles)` says the same.
  */
-const nonCounterTotals = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+const nonCounterTotals = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
 
 /** One registry per process, with Node's default process metrics under drawdown_. */
 export function createRegistry(): Registry {
