@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure what drawdown runs against is present: Debian's nats-server and
-# clickhouse-server binaries (and prometheus, for the metrics test), and the
-# npm dependencies. Safe to run every
+# clickhouse-server binaries (and prometheus, whose package also ships
+# promtool, for the metrics tests), and the npm dependencies. Safe to run every
 # time: when everything is there it only looks, and prints nothing.
 set -euo pipefail
 
@@ -43,10 +43,11 @@ for package in nats-server clickhouse-server prometheus; do
   have_binary "$package" || missing+=("$package")
 done
 
-# Prometheus is only for test/prometheus.test.ts (drawdown runs without it):
-# a user who cannot install it is told how, and carries on.
+# Prometheus is only for test/prometheus.test.ts and (its promtool) for
+# test/process-output.test.ts; drawdown runs without it: a user who cannot
+# install it is told how, and carries on.
 if [[ "$(id -u)" -ne 0 && " ${missing[*]} " == *" prometheus "* ]]; then
-  echo "install.sh: prometheus is missing (only test/prometheus.test.ts needs it); install as root with: sudo apt-get install -y prometheus" >&2
+  echo "install.sh: prometheus is missing (only test/prometheus.test.ts and test/process-output.test.ts need it); install as root with: sudo apt-get install -y prometheus" >&2
   missing=("${missing[@]/prometheus/}")
   read -r -a missing <<<"${missing[*]}"
 fi
@@ -70,6 +71,10 @@ if ((${#missing[@]} > 0)); then
       exit 1
     fi
   done
+fi
+# Debian's prometheus package ships promtool beside it (/usr/bin/promtool).
+if have_binary prometheus && ! have_binary promtool; then
+  echo "install.sh: prometheus is installed but promtool is not (test/process-output.test.ts needs it); reinstall Debian's prometheus package" >&2
 fi
 
 if [[ "${DRAWDOWN_SKIP_NPM:-}" != "1" && ! -d "$repo_root/node_modules" ]]; then
