@@ -151,6 +151,33 @@ describe('drawdown settle over a few hundred customers', () => {
     });
   });
 
+  it('given stderr is a terminal, then phases are a progress bar redrawn in place, and the log and report lines stay whole', () => {
+    // `script` (util-linux, in every Debian) gives the run a pseudo-terminal for stdout and stderr.
+    const command = `'${process.execPath}' '${cliPath}' settle --until 2026-01-01T01:00:00Z`;
+    const run = spawnSync('script', ['-qec', command, '/dev/null'], {
+      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_CATALOG: '', DRAWDOWN_LOG_LEVEL: 'info' },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(run.status, run.stdout).toBe(0);
+    const screen = run.stdout.replace(/\r\n/g, '\n');
+    // The bar: drawn, then erased with a carriage return and erase-line before the next thing is written.
+    expect(screen).toMatch(/settle: [a-z ]+ done \([\d.]+ s\)\r\x1b\[2K/);
+    expect(screen).toContain('\r\x1b[2K');
+    expect(screen).not.toContain('"msg":"settlement phase done"');
+    // What is left once each erased bar is taken out: whole JSON lines only.
+    const lines = screen
+      .split('\n')
+      .map((line) => line.replace(/^[^\n]*\x1b\[2K/, ''))
+      .filter((line) => line !== '');
+    const parsed = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(parsed.map((l) => l.msg ?? 'report')).toEqual([
+      'settlement run starting',
+      'settlement run finished',
+      'report',
+    ]);
+  });
+
   it('given a subscription whose terms ended, when settle --close-period runs, then it settles to the last whole minute and prints the terms it closed', () => {
     const catalog = JSON.parse(readFileSync(catalogPath, 'utf8'));
     catalog.plans = [
