@@ -70,8 +70,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   // `drawdown <command> --help` (or -h, or `drawdown help <command>`): usage only, nothing started.
-  const helpFor = command === 'help' ? positional[1] : command;
-  if (flags.has('--help') || positional.includes('-h') || command === 'help' || command === '--help') {
+  const helpFor = command === 'help' ? positional[1] : command === '-h' ? undefined : command;
+  if (flags.has('--help') || positional.includes('-h') || command === 'help') {
     const text = helpFor === undefined ? overallHelp() : commandHelp(helpFor);
     if (text === undefined) {
       process.stderr.write(`drawdown: unknown command ${helpFor}\n${overallHelp()}`);
