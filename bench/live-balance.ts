@@ -109,7 +109,8 @@ async function main(): Promise<void> {
     {
       DRAWDOWN_DATA_DIR: dataDir,
       DRAWDOWN_HTTP_PORT: '0',
-      DRAWDOWN_LOG_LEVEL: 'warn',
+      // The ready line ("drawdown is running at …") is logged at info.
+      DRAWDOWN_LOG_LEVEL: 'info',
       DRAWDOWN_STREAM_MAX_BYTES: String(8 * 1024 ** 3),
       DRAWDOWN_STREAM_MAX_MESSAGES: String(10_000_000),
       ...(flushMs === undefined ? {} : { DRAWDOWN_FLUSH_INTERVAL_MS: flushMs }),

@@ -6,53 +6,30 @@
  *   ingest       the HTTP gateway alone        (needs --nats-url)
  *   rater        the rater alone               (needs --nats-url, --clickhouse-url)
  *   settlement   balances/ledger/settlement API + schedule (needs --clickhouse-url)
- *   settle       one settlement run up to --until (default: the last whole minute), report on stdout
+ *   settle       one settlement run up to --until (default: the last whole minute), report as one JSON line
  *   demo         the all-in-one with SPEC §7 examples 1 and 2 streamed through HTTP; prints balances
  *   keys new     a new API key (shown once) and its hashed entry for DRAWDOWN_API_KEYS
  *                (--scopes ingest,read,admin — any of them — [--id NAME])
  *   catalog      apply FILE [--dry-run] | get [--revision N]: the catalog store (needs --clickhouse-url)
- * Every setting is also an environment variable (docs/configuration.md).
+ * Every setting is also an environment variable (docs/configuration.md). `drawdown <command> --help` says
+ * which a command reads (deploy/help.ts). Processes write only JSON lines (pino); the commands whose output is for
+ * a person (demo, keys new, catalog, --help) are the exceptions docs/metrics.md "Logs" lists.
  */
 import { resolve } from 'node:path';
 import { destination } from 'pino';
 import { fileURLToPath } from 'node:url';
-import { loadConfig, parseArgs, type Config } from '../shared/config.js';
+import { loadConfig, parseArgs } from '../shared/config.js';
 import { hashKey, isScope, keyIdPattern, newKey, scopes } from '../shared/auth.js';
-import { DrawdownError, isDrawdownError } from '../shared/errors.js';
+import { isDrawdownError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
-import { Problems, readStorableTime } from '../shared/validate.js';
-import { openStore } from '../shared/clickhouse/open.js';
-import { ensureSchema } from '../shared/clickhouse/schema.js';
-import { reportJson } from '../settlement/report.js';
-import { settle } from '../settlement/settle.js';
-import { statementJson } from '../settlement/statement.js';
 import { runCatalogCommand } from '../catalog/cli.js';
-import { openStoreCatalogSource, readCatalogFile } from '../catalog/source.js';
-import { CatalogStore } from '../catalog/store.js';
 import { startAllInOne } from './all-in-one.js';
 import { runDemo } from './demo.js';
+import { commandHelp, overallHelp, version } from './help.js';
 import { startDrawdown, type Running } from './processes.js';
+import { runSettle } from './settle-command.js';
 
 const keysUsage = `usage: drawdown keys new --scopes <${scopes.join('|')}>[,…] [--id NAME]   (NAME: 1–64 of [A-Za-z0-9._:@-])`;
-
-const usage = `usage: drawdown <command> [--flag value ...]
-
-commands:
-  start        all-in-one: local nats-server + chDB, every stage in one process (API keys off on 127.0.0.1)
-  ingest       the HTTP gateway: POST /v1/events                            (needs --nats-url, API keys)
-  rater        stream → ClickHouse                                          (needs --nats-url, --clickhouse-url)
-  settlement   balances, ledger, usage, purchases, settlements + schedule   (needs --clickhouse-url, API keys;
-               credit holds and entitlement with --nats-url)
-  settle       one settlement run up to --until, report on stdout          (needs --clickhouse-url)
-               --close-period: up to the last whole minute; prints the billing terms it closed
-  demo         SPEC §7 examples 1 and 2 through the all-in-one; prints balances
-  keys new     a new API key, shown once, and its entry for DRAWDOWN_API_KEYS
-               --scopes ${scopes.join(',')} (any of them)  [--id NAME]
-  catalog apply FILE [--dry-run]   validate, show the diff, write a new catalog revision (needs --clickhouse-url)
-  catalog get [--revision N]       print the catalog in force (or revision N)                (needs --clickhouse-url)
-
-Every setting is a flag or an environment variable: docs/configuration.md.
-`;
 
 const demoCatalog = fileURLToPath(new URL('../../deploy/demo-catalog.json', import.meta.url));
 
@@ -81,16 +58,36 @@ function waitForSignal(running: { stop(): Promise<void> }, log: { info: (o: obje
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
+/** The commands that run as processes (services, the CronJob): everything they write is a JSON line. */
+const processCommands: ReadonlySet<string> = new Set(['start', 'ingest', 'rater', 'settlement', 'settle']);
+
 async function main(argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv);
   const command = positional[0] ?? 'help';
   const env = process.env;
+  if (flags.has('--version') || command === 'version') {
+    process.stdout.write(`drawdown ${version()}\n`);
+    return 0;
+  }
+  // `drawdown <command> --help` (or -h, or `drawdown help <command>`): usage only, nothing started.
+  const helpFor = command === 'help' ? positional[1] : command === '-h' ? undefined : command;
+  if (flags.has('--help') || positional.includes('-h') || command === 'help') {
+    const text = helpFor === undefined ? overallHelp() : commandHelp(helpFor);
+    if (text === undefined) {
+      process.stderr.write(`drawdown: unknown command ${helpFor}\n${overallHelp()}`);
+      return 2;
+    }
+    process.stdout.write(text);
+    return 0;
+  }
   switch (command) {
     case 'start': {
       const config = loadConfig(flags, env, [], { catalog: demoCatalog, auth: localAuthDefault(flags, env) });
       const running = await startAllInOne(config);
-      process.stdout.write(
-        `drawdown is running at ${running.url} (data in ${resolve(config.dataDir)}); Ctrl-C stops it\n`,
+      const dataDir = resolve(config.dataDir);
+      running.log.info(
+        { url: running.url, dataDir },
+        `drawdown is running at ${running.url} (data in ${dataDir}); Ctrl-C stops it`,
       );
       waitForSignal(running, running.log);
       return -1;
@@ -114,73 +111,8 @@ async function main(argv: string[]): Promise<number> {
       waitForSignal(running, running.log);
       return -1;
     }
-    case 'settle': {
-      const until = flags.get('--until');
-      flags.delete('--until');
-      // --close-period: settle up to the last whole minute and print the billing terms that closed.
-      const closeFlag = flags.get('--close-period');
-      flags.delete('--close-period');
-      if (closeFlag !== undefined && closeFlag !== 'true')
-        throw new Error(`--close-period takes no value (got ${closeFlag})`);
-      const closePeriod = closeFlag !== undefined;
-      if (closePeriod && until !== undefined)
-        throw new Error('--close-period settles up to the last whole minute: leave out --until');
-      const config: Config = loadConfig(flags, env, ['clickhouseUrl']);
-      // The same rule as POST /v1/settlements' until: an instant ClickHouse can store, refused before any work.
-      const untilProblems = new Problems();
-      const untilSecGiven =
-        until === undefined ? Math.floor(Date.now() / 1000) : readStorableTime(untilProblems, until, '--until');
-      if (untilSecGiven === undefined)
-        throw new DrawdownError('request_invalid', `${untilProblems.list[0]!.message} (got ${JSON.stringify(until)})`);
-      const store = await openStore(config.clickhouseUrl!);
-      // stdout carries the report alone: logs and progress go to stderr.
-      const log = createLogger(config.logLevel, 'drawdown-settle', destination(2));
-      const say = (line: string): boolean => process.stderr.write(`settle: ${line}\n`);
-      try {
-        await ensureSchema(store);
-        // The latest catalog revision prices the run (an empty store is seeded from DRAWDOWN_CATALOG).
-        const file = config.catalog === undefined ? undefined : readCatalogFile(config.catalog);
-        const source = await openStoreCatalogSource(new CatalogStore(store), {
-          refreshMs: 0,
-          log,
-          ...(file === undefined ? {} : { seed: { raw: file.raw, appliedBy: `seed:${config.catalog}` } }),
-        });
-        const { revision, catalog } = source.current();
-        const untilSec = Math.floor(untilSecGiven / 60) * 60;
-        const startedMs = Date.now();
-        const elapsed = (): string => `${Date.now() - startedMs} ms`;
-        say(`settling up to ${new Date(untilSec * 1000).toISOString()} with catalog revision ${revision}`);
-        const report = await settle(store, catalog, {
-          untilSec,
-          catalogRevision: revision,
-          snapshotRetentionDays: config.snapshotRetentionDays,
-          onPhase: (phase) => say(`${phase} done (${elapsed()})`),
-          onProgress: (p) =>
-            say(`${p.accountsDone}/${p.accountsTotal} accounts settled, ${p.entries} entries so far (${elapsed()})`),
-        });
-        say(
-          `${report.entriesPosted} entries posted, ${report.entriesAlreadyPosted} already posted, ${Object.keys(report.customers).length} customers (${elapsed()})`,
-        );
-        const json = reportJson(report);
-        if (closePeriod) {
-          const terms = Object.values(report.customers).flatMap((r) => r.closedTerms ?? []);
-          for (const t of terms)
-            say(
-              `closed ${t.customer} ${t.subscription} ${new Date(t.startSec * 1000).toISOString()} .. ${new Date(t.endSec * 1000).toISOString()}`,
-            );
-          say(`${terms.length} billing terms closed`);
-          const { customers: _detail, ...run } = json;
-          process.stdout.write(
-            `${JSON.stringify({ ...run, closed_terms: terms.map((t) => ({ customer: t.customer, ...statementJson(t) })) }, null, 2)}\n`,
-          );
-        } else {
-          process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
-        }
-      } finally {
-        await store.close();
-      }
-      return 0;
-    }
+    case 'settle':
+      return runSettle(flags, env);
     case 'keys': {
       // The key is printed once and kept nowhere: only its hash is configured.
       const wanted = (flags.get('--scopes') ?? '')
@@ -224,33 +156,54 @@ async function main(argv: string[]): Promise<number> {
       return runDemo(config);
     }
     default:
-      process.stdout.write(usage);
-      return command === 'help' || command === '--help' ? 0 : 2;
+      process.stderr.write(`drawdown: unknown command ${command}\n${overallHelp()}`);
+      return 2;
   }
 }
 
-main(process.argv.slice(2)).then(
+/** Errors a person fixes from their message alone (bad settings, a bad catalog, a bad argument): no stack. */
+const listed: ReadonlySet<string> = new Set([
+  'config_invalid',
+  'catalog_invalid',
+  'chdb_not_installed',
+  'catalog_definition_invalid',
+  'catalog_conflict',
+  'catalog_revision_stale',
+  'request_invalid',
+]);
+
+/**
+ * How a command that fails says why: a process (service or CronJob) writes one
+ * JSON line on stderr, its problems as fields, so a log collector keeps it
+ * whole; a command a person runs (keys, catalog) writes plain lines.
+ */
+function reportFailure(command: string | undefined, error: unknown): void {
+  const plain = isDrawdownError(error) && listed.has(error.code);
+  if (command !== undefined && processCommands.has(command)) {
+    const log = createLogger('error', `drawdown-${command}`, destination({ dest: 2, sync: true }));
+    if (plain) {
+      // "invalid configuration:\n  A\n  B" reads as one line: "invalid configuration: A; B".
+      const [head, ...rest] = error.message.split('\n').map((l) => l.trim());
+      const msg = rest.length === 0 ? head : `${head} ${rest.join('; ')}`;
+      log.fatal({ code: error.code, problems: error.problems }, `drawdown: ${msg}`);
+    } else log.fatal({ err: error }, 'drawdown failed');
+    return;
+  }
+  if (plain) {
+    process.stderr.write(`drawdown: ${error.message}\n`);
+    for (const p of error.problems)
+      if (!error.message.includes(p.message)) process.stderr.write(`  ${p.field}: ${p.message}\n`);
+  } else
+    createLogger('error', 'drawdown', destination({ dest: 2, sync: true })).fatal({ err: error }, 'drawdown failed');
+}
+
+const argv = process.argv.slice(2);
+main(argv).then(
   (code) => {
     if (code >= 0) process.exit(code);
   },
   (error: unknown) => {
-    const log = createLogger('error', 'drawdown');
-    const listed = [
-      'config_invalid',
-      'catalog_invalid',
-      'chdb_not_installed',
-      'catalog_definition_invalid',
-      'catalog_conflict',
-      'catalog_revision_stale',
-      'request_invalid',
-    ];
-    if (isDrawdownError(error) && listed.includes(error.code)) {
-      process.stderr.write(`drawdown: ${error.message}\n`);
-      for (const p of error.problems)
-        if (!error.message.includes(p.message)) process.stderr.write(`  ${p.field}: ${p.message}\n`);
-    } else {
-      log.fatal({ err: error }, 'drawdown failed');
-    }
+    reportFailure(parseArgs(argv).positional[0], error);
     process.exit(1);
   },
 );

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what drawdown runs against is present: Debian's nats-server and
-# clickhouse-server binaries (and prometheus and kubectl, for the metrics and
-# manifest tests), and the npm dependencies. Safe to run every
+# clickhouse-server binaries (and prometheus, whose package also ships
+# promtool, and kubectl, for the metrics and manifest tests), and the npm
+# dependencies. Safe to run every
 # time: when everything is there it only looks, and prints nothing.
 set -euo pipefail
 
@@ -58,7 +59,7 @@ done
 # Only tests need these (drawdown runs without them): a user who cannot
 # install them is told how, and carries on.
 declare -A test_only=(
-  [prometheus]="test/prometheus.test.ts"
+  [prometheus]="test/prometheus.test.ts and, for promtool, test/process-output.test.ts"
   [kubernetes-client]="test/deploy.test.ts (kubectl kustomize deploy/k8s)"
 )
 if [[ "$(id -u)" -ne 0 ]]; then
@@ -92,6 +93,10 @@ if ((${#missing[@]} > 0)); then
       exit 1
     fi
   done
+fi
+# Debian's prometheus package ships promtool beside it (/usr/bin/promtool).
+if have_binary prometheus && ! have_binary promtool; then
+  echo "install.sh: prometheus is installed but promtool is not (test/process-output.test.ts needs it); reinstall Debian's prometheus package" >&2
 fi
 
 if [[ "${DRAWDOWN_SKIP_NPM:-}" != "1" && ! -d "$repo_root/node_modules" ]]; then

@@ -13,7 +13,10 @@ export function crashPoint(name: string): void {
   if (point !== name) return;
   remaining -= 1;
   if (remaining === 0) {
-    process.stderr.write(`DRAWDOWN_FAULT: killing process at ${name}\n`);
+    // A JSON line like every other line the process writes (pino's shape: fatal is level 60).
+    process.stderr.write(
+      `${JSON.stringify({ level: 60, time: Date.now(), msg: `DRAWDOWN_FAULT: killing process at ${name}` })}\n`,
+    );
     process.kill(process.pid, 'SIGKILL');
   }
 }

@@ -212,23 +212,18 @@ export function problemFor(error: unknown): DrawdownError {
 
 export function respondWithError(req: IncomingMessage, res: ServerResponse, error: unknown, log: Logger): void {
   const problem = problemFor(error);
-  const path = loggablePath(req.url);
-  // A bug gets its stack; a dependency being away (503) is an operating
-  // condition, logged once per request without one so an outage cannot flood the log.
-  if (problem.code === 'internal') log.error({ err: error, method: req.method, path }, 'request failed');
+  // Every refusal is one line at info or above, so the request_id a client pastes from an error body finds it at
+  // the default level. A bug gets its stack; a dependency being away (503) is an operating condition, logged once
+  // per request without one so an outage cannot flood the log.
+  const refused = { status: problem.status, code: problem.code, method: req.method, path: loggablePath(req.url) };
+  if (problem.code === 'internal') log.error({ err: error, ...refused }, 'request failed');
   else if (problem.status >= 500) {
     const cause = problem.cause instanceof Error ? problem.cause.message : undefined;
     log.warn(
-      {
-        code: problem.code,
-        detail: problem.message,
-        ...(cause === undefined ? {} : { cause }),
-        method: req.method,
-        path,
-      },
+      { ...refused, detail: problem.message, ...(cause === undefined ? {} : { cause }) },
       'request refused: dependency unavailable',
     );
-  } else log.debug({ code: problem.code, method: req.method, path }, 'request rejected');
+  } else log.info(refused, 'request rejected');
   if (res.headersSent) {
     res.destroy();
     return;

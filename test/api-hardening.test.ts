@@ -384,7 +384,12 @@ describe('drawdown settle --until', () => {
     for (const until of ['2106-02-07T06:28:16Z', '1969-12-31T23:00:00Z', 'next tuesday', '2026-01-01']) {
       const result = settle(until);
       expect(result.status, until).toBe(1);
-      expect(result.stderr, until).toMatch(/^drawdown: --until must /m);
+      // One JSON line, like everything the CronJob writes.
+      expect(JSON.parse(result.stderr), until).toMatchObject({
+        level: 60,
+        code: 'request_invalid',
+        msg: expect.stringMatching(/^drawdown: --until must /),
+      });
       expect(result.stdout, until).toBe('');
     }
     const first = settle('2026-01-01T01:00:00Z');
@@ -402,7 +407,7 @@ describe('drawdown settle --until', () => {
     });
     const behind = settle('2026-01-01T00:00:00Z');
     expect(behind.status).toBe(1);
-    expect(behind.stderr).toContain(
+    expect(JSON.parse(behind.stderr).msg).toContain(
       'drawdown: until 2026-01-01T00:00:00.000Z is before the settled time (settled until 2026-01-01T01:00:00.000Z)',
     );
   });

@@ -234,7 +234,10 @@ export async function crashed(
 
 export interface ChildService {
   child: ChildProcess;
+  /** stdout and stderr as they arrived, interleaved. */
   output: () => string;
+  stdout: () => string;
+  stderr: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stop(): Promise<void>;
 }
@@ -264,8 +267,16 @@ export function spawnDrawdown(command: string, env: Record<string, string>): Chi
   });
   liveChildren.add(child);
   let output = '';
-  child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    output += d.toString();
+    stdout += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    output += d.toString();
+    stderr += d.toString();
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => {
       liveChildren.delete(child);
@@ -275,6 +286,8 @@ export function spawnDrawdown(command: string, env: Record<string, string>): Chi
   return {
     child,
     output: () => output,
+    stdout: () => stdout,
+    stderr: () => stderr,
     exited,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');

@@ -96,6 +96,41 @@ describe('request ids', () => {
     expect(logged).not.toContain(key);
   });
 
+  it('given the default level (info), when requests are refused, then each refusal is exactly one info line with its request id, status, code, method and path without the query', async () => {
+    const log = drawdown.log;
+    log.level = 'info';
+    try {
+      const refusals = [
+        () => post([{ customer: 'acme' }], {}),
+        () => post([], { authorization: 'Bearer not-a-key' }),
+        () =>
+          fetch(`${drawdown.url}/v1/nothing-here?api_key=in-the-query`, {
+            headers: { authorization: `Bearer ${key}` },
+          }),
+        () =>
+          fetch(`${drawdown.url}/v1/customers/acme%E0%A4%A/balance`, { headers: { authorization: `Bearer ${key}` } }),
+      ];
+      const expected = [
+        { status: 422, code: 'event_invalid', method: 'POST', path: '/v1/events' },
+        { status: 401, code: 'unauthorized', method: 'POST', path: '/v1/events' },
+        { status: 404, code: 'not_found', method: 'GET', path: '/v1/nothing-here' },
+        { status: 400, code: 'request_invalid', method: 'GET', path: '/v1/customers/acme%E0%A4%A/balance' },
+      ];
+      for (const [i, refuse] of refusals.entries()) {
+        const response = await refuse();
+        const problem = (await response.json()) as Record<string, unknown>;
+        const id = response.headers.get('x-request-id');
+        expect(problem.request_id).toBe(id);
+        const lines = logLines().filter((line) => JSON.stringify(line).includes(id!));
+        expect(lines).toHaveLength(1);
+        expect(lines[0]).toMatchObject({ level: 30, requestId: id, msg: 'request rejected', ...expected[i] });
+      }
+      expect(logged).not.toContain('in-the-query');
+    } finally {
+      log.level = 'debug';
+    }
+  });
+
   it('given a broken percent-escape in a customer id, when requested, then the answer is a 400 problem with its request id, not a dropped connection', async () => {
     const response = await fetch(`${drawdown.url}/v1/customers/acme%E0%A4%A/balance`, {
       headers: { authorization: `Bearer ${key}` },

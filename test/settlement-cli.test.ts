@@ -1,12 +1,14 @@
 /**
- * `drawdown settle` as an operator runs it, a child process of the compiled
- * build against chDB: a run over a few hundred customers tells how far it
- * has come on stderr, and stdout holds the report JSON alone, so
- * `drawdown settle > report.json` keeps a clean report; `settle
- * --close-period` prints the billing terms a run closed.
+ * `drawdown settle` as an operator runs it (the k8s CronJob), a child process
+ * of the compiled build against chDB: every line it writes is one JSON object.
+ * A run over a few hundred customers tells how far it has come in pino lines
+ * on stderr (not a terminal here), and stdout holds the report alone, one JSON
+ * line, so `drawdown settle > report.json` keeps a clean report; with
+ * `--output FILE` the report goes to the file and stdout gets one log line
+ * naming it; `settle --close-period` reports the billing terms a run closed.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
@@ -78,31 +80,102 @@ describe('drawdown settle over a few hundred customers', () => {
 
   const cli = (args: string[]): { status: number | null; stdout: string; stderr: string } => {
     const r = spawnSync(process.execPath, [cliPath, ...args], {
-      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_CATALOG: '', DRAWDOWN_LOG_LEVEL: 'warn' },
+      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_CATALOG: '', DRAWDOWN_LOG_LEVEL: 'info' },
       encoding: 'utf8',
       timeout: 120_000,
     });
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   };
 
-  it('prints progress lines to stderr: accounts done of the total and entries so far, ending at the total', () => {
-    expect(result.status, result.stderr).toBe(0);
-    const progress = result.stderr
+  /** Every line of `text`, parsed: fails the test if any line is not one JSON object. */
+  const jsonLines = (text: string): Record<string, any>[] =>
+    text
       .split('\n')
-      .filter((line) => /^settle: \d+\/\d+ accounts settled, \d+ entries so far/.test(line));
+      .filter((line) => line !== '')
+      .map((line) => {
+        const parsed: unknown = JSON.parse(line);
+        expect(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed), line).toBe(true);
+        return parsed as Record<string, any>;
+      });
+
+  it('given stderr is not a terminal, then progress is pino lines on stderr: accounts done of the total and entries so far, ending at the total', () => {
+    expect(result.status, result.stderr).toBe(0);
+    const lines = jsonLines(result.stderr);
+    expect(
+      lines.every((l) => typeof l.level === 'number' && typeof l.time === 'number' && l.service === 'drawdown-settle'),
+    ).toBe(true);
+    const progress = lines.filter((l) => l.msg === 'settlement progress');
     expect(progress.length).toBeGreaterThanOrEqual(3);
-    expect(progress[0]).toMatch(/^settle: 100\/300 accounts settled/);
-    expect(progress.at(-1)).toMatch(/^settle: 300\/300 accounts settled, 300 entries so far/);
-    expect(result.stderr).toContain('settle: settling up to 2026-01-01T01:00:00.000Z with catalog revision 1');
-    expect(result.stderr).toContain('settle: 300 entries posted');
+    expect(progress[0]).toMatchObject({ accountsDone: 100, accountsTotal: 300 });
+    expect(progress.at(-1)).toMatchObject({ accountsDone: 300, accountsTotal: 300, entries: 300 });
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        msg: 'settlement run starting',
+        until: '2026-01-01T01:00:00.000Z',
+        catalogRevision: 1,
+      }),
+    );
+    expect(lines).toContainEqual(expect.objectContaining({ msg: 'settlement phase done', phase: 'write ledger' }));
+    expect(lines).toContainEqual(expect.objectContaining({ msg: 'settlement run finished', entriesPosted: 300 }));
   });
 
-  it('prints the report JSON alone on stdout, with every customer and the catalog revision', () => {
-    const report = JSON.parse(result.stdout);
+  it('prints the report alone on stdout as one JSON line, with every customer and the catalog revision', () => {
+    expect(result.stdout.split('\n')).toHaveLength(2);
+    const [report] = jsonLines(result.stdout);
     expect(report).toMatchObject({ until: '2026-01-01T01:00:00.000Z', entries_posted: customers, catalog_revision: 1 });
-    expect(Object.keys(report.customers)).toHaveLength(customers);
+    expect(Object.keys(report!.customers)).toHaveLength(customers);
     // 5.00 credits per 1,000,000 input tokens.
-    expect(report.customers['c-299'].deducted).toEqual({ credits: '1500' });
+    expect(report!.customers['c-299'].deducted).toEqual({ credits: '1500' });
+  });
+
+  it('given --output FILE, then the report is that file and stdout is one pino line naming it', () => {
+    const path = `${dir.path}/report.json`;
+    expect(existsSync(path)).toBe(false);
+    const run = spawnSync(process.execPath, [cliPath, 'settle', '--until', '2026-01-01T01:00:00Z', '--output', path], {
+      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_CATALOG: '', DRAWDOWN_LOG_LEVEL: 'info' },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(run.status, run.stderr).toBe(0);
+    jsonLines(run.stderr);
+    expect(jsonLines(run.stdout)).toEqual([
+      expect.objectContaining({ level: 30, msg: 'settlement report written', path }),
+    ]);
+    const written = readFileSync(path, 'utf8');
+    expect(written.split('\n')).toHaveLength(2);
+    // The same window again: already settled, so nothing new is posted and every entry is found posted.
+    expect(JSON.parse(written)).toMatchObject({
+      until: '2026-01-01T01:00:00.000Z',
+      entries_posted: 0,
+      catalog_revision: 1,
+    });
+  });
+
+  it('given stderr is a terminal, then phases are a progress bar redrawn in place, and the log and report lines stay whole', () => {
+    // `script` (util-linux, in every Debian) gives the run a pseudo-terminal for stdout and stderr.
+    const command = `'${process.execPath}' '${cliPath}' settle --until 2026-01-01T01:00:00Z`;
+    const run = spawnSync('script', ['-qec', command, '/dev/null'], {
+      env: { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_CATALOG: '', DRAWDOWN_LOG_LEVEL: 'info' },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(run.status, run.stdout).toBe(0);
+    const screen = run.stdout.replace(/\r\n/g, '\n');
+    // The bar: drawn, then erased with a carriage return and erase-line before the next thing is written.
+    expect(screen).toMatch(/settle: [a-z ]+ done \([\d.]+ s\)\r\x1b\[2K/);
+    expect(screen).toContain('\r\x1b[2K');
+    expect(screen).not.toContain('"msg":"settlement phase done"');
+    // What is left once each erased bar is taken out: whole JSON lines only.
+    const lines = screen
+      .split('\n')
+      .map((line) => line.replace(/^[^\n]*\x1b\[2K/, ''))
+      .filter((line) => line !== '');
+    const parsed = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(parsed.map((l) => l.msg ?? 'report')).toEqual([
+      'settlement run starting',
+      'settlement run finished',
+      'report',
+    ]);
   });
 
   it('given a subscription whose terms ended, when settle --close-period runs, then it settles to the last whole minute and prints the terms it closed', () => {
@@ -153,7 +226,12 @@ describe('drawdown settle over a few hundred customers', () => {
       expired: '10',
       closing_balance: '0',
     });
-    expect(closing.stderr).toContain('settle: 2 billing terms closed');
+    const logged = jsonLines(closing.stderr);
+    expect(logged).toContainEqual(expect.objectContaining({ msg: 'settlement run finished', closedTerms: 2 }));
+    expect(logged.filter((l) => l.msg === 'billing term closed').map((l) => [l.customer, l.subscription])).toEqual([
+      ['c-sub', 'sub-1'],
+      ['c-sub', 'sub-1'],
+    ]);
 
     // Closed once: a second run closes nothing more.
     const again = cli(['settle', '--close-period']);
