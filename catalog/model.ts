@@ -10,6 +10,7 @@ import { money } from '../shared/money.js';
 import { parsePlan, parseSubscription, refuseNewGrantsOnArchivedUnits, type Plan, type Subscription } from './plans.js';
 import { Problems, hostileKeys, isPlainObject, readDecimalText, readInstant, readString } from '../shared/validate.js';
 import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
+import { parseEventMapping, type EventMapping } from './event-mapping.js';
 
 export type { Aggregation, MeterDefinitions };
 
@@ -21,6 +22,8 @@ export interface Meter {
   aggregation: Aggregation;
   /** Declared dimension keys, sorted; only these are kept from events. */
   dimensions: string[];
+  /** How CloudEvents map to this meter (`event_type`, `value_property`, `group_by`); undefined when none. */
+  events: EventMapping | undefined;
 }
 
 export interface CreditUnit {
@@ -173,6 +176,7 @@ function parseMeter(problems: Problems, raw: unknown, at: string): Meter | undef
     else dimensions.push(dimension);
   });
   if (dimensions.length > 16) problems.add(`${at}.dimensions`, 'too_many', 'a meter declares at most 16 dimensions');
+  const events = parseEventMapping(problems, o, at, aggregation as Aggregation, dimensions);
   if (!key || !name || !unitSingular || !unitPlural) return undefined;
   return {
     key,
@@ -181,6 +185,7 @@ function parseMeter(problems: Problems, raw: unknown, at: string): Meter | undef
     unitPlural,
     aggregation: aggregation as Aggregation,
     dimensions: dimensions.sort(),
+    events,
   };
 }
 
