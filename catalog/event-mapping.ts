@@ -158,11 +158,16 @@ export function parseEventMapping(
   const mapped: EventMapping['groupBy'] = [];
   if (groupBy !== undefined) {
     if (!isPlainObject(groupBy)) {
-      problems.add(`${at}.group_by`, 'type', `${at}.group_by must map dimension names to paths, e.g. {"model": "$.model"}`);
+      problems.add(
+        `${at}.group_by`,
+        'type',
+        `${at}.group_by must map dimension names to paths, e.g. {"model": "$.model"}`,
+      );
     } else {
       for (const [dimension, text] of Object.entries(groupBy)) {
         const field = `${at}.group_by.${dimension}`;
-        if (hostileKeys.has(dimension)) problems.add(field, 'hostile_key', `${at}.group_by may not have the key ${dimension}`);
+        if (hostileKeys.has(dimension))
+          problems.add(field, 'hostile_key', `${at}.group_by may not have the key ${dimension}`);
         else if (!dimensions.includes(dimension))
           problems.add(
             field,

@@ -65,7 +65,10 @@ export function cloudEventsHandler(deps: IngestDeps): (req: IncomingMessage, res
       const list = asList(decodeBatch(body, 'json'), shape);
       const eventsMax = deps.limits.batchEventsMax;
       if (list.length > eventsMax)
-        throw new DrawdownError('batch_too_many_events', `batch has ${list.length} CloudEvents; the limit is ${eventsMax}`);
+        throw new DrawdownError(
+          'batch_too_many_events',
+          `batch has ${list.length} CloudEvents; the limit is ${eventsMax}`,
+        );
       const window = { receivedMs, lateMs: deps.limits.lateMs, skewMs: deps.limits.skewMs };
       const { events } = convertCloudEvents(list, deps.eventMappings?.() ?? noMappings, deps.meters, window);
       if (events.length === 0) {

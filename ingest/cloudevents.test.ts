@@ -59,7 +59,12 @@ describe('CloudEvents to usage events', () => {
     );
     expect(repeats).toBe(0);
     expect(events).toEqual([
-      { id: derivedEventId('svc', 'e1', 'prompts'), customer: 'acme', meter: 'prompts', timestamp: '2026-11-30T11:59:00.000Z' },
+      {
+        id: derivedEventId('svc', 'e1', 'prompts'),
+        customer: 'acme',
+        meter: 'prompts',
+        timestamp: '2026-11-30T11:59:00.000Z',
+      },
       {
         id: derivedEventId('svc', 'e1', 'tokens.input'),
         customer: 'acme',
@@ -161,7 +166,9 @@ describe('CloudEvents to usage events', () => {
 
   it('reports a subject or time problem once for a CloudEvent that feeds three meters', () => {
     expect(
-      problemsOf([ce({ id: 'm', subject: 'a b', time: '2099-01-01T00:00:00Z', data: { tokens: { input: 1, output: 2 } } })]),
+      problemsOf([
+        ce({ id: 'm', subject: 'a b', time: '2099-01-01T00:00:00Z', data: { tokens: { input: 1, output: 2 } } }),
+      ]),
     ).toEqual([
       { index: 0, field: 'subject', code: 'format' },
       { index: 0, field: 'time', code: 'timestamp_in_future' },
@@ -201,11 +208,18 @@ describe('CloudEvents to usage events', () => {
 
   it('names the event and field in the detail a person reads', () => {
     try {
-      convertCloudEvents([ce({ id: 'x', type: 'call', data: { seconds: 1 } }), ce({ id: 'y', type: 'call' })], mappings, meters, window);
+      convertCloudEvents(
+        [ce({ id: 'x', type: 'call', data: { seconds: 1 } }), ce({ id: 'y', type: 'call' })],
+        mappings,
+        meters,
+        window,
+      );
       expect.unreachable();
     } catch (error) {
       expect((error as DrawdownError).status).toBe(400);
-      expect((error as DrawdownError).message).toMatch(/^\[1\]\.data\.seconds: meter seconds takes its quantity from \$\.seconds/);
+      expect((error as DrawdownError).message).toMatch(
+        /^\[1\]\.data\.seconds: meter seconds takes its quantity from \$\.seconds/,
+      );
     }
   });
 });

@@ -47,7 +47,9 @@ export interface Conversion {
  * by one CloudEvent get two ids. 46 characters, inside the 128 of an event id.
  */
 export function derivedEventId(source: string, id: string, meter: string): string {
-  return `ce_${createHash('sha256').update(JSON.stringify([source, id, meter])).digest('base64url')}`;
+  return `ce_${createHash('sha256')
+    .update(JSON.stringify([source, id, meter]))
+    .digest('base64url')}`;
 }
 
 /** Where parseEvent's fields came from in the CloudEvent. */
@@ -250,8 +252,7 @@ function cloudEventMessage(problem: FieldProblem): string {
     return problem.code === 'type'
       ? 'time must be an RFC 3339 timestamp with a zone, e.g. 2026-01-01T00:00:00Z'
       : problem.message.replace(/^timestamp /, 'time ');
-  if (problem.field === 'customer')
-    return 'subject is the customer id: 1–128 characters of [A-Za-z0-9._:@-]';
+  if (problem.field === 'customer') return 'subject is the customer id: 1–128 characters of [A-Za-z0-9._:@-]';
   return problem.message;
 }
 
