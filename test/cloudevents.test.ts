@@ -52,7 +52,7 @@ describe('OpenMeter-compatible CloudEvents ingest, end to end', () => {
   const untilIso = new Date(atMs + 20 * 60_000).toISOString();
 
   /** One CloudEvent in structured mode, exactly as the cloudevents package writes it. */
-  function sendOne(event: CloudEvent, key = keys.ingest): Promise<Answer> {
+  function sendOne(event: CloudEvent<unknown>, key = keys.ingest): Promise<Answer> {
     const message = HTTP.structured(event);
     return call(`${base}/api/v1/events`, {
       method: 'POST',
@@ -63,7 +63,7 @@ describe('OpenMeter-compatible CloudEvents ingest, end to end', () => {
   }
 
   /** A batch, as OpenMeter's clients send one: the events' own JSON in an array. */
-  function sendBatch(events: CloudEvent[]): Promise<Answer> {
+  function sendBatch(events: CloudEvent<unknown>[]): Promise<Answer> {
     return call(`${base}/api/v1/events`, {
       method: 'POST',
       key: keys.ingest,
@@ -72,11 +72,11 @@ describe('OpenMeter-compatible CloudEvents ingest, end to end', () => {
     });
   }
 
-  function prompt(id: string, tokens: unknown, attributes: Record<string, unknown> = {}): CloudEvent {
+  function prompt(id: string, tokens: unknown, attributes: Record<string, unknown> = {}): CloudEvent<unknown> {
     return new CloudEvent({ id, source, type: 'prompt', subject: customer, time, data: { tokens }, ...attributes });
   }
 
-  function image(id: string, count: number, quality: string, attributes: Record<string, unknown> = {}): CloudEvent {
+  function image(id: string, count: number, quality: string, attributes: Record<string, unknown> = {}): CloudEvent<unknown> {
     return new CloudEvent({
       id,
       source,
