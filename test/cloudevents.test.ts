@@ -76,7 +76,8 @@ describe('OpenMeter-compatible CloudEvents ingest, end to end', () => {
     return new CloudEvent({ id, source, type: 'prompt', subject: customer, time, data: { tokens }, ...attributes });
   }
 
-  function image(id: string, count: number, quality: string, attributes: Record<string, unknown> = {}): CloudEvent<unknown> {
+  type Attributes = Record<string, unknown>;
+  function image(id: string, count: number, quality: string, attributes: Attributes = {}): CloudEvent<unknown> {
     return new CloudEvent({
       id,
       source,
