@@ -14,8 +14,10 @@ import { readBody } from '../shared/http.js';
 import type { EventMappings } from '../catalog/event-mapping.js';
 import { checkContentEncoding } from './content-encoding.js';
 import { convertCloudEvents } from './cloudevents.js';
-import type { IngestDeps } from './gateway.js';
+import type { BatchPublisher } from './publisher.js';
 import { routeBatch } from './route.js';
+import type { Counter, Histogram } from 'prom-client';
+import type { MeterDefinitions } from '../shared/events/meters.js';
 
 type BodyShape = 'one' | 'batch' | 'either';
 
@@ -53,7 +55,20 @@ function asList(decoded: unknown, shape: BodyShape): unknown[] {
 
 const noMappings: EventMappings = new Map();
 
-export function cloudEventsHandler(deps: IngestDeps): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+/** What the route needs of the gateway's dependencies (ingest/gateway.ts IngestDeps has all of it). */
+export interface CloudEventsDeps {
+  publisher: Pick<BatchPublisher, 'publish' | 'partitions'>;
+  meters: MeterDefinitions;
+  catalogRevision: () => number;
+  limits: { batchEventsMax: number; bodyBytesMax: number; bodyTimeoutMs: number; lateMs: number; skewMs: number };
+  metrics: { events: Counter; batches: Counter<'outcome'>; batchSize: Histogram };
+  now?: () => number;
+  eventMappings?: () => EventMappings;
+}
+
+export function cloudEventsHandler(
+  deps: CloudEventsDeps,
+): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
   const now = deps.now ?? Date.now;
   return async (req, res) => {
     try {
