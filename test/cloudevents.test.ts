@@ -153,6 +153,19 @@ describe('OpenMeter-compatible CloudEvents ingest, end to end', () => {
     // A client retrying what was already accepted: counted once.
     answers.resent = await sendOne(prompt('p-1', 1_500_000));
     answers.resentBatch = await sendBatch([prompt('p-2', '500000'), image('i-1', 30, 'standard')]);
+    // OpenMeter also takes one event as plain application/json; resent that way it is still the same event.
+    answers.resentJson = await call(`${base}/api/v1/events`, {
+      method: 'POST',
+      key: keys.ingest,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(prompt('p-1', 1_500_000).toJSON()),
+    });
+    answers.arrayAsOne = await call(`${base}/api/v1/events`, {
+      method: 'POST',
+      key: keys.ingest,
+      headers: { 'content-type': 'application/cloudevents+json' },
+      body: JSON.stringify([prompt('x-12', 10).toJSON()]),
+    });
 
     // Refused whole: nothing of these may reach the balance.
     answers.badBatch = await sendBatch([
@@ -199,7 +212,7 @@ describe('OpenMeter-compatible CloudEvents ingest, end to end', () => {
   });
 
   it('answers accepted CloudEvents with 204 and no body, as OpenMeter does', () => {
-    for (const name of ['one', 'batch', 'resent', 'resentBatch'])
+    for (const name of ['one', 'batch', 'resent', 'resentBatch', 'resentJson'])
       expect({ name, status: answers[name]!.status, body: answers[name]!.body }).toEqual({
         name,
         status: 204,
@@ -277,6 +290,7 @@ describe('OpenMeter-compatible CloudEvents ingest, end to end', () => {
     expect([answers.noKey!.status, answers.noKey!.body.code]).toEqual([401, 'unauthorized']);
     expect([answers.wrongScope!.status, answers.wrongScope!.body.code]).toEqual([403, 'forbidden']);
     expect([answers.wrongMedia!.status, answers.wrongMedia!.body.code]).toEqual([415, 'unsupported_media_type']);
+    expect([answers.arrayAsOne!.status, answers.arrayAsOne!.body.code]).toEqual([400, 'body_malformed']);
   });
 
   it('refused a meter mapping that breaks the rules at catalog apply, naming each field', () => {
