@@ -37,8 +37,6 @@ export function batchFormat(contentType: string | undefined): BatchFormat {
   );
 }
 
-export { checkContentEncoding };
-
 export function createIngestMetrics(registry: Registry) {
   return {
     events: new Counter({
