@@ -29,6 +29,9 @@ function richCatalog(): Record<string, unknown> {
         aggregation: 'sum',
         dimensions: ['model'],
         archived: false,
+        event_type: 'llm.tokens',
+        value_property: '$.tokens',
+        group_by: { model: '$.model' },
       },
       { key: 'seats', aggregation: 'max' },
       { key: 'calls', aggregation: 'count' },
@@ -123,7 +126,7 @@ function objectsOf(value: unknown, path: string, out: { path: string; object: Js
   if (Array.isArray(value)) value.forEach((v, i) => objectsOf(v, `${path}[${i}]`, out));
   else if (value !== null && typeof value === 'object') {
     // Maps keyed by data, not by field names: their keys are checked against the meter or the plan.
-    const isDataMap = /\.(match|overrides)$/.test(path);
+    const isDataMap = /\.(match|overrides|group_by)$/.test(path);
     if (!isDataMap) out.push({ path, object: value as Json });
     for (const [k, v] of Object.entries(value as Json)) {
       const child = path === '' ? k : `${path}.${k}`;

@@ -19,6 +19,7 @@ import {
   refuseUnknownFields,
 } from '../shared/validate.js';
 import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
+import { parseEventMapping, type EventMapping } from './event-mapping.js';
 
 export type { Aggregation, MeterDefinitions };
 
@@ -30,6 +31,8 @@ export interface Meter {
   aggregation: Aggregation;
   /** Declared dimension keys, sorted; only these are kept from events. */
   dimensions: string[];
+  /** How CloudEvents map to this meter (`event_type`, `value_property`, `group_by`); undefined when none. */
+  events: EventMapping | undefined;
 }
 
 export interface CreditUnit {
@@ -183,6 +186,7 @@ function parseMeter(problems: Problems, raw: unknown, at: string): Meter | undef
     else dimensions.push(dimension);
   });
   if (dimensions.length > 16) problems.add(`${at}.dimensions`, 'too_many', 'a meter declares at most 16 dimensions');
+  const events = parseEventMapping(problems, o, at, aggregation as Aggregation, dimensions);
   if (!key || !name || !unitSingular || !unitPlural) return undefined;
   return {
     key,
@@ -191,6 +195,7 @@ function parseMeter(problems: Problems, raw: unknown, at: string): Meter | undef
     unitPlural,
     aggregation: aggregation as Aggregation,
     dimensions: dimensions.sort(),
+    events,
   };
 }
 

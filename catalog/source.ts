@@ -21,6 +21,7 @@ import { DrawdownError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { canonicalDocument, documentText, sha256Hex, type CatalogDocument } from './document.js';
 import { archivedMeters } from './rules.js';
+import { eventMappings, type EventMappings } from './event-mapping.js';
 import type { CatalogStore } from './store.js';
 
 export interface CatalogSnapshot {
@@ -244,4 +245,19 @@ export function liveMeterDefinitions(source: CatalogSource, options: { includeAr
     Object.assign(target, next);
   });
   return target;
+}
+
+/**
+ * The CloudEvents type table of the source's current snapshot, rebuilt once
+ * per new snapshot: archived meters take no new CloudEvents, as they take no
+ * new events.
+ */
+export function liveEventMappings(source: CatalogSource): () => EventMappings {
+  let built: { snapshot: CatalogSnapshot; table: EventMappings } | undefined;
+  return () => {
+    const snapshot = source.current();
+    if (built?.snapshot !== snapshot)
+      built = { snapshot, table: eventMappings(snapshot.catalog.meters.values(), archivedMeters(snapshot.document)) };
+    return built.table;
+  };
 }

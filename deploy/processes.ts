@@ -29,6 +29,7 @@ import { catalogRoutes } from '../catalog/api.js';
 import {
   liveCatalog,
   liveMeterDefinitions,
+  liveEventMappings,
   openStoreCatalogSource,
   readCatalogFile,
   staticCatalogSource,
@@ -183,6 +184,7 @@ export async function startDrawdown(
           // Kept current in place: a meter added (or archived) in the catalog applies after the next refresh.
           meters: liveMeterDefinitions(catalogSource, { includeArchived: false }),
           catalogRevision: () => catalogSource.current().revision,
+          eventMappings: liveEventMappings(catalogSource),
           limits: {
             batchEventsMax: config.batchEventsMax,
             bodyBytesMax: config.bodyBytesMax,

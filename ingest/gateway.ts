@@ -12,6 +12,9 @@ import { readBody, sendJson, type Route } from '../shared/http.js';
 import type { BatchPublisher } from './publisher.js';
 import { scanValidBatch } from './msgpack-split.js';
 import { routeBatch, routeScanned, type BatchPart } from './route.js';
+import { checkContentEncoding } from './content-encoding.js';
+import { cloudEventsHandler } from './cloudevents-route.js';
+import type { EventMappings } from '../catalog/event-mapping.js';
 
 export interface GatewayLimits {
   batchEventsMax: number;
@@ -32,24 +35,6 @@ export function batchFormat(contentType: string | undefined): BatchFormat {
     'unsupported_media_type',
     `Content-Type ${JSON.stringify(type)} is not application/msgpack or application/json`,
   );
-}
-
-/**
- * The body is read as sent: a compressed one would fail to decode (or, by
- * chance, decode to something else), so any coding but `identity` is
- * refused up front, naming it.
- */
-export function checkContentEncoding(header: string | undefined): void {
-  if (header === undefined) return;
-  for (const coding of header.split(',')) {
-    const name = coding.trim().toLowerCase();
-    if (name !== '' && name !== 'identity') {
-      throw new DrawdownError(
-        'unsupported_media_type',
-        `Content-Encoding ${JSON.stringify(header.trim().slice(0, 64))} is not supported; send the body uncompressed`,
-      );
-    }
-  }
 }
 
 export function createIngestMetrics(registry: Registry) {
@@ -90,6 +75,8 @@ export interface IngestDeps {
   limits: GatewayLimits;
   metrics: IngestMetrics;
   now?: () => number;
+  /** Event type → meters, for POST /api/v1/events (CloudEvents); none mapped when absent. */
+  eventMappings?: () => EventMappings;
 }
 
 export function ingestRoutes(deps: IngestDeps): Route[] {
@@ -153,5 +140,9 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
       stopTimer();
     }
   }
-  return [{ method: 'POST', path: /^\/v1\/events$/, scope: 'ingest', handler: postEvents }];
+  return [
+    { method: 'POST', path: /^\/v1\/events$/, scope: 'ingest', handler: postEvents },
+    // OpenMeter's ingest route, so an OpenMeter client can send here (ingest/cloudevents-route.ts).
+    { method: 'POST', path: /^\/api\/v1\/events$/, scope: 'ingest', handler: cloudEventsHandler(deps) },
+  ];
 }

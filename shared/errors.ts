@@ -15,6 +15,8 @@ export const errorCodes = {
   idempotency_key_reused: { status: 409, title: 'Idempotency-Key was already used for a different request' },
   // Event-level problems: every one names the event index and the field.
   event_invalid: { status: 422, title: 'One or more events are invalid' },
+  // POST /api/v1/events (OpenMeter-compatible CloudEvents): 400 as OpenMeter answers a bad event.
+  cloudevent_invalid: { status: 400, title: 'One or more CloudEvents are invalid' },
   // Authentication: a missing or unknown key, or a key without the route's scope.
   unauthorized: { status: 401, title: 'A valid API key is required' },
   forbidden: { status: 403, title: 'The API key does not have the scope this route needs' },

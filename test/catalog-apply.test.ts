@@ -83,11 +83,16 @@ describe('drawdown catalog apply and get', () => {
     const bad = demo();
     bad.meters[0].aggregation = 'avg';
     bad.packages[0].credits = '-5';
+    // A CloudEvents mapping with no quantity path for a sum meter, grouping by an undeclared dimension.
+    bad.meters[1].event_type = 'image.generated';
+    bad.meters[1].group_by = { style: '$.style' };
     writeFileSync(file, JSON.stringify(bad));
     const result = cli(['catalog', 'apply', file]);
     expect(result.status).toBe(1);
     expect(result.stderr).toContain('meters[0].aggregation');
     expect(result.stderr).toContain('packages[0].credits');
+    expect(result.stderr).toContain('meters[1].value_property');
+    expect(result.stderr).toContain('meters[1].group_by.style');
     writeFileSync(file, '{"meters": [');
     const broken = cli(['catalog', 'apply', file]);
     expect(broken.status).toBe(1);

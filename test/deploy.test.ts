@@ -555,7 +555,7 @@ describe('deploy/Dockerfile', () => {
     for (const { target } of Object.values(roleImages)) expect(roleTargets).toContain(target);
   });
 
-  it('installs with npm ci: role images without dev dependencies (so no chDB), all-in-one adding the locked chDB', () => {
+  it('installs with npm ci: role images without dev dependencies (so no chDB), all-in-one the whole locked tree (chDB included)', () => {
     const installs = (target: string): string[] =>
       effective(stages, target)
         .filter((i) => i.op === 'RUN' && /\bnpm (ci|install|i)\b/.test(i.args))
@@ -567,10 +567,7 @@ describe('deploy/Dockerfile', () => {
         target,
         installs: ['npm ci --omit=dev --no-audit --no-fund'],
       });
-    expect(installs('all-in-one')).toEqual([
-      'npm ci --omit=dev --no-audit --no-fund',
-      'npm install --omit=dev --no-save --no-audit --no-fund',
-    ]);
+    expect(installs('all-in-one')).toEqual(['npm ci --no-audit --no-fund']);
     // chDB is a dev and optional peer dependency: what --omit=dev leaves out, and only that way in.
     const manifest = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'));
     expect(manifest.dependencies.chdb).toBeUndefined();
