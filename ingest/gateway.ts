@@ -8,8 +8,10 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import type { MeterDefinitions } from '../catalog/model.js';
 import { decodeBatch, expectEventArray, validateEvents, type BatchFormat } from '../shared/events/batch.js';
 import { DrawdownError } from '../shared/errors.js';
-import { readBody, sendJson, type Route } from '../shared/http.js';
-import type { BatchPublisher } from './publisher.js';
+import { problemFor, readBody, sendJson, type Route } from '../shared/http.js';
+import { incomingTrace, setRequestTraceId, type IncomingTrace } from '../shared/trace-context.js';
+import type { RoleTracer, TraceSpan } from '../shared/tracing.js';
+import type { BatchPublisher, PartTrace, PublishResult } from './publisher.js';
 import { scanValidBatch } from './msgpack-split.js';
 import { routeBatch, routeScanned, type BatchPart } from './route.js';
 
@@ -90,12 +92,18 @@ export interface IngestDeps {
   limits: GatewayLimits;
   metrics: IngestMetrics;
   now?: () => number;
+  /** Spans for each batch (DRAWDOWN_OTLP_TRACES_ENDPOINT); without it, a batch's traceparent is only passed on. */
+  tracer?: RoleTracer | undefined;
 }
 
 export function ingestRoutes(deps: IngestDeps): Route[] {
   const now = deps.now ?? Date.now;
   async function postEvents(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const stopTimer = deps.metrics.duration.startTimer();
+    // A header read, and a copy onto each part: the trace costs nothing more unless spans are exported.
+    const incoming =
+      req.headers.traceparent === undefined ? undefined : incomingTrace(req.headers.traceparent, req.headers.tracestate);
+    const span = deps.tracer === undefined ? undefined : startServerSpan(deps.tracer, req, incoming);
     try {
       const format = batchFormat(req.headers['content-type']);
       checkContentEncoding(req.headers['content-encoding']);
@@ -134,7 +142,12 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
         events = raw.length;
         parts = routeBatch(body, format, raw, partitions);
       }
-      const result = await deps.publisher.publish(parts, format, receivedMs, idempotencyKey, catalogRevision, body);
+      const publish = (trace: PartTrace | undefined): Promise<PublishResult> =>
+        deps.publisher.publish(parts, format, receivedMs, idempotencyKey, catalogRevision, body, trace);
+      const result =
+        span === undefined
+          ? await publish(incoming)
+          : await publishInSpan(deps.tracer!, span, deps.publisher.streamName, parts.length, events, incoming, publish);
       deps.metrics.batches.inc({ outcome: result.duplicate ? 'duplicate' : 'accepted' });
       if (!result.duplicate) {
         deps.metrics.events.inc(events);
@@ -146,12 +159,67 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
         sequence: result.sequence,
         parts: result.parts,
       });
+      span?.setAttributes({ 'http.response.status_code': 202 });
     } catch (error) {
       deps.metrics.batches.inc({ outcome: error instanceof DrawdownError ? error.code : 'internal' });
+      if (span !== undefined) {
+        const problem = problemFor(error);
+        span.setAttributes({ 'http.response.status_code': problem.status, 'error.type': problem.code });
+        // A server span fails on 5xx only: a refused batch is the client's error, not the server's.
+        if (problem.status >= 500) span.fail(problem.code);
+      }
       throw error;
     } finally {
       stopTimer();
+      span?.end();
     }
   }
   return [{ method: 'POST', path: /^\/v1\/events$/, scope: 'ingest', handler: postEvents }];
+}
+
+/**
+ * The request's server span, under the caller's traceparent. Without a
+ * valid one it starts a new trace, whose id the request's log lines then carry.
+ */
+function startServerSpan(tracer: RoleTracer, req: IncomingMessage, trace: IncomingTrace | undefined): TraceSpan {
+  const span = tracer.startSpan('POST /v1/events', {
+    kind: 'server',
+    parent: trace === undefined ? undefined : { remote: trace.parent, tracestate: trace.tracestate },
+    attributes: { 'http.request.method': 'POST', 'http.route': '/v1/events', 'url.path': '/v1/events' },
+  });
+  if (trace === undefined) setRequestTraceId(req, span.traceId);
+  return span;
+}
+
+/** The publish as a producer span; the parts carry its traceparent, so the rater's spans hang under it. */
+async function publishInSpan(
+  tracer: RoleTracer,
+  server: TraceSpan,
+  streamName: string,
+  parts: number,
+  events: number,
+  incoming: PartTrace | undefined,
+  publish: (trace: PartTrace) => Promise<PublishResult>,
+): Promise<PublishResult> {
+  const span = tracer.startSpan(`publish ${streamName}`, {
+    kind: 'producer',
+    parent: { local: server },
+    attributes: {
+      'messaging.system': 'nats',
+      'messaging.operation.type': 'send',
+      'messaging.destination.name': streamName,
+      'messaging.batch.message_count': parts,
+      'drawdown.events': events,
+    },
+  });
+  try {
+    const result = await publish({ traceparent: span.traceparent, tracestate: incoming?.tracestate });
+    span.setAttributes({ 'drawdown.duplicate': result.duplicate, 'drawdown.stream_sequence': result.sequence });
+    return result;
+  } catch (error) {
+    span.fail(problemFor(error).code);
+    throw error;
+  } finally {
+    span.end();
+  }
 }
