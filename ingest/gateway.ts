@@ -101,8 +101,8 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
   async function postEvents(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const stopTimer = deps.metrics.duration.startTimer();
     // A header read, and a copy onto each part: the trace costs nothing more unless spans are exported.
-    const incoming =
-      req.headers.traceparent === undefined ? undefined : incomingTrace(req.headers.traceparent, req.headers.tracestate);
+    const { traceparent, tracestate } = req.headers;
+    const incoming = traceparent === undefined ? undefined : incomingTrace(traceparent, tracestate);
     const span = deps.tracer === undefined ? undefined : startServerSpan(deps.tracer, req, incoming);
     try {
       const format = batchFormat(req.headers['content-type']);

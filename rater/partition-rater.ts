@@ -466,8 +466,9 @@ export class PartitionRater {
         const message = group[rejected.message]!;
         this.#deps.metrics.poisonMessages.inc(this.#label);
         this.#spans?.undecodable(message, rejected.reason);
-        this.#deps.log.error(
-          { partition: this.#deps.partition, seq: message.seq, reason: rejected.reason, ...messageTraceFields(message) },
+        const { partition, log } = this.#deps;
+        log.error(
+          { partition, seq: message.seq, reason: rejected.reason, ...messageTraceFields(message) },
           'skipping undecodable stream message',
         );
       }

@@ -24,10 +24,11 @@ export function formatTraceparent(trace: TraceParent): string {
   return `00-${trace.traceId}-${trace.parentId}-${trace.flags.toString(16).padStart(2, '0')}`;
 }
 
-const version00 = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
-// A later version keeps the first four fields' layout and may add fields after another dash.
-const laterVersion = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
-const allZero = /^0+$/;
+// Version 00 is exactly these 55 characters; a later version keeps the layout and may add fields after a dash.
+const version00 = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+const laterVersion = /^(?!00|ff)[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$/;
+const zeroTraceId = '0'.repeat(32);
+const zeroParentId = '0'.repeat(16);
 
 /**
  * `traceparent` as sent, or undefined when absent or not a valid header:
@@ -35,26 +36,18 @@ const allZero = /^0+$/;
  * the spec has it. Uppercase hex, version ff and all-zero ids are refused.
  */
 export function parseTraceparent(header: string | string[] | undefined | null): TraceParent | undefined {
-  if (typeof header !== 'string') return undefined;
-  const value = header.trim();
-  let traceId: string;
-  let parentId: string;
-  let flags: string;
-  const v00 = version00.exec(value);
-  if (v00 !== null) [, traceId, parentId, flags] = v00 as unknown as [string, string, string, string];
-  else {
-    const later = laterVersion.exec(value);
-    if (later === null || later[1] === '00' || later[1] === 'ff') return undefined;
-    [, , traceId, parentId, flags] = later as unknown as [string, string, string, string, string];
-  }
-  if (allZero.test(traceId) || allZero.test(parentId)) return undefined;
-  return { traceId, parentId, flags: Number.parseInt(flags, 16) };
+  if (typeof header !== 'string' || !(version00.test(header) || laterVersion.test(header))) return undefined;
+  const traceId = header.slice(3, 35);
+  const parentId = header.slice(36, 52);
+  if (traceId === zeroTraceId || parentId === zeroParentId) return undefined;
+  return { traceId, parentId, flags: Number.parseInt(header.slice(53, 55), 16) };
 }
 
 /** What drawdown forwards of `tracestate`: at most this many characters, 32 list members (the spec's limit). */
 export const tracestateLengthMax = 512;
 const tracestateMembersMax = 32;
 const printableAscii = /^[\x20-\x7e]*$/;
+const hasMember = /[^ ,]/;
 
 /**
  * `tracestate` as it came (repeated headers joined with commas, which the
@@ -66,6 +59,8 @@ const printableAscii = /^[\x20-\x7e]*$/;
 export function boundTracestate(header: string | string[] | undefined | null): string | undefined {
   const joined = Array.isArray(header) ? header.join(',') : header;
   if (typeof joined !== 'string' || !printableAscii.test(joined)) return undefined;
+  // The usual header: short, few members — carried exactly as sent.
+  if (joined.length <= tracestateLengthMax && withinMembers(joined) && hasMember.test(joined)) return joined;
   let out = '';
   let members = 0;
   for (const raw of joined.split(',')) {
@@ -77,6 +72,13 @@ export function boundTracestate(header: string | string[] | undefined | null): s
     members++;
   }
   return out === '' ? undefined : out;
+}
+
+function withinMembers(text: string): boolean {
+  let commas = 0;
+  for (let at = text.indexOf(','); at >= 0; at = text.indexOf(',', at + 1))
+    if (++commas >= tracestateMembersMax) return false;
+  return true;
 }
 
 /** The trace a request came with: `traceparent` formatted for forwarding, `tracestate` only beside a valid one. */
@@ -92,7 +94,10 @@ export function incomingTrace(
 ): IncomingTrace | undefined {
   const parent = parseTraceparent(traceparentHeader);
   if (parent === undefined) return undefined;
-  return { parent, traceparent: formatTraceparent(parent), tracestate: boundTracestate(tracestateHeader) };
+  // A version 00 header is already the form drawdown forwards.
+  const header = traceparentHeader as string;
+  const traceparent = header.startsWith('00-') ? header : formatTraceparent(parent);
+  return { parent, traceparent, tracestate: boundTracestate(tracestateHeader) };
 }
 
 /**

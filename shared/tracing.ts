@@ -60,10 +60,12 @@ export async function startTracing(endpoint: string, log: Logger): Promise<Traci
     import('@opentelemetry/resources'),
   ]);
   // The SDK reports failed exports through its diagnostic logger; without one they would be silent.
+  // Its messages can be whole serialised errors: one bounded line each.
+  const report = (message: string): void => log.warn({ detail: message.slice(0, 500) }, 'trace export failed');
   api.diag.setLogger(
     {
-      error: (message, ...args) => log.warn({ detail: args.map(String).join(' ') }, `trace export: ${message}`),
-      warn: (message, ...args) => log.warn({ detail: args.map(String).join(' ') }, `trace export: ${message}`),
+      error: report,
+      warn: report,
       info: () => {},
       debug: () => {},
       verbose: () => {},
@@ -122,7 +124,9 @@ export async function startTracing(endpoint: string, log: Logger): Promise<Traci
     return tracer;
   }
 
-  log.info({ endpoint }, 'exporting traces over OTLP/HTTP');
+  // Credentials or a query in the URL stay out of the log.
+  const { origin, pathname } = new URL(endpoint);
+  log.info({ endpoint: origin + pathname }, 'exporting traces over OTLP/HTTP');
   return {
     tracer(service) {
       const tracer = tracerFor(service);
@@ -143,7 +147,10 @@ export async function startTracing(endpoint: string, log: Logger): Promise<Traci
       };
     },
     async shutdown() {
-      await Promise.all([...providers.values()].map((p) => p.shutdown()));
+      // The exporter's timeout (OTEL_EXPORTER_OTLP_TIMEOUT) bounds this; a collector away costs only the last spans.
+      const results = await Promise.allSettled([...providers.values()].map((p) => p.shutdown()));
+      for (const result of results)
+        if (result.status === 'rejected') log.warn({ err: result.reason }, 'trace export: last spans not exported');
     },
   };
 }

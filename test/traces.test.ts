@@ -189,7 +189,14 @@ interface ExportedSpan {
 }
 
 /** An OTLP/HTTP JSON receiver: what an OpenTelemetry collector's otlphttp receiver accepts on /v1/traces. */
-async function startReceiver(): Promise<{ server: Server; url: string; spans: ExportedSpan[]; contentTypes: Set<string> }> {
+interface Receiver {
+  server: Server;
+  url: string;
+  spans: ExportedSpan[];
+  contentTypes: Set<string>;
+}
+
+async function startReceiver(): Promise<Receiver> {
   const spans: ExportedSpan[] = [];
   const contentTypes = new Set<string>();
   const server = createServer((req, res) => {
