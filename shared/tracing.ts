@@ -15,6 +15,7 @@
  */
 import type { Attributes, Context, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
 import type { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
+import { DrawdownError } from './errors.js';
 import type { Logger } from './log.js';
 import type { TraceParent } from './trace-context.js';
 
@@ -58,7 +59,14 @@ export async function startTracing(endpoint: string, log: Logger): Promise<Traci
     import('@opentelemetry/sdk-trace-base'),
     import('@opentelemetry/exporter-trace-otlp-http'),
     import('@opentelemetry/resources'),
-  ]);
+  ]).catch((cause: unknown) => {
+    // An install slimmed of them still runs, without export; asked to export, it says what is missing.
+    throw new DrawdownError(
+      'config_invalid',
+      `DRAWDOWN_OTLP_TRACES_ENDPOINT is set but the OpenTelemetry packages cannot be loaded (${(cause as Error).message}); install them or unset it`,
+      { cause },
+    );
+  });
   // The SDK reports failed exports through its diagnostic logger; without one they would be silent.
   // Its messages can be whole serialised errors: one bounded line each.
   const report = (message: string): void => log.warn({ detail: message.slice(0, 500) }, 'trace export failed');

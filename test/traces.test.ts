@@ -6,14 +6,24 @@
  * under that trace. Real nats-server, chDB, and `drawdown ingest` and
  * `drawdown rater` as child processes.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../deploy/free-port.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { partitionOfCustomer } from '../shared/events/partition.js';
-import { packr, spawnDrawdown, startNats, tempDir, waitForStreamDrained, type ChildService } from './harness.js';
+import {
+  packr,
+  repoRoot,
+  spawnDrawdown,
+  startNats,
+  tempDir,
+  waitForStreamDrained,
+  type ChildService,
+} from './harness.js';
 
 type Line = Record<string, unknown>;
 
@@ -106,6 +116,27 @@ async function startPair(
     },
   };
 }
+
+describe('OpenTelemetry stays unloaded by default', () => {
+  it('is imported at run time only by shared/tracing.ts, dynamically, when DRAWDOWN_OTLP_TRACES_ENDPOINT is set', () => {
+    const files = execFileSync('git', ['ls-files', '-co', '--exclude-standard', '*.ts'], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .filter((f) => f !== '' && !f.startsWith('test/') && !f.endsWith('.test.ts') && !f.startsWith('node_modules/'));
+    const loads: string[] = [];
+    for (const file of files) {
+      const text = readFileSync(`${repoRoot}/${file}`, 'utf8');
+      for (const m of text.matchAll(
+        /^(import(?! type)[^;]*?from|export[^;]*?from|[^\n]*?import\()\s*['"](@opentelemetry\/[^'"]+)['"]/gm,
+      ))
+        loads.push(`${file}: ${m[1]!.endsWith('import(') ? 'dynamic' : 'static'} ${m[2]}`);
+    }
+    expect(loads.length).toBeGreaterThan(0);
+    expect(loads.filter((l) => !l.startsWith('shared/tracing.ts: dynamic '))).toEqual([]);
+  });
+});
 
 describe('trace ids in the logs (export off, the default)', () => {
   let pair: Awaited<ReturnType<typeof startPair>>;
