@@ -159,7 +159,6 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
         sequence: result.sequence,
         parts: result.parts,
       });
-      span?.setAttributes({ 'http.response.status_code': 202 });
     } catch (error) {
       deps.metrics.batches.inc({ outcome: error instanceof DrawdownError ? error.code : 'internal' });
       if (span !== undefined) {
@@ -171,7 +170,11 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
       throw error;
     } finally {
       stopTimer();
-      span?.end();
+      if (span !== undefined) {
+        // Answered here (202, the empty batch included); a refusal is answered by the router and set above.
+        if (res.headersSent) span.setAttributes({ 'http.response.status_code': res.statusCode });
+        span.end();
+      }
     }
   }
   return [{ method: 'POST', path: /^\/v1\/events$/, scope: 'ingest', handler: postEvents }];
