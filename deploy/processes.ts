@@ -17,6 +17,7 @@ import { createRegistry } from '../shared/metrics.js';
 import { connectNats, type NatsHandles } from '../shared/nats/connect.js';
 import { ensureStream, type StreamSettings } from '../shared/nats/stream.js';
 import { startService, type RunningService } from '../shared/service.js';
+import { startTracing, type Tracing } from '../shared/tracing.js';
 import { createIngestMetrics, ingestRoutes } from '../ingest/gateway.js';
 import { BatchPublisher } from '../ingest/publisher.js';
 import { ensureClaimStream, KeyClaims } from '../ingest/key-claims.js';
@@ -109,6 +110,13 @@ export async function startDrawdown(
   };
 
   try {
+    // Loaded only when asked for; stopped last, after every span the stages end while stopping.
+    let tracing: Tracing | undefined;
+    if (config.otlpTracesEndpoint !== undefined) {
+      const started = await startTracing(config.otlpTracesEndpoint, log);
+      tracing = started;
+      stops.push(() => started.shutdown());
+    }
     let store: Store | undefined = options.store;
     // The gateway needs no ClickHouse, but with one it follows catalog changes (new meters) without a restart.
     if (
@@ -193,6 +201,7 @@ export async function startDrawdown(
             skewMs: config.skewMs,
           },
           metrics: createIngestMetrics(registry),
+          tracer: tracing?.tracer('drawdown-ingest'),
           ...(options.now ? { now: options.now } : {}),
         }),
       );
@@ -224,6 +233,7 @@ export async function startDrawdown(
         },
         log,
         registry,
+        tracer: tracing?.tracer('drawdown-rater'),
       });
       await rater.start();
       stops.push(() => rater.stop());

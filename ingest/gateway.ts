@@ -8,8 +8,10 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import type { MeterDefinitions } from '../catalog/model.js';
 import { decodeBatch, expectEventArray, validateEvents, type BatchFormat } from '../shared/events/batch.js';
 import { DrawdownError } from '../shared/errors.js';
-import { readBody, sendJson, type Route } from '../shared/http.js';
-import type { BatchPublisher } from './publisher.js';
+import { problemFor, readBody, sendJson, type Route } from '../shared/http.js';
+import { incomingTrace, setRequestTraceId, type IncomingTrace } from '../shared/trace-context.js';
+import type { RoleTracer, TraceSpan } from '../shared/tracing.js';
+import type { BatchPublisher, PartTrace, PublishResult } from './publisher.js';
 import { scanValidBatch } from './msgpack-split.js';
 import { routeBatch, routeScanned, type BatchPart } from './route.js';
 import { checkContentEncoding } from './content-encoding.js';
@@ -77,12 +79,18 @@ export interface IngestDeps {
   now?: () => number;
   /** Event type → meters, for POST /api/v1/events (CloudEvents); none mapped when absent. */
   eventMappings?: () => EventMappings;
+  /** Spans for each batch (DRAWDOWN_OTLP_TRACES_ENDPOINT); without it, a batch's traceparent is only passed on. */
+  tracer?: RoleTracer | undefined;
 }
 
 export function ingestRoutes(deps: IngestDeps): Route[] {
   const now = deps.now ?? Date.now;
   async function postEvents(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const stopTimer = deps.metrics.duration.startTimer();
+    // A header read, and a copy onto each part: the trace costs nothing more unless spans are exported.
+    const { traceparent, tracestate } = req.headers;
+    const incoming = traceparent === undefined ? undefined : incomingTrace(traceparent, tracestate);
+    const span = deps.tracer === undefined ? undefined : startServerSpan(deps.tracer, req, incoming);
     try {
       const format = batchFormat(req.headers['content-type']);
       checkContentEncoding(req.headers['content-encoding']);
@@ -121,7 +129,12 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
         events = raw.length;
         parts = routeBatch(body, format, raw, partitions);
       }
-      const result = await deps.publisher.publish(parts, format, receivedMs, idempotencyKey, catalogRevision, body);
+      const publish = (trace: PartTrace | undefined): Promise<PublishResult> =>
+        deps.publisher.publish(parts, format, receivedMs, idempotencyKey, catalogRevision, body, trace);
+      const result =
+        span === undefined
+          ? await publish(incoming)
+          : await publishInSpan(deps.tracer!, span, deps.publisher.streamName, parts.length, events, incoming, publish);
       deps.metrics.batches.inc({ outcome: result.duplicate ? 'duplicate' : 'accepted' });
       if (!result.duplicate) {
         deps.metrics.events.inc(events);
@@ -135,9 +148,20 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
       });
     } catch (error) {
       deps.metrics.batches.inc({ outcome: error instanceof DrawdownError ? error.code : 'internal' });
+      if (span !== undefined) {
+        const problem = problemFor(error);
+        span.setAttributes({ 'http.response.status_code': problem.status, 'error.type': problem.code });
+        // A server span fails on 5xx only: a refused batch is the client's error, not the server's.
+        if (problem.status >= 500) span.fail(problem.code);
+      }
       throw error;
     } finally {
       stopTimer();
+      if (span !== undefined) {
+        // Answered here (202, the empty batch included); a refusal is answered by the router and set above.
+        if (res.headersSent) span.setAttributes({ 'http.response.status_code': res.statusCode });
+        span.end();
+      }
     }
   }
   return [
@@ -145,4 +169,51 @@ export function ingestRoutes(deps: IngestDeps): Route[] {
     // OpenMeter's ingest route, so an OpenMeter client can send here (ingest/cloudevents-route.ts).
     { method: 'POST', path: /^\/api\/v1\/events$/, scope: 'ingest', handler: cloudEventsHandler(deps) },
   ];
+}
+
+/**
+ * The request's server span, under the caller's traceparent. Without a
+ * valid one it starts a new trace, whose id the request's log lines then carry.
+ */
+function startServerSpan(tracer: RoleTracer, req: IncomingMessage, trace: IncomingTrace | undefined): TraceSpan {
+  const span = tracer.startSpan('POST /v1/events', {
+    kind: 'server',
+    parent: trace === undefined ? undefined : { remote: trace.parent, tracestate: trace.tracestate },
+    attributes: { 'http.request.method': 'POST', 'http.route': '/v1/events', 'url.path': '/v1/events' },
+  });
+  if (trace === undefined) setRequestTraceId(req, span.traceId);
+  return span;
+}
+
+/** The publish as a producer span; the parts carry its traceparent, so the rater's spans hang under it. */
+async function publishInSpan(
+  tracer: RoleTracer,
+  server: TraceSpan,
+  streamName: string,
+  parts: number,
+  events: number,
+  incoming: PartTrace | undefined,
+  publish: (trace: PartTrace) => Promise<PublishResult>,
+): Promise<PublishResult> {
+  const span = tracer.startSpan(`publish ${streamName}`, {
+    kind: 'producer',
+    parent: { local: server },
+    attributes: {
+      'messaging.system': 'nats',
+      'messaging.operation.type': 'send',
+      'messaging.destination.name': streamName,
+      'messaging.batch.message_count': parts,
+      'drawdown.events': events,
+    },
+  });
+  try {
+    const result = await publish({ traceparent: span.traceparent, tracestate: incoming?.tracestate });
+    span.setAttributes({ 'drawdown.duplicate': result.duplicate, 'drawdown.stream_sequence': result.sequence });
+    return result;
+  } catch (error) {
+    span.fail(problemFor(error).code);
+    throw error;
+  } finally {
+    span.end();
+  }
 }

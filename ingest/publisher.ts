@@ -11,6 +11,12 @@ import type { BatchPart } from './route.js';
 import { batchFingerprint } from './batch-fingerprint.js';
 import type { KeyClaims } from './key-claims.js';
 
+/** The trace context each part carries to the rater (headers as they go on the wire). */
+export interface PartTrace {
+  traceparent: string;
+  tracestate: string | undefined;
+}
+
 export interface PublishResult {
   /** The highest stream sequence among the batch's parts. */
   sequence: number;
@@ -60,6 +66,10 @@ export class BatchPublisher {
     return this.#settings.partitions;
   }
 
+  get streamName(): string {
+    return this.#settings.name;
+  }
+
   /**
    * Publishes a batch's parts (one per partition its customers map to) at
    * once and resolves when every part is acknowledged. A keyed batch first
@@ -77,6 +87,7 @@ export class BatchPublisher {
     idempotencyKey: string | undefined,
     catalogRevision: number,
     body: Uint8Array,
+    trace?: PartTrace,
   ): Promise<PublishResult> {
     if (idempotencyKey !== undefined) {
       let outcome;
@@ -93,7 +104,7 @@ export class BatchPublisher {
       }
     }
     const acks = await Promise.all(
-      parts.map((part) => this.#publishPart(part, format, receivedMs, idempotencyKey, catalogRevision)),
+      parts.map((part) => this.#publishPart(part, format, receivedMs, idempotencyKey, catalogRevision, trace)),
     );
     return {
       sequence: Math.max(...acks.map((a) => a.seq)),
@@ -108,12 +119,17 @@ export class BatchPublisher {
     receivedMs: number,
     idempotencyKey: string | undefined,
     catalogRevision: number,
+    trace: PartTrace | undefined,
   ): Promise<{ seq: number; duplicate: boolean }> {
     const h = headers();
     h.set(batchHeaders.catalogRevision, String(catalogRevision));
     h.set(batchHeaders.format, format);
     h.set(batchHeaders.receivedMs, String(receivedMs));
     h.set(batchHeaders.events, String(part.events));
+    if (trace !== undefined) {
+      h.set(batchHeaders.traceparent, trace.traceparent);
+      if (trace.tracestate !== undefined) h.set(batchHeaders.tracestate, trace.tracestate);
+    }
     let pending: Promise<PubAck>;
     // nats.js builds two Errors per request up front, for stack traces should
     // it fail (its "async traces"): a tenth of the gateway's CPU at full load.

@@ -23,6 +23,7 @@ import { crashPoint } from '../shared/fault.js';
 import {
   batchHeaders,
   lowestPartitionSequence,
+  partitionSubject,
   recreatePartitionConsumer,
   type ConsumerSettings,
   type StreamSettings,
@@ -37,6 +38,9 @@ import type { MeterCatalog } from './meter-catalog.js';
 import { highestIdsLabel, idsPayload, readRecentIds } from './dedupe/id-log.js';
 import { encodeCounted, encodeSeqs, messageFingerprint, readCountedRecord } from './counted-log.js';
 import { debugAck, debugAcksOn } from './debug-acks.js';
+import { messageTraceFields, messagesTraceFields } from './trace-fields.js';
+import { BatchSpans } from './batch-spans.js';
+import type { RoleTracer } from '../shared/tracing.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -67,6 +71,8 @@ export interface PartitionDeps {
   metersJson: () => { revision: number; json: string };
   log: Logger;
   metrics: RaterMetrics;
+  /** Spans per batch and flush (DRAWDOWN_OTLP_TRACES_ENDPOINT); trace ids are logged either way. */
+  tracer?: RoleTracer | undefined;
 }
 
 export class PartitionRater {
@@ -117,12 +123,17 @@ export class PartitionRater {
   readonly #ids: IdSet | undefined;
   /** The id set's hand-over epoch the next task must find. */
   #idsEpoch = 0;
+  readonly #spans: BatchSpans | undefined;
 
   constructor(deps: PartitionDeps) {
     this.#deps = deps;
     this.#aggregator = new Aggregator(deps.catalog.meters);
     this.#label = { partition: String(deps.partition) };
     this.#ids = deps.dedupeIdsMax > 0 ? IdSet.create(deps.dedupeIdsMax) : undefined;
+    this.#spans =
+      deps.tracer === undefined
+        ? undefined
+        : new BatchSpans(deps.tracer, deps.partition, partitionSubject(deps.stream, deps.partition));
   }
 
   get committedSequence(): number {
@@ -143,6 +154,7 @@ export class PartitionRater {
   async #resumeFromWatermark(): Promise<void> {
     const { store, partition } = this.#deps;
     this.#aggregator.drain();
+    this.#spans?.abandonAll('not committed: the loop resumed from the watermark; delivered again');
     this.#pending = [];
     this.#pendingIds = [];
     this.#held.clear();
@@ -333,7 +345,10 @@ export class PartitionRater {
         if (messages.length === 0) await this.#checkStranded();
       } catch (error) {
         // Messages taken but not committed: start over from the watermark.
-        log.error({ err: error, partition }, 'partition loop error; resuming from the committed watermark');
+        log.error(
+          { err: error, partition, ...messagesTraceFields([...this.#pending, ...messages]) },
+          'partition loop error; resuming from the committed watermark',
+        );
         debugAck(partition, 'loop-error', { err: String(error) });
         resumeNeeded = true;
         await sleep(500);
@@ -385,6 +400,7 @@ export class PartitionRater {
           fingerprint,
           dc: message.info.deliveryCount,
           dseq: message.info.deliverySequence,
+          ...messageTraceFields(message),
           decision: this.#held.has(key) ? 'held' : counted ? 'counted-ack' : 'take',
         });
       if (this.#held.has(key)) {
@@ -403,11 +419,12 @@ export class PartitionRater {
       // earlier arrives below sequences already counted, and is not one of them.
       if (this.#counted.has(seq))
         this.#deps.log.warn(
-          { partition: this.#deps.partition, seq, fingerprint },
+          { partition: this.#deps.partition, seq, fingerprint, ...messageTraceFields(message) },
           'a different message under a stream sequence already counted (JetStream replicas disagree); counting it',
         );
       this.#held.add(key);
       this.#fingerprints.set(message, fingerprint);
+      this.#spans?.taken(message);
       out.push(message);
       if (this.#stopping) break;
     }
@@ -446,9 +463,12 @@ export class PartitionRater {
       for (const rejected of result.rejected) {
         // Only a publisher bypassing the gateway can put these here; they are
         // logged with their sequence and skipped so the partition keeps moving.
+        const message = group[rejected.message]!;
         this.#deps.metrics.poisonMessages.inc(this.#label);
-        this.#deps.log.error(
-          { partition: this.#deps.partition, seq: group[rejected.message]!.seq, reason: rejected.reason },
+        this.#spans?.undecodable(message, rejected.reason);
+        const { partition, log } = this.#deps;
+        log.error(
+          { partition, seq: message.seq, reason: rejected.reason, ...messageTraceFields(message) },
           'skipping undecodable stream message',
         );
       }
@@ -476,7 +496,7 @@ export class PartitionRater {
         `batch validated against catalog revision ${needed}, but the newest this rater can read is ${catalog.revision()}`,
       );
     this.#deps.log.info(
-      { partition: this.#deps.partition, revision: catalog.revision() },
+      { partition: this.#deps.partition, revision: catalog.revision(), ...messagesTraceFields(group) },
       'caught up with the catalog revision a batch was validated against',
     );
   }
@@ -506,6 +526,8 @@ export class PartitionRater {
     const counted = messages.map((m) => ({ seq: m.seq, fingerprint: this.#fingerprints.get(m)! }));
     const payload = flushPayload(rows, partition, flushSeq, nowSec, encodeCounted(counted));
     const ids = idsPayload(this.#pendingIds, partition, flushSeq, nowSec);
+    const flushSpan = this.#spans?.startFlush(messages, flushSeq, rows.length);
+    let failedAttempts = 0;
     const stopTimer = metrics.insertDuration.startTimer();
     const written = await writeFlush(
       store,
@@ -518,22 +540,33 @@ export class PartitionRater {
         shouldContinue: () => !this.#stopping,
         onError: (error, attempt) => {
           metrics.insertErrors.inc();
-          log.warn({ err: error, partition, flushSeq, attempt }, 'ClickHouse insert failed; will retry');
+          failedAttempts++;
+          log.warn(
+            { err: error, partition, flushSeq, attempt, ...messagesTraceFields(messages) },
+            'ClickHouse insert failed; will retry',
+          );
         },
       },
       ids,
     );
     stopTimer();
+    if (flushSpan !== undefined) {
+      flushSpan.setAttributes({ 'drawdown.insert_failed_attempts': failedAttempts });
+      if (!written) flushSpan.fail('stopping with the flush unwritten');
+      flushSpan.end();
+    }
     if (debugAcksOn)
       debugAck(partition, written ? 'flush' : 'flush-unwritten', {
         flushSeq,
         rows: rows.length,
         seqs: encodeSeqs(messages.map((m) => m.seq)),
         ids: messages.map((m) => m.headers?.get('Nats-Msg-Id')),
+        ...messagesTraceFields(messages),
       });
     if (!written) {
+      this.#spans?.finish(messages, 'not committed: the rater stopped; the stream keeps the batch');
       log.warn(
-        { partition, flushSeq, messages: messages.length },
+        { partition, flushSeq, messages: messages.length, ...messagesTraceFields(messages) },
         'stopping with an unwritten flush; the stream keeps those batches',
       );
       return;
@@ -551,9 +584,14 @@ export class PartitionRater {
       else this.#counted.get(seq)?.add(fingerprint);
       message.ack();
     }
+    this.#spans?.finish(messages);
     metrics.flushRows.observe(rows.length);
     metrics.committedSequence.set(this.#label, flushSeq);
-    log.debug({ partition, flushSeq, rows: rows.length, messages: messages.length }, 'flush committed');
+    if (log.isLevelEnabled('debug'))
+      log.debug(
+        { partition, flushSeq, rows: rows.length, messages: messages.length, ...messagesTraceFields(messages) },
+        'flush committed',
+      );
   }
 
   /** Messages in the stream for this partition not yet delivered, for the lag gauge. */

@@ -15,6 +15,7 @@ import type { AggregateResult, AggregateTask } from './task.js';
 import { IdSet } from './dedupe/id-set.js';
 import { dropExpiredIds } from './dedupe/id-log.js';
 import type { MeterCatalog } from './meter-catalog.js';
+import type { RoleTracer } from '../shared/tracing.js';
 
 export interface RaterOptions {
   js: JetStreamClient;
@@ -29,6 +30,8 @@ export interface RaterOptions {
   registry: Registry;
   /** Event ids remembered per partition (0 = dedupe off) and how many days ClickHouse keeps them. */
   dedupe: { idsMax: number; retentionDays: number };
+  /** Spans per batch and flush, when exported. */
+  tracer?: RoleTracer | undefined;
 }
 
 // Retention is a cheap DROP PARTITION of whole days; hourly is plenty.

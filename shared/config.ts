@@ -75,6 +75,13 @@ export const settings = {
     values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     doc: 'pino log level',
   },
+  otlpTracesEndpoint: {
+    kind: 'string',
+    env: 'DRAWDOWN_OTLP_TRACES_ENDPOINT',
+    default: undefined,
+    pattern: /^https?:\/\/\S+$/,
+    doc: 'OTLP/HTTP URL spans are exported to, e.g. http://collector:4318/v1/traces (unset = no spans; trace_id still logged)',
+  },
 
   streamName: {
     kind: 'string',

@@ -9,6 +9,7 @@ import { authorize, type Auth, type RouteScope } from './auth.js';
 import { storeUnavailable } from './clickhouse/store.js';
 import { DrawdownError, isDrawdownError } from './errors.js';
 import type { Logger } from './log.js';
+import { requestTraceId } from './trace-context.js';
 
 /**
  * Reads a request body, refusing it as soon as it passes `limitBytes` (from
@@ -132,7 +133,11 @@ export function createRouter(
     const requestId = requestIdFor(req);
     res.setHeader('x-request-id', requestId);
     // Made only when something is logged: a child logger per request would cost the hot path.
-    const requestLog = (): Logger => log.child({ requestId });
+    const requestLog = (): Logger => {
+      // W3C traceparent's trace id (shared/trace-context.ts), so a request's lines join its trace.
+      const traceId = requestTraceId(req);
+      return log.child(traceId === undefined ? { requestId } : { requestId, trace_id: traceId });
+    };
     // One line per request at debug: at info a busy gateway would log more than it ingests.
     if (log.isLevelEnabled('debug')) {
       const startedMs = performance.now();

@@ -42,6 +42,9 @@ export const batchHeaders = {
   events: 'Drawdown-Events',
   /** The catalog revision the gateway validated the batch against; the rater catches up to it first. */
   catalogRevision: 'Drawdown-Catalog-Revision',
+  /** W3C Trace Context of the request that sent the batch (shared/trace-context.ts), under the spec's own names. */
+  traceparent: 'traceparent',
+  tracestate: 'tracestate',
 } as const;
 
 export function partitionSubject(settings: Pick<StreamSettings, 'subjectPrefix'>, partition: number): string {
