@@ -23,7 +23,7 @@ import { createLogger } from '../shared/log.js';
 import { Problems, readStorableTime } from '../shared/validate.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
-import { reportJson } from '../settlement/report.js';
+import { reportJson, unpricedWarningMessage, unpricedWarnings } from '../settlement/report.js';
 import { settle } from '../settlement/settle.js';
 import { statementJson } from '../settlement/statement.js';
 import { runCatalogCommand } from '../catalog/cli.js';
@@ -161,6 +161,8 @@ async function main(argv: string[]): Promise<number> {
         say(
           `${report.entriesPosted} entries posted, ${report.entriesAlreadyPosted} already posted, ${Object.keys(report.customers).length} customers (${elapsed()})`,
         );
+        // On stderr with the other logs, as the settlement process logs it after every run.
+        for (const warning of unpricedWarnings(report)) log.warn(warning, unpricedWarningMessage);
         const json = reportJson(report);
         if (closePeriod) {
           const terms = Object.values(report.customers).flatMap((r) => r.closedTerms ?? []);

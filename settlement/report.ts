@@ -6,7 +6,7 @@
 import type { Decimal } from 'decimal.js';
 import { formatAmount, money } from '../shared/money.js';
 import { statementJson, type Statement } from './statement.js';
-import { outstandingJson, type OutstandingLine } from './unpriced.js';
+import { outstandingJson, type OutstandingJson, type OutstandingLine } from './unpriced.js';
 
 export interface SettlementReport {
   runId: string;
@@ -157,3 +157,37 @@ export function reportJson(report: SettlementReport): Record<string, unknown> {
     ),
   };
 }
+
+/** Outstanding unpriced lines named per warning log line: a long list is several lines, each with the total. */
+export const unpricedLinesPerLog = 50;
+
+/** Outstanding after a run, as the warning logs name them: with the customer, meter, dimensions, since, reason. */
+export function unpricedOutstandingLines(
+  report: SettlementReport,
+): ({ customer: string; reason: string } & OutstandingJson)[] {
+  return Object.entries(report.customers).flatMap(([customer, r]) =>
+    (r.unpricedOutstanding ?? []).map((line) => ({ customer, ...outstandingJson(line), reason: line.reason })),
+  );
+}
+
+/**
+ * What a run logs as warnings about outstanding unpriced usage (SPEC §4): every line named, `unpricedLinesPerLog`
+ * to a log line, each log line with the run, the total and the position of its first line.
+ */
+export function unpricedWarnings(
+  report: SettlementReport,
+): { runId: string; total: number; first: number; lines: ReturnType<typeof unpricedOutstandingLines> }[] {
+  const lines = unpricedOutstandingLines(report);
+  const out = [];
+  for (let i = 0; i < lines.length; i += unpricedLinesPerLog)
+    out.push({
+      runId: report.runId,
+      total: lines.length,
+      first: i + 1,
+      lines: lines.slice(i, i + unpricedLinesPerLog),
+    });
+  return out;
+}
+
+export const unpricedWarningMessage =
+  'unpriced usage outstanding: no rate prices it, nothing is posted for it until one does';

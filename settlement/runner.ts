@@ -11,11 +11,7 @@ import type { Logger } from '../shared/log.js';
 import { money } from '../shared/money.js';
 import type { createSettlementMetrics } from './metrics.js';
 import { settle, type SettleRequest } from './settle.js';
-import { type SettlementReport } from './report.js';
-import { outstandingJson } from './unpriced.js';
-
-/** Outstanding unpriced lines named per warning line: a long list is several lines, each with the total. */
-export const unpricedLinesPerLog = 50;
+import { unpricedOutstandingLines, unpricedWarningMessage, unpricedWarnings, type SettlementReport } from './report.js';
 
 /**
  * The catalog a run prices with, asked for at the start of every run so a
@@ -111,12 +107,10 @@ export class SettlementRunner {
 
   /**
    * Every run says what is still unpriced (SPEC §4: outstanding until priced): the gauges, and a warning naming each
-   * outstanding line, `unpricedLinesPerLog` to a log line.
+   * outstanding line (report.ts, unpricedWarnings).
    */
   #reportUnpriced(report: RunReport): void {
-    const lines = Object.entries(report.customers).flatMap(([customer, r]) =>
-      (r.unpricedOutstanding ?? []).map((line) => ({ customer, ...outstandingJson(line), reason: line.reason })),
-    );
+    const lines = unpricedOutstandingLines(report);
     let billed = 0;
     for (const r of Object.values(report.customers)) billed += r.unpricedBilled?.length ?? 0;
     // A re-run or resumed run reports lines the first attempt may have counted already; the count is of runs' bills.
@@ -126,17 +120,7 @@ export class SettlementRunner {
     const byMeter = new Map<string, ReturnType<typeof money>>();
     for (const line of lines) byMeter.set(line.meter, (byMeter.get(line.meter) ?? money(0)).plus(line.quantity));
     for (const [meter, quantity] of byMeter) this.#metrics.unpricedQuantity.set({ meter }, quantity.toNumber());
-    for (let i = 0; i < lines.length; i += unpricedLinesPerLog) {
-      this.#log.warn(
-        {
-          runId: report.runId,
-          total: lines.length,
-          first: i + 1,
-          lines: lines.slice(i, i + unpricedLinesPerLog),
-        },
-        'unpriced usage outstanding: no rate prices it, nothing is posted for it until one does',
-      );
-    }
+    for (const warning of unpricedWarnings(report)) this.#log.warn(warning, unpricedWarningMessage);
   }
 
   /** Settles up to the last whole minute every `everyMs`. */

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { parseCatalog } from '../catalog/model.js';
 import { formatAmount, money } from '../shared/money.js';
 import { priceOutstanding } from './price-usage.js';
+import { unpricedWarnings, type SettlementReport } from './report.js';
 import { foundLines, type OutstandingLine } from './unpriced.js';
 import type { SelectedLine } from './usage-reader.js';
 
@@ -109,5 +110,60 @@ describe('outstanding unpriced lines', () => {
     );
     expect(billed).toEqual([]);
     expect(still[0]!.reason).toBe('no rate card version in force');
+  });
+});
+
+describe('the warning a run logs about outstanding unpriced usage', () => {
+  it('given 120 outstanding lines over two customers, then three log lines name every line once, each with the total', () => {
+    const report: SettlementReport = {
+      runId: 'run:0:60',
+      fromSec: 0,
+      untilSec: 60,
+      entriesPosted: 0,
+      entriesAlreadyPosted: 0,
+      customers: {},
+    };
+    for (const customer of ['acme', 'beta']) {
+      report.customers[customer] = {
+        rated: [],
+        deducted: {},
+        unrated: [],
+        overLimit: {},
+        unpricedOutstanding: Array.from({ length: 60 }, (_, i) => ({
+          ...outstanding('images', `{"size":"s${i}"}`, String(i + 1)),
+          customer,
+        })),
+      };
+    }
+    const warnings = unpricedWarnings(report);
+    expect(warnings.map((w) => [w.runId, w.total, w.first, w.lines.length])).toEqual([
+      ['run:0:60', 120, 1, 50],
+      ['run:0:60', 120, 51, 50],
+      ['run:0:60', 120, 101, 20],
+    ]);
+    const named = warnings.flatMap((w) => w.lines.map((l) => `${l.customer} ${l.dimensions.size} ${l.quantity}`));
+    expect(new Set(named).size).toBe(120);
+    expect(warnings[0]!.lines[0]).toEqual({
+      customer: 'acme',
+      meter: 'images',
+      dimensions: { size: 's0' },
+      quantity: '1',
+      since: '2026-01-10T00:07:00.000Z',
+      found_by: 'run:1:2',
+      reason: 'no row',
+    });
+  });
+
+  it('given nothing outstanding, then nothing is logged', () => {
+    expect(
+      unpricedWarnings({
+        runId: 'run:0:60',
+        fromSec: 0,
+        untilSec: 60,
+        entriesPosted: 0,
+        entriesAlreadyPosted: 0,
+        customers: { acme: { rated: [], deducted: {}, unrated: [], overLimit: {} } },
+      }),
+    ).toEqual([]);
   });
 });
