@@ -14,7 +14,7 @@ import { createLogger, type Logger } from '../shared/log.js';
 import { Problems, readStorableTime } from '../shared/validate.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
-import { reportJson } from '../settlement/report.js';
+import { reportJson, unpricedWarningMessage, unpricedWarnings } from '../settlement/report.js';
 import { settle, type SettleProgress } from '../settlement/settle.js';
 import { statementJson } from '../settlement/statement.js';
 import { openStoreCatalogSource, readCatalogFile } from '../catalog/source.js';
@@ -114,6 +114,8 @@ export async function runSettle(flags: Map<string, string>, env: NodeJS.ProcessE
       onProgress: (p) => progress.accounts(p, elapsedMs()),
     });
     progress.end();
+    // As the settlement process logs it after every run: each outstanding unpriced line, named.
+    for (const warning of unpricedWarnings(report)) log.warn(warning, unpricedWarningMessage);
     const json = reportJson(report);
     const terms = Object.values(report.customers).flatMap((r) => r.closedTerms ?? []);
     log.info(

@@ -41,7 +41,8 @@ export function entryJson(e: LedgerEntry): Record<string, unknown> {
     run_id: e.runId || null,
     meter: e.meter || null,
     dimensions: e.dimensions ? JSON.parse(e.dimensions) : null,
-    quantity: e.kind === 'usage' ? formatAmount(e.quantity) : null,
+    // Adjustments for usage (late, or priced after being outstanding) name their line as usage entries do.
+    quantity: e.kind === 'usage' || (e.kind === 'adjustment' && e.meter !== '') ? formatAmount(e.quantity) : null,
     rate_version: e.rateVersion || null,
     block: e.blockId || null,
     // When the block this entry opened or drew from expires (null: it never does, or the entry predates this field).

@@ -9,7 +9,8 @@ import type { Store } from '../shared/clickhouse/store.js';
 import { formatAmount, formatAtPrecision, money } from '../shared/money.js';
 import { settledBalances } from './ledger.js';
 import { lastCompletedRun } from './runs.js';
-import { priceUsage } from './price-usage.js';
+import { priceOutstanding, priceUsage } from './price-usage.js';
+import { outstandingAsOf } from './unpriced.js';
 import { priorUsageFor } from './usage-reader.js';
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { readSelectedUsage, type Watermarks } from './usage-reader.js';
@@ -30,7 +31,17 @@ export interface Balance {
   customer: string;
   settled_until: string | null;
   units: UnitBalance[];
-  unrated_pending: { meter: string; dimensions: Record<string, string>; quantity: string }[];
+  /**
+   * Usage no rate prices: not yet settled (`found_by` null), and outstanding lines earlier runs could not price
+   * (`found_by` the run). Neither has a cost, so neither moves `available`.
+   */
+  unrated_pending: {
+    meter: string;
+    dimensions: Record<string, string>;
+    quantity: string;
+    since: string;
+    found_by: string | null;
+  }[];
 }
 
 export async function balanceOf(
@@ -62,8 +73,11 @@ export async function balanceOf(
     lines,
     await priorUsageFor(store, catalog, lines, excluding, customer),
   );
+  // Outstanding lines a rate now prices are what the next run will bill: pending, at the version in force now.
+  const outstanding = priceOutstanding(catalog, await outstandingAsOf(store, cursor, [customer]), untilSec);
   const pending = new Map<string, Decimal>();
-  for (const p of priced) pending.set(p.unit, (pending.get(p.unit) ?? money(0)).plus(p.cost));
+  for (const p of [...priced, ...outstanding.billed])
+    pending.set(p.unit, (pending.get(p.unit) ?? money(0)).plus(p.cost));
 
   const units = [...new Set([...settled.keys(), ...pending.keys()])].sort();
   return {
@@ -82,10 +96,21 @@ export async function balanceOf(
         over_limit: available.lessThan((catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0)).negated()),
       };
     }),
-    unrated_pending: unrated.map((u) => ({
-      meter: u.line.meter,
-      dimensions: JSON.parse(u.line.dimensions) as Record<string, string>,
-      quantity: formatAmount(u.line.quantity),
-    })),
+    unrated_pending: [
+      ...outstanding.still.map((line) => ({
+        meter: line.meter,
+        dimensions: JSON.parse(line.dimensions) as Record<string, string>,
+        quantity: formatAmount(line.quantity),
+        since: new Date(line.sinceSec * 1000).toISOString(),
+        found_by: line.foundBy,
+      })),
+      ...unrated.map((u) => ({
+        meter: u.line.meter,
+        dimensions: JSON.parse(u.line.dimensions) as Record<string, string>,
+        quantity: formatAmount(u.line.quantity),
+        since: new Date(u.line.firstMinuteSec * 1000).toISOString(),
+        found_by: null,
+      })),
+    ],
   };
 }

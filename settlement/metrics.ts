@@ -28,6 +28,22 @@ export function createSettlementMetrics(registry: Registry) {
       labelNames: ['unit'] as const,
       registers: [registry],
     }),
+    unpricedLines: new Gauge({
+      name: 'drawdown_settlement_unpriced_lines',
+      help: 'Usage lines no rate prices, outstanding after the last settlement run',
+      registers: [registry],
+    }),
+    unpricedQuantity: new Gauge({
+      name: 'drawdown_settlement_unpriced_quantity',
+      help: 'Quantity of outstanding unpriced usage after the last settlement run, by meter (summed over its lines)',
+      labelNames: ['meter'] as const,
+      registers: [registry],
+    }),
+    unpricedBilled: new Counter({
+      name: 'drawdown_settlement_unpriced_billed_total',
+      help: 'Outstanding unpriced usage lines that a run priced and billed',
+      registers: [registry],
+    }),
   };
 }
 

@@ -7,6 +7,7 @@ import type { Decimal } from 'decimal.js';
 import type { Catalog, RateCardVersion, RateRow } from '../catalog/model.js';
 import { money } from '../shared/money.js';
 import { costOf, matchRow, rowSignature, tierPeriodStartSec, versionAt } from './pricing.js';
+import type { OutstandingLine } from './unpriced.js';
 import { priorUsageKey, type PriorUsage, type SelectedLine, type UsageLine } from './usage-reader.js';
 
 export interface PricedLine {
@@ -14,6 +15,8 @@ export interface PricedLine {
   unit: string;
   rateVersion: string;
   cost: Decimal;
+  /** Set when this is usage an earlier run could not price, billed now. */
+  outstanding?: OutstandingLine;
 }
 
 export interface PricingOutcome {
@@ -96,6 +99,54 @@ export function priceUsage(
       if (sameRow(other.dimensions)) before = before.plus(other.quantity);
     }
     priced.cost = costOf(row.price, line.quantity, before);
+  }
+  return out;
+}
+
+/**
+ * Prices outstanding unpriced usage (lines earlier runs could not price) with
+ * the rate card version that prices the run's last minute — the one in force
+ * just before `untilSec` — not the version of the usage's own minutes: that
+ * version had no row for it, and versions never take effect in settled time.
+ * Each line is priced on its own quantity: a graduated row counts it from the
+ * start of its tiers, apart from the month's other usage. What is still
+ * unpriced stays outstanding, with the reason as of this version.
+ */
+export function priceOutstanding(
+  catalog: Catalog,
+  lines: readonly OutstandingLine[],
+  untilSec: number,
+): { billed: PricedLine[]; still: OutstandingLine[] } {
+  const out: { billed: PricedLine[]; still: OutstandingLine[] } = { billed: [], still: [] };
+  const version = versionAt(catalog.rateCard, untilSec * 1000 - 1);
+  for (const outstanding of lines) {
+    if (version === undefined) {
+      out.still.push({ ...outstanding, reason: 'no rate card version in force' });
+      continue;
+    }
+    const row = matchRow(version, outstanding.meter, JSON.parse(outstanding.dimensions) as Record<string, string>);
+    if (row === undefined) {
+      out.still.push({
+        ...outstanding,
+        reason: `rate card ${version.version} has no row for this meter and dimensions`,
+      });
+      continue;
+    }
+    out.billed.push({
+      line: {
+        customer: outstanding.customer,
+        meter: outstanding.meter,
+        dimensions: outstanding.dimensions,
+        fromSec: outstanding.sinceSec,
+        quantity: outstanding.quantity,
+        events: 0,
+        firstMinuteSec: outstanding.sinceSec,
+      },
+      unit: row.unit,
+      rateVersion: version.version,
+      cost: costOf(row.price, outstanding.quantity),
+      outstanding,
+    });
   }
   return out;
 }

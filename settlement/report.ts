@@ -6,6 +6,7 @@
 import type { Decimal } from 'decimal.js';
 import { formatAmount, money } from '../shared/money.js';
 import { statementJson, type Statement } from './statement.js';
+import { outstandingJson, type OutstandingJson, type OutstandingLine } from './unpriced.js';
 
 export interface SettlementReport {
   runId: string;
@@ -43,6 +44,17 @@ export interface CustomerReport {
   overage?: Record<string, string>;
   /** Billing terms whose end lies in the run's window: closed by this run (settlement/statement.ts). */
   closedTerms?: Statement[];
+  /** Usage earlier runs could not price that this run priced and billed (settlement/unpriced.ts). */
+  unpricedBilled?: { line: OutstandingLine; rateVersion: string; unit: string; cost: string }[];
+  /** Unpriced usage still outstanding after this run: earlier runs' lines no rate prices yet, and this run's. */
+  unpricedOutstanding?: OutstandingLine[];
+}
+
+/** Unpriced lines still outstanding after the run, over all customers. */
+export function unpricedOutstandingCount(report: SettlementReport): number {
+  let n = 0;
+  for (const r of Object.values(report.customers)) n += r.unpricedOutstanding?.length ?? 0;
+  return n;
 }
 
 /**
@@ -76,6 +88,7 @@ export function storedReport(report: SettlementReport): Record<string, unknown> 
     ...reportHeader(report),
     customer_count: customers.length,
     unrated_lines: customers.reduce((n, r) => n + r.unrated.length, 0),
+    unpriced_outstanding_lines: unpricedOutstandingCount(report),
     closed_terms: customers.reduce((n, r) => n + (r.closedTerms?.length ?? 0), 0),
     totals: Object.fromEntries(
       Object.entries(totals).map(([unit, t]) => [
@@ -129,8 +142,52 @@ export function reportJson(report: SettlementReport): Record<string, unknown> {
           carried: r.carried ?? {},
           overage: r.overage ?? {},
           closed_terms: (r.closedTerms ?? []).map(statementJson),
+          unpriced_billed: (r.unpricedBilled ?? []).map((b) => ({
+            ...outstandingJson(b.line),
+            rate_version: b.rateVersion,
+            unit: b.unit,
+            cost: b.cost,
+          })),
+          unpriced_outstanding: (r.unpricedOutstanding ?? []).map((line) => ({
+            ...outstandingJson(line),
+            reason: line.reason,
+          })),
         },
       ]),
     ),
   };
 }
+
+/** Outstanding unpriced lines named per warning log line: a long list is several lines, each with the total. */
+export const unpricedLinesPerLog = 50;
+
+/** Outstanding after a run, as the warning logs name them: with the customer, meter, dimensions, since, reason. */
+export function unpricedOutstandingLines(
+  report: SettlementReport,
+): ({ customer: string; reason: string } & OutstandingJson)[] {
+  return Object.entries(report.customers).flatMap(([customer, r]) =>
+    (r.unpricedOutstanding ?? []).map((line) => ({ customer, ...outstandingJson(line), reason: line.reason })),
+  );
+}
+
+/**
+ * What a run logs as warnings about outstanding unpriced usage (SPEC §4): every line named, `unpricedLinesPerLog`
+ * to a log line, each log line with the run, the total and the position of its first line.
+ */
+export function unpricedWarnings(
+  report: SettlementReport,
+): { runId: string; total: number; first: number; lines: ReturnType<typeof unpricedOutstandingLines> }[] {
+  const lines = unpricedOutstandingLines(report);
+  const out = [];
+  for (let i = 0; i < lines.length; i += unpricedLinesPerLog)
+    out.push({
+      runId: report.runId,
+      total: lines.length,
+      first: i + 1,
+      lines: lines.slice(i, i + unpricedLinesPerLog),
+    });
+  return out;
+}
+
+export const unpricedWarningMessage =
+  'unpriced usage outstanding: no rate prices it, nothing is posted for it until one does';

@@ -95,6 +95,29 @@ function unratedOf(report: Record<string, unknown>): { count: number; lines: Unr
   return { count: lines.length, lines };
 }
 
+export interface OutstandingLineJson {
+  customer: string;
+  meter: string;
+  dimensions: Record<string, string>;
+  quantity: string;
+  since: string;
+  found_by: string;
+  reason: string;
+}
+
+/** Unpriced usage still outstanding after the run (settlement/unpriced.ts), as its report recorded it. */
+function outstandingOf(report: Record<string, unknown>): { count: number; lines: OutstandingLineJson[] | null } {
+  if (report.customers === undefined) return { count: Number(report.unpriced_outstanding_lines ?? 0), lines: null };
+  const lines: OutstandingLineJson[] = [];
+  for (const [customer, r] of Object.entries(
+    report.customers as Record<string, { unpriced_outstanding?: Omit<OutstandingLineJson, 'customer'>[] }>,
+  )) {
+    // Reports from before unpriced usage was carried have no such field: nothing was outstanding by this rule.
+    for (const line of r.unpriced_outstanding ?? []) lines.push({ customer, ...line });
+  }
+  return { count: lines.length, lines };
+}
+
 function summary(run: RunRow): Record<string, unknown> {
   const report = run.report;
   const unrated = report === undefined ? { count: 0, lines: null } : unratedOf(report);
@@ -114,6 +137,7 @@ function summary(run: RunRow): Record<string, unknown> {
         : ((report.customer_count as number | undefined) ?? Object.keys(report.customers ?? {}).length),
     totals: report === undefined ? {} : totalsOf(report),
     unrated_lines: unrated.count,
+    unpriced_outstanding_lines: report === undefined ? 0 : outstandingOf(report).count,
   };
 }
 
@@ -152,6 +176,7 @@ export async function getRun(store: Store, runId: string): Promise<Record<string
   return {
     ...summary(run),
     unrated: run.report === undefined ? [] : unratedOf(run.report).lines,
+    unpriced_outstanding: run.report === undefined ? [] : outstandingOf(run.report).lines,
     report: run.report ?? null,
   };
 }

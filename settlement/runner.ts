@@ -11,7 +11,7 @@ import type { Logger } from '../shared/log.js';
 import { money } from '../shared/money.js';
 import type { createSettlementMetrics } from './metrics.js';
 import { settle, type SettleRequest } from './settle.js';
-import { type SettlementReport } from './report.js';
+import { unpricedOutstandingLines, unpricedWarningMessage, unpricedWarnings, type SettlementReport } from './report.js';
 
 /**
  * The catalog a run prices with, asked for at the start of every run so a
@@ -89,6 +89,7 @@ export class SettlementRunner {
         },
         'settlement run finished',
       );
+      this.#reportUnpriced(report);
       if ((report.snapshotMonthsDropped ?? 0) > 0)
         this.#log.info(
           { months: report.snapshotMonthsDropped, retentionDays: this.#snapshotRetentionDays },
@@ -102,6 +103,24 @@ export class SettlementRunner {
     } finally {
       stop();
     }
+  }
+
+  /**
+   * Every run says what is still unpriced (SPEC §4: outstanding until priced): the gauges, and a warning naming each
+   * outstanding line (report.ts, unpricedWarnings).
+   */
+  #reportUnpriced(report: RunReport): void {
+    const lines = unpricedOutstandingLines(report);
+    let billed = 0;
+    for (const r of Object.values(report.customers)) billed += r.unpricedBilled?.length ?? 0;
+    // A re-run or resumed run reports lines the first attempt may have counted already; the count is of runs' bills.
+    if (report.entriesPosted > 0) this.#metrics.unpricedBilled.inc(billed);
+    this.#metrics.unpricedLines.set(lines.length);
+    this.#metrics.unpricedQuantity.reset();
+    const byMeter = new Map<string, ReturnType<typeof money>>();
+    for (const line of lines) byMeter.set(line.meter, (byMeter.get(line.meter) ?? money(0)).plus(line.quantity));
+    for (const [meter, quantity] of byMeter) this.#metrics.unpricedQuantity.set({ meter }, quantity.toNumber());
+    for (const warning of unpricedWarnings(report)) this.#log.warn(warning, unpricedWarningMessage);
   }
 
   /** Settles up to the last whole minute every `everyMs`. */

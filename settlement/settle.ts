@@ -27,11 +27,12 @@ import { grantSchedules } from './credit/schedule.js';
 import { loadCreditInputs, type CreditInputs } from './credit-inputs.js';
 import { accountInvariantProblems } from './credit/invariants.js';
 import { postingQuantities } from './credit/quantity-shares.js';
-import { priceUsage, type PricedLine, type PricingOutcome } from './price-usage.js';
+import { priceOutstanding, priceUsage, type PricedLine, type PricingOutcome } from './price-usage.js';
 import { storedReport, type CustomerReport, type SettlementReport } from './report.js';
 import { findRun, interruptedRun, previousRun, recordRun, runIdFor, type RunRecord } from './runs.js';
 import { closedTerms, runReportTermsMax, statementsOf } from './statement.js';
 import { priorUsageFor, readSelectedUsage, type SelectedLine } from './usage-reader.js';
+import { foundLines, outstandingForRun, recordUnpriced, type OutstandingLine } from './unpriced.js';
 
 /** A report of a run that has posted nothing yet. */
 function emptyReport(runId: string, fromSec: number, untilSec: number, request: SettleRequest): SettlementReport {
@@ -190,6 +191,15 @@ function chargesByAccount(
     if (list) list.push(p);
     else byAccount.set(key, [p]);
     const r = customerReport(p.line.customer);
+    if (p.outstanding !== undefined) {
+      (r.unpricedBilled ??= []).push({
+        line: p.outstanding,
+        rateVersion: p.rateVersion,
+        unit: p.unit,
+        cost: formatAmount(p.cost),
+      });
+      continue;
+    }
     r.rated.push({
       meter: p.line.meter,
       dimensions: p.line.dimensions,
@@ -248,6 +258,15 @@ function settleAccount(
   // Late usage (minutes settled before, committed after that run) is an
   // adjustment drawn at the start of this window.
   const usage: UsageCharge[] = charges.map((p, i) => {
+    // Usage an earlier run could not price, priced now: an adjustment at the start of this window, like late usage.
+    if (p.outstanding !== undefined)
+      return {
+        atMs: fromMs,
+        cost: p.cost,
+        kind: 'adjustment',
+        note: `unpriced usage since ${isoOf(p.outstanding.sinceSec)} (found by ${p.outstanding.foundBy}), priced at rate card ${p.rateVersion} by this run`,
+        ref: i,
+      };
     const late = (p.line as SelectedLine).late === true;
     return {
       atMs: late ? fromMs : Math.max(p.line.firstMinuteSec, p.line.fromSec, fromSec) * 1000,
@@ -369,11 +388,16 @@ async function executeRun(
   const prior = await priorUsageFor(store, catalog, lines, excluding);
   onPhase('read prior usage');
   const { priced, unrated } = priceUsage(catalog, lines, prior);
+  // Usage earlier runs could not price: what the catalog prices now is billed by this run, the rest stays outstanding.
+  const { billed, still } = priceOutstanding(catalog, await outstandingForRun(store, run), untilSec);
+  const found = foundLines(runId, unrated);
+  const outstanding: OutstandingLine[] = [...still, ...found];
   onPhase('price');
   const customerReport = (customer: string): CustomerReport =>
     (report.customers[customer] ??= { rated: [], deducted: {}, unrated: [], overLimit: {} });
 
-  const byAccount = chargesByAccount(priced, unrated, customerReport);
+  const byAccount = chargesByAccount([...priced, ...billed], unrated, customerReport);
+  for (const line of outstanding) (customerReport(line.customer).unpricedOutstanding ??= []).push(line);
 
   // Subscriptions active in the window bring their grants (and overage) even without usage.
   const fromMs = fromSec * 1000;
@@ -428,13 +452,23 @@ async function executeRun(
   await writeEntries(store, fresh);
   crashPoint('settle-after-ledger');
   onPhase('write ledger');
+  // Before completion, like the entries: a resumed run writes the same rows (same ids) and reads the same outstanding.
+  await recordUnpriced(
+    store,
+    run,
+    nowSec,
+    found,
+    billed.map((p) => ({ line: p.outstanding!, rateVersion: p.rateVersion })),
+  );
+  crashPoint('settle-after-unpriced');
+  onPhase('record unpriced usage');
   // Before completion: a crash here re-runs the window, which writes the same snapshots again.
   await writeSnapshots(store, snapshots);
   onPhase('write snapshots');
   // Terms whose end this window contains are closed now: their statements, from the ledger just written.
   const terms = closedTerms(catalog, fromMs, untilMs, runReportTermsMax).sort((a, b) => a.endSec - b.endSec);
   if (terms.length > 0) {
-    for (const statement of await statementsOf(store, catalog, terms, untilSec))
+    for (const statement of await statementsOf(store, catalog, terms, untilSec, outstanding))
       (customerReport(statement.customer).closedTerms ??= []).push(statement);
     onPhase('close terms');
   }

@@ -19,6 +19,7 @@ import { termsAt, termStart, type Plan, type Subscription } from '../catalog/pla
 import { sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
 import { periodIndexAt } from '../catalog/periods.js';
 import { queryChunks } from './ledger.js';
+import { outstandingAsOf, outstandingJson, type OutstandingLine } from './unpriced.js';
 
 /** One billing term of one subscription. */
 export interface Term {
@@ -52,6 +53,11 @@ export interface Statement extends Term {
   /** True once settlement has passed the term's end; late usage then lands in a later term. */
   final: boolean;
   units: Map<string, UnitStatement>;
+  /**
+   * Usage of the term (its first minute in the term) that no rate prices yet, outstanding as of the settled time:
+   * not in any figure above until a run bills it, which posts it in a later term, like late usage.
+   */
+  unpriced: OutstandingLine[];
 }
 
 /** Terms in one run's report are bounded: older ones are read with GET /v1/customers/{id}/statements. */
@@ -208,14 +214,23 @@ function overagePrice(
   return price;
 }
 
-/** Statements of these terms from the ledger; `settledUntilSec` decides which are final. */
+/**
+ * Statements of these terms from the ledger; `settledUntilSec` decides which are final. `outstanding`: the
+ * unpriced usage outstanding at `settledUntilSec` (a run passes what it leaves; read here otherwise).
+ */
 export async function statementsOf(
   store: Store,
   catalog: Catalog,
   terms: readonly Term[],
   settledUntilSec: number,
+  outstanding?: readonly OutstandingLine[],
 ): Promise<Statement[]> {
   const sums = await termSums(store, terms);
+  const unpriced =
+    outstanding ?? (await outstandingAsOf(store, settledUntilSec, [...new Set(terms.map((t) => t.customer))]));
+  const unpricedOf = new Map<string, OutstandingLine[]>();
+  for (const line of unpriced)
+    (unpricedOf.get(line.customer) ?? unpricedOf.set(line.customer, []).get(line.customer)!).push(line);
   const subscriptionsOf = new Map<string, Subscription[]>();
   const wanted = new Set(terms.map((t) => t.customer));
   for (const s of catalog.subscriptions)
@@ -266,7 +281,10 @@ export async function statementsOf(
         closing,
       });
     }
-    return { ...term, final: settledUntilSec > term.endSec, units };
+    const inTerm = (unpricedOf.get(term.customer) ?? []).filter(
+      (line) => line.sinceSec >= term.startSec && line.sinceSec < term.endSec,
+    );
+    return { ...term, final: settledUntilSec > term.endSec, units, unpriced: inTerm };
   });
 }
 
@@ -317,5 +335,6 @@ export function statementJson(s: Statement): Record<string, unknown> {
         },
       ]),
     ),
+    unpriced: s.unpriced.map(outstandingJson),
   };
 }

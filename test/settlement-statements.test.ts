@@ -175,6 +175,7 @@ describe.each(['chdb', 'server'] as const)(
               closing_balance: '0',
             },
           },
+          unpriced: [],
         },
       ]);
       expect(report.customers.light.closed_terms[0]).toMatchObject({

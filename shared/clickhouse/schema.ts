@@ -70,6 +70,30 @@ export const tables = {
   ) ENGINE = MergeTree ORDER BY (run_id, status)`,
 
   /**
+   * Usage no rate row priced, outstanding until a later run prices it
+   * (settlement/unpriced.ts). Append-only: the run that finds a line writes
+   * a `found` row (line_id is a hash of that run and the line, so a resumed
+   * run writes the same id again), the run that bills it a `billed` row with
+   * the rate version. `run_until` is the writing run's window end: what was
+   * outstanding as of an instant is read from it. Reads take one row per
+   * (line_id, status).
+   */
+  unpricedUsage: `CREATE TABLE IF NOT EXISTS unpriced_usage (
+    line_id String,
+    status String,
+    run_id String,
+    run_until DateTime('UTC'),
+    customer String,
+    meter String,
+    dimensions String,
+    quantity Decimal(38, 9),
+    since DateTime('UTC'),
+    reason String,
+    rate_version String,
+    recorded_at DateTime('UTC')
+  ) ENGINE = MergeTree ORDER BY (customer, line_id, status)`,
+
+  /**
    * The catalog's history (catalog/): each row proposes one
    * revision, the whole validated catalog as canonical JSON. A proposal is in
    * force only once catalog_commits records it committed (two writers may
@@ -152,6 +176,21 @@ export const creditSnapshotColumns = [
   'inputs_before',
   'balance',
   'state',
+] as const;
+
+export const unpricedUsageColumns = [
+  'line_id',
+  'status',
+  'run_id',
+  'run_until',
+  'customer',
+  'meter',
+  'dimensions',
+  'quantity',
+  'since',
+  'reason',
+  'rate_version',
+  'recorded_at',
 ] as const;
 
 export const settlementRunColumns = [
