@@ -23,6 +23,7 @@ import { hashKey, isScope, keyIdPattern, newKey, scopes } from '../shared/auth.j
 import { isDrawdownError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import { runCatalogCommand } from '../catalog/cli.js';
+import { runSettlementsCommand } from '../settlement/runs-cli.js';
 import { startAllInOne } from './all-in-one.js';
 import { runDemo } from './demo.js';
 import { commandHelp, overallHelp, version } from './help.js';
@@ -143,6 +144,11 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'catalog':
       return runCatalogCommand(positional, flags, env, {
+        out: (t) => process.stdout.write(t),
+        err: (t) => process.stderr.write(t),
+      });
+    case 'settlements':
+      return runSettlementsCommand(positional, flags, env, {
         out: (t) => process.stdout.write(t),
         err: (t) => process.stderr.write(t),
       });

@@ -113,6 +113,17 @@ export const commands: Record<string, CommandHelp> = {
     needs: ['clickhouseUrl'],
     reads: ['clickhouseUrl', 'catalog', 'logLevel', 'snapshotRetentionDays'],
   },
+  settlements: {
+    usage: 'drawdown settlements list [--limit N] [--after RUN_ID]\n       drawdown settlements get RUN_ID',
+    about:
+      'Past settlement runs, newest window first, as GET /v1/settlements and GET /v1/settlements/{run_id} answer them: window, status, catalog revision, totals per credit unit, unpriced usage; get adds the report. One JSON line on stdout.',
+    flags: [
+      ['--limit N', 'list: runs per page, 1–100 (default 20)'],
+      ['--after RUN_ID', "list: the page after this run (the previous page's next)"],
+    ],
+    needs: ['clickhouseUrl'],
+    reads: ['clickhouseUrl', 'logLevel'],
+  },
   demo: {
     usage: 'drawdown demo [--data-dir DIR] [--setting value ...]',
     about:
@@ -179,6 +190,8 @@ commands:
                credit holds and entitlement with --nats-url)
   settle       one settlement run up to --until, report as one JSON line    (needs --clickhouse-url)
                --close-period: up to the last whole minute, with the billing terms it closed; --output FILE
+  settlements list [--limit N] [--after RUN_ID] | get RUN_ID
+               past settlement runs, as GET /v1/settlements answers them     (needs --clickhouse-url)
   demo         SPEC §7 examples 1 and 2 through the all-in-one; prints balances
   keys new     a new API key, shown once, and its entry for DRAWDOWN_API_KEYS
                --scopes ${scopes.join(',')} (any of them)  [--id NAME]

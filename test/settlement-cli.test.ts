@@ -239,4 +239,25 @@ describe('drawdown settle over a few hundred customers', () => {
     expect(JSON.parse(again.stdout).closed_terms).toEqual([]);
     expect(cli(['settle', '--close-period', '--until', '2026-01-01T00:00:00Z']).status).toBe(1);
   });
+
+  it('lists past runs and shows one, as the API does, with `drawdown settlements`', () => {
+    const env = { ...process.env, DRAWDOWN_CLICKHOUSE_URL: clickhouseUrl, DRAWDOWN_LOG_LEVEL: 'warn' };
+    const cli = (args: string[]) =>
+      spawnSync(process.execPath, [cliPath, ...args], { env, encoding: 'utf8', timeout: 60_000 });
+    const listed = cli(['settlements', 'list', '--limit', '1']);
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(listed.stdout.trim().split('\n')).toHaveLength(1);
+    const page = JSON.parse(listed.stdout);
+    const report = JSON.parse(result.stdout);
+    const newest = page.runs[0];
+    expect(newest).toMatchObject({ status: 'completed' });
+    const all = JSON.parse(cli(['settlements', 'list']).stdout).runs;
+    const first = all.find((r: any) => r.run_id === report.run_id);
+    expect(first).toMatchObject({ until: '2026-01-01T01:00:00.000Z', customer_count: customers });
+    const one = cli(['settlements', 'get', report.run_id]);
+    expect(one.status, one.stderr).toBe(0);
+    expect(JSON.parse(one.stdout)).toMatchObject({ run_id: report.run_id, report: { run_id: report.run_id } });
+    expect(cli(['settlements', 'get', 'run:1:2']).status).toBe(1);
+    expect(cli(['settlements', 'list', '--limit', '0']).status).toBe(2);
+  });
 });
