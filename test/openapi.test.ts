@@ -4,19 +4,25 @@
  * and error codes match shared/errors.ts. Routes come from the route
  * factories themselves, and a scan of the source makes sure no route sits in
  * a factory this test does not know — so a new route fails here until it is
- * documented. Then a running drawdown (real nats-server, chDB, keys on) is
- * asked every documented operation: without a key each is 401 (the route
- * exists and is protected; the router answers 404/405 otherwise), with a key
- * of another scope 403, with the documented scope neither. Last, the credit
- * hold routes (which need NATS, as this drawdown has) are driven through a
- * reserve, a replay, a refusal, list, entitlement, balance, usage naming the
- * hold and release, and every answer is checked against its documented
- * schema — objects closed: a member the document does not name fails too.
+ * documented. Then a running drawdown (real nats-server, chDB, rater, keys
+ * on) is asked every documented operation: without a key each is 401 (the
+ * route exists and is protected; the router answers 404/405 otherwise), with
+ * a key of another scope 403, with the documented scope neither. Last, every
+ * documented operation is driven as a client would (holds; a catalog built
+ * through the API, dry run and for real; purchases, JSON events and
+ * CloudEvents, a settlement run and its history, balance, ledger,
+ * statements, usage; health and metrics), with documented errors where
+ * cheap. Each exchange is checked with ajv against the document: the body
+ * sent is one its request schema accepts, the status is documented, the
+ * Content-Type is a media type documented for it, and the body validates —
+ * objects closed on both sides, so a member the document does not name
+ * fails. An operation no call answered with a 2xx fails the last check.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { hashKey, newKey, scopes, type Scope } from '../shared/auth.js';
 import { errorCodes } from '../shared/errors.js';
 import type { Route } from '../shared/http.js';
@@ -26,7 +32,7 @@ import { holdRoutes } from '../settlement/holds-api.js';
 import { catalogRoutes } from '../catalog/api.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { repoRoot, startNats, tempDir, testConfig } from './harness.js';
+import { repoRoot, startNats, tempDir, testConfig, waitForStreamDrained } from './harness.js';
 
 interface Operation {
   method: string;
@@ -67,111 +73,103 @@ function concrete(template: string): string {
 
 type Schema = Record<string, unknown>;
 
-/** The node a local `$ref` ('#/components/…') points at. */
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+const schemaRef = '#/components/schemas/';
+const openSuffix = '__open';
+
+/**
+ * A copy of the document in which every object schema that lists
+ * `properties` (or joins parts with `allOf`) and says nothing of further
+ * members refuses them (`unevaluatedProperties: false`), so a member the code
+ * sends or takes that the document does not name fails validation. The parts
+ * of an `allOf` stay open — the whole is closed, seeing every part's members
+ * — so a named schema referenced as a part points at its open twin
+ * (`Name__open`). Schema `$ref`s become absolute (`openapi#/…`) so an inline
+ * schema compiles on its own.
+ */
+function closeSchemas(node: unknown, part = false): unknown {
+  if (Array.isArray(node)) return node.map((item) => closeSchemas(item));
+  if (!isRecord(node)) return node;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(node)) {
+    if (key === 'allOf' && Array.isArray(value)) out.allOf = value.map((item) => closeSchemas(item, true));
+    else if (key === '$ref' && typeof value === 'string' && value.startsWith(schemaRef))
+      out.$ref = `openapi${value}${part ? openSuffix : ''}`;
+    else if (key === 'properties' && isRecord(value))
+      out.properties = Object.fromEntries(Object.entries(value).map(([name, member]) => [name, closeSchemas(member)]));
+    else out[key] = closeSchemas(value);
+  }
+  const closable = 'properties' in node || 'allOf' in node;
+  if (closable && !part && !('additionalProperties' in node) && !('unevaluatedProperties' in node))
+    out.unevaluatedProperties = false;
+  return out;
+}
+
+const closedDoc = closeSchemas(doc) as typeof doc & { components: { schemas: Record<string, Schema> } };
+for (const [name, schema] of Object.entries(doc.components.schemas as Record<string, Schema>))
+  closedDoc.components.schemas[`${name}${openSuffix}`] = closeSchemas(schema, true) as Schema;
+
+// OpenAPI 3.1 schemas are JSON Schema 2020-12; `x-` keywords and `example` are annotations.
+const ajv = new Ajv2020({ strict: false, allErrors: true });
+ajv.addFormat(
+  'date-time',
+  (text: string) =>
+    /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/i.test(text) && !Number.isNaN(Date.parse(text)),
+);
+ajv.addFormat('uri', (text: string) => URL.canParse(text));
+ajv.addSchema({ $id: 'openapi', components: closedDoc.components });
+
+/** The node a local `$ref` ('#/components/…') points at, in the closed document. */
 function resolveRef(ref: string): Schema {
   const node = ref
-    .replace(/^#\//, '')
+    .replace(/^(openapi)?#\//, '')
     .split('/')
-    .reduce<unknown>((at, key) => (at as Record<string, unknown> | undefined)?.[key], doc);
+    .reduce<unknown>((at, key) => (at as Record<string, unknown> | undefined)?.[key], closedDoc);
   if (node === undefined) throw new Error(`unresolved $ref ${ref}`);
   return node as Schema;
 }
 
-function typeMatches(type: string, value: unknown): boolean {
-  switch (type) {
-    case 'null':
-      return value === null;
-    case 'integer':
-      return Number.isInteger(value);
-    case 'number':
-      return typeof value === 'number';
-    case 'array':
-      return Array.isArray(value);
-    case 'object':
-      return typeof value === 'object' && value !== null && !Array.isArray(value);
-    default:
-      return typeof value === type;
-  }
+/** Every way `value` breaks `schema` (a node of the closed document), as `path message`; none when it validates. */
+function schemaProblems(schema: Schema, value: unknown): string[] {
+  const validate = ajv.compile(schema);
+  return validate(value)
+    ? []
+    : (validate.errors ?? []).map((e) => `${e.instancePath || '$'} ${e.message} ${JSON.stringify(e.params)}`);
 }
 
-/** The property names an object schema declares, through `$ref` and `allOf`. */
-function declaredProperties(schema: Schema): string[] {
-  if (typeof schema.$ref === 'string') return declaredProperties(resolveRef(schema.$ref));
-  return [
-    ...Object.keys((schema.properties as Schema | undefined) ?? {}),
-    ...((schema.allOf as Schema[] | undefined) ?? []).flatMap(declaredProperties),
-  ];
+/** A named schema of the document, closed. */
+function named(name: string): Schema {
+  return { $ref: `openapi${schemaRef}${name}` };
 }
 
-/**
- * The JSON Schema keywords docs/openapi.yaml uses, enough to check an answer
- * against it. `closed`: an object whose schema lists `properties` and says
- * nothing of `additionalProperties` may have no other member, so a member the
- * document forgot fails here. Returns every problem, as `path: what`.
- */
-function schemaProblems(schema: Schema, value: unknown, path = '$', closed = true): string[] {
-  if (typeof schema.$ref === 'string') return schemaProblems(resolveRef(schema.$ref), value, path, closed);
-  const problems: string[] = [];
-  if (Array.isArray(schema.allOf)) {
-    for (const part of schema.allOf as Schema[]) problems.push(...schemaProblems(part, value, path, false));
-    if (closed && typeMatches('object', value)) {
-      const known = new Set(declaredProperties(schema));
-      for (const key of Object.keys(value as object))
-        if (!known.has(key)) problems.push(`${path}.${key}: not in the documented schema`);
-    }
-  }
-  if (Array.isArray(schema.oneOf)) {
-    const matching = (schema.oneOf as Schema[]).filter((s) => schemaProblems(s, value, path, closed).length === 0);
-    if (matching.length !== 1) problems.push(`${path}: matches ${matching.length} of oneOf`);
-  }
-  if ('const' in schema && value !== schema.const) problems.push(`${path}: not ${JSON.stringify(schema.const)}`);
-  if (Array.isArray(schema.enum) && !schema.enum.includes(value))
-    problems.push(`${path}: ${JSON.stringify(value)} not in enum`);
-  if (schema.type !== undefined) {
-    const types = (Array.isArray(schema.type) ? schema.type : [schema.type]) as string[];
-    if (!types.some((type) => typeMatches(type, value))) return [...problems, `${path}: not ${types.join('|')}`];
-  }
-  if (typeof value === 'string') {
-    if (typeof schema.pattern === 'string' && !new RegExp(schema.pattern, 'u').test(value))
-      problems.push(`${path}: ${JSON.stringify(value)} does not match ${schema.pattern}`);
-    if (schema.format === 'date-time' && (!/^\d{4}-\d\d-\d\dT/.test(value) || Number.isNaN(Date.parse(value))))
-      problems.push(`${path}: ${JSON.stringify(value)} is not a date-time`);
-  }
-  if (typeof value === 'number') {
-    if (typeof schema.minimum === 'number' && value < schema.minimum) problems.push(`${path}: below minimum`);
-    if (typeof schema.exclusiveMinimum === 'number' && value <= schema.exclusiveMinimum)
-      problems.push(`${path}: not above exclusiveMinimum`);
-  }
-  if (Array.isArray(value) && schema.items !== undefined)
-    value.forEach((item, i) => problems.push(...schemaProblems(schema.items as Schema, item, `${path}[${i}]`, closed)));
-  if (typeMatches('object', value)) {
-    const object = value as Record<string, unknown>;
-    for (const key of (schema.required as string[] | undefined) ?? [])
-      if (!(key in object)) problems.push(`${path}.${key}: required`);
-    const properties = (schema.properties as Record<string, Schema> | undefined) ?? {};
-    for (const [key, member] of Object.entries(object)) {
-      if (key in properties) problems.push(...schemaProblems(properties[key]!, member, `${path}.${key}`, closed));
-      else if (typeof schema.additionalProperties === 'object')
-        problems.push(...schemaProblems(schema.additionalProperties as Schema, member, `${path}.${key}`, closed));
-      else if (
-        schema.additionalProperties === false ||
-        (closed && schema.properties !== undefined && schema.additionalProperties === undefined)
-      )
-        problems.push(`${path}.${key}: not in the documented schema`);
-    }
-  }
-  return problems;
+interface Documented {
+  /** Media type → schema; empty when the answer has no body. */
+  content: Record<string, Schema | undefined>;
 }
 
-/** The documented answer of one operation for one status: its media type and schema. */
-function documentedAnswer(method: string, template: string, status: number): { type: string; schema: Schema } {
-  const operation = doc.paths[template]?.[method.toLowerCase()] as { responses?: Record<string, Schema> } | undefined;
+/** What the document says one operation answers with one status. */
+function documentedAnswer(method: string, template: string, status: number): Documented {
+  const operation = closedDoc.paths[template]?.[method.toLowerCase()] as
+    { responses?: Record<string, Schema> } | undefined;
   let response = operation?.responses?.[String(status)];
   if (response === undefined) throw new Error(`${method} ${template} documents no ${status} answer`);
   if (typeof response.$ref === 'string') response = resolveRef(response.$ref);
-  const media = Object.entries(response.content as Record<string, { schema: Schema }>);
-  if (media.length !== 1) throw new Error(`${method} ${template} ${status}: expected one media type`);
-  return { type: media[0]![0], schema: media[0]![1].schema };
+  const content = (response.content ?? {}) as Record<string, { schema?: Schema }>;
+  return { content: Object.fromEntries(Object.entries(content).map(([type, media]) => [type, media.schema])) };
+}
+
+/** The schema of an operation's request body for one media type. */
+function documentedRequest(method: string, template: string, type: string): Schema {
+  const operation = closedDoc.paths[template]?.[method.toLowerCase()] as { requestBody?: Schema } | undefined;
+  let body = operation?.requestBody;
+  if (body === undefined) throw new Error(`${method} ${template} documents no request body`);
+  if (typeof body.$ref === 'string') body = resolveRef(body.$ref);
+  const schema = (body.content as Record<string, { schema?: Schema }> | undefined)?.[type]?.schema;
+  if (schema === undefined) throw new Error(`${method} ${template} documents no ${type} request body`);
+  return schema;
 }
 
 // The route factories need their dependencies only when a handler runs; listing routes touches none.
@@ -275,6 +273,49 @@ describe('docs/openapi.yaml', () => {
     }
   });
 
+  it('given the closed document, when an answer carries a member its schema does not name, then ajv refuses it — also through allOf', () => {
+    const hold = {
+      id: 'YQ.Yg.AAAAAAAAAAAAAAAA',
+      customer: 'a',
+      unit: 'credits',
+      status: 'open',
+      amount: '1',
+      remaining: '1',
+      consumed: '0',
+      created_at: '2026-01-01T00:00:00Z',
+      expires_at: null,
+      closed_at: null,
+      metadata: null,
+      spent: '0',
+      reserved: '1',
+    };
+    expect(schemaProblems(named('Hold'), hold)).toEqual([]);
+    expect(schemaProblems(named('Hold'), { ...hold, extra: 1 }).join()).toContain('unevaluated properties');
+    expect(schemaProblems(named('Hold'), { ...hold, created_at: 'yesterday' }).join()).toContain('date-time');
+    const refusal = {
+      type: 'https://drawdown.dev/errors/insufficient_credits',
+      title: 'Insufficient credits',
+      status: 402,
+      code: 'insufficient_credits',
+      detail: 'no',
+      customer: 'a',
+      unit: 'credits',
+      amount: '2',
+      available: '1',
+      allowance: '0',
+    };
+    expect(schemaProblems(named('InsufficientCredits'), refusal)).toEqual([]);
+    expect(schemaProblems(named('InsufficientCredits'), { ...refusal, held: '1' })).not.toEqual([]);
+    // The events 202 names `parts`; a member it does not name fails.
+    const accepted = documentedAnswer('POST', '/v1/events', 202).content['application/json']!;
+    expect(schemaProblems(accepted, { accepted: 1, duplicate: false, sequence: 3, parts: 1 })).toEqual([]);
+    expect(schemaProblems(accepted, { accepted: 1, duplicate: false, partitions: 1 })).not.toEqual([]);
+    // Requests too: a body member the request schema does not name fails.
+    const purchase = documentedRequest('POST', '/v1/customers/{customer}/purchases', 'application/json');
+    expect(schemaProblems(purchase, { package: 'credits-100' })).toEqual([]);
+    expect(schemaProblems(purchase, { package: 'credits-100', pakage: 'x' })).not.toEqual([]);
+  });
+
   it('lists exactly the error codes of shared/errors.ts', () => {
     expect([...doc.components.schemas.ErrorCode.enum].sort()).toEqual(Object.keys(errorCodes).sort());
   });
@@ -292,8 +333,15 @@ describe('documented operations on a running drawdown', () => {
       scopes.map((scope) => ({ id: `only-${scope}`, sha256: hashKey(keys[scope]), scopes: [scope] })),
     );
     drawdown = await startDrawdown(
-      testConfig({ natsUrl: nats.url, clickhouseUrl: `chdb:${dir.path}/chdb`, auth: 'required', apiKeys }),
-      { ingest: true, rater: false, settlement: true },
+      testConfig({
+        natsUrl: nats.url,
+        clickhouseUrl: `chdb:${dir.path}/chdb`,
+        auth: 'required',
+        apiKeys,
+        // Catalog writes reach the gateway (CloudEvents mappings) at its next refresh.
+        catalogRefreshMs: 200,
+      }),
+      { ingest: true, rater: true, settlement: true },
     );
   });
 
@@ -350,37 +398,64 @@ describe('documented operations on a running drawdown', () => {
     }
   });
 
-  /** Calls the API as a client would and checks the answer against what docs/openapi.yaml says of it. */
+  /** `METHOD template` of every documented operation a call answered with a 2xx. */
+  const exercised = new Set<string>();
+
+  /**
+   * Calls the API as a client would and checks the exchange against docs/openapi.yaml: a body sent for a 2xx is
+   * one the operation's request schema accepts; the status is `status` and one the operation documents; the
+   * Content-Type is a media type documented for that status (none for an answer without a body); the body
+   * validates against that media type's schema, objects closed.
+   */
   async function documentedCall(
     method: string,
     template: string,
     path: string,
-    scope: Scope,
-    options: { body?: unknown; headers?: Record<string, string>; status: number },
-  ): Promise<{ body: Record<string, unknown>; headers: Headers }> {
+    scope: Scope | 'public',
+    options: { body?: unknown; type?: string; headers?: Record<string, string>; status: number },
+  ): Promise<{ body: Record<string, unknown>; headers: Headers; text: string }> {
+    const type = options.type ?? 'application/json';
+    if (options.body !== undefined && options.status < 300)
+      expect({
+        method,
+        path,
+        request: schemaProblems(documentedRequest(method, template, type), options.body),
+      }).toEqual({ method, path, request: [] });
     const response = await fetch(`${drawdown.url}${path}`, {
       method,
       headers: {
-        authorization: `Bearer ${keys[scope]}`,
-        ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(scope === 'public' ? {} : { authorization: `Bearer ${keys[scope]}` }),
+        ...(options.body === undefined ? {} : { 'content-type': type }),
         ...options.headers,
       },
       ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
     });
-    const body = (await response.json()) as Record<string, unknown>;
-    const documented = documentedAnswer(method, template, options.status);
+    const text = await response.text();
+    const received = response.headers.get('content-type')?.split(';')[0]?.trim() ?? null;
+    const json = received !== null && /[/+]json$/.test(received);
+    const body = (json ? JSON.parse(text) : {}) as Record<string, unknown>;
     expect({ method, path, status: response.status, code: body.code }).toMatchObject({
       method,
       path,
       status: options.status,
     });
-    expect({ method, path, type: response.headers.get('content-type')?.split(';')[0] }).toEqual({
+    const documented = documentedAnswer(method, template, options.status);
+    const types = Object.keys(documented.content);
+    expect({ method, path, type: received }).toEqual({
       method,
       path,
-      type: documented.type,
+      type: types.length === 0 ? null : types.includes(received ?? '') ? received : types,
     });
-    expect({ method, path, problems: schemaProblems(documented.schema, body) }).toEqual({ method, path, problems: [] });
-    return { body, headers: response.headers };
+    if (types.length === 0) expect({ method, path, body: text }).toEqual({ method, path, body: '' });
+    const schema = documented.content[received ?? ''];
+    if (schema !== undefined)
+      expect({ method, path, problems: schemaProblems(schema, json ? body : text) }).toEqual({
+        method,
+        path,
+        problems: [],
+      });
+    if (response.status >= 200 && response.status < 300) exercised.add(`${method} ${template}`);
+    return { body, headers: response.headers, text };
   }
 
   it('given credits bought, when a hold is reserved, replayed, refused, listed, checked, spent and released, then every answer matches its documented schema', async () => {
@@ -432,7 +507,7 @@ describe('documented operations on a running drawdown', () => {
       replayed: 'true',
     });
     // The documented request body admits what the route admits.
-    expect(schemaProblems({ $ref: '#/components/schemas/HoldReserve' }, reserve)).toEqual([]);
+    expect(schemaProblems(named('HoldReserve'), reserve)).toEqual([]);
 
     const refused = await documentedCall('POST', holds, `/v1/customers/${customer}/holds`, 'ingest', {
       body: { unit: 'credits', amount: 71 },
@@ -506,7 +581,7 @@ describe('documented operations on a running drawdown', () => {
       hold: hold.id,
       dimensions: { model: 'Nano Banana', resolution: '1K', input: 'prompt' },
     };
-    expect(schemaProblems({ $ref: '#/components/schemas/Event' }, event)).toEqual([]);
+    expect(schemaProblems(named('Event'), event)).toEqual([]);
     await documentedCall('POST', '/v1/events', '/v1/events', 'ingest', { body: [event], status: 202 });
 
     const release = '/v1/holds/{hold}/release';
@@ -529,5 +604,362 @@ describe('documented operations on a running drawdown', () => {
       status: 404,
     });
     expect(notReleased.body.code).toBe('hold_not_found');
+  });
+
+  it('given a catalog built through the API, usage and a settlement run, when every documented operation is called as a client would, then each answer is documented', async () => {
+    const customer = 'openapi-live';
+    // Whole minutes, well inside the lateness window and wholly before the run's end.
+    const atMs = Math.floor(Date.now() / 60_000) * 60_000 - 30 * 60_000;
+    const at = new Date(atMs).toISOString();
+    const untilIso = new Date(atMs + 20 * 60_000).toISOString();
+    // Two whole monthly terms end before the run: the statements have closed terms.
+    const subscriptionStart = new Date(atMs - 70 * 86_400_000).toISOString();
+
+    // Catalog: read it, replace it (dry run), and write one entity of each kind — dry run first, then for real.
+    const current = await documentedCall('GET', '/v1/catalog', '/v1/catalog', 'admin', { status: 200 });
+    const document = current.body.document as { rate_card: { versions: { rows: unknown[] }[] } };
+    const asIs = await documentedCall('PUT', '/v1/catalog', '/v1/catalog?dry_run=true', 'admin', {
+      body: document,
+      headers: { 'if-match': current.headers.get('etag')! },
+      status: 200,
+    });
+    expect(asIs.body).toMatchObject({ changed: false, dry_run: true });
+    const writes: { method: string; template: string; path: string; body: unknown }[] = [
+      {
+        method: 'PUT',
+        template: '/v1/catalog/credit-units/{id}',
+        path: '/v1/catalog/credit-units/openapi-minutes',
+        body: { id: 'openapi-minutes', name: 'Minutes', fiat: { currency: 'USD', value: '0.10' }, precision: 0 },
+      },
+      {
+        method: 'PUT',
+        template: '/v1/catalog/meters/{id}',
+        path: '/v1/catalog/meters/openapi.prompt',
+        body: {
+          key: 'openapi.prompt',
+          name: 'Prompt tokens',
+          unit: { singular: 'token', plural: 'tokens' },
+          aggregation: 'sum',
+          dimensions: ['model'],
+          event_type: 'openapi.prompt',
+          value_property: '$.tokens',
+          group_by: { model: '$.model' },
+        },
+      },
+      {
+        method: 'POST',
+        template: '/v1/catalog/rate-card/versions',
+        path: '/v1/catalog/rate-card/versions',
+        body: {
+          version: 'openapi-1',
+          effective_from: new Date(atMs - 3_600_000).toISOString(),
+          // A version replaces the rows before it: the earlier rows, and a price for the small model only.
+          rows: [
+            ...document.rate_card.versions.at(-1)!.rows,
+            {
+              meter: 'openapi.prompt',
+              match: { model: 'small' },
+              unit: 'credits',
+              price: { model: 'unit', amount: '0.5' },
+            },
+          ],
+        },
+      },
+      {
+        method: 'PUT',
+        template: '/v1/catalog/packages/{id}',
+        path: '/v1/catalog/packages/openapi-50',
+        body: {
+          id: 'openapi-50',
+          name: '50 credits',
+          price: { currency: 'USD', amount: '5.00' },
+          credits: '50',
+          unit: 'credits',
+        },
+      },
+      {
+        method: 'POST',
+        template: '/v1/catalog/plans/{id}/versions',
+        path: '/v1/catalog/plans/openapi-pro/versions',
+        body: {
+          name: 'OpenAPI Pro',
+          billing: 'monthly',
+          grants: [
+            {
+              id: 'monthly',
+              unit: 'credits',
+              quantity: '20',
+              frequency: 'monthly',
+              rollover: { kind: 'capped', percent: '50', maximum: '10' },
+            },
+          ],
+          overage: { unit: 'credits', price_per_credit: { currency: 'USD', amount: '0.02' } },
+        },
+      },
+      {
+        method: 'PUT',
+        template: '/v1/catalog/subscriptions/{id}',
+        path: '/v1/catalog/subscriptions/openapi-sub',
+        body: { id: 'openapi-sub', customer, plan: 'openapi-pro', plan_version: 1, start: subscriptionStart },
+      },
+    ];
+    for (const { method, template, path, body } of writes) {
+      const dry = await documentedCall(method, template, `${path}?dry_run=true`, 'admin', { body, status: 200 });
+      expect({ path, dry_run: dry.body.dry_run, changed: dry.body.changed }).toEqual({
+        path,
+        dry_run: true,
+        changed: true,
+      });
+      const done = await documentedCall(method, template, path, 'admin', { body, status: 200 });
+      expect({ path, dry_run: done.body.dry_run, changed: done.body.changed }).toEqual({
+        path,
+        dry_run: false,
+        changed: true,
+      });
+    }
+    const renamed = await documentedCall(
+      'PUT',
+      '/v1/catalog/packages/{id}',
+      '/v1/catalog/packages/openapi-50',
+      'admin',
+      {
+        body: { ...(writes[3]!.body as object), name: '50 credits (spring)' },
+        status: 200,
+      },
+    );
+    expect(renamed.body.changes).toEqual([
+      {
+        kind: 'package',
+        id: 'openapi-50',
+        change: 'changed',
+        fields: [{ path: 'name', before: '50 credits', after: '50 credits (spring)' }],
+      },
+    ]);
+    const misspelt = await documentedCall(
+      'PUT',
+      '/v1/catalog/meters/{id}',
+      '/v1/catalog/meters/openapi.typo',
+      'admin',
+      {
+        body: { key: 'openapi.typo', agregation: 'max' },
+        status: 422,
+      },
+    );
+    expect(misspelt.body.errors).toEqual([expect.objectContaining({ field: 'agregation' })]);
+    const plan = await documentedCall(
+      'GET',
+      '/v1/catalog/plans/{id}/versions',
+      '/v1/catalog/plans/openapi-pro/versions',
+      'admin',
+      { status: 200 },
+    );
+    expect(plan.body).toMatchObject({ plan: 'openapi-pro', name: 'OpenAPI Pro', versions: [{ version: 1 }] });
+    await documentedCall('GET', '/v1/catalog/plans/{id}/versions', '/v1/catalog/plans/no-such-plan/versions', 'admin', {
+      status: 404,
+    });
+    const revisions = await documentedCall('GET', '/v1/catalog/revisions', '/v1/catalog/revisions?limit=2', 'admin', {
+      status: 200,
+    });
+    const newest = (revisions.body.revisions as { revision: number }[])[0]!.revision;
+    const revision = await documentedCall(
+      'GET',
+      '/v1/catalog/revisions/{revision}',
+      `/v1/catalog/revisions/${newest}`,
+      'admin',
+      { status: 200 },
+    );
+    expect(revision.body.revision).toBe(newest);
+    await documentedCall('GET', '/v1/catalog/revisions/{revision}', '/v1/catalog/revisions/999999', 'admin', {
+      status: 404,
+    });
+    await documentedCall('GET', '/v1/catalog/revisions', '/v1/catalog/revisions?before=x', 'admin', { status: 400 });
+
+    // Credits, then usage: JSON events (priced), CloudEvents (priced and unpriced), and a refused batch.
+    const bought = await documentedCall(
+      'POST',
+      '/v1/customers/{customer}/purchases',
+      `/v1/customers/${customer}/purchases`,
+      'admin',
+      {
+        body: { package: 'openapi-50', effective_at: new Date(atMs - 86_400_000).toISOString() },
+        headers: { 'idempotency-key': 'openapi-live-1' },
+        status: 201,
+      },
+    );
+    expect(bought.body).toMatchObject({ created: true, entry: { kind: 'purchase', amount: '50' } });
+    const again = await documentedCall(
+      'POST',
+      '/v1/customers/{customer}/purchases',
+      `/v1/customers/${customer}/purchases`,
+      'admin',
+      {
+        body: { package: 'openapi-50', effective_at: new Date(atMs - 86_400_000).toISOString() },
+        headers: { 'idempotency-key': 'openapi-live-1' },
+        status: 200,
+      },
+    );
+    expect(again.body.created).toBe(false);
+    await documentedCall('POST', '/v1/customers/{customer}/purchases', `/v1/customers/${customer}/purchases`, 'admin', {
+      body: { package: 'no-such-package' },
+      status: 404,
+    });
+    const images = [
+      {
+        id: 'live-1',
+        customer,
+        meter: 'images',
+        quantity: '2',
+        timestamp: at,
+        dimensions: { model: 'Nano Banana', resolution: '1K', input: 'prompt' },
+      },
+    ];
+    const sent = await documentedCall('POST', '/v1/events', '/v1/events', 'ingest', { body: images, status: 202 });
+    expect(sent.body).toMatchObject({ accepted: 1, duplicate: false });
+    const badEvent = await documentedCall('POST', '/v1/events', '/v1/events', 'ingest', {
+      body: [{ ...images[0], id: 'live-bad', quantity: -1 }],
+      status: 422,
+    });
+    expect(badEvent.body.errors).toEqual([expect.objectContaining({ index: 0, field: 'quantity' })]);
+    const cloudEvents = ['small', 'large'].map((model) => ({
+      specversion: '1.0',
+      id: `live-ce-${model}`,
+      source: 'openapi-test',
+      type: 'openapi.prompt',
+      subject: customer,
+      time: at,
+      datacontenttype: 'application/json',
+      data: { tokens: 10, model },
+    }));
+    // The meter's mapping reaches the gateway at its next catalog refresh: until then the type is unknown (400).
+    let status = 0;
+    for (let attempt = 0; attempt < 200 && status !== 204; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 50));
+      const probe = await fetch(`${drawdown.url}/api/v1/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${keys.ingest}`, 'content-type': 'application/cloudevents+json' },
+        body: JSON.stringify({ ...cloudEvents[0], id: 'live-ce-probe', data: { tokens: 0, model: 'small' } }),
+      });
+      status = probe.status;
+      await probe.text();
+    }
+    expect(status).toBe(204);
+    await documentedCall('POST', '/api/v1/events', '/api/v1/events', 'ingest', {
+      body: cloudEvents,
+      type: 'application/cloudevents-batch+json',
+      status: 204,
+    });
+    const unmapped = await documentedCall('POST', '/api/v1/events', '/api/v1/events', 'ingest', {
+      body: { ...cloudEvents[0], id: 'live-ce-unmapped', type: 'no.such.type' },
+      type: 'application/cloudevents+json',
+      status: 400,
+    });
+    expect(unmapped.body.code).toBe('cloudevent_invalid');
+    await waitForStreamDrained(nats.url);
+
+    const usage = '/v1/customers/{customer}/usage';
+    const from = new Date(atMs - 3_600_000).toISOString();
+    const used = await documentedCall(
+      'GET',
+      usage,
+      `/v1/customers/${customer}/usage?from=${from}&granularity=day`,
+      'read',
+      {
+        status: 200,
+      },
+    );
+    expect((used.body.usage as { meter: string }[]).map((u) => u.meter).sort()).toEqual([
+      'images',
+      'openapi.prompt',
+      'openapi.prompt',
+    ]);
+    await documentedCall('GET', usage, `/v1/customers/${customer}/usage?granularity=week`, 'read', { status: 400 });
+
+    // Settlement: a run, a refused earlier `until`, the run history.
+    const run = await documentedCall('POST', '/v1/settlements', '/v1/settlements', 'admin', {
+      body: { until: untilIso },
+      status: 200,
+    });
+    const runId = run.body.run_id as string;
+    expect((run.body.customers as Record<string, unknown>)[customer]).toMatchObject({
+      deducted: { credits: '11' },
+      unpriced_outstanding: [expect.objectContaining({ meter: 'openapi.prompt', dimensions: { model: 'large' } })],
+    });
+    await documentedCall('POST', '/v1/settlements', '/v1/settlements', 'admin', {
+      body: { until: new Date(atMs).toISOString() },
+      status: 400,
+    });
+    const runs = await documentedCall('GET', '/v1/settlements', '/v1/settlements?limit=5', 'admin', { status: 200 });
+    expect((runs.body.runs as { run_id: string }[])[0]!.run_id).toBe(runId);
+    await documentedCall('GET', '/v1/settlements', '/v1/settlements?limit=0', 'admin', { status: 400 });
+    const one = await documentedCall(
+      'GET',
+      '/v1/settlements/{run_id}',
+      `/v1/settlements/${encodeURIComponent(runId)}`,
+      'admin',
+      {
+        status: 200,
+      },
+    );
+    expect(one.body).toMatchObject({ run_id: runId, status: 'completed' });
+    await documentedCall('GET', '/v1/settlements/{run_id}', '/v1/settlements/run:1:2', 'admin', { status: 404 });
+
+    // What the customer sees afterwards.
+    const balance = await documentedCall(
+      'GET',
+      '/v1/customers/{customer}/balance',
+      `/v1/customers/${customer}/balance`,
+      'read',
+      { status: 200 },
+    );
+    expect(balance.body.unrated_pending).toEqual([
+      expect.objectContaining({ meter: 'openapi.prompt', dimensions: { model: 'large' }, found_by: runId }),
+    ]);
+    const ledger = '/v1/customers/{customer}/ledger';
+    const entries: { effective_at: string; kind: string }[] = [];
+    for (let after: string | null = '', pages = 0; after !== null && pages < 50; pages++) {
+      const page = await documentedCall(
+        'GET',
+        ledger,
+        `/v1/customers/${customer}/ledger?limit=3${after ? `&after=${encodeURIComponent(after)}` : ''}`,
+        'read',
+        {
+          status: 200,
+        },
+      );
+      entries.push(...(page.body.entries as typeof entries));
+      after = page.body.next as string | null;
+    }
+    expect(entries.map((e) => e.kind)).toEqual(expect.arrayContaining(['purchase', 'grant', 'usage']));
+    // Oldest first, as documented.
+    const times = entries.map((e) => e.effective_at);
+    expect(times).toEqual([...times].sort());
+    await documentedCall('GET', ledger, `/v1/customers/${customer}/ledger?limit=0`, 'read', { status: 400 });
+    const statements = await documentedCall(
+      'GET',
+      '/v1/customers/{customer}/statements',
+      `/v1/customers/${customer}/statements`,
+      'read',
+      { status: 200 },
+    );
+    expect((statements.body.statements as unknown[]).length).toBeGreaterThanOrEqual(2);
+    await documentedCall(
+      'GET',
+      '/v1/customers/{customer}/statements',
+      `/v1/customers/${customer}/statements?limit=0`,
+      'read',
+      {
+        status: 400,
+      },
+    );
+
+    // Operations.
+    await documentedCall('GET', '/healthz', '/healthz', 'public', { status: 200 });
+    await documentedCall('GET', '/readyz', '/readyz', 'public', { status: 200 });
+    const metrics = await documentedCall('GET', '/metrics', '/metrics', 'public', { status: 200 });
+    expect(metrics.text).toContain('# TYPE');
+  });
+
+  it('given the calls above, then every documented operation was answered with a 2xx by a live check', () => {
+    expect(documented.map((op) => `${op.method} ${op.template}`).filter((op) => !exercised.has(op))).toEqual([]);
   });
 });
