@@ -32,7 +32,7 @@ import { holdRoutes } from '../settlement/holds-api.js';
 import { catalogRoutes } from '../catalog/api.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
-import { repoRoot, startNats, tempDir, testConfig, waitForStreamDrained } from './harness.js';
+import { packr, repoRoot, startNats, tempDir, testConfig, waitForStreamDrained } from './harness.js';
 
 interface Operation {
   method: string;
@@ -412,7 +412,13 @@ describe('documented operations on a running drawdown', () => {
     template: string,
     path: string,
     scope: Scope | 'public',
-    options: { body?: unknown; type?: string; headers?: Record<string, string>; status: number },
+    options: {
+      body?: unknown;
+      type?: string;
+      encode?: (body: unknown) => Uint8Array;
+      headers?: Record<string, string>;
+      status: number;
+    },
   ): Promise<{ body: Record<string, unknown>; headers: Headers; text: string }> {
     const type = options.type ?? 'application/json';
     if (options.body !== undefined && options.status < 300)
@@ -428,7 +434,7 @@ describe('documented operations on a running drawdown', () => {
         ...(options.body === undefined ? {} : { 'content-type': type }),
         ...options.headers,
       },
-      ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
+      ...(options.body === undefined ? {} : { body: options.encode?.(options.body) ?? JSON.stringify(options.body) }),
     });
     const text = await response.text();
     const received = response.headers.get('content-type')?.split(';')[0]?.trim() ?? null;
@@ -815,6 +821,18 @@ describe('documented operations on a running drawdown', () => {
     ];
     const sent = await documentedCall('POST', '/v1/events', '/v1/events', 'ingest', { body: images, status: 202 });
     expect(sent.body).toMatchObject({ accepted: 1, duplicate: false });
+    // MessagePack, retried under one Idempotency-Key: the retry is a duplicate.
+    const packed = [{ ...images[0], id: 'live-2', quantity: 1 }];
+    for (const duplicate of [false, true]) {
+      const answer = await documentedCall('POST', '/v1/events', '/v1/events', 'ingest', {
+        body: packed,
+        type: 'application/msgpack',
+        encode: (body) => packr.pack(body),
+        headers: { 'idempotency-key': 'openapi-live-packed' },
+        status: 202,
+      });
+      expect(answer.body).toMatchObject({ accepted: 1, duplicate });
+    }
     const badEvent = await documentedCall('POST', '/v1/events', '/v1/events', 'ingest', {
       body: [{ ...images[0], id: 'live-bad', quantity: -1 }],
       status: 422,
@@ -881,7 +899,7 @@ describe('documented operations on a running drawdown', () => {
     });
     const runId = run.body.run_id as string;
     expect((run.body.customers as Record<string, unknown>)[customer]).toMatchObject({
-      deducted: { credits: '11' },
+      deducted: { credits: '14' },
       unpriced_outstanding: [expect.objectContaining({ meter: 'openapi.prompt', dimensions: { model: 'large' } })],
     });
     await documentedCall('POST', '/v1/settlements', '/v1/settlements', 'admin', {
