@@ -22,6 +22,11 @@ const schemas = doc.components.schemas;
 function validator(name: string): (value: unknown) => string[] {
   // OpenAPI 3.1 schemas are JSON Schema 2020-12; `x-` keywords are annotations.
   const ajv = new Ajv2020({ strict: false, allErrors: true });
+  ajv.addFormat(
+    'date-time',
+    (text: string) =>
+      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/i.test(text) && !Number.isNaN(Date.parse(text)),
+  );
   ajv.addSchema({ $id: 'openapi', components: { schemas } });
   const validate = ajv.getSchema(`openapi#/components/schemas/${name}`)!;
   return (value) => (validate(value) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath} ${e.message}`));
