@@ -15,6 +15,7 @@ import { openStore } from '../shared/clickhouse/open.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
 import { NatsServerProcess } from '../deploy/nats-server.js';
+import { LaunchError } from '../deploy/server-process.js';
 import { freePort } from '../deploy/free-port.js';
 
 export type Backend = 'server' | 'chdb';
@@ -69,21 +70,32 @@ export async function startNatsCluster(
   clusterName: string,
   started: (node: NatsServerProcess) => void,
 ): Promise<NatsServerProcess[]> {
-  const clusterPorts = await Promise.all([freePort(), freePort(), freePort()]);
-  const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
-  return Promise.all(
-    clusterPorts.map(async (clusterPort, i) => {
-      const node = await NatsServerProcess.start({
-        dir: join(dir, `nats-${i}`),
-        clusterName,
-        clusterPort,
-        routes,
-        serverName: `node-${i}`,
-      });
-      started(node);
-      return node;
-    }),
-  );
+  // The route ports are fixed for the whole cluster before any node starts, so a port another test took in the
+  // meantime cannot be retried node by node: the cluster starts again on fresh ports (and fresh directories).
+  for (let attempt = 1; ; attempt++) {
+    const clusterPorts = await Promise.all([freePort(), freePort(), freePort()]);
+    const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
+    const up: NatsServerProcess[] = [];
+    const nodes = await Promise.allSettled(
+      clusterPorts.map(async (clusterPort, i) => {
+        const node = await NatsServerProcess.start({
+          dir: join(dir, attempt === 1 ? `nats-${i}` : `nats-${i}-try${attempt}`),
+          clusterName,
+          clusterPort,
+          routes,
+          serverName: `node-${i}`,
+        });
+        up.push(node);
+        started(node);
+        return node;
+      }),
+    );
+    const failed = nodes.find((n): n is PromiseRejectedResult => n.status === 'rejected');
+    if (failed === undefined) return nodes.map((n) => (n as PromiseFulfilledResult<NatsServerProcess>).value);
+    await Promise.allSettled(up.map((node) => node.stop()));
+    const portInUse = failed.reason instanceof LaunchError && failed.reason.portInUse;
+    if (!portInUse || attempt >= 3) throw failed.reason;
+  }
 }
 
 /** A config as a process would load it, with test-friendly limits on top. */
