@@ -8,11 +8,12 @@ import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { DrawdownError } from '../shared/errors.js';
 import { queryParams, readJsonBody, sendJson, type Route } from '../shared/http.js';
-import { formatAmount, parseStoredDecimal } from '../shared/money.js';
+import { formatAmount, money, parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString } from '../shared/sql.js';
 import {
   Problems,
   isPlainObject,
+  refuseUnknownFields,
   readStorableTime,
   storableInstantMaxSec,
   storableInstantMinSec,
@@ -20,6 +21,7 @@ import {
 import { balanceOf } from './balance.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { purchasePackage } from './purchases.js';
+import { adjustmentReasonLengthMax, postAdjustment } from './adjustments.js';
 import type { SettlementRunner } from './runner.js';
 import { reportJson } from './report.js';
 import { getRun, isRunId, listRuns, runsLimitDefault, runsLimitMax } from './run-history.js';
@@ -183,6 +185,58 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     sendJson(res, result.created ? 201 : 200, { entry: entryJson(result.entry), created: result.created });
   }
 
+  async function adjustment(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
+    const id = checkCustomer(customer!);
+    const header = req.headers['idempotency-key'];
+    const key = Array.isArray(header) ? header[0] : header;
+    const body = await readJsonBody(req);
+    if (!isPlainObject(body)) throw new DrawdownError('request_invalid', 'body must be a JSON object');
+    const problems = new Problems();
+    if (key === undefined || key.length < 1 || key.length > 128)
+      problems.add('Idempotency-Key', 'required', 'an adjustment needs an Idempotency-Key of 1–128 characters');
+    refuseUnknownFields(problems, body, '', ['unit', 'amount', 'reason', 'effective_at', 'expires_at']);
+    const unit = typeof body.unit === 'string' ? body.unit : undefined;
+    if (unit === undefined) problems.add('unit', 'required', 'unit must be a credit unit of the catalog');
+    else if (!catalog.creditUnits.has(unit)) problems.add('unit', 'unknown', `credit unit ${unit} is not defined`);
+    const amountText =
+      typeof body.amount === 'string' && /^-?\d{1,18}(\.\d{1,9})?$/.test(body.amount) ? body.amount : undefined;
+    const amount = amountText === undefined ? undefined : money(amountText);
+    if (amount === undefined)
+      problems.add('amount', 'format', 'amount must be a decimal string such as "25" or "-4.50" (≤ 9 fraction digits)');
+    else if (amount.isZero()) problems.add('amount', 'range', 'amount must not be zero');
+    const reason = typeof body.reason === 'string' ? body.reason.trim() : '';
+    if (reason.length < 1 || reason.length > adjustmentReasonLengthMax)
+      problems.add(
+        'reason',
+        'required',
+        `reason must be 1–${adjustmentReasonLengthMax} characters: what an auditor reads`,
+      );
+    const nowSec = Math.floor(now() / 1000);
+    const effectiveAtSec =
+      body.effective_at === undefined ? nowSec : readStorableTime(problems, body.effective_at, 'effective_at');
+    if (effectiveAtSec !== undefined && effectiveAtSec > nowSec)
+      problems.add('effective_at', 'range', 'effective_at may not be in the future');
+    const expiresAtSec =
+      body.expires_at === undefined ? undefined : readStorableTime(problems, body.expires_at, 'expires_at');
+    if (body.expires_at !== undefined && amount?.isNegative())
+      problems.add('expires_at', 'not_allowed', 'only a credit (amount > 0) has a block that can expire');
+    if (expiresAtSec !== undefined && effectiveAtSec !== undefined && expiresAtSec <= effectiveAtSec)
+      problems.add('expires_at', 'range', 'expires_at must be after effective_at');
+    if (!problems.empty)
+      throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
+    const result = await postAdjustment(store, {
+      customer: id,
+      unit: unit!,
+      amount: amount!,
+      reason,
+      idempotencyKey: key!,
+      nowSec,
+      effectiveAtSec: effectiveAtSec!,
+      expiresAtSec,
+    });
+    sendJson(res, result.created ? 201 : 200, { entry: entryJson(result.entry), created: result.created });
+  }
+
   async function settlements(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await readJsonBody(req);
     if (!isPlainObject(body)) throw new DrawdownError('request_invalid', 'body must be a JSON object');
@@ -232,6 +286,12 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
       path: new RegExp(`^/v1/customers/${customerPath}/purchases$`),
       scope: 'admin',
       handler: purchase,
+    },
+    {
+      method: 'POST',
+      path: new RegExp(`^/v1/customers/${customerPath}/adjustments$`),
+      scope: 'admin',
+      handler: adjustment,
     },
     { method: 'POST', path: /^\/v1\/settlements$/, scope: 'admin', handler: settlements },
     { method: 'GET', path: /^\/v1\/settlements$/, scope: 'admin', handler: runs },

@@ -9,10 +9,15 @@ import { applyPosting, decodeState, emptyState, type CreditState } from './credi
 import type { ExistingBlock } from './credit/timeline.js';
 import type { RunRecord } from './runs.js';
 
+/** Whether an entry opens a block: grants, purchases and credit adjustments (a `manual` entry with a block). */
+function opensBlock(e: LedgerEntry): e is LedgerEntry & { kind: 'grant' | 'purchase' | 'manual' } {
+  return (e.kind === 'grant' || e.kind === 'purchase' || e.kind === 'manual') && e.blockId !== '' && e.amount.gt(0);
+}
+
 /** Replays one ledger entry onto a credit state. */
 function replay(state: CreditState, e: LedgerEntry): void {
   const opening =
-    (e.kind === 'grant' || e.kind === 'purchase') && e.blockId !== '' && !state.blocks.has(e.blockId)
+    opensBlock(e) && !state.blocks.has(e.blockId)
       ? {
           id: e.blockId,
           source: e.kind,
@@ -32,7 +37,7 @@ function replay(state: CreditState, e: LedgerEntry): void {
  * id.
  */
 function replayOrder(a: LedgerEntry, b: LedgerEntry): number {
-  const opens = (e: LedgerEntry): number => (e.kind === 'grant' || e.kind === 'purchase' ? 0 : 1);
+  const opens = (e: LedgerEntry): number => (opensBlock(e) ? 0 : 1);
   return (
     a.effectiveAtSec - b.effectiveAtSec ||
     opens(a) - opens(b) ||
@@ -100,13 +105,23 @@ export async function loadCreditInputs(
       )
         continue;
       if (e.effectiveAtSec < fromSec) replay(state, e);
-      else if ((e.kind === 'purchase' || e.kind === 'grant') && e.runId === '' && e.blockId !== '') {
+      else if (opensBlock(e) && e.runId === '') {
         existing.push({
           atMs: e.effectiveAtSec * 1000,
           id: e.blockId,
           source: e.kind,
           amount: e.amount,
           expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000,
+        });
+      } else if (e.kind === 'manual' && e.runId === '' && e.blockId === '' && e.amount.isNegative()) {
+        // A debit adjustment inside the window: drawn from the blocks live at its instant (timeline.ts).
+        existing.push({
+          atMs: e.effectiveAtSec * 1000,
+          id: e.entryId,
+          source: 'manual',
+          amount: e.amount,
+          expiresAtMs: undefined,
+          debit: true,
         });
       }
     }

@@ -12,7 +12,8 @@ import { formatAmount, parseStoredDecimal } from '../shared/money.js';
 import { sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
 import { encodeTsv, tsvDateTime, tsvEscape } from '../shared/tsv.js';
 
-export type EntryKind = 'grant' | 'purchase' | 'usage' | 'expiry' | 'overage' | 'adjustment';
+/** `manual`: an adjustment an operator posted (settlement/adjustments.ts): + opens a block, − is drawn like usage. */
+export type EntryKind = 'grant' | 'purchase' | 'usage' | 'expiry' | 'overage' | 'adjustment' | 'manual';
 
 export interface LedgerEntry {
   entryId: string;

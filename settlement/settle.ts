@@ -27,6 +27,7 @@ import { grantSchedules } from './credit/schedule.js';
 import { loadCreditInputs, type CreditInputs } from './credit-inputs.js';
 import { accountInvariantProblems } from './credit/invariants.js';
 import { postingQuantities } from './credit/quantity-shares.js';
+import { manualAccounts } from './adjustments.js';
 import { priceOutstanding, priceUsage, type PricedLine, type PricingOutcome } from './price-usage.js';
 import { storedReport, type CustomerReport, type SettlementReport } from './report.js';
 import { findRun, interruptedRun, previousRun, recordRun, runIdFor, type RunRecord } from './runs.js';
@@ -294,7 +295,8 @@ function settleAccount(
   );
   let joined = money(0);
   for (const block of existing)
-    if (!blocksBefore.has(block.id) && state.blocks.has(block.id)) joined = joined.plus(block.amount);
+    if (block.debit === true || (!blocksBefore.has(block.id) && state.blocks.has(block.id)))
+      joined = joined.plus(block.amount);
   // Checked before anything is written: a violation aborts the run with nothing posted.
   const violations = accountInvariantProblems({
     account: `${customer}/${unit}`,
@@ -404,6 +406,9 @@ async function executeRun(
   const untilMs = untilSec * 1000;
   const { grantsByAccount, overageByAccount } = grantSchedules(catalog, fromMs, untilMs);
   for (const key of grantsByAccount.keys()) if (!byAccount.has(key)) byAccount.set(key, []);
+  // Accounts with manual adjustments too: a credit adjustment's block may expire, and a debit must be drawn from
+  // the blocks, in a window without usage (adjustments are rare: a short, indexed scan).
+  for (const key of await manualAccounts(store)) if (!byAccount.has(key)) byAccount.set(key, []);
 
   // Inputs are fixed so that a re-run computes the very same postings: entries
   // effective before the window, plus blocks posted outside settlement

@@ -809,6 +809,25 @@ describe('documented operations on a running drawdown', () => {
       body: { package: 'no-such-package' },
       status: 404,
     });
+    // A manual credit with an expiry, its retry, and a refused debit with an expiry.
+    const adjustments = '/v1/customers/{customer}/adjustments';
+    const credit = {
+      unit: 'credits',
+      amount: '3',
+      reason: 'goodwill',
+      expires_at: new Date(atMs + 86_400_000).toISOString(),
+    };
+    for (const status of [201, 200])
+      await documentedCall('POST', adjustments, `/v1/customers/${customer}/adjustments`, 'admin', {
+        body: credit,
+        headers: { 'idempotency-key': 'openapi-adjust-1' },
+        status,
+      });
+    await documentedCall('POST', adjustments, `/v1/customers/${customer}/adjustments`, 'admin', {
+      body: { unit: 'credits', amount: '-1', reason: 'x', expires_at: new Date(atMs + 86_400_000).toISOString() },
+      headers: { 'idempotency-key': 'openapi-adjust-2' },
+      status: 400,
+    });
     const images = [
       {
         id: 'live-1',

@@ -14,7 +14,11 @@ import type { Decimal } from 'decimal.js';
 import type { EntryKind } from '../ledger.js';
 import { formatAmount, money } from '../../shared/money.js';
 
-export type BlockSource = 'grant' | 'purchase';
+/** `manual`: a credit adjustment (settlement/adjustments.ts), free credit like a grant. */
+export type BlockSource = 'grant' | 'purchase' | 'manual';
+
+/** Free credits (grants, credit adjustments) burn before paid ones when their expiries tie. */
+const sourceRank: Record<BlockSource, number> = { grant: 0, manual: 0, purchase: 1 };
 
 export interface Block {
   id: string;
@@ -62,7 +66,7 @@ export function compareBlocks(a: Block, b: Block): number {
   const ea = a.expiresAtMs ?? Number.POSITIVE_INFINITY;
   const eb = b.expiresAtMs ?? Number.POSITIVE_INFINITY;
   if (ea !== eb) return ea < eb ? -1 : 1;
-  if (a.source !== b.source) return a.source === 'grant' ? -1 : 1;
+  if (sourceRank[a.source] !== sourceRank[b.source]) return sourceRank[a.source] - sourceRank[b.source];
   if (a.createdAtMs !== b.createdAtMs) return a.createdAtMs - b.createdAtMs;
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
@@ -259,7 +263,7 @@ export function encodeState(state: CreditState): string {
     if (b.remaining.gt(0))
       blocks.push([
         b.id,
-        b.source === 'grant' ? 0 : 1,
+        b.source === 'grant' ? 0 : b.source === 'purchase' ? 1 : 2,
         formatAmount(b.amount),
         formatAmount(b.remaining),
         b.createdAtMs,
@@ -270,12 +274,12 @@ export function encodeState(state: CreditState): string {
 }
 
 export function decodeState(text: string): CreditState {
-  const [debt, blocks] = JSON.parse(text) as [string, [string, 0 | 1, string, string, number, number | null][]];
+  const [debt, blocks] = JSON.parse(text) as [string, [string, 0 | 1 | 2, string, string, number, number | null][]];
   const state: CreditState = { blocks: new Map(), debt: money(debt) };
   for (const [id, source, amount, remaining, createdAtMs, expiresAtMs] of blocks) {
     state.blocks.set(id, {
       id,
-      source: source === 0 ? 'grant' : 'purchase',
+      source: source === 0 ? 'grant' : source === 1 ? 'purchase' : 'manual',
       amount: money(amount),
       remaining: money(remaining),
       createdAtMs,

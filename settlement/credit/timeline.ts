@@ -19,6 +19,7 @@ import {
   expireDue,
   openBlock,
   repayDebt,
+  type BlockSource,
   type CreditState,
   type DrawDownPolicy,
   type Posting,
@@ -49,13 +50,18 @@ export interface UsageCharge {
   ref?: number;
 }
 
-/** A block already in the ledger (a purchase posted through the API) that appears inside the window. */
+/**
+ * An entry already in the ledger, posted outside settlement, that takes effect inside the window: a block (a
+ * purchase, a credit adjustment) or, with `debit`, a debit adjustment (its id is the entry's; `amount` < 0).
+ */
 export interface ExistingBlock {
   atMs: number;
   id: string;
-  source: 'grant' | 'purchase';
+  source: BlockSource;
   amount: Decimal;
   expiresAtMs: number | undefined;
+  /** A debit adjustment: already posted against the debt; settlement draws it from blocks like usage. */
+  debit?: boolean;
 }
 
 export interface WindowReport {
@@ -128,6 +134,13 @@ export function settleWindow(
   for (const block of existing) instants.add(block.atMs);
   const sortedUsage = [...usage].sort((a, b) => a.atMs - b.atMs);
   let nextUsage = 0;
+  // Blocks posted late (a back-dated credit adjustment) whose expiry passed before this window expire first, as
+  // at any instant: expiries, then the rest. Otherwise a no-op: every other block expired in its own window (one
+  // expiring exactly at the window start is taken at that instant, below, as before).
+  for (const p of expireDue(state, fromMs - 1)) {
+    postings.push(p);
+    report.expired = report.expired.plus(p.amount.negated());
+  }
   // A negative balance left from before the window is repaid first, from whatever is live now.
   postings.push(...repayDebt(state, fromMs));
 
@@ -173,7 +186,15 @@ export function settleWindow(
     }
     // Blocks posted outside settlement (purchases) join the state when they take effect.
     for (const block of existing) {
-      if (block.atMs !== at || state.blocks.has(block.id)) continue;
+      if (block.atMs !== at) continue;
+      if (block.debit === true) {
+        // A debit adjustment is in the ledger already, against the debt (blockId ''); moving it onto the blocks
+        // live now, in burn order, is the repayment below: adjustment pairs that leave the balance unchanged.
+        applyPosting(state, { kind: 'manual', amount: block.amount, blockId: '', atMs: at, note: '' });
+        postings.push(...repayDebt(state, at));
+        continue;
+      }
+      if (state.blocks.has(block.id)) continue;
       applyPosting(
         state,
         { kind: block.source, amount: block.amount, blockId: block.id, atMs: at, note: '' },

@@ -1,0 +1,3 @@
+import { defineAdjustments } from './adjustments-suite.js';
+
+defineAdjustments('server');
