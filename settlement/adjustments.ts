@@ -17,6 +17,7 @@ import type { Store } from '../shared/clickhouse/store.js';
 import { DrawdownError } from '../shared/errors.js';
 import { formatAmount, money } from '../shared/money.js';
 import { entryExists, entryId, writeEntries, type LedgerEntry } from './ledger.js';
+import { KeyedWrites } from './keyed-writes.js';
 
 export const adjustmentReasonLengthMax = 500;
 
@@ -52,13 +53,11 @@ function sameRequest(entry: LedgerEntry, request: AdjustmentRequest): boolean {
   );
 }
 
-/** Adjustments being written by this process, by entry id, per store (as for purchases: one write per key). */
-const inFlight = new WeakMap<Store, Map<string, Promise<AdjustmentResult>>>();
+/** Adjustments being written by this process (keyed-writes.ts). */
+const writes = new KeyedWrites<AdjustmentResult>();
 
 export async function postAdjustment(store: Store, request: AdjustmentRequest): Promise<AdjustmentResult> {
   const id = entryId('manual', [request.customer, request.idempotencyKey]);
-  let pending = inFlight.get(store);
-  if (pending === undefined) inFlight.set(store, (pending = new Map()));
   const answer = (result: AdjustmentResult, created: boolean): AdjustmentResult => {
     if (!sameRequest(result.entry, request))
       throw new DrawdownError(
@@ -67,10 +66,6 @@ export async function postAdjustment(store: Store, request: AdjustmentRequest): 
       );
     return { entry: result.entry, created };
   };
-  for (let first = pending.get(id); first !== undefined; first = pending.get(id)) {
-    const result = await first.catch(() => undefined);
-    if (result !== undefined) return answer(result, false);
-  }
   const write = async (): Promise<AdjustmentResult> => {
     const existing = await entryExists(store, request.customer, id);
     if (existing) return { entry: existing, created: false };
@@ -96,12 +91,8 @@ export async function postAdjustment(store: Store, request: AdjustmentRequest): 
     await writeEntries(store, [entry]);
     return { entry, created: true };
   };
-  const attempt: Promise<AdjustmentResult> = write().finally(() => {
-    if (pending.get(id) === attempt) pending.delete(id);
-  });
-  pending.set(id, attempt);
-  const result = await attempt;
-  return answer(result, result.created);
+  const { result, waited } = await writes.run(store, id, write);
+  return answer(result, !waited && result.created);
 }
 
 /**

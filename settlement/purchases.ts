@@ -8,6 +8,7 @@ import type { Store } from '../shared/clickhouse/store.js';
 import { DrawdownError } from '../shared/errors.js';
 import { formatAmount, money } from '../shared/money.js';
 import { entryExists, entryId, writeEntries, type LedgerEntry } from './ledger.js';
+import { KeyedWrites } from './keyed-writes.js';
 
 export interface PurchaseRequest {
   customer: string;
@@ -23,15 +24,8 @@ export interface PurchaseResult {
   created: boolean;
 }
 
-/**
- * Purchases being written by this process, by entry id, per store. Checking
- * the ledger and then writing is a race: concurrent requests under one key
- * would all find nothing and all write — rows with the same id but each
- * request's own posted time (or package), which reads then mix. Here the
- * later requests wait for the first and answer with its entry. Across
- * processes only the deterministic id holds (settlement/README.md).
- */
-const inFlight = new WeakMap<Store, Map<string, Promise<PurchaseResult>>>();
+/** Purchases being written by this process (keyed-writes.ts). */
+const writes = new KeyedWrites<PurchaseResult>();
 
 const sourcePrefix = (packageId: string): string => `package ${packageId} (`;
 
@@ -66,13 +60,6 @@ export async function purchasePackage(
   if (pkg === undefined)
     throw new DrawdownError('unknown_package', `no credit package ${JSON.stringify(request.packageId)}`);
   const id = entryId('purchase', [request.customer, request.idempotencyKey]);
-  let pending = inFlight.get(store);
-  if (pending === undefined) inFlight.set(store, (pending = new Map()));
-  for (let first = pending.get(id); first !== undefined; first = pending.get(id)) {
-    // A first attempt that failed (store away) leaves the key free: this request then tries on its own.
-    const result = await first.catch(() => undefined);
-    if (result !== undefined) return answer(result, request, false);
-  }
   const write = async (): Promise<PurchaseResult> => {
     const existing = await entryExists(store, request.customer, id);
     if (existing) return { entry: existing, created: false };
@@ -97,11 +84,6 @@ export async function purchasePackage(
     await writeEntries(store, [entry]);
     return { entry, created: true };
   };
-  // Removed before anyone waiting on it resumes, so a waiter never finds a settled attempt again.
-  const attempt: Promise<PurchaseResult> = write().finally(() => {
-    if (pending.get(id) === attempt) pending.delete(id);
-  });
-  pending.set(id, attempt);
-  const result = await attempt;
-  return answer(result, request, result.created);
+  const { result, waited } = await writes.run(store, id, write);
+  return answer(result, request, !waited && result.created);
 }

@@ -105,6 +105,15 @@ export function defineAdjustments(backend: Backend): void {
       expect(balance.body.units[0]).toMatchObject({ settled: '7.5', available: '7.5' });
     });
 
+    it('posts once when ten requests under one key arrive together', async () => {
+      const body = { unit: 'credits', amount: '-2', reason: 'duplicate charge' };
+      const answers = await Promise.all(Array.from({ length: 10 }, () => adjust('concurrent', 'dup-charge', body)));
+      expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 200, 200, 201]);
+      expect(new Set(answers.map((a) => a.body.entry.id)).size).toBe(1);
+      const entries = await ledgerOf('concurrent');
+      expect(entries.map((e) => [e.kind, e.amount])).toEqual([['manual', '-2']]);
+    });
+
     it('burns a credit adjustment in expiry order and draws a debit from the blocks like usage; balance = Σ ledger', async () => {
       const customer = 'adj';
       expect(
