@@ -29,8 +29,8 @@ export interface AdjustmentRequest {
   reason: string;
   idempotencyKey: string;
   nowSec: number;
-  /** When it takes effect; at most now (default now). */
-  effectiveAtSec: number;
+  /** When it takes effect, at most now; undefined: now (and a retry that leaves it out is the same adjustment). */
+  effectiveAtSec: number | undefined;
   /** A credit's block expiry (after effectiveAtSec); undefined: it never expires. Debits have none. */
   expiresAtSec: number | undefined;
 }
@@ -47,7 +47,7 @@ function sameRequest(entry: LedgerEntry, request: AdjustmentRequest): boolean {
   return (
     entry.unit === request.unit &&
     entry.amount.equals(request.amount) &&
-    entry.effectiveAtSec === request.effectiveAtSec &&
+    (request.effectiveAtSec === undefined || entry.effectiveAtSec === request.effectiveAtSec) &&
     entry.expiresAtSec === (request.expiresAtSec ?? 0) &&
     entry.source === `${sourcePrefix(request.amount)}${request.reason}`
   );
@@ -76,7 +76,7 @@ export async function postAdjustment(store: Store, request: AdjustmentRequest): 
       unit: request.unit,
       kind: 'manual',
       amount: request.amount,
-      effectiveAtSec: request.effectiveAtSec,
+      effectiveAtSec: request.effectiveAtSec ?? request.nowSec,
       postedAtSec: request.nowSec,
       runId: '',
       meter: '',

@@ -231,7 +231,8 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
       reason,
       idempotencyKey: key!,
       nowSec,
-      effectiveAtSec: effectiveAtSec!,
+      // Only when given: a retry that leaves it out (a second later) is the same adjustment.
+      effectiveAtSec: body.effective_at === undefined ? undefined : effectiveAtSec!,
       expiresAtSec,
     });
     sendJson(res, result.created ? 201 : 200, { entry: entryJson(result.entry), created: result.created });

@@ -97,6 +97,8 @@ export function defineAdjustments(backend: Backend): void {
         amount: '7.5',
         source: 'manual credit: goodwill for ticket 123',
       });
+      // A second later, as a client's retry arrives: still the same adjustment (it left effective_at out).
+      await new Promise((r) => setTimeout(r, 1_100));
       const again = await adjust('keyed', 'goodwill-123', body);
       expect(again.status).toBe(200);
       expect(again.body).toMatchObject({ created: false, entry: { id: first.body.entry.id } });
