@@ -41,7 +41,10 @@ export function postingQuantities(
 ): Map<number, Decimal> {
   const byRef = new Map<number, number[]>();
   postings.forEach((p, index) => {
-    if (p.ref !== undefined) byRef.set(p.ref, [...(byRef.get(p.ref) ?? []), index]);
+    if (p.ref === undefined) return;
+    const indexes = byRef.get(p.ref);
+    if (indexes === undefined) byRef.set(p.ref, [index]);
+    else indexes.push(index);
   });
   const out = new Map<number, Decimal>();
   for (const [ref, indexes] of byRef) {
