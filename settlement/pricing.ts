@@ -8,11 +8,12 @@ import type { Price, PriceTier, RateCardVersion, RateRow } from '../catalog/mode
 import { money, toLedgerAmount } from '../shared/money.js';
 
 /**
- * Graduated tiers count usage over the customer's calendar month in UTC:
- * the month containing `sec` starts here, epoch s. (A calendar month rather
- * than a billing term: usage needs no subscription to be priced.)
+ * Every price counts usage over the customer's calendar month in UTC (tiers,
+ * whole packages, a max meter's peak): the month containing `sec` starts
+ * here, epoch s. (A calendar month rather than a billing term: usage needs no
+ * subscription to be priced.)
  */
-export function tierPeriodStartSec(sec: number): number {
+export function pricingMonthStartSec(sec: number): number {
   const d = new Date(sec * 1000);
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1) / 1000;
 }
@@ -83,28 +84,50 @@ export function graduatedTotal(tiers: readonly PriceTier[], quantity: Decimal): 
 }
 
 /**
- * Cost of `quantity` at `price`, rounded half-up to 9 fraction digits.
- * `before` is the quantity already used in the period (graduated prices
- * only): the cost is the rounded cumulative total after the line minus the
- * rounded total before it, so however a period is cut into lines and runs,
- * its costs add up to exactly the cost of the whole period in one line.
+ * The exact cost of the first `quantity` units of a period at `price`, before
+ * any rounding: what every price model charges for a period as a whole.
  */
-export function costOf(price: Price, quantity: Decimal, before: Decimal = money(0)): Decimal {
-  if (price.model === 'graduated') {
-    return toLedgerAmount(graduatedTotal(price.tiers, before.plus(quantity))).minus(
-      toLedgerAmount(graduatedTotal(price.tiers, before)),
-    );
-  }
-  if (price.model === 'unit') return toLedgerAmount(price.amount.times(quantity));
+export function periodTotal(price: Price, quantity: Decimal): Decimal {
+  if (price.model === 'graduated') return graduatedTotal(price.tiers, quantity);
+  if (price.model === 'unit') return price.amount.times(quantity);
   if (price.rounding === 'up') {
     // Whole packages, decided exactly: no quotient is rounded before the ceiling.
     const whole = quantity.dividedToIntegerBy(price.size);
     const packages = quantity.modulo(price.size).isZero() ? whole : whole.plus(1);
-    return toLedgerAmount(price.amount.times(packages));
+    return price.amount.times(packages);
   }
   // Multiply before dividing: the product is exact, so the one rounding of the
   // quotient (at 60 digits) cannot move a half-nano-credit tie.
-  return toLedgerAmount(price.amount.times(quantity).dividedBy(price.size));
+  return price.amount.times(quantity).dividedBy(price.size);
+}
+
+/**
+ * Cost of `quantity` at `price` when `before` units of the same period were
+ * priced already: the rounded period total after the line minus the rounded
+ * total before it (half-up, 9 fraction digits). The roundings telescope, so
+ * however a period is cut into lines and runs, its costs add up to exactly
+ * the cost of the whole period in one line — for every price model: whole
+ * packages and tiers count over the period, and no line's own rounding adds up.
+ */
+export function costOf(price: Price, quantity: Decimal, before: Decimal = money(0)): Decimal {
+  const after = toLedgerAmount(periodTotal(price, before.plus(quantity)));
+  return before.isZero() ? after : after.minus(toLedgerAmount(periodTotal(price, before)));
+}
+
+/**
+ * Whether pricing a line on its own can differ from pricing it as part of
+ * its period, so settlement must know what earlier runs took. It cannot for a
+ * per-unit (or prorated package) price whose every possible line costs an
+ * exact ledger amount: the price per unit times the meter's quantity step
+ * (1 for count, 10⁻⁹ otherwise) has ≤ 9 fraction digits. Tiers, whole
+ * packages and max meters (charged on the period's peak) always depend on it.
+ */
+export function dependsOnPeriod(price: Price, aggregation: 'sum' | 'count' | 'max'): boolean {
+  if (aggregation === 'max' || price.model === 'graduated') return true;
+  if (price.model === 'package' && price.rounding === 'up') return true;
+  const perUnit = price.model === 'unit' ? price.amount : price.amount.dividedBy(price.size);
+  const perStep = aggregation === 'count' ? perUnit : perUnit.times('1e-9');
+  return !toLedgerAmount(perStep).equals(perStep);
 }
 
 export function zero(): Decimal {

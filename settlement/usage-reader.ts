@@ -8,7 +8,7 @@ import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
-import { tierPeriodStartSec } from './pricing.js';
+import { dependsOnPeriod, pricingMonthStartSec } from './pricing.js';
 
 export interface UsageLine {
   customer: string;
@@ -107,7 +107,7 @@ export async function readSelectedUsage(
     fromSec: Math.max(
       parts[Number(part)]!,
       late === '1' ? 0 : selection.lateBeforeSec,
-      tierPeriodStartSec(Number(firstMinute)),
+      pricingMonthStartSec(Number(firstMinute)),
     ),
     quantity: parseStoredDecimal(catalog.meters.get(meter!)?.aggregation === 'max' ? max! : sum!),
     events: Number(events),
@@ -116,11 +116,18 @@ export async function readSelectedUsage(
   }));
 }
 
+/** What earlier runs took of one dimension set in a month: its total and its peak reading. */
+export interface PriorQuantity {
+  dimensions: string;
+  quantity: Decimal;
+  max: Decimal;
+}
+
 /**
- * Quantities taken by earlier runs, for graduated tiers: per
- * `priorUsageKey(customer, meter, month start)`, each dimension set's total.
+ * Quantities taken by earlier runs, for prices that count over the month:
+ * per `priorUsageKey(customer, meter, month start)`, each dimension set's.
  */
-export type PriorUsage = ReadonlyMap<string, readonly { dimensions: string; quantity: Decimal }[]>;
+export type PriorUsage = ReadonlyMap<string, readonly PriorQuantity[]>;
 
 export function priorUsageKey(customer: string, meter: string, monthStartSec: number): string {
   return `${customer}\u0000${meter}\u0000${monthStartSec}`;
@@ -129,7 +136,7 @@ export function priorUsageKey(customer: string, meter: string, monthStartSec: nu
 /**
  * What earlier runs took (the `excluding` selection) of the given meters in
  * the given calendar months, per (customer, meter, dimensions, month): the
- * cumulative usage graduated tiers start from.
+ * cumulative usage (and peak) a month's pricing continues from.
  */
 export async function readPriorUsage(
   store: Store,
@@ -140,7 +147,7 @@ export async function readPriorUsage(
     customer?: string;
   },
 ): Promise<PriorUsage> {
-  const out = new Map<string, { dimensions: string; quantity: Decimal }[]>();
+  const out = new Map<string, PriorQuantity[]>();
   if (selection.excluding === undefined || selection.meters.length === 0 || selection.monthStartsSec.length === 0)
     return out;
   const months = selection.monthStartsSec.map((start) => {
@@ -149,23 +156,27 @@ export async function readPriorUsage(
   });
   const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
   const rows = await store.query(
-    `SELECT customer, meter, dimensions, toRelativeMonthNum(minute) AS month, sum(quantity), toUnixTimestamp(min(minute))
+    `SELECT customer, meter, dimensions, toRelativeMonthNum(minute) AS month, sum(quantity), max(quantity), toUnixTimestamp(min(minute))
      FROM usage_minute
      WHERE minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)}
        AND meter IN ${sqlStringList(selection.meters)} AND (${months.join(' OR ')})${customerFilter}
      GROUP BY customer, meter, dimensions, month
      ORDER BY customer, meter, dimensions, month`,
   );
-  for (const [customer, meter, dimensions, , sum, firstMinute] of rows) {
-    const key = priorUsageKey(customer!, meter!, tierPeriodStartSec(Number(firstMinute)));
+  for (const [customer, meter, dimensions, , sum, max, firstMinute] of rows) {
+    const key = priorUsageKey(customer!, meter!, pricingMonthStartSec(Number(firstMinute)));
     const list = out.get(key) ?? [];
-    list.push({ dimensions: dimensions!, quantity: parseStoredDecimal(sum!) });
+    list.push({ dimensions: dimensions!, quantity: parseStoredDecimal(sum!), max: parseStoredDecimal(max!) });
     out.set(key, list);
   }
   return out;
 }
 
-/** What earlier runs took in the months of these lines, for the meters some version prices by graduated tiers. */
+/**
+ * What earlier runs took in the months of these lines, for the meters whose
+ * price in some version depends on the month so far (`dependsOnPeriod`).
+ * Other meters' lines cost the same on their own, so their history is not read.
+ */
 export async function priorUsageFor(
   store: Store,
   catalog: Catalog,
@@ -175,9 +186,12 @@ export async function priorUsageFor(
 ): Promise<PriorUsage> {
   const meters = new Set<string>();
   for (const version of catalog.rateCard)
-    for (const row of version.rows) if (row.price.model === 'graduated') meters.add(row.meter);
+    for (const row of version.rows) {
+      const aggregation = catalog.meters.get(row.meter)?.aggregation;
+      if (aggregation !== undefined && dependsOnPeriod(row.price, aggregation)) meters.add(row.meter);
+    }
   const months = new Set<number>();
-  for (const line of lines) if (meters.has(line.meter)) months.add(tierPeriodStartSec(line.firstMinuteSec));
+  for (const line of lines) if (meters.has(line.meter)) months.add(pricingMonthStartSec(line.firstMinuteSec));
   return readPriorUsage(store, {
     excluding,
     meters: [...meters].sort(),
