@@ -22,7 +22,7 @@ import type { SettlementReport } from '../settlement/report.js';
 import { startClickHouse, tempDir, type Backend, type ClickHouseTarget } from './harness.js';
 
 const minuteSec = 60;
-/** Usage lives in the first `spanMinutes` of a month; each month's second rate-card version starts at `switchMinute`.*/
+/** Usage is in the first `spanMinutes` of a month; its second rate-card version starts at `switchMinute`. */
 const spanMinutes = 240;
 const switchMinute = 120;
 const scenarios = 6;
