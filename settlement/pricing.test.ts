@@ -636,7 +636,7 @@ describe('independent of the schedule: every aggregation and price model counts 
     quantity: string;
   }
 
-  /** The lines a run over minutes [from, until) reads: per dimension set and rate-card part, as usage-reader.ts does. */
+  /** The lines a run over minutes [from, until) reads: per dimension set and rate-card part, as usage-reader.ts. */
   function linesOf(usage: readonly Reading[], aggregation: Aggregation, from: number, until: number): UsageLine[] {
     const groups = new Map<string, { model: string; part: number; quantity: Decimal; first: number }>();
     for (const u of usage) {
