@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { parseCatalog, type Catalog, type Price } from '../catalog/model.js';
 import { DrawdownError } from '../shared/errors.js';
 import { formatAmount, money, parseStoredDecimal, sumMoney } from '../shared/money.js';
-import { costOf, dependsOnPeriod, matchRow, versionAt } from './pricing.js';
+import { costDependsOnPeriod, costOf, matchRow, versionAt } from './pricing.js';
 import { priceUsage, type PricingOutcome } from './price-usage.js';
 import { priorUsageKey, type PriorQuantity, type PriorUsage } from './usage-reader.js';
 import type { UsageLine } from './usage-reader.js';
@@ -765,31 +765,40 @@ describe('independent of the schedule: every aggregation and price model counts 
   });
 });
 
-describe('dependsOnPeriod: which prices need what earlier runs took', () => {
+describe('costDependsOnPeriod: which lines need what earlier runs took', () => {
   const price = (raw: unknown): Price =>
     catalogWithRows([{ meter: 'tokens', unit: 'credits', price: raw }]).rateCard[0]!.rows[0]!.price;
 
   it.each([
-    ['an integer unit price on a sum meter', { model: 'unit', amount: '3' }, 'sum', false],
+    ['an integer unit price, any quantity', { model: 'unit', amount: '3' }, 'sum', '1.000000001', false],
     [
-      'a fractional unit price on a sum meter (quantities have 9 fraction digits)',
+      'a unit price whose line cost has 9 fraction digits',
       { model: 'unit', amount: '0.5' },
       'sum',
-      true,
-    ],
-    ['a fractional unit price on a count meter', { model: 'unit', amount: '0.000000005' }, 'count', false],
-    ['a unit price finer than the ledger on a count meter', { model: 'unit', amount: '0.0000000005' }, 'count', true],
-    [
-      'a prorated package that divides into whole credits per unit',
-      { model: 'package', amount: '10', size: '5' },
-      'sum',
+      '0.00000001',
       false,
     ],
-    ['a prorated package of thirds', { model: 'package', amount: '1', size: '3' }, 'count', true],
-    ['whole packages', { model: 'package', amount: '10', size: '5', rounding: 'up' }, 'count', true],
-    ['tiers', { model: 'graduated', tiers: [{ up_to: null, amount: '1' }] }, 'sum', true],
-    ['any price on a max meter', { model: 'unit', amount: '3' }, 'max', true],
-  ] as const)('given %s, then it is %s', (_name, raw, aggregation, expected) => {
-    expect(dependsOnPeriod(price(raw), aggregation)).toBe(expected);
+    ['a unit price whose line cost has 10', { model: 'unit', amount: '0.5' }, 'sum', '0.000000001', true],
+    ['a count meter at a price finer than the ledger', { model: 'unit', amount: '0.0000000005' }, 'count', '3', true],
+    ['a count meter whose line cost is exact', { model: 'unit', amount: '0.0000000005' }, 'count', '4', false],
+    ['a prorated package that divides evenly', { model: 'package', amount: '1', size: '3' }, 'count', '6', false],
+    ['a prorated package of thirds', { model: 'package', amount: '1', size: '3' }, 'count', '7', true],
+    ['whole packages', { model: 'package', amount: '10', size: '5', rounding: 'up' }, 'count', '5', true],
+    ['tiers', { model: 'graduated', tiers: [{ up_to: null, amount: '1' }] }, 'sum', '1', true],
+    ['any price on a max meter', { model: 'unit', amount: '3' }, 'max', '1', true],
+  ] as const)('given %s, then it is %s', (_name, raw, aggregation, quantity, expected) => {
+    expect(costDependsOnPeriod(price(raw), aggregation, money(quantity))).toBe(expected);
+  });
+
+  it('given a line whose own cost is exact, then it costs the same after any quantity before it', () => {
+    const unit = price({ model: 'unit', amount: '0.5' });
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: 10n ** 15n }), fc.bigInt({ min: 0n, max: 10n ** 12n }), (b, q) => {
+        const quantity = money(q.toString()).dividedBy(1e8); // 8 fraction digits: 0.5 × q is exact at 9
+        const before = money(b.toString()).dividedBy(1e9);
+        expect(costDependsOnPeriod(unit, 'sum', quantity)).toBe(false);
+        expect(costOf(unit, quantity, before).toFixed()).toBe(costOf(unit, quantity).toFixed());
+      }),
+    );
   });
 });

@@ -5,6 +5,7 @@
  */
 import type { Decimal } from 'decimal.js';
 import type { Price, PriceTier, RateCardVersion, RateRow } from '../catalog/model.js';
+import type { Aggregation } from '../shared/events/meters.js';
 import { money, toLedgerAmount } from '../shared/money.js';
 
 /**
@@ -115,19 +116,18 @@ export function costOf(price: Price, quantity: Decimal, before: Decimal = money(
 }
 
 /**
- * Whether pricing a line on its own can differ from pricing it as part of
- * its period, so settlement must know what earlier runs took. It cannot for a
- * per-unit (or prorated package) price whose every possible line costs an
- * exact ledger amount: the price per unit times the meter's quantity step
- * (1 for count, 10⁻⁹ otherwise) has ≤ 9 fraction digits. Tiers, whole
- * packages and max meters (charged on the period's peak) always depend on it.
+ * Whether a line's cost can depend on what the month took before it, so
+ * settlement must read what earlier runs took. Tiers, whole packages and max
+ * meters (charged on the month's peak) always can. A per-unit or prorated
+ * price cannot when the line's own exact cost has ≤ 9 fraction digits:
+ * adding an amount the ledger holds exactly commutes with the rounding, so
+ * round(F(before + q)) − round(F(before)) = F(q) whatever `before` is.
  */
-export function dependsOnPeriod(price: Price, aggregation: 'sum' | 'count' | 'max'): boolean {
+export function costDependsOnPeriod(price: Price, aggregation: Aggregation, quantity: Decimal): boolean {
   if (aggregation === 'max' || price.model === 'graduated') return true;
   if (price.model === 'package' && price.rounding === 'up') return true;
-  const perUnit = price.model === 'unit' ? price.amount : price.amount.dividedBy(price.size);
-  const perStep = aggregation === 'count' ? perUnit : perUnit.times('1e-9');
-  return !toLedgerAmount(perStep).equals(perStep);
+  const exact = periodTotal(price, quantity);
+  return !toLedgerAmount(exact).equals(exact);
 }
 
 export function zero(): Decimal {

@@ -4,11 +4,11 @@
  * the version in force at its own minutes.
  */
 import type { Decimal } from 'decimal.js';
-import type { Catalog } from '../catalog/model.js';
+import type { Catalog, RateRow } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
-import { dependsOnPeriod, pricingMonthStartSec } from './pricing.js';
+import { costDependsOnPeriod, matchRow, pricingMonthStartSec, versionAt } from './pricing.js';
 
 export interface UsageLine {
   customer: string;
@@ -173,9 +173,11 @@ export async function readPriorUsage(
 }
 
 /**
- * What earlier runs took in the months of these lines, for the meters whose
- * price in some version depends on the month so far (`dependsOnPeriod`).
- * Other meters' lines cost the same on their own, so their history is not read.
+ * What earlier runs took in the months of these lines, for the meters where
+ * some line's cost depends on it (`costDependsOnPeriod`): tiers, whole
+ * packages, max meters, and per-unit prices only when a line's own cost is
+ * finer than the ledger's 9 places. Other lines cost the same on their own,
+ * so a month's history is read only when it can change a charge.
  */
 export async function priorUsageFor(
   store: Store,
@@ -185,17 +187,29 @@ export async function priorUsageFor(
   customer?: string,
 ): Promise<PriorUsage> {
   const meters = new Set<string>();
-  for (const version of catalog.rateCard)
-    for (const row of version.rows) {
-      const aggregation = catalog.meters.get(row.meter)?.aggregation;
-      if (aggregation !== undefined && dependsOnPeriod(row.price, aggregation)) meters.add(row.meter);
-    }
-  const months = new Set<number>();
-  for (const line of lines) if (meters.has(line.meter)) months.add(pricingMonthStartSec(line.firstMinuteSec));
+  const months = new Map<string, Set<number>>();
+  const rows = new Map<string, RateRow | undefined>();
+  for (const line of lines) {
+    const month = pricingMonthStartSec(line.firstMinuteSec);
+    if (months.get(line.meter)?.has(month) === true) continue;
+    const aggregation = catalog.meters.get(line.meter)?.aggregation;
+    const version = versionAt(catalog.rateCard, line.fromSec * 1000);
+    if (aggregation === undefined || version === undefined) continue;
+    const key = `${version.version}\u0000${line.meter}\u0000${line.dimensions}`;
+    if (!rows.has(key))
+      rows.set(key, matchRow(version, line.meter, JSON.parse(line.dimensions) as Record<string, string>));
+    const row = rows.get(key);
+    if (row === undefined || !costDependsOnPeriod(row.price, aggregation, line.quantity)) continue;
+    meters.add(line.meter);
+    let set = months.get(line.meter);
+    if (set === undefined) months.set(line.meter, (set = new Set()));
+    set.add(month);
+  }
+  const allMonths = new Set([...months.values()].flatMap((m) => [...m]));
   return readPriorUsage(store, {
     excluding,
     meters: [...meters].sort(),
-    monthStartsSec: [...months].sort((a, b) => a - b),
+    monthStartsSec: [...allMonths].sort((a, b) => a - b),
     customer,
   });
 }
