@@ -75,7 +75,8 @@ function parseOverage(
   const price = object(problems, o.price_per_credit, `${at}.price_per_credit`, catalogFields.money);
   const currency = readString(problems, price.currency, `${at}.price_per_credit.currency`, { pattern: /^[A-Z]{3}$/ });
   const amount = readDecimalText(problems, price.amount, `${at}.price_per_credit.amount`);
-  if (unit !== undefined && !units.has(unit)) problems.add(`${at}.unit`, 'unknown', `credit unit ${unit} is not defined`);
+  if (unit !== undefined && !units.has(unit))
+    problems.add(`${at}.unit`, 'unknown', `credit unit ${unit} is not defined`);
   return unit && currency && amount ? { unit, currency, pricePerCredit: money(amount) } : undefined;
 }
 
@@ -100,7 +101,11 @@ export function parseAddOn(
       problems.add(`${at}.overage`, 'required', `${at}.overage is required: a metered add-on is an overage price`);
     else overage = parseOverage(problems, o.overage, `${at}.overage`, units);
   } else if (o.overage !== undefined) {
-    problems.add(`${at}.overage`, 'metered', `${at}.overage: an add-on with an overage price must be "kind": "metered"`);
+    problems.add(
+      `${at}.overage`,
+      'metered',
+      `${at}.overage: an add-on with an overage price must be "kind": "metered"`,
+    );
   }
   const rawVersions = o.versions === undefined ? [] : Array.isArray(o.versions) ? o.versions : undefined;
   if (rawVersions === undefined) problems.add(`${at}.versions`, 'type', `${at}.versions must be an array`);
@@ -145,7 +150,10 @@ export function parseAddOn(
     grantUnit ??= unit;
     versions.push({
       version: i + 1,
-      grant: unit && quantity && frequency && rollover ? { unit, quantity: money(quantity), frequency, rollover } : undefined,
+      grant:
+        unit && quantity && frequency && rollover
+          ? { unit, quantity: money(quantity), frequency, rollover }
+          : undefined,
     });
   });
   if (!id || !name || (billing !== 'monthly' && billing !== 'yearly') || (kind !== 'recurring' && kind !== 'metered'))
@@ -172,7 +180,11 @@ export function parseCharge(
     if (g.expires_after !== undefined) {
       expiresAfter = typeof g.expires_after === 'string' ? parseDuration(g.expires_after) : undefined;
       if (expiresAfter === undefined)
-        problems.add(`${gat}.expires_after`, 'format', `${gat}.expires_after must be an ISO-8601 duration such as P60D`);
+        problems.add(
+          `${gat}.expires_after`,
+          'format',
+          `${gat}.expires_after must be an ISO-8601 duration such as P60D`,
+        );
     }
     const rollover = g.rollover === undefined ? undefined : parseRollover(problems, g.rollover, `${gat}.rollover`);
     // One block, one rule: an expiry after a fixed time, or a rollover at the term end — not both.

@@ -99,11 +99,7 @@ function textOf(value: unknown): string | undefined {
  * `nowMs`) where `next` renames the unit. A copy; shapes are checked later
  * by parseCatalog, so anything unexpected is passed through untouched.
  */
-export function carryNameHistory(
-  previous: CatalogDocument | undefined,
-  next: unknown,
-  nowMs: number,
-): unknown {
+export function carryNameHistory(previous: CatalogDocument | undefined, next: unknown, nowMs: number): unknown {
   if (previous === undefined || !isPlainObject(next) || !Array.isArray(next.credit_units)) return next;
   const stored = new Map<string, Record<string, unknown>>();
   for (const u of Array.isArray(previous.credit_units) ? previous.credit_units : [])
@@ -118,7 +114,8 @@ export function carryNameHistory(
     const oldInternal = textOf(before.internal_name) ?? oldName;
     const newName = textOf(u.name);
     const newInternal = textOf(u.internal_name) ?? newName;
-    const renamed = oldName !== undefined && newName !== undefined && (oldName !== newName || oldInternal !== newInternal);
+    const renamed =
+      oldName !== undefined && newName !== undefined && (oldName !== newName || oldInternal !== newInternal);
     // A document that recorded this rename itself (restoring a history) is taken as it is.
     const last = history.length > kept.length ? history.at(-1) : undefined;
     const recorded = isPlainObject(last) && last.name === oldName && (last.internal_name ?? last.name) === oldInternal;

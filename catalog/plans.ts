@@ -403,7 +403,8 @@ function parseSubscriptionAddOns(
     refuseUnknownFields(problems, a, aat, catalogFields.subscriptionAddOn);
     const id = readString(problems, a.add_on, `${aat}.add_on`, { pattern: idPattern });
     const addOn = id === undefined ? undefined : addOns.get(id);
-    if (id !== undefined && addOn === undefined) problems.add(`${aat}.add_on`, 'unknown', `add-on ${id} is not defined`);
+    if (id !== undefined && addOn === undefined)
+      problems.add(`${aat}.add_on`, 'unknown', `add-on ${id} is not defined`);
     // One entry per add-on: two copies are `quantity: 2`, so its blocks have one name.
     if (id !== undefined && out.some((x) => x.addOn === id))
       problems.add(`${aat}.add_on`, 'duplicate', `add-on ${id} is listed twice; set its quantity instead`);
@@ -429,7 +430,11 @@ function parseSubscriptionAddOns(
     let overrides: GrantOverride = {};
     if (a.overrides !== undefined) {
       if (addOn && grant === undefined)
-        problems.add(`${aat}.overrides`, 'unknown', `add-on ${addOn.id} version ${String(version)} grants nothing to override`);
+        problems.add(
+          `${aat}.overrides`,
+          'unknown',
+          `add-on ${addOn.id} version ${String(version)} grants nothing to override`,
+        );
       overrides = parseGrantOverride(problems, a.overrides, `${aat}.overrides`, addOn?.billing, `add-on ${id}`);
     }
     if (id && addOn && typeof quantity === 'number' && typeof version === 'number')

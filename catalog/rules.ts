@@ -221,11 +221,19 @@ function addOnAndChargeProblems(previous: CatalogState, next: CatalogState, refu
     const now = next.catalog.addOns.get(id);
     for (const field of ['billing', 'kind'] as const)
       if (now !== undefined && now[field] !== addOn[field])
-        refuse(`add_ons[${i}].${field}`, 'immutable', `add-on ${id} was saved with ${field} ${addOn[field]}; it cannot change`);
+        refuse(
+          `add_ons[${i}].${field}`,
+          'immutable',
+          `add-on ${id} was saved with ${field} ${addOn[field]}; it cannot change`,
+        );
     const before = entityList(prevAddOns.get(id) ?? {}, 'versions');
     const after = entityList(nextAddOns[i]!, 'versions');
     if (after.length < before.length)
-      refuse(`add_ons[${i}].versions`, 'removed', `add-on ${id} has ${before.length} saved versions; versions cannot be removed`);
+      refuse(
+        `add_ons[${i}].versions`,
+        'removed',
+        `add-on ${id} has ${before.length} saved versions; versions cannot be removed`,
+      );
     before.forEach((v, j) => {
       if (j < after.length && canonicalText(after[j]) !== canonicalText(v))
         refuse(
@@ -241,7 +249,11 @@ function addOnAndChargeProblems(previous: CatalogState, next: CatalogState, refu
     entityList(a, 'versions').forEach((v, j) => {
       const unit = (v.grant as Record<string, unknown> | undefined)?.unit;
       if (j >= saved && next.catalog.creditUnits.get(String(unit))?.archived)
-        refuse(`add_ons[${i}].versions[${j}].grant.unit`, 'archived', `credit unit ${String(unit)} is archived: no new grants on it`);
+        refuse(
+          `add_ons[${i}].versions[${j}].grant.unit`,
+          'archived',
+          `credit unit ${String(unit)} is archived: no new grants on it`,
+        );
     });
   });
   const applied = new Set(previous.catalog.subscriptions.flatMap((s) => s.charges.map((c) => c.charge)));
@@ -255,7 +267,11 @@ function addOnAndChargeProblems(previous: CatalogState, next: CatalogState, refu
       continue;
     }
     if (applied.has(id) && canonicalText(nextCharges[i]!.grant) !== canonicalText(prevCharges.get(id)?.grant))
-      refuse(`charges[${i}].grant`, 'immutable', `charge ${id} is applied to subscriptions; its grant cannot change (define a new charge)`);
+      refuse(
+        `charges[${i}].grant`,
+        'immutable',
+        `charge ${id} is applied to subscriptions; its grant cannot change (define a new charge)`,
+      );
   }
   nextCharges.forEach((c, i) => {
     const before = prevCharges.get(String(c.id));

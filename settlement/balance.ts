@@ -29,7 +29,7 @@ export function unitNamesJson(
 
 export interface UnitBalance {
   unit: string;
-  /** The unit's names as this customer's subscription shows them (catalog/names.ts); null for a unit not in the catalog. */
+  /** The unit's names as this customer's subscription shows them (catalog/names.ts); null: not in the catalog. */
   name: string | null;
   internal_name: string | null;
   settled: string;

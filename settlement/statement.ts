@@ -299,7 +299,9 @@ export async function statementsOf(
           const [source, id] = key.split('\u0000') as [GrantSource, string];
           return { source, id: id === '' ? undefined : id, granted };
         })
-        .sort((a, b) => grantSourceOrder[a.source] - grantSourceOrder[b.source] || ((a.id ?? '') < (b.id ?? '') ? -1 : 1));
+        .sort(
+          (a, b) => grantSourceOrder[a.source] - grantSourceOrder[b.source] || ((a.id ?? '') < (b.id ?? '') ? -1 : 1),
+        );
       units.set(unit, {
         opening,
         granted: kind('grant'),
