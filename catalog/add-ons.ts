@@ -11,7 +11,7 @@ import { frequencyRank, parseDuration, type Duration, type Frequency } from './p
 import { money } from '../shared/money.js';
 import { Problems, isPlainObject, readDecimalText, readString, refuseUnknownFields } from '../shared/validate.js';
 import { catalogFields } from './fields.js';
-import { parseFrequency, parseRollover, type BillingFrequency, type Rollover } from './plans.js';
+import { parseFrequency, parseRollover, type BillingFrequency, type Rollover } from './grant-rules.js';
 
 /** An add-on's grant: a plan grant without an id (an add-on grants one unit, so the add-on names it). */
 export interface AddOnGrant {

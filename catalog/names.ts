@@ -16,7 +16,6 @@
  * ledger, statements, and notices once they exist — takes a unit's names
  * from.
  */
-import type { Catalog, CreditUnit } from './model.js';
 import type { Subscription } from './plans.js';
 import type { CatalogDocument } from './document.js';
 import { Problems, isPlainObject, readInstant, readString, refuseUnknownFields } from '../shared/validate.js';
@@ -25,6 +24,17 @@ import { catalogFields } from './fields.js';
 export interface UnitNames {
   name: string;
   internalName: string;
+}
+
+/** What names need of a credit unit (model.ts CreditUnit). */
+export interface NamedUnit extends UnitNames {
+  previousNames: readonly (UnitNames & { untilMs: number })[];
+}
+
+/** What names need of a catalog (model.ts Catalog). */
+export interface NamedCatalog {
+  creditUnits: ReadonlyMap<string, NamedUnit>;
+  subscriptions: readonly Pick<Subscription, 'customer' | 'startMs' | 'endMs'>[];
 }
 
 /** Bounds a unit's document; a unit renamed more often than this wants a new unit. */
@@ -54,7 +64,7 @@ export function parseNameHistory(problems: Problems, raw: unknown, at: string): 
 }
 
 /** The unit's names in force at `atMs`: the first earlier name still in force then, else the current ones. */
-export function unitNamesAt(unit: CreditUnit, atMs: number): UnitNames {
+export function unitNamesAt(unit: NamedUnit, atMs: number): UnitNames {
   for (const previous of unit.previousNames)
     if (atMs < previous.untilMs) return { name: previous.name, internalName: previous.internalName };
   return { name: unit.name, internalName: unit.internalName };
@@ -68,9 +78,9 @@ export function unitNamesAt(unit: CreditUnit, atMs: number): UnitNames {
  * in force is not an existing subscriber.
  */
 export function namesFor(
-  catalog: Catalog,
+  catalog: NamedCatalog,
   unitId: string,
-  who: { subscription: Subscription } | { customer: string; nowMs: number },
+  who: { subscription: Pick<Subscription, 'startMs'> } | { customer: string; nowMs: number },
 ): UnitNames | undefined {
   const unit = catalog.creditUnits.get(unitId);
   if (unit === undefined) return undefined;

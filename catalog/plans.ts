@@ -4,7 +4,7 @@
  * settlement/credit; these are only the shapes and their validation.
  */
 import type { Decimal } from 'decimal.js';
-import { frequencyRank, parseDuration, periodIndexAt, periodStart, type Duration, type Frequency } from './periods.js';
+import { frequencyRank, periodIndexAt, periodStart, type Duration, type Frequency } from './periods.js';
 import { DrawdownError } from '../shared/errors.js';
 import { money } from '../shared/money.js';
 import {
@@ -18,16 +18,11 @@ import {
 } from '../shared/validate.js';
 import { catalogFields } from './fields.js';
 import type { AddOn, Charge } from './add-ons.js';
+import { parseFrequency, parseRollover, type BillingFrequency, type Rollover } from './grant-rules.js';
+
+export { parseFrequency, parseRollover, type BillingFrequency, type Rollover };
 
 export type { Duration, Frequency };
-export type BillingFrequency = 'monthly' | 'yearly';
-
-export type Rollover =
-  | { kind: 'none' }
-  | { kind: 'unlimited' }
-  | { kind: 'time_limited'; duration: Duration }
-  /** `percent` is 0–100. */
-  | { kind: 'capped'; percent: Decimal; maximum: Decimal };
 
 export interface GrantDefinition {
   id: string;
@@ -114,52 +109,6 @@ const subscriptionChargesMax = 1000;
 const addOnQuantityMax = 10_000;
 
 const idPattern = /^[A-Za-z0-9._:@-]{1,128}$/;
-
-export function parseRollover(problems: Problems, raw: unknown, at: string): Rollover | undefined {
-  if (raw === undefined) return { kind: 'none' };
-  if (!isPlainObject(raw)) {
-    problems.add(at, 'type', `${at} must be an object such as {"kind": "capped", "percent": "50", "maximum": "250"}`);
-    return undefined;
-  }
-  const fields =
-    raw.kind === 'none' || raw.kind === 'unlimited'
-      ? catalogFields.rolloverNone
-      : raw.kind === 'time_limited'
-        ? catalogFields.rolloverTimeLimited
-        : raw.kind === 'capped'
-          ? catalogFields.rolloverCapped
-          : [...new Set([...catalogFields.rolloverTimeLimited, ...catalogFields.rolloverCapped])];
-  refuseUnknownFields(problems, raw, at, fields);
-  switch (raw.kind) {
-    case 'none':
-    case 'unlimited':
-      return { kind: raw.kind };
-    case 'time_limited': {
-      const duration = typeof raw.duration === 'string' ? parseDuration(raw.duration) : undefined;
-      if (duration === undefined)
-        problems.add(`${at}.duration`, 'format', `${at}.duration must be an ISO-8601 duration such as P2M or P30D`);
-      return duration && { kind: 'time_limited', duration };
-    }
-    case 'capped': {
-      const percent = readDecimalText(problems, raw.percent, `${at}.percent`);
-      const maximum = readDecimalText(problems, raw.maximum, `${at}.maximum`);
-      if (percent !== undefined && money(percent).greaterThan(100))
-        problems.add(`${at}.percent`, 'range', `${at}.percent must be 0–100`);
-      return percent !== undefined && maximum !== undefined
-        ? { kind: 'capped', percent: money(percent), maximum: money(maximum) }
-        : undefined;
-    }
-    default:
-      problems.add(`${at}.kind`, 'enum', `${at}.kind must be none, unlimited, time_limited or capped`);
-      return undefined;
-  }
-}
-
-export function parseFrequency(problems: Problems, raw: unknown, at: string): Frequency | undefined {
-  if (raw === 'daily' || raw === 'monthly' || raw === 'yearly') return raw;
-  problems.add(at, 'enum', `${at} must be daily, monthly or yearly`);
-  return undefined;
-}
 
 /** Grants in archived units, per plan, as parsePlan found them: judged once the subscriptions are known. */
 const archivedGrants = new WeakMap<Plan, { version: number; field: string; unit: string }[]>();
