@@ -20,6 +20,8 @@ import {
 } from '../shared/validate.js';
 import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
 import { parseEventMapping, type EventMapping } from './event-mapping.js';
+import { parseAddOn, parseCharge, type AddOn, type Charge } from './add-ons.js';
+import { parseNameHistory, type UnitNames } from './names.js';
 
 export type { Aggregation, MeterDefinitions };
 
@@ -45,6 +47,8 @@ export interface CreditUnit {
   /** How far below zero usage may take the balance; undefined = not at all. */
   allowedNegativeBalance: Decimal | undefined;
   archived: boolean;
+  /** The names this unit had before, oldest first, each with when it stopped being in force (catalog/names.ts). */
+  previousNames: (UnitNames & { untilMs: number })[];
 }
 
 /**
@@ -96,6 +100,8 @@ export interface Catalog {
   rateCard: readonly RateCardVersion[];
   packages: ReadonlyMap<string, CreditPackage>;
   plans: ReadonlyMap<string, Plan>;
+  addOns: ReadonlyMap<string, AddOn>;
+  charges: ReadonlyMap<string, Charge>;
   subscriptions: readonly Subscription[];
 }
 
@@ -152,6 +158,7 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
       : readDecimalText(problems, o.allowed_negative_balance, `${at}.allowed_negative_balance`);
   if (o.archived !== undefined && typeof o.archived !== 'boolean')
     problems.add(`${at}.archived`, 'type', `${at}.archived must be a boolean`);
+  const previousNames = parseNameHistory(problems, o.previous_names, `${at}.previous_names`);
   if (!id || !name || !internalName) return undefined;
   return {
     id,
@@ -161,6 +168,7 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
     precision: precision as number,
     allowedNegativeBalance: allowed === undefined ? undefined : money(allowed),
     archived: o.archived === true,
+    previousNames,
   };
 }
 
@@ -423,10 +431,24 @@ export function parseCatalog(raw: unknown, options: ParseOptions = {}): Catalog 
     if (plans.has(plan.id)) problems.add(`plans[${i}].id`, 'duplicate', `plan ${plan.id} is defined twice`);
     plans.set(plan.id, plan);
   });
+  const addOns = new Map<string, AddOn>();
+  list(problems, root.add_ons, 'add_ons').forEach((a, i) => {
+    const addOn = parseAddOn(problems, a, `add_ons[${i}]`, creditUnits);
+    if (!addOn) return;
+    if (addOns.has(addOn.id)) problems.add(`add_ons[${i}].id`, 'duplicate', `add-on ${addOn.id} is defined twice`);
+    addOns.set(addOn.id, addOn);
+  });
+  const charges = new Map<string, Charge>();
+  list(problems, root.charges, 'charges').forEach((c, i) => {
+    const charge = parseCharge(problems, c, `charges[${i}]`, creditUnits);
+    if (!charge) return;
+    if (charges.has(charge.id)) problems.add(`charges[${i}].id`, 'duplicate', `charge ${charge.id} is defined twice`);
+    charges.set(charge.id, charge);
+  });
   const subscriptions: Subscription[] = [];
   const subscriptionIds = new Set<string>();
   list(problems, root.subscriptions, 'subscriptions').forEach((s, i) => {
-    const subscription = parseSubscription(problems, s, `subscriptions[${i}]`, plans);
+    const subscription = parseSubscription(problems, s, `subscriptions[${i}]`, plans, { addOns, charges });
     if (!subscription) return;
     // A Set, not a scan of the list: catalogs hold one subscription per customer (100,000s).
     if (subscriptionIds.has(subscription.id))
@@ -442,7 +464,7 @@ export function parseCatalog(raw: unknown, options: ParseOptions = {}): Catalog 
     throw new DrawdownError('catalog_invalid', `catalog has ${found.length} problem(s)`, {
       problems: found,
     });
-  return { creditUnits, meters, rateCard, packages, plans, subscriptions };
+  return { creditUnits, meters, rateCard, packages, plans, addOns, charges, subscriptions };
 }
 
 export function loadCatalogFile(path: string): Catalog {

@@ -21,7 +21,7 @@ import {
   type CreditSnapshot,
   type LedgerEntry,
 } from './ledger.js';
-import { balanceOf, emptyState, encodeState, type DrawDownPolicy } from './credit/blocks.js';
+import { balanceOf, emptyState, encodeState, type Block, type DrawDownPolicy } from './credit/blocks.js';
 import { settleWindow, type UsageCharge } from './credit/timeline.js';
 import { grantSchedules } from './credit/schedule.js';
 import { loadCreditInputs, type CreditInputs } from './credit-inputs.js';
@@ -348,6 +348,7 @@ function settleAccount(
       // drawn from a block carries the block's expiry too, so burn order can be audited from the ledger alone
       // (replay reads it only from the entry that opens the block).
       expiresAtSec: Math.floor((block?.expiresAtMs ?? 0) / 1000),
+      ...grantOf(block),
     };
   });
   const snapshot: CreditSnapshot = {
@@ -484,4 +485,10 @@ async function executeRun(
   await recordRun(store, run, nowSec, 'completed', JSON.stringify(storedReport(report)));
   onPhase('record run');
   return report;
+}
+
+/** Who granted the block an entry moves, for the ledger and statements; nothing for purchases and adjustments. */
+function grantOf(block: Block | undefined): Pick<LedgerEntry, 'grantSource' | 'grantOrigin'> {
+  if (block === undefined || block.source === 'purchase' || block.source === 'manual') return {};
+  return { grantSource: block.source === 'grant' ? 'plan' : block.source, grantOrigin: block.origin ?? '' };
 }

@@ -30,7 +30,9 @@ export const tables = {
     rate_version String,
     source String,
     block_id String,
-    expires_at DateTime('UTC')
+    expires_at DateTime('UTC'),
+    grant_source String DEFAULT '',
+    grant_origin String DEFAULT ''
   ) ENGINE = ReplacingMergeTree ORDER BY (customer, unit, entry_id)`,
 
   /**
@@ -166,6 +168,8 @@ export const ledgerColumns = [
   'source',
   'block_id',
   'expires_at',
+  'grant_source',
+  'grant_origin',
 ] as const;
 
 export const creditSnapshotColumns = [
@@ -207,6 +211,7 @@ export async function ensureSchema(store: Store): Promise<void> {
   for (const ddl of Object.values(tables)) await store.command(ddl);
   await addMessageSeqs(store);
   await addHold(store);
+  await addGrantSource(store);
   await partitionCreditSnapshots(store);
 }
 
@@ -234,6 +239,20 @@ async function addHold(store: Store): Promise<void> {
   );
   if (Number(rows[0]?.[0] ?? 0) === 0)
     await store.command("ALTER TABLE usage_minute ADD COLUMN hold String DEFAULT ''");
+}
+
+/**
+ * ledger_entries was created without `grant_source` and `grant_origin`
+ * before add-ons and charges granted credits: every grant then came from a
+ * plan, so old rows read '' and are shown as plan grants (settlement/ledger.ts).
+ */
+async function addGrantSource(store: Store): Promise<void> {
+  const rows = await store.query(
+    "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'ledger_entries' AND name IN ('grant_source', 'grant_origin')",
+  );
+  const have = new Set(rows.map((r) => r[0]));
+  for (const column of ['grant_source', 'grant_origin'])
+    if (!have.has(column)) await store.command(`ALTER TABLE ledger_entries ADD COLUMN ${column} String DEFAULT ''`);
 }
 
 /**
