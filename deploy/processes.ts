@@ -22,6 +22,8 @@ import { createIngestMetrics, ingestRoutes } from '../ingest/gateway.js';
 import { BatchPublisher } from '../ingest/publisher.js';
 import { ensureClaimStream, KeyClaims } from '../ingest/key-claims.js';
 import { Rater } from '../rater/rater.js';
+import { ensureDeadLetterStream } from '../rater/dead-letter.js';
+import { raterWindow } from '../rater/window.js';
 import { createSettlementMetrics } from '../settlement/metrics.js';
 import { settlementRoutes } from '../settlement/api.js';
 import { SettlementRunner } from '../settlement/runner.js';
@@ -176,6 +178,11 @@ export async function startDrawdown(
       }
       if (parts.ingest || parts.rater) await ensureStream(handles.jsm, stream);
       if (parts.ingest) await ensureClaimStream(handles.jsm, stream);
+      if (parts.rater)
+        await ensureDeadLetterStream(handles.jsm, stream, {
+          maxAgeMs: config.deadLetterMaxAgeMs,
+          maxBytes: config.deadLetterMaxBytes,
+        });
     }
 
     const routes: Route[] = [];
@@ -207,8 +214,9 @@ export async function startDrawdown(
       );
     }
 
+    let rater: Rater | undefined;
     if (parts.rater) {
-      const rater = new Rater({
+      rater = new Rater({
         js: nats!.js,
         jsm: nats!.jsm,
         store: store!,
@@ -219,6 +227,9 @@ export async function startDrawdown(
           flushRowsMax: Math.max(config.flushRowsMax, config.batchEventsMax),
           fetchMessagesMax: config.fetchMessagesMax,
           retryDelayMaxMs: config.retryDelayMaxMs,
+          storeAttemptsBeforeUnready: config.storeAttemptsBeforeUnready,
+          publishTimeoutMs: config.publishTimeoutMs,
+          window: raterWindow(config),
           ackWaitMs: config.ackWaitMs,
           maxAckPending: config.maxAckPending,
         },
@@ -235,8 +246,9 @@ export async function startDrawdown(
         registry,
         tracer: tracing?.tracer('drawdown-rater'),
       });
-      await rater.start();
-      stops.push(() => rater.stop());
+      const started = rater;
+      await started.start();
+      stops.push(() => started.stop());
     }
 
     let runner: SettlementRunner | undefined;
@@ -302,6 +314,8 @@ export async function startDrawdown(
             nats.nc.info !== undefined &&
             !(nats.nc as { isReconnecting?: () => boolean }).isReconnecting?.();
         if (store) checks.clickhouse = await store.ping().catch(() => false);
+        // A partition whose ClickHouse writes keep failing (DRAWDOWN_STORE_ATTEMPTS_BEFORE_UNREADY) is not ready.
+        if (rater) checks.rater = rater.ready;
         return checks;
       },
     });
