@@ -16,6 +16,7 @@ import { createLogger, type Logger } from '../shared/log.js';
 import { createRegistry } from '../shared/metrics.js';
 import { connectNats, type NatsHandles } from '../shared/nats/connect.js';
 import { ensureStream, type StreamSettings } from '../shared/nats/stream.js';
+import { checkPartitionLayout } from '../shared/nats/partition-layout.js';
 import { startService, type RunningService } from '../shared/service.js';
 import { startTracing, type Tracing } from '../shared/tracing.js';
 import { createIngestMetrics, ingestRoutes } from '../ingest/gateway.js';
@@ -176,7 +177,12 @@ export async function startDrawdown(
           `DRAWDOWN_BODY_BYTES_MAX (${config.bodyBytesMax}) plus ${headerAllowanceBytes} bytes of headers exceeds the NATS server's max_payload (${maxPayload}); raise max_payload or lower the body limit`,
         );
       }
-      if (parts.ingest || parts.rater) await ensureStream(handles.jsm, stream);
+      if (parts.ingest || parts.rater) {
+        await ensureStream(handles.jsm, stream);
+        // Refuses to start with another partition count than the one recorded (or records it, first).
+        const { recorded, layout } = await checkPartitionLayout(handles.js, handles.jsm, stream, `drawdown-${name}`);
+        if (recorded) log.info({ layout }, 'partition layout recorded');
+      }
       if (parts.ingest) await ensureClaimStream(handles.jsm, stream);
       if (parts.rater)
         await ensureDeadLetterStream(handles.jsm, stream, {
