@@ -138,8 +138,13 @@ export async function checkPartitionLayout(
   const layout: RecordedLayout = { ...wanted, recordedAt: new Date(now()).toISOString(), recordedBy };
   try {
     await kv.create(layoutKey(settings.name), JSON.stringify(layout));
+    // Read back: a clustered nats-server before 2.9.21 does not serialise compare-and-set (nats-server#4320), so a
+    // create racing another may have been overwritten; whichever layout is stored is the one.
+    const stored = await readLayout(kv, settings.name);
+    if (stored !== undefined && !sameLayout(wanted, stored.layout)) throw mismatch(wanted, stored.layout);
     return { recorded: true, layout };
   } catch (error) {
+    if (error instanceof DrawdownError) throw error;
     // Another process recorded one first (CAS create): its layout is the one.
     const raced = await readLayout(kv, settings.name);
     if (raced === undefined) throw error;
