@@ -44,7 +44,7 @@ export function defineDeadLetter(backend: Backend): void {
       dir.remove();
     });
 
-    const startRater = (): Promise<Running> =>
+    const startRater = (more: Record<string, number> = {}): Promise<Running> =>
       startDrawdown(
         testConfig({
           natsUrl: nats!.url,
@@ -53,6 +53,7 @@ export function defineDeadLetter(backend: Backend): void {
           partitions: 1,
           flushIntervalMs: 2_000,
           fetchMessagesMax: 64,
+          ...more,
         }),
         { ingest: false, rater: true, settlement: false },
       );
@@ -156,5 +157,41 @@ export function defineDeadLetter(backend: Backend): void {
       const ready = await fetch(`${rater.url}/readyz`);
       expect(ready.status).toBe(200);
     });
+
+    it.runIf(backend === 'server')(
+      'given clickhouse-server stopped, the rater retries, turns unready after the bound, dead-letters nothing, and counts the batch once it is back',
+      async () => {
+        await rater!.stop();
+        rater = await startRater({ storeAttemptsBeforeUnready: 3, retryDelayMaxMs: 200, flushIntervalMs: 100 });
+        const js = jetstream(nc!);
+        const jsm = await jetstreamManager(nc!);
+        const deadBefore = (await jsm.streams.info('DRAWDOWN_EVENTS_DEAD')).state.messages;
+        const before = await usageTotals(rater.store!);
+        await clickhouse!.server!.stop();
+        await publish(js, packr.pack([event('good-5', 'down-1', '4')]), 1, 'down-1');
+        const readiness = async (): Promise<{ status: number; rater: unknown }> => {
+          const response = await fetch(`${rater!.url}/readyz`);
+          const body = (await response.json()) as { checks: { rater?: boolean } };
+          return { status: response.status, rater: body.checks.rater };
+        };
+        let seen = await readiness();
+        for (let i = 0; i < 100 && seen.rater !== false; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          seen = await readiness();
+        }
+        expect(seen).toEqual({ status: 503, rater: false });
+        // Nothing was dropped: the batch waits in the stream, unacked.
+        expect((await jsm.streams.info('DRAWDOWN_EVENTS')).state.messages).toBe(1);
+
+        await clickhouse!.server!.restart();
+        await waitForStreamDrained(nats!.url);
+        const after = await usageTotals(rater.store!);
+        expect(after.get(`good-5|${meter}|{}`)).toBe('4|1');
+        expect(after.size).toBe(before.size + 1);
+        for (let i = 0; i < 50 && (await readiness()).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
+        expect(await readiness()).toEqual({ status: 200, rater: true });
+        expect((await jsm.streams.info('DRAWDOWN_EVENTS_DEAD')).state.messages).toBe(deadBefore);
+      },
+    );
   });
 }
