@@ -12,6 +12,10 @@ import type { AggregateRow } from './aggregate.js';
 import { crashPoint } from '../shared/fault.js';
 import { writeIds } from './dedupe/id-log.js';
 import { readWatermark } from '../shared/clickhouse/usage-minute.js';
+import { assertCaughtUp } from '../shared/clickhouse/replication.js';
+
+/** What a rater reads back from ClickHouse: on a cluster, its replica must hold all of them first. */
+export const raterTables = ['usage_minute', 'dedupe_ids'] as const;
 
 /**
  * The TSV of one flush in `usageMinuteFlushColumns` order. `messageSeqs`
@@ -77,7 +81,14 @@ export async function writeFlush(
         idsWritten = true;
         crashPoint('after-ids-insert');
       }
-      if (ambiguous && (await readWatermark(store, partition)) >= flushSeq) return true;
+      if (ambiguous) {
+        // After a failover the next replica may lack the part this flush (or
+        // an earlier one) committed on the one that failed: the watermark
+        // read there would say "not landed", and a flush written above a
+        // missing one could be skipped by settlement. Wait until it holds them.
+        await assertCaughtUp(store, raterTables);
+        if ((await readWatermark(store, partition)) >= flushSeq) return true;
+      }
       await store.insert('usage_minute', usageMinuteFlushColumns, payload);
       return true;
     } catch (error) {
