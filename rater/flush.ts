@@ -86,7 +86,9 @@ export async function writeFlush(
         // an earlier one) committed on the one that failed: the watermark
         // read there would say "not landed", and a flush written above a
         // missing one could be skipped by settlement. Wait until it holds them.
-        await assertCaughtUp(store, raterTables);
+        // (dedupe_ids needs no wait here: a retried ids block is identical,
+        // so ZooKeeper's block ids drop it; a resume waits for it.)
+        await assertCaughtUp(store, ['usage_minute']);
         if ((await readWatermark(store, partition)) >= flushSeq) return true;
       }
       await store.insert('usage_minute', usageMinuteFlushColumns, payload);
