@@ -25,7 +25,7 @@ const oldUsageMinute = `CREATE TABLE IF NOT EXISTS usage_minute (
 /** Polls `check` until it returns true, at most `timeoutMs`; the last value it saw explains a timeout. */
 async function eventually(what: string, check: () => Promise<boolean | string>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let last: unknown = 'not checked';
+  let last: unknown;
   for (;;) {
     try {
       const outcome = await check();
