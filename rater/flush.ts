@@ -12,6 +12,7 @@ import type { AggregateRow } from './aggregate.js';
 import { crashPoint } from '../shared/fault.js';
 import { writeIds } from './dedupe/id-log.js';
 import { readWatermark } from '../shared/clickhouse/usage-minute.js';
+import { flushBoundsColumns } from '../shared/clickhouse/flush-bounds.js';
 import { assertCaughtUp } from '../shared/clickhouse/replication.js';
 
 /** What a rater reads back from ClickHouse: on a cluster, its replica must hold all of them first. */
@@ -61,8 +62,11 @@ export interface FlushRetry {
 
 /**
  * Returns true once the flush is in ClickHouse, false if told to stop first.
- * `idsPayload` (the flush's remembered event ids) is written before the
- * usage rows: see rater/dedupe/id-log.ts for why that order is safe.
+ * `idsPayload` (the flush's remembered event ids) and `boundsPayload` (its
+ * earliest minute, shared/clickhouse/flush-bounds.ts) are written before the
+ * usage rows: a record of a flush that never lands is read by nobody
+ * (ids) or only lowers a floor (bounds), while a flush without them would
+ * be wrong.
  */
 export async function writeFlush(
   store: Store,
@@ -71,15 +75,21 @@ export async function writeFlush(
   payload: string,
   retry: FlushRetry,
   idsPayload = '',
+  boundsPayload = '',
 ): Promise<boolean> {
   let ambiguous = false;
   let idsWritten = idsPayload === '';
+  let boundsWritten = boundsPayload === '';
   for (let attempt = 1; ; attempt++) {
     try {
       if (!idsWritten) {
         await writeIds(store, idsPayload);
         idsWritten = true;
         crashPoint('after-ids-insert');
+      }
+      if (!boundsWritten) {
+        await store.insert('flush_bounds', flushBoundsColumns, boundsPayload);
+        boundsWritten = true;
       }
       if (ambiguous) {
         // After a failover the next replica may lack the part this flush (or

@@ -30,6 +30,7 @@ import {
 } from '../shared/nats/stream.js';
 import { Aggregator } from './aggregate.js';
 import { flushPayload, raterTables, writeFlush } from './flush.js';
+import { flushBoundsPayload } from '../shared/clickhouse/flush-bounds.js';
 import type { RaterMetrics } from './metrics.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
 import { readWatermark } from '../shared/clickhouse/usage-minute.js';
@@ -529,6 +530,9 @@ export class PartitionRater {
     const counted = messages.map((m) => ({ seq: m.seq, fingerprint: this.#fingerprints.get(m)! }));
     const payload = flushPayload(rows, partition, flushSeq, nowSec, encodeCounted(counted));
     const ids = idsPayload(this.#pendingIds, partition, flushSeq, nowSec);
+    let firstMinuteSec: number | undefined;
+    for (const row of rows) if (firstMinuteSec === undefined || row[3] < firstMinuteSec) firstMinuteSec = row[3];
+    const bounds = flushBoundsPayload(partition, flushSeq, firstMinuteSec, nowSec);
     const flushSpan = this.#spans?.startFlush(messages, flushSeq, rows.length);
     let failedAttempts = 0;
     const stopTimer = metrics.insertDuration.startTimer();
@@ -551,6 +555,7 @@ export class PartitionRater {
         },
       },
       ids,
+      bounds,
     );
     stopTimer();
     if (flushSpan !== undefined) {

@@ -4,6 +4,7 @@
  * record the run. Entry ids derive from the window and what was priced, so a
  * re-run — after success or after a crash at any point — posts nothing new.
  */
+import { dropOldFlushBounds } from '../shared/clickhouse/flush-bounds.js';
 import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
@@ -97,6 +98,7 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
       request.snapshotRetentionDays ?? settings.snapshotRetentionDays.default,
     );
     request.onPhase?.('snapshot retention');
+    await dropOldFlushBounds(store, newest);
   }
   return report;
 }

@@ -4,12 +4,16 @@
  * MergeTree and ReplacingMergeTree; DateTimes are read back with
  * toUnixTimestamp() because the two print empty/zero dates differently.
  */
+import { flushBoundsTable } from './flush-bounds.js';
 import type { Store } from './store.js';
 import { usageMinuteTable } from './usage-minute.js';
 import { checkReplicatedEngines, createOnEveryReplica, replicatedDdl } from './replication.js';
 
 export const tables = {
   usageMinute: usageMinuteTable,
+
+  /** Each rater flush's earliest minute, written before the flush (shared/clickhouse/flush-bounds.ts). */
+  flushBounds: flushBoundsTable,
 
   /**
    * The immutable ledger. entry_id is deterministic, so a re-run writes the
