@@ -13,6 +13,10 @@ import { crashPoint } from '../shared/fault.js';
 import { writeIds } from './dedupe/id-log.js';
 import { readWatermark } from '../shared/clickhouse/usage-minute.js';
 import { flushBoundsColumns } from '../shared/clickhouse/flush-bounds.js';
+import { assertCaughtUp } from '../shared/clickhouse/replication.js';
+
+/** What a rater reads back from ClickHouse: on a cluster, its replica must hold all of them first. */
+export const raterTables = ['usage_minute', 'dedupe_ids'] as const;
 
 /**
  * The TSV of one flush in `usageMinuteFlushColumns` order. `messageSeqs`
@@ -87,7 +91,16 @@ export async function writeFlush(
         await store.insert('flush_bounds', flushBoundsColumns, boundsPayload);
         boundsWritten = true;
       }
-      if (ambiguous && (await readWatermark(store, partition)) >= flushSeq) return true;
+      if (ambiguous) {
+        // After a failover the next replica may lack the part this flush (or
+        // an earlier one) committed on the one that failed: the watermark
+        // read there would say "not landed", and a flush written above a
+        // missing one could be skipped by settlement. Wait until it holds them.
+        // (dedupe_ids needs no wait here: a retried ids block is identical,
+        // so ZooKeeper's block ids drop it; a resume waits for it.)
+        await assertCaughtUp(store, ['usage_minute']);
+        if ((await readWatermark(store, partition)) >= flushSeq) return true;
+      }
       await store.insert('usage_minute', usageMinuteFlushColumns, payload);
       return true;
     } catch (error) {

@@ -29,11 +29,12 @@ import {
   type StreamSettings,
 } from '../shared/nats/stream.js';
 import { Aggregator } from './aggregate.js';
-import { flushPayload, writeFlush } from './flush.js';
+import { flushPayload, raterTables, writeFlush } from './flush.js';
 import { flushBoundsPayload } from '../shared/clickhouse/flush-bounds.js';
 import type { RaterMetrics } from './metrics.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
 import { readWatermark } from '../shared/clickhouse/usage-minute.js';
+import { assertCaughtUp } from '../shared/clickhouse/replication.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { MeterCatalog } from './meter-catalog.js';
 import { highestIdsLabel, idsPayload, readRecentIds } from './dedupe/id-log.js';
@@ -161,6 +162,8 @@ export class PartitionRater {
     this.#held.clear();
     this.#reconsume = false;
     this.#strandedCandidate = undefined;
+    // On a cluster, everything resumed from must be on the replica read (shared/clickhouse/replication.ts).
+    await assertCaughtUp(store, raterTables);
     this.#committedSeq = await readWatermark(store, partition);
     this.#labelFloor = Math.max(this.#committedSeq, await highestIdsLabel(store, partition));
     await this.#rebuildIds();
