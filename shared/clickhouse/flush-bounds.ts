@@ -16,6 +16,8 @@
  */
 import type { Store } from './store.js';
 import { sqlUInt } from '../sql.js';
+import { assertCaughtUp } from './replication.js';
+import { ReplicaBehindError } from './store.js';
 import { encodeTsv, tsvDateTime } from '../tsv.js';
 
 /** One row per flush; partitioned by month of writing so retention drops whole months. */
@@ -41,6 +43,16 @@ export function flushBoundsPayload(
 
 type Watermarks = Readonly<Record<string, number>>;
 
+async function recordsCaughtUp(store: Store): Promise<boolean> {
+  try {
+    await assertCaughtUp(store, ['flush_bounds']);
+    return true;
+  } catch (error) {
+    if (error instanceof ReplicaBehindError) return false;
+    throw error;
+  }
+}
+
 /**
  * The earliest minute a row committed at or below `watermarks` and not taken
  * by `excluding` can have, epoch s; undefined when the records cannot bound it.
@@ -54,6 +66,9 @@ export async function untakenFloorSec(
   const moved = Object.entries(watermarks).filter(([p, seq]) => seq > (excluding.watermarks[p] ?? -1));
   if (moved.length === 0) return excluding.untilSec;
   if (moved.some(([p]) => excluding.watermarks[p] === undefined)) return undefined;
+  // On a cluster a replica may hold a flush's rows before its record (parts are fetched in any order): the
+  // records vouch for the flushes only once every record committed before this call is here.
+  if (!(await recordsCaughtUp(store))) return undefined;
   const rows = await store.query(
     `SELECT stream_partition, min(flush_seq), countIf(flush_seq > since AND flush_seq <= upto),
        toUnixTimestamp(minIf(first_minute, flush_seq > since AND flush_seq <= upto))
