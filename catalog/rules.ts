@@ -191,6 +191,7 @@ export function transitionProblems(
 
   addOnAndChargeProblems(previous, next, refuse);
   nameHistoryProblems(previous, next, refuse);
+  settledGrantProblems(previous, next, context, refuse);
 
   // Subscriptions carry grant history; they end, they are not deleted.
   const subscriptionIds = new Set(cat.subscriptions.map((s) => s.id));
@@ -206,6 +207,47 @@ export function transitionProblems(
 }
 
 type Refuse = (field: string, code: string, message: string) => void;
+
+/**
+ * Grants are posted by the run whose window holds their instant, so one in
+ * settled time would never be posted: the customer would silently not get
+ * the credits. A new subscription must start, and a newly applied one-time
+ * charge take effect, at or after the end of the last settlement run (a
+ * charge without `at` takes effect at its subscription's start).
+ */
+function settledGrantProblems(
+  previous: CatalogState,
+  next: CatalogState,
+  context: TransitionContext,
+  refuse: Refuse,
+): void {
+  if (context.settledUntilMs <= 0) return;
+  const before = new Map(previous.catalog.subscriptions.map((s) => [s.id, s]));
+  const parsed = new Map(next.catalog.subscriptions.map((s) => [s.id, s]));
+  const settled = iso(context.settledUntilMs);
+  entityList(next.document, 'subscriptions').forEach((raw, i) => {
+    const subscription = parsed.get(String(raw.id));
+    if (subscription === undefined) return;
+    const old = before.get(subscription.id);
+    if (old === undefined && subscription.startMs < context.settledUntilMs)
+      refuse(
+        `subscriptions[${i}].start`,
+        'settled',
+        `a new subscription must start at or after ${settled}, the end of the last settlement run: grants before it would never be posted`,
+      );
+    const applied = new Set(old?.charges.map((c) => c.id) ?? []);
+    const rawCharges = entityList(raw, 'charges');
+    subscription.charges.forEach((charge) => {
+      if (applied.has(charge.id) || charge.atMs >= context.settledUntilMs) return;
+      const j = rawCharges.findIndex((c) => String(c.id ?? c.charge) === charge.id);
+      refuse(
+        `subscriptions[${i}].charges[${j}].at`,
+        'settled',
+        `charge ${charge.id} would take effect at ${iso(charge.atMs)}, in settled time: give "at" at or after ${settled}, the end of the last settlement run`,
+      );
+    });
+  });
+}
 
 /** Add-ons are kept like plans (versions saved, never removed); a charge applied to a subscription keeps its grant. */
 function addOnAndChargeProblems(previous: CatalogState, next: CatalogState, refuse: Refuse): void {

@@ -4,10 +4,12 @@
  * record the run. Entry ids derive from the window and what was priced, so a
  * re-run — after success or after a crash at any point — posts nothing new.
  */
+import { dropOldFlushBounds } from '../shared/clickhouse/flush-bounds.js';
 import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { readWatermarks } from '../shared/clickhouse/usage-minute.js';
+import { assertCaughtUp, assertUsageInOrder } from '../shared/clickhouse/replication.js';
 import { settings } from '../shared/config.js';
 import { DrawdownError } from '../shared/errors.js';
 import { crashPoint } from '../shared/fault.js';
@@ -96,6 +98,7 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
       request.snapshotRetentionDays ?? settings.snapshotRetentionDays.default,
     );
     request.onPhase?.('snapshot retention');
+    await dropOldFlushBounds(store, newest);
   }
   return report;
 }
@@ -113,6 +116,16 @@ async function nextWholeSecond(): Promise<number> {
   return Math.floor(Date.now() / 1000);
 }
 
+/** The tables a run reads besides usage_minute (whose own check is assertUsageInOrder). */
+const settlementTables = [
+  'settlement_runs',
+  'ledger_entries',
+  'credit_snapshots',
+  'unpriced_usage',
+  'catalog_revisions',
+  'catalog_commits',
+] as const;
+
 /** The runs of one settle call: an interrupted one first, then the requested window. */
 async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest): Promise<SettlementReport> {
   const untilSec = request.untilSec;
@@ -123,6 +136,9 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
   // An explicit window must hold time: a zero-length or inverted one is a mistake, never a stored run.
   if (request.fromSec !== undefined && untilSec <= request.fromSec) throw windowProblem('until must be after from');
   const nowSec = request.nowSec ?? (await nextWholeSecond());
+  // On a cluster, the run's own records must all be on the replica read: a
+  // cursor or ledger missing a part would settle a window twice.
+  await assertCaughtUp(store, settlementTables);
 
   let resumed: SettlementReport | undefined;
   const interrupted = await interruptedRun(store);
@@ -167,6 +183,8 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
     );
   // The snapshot is taken before the start is recorded, so the recorded run owns exactly it.
   const watermarks = Object.fromEntries([...(await readWatermarks(store))].map(([p, seq]) => [String(p), seq]));
+  // Checked after the read: no usage part at or below these watermarks may still be on its way.
+  await assertUsageInOrder(store);
   const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec, watermarks };
   await recordRun(store, run, nowSec, 'started', '');
   return executeRun(store, catalog, run, nowSec, request, true);

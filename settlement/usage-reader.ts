@@ -7,6 +7,7 @@ import type { Decimal } from 'decimal.js';
 import type { Catalog, RateRow } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { parseStoredDecimal } from '../shared/money.js';
+import { untakenFloorSec } from '../shared/clickhouse/flush-bounds.js';
 import { sqlDateTime, sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
 import { costDependsOnPeriod, matchRow, pricingMonthStartSec, versionAt } from './pricing.js';
 
@@ -91,12 +92,15 @@ export async function readSelectedUsage(
       ? '0'
       : `(minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)})`;
   const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
+  // Nothing untaken lies before the floor: ClickHouse skips the history of every customer before it.
+  const floorSec = await untakenFloorSec(store, selection.excluding, selection.watermarks);
+  const floorFilter = floorSec === undefined ? '' : ` AND minute >= ${sqlDateTime(floorSec)}`;
   const rows = await store.query(
     // Lines are also cut at calendar months (UTC): graduated tiers count usage per month.
     `SELECT customer, meter, dimensions, ${partExpr} AS part, minute < ${sqlDateTime(selection.lateBeforeSec)} AS late, toRelativeMonthNum(minute) AS month,
        sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
      FROM usage_minute
-     WHERE ${taken} AND NOT ${excluded}${customerFilter}
+     WHERE ${taken} AND NOT ${excluded}${floorFilter}${customerFilter}
      GROUP BY customer, meter, dimensions, part, late, month
      ORDER BY customer, meter, dimensions, part, late, month`,
   );

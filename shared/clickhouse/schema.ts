@@ -4,11 +4,16 @@
  * MergeTree and ReplacingMergeTree; DateTimes are read back with
  * toUnixTimestamp() because the two print empty/zero dates differently.
  */
+import { flushBoundsTable } from './flush-bounds.js';
 import type { Store } from './store.js';
 import { usageMinuteTable } from './usage-minute.js';
+import { checkReplicatedEngines, createOnEveryReplica, replicatedDdl } from './replication.js';
 
 export const tables = {
   usageMinute: usageMinuteTable,
+
+  /** Each rater flush's earliest minute, written before the flush (shared/clickhouse/flush-bounds.ts). */
+  flushBounds: flushBoundsTable,
 
   /**
    * The immutable ledger. entry_id is deterministic, so a re-run writes the
@@ -208,11 +213,28 @@ export const settlementRunColumns = [
 ] as const;
 
 export async function ensureSchema(store: Store): Promise<void> {
-  for (const ddl of Object.values(tables)) await store.command(ddl);
+  for (const ddl of Object.values(tables)) await createTable(store, ddl);
+  if (store.cluster !== undefined)
+    await checkReplicatedEngines(
+      store,
+      Object.values(tables).map((ddl) => /^CREATE TABLE IF NOT EXISTS (\w+)/.exec(ddl)![1]!),
+    );
   await addMessageSeqs(store);
   await addHold(store);
   await addGrantSource(store);
   await partitionCreditSnapshots(store);
+}
+
+/**
+ * The engine clause is chosen here, once: the DDL above as written on a
+ * single server or chDB; on a cluster (DRAWDOWN_CLICKHOUSE_CLUSTER) the same
+ * DDL with its engine made Replicated…, created on every replica
+ * (shared/clickhouse/replication.ts). The ALTERs below then run on one
+ * replica: ALTER of a replicated table reaches the others through ZooKeeper.
+ */
+async function createTable(store: Store, ddl: string): Promise<void> {
+  if (store.cluster === undefined) await store.command(ddl);
+  else await createOnEveryReplica(store, (database) => replicatedDdl(ddl, database));
 }
 
 /**
@@ -266,7 +288,7 @@ async function partitionCreditSnapshots(store: Store): Promise<void> {
   const ddl = (await store.query('SHOW CREATE TABLE credit_snapshots'))[0]?.[0] ?? '';
   if (!/PARTITION BY/i.test(ddl)) {
     await store.command('DROP TABLE IF EXISTS credit_snapshots_partitioned');
-    await store.command(tables.creditSnapshots.replace('credit_snapshots (', 'credit_snapshots_partitioned ('));
+    await createTable(store, tables.creditSnapshots.replace('credit_snapshots (', 'credit_snapshots_partitioned ('));
     await store.command(
       `INSERT INTO credit_snapshots_partitioned (${creditSnapshotColumns.join(', ')}) SELECT ${creditSnapshotColumns.join(', ')} FROM credit_snapshots`,
     );
