@@ -154,6 +154,9 @@ export class PartitionRater {
     this.#aggregator = new Aggregator(deps.catalog.meters);
     this.#label = { partition: String(deps.partition) };
     this.#ids = deps.dedupeIdsMax > 0 ? IdSet.create(deps.dedupeIdsMax) : undefined;
+    // Present from the start at 0, so increase() sees the first dead letter (a series born at 1 shows no increase).
+    for (const cause of ['refused', 'insert_refused'] as const)
+      deps.metrics.deadLetters.inc({ partition: String(deps.partition), cause }, 0);
     this.#spans =
       deps.tracer === undefined
         ? undefined
