@@ -7,7 +7,8 @@
  */
 export const catalogFields = {
   catalog: ['credit_units', 'meters', 'rate_card', 'packages', 'plans', 'subscriptions'],
-  creditUnit: ['id', 'name', 'internal_name', 'fiat', 'precision', 'allowed_negative_balance', 'archived'],
+  creditUnit: ['id', 'name', 'internal_name', 'fiat', 'precision', 'allowed_negative_balance', 'archived', 'notices'],
+  creditUnitNotices: ['low'],
   fiat: ['currency', 'value'],
   meter: ['key', 'name', 'unit', 'aggregation', 'dimensions', 'archived', 'event_type', 'value_property', 'group_by'],
   meterUnit: ['singular', 'plural'],

@@ -45,7 +45,12 @@ export interface CreditUnit {
   /** How far below zero usage may take the balance; undefined = not at all. */
   allowedNegativeBalance: Decimal | undefined;
   archived: boolean;
+  /** Default balance.low thresholds for every customer (settlement/notices; a customer's own settings replace them). */
+  lowThresholds: Decimal[];
 }
+
+/** At most this many balance.low thresholds per unit (catalog default or a customer's own). */
+export const lowThresholdsMax = 10;
 
 /**
  * One tier of a graduated price: the quantity above the previous tier's
@@ -152,6 +157,21 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
       : readDecimalText(problems, o.allowed_negative_balance, `${at}.allowed_negative_balance`);
   if (o.archived !== undefined && typeof o.archived !== 'boolean')
     problems.add(`${at}.archived`, 'type', `${at}.archived must be a boolean`);
+  const lowThresholds: Decimal[] = [];
+  if (o.notices !== undefined) {
+    const n = object(problems, o.notices, `${at}.notices`, catalogFields.creditUnitNotices);
+    const low = list(problems, n.low, `${at}.notices.low`);
+    if (low.length > lowThresholdsMax)
+      problems.add(
+        `${at}.notices.low`,
+        'too_many',
+        `${at}.notices.low may list at most ${lowThresholdsMax} thresholds`,
+      );
+    low.slice(0, lowThresholdsMax).forEach((t, i) => {
+      const text = readDecimalText(problems, t, `${at}.notices.low[${i}]`);
+      if (text !== undefined) lowThresholds.push(money(text));
+    });
+  }
   if (!id || !name || !internalName) return undefined;
   return {
     id,
@@ -161,6 +181,7 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
     precision: precision as number,
     allowedNegativeBalance: allowed === undefined ? undefined : money(allowed),
     archived: o.archived === true,
+    lowThresholds,
   };
 }
 

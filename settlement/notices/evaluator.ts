@@ -1,0 +1,253 @@
+/**
+ * Where balance changes become notices. Callers `touch(customer)` when a
+ * customer's balance may have moved (a hold reserved or released, a
+ * purchase, an adjustment, a rater flush, a settlement run); the evaluator
+ * reads the customer's live figures once, and for each credit unit applies
+ * the crossing rule (crossings.ts) under compare-and-set (crossing-store.ts),
+ * then drains the account's outbox: posts a trusted top-up's purchase,
+ * publishes each notice with its id as Nats-Msg-Id, and removes what was done.
+ *
+ *   touch ─▶ queue (a Set: one entry per customer, ≤ queueCustomersMax)
+ *              │ ≤ concurrency customers at once; touched again while running ─▶ once more after
+ *              ▼
+ *   figures (one read) ─▶ per unit: CAS(state → evaluateCrossings) ─▶ outbox ─▶ publish ─▶ CAS(outbox − done)
+ *
+ * A crash between the two compare-and-sets leaves the outbox in KV: the next
+ * evaluation of the account, or the sweep, publishes it again under the same
+ * ids, which the stream stores once (notice-stream.ts).
+ */
+import type { Catalog } from '../../catalog/model.js';
+import type { Logger } from '../../shared/log.js';
+import { crashPoint } from '../../shared/fault.js';
+import { money } from '../../shared/money.js';
+import { CrossingStore, type Versioned } from './crossing-store.js';
+import {
+  evaluateCrossings,
+  markTopUpPosted,
+  outboxItemsMax,
+  withOutbox,
+  withoutOutbox,
+  type CrossingState,
+  type OutboxItem,
+} from './crossings.js';
+import { noticeId, type Notice } from './notice.js';
+import type { NoticePublisher } from './notice-stream.js';
+import { rulesFor, type NoticeSettingsStore } from './notice-settings.js';
+import type { NoticeMetrics } from './notice-metrics.js';
+
+export interface CustomerFigures {
+  readAtMs: number;
+  units: { unit: string; available: string }[];
+}
+
+export interface PostedPurchase {
+  customer: string;
+  unit: string;
+  entryId: string;
+  packageId: string;
+  amount: string;
+  key: string;
+  postedAtMs: number;
+}
+
+/** purchase.posted: its id comes from the ledger entry, so every answer to a retried purchase names one notice. */
+export function purchasePostedNotice(purchase: PostedPurchase): Notice {
+  return {
+    id: noticeId(['purchase.posted', purchase.customer, purchase.entryId]),
+    type: 'purchase.posted',
+    timestamp: new Date(purchase.postedAtMs).toISOString(),
+    data: {
+      customer: purchase.customer,
+      unit: purchase.unit,
+      entry_id: purchase.entryId,
+      package: purchase.packageId,
+      amount: purchase.amount,
+      idempotency_key: purchase.key,
+    },
+  };
+}
+
+export interface EvaluatorLimits {
+  /** Customers waiting to be evaluated; past it touches are dropped (counted) and left to the next touch or sweep. */
+  queueCustomersMax: number;
+  /** Customers evaluated at once. */
+  concurrency: number;
+}
+
+export const evaluatorDefaults: EvaluatorLimits = { queueCustomersMax: 100_000, concurrency: 8 };
+
+export interface EvaluatorDeps {
+  crossings: CrossingStore;
+  settings: NoticeSettingsStore;
+  publisher: NoticePublisher;
+  catalog: Catalog;
+  /** The customer's live figures: available after open holds, per unit. */
+  figures: (customer: string) => Promise<CustomerFigures>;
+  /** Posts a trusted top-up's purchase under `key` (idempotent by key): what purchase.posted reports. */
+  purchase: (customer: string, packageId: string, key: string) => Promise<PostedPurchase>;
+  metrics: NoticeMetrics;
+  log: Logger;
+  limits?: Partial<EvaluatorLimits>;
+}
+
+export class NoticeEvaluator {
+  readonly #deps: EvaluatorDeps;
+  readonly #limits: EvaluatorLimits;
+  readonly #queue = new Set<string>();
+  readonly #running = new Set<string>();
+  readonly #again = new Set<string>();
+  readonly #idle: (() => void)[] = [];
+  #stopped = false;
+
+  constructor(deps: EvaluatorDeps) {
+    this.#deps = deps;
+    this.#limits = { ...evaluatorDefaults, ...deps.limits };
+  }
+
+  /** The customer's balance may have changed: evaluate it soon (coalesced with other touches). */
+  touch(customer: string): void {
+    if (this.#stopped) return;
+    if (this.#running.has(customer)) {
+      this.#again.add(customer);
+      return;
+    }
+    if (this.#queue.has(customer)) return;
+    if (this.#queue.size >= this.#limits.queueCustomersMax) {
+      this.#deps.metrics.touchesDropped.inc();
+      return;
+    }
+    this.#queue.add(customer);
+    this.#pump();
+  }
+
+  /** Resolves when nothing is queued or running (tests, shutdown). */
+  idle(): Promise<void> {
+    if (this.#queue.size === 0 && this.#running.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#queue.clear();
+  }
+
+  #pump(): void {
+    while (this.#running.size < this.#limits.concurrency && this.#queue.size > 0) {
+      const customer = this.#queue.values().next().value as string;
+      this.#queue.delete(customer);
+      this.#running.add(customer);
+      void this.evaluate(customer)
+        .catch((error: unknown) => {
+          this.#deps.metrics.evaluationFailures.inc();
+          this.#deps.log.warn({ err: error, customer }, 'notice evaluation failed; the next touch or sweep retries');
+        })
+        .finally(() => {
+          this.#running.delete(customer);
+          if (this.#again.delete(customer) && !this.#stopped) this.#queue.add(customer);
+          this.#pump();
+          if (this.#queue.size === 0 && this.#running.size === 0) for (const done of this.#idle.splice(0)) done();
+        });
+    }
+  }
+
+  /** Evaluates every unit of the customer now; answers the notices published (new or repeated). */
+  async evaluate(customer: string): Promise<Notice[]> {
+    const { catalog } = this.#deps;
+    const started = performance.now();
+    const [figures, settings] = await Promise.all([this.#deps.figures(customer), this.#deps.settings.cached(customer)]);
+    // Units the customer has figures in, and units a customer setting names: a customer who never held a unit is
+    // not "exhausted" of it.
+    const units = new Set(figures.units.map((u) => u.unit));
+    for (const unit of Object.keys(settings?.units ?? {})) if (catalog.creditUnits.has(unit)) units.add(unit);
+    const published: Notice[] = [];
+    for (const unit of units) {
+      const line = figures.units.find((u) => u.unit === unit);
+      const rules = rulesFor(catalog, settings, unit);
+      const key = CrossingStore.key(customer, unit);
+      const account = { customer, unit };
+      const stored = await this.#deps.crossings.update(key, (state) => {
+        // An outbox that cannot drain (the stream away) stops new decisions from piling up behind it.
+        if (state.outbox.length >= outboxItemsMax) return state;
+        return evaluateCrossings(
+          account,
+          state,
+          {
+            available: money(line?.available ?? '0'),
+            allowance: catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0),
+            readAtMs: figures.readAtMs,
+          },
+          rules,
+        ).state;
+      });
+      published.push(...(await this.#drain(customer, key, stored)));
+    }
+    this.#deps.metrics.evaluationDuration.observe((performance.now() - started) / 1000);
+    return published;
+  }
+
+  /** Publishes what the account's outbox holds (after a crash: again, under the same ids). */
+  async drainAccount(key: string): Promise<Notice[]> {
+    const account = CrossingStore.account(key);
+    if (account === undefined) return [];
+    return this.#drain(account.customer, key, await this.#deps.crossings.read(key));
+  }
+
+  async #drain(customer: string, key: string, stored: Versioned): Promise<Notice[]> {
+    if (stored.state.outbox.length === 0) return [];
+    crashPoint('notices-after-state');
+    const done = new Set<string>();
+    const posted: string[] = [];
+    const published: Notice[] = [];
+    for (const item of stored.state.outbox) {
+      const notices = [item.notice];
+      if (item.purchase !== undefined) {
+        // Trusted top-up: the purchase first (idempotent by the request's id), then the request and its purchase.
+        const purchase = await this.#deps.purchase(customer, item.purchase.package, item.purchase.key);
+        posted.push(item.purchase.key);
+        notices.push(purchasePostedNotice(purchase));
+      }
+      for (const notice of notices) {
+        const result = await this.#deps.publisher.publish(notice);
+        if (result.stored) this.#deps.metrics.emitted.inc({ type: notice.type });
+        else this.#deps.metrics.duplicates.inc({ type: notice.type });
+        published.push(notice);
+      }
+      done.add(item.notice.id);
+    }
+    crashPoint('notices-after-publish');
+    await this.#deps.crossings.update(key, (state) => {
+      let next = withoutOutbox(state, done);
+      for (const id of posted) next = markTopUpPosted(next, id);
+      return next;
+    });
+    return published;
+  }
+
+  /**
+   * A purchase is in the ledger (the purchases route): publish purchase.posted, and mark the top-up request it
+   * confirms (its Idempotency-Key is the request's id) posted; then re-evaluate the customer.
+   */
+  async purchasePosted(purchase: PostedPurchase): Promise<void> {
+    const key = CrossingStore.key(purchase.customer, purchase.unit);
+    const item: OutboxItem = { notice: purchasePostedNotice(purchase) };
+    const stored = await this.#deps.crossings.update(key, (state: CrossingState) =>
+      markTopUpPosted(withOutbox(state, [item]), purchase.key),
+    );
+    await this.#drain(purchase.customer, key, stored);
+    this.touch(purchase.customer);
+  }
+
+  /** Drains the outboxes of up to `accountsMax` accounts (the backstop after a crash). */
+  async sweep(accountsMax: number): Promise<number> {
+    let drained = 0;
+    for (const key of await this.#deps.crossings.keys(accountsMax)) {
+      if (this.#stopped) break;
+      const stored = await this.#deps.crossings.read(key);
+      if (stored.state.outbox.length === 0) continue;
+      const account = CrossingStore.account(key);
+      if (account === undefined) continue;
+      drained += (await this.#drain(account.customer, key, stored)).length;
+    }
+    return drained;
+  }
+}
