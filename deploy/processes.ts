@@ -54,6 +54,8 @@ export interface Running {
   store: Store | undefined;
   nats: NatsHandles | undefined;
   runner: SettlementRunner | undefined;
+  /** Balance notices and webhooks (settlement with NATS only). */
+  notices: RunningNotices | undefined;
   registry: Registry;
   log: Logger;
   stop(): Promise<void>;
@@ -242,6 +244,7 @@ export async function startDrawdown(
     }
 
     let runner: SettlementRunner | undefined;
+    let notices: RunningNotices | undefined;
     if (parts.settlement) {
       // Each run reads the latest revision first, and prices the whole run with it.
       const runCatalog = async () => {
@@ -256,7 +259,6 @@ export async function startDrawdown(
       stops.push(() => settlementRunner.stop());
       let holds: RunningHolds | undefined;
       // Notices start after holds (they read available after holds) but hold routes touch them: a late binding.
-      let notices: RunningNotices | undefined;
       if (nats) {
         const started = await startHolds({
           nc: nats.nc,
@@ -339,7 +341,7 @@ export async function startDrawdown(
     });
     stops.push(() => service.close());
 
-    return { url: service.url, catalog, catalogSource, store, nats, runner, registry, log, stop: stopAll };
+    return { url: service.url, catalog, catalogSource, store, nats, runner, notices, registry, log, stop: stopAll };
   } catch (error) {
     await stopAll();
     throw error;
