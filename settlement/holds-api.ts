@@ -173,6 +173,8 @@ export function holdRoutes(deps: HoldApiDeps): Route[] {
     if (result.changed) {
       metrics?.released.inc({ unit: result.hold.unit });
       onChange?.(result.hold.customer);
+      // A releasing hold keeps counting until its grace ends, when nothing writes: look again then.
+      if (onChange !== undefined && graceMs > 0) setTimeout(() => onChange(result.hold.customer), graceMs + 50).unref();
     }
     const figures = await live.figures(result.hold.customer);
     sendJson(res, 200, { hold: holdJson(result.hold, figures), released: result.changed });

@@ -150,8 +150,13 @@ describe('balance crossings', () => {
             let down = 0;
             let up = 0;
             for (const available of path) {
-              if (!below && available < t) ((below = true), down++);
-              else if (below && available >= t) ((below = false), up++);
+              if (!below && available < t) {
+                below = true;
+                down++;
+              } else if (below && available >= t) {
+                below = false;
+                up++;
+              }
             }
             expect(counted.get(`balance.low:${t}`) ?? 0).toBe(down);
             expect(counted.get(`balance.recovered:${t}`) ?? 0).toBe(up);

@@ -154,7 +154,8 @@ export class NoticeEvaluator {
   async evaluate(customer: string): Promise<Notice[]> {
     const { catalog } = this.#deps;
     const started = performance.now();
-    const [figures, settings] = await Promise.all([this.#deps.figures(customer), this.#deps.settings.cached(customer)]);
+    // Settings are read afresh: an admin's edit in another process applies to the next evaluation anywhere.
+    const [figures, settings] = await Promise.all([this.#deps.figures(customer), this.#deps.settings.read(customer)]);
     // Units the customer has figures in, and units a customer setting names: a customer who never held a unit is
     // not "exhausted" of it.
     const units = new Set(figures.units.map((u) => u.unit));
@@ -220,6 +221,8 @@ export class NoticeEvaluator {
       for (const id of posted) next = markTopUpPosted(next, id);
       return next;
     });
+    // A trusted top-up moved the balance: look again (it may have recovered).
+    if (posted.length > 0) this.touch(customer);
     return published;
   }
 
@@ -237,16 +240,19 @@ export class NoticeEvaluator {
     this.touch(purchase.customer);
   }
 
-  /** Drains the outboxes of up to `accountsMax` accounts (the backstop after a crash). */
+  /**
+   * The backstop, over up to `accountsMax` accounts: drains outboxes a crashed process left, and re-evaluates
+   * accounts below a threshold, whose recovery may come from nothing anyone touches (a hold reaching its TTL).
+   */
   async sweep(accountsMax: number): Promise<number> {
     let drained = 0;
     for (const key of await this.#deps.crossings.keys(accountsMax)) {
       if (this.#stopped) break;
       const stored = await this.#deps.crossings.read(key);
-      if (stored.state.outbox.length === 0) continue;
       const account = CrossingStore.account(key);
       if (account === undefined) continue;
-      drained += (await this.#drain(account.customer, key, stored)).length;
+      if (stored.state.outbox.length > 0) drained += (await this.#drain(account.customer, key, stored)).length;
+      if (Object.values(stored.state.conditions).some((c) => c.below)) this.touch(account.customer);
     }
     return drained;
   }

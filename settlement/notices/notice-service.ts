@@ -89,8 +89,6 @@ export async function startNotices(deps: {
     NoticeSettingsStore.open(nc, {
       bucket: 'drawdown_notice_settings',
       replicas,
-      cacheMs: 1_000,
-      cachedCustomersMax: 10_000,
       requestTimeoutMs: 5_000,
     }),
     EndpointStore.open(nc, { replicas, cacheMs: 1_000, requestTimeoutMs: 5_000 }),

@@ -2,7 +2,7 @@
  * A customer's own notice settings (admin API), per credit unit: balance.low
  * thresholds that replace the catalog's defaults, and an auto top-up rule.
  * Stored in NATS KV (one value per customer, last write wins: an admin edit,
- * not a money decision), read through a short cache by the evaluator.
+ * not a money decision), read afresh by every evaluation (one KV get).
  *
  *   { "units": { "credits": { "low": ["100", "10"],
  *                             "auto_top_up": { "below": "20", "package": "credits-100",
@@ -131,19 +131,14 @@ export function rulesFor(catalog: Catalog, settings: CustomerSettingsJson | unde
 export interface NoticeSettingsOptions {
   bucket: string;
   replicas: number;
-  cacheMs: number;
-  cachedCustomersMax: number;
   requestTimeoutMs: number;
 }
 
 export class NoticeSettingsStore {
   readonly #kv: KV;
-  readonly #options: NoticeSettingsOptions;
-  readonly #cache = new Map<string, { atMs: number; value: Promise<CustomerSettingsJson | undefined> }>();
 
-  private constructor(kv: KV, options: NoticeSettingsOptions) {
+  private constructor(kv: KV) {
     this.#kv = kv;
-    this.#options = options;
   }
 
   static async open(nc: NatsConnection, options: NoticeSettingsOptions): Promise<NoticeSettingsStore> {
@@ -155,7 +150,7 @@ export class NoticeSettingsStore {
       maxValueSize: 64 * 1024,
       description: 'drawdown notices: per-customer thresholds and auto top-up rules',
     });
-    return new NoticeSettingsStore(kv, options);
+    return new NoticeSettingsStore(kv);
   }
 
   static #key(customer: string): string {
@@ -169,25 +164,7 @@ export class NoticeSettingsStore {
     return JSON.parse(Buffer.from(entry.value).toString('utf8')) as CustomerSettingsJson;
   }
 
-  /** Read at most cacheMs ago (the evaluator). */
-  cached(customer: string): Promise<CustomerSettingsJson | undefined> {
-    const nowMs = Date.now();
-    const hit = this.#cache.get(customer);
-    if (hit !== undefined && nowMs - hit.atMs <= this.#options.cacheMs) return hit.value;
-    const value = this.read(customer);
-    value.catch(() => this.#cache.delete(customer));
-    this.#cache.delete(customer);
-    this.#cache.set(customer, { atMs: nowMs, value });
-    if (this.#cache.size > this.#options.cachedCustomersMax) {
-      const oldest = this.#cache.keys().next().value;
-      if (oldest !== undefined) this.#cache.delete(oldest);
-    }
-    return value;
-  }
-
   async write(customer: string, settings: CustomerSettingsJson): Promise<void> {
     await this.#kv.put(NoticeSettingsStore.#key(customer), JSON.stringify(settings));
-    // This process sees its own write at once; others within cacheMs.
-    this.#cache.delete(customer);
   }
 }
