@@ -209,6 +209,10 @@ describe('webhooks', () => {
     const removed = await api(base, 'DELETE', `/v1/webhooks/${endpoint.id}`);
     expect(removed.body).toEqual({ id: endpoint.id, deleted: true });
     expect((await api(base, 'GET', `/v1/webhooks/${endpoint.id}`)).status).toBe(404);
+    expect((await api(base, 'DELETE', `/v1/webhooks/${endpoint.id}`)).body).toEqual({
+      id: endpoint.id,
+      deleted: false,
+    });
   });
 
   it('refuses bad endpoints, naming the field', async () => {

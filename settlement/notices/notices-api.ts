@@ -5,7 +5,7 @@
  *   GET    /v1/webhooks                                           list (no secrets)
  *   GET    /v1/webhooks/{endpoint}                                one
  *   PATCH  /v1/webhooks/{endpoint}                                {url?, events?, description?, disabled?}
- *   DELETE /v1/webhooks/{endpoint}                                remove
+ *   DELETE /v1/webhooks/{endpoint}                                remove (idempotent: deleted false if absent)
  *   GET    /v1/webhooks/{endpoint}/deliveries?status=&limit=      delivery log
  *   POST   /v1/webhooks/{endpoint}/deliveries/{delivery}/redeliver  send again
  *   GET    /v1/customers/{id}/notice-settings                     thresholds, top-up rules and their state
@@ -25,8 +25,9 @@ import { isNoticeType, noticeTypes, type NoticeType } from './notice.js';
 import { parseCustomerSettings, rulesFor, type NoticeSettingsStore } from './notice-settings.js';
 import { endpointView, EndpointNotFoundError, endpointsMax, type EndpointStore } from './webhook-endpoints.js';
 
-const endpointPath = '(we_[A-Za-z0-9_-]{22})';
-const deliveryPath = '(ntc_[A-Za-z0-9_-]{22})';
+// Loose on purpose: an id of another shape is a 404 from the handler, not an unrouted path.
+const endpointPath = '([A-Za-z0-9_-]{1,64})';
+const deliveryPath = '([A-Za-z0-9_-]{1,64})';
 const urlLengthMax = 2_048;
 const descriptionLengthMax = 256;
 const deliveryStatuses: readonly DeliveryStatus[] = ['pending', 'retrying', 'delivered', 'failed', 'skipped'];
@@ -177,9 +178,9 @@ export function noticeRoutes(deps: NoticesApiDeps): Route[] {
     sendJson(res, 200, endpointView(updated));
   }
 
+  /** Idempotent: deleting an endpoint that is not there (any more) answers deleted: false. */
   async function remove(_req: IncomingMessage, res: ServerResponse, [id]: string[]): Promise<void> {
-    if (!(await endpoints.delete(id!))) throw new DrawdownError('not_found', `no webhook endpoint ${id}`);
-    sendJson(res, 200, { id, deleted: true });
+    sendJson(res, 200, { id, deleted: await endpoints.delete(id!) });
   }
 
   async function deliveriesOf(req: IncomingMessage, res: ServerResponse, [id]: string[]): Promise<void> {
@@ -196,7 +197,11 @@ export function noticeRoutes(deps: NoticesApiDeps): Route[] {
     sendJson(res, 200, { endpoint: id, deliveries: records.map(deliveryJson) });
   }
 
-  async function redeliver(_req: IncomingMessage, res: ServerResponse, [id, delivery]: string[]): Promise<void> {
+  async function redeliver(req: IncomingMessage, res: ServerResponse, [id, delivery]: string[]): Promise<void> {
+    // No body is needed; one that is sent must be an empty object.
+    const body = await readJsonBody(req, 1024);
+    if (!isPlainObject(body) || Object.keys(body).length > 0)
+      throw new DrawdownError('request_invalid', 'redeliver takes no body (or {})');
     const endpoint = await endpoints.get(id!);
     if (endpoint === undefined) throw new DrawdownError('not_found', `no webhook endpoint ${id}`);
     if (endpoint.disabled)
