@@ -291,7 +291,7 @@ export async function startDrawdown(
         stops.push(() => runningNotices.stop());
         routes.push(...runningNotices.routes);
         settlementRunner.onCompleted((report) => {
-          for (const customer of Object.keys(report.customers)) runningNotices.touch(customer);
+          for (const customer of Object.keys(report.customers)) runningNotices.touch(customer, { background: true });
         });
       }
       routes.push(

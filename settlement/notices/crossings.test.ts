@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { money } from '../../shared/money.js';
 import {
+  belowEveryCondition,
   emptyCrossingState,
   evaluateCrossings,
   markTopUpPosted,
@@ -113,6 +114,13 @@ describe('balance crossings', () => {
     const item = next.added.find((a) => a.notice.type === 'top_up.requested')!;
     expect(item.purchase).toEqual({ package: 'credits-100', key: item.notice.id });
     expect(item.notice.data.request_id).toBe(item.notice.id);
+  });
+
+  it('knows when figures are below every condition (usage can then cross nothing), and an account without rules is not', () => {
+    const figures = (available: string) => ({ available: money(available), allowance: money(0), readAtMs: t0 });
+    expect(belowEveryCondition(figures('-1'), lowRules)).toBe(true);
+    expect(belowEveryCondition(figures('0'), lowRules)).toBe(false); // exhausted, but not over the limit
+    expect(belowEveryCondition(figures('5'), lowRules)).toBe(false);
   });
 
   it('given published notices, when they are removed from the outbox, then only those go', () => {

@@ -118,6 +118,11 @@ function conditionsOf(figures: AccountFigures, rules: AccountRules): Condition[]
   return out;
 }
 
+/** Whether these figures are below every condition the rules define (usage can then cross nothing). */
+export function belowEveryCondition(figures: AccountFigures, rules: AccountRules): boolean {
+  return conditionsOf(figures, rules).every((c) => c.below);
+}
+
 const downType = { low: 'balance.low', exhausted: 'balance.exhausted', over_limit: 'balance.over_limit' } as const;
 
 export function utcDay(ms: number): string {

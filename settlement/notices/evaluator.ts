@@ -7,7 +7,7 @@
  * then drains the account's outbox: posts a trusted top-up's purchase,
  * publishes each notice with its id as Nats-Msg-Id, and removes what was done.
  *
- *   touch ─▶ queue (a Set: one entry per customer, ≤ queueCustomersMax)
+ *   touch ─▶ urgent | background queue (Sets: one entry per customer, ≤ queueCustomersMax in all)
  *              │ ≤ concurrency customers at once; touched again while running ─▶ once more after
  *              ▼
  *   figures (one read) ─▶ per unit: CAS(state → evaluateCrossings) ─▶ outbox ─▶ publish ─▶ CAS(outbox − done)
@@ -22,6 +22,7 @@ import { crashPoint } from '../../shared/fault.js';
 import { money } from '../../shared/money.js';
 import { CrossingStore, type Versioned } from './crossing-store.js';
 import {
+  belowEveryCondition,
   evaluateCrossings,
   markTopUpPosted,
   outboxItemsMax,
@@ -39,6 +40,12 @@ export interface CustomerFigures {
   readAtMs: number;
   units: { unit: string; available: string }[];
 }
+
+/**
+ * How long "below every condition" spares usage touches, in ms: as long as the sweep's default period, which
+ * re-evaluates every account below a threshold anyway. A purchase or hold release in this process clears it.
+ */
+const allBelowMs = 60_000;
 
 export interface PostedPurchase {
   customer: string;
@@ -72,9 +79,18 @@ export interface EvaluatorLimits {
   queueCustomersMax: number;
   /** Customers evaluated at once. */
   concurrency: number;
+  /**
+   * Of those, how many may be background touches: each evaluation is several ClickHouse reads, and an urgent one
+   * (a hold) otherwise waits for a busy pipeline's usage evaluations ahead of it in the store.
+   */
+  backgroundConcurrency: number;
 }
 
-export const evaluatorDefaults: EvaluatorLimits = { queueCustomersMax: 100_000, concurrency: 8 };
+export const evaluatorDefaults: EvaluatorLimits = {
+  queueCustomersMax: 100_000,
+  concurrency: 8,
+  backgroundConcurrency: 2,
+};
 
 export interface EvaluatorDeps {
   crossings: CrossingStore;
@@ -93,8 +109,12 @@ export interface EvaluatorDeps {
 export class NoticeEvaluator {
   readonly #deps: EvaluatorDeps;
   readonly #limits: EvaluatorLimits;
-  readonly #queue = new Set<string>();
+  readonly #urgent = new Set<string>();
+  readonly #background = new Set<string>();
   readonly #running = new Set<string>();
+  #runningBackground = 0;
+  /** Customers an evaluation found below every condition of every unit, until when that is trusted (ms). */
+  readonly #allBelowUntil = new Map<string, number>();
   readonly #again = new Set<string>();
   readonly #idle: (() => void)[] = [];
   #stopped = false;
@@ -104,38 +124,67 @@ export class NoticeEvaluator {
     this.#limits = { ...evaluatorDefaults, ...deps.limits };
   }
 
-  /** The customer's balance may have changed: evaluate it soon (coalesced with other touches). */
-  touch(customer: string): void {
+  /**
+   * The customer's balance may have changed: evaluate it soon (coalesced with other touches). `background`
+   * touches (usage the rater flushed, settlement runs, the sweep) wait behind the others (a hold, a purchase,
+   * an adjustment, a settings edit), so a busy pipeline's many customers do not delay an API caller's crossing.
+   */
+  touch(customer: string, options: { background?: boolean; usage?: boolean } = {}): void {
     if (this.#stopped) return;
+    // Usage only lowers available (prices are never negative): an account below every threshold it has cannot
+    // cross on usage, down or up. Known for allBelowMs after an evaluation found it so (another process's
+    // purchase may lift it meanwhile; that process evaluates it, and this one again once the mark expires).
+    if (options.usage === true) {
+      const untilMs = this.#allBelowUntil.get(customer);
+      if (untilMs !== undefined && untilMs > Date.now()) return;
+    }
     if (this.#running.has(customer)) {
       this.#again.add(customer);
       return;
     }
-    if (this.#queue.has(customer)) return;
-    if (this.#queue.size >= this.#limits.queueCustomersMax) {
+    const background = options.background === true;
+    if (this.#urgent.has(customer) || (background && this.#background.has(customer))) return;
+    if (this.#urgent.size + this.#background.size >= this.#limits.queueCustomersMax) {
       this.#deps.metrics.touchesDropped.inc();
       return;
     }
-    this.#queue.add(customer);
+    if (background) this.#background.add(customer);
+    else {
+      this.#background.delete(customer);
+      this.#urgent.add(customer);
+    }
     this.#pump();
   }
 
   /** Resolves when nothing is queued or running (tests, shutdown). */
   idle(): Promise<void> {
-    if (this.#queue.size === 0 && this.#running.size === 0) return Promise.resolve();
+    if (this.#queued() === 0 && this.#running.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
   stop(): void {
     this.#stopped = true;
-    this.#queue.clear();
+    this.#urgent.clear();
+    this.#background.clear();
+  }
+
+  #queued(): number {
+    return this.#urgent.size + this.#background.size;
   }
 
   #pump(): void {
-    while (this.#running.size < this.#limits.concurrency && this.#queue.size > 0) {
-      const customer = this.#queue.values().next().value as string;
-      this.#queue.delete(customer);
+    while (this.#running.size < this.#limits.concurrency) {
+      let background = false;
+      let customer: string | undefined;
+      if (this.#urgent.size > 0) customer = this.#urgent.values().next().value as string;
+      else if (this.#background.size > 0 && this.#runningBackground < this.#limits.backgroundConcurrency) {
+        customer = this.#background.values().next().value as string;
+        background = true;
+      }
+      if (customer === undefined) return;
+      (background ? this.#background : this.#urgent).delete(customer);
       this.#running.add(customer);
+      if (background) this.#runningBackground++;
       void this.evaluate(customer)
         .catch((error: unknown) => {
           this.#deps.metrics.evaluationFailures.inc();
@@ -143,9 +192,10 @@ export class NoticeEvaluator {
         })
         .finally(() => {
           this.#running.delete(customer);
-          if (this.#again.delete(customer) && !this.#stopped) this.#queue.add(customer);
+          if (background) this.#runningBackground--;
+          if (this.#again.delete(customer) && !this.#stopped) this.#urgent.add(customer);
           this.#pump();
-          if (this.#queue.size === 0 && this.#running.size === 0) for (const done of this.#idle.splice(0)) done();
+          if (this.#queued() === 0 && this.#running.size === 0) for (const done of this.#idle.splice(0)) done();
         });
     }
   }
@@ -161,26 +211,32 @@ export class NoticeEvaluator {
     const units = new Set(figures.units.map((u) => u.unit));
     for (const unit of Object.keys(settings?.units ?? {})) if (catalog.creditUnits.has(unit)) units.add(unit);
     const published: Notice[] = [];
+    let allBelow = units.size > 0;
     for (const unit of units) {
       const line = figures.units.find((u) => u.unit === unit);
       const rules = rulesFor(catalog, settings, unit);
       const key = CrossingStore.key(customer, unit);
       const account = { customer, unit };
+      const accountFigures = {
+        available: money(line?.available ?? '0'),
+        allowance: catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0),
+        readAtMs: figures.readAtMs,
+      };
       const stored = await this.#deps.crossings.update(key, (state) => {
         // An outbox that cannot drain (the stream away) stops new decisions from piling up behind it.
         if (state.outbox.length >= outboxItemsMax) return state;
-        return evaluateCrossings(
-          account,
-          state,
-          {
-            available: money(line?.available ?? '0'),
-            allowance: catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0),
-            readAtMs: figures.readAtMs,
-          },
-          rules,
-        ).state;
+        return evaluateCrossings(account, state, accountFigures, rules).state;
       });
+      if (!belowEveryCondition(accountFigures, rules)) allBelow = false;
       published.push(...(await this.#drain(customer, key, stored)));
+    }
+    this.#allBelowUntil.delete(customer);
+    if (allBelow) {
+      this.#allBelowUntil.set(customer, Date.now() + allBelowMs);
+      if (this.#allBelowUntil.size > this.#limits.queueCustomersMax) {
+        const oldest = this.#allBelowUntil.keys().next().value;
+        if (oldest !== undefined) this.#allBelowUntil.delete(oldest);
+      }
     }
     this.#deps.metrics.evaluationDuration.observe((performance.now() - started) / 1000);
     return published;
@@ -252,7 +308,8 @@ export class NoticeEvaluator {
       const account = CrossingStore.account(key);
       if (account === undefined) continue;
       if (stored.state.outbox.length > 0) drained += (await this.#drain(account.customer, key, stored)).length;
-      if (Object.values(stored.state.conditions).some((c) => c.below)) this.touch(account.customer);
+      if (Object.values(stored.state.conditions).some((c) => c.below))
+        this.touch(account.customer, { background: true });
     }
     return drained;
   }

@@ -39,8 +39,8 @@ export interface NoticesSettings {
 export interface RunningNotices {
   routes: Route[];
   evaluator: NoticeEvaluator;
-  /** A balance may have moved (holds, adjustments, settlement runs). */
-  touch(customer: string): void;
+  /** A balance may have moved (holds, adjustments; `background` for settlement runs). */
+  touch(customer: string, options?: { background?: boolean }): void;
   /** A purchase was answered: publish purchase.posted, confirm a top-up request it names. */
   purchasePosted(purchase: PostedPurchase): Promise<void>;
   stop(): Promise<void>;
@@ -142,8 +142,9 @@ export async function startNotices(deps: {
       timeoutMs: settings.webhookTimeoutMs,
       concurrency: settings.webhookConcurrency,
       pendingMax: 50_000,
-      streamMessagesMax: 1_000_000,
-      streamBytesMax: 1024 * 1024 * 1024,
+      // ~250,000 deliveries waiting; the bytes are reserved against nats-server's max_file_store.
+      streamMessagesMax: 250_000,
+      streamBytesMax: 256 * 1024 * 1024,
       replicas,
       noticeStream: streamSettings.name,
     },
@@ -161,7 +162,7 @@ export async function startNotices(deps: {
     watching = true;
     try {
       const { customers, truncated } = await watch.changed();
-      for (const customer of customers) evaluator.touch(customer);
+      for (const customer of customers) evaluator.touch(customer, { background: true, usage: true });
       if (truncated)
         log.warn({ customersMax: usageCustomersMax }, 'notices: more customers had usage than one look takes');
     } catch (error) {
@@ -204,7 +205,7 @@ export async function startNotices(deps: {
       now,
     }),
     evaluator,
-    touch: (customer) => evaluator.touch(customer),
+    touch: (customer, options) => evaluator.touch(customer, options),
     purchasePosted: (p) => evaluator.purchasePosted(p),
     stop: async () => {
       clearInterval(pollTimer);

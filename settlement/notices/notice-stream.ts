@@ -37,7 +37,7 @@ export const noticeStreamDefaults: NoticeStreamSettings = {
   name: 'DRAWDOWN_NOTICES',
   replicas: 1,
   maxAgeMs: 7 * 24 * 3_600_000, // 7 days
-  maxBytes: 1024 * 1024 * 1024, // 1 GiB
+  maxBytes: 256 * 1024 * 1024, // 256 MiB: ~500,000 notices; reserved against the server's max_file_store
   duplicateWindowMs: 2 * 3_600_000, // 2 h
   publishTimeoutMs: 5_000,
 };
