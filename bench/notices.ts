@@ -55,6 +55,15 @@ function summary(samples: readonly number[]): Stats {
   return { n: sorted.length, p50: at(50), p90: at(90), p99: at(99), max: sorted[sorted.length - 1] ?? NaN };
 }
 
+/** sum / count of a histogram on /metrics (cumulative since start). */
+async function histogramMean(base: string, name: string): Promise<{ count: number; meanS: number }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const value = (suffix: string) =>
+    Number(new RegExp(`^${name}_${suffix}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const count = value('count');
+  return { count, meanS: value('sum') / count };
+}
+
 interface Seen {
   type: string;
   customer: string;
@@ -135,9 +144,11 @@ async function main(): Promise<void> {
     await wait((s) => s.customer === customer && s.type === 'purchase.posted', `purchase.posted for ${customer}`);
   };
 
+  const prepared = new Set<string>();
   async function holdProbes(label: string, count: number, stillLoaded: () => boolean): Promise<number[]> {
     const customer = `hold-${label}`;
-    await prepare(customer, '50');
+    if (!prepared.has(customer)) await prepare(customer, '50');
+    prepared.add(customer);
     const lags: number[] = [];
     for (let i = 0; i < count && stillLoaded(); i++) {
       const before = seen.length;
@@ -219,6 +230,8 @@ async function main(): Promise<void> {
     const idleUsage = await usageProbes('idle', probes, () => true);
     await new Promise((r) => setTimeout(r, 1_000));
     const idleWebhook = webhookLags(idleFrom);
+    const idleEvaluation = await histogramMean(base, 'drawdown_notices_evaluation_duration_seconds');
+    const idleLiveRead = await histogramMean(base, 'drawdown_live_balance_read_duration_seconds');
 
     const loadS = loadSeconds;
     process.stderr.write(`loaded: ${rate} events/s for ${loadS} s\n`);
@@ -234,8 +247,15 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 3_000));
     const loaded = () => performance.now() - started < (loadS - 3) * 1000;
     const loadedFrom = seen.length;
-    const loadedHold = await holdProbes('loaded', probes, loaded);
-    const loadedUsage = await usageProbes('loaded', probes, loaded);
+    // Interleaved, so both kinds sample the whole load window.
+    const loadedHold: number[] = [];
+    const loadedUsage: number[] = [];
+    for (let i = 0; i < probes && loaded(); i++) {
+      loadedHold.push(...(await holdProbes('loaded', 1, loaded)));
+      if (loaded()) loadedUsage.push(...(await usageProbes(`loaded${i}`, 1, loaded)));
+    }
+    const evaluation = await histogramMean(base, 'drawdown_notices_evaluation_duration_seconds');
+    const liveRead = await histogramMean(base, 'drawdown_live_balance_read_duration_seconds');
     const load = await loadPromise;
     const acceptedDuring = (await acceptedEvents(base)) - acceptedBefore;
     await new Promise((r) => setTimeout(r, 1_000));
@@ -246,6 +266,9 @@ async function main(): Promise<void> {
       machine: `${(await import('node:os')).cpus().length} cores`,
       idle: { hold: summary(idleHold), usage: summary(idleUsage), webhook: summary(idleWebhook) },
       loaded: { hold: summary(loadedHold), usage: summary(loadedUsage), webhook: summary(loadedWebhook) },
+      // Mean seconds per evaluation and per live-figures read, cumulative: idle, then idle + loaded.
+      evaluationMeanS: { idle: idleEvaluation, cumulative: evaluation },
+      liveReadMeanS: { idle: idleLiveRead, cumulative: liveRead },
       background: {
         askedEventsPerS: rate,
         acceptedEventsPerS: Math.round(acceptedDuring / ((performance.now() - started) / 1000)),
@@ -276,6 +299,13 @@ async function main(): Promise<void> {
           ),
           row('event 202 → balance.low on the stream', result.idle.usage, result.loaded.usage),
           row('notice on the stream → webhook request at the receiver', result.idle.webhook, result.loaded.webhook),
+          '',
+          `Where the time goes: one customer evaluation (live figures read, crossings decided, notices published) took ${(idleEvaluation.meanS * 1000).toFixed(0)} ms on average idle (${idleEvaluation.count} evaluations) and ${(evaluation.meanS * 1000).toFixed(0)} ms over the whole run (${evaluation.count}); one live-figures read from ClickHouse ${(idleLiveRead.meanS * 1000).toFixed(0)} ms idle, ${(liveRead.meanS * 1000).toFixed(0)} ms over the run. Load average at the end: ${(
+            await import('node:os')
+          )
+            .loadavg()
+            .map((l) => l.toFixed(1))
+            .join(' ')}.`,
           '',
           'Targets (issue 15): p99 < 1 s from the crossing change to the stream under 500,000 events/s; first webhook attempt within 1 s of the notice. The load generator, gateway, rater, chDB, nats-server and the bench share the machine, so the accepted rate is what it sustained; usage reaches `available` only after the rater flushes (bench/results/live-balance.md), which bounds the event → notice figure from below.',
           '',
