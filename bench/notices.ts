@@ -95,7 +95,7 @@ async function main(): Promise<void> {
     const found = seen.find(match);
     if (found !== undefined) return Promise.resolve(found);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${what} within 30 s`)), timeoutMs);
+      const timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs} ms`)), timeoutMs);
       waiters.push({ match, resolve: (s) => (clearTimeout(timer), resolve(s)) });
     });
   };
@@ -177,8 +177,21 @@ async function main(): Promise<void> {
     return lags;
   }
 
-  async function usageProbes(label: string, count: number, stillLoaded: () => boolean): Promise<number[]> {
-    const lags: number[] = [];
+  /** available (credits) of one customer, now. */
+  const availableOf = async (customer: string): Promise<number> => {
+    const body = await call('GET', `/v1/customers/${customer}/balance`);
+    const units = body.units as { unit: string; available: string }[];
+    return Number(units.find((u) => u.unit === 'credits')?.available ?? '0');
+  };
+
+  /** Event → notice, and event → available showing it (the live-balance lag: the baseline notices add to). */
+  async function usageProbes(
+    label: string,
+    count: number,
+    stillLoaded: () => boolean,
+  ): Promise<{ notice: number[]; balance: number[] }> {
+    const notice: number[] = [];
+    const balance: number[] = [];
     for (let i = 0; i < count && stillLoaded(); i++) {
       const customer = `usage-${label}-${i}`;
       await prepare(customer, '98');
@@ -198,14 +211,21 @@ async function main(): Promise<void> {
       if (response.status !== 202) throw new Error(`probe event answered ${response.status}`);
       const accepted = performance.now();
       // The customer was below 98 before its purchase (a first notice); this is the crossing the event causes.
-      const low = await wait(
+      const low = wait(
         (s) => s.customer === customer && s.type === 'balance.low' && s.atMs >= accepted,
         `usage balance.low for ${customer}`,
+        180_000,
       );
-      lags.push(low.atMs - accepted);
+      for (;;) {
+        if ((await availableOf(customer)) <= 97) break;
+        if (performance.now() - accepted > 180_000) throw new Error(`${customer}: available never showed the event`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      balance.push(performance.now() - accepted);
+      notice.push((await low).atMs - accepted);
       await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
     }
-    return lags;
+    return { notice, balance };
   }
 
   const webhookLags = (from: number): number[] => {
@@ -250,9 +270,13 @@ async function main(): Promise<void> {
     // Interleaved, so both kinds sample the whole load window.
     const loadedHold: number[] = [];
     const loadedUsage: number[] = [];
+    const loadedBalance: number[] = [];
     for (let i = 0; i < probes && loaded(); i++) {
       loadedHold.push(...(await holdProbes('loaded', 1, loaded)));
-      if (loaded()) loadedUsage.push(...(await usageProbes(`loaded${i}`, 1, loaded)));
+      if (!loaded()) break;
+      const usage = await usageProbes(`loaded${i}`, 1, loaded);
+      loadedUsage.push(...usage.notice);
+      loadedBalance.push(...usage.balance);
     }
     const evaluation = await histogramMean(base, 'drawdown_notices_evaluation_duration_seconds');
     const liveRead = await histogramMean(base, 'drawdown_live_balance_read_duration_seconds');
@@ -264,8 +288,18 @@ async function main(): Promise<void> {
     const result = {
       at: new Date().toISOString(),
       machine: `${(await import('node:os')).cpus().length} cores`,
-      idle: { hold: summary(idleHold), usage: summary(idleUsage), webhook: summary(idleWebhook) },
-      loaded: { hold: summary(loadedHold), usage: summary(loadedUsage), webhook: summary(loadedWebhook) },
+      idle: {
+        hold: summary(idleHold),
+        usage: summary(idleUsage.notice),
+        balance: summary(idleUsage.balance),
+        webhook: summary(idleWebhook),
+      },
+      loaded: {
+        hold: summary(loadedHold),
+        usage: summary(loadedUsage),
+        balance: summary(loadedBalance),
+        webhook: summary(loadedWebhook),
+      },
       // Mean seconds per evaluation and per live-figures read, cumulative: idle, then idle + loaded.
       evaluationMeanS: { idle: idleEvaluation, cumulative: evaluation },
       liveReadMeanS: { idle: idleLiveRead, cumulative: liveRead },
@@ -298,6 +332,7 @@ async function main(): Promise<void> {
             result.loaded.hold,
           ),
           row('event 202 → balance.low on the stream', result.idle.usage, result.loaded.usage),
+          row('(baseline) event 202 → GET balance shows it', result.idle.balance, result.loaded.balance),
           row('notice on the stream → webhook request at the receiver', result.idle.webhook, result.loaded.webhook),
           '',
           `Where the time goes: one customer evaluation (live figures read, crossings decided, notices published) took ${(idleEvaluation.meanS * 1000).toFixed(0)} ms on average idle (${idleEvaluation.count} evaluations) and ${(evaluation.meanS * 1000).toFixed(0)} ms over the whole run (${evaluation.count}); one live-figures read from ClickHouse ${(idleLiveRead.meanS * 1000).toFixed(0)} ms idle, ${(liveRead.meanS * 1000).toFixed(0)} ms over the run. Load average at the end: ${(
