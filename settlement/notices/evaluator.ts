@@ -115,7 +115,8 @@ export class NoticeEvaluator {
   #runningBackground = 0;
   /** Customers an evaluation found below every condition of every unit, until when that is trusted (ms). */
   readonly #allBelowUntil = new Map<string, number>();
-  readonly #again = new Set<string>();
+  /** Touched while being evaluated: evaluate once more after (true: urgently). */
+  readonly #again = new Map<string, boolean>();
   readonly #idle: (() => void)[] = [];
   #stopped = false;
 
@@ -138,11 +139,11 @@ export class NoticeEvaluator {
       const untilMs = this.#allBelowUntil.get(customer);
       if (untilMs !== undefined && untilMs > Date.now()) return;
     }
+    const background = options.background === true;
     if (this.#running.has(customer)) {
-      this.#again.add(customer);
+      this.#again.set(customer, (this.#again.get(customer) ?? false) || !background);
       return;
     }
-    const background = options.background === true;
     if (this.#urgent.has(customer) || (background && this.#background.has(customer))) return;
     if (this.#urgent.size + this.#background.size >= this.#limits.queueCustomersMax) {
       this.#deps.metrics.touchesDropped.inc();
@@ -193,7 +194,9 @@ export class NoticeEvaluator {
         .finally(() => {
           this.#running.delete(customer);
           if (background) this.#runningBackground--;
-          if (this.#again.delete(customer) && !this.#stopped) this.#urgent.add(customer);
+          const again = this.#again.get(customer);
+          this.#again.delete(customer);
+          if (again !== undefined && !this.#stopped) (again ? this.#urgent : this.#background).add(customer);
           this.#pump();
           if (this.#queued() === 0 && this.#running.size === 0) for (const done of this.#idle.splice(0)) done();
         });
