@@ -15,7 +15,7 @@
  * (sum of its entries) = what settlement carries forward for it.
  *
  * Results: bench/results/settlement-latest.{json,md}, a line in history.md.
- * Flags: --customers 100000 --windows 2 --backend chdb|server
+ * Flags: --customers 100000 --windows 2 --backend chdb|server --history 0 (days of settled history first)
  */
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -33,6 +33,8 @@ import { formatAmount, money, parseStoredDecimal, toLedgerAmount } from '../shar
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
 import { entryId, writeEntries, type LedgerEntry } from '../settlement/ledger.js';
 import { settle } from '../settlement/settle.js';
+import { recordRun, runIdFor, type RunRecord } from '../settlement/runs.js';
+import { flushBoundsColumns, flushBoundsPayload } from '../shared/clickhouse/flush-bounds.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const log = (line: string): void => void process.stdout.write(`[bench:settlement] ${line}\n`);
@@ -142,8 +144,14 @@ function expectedCost(i: number, window: number): Decimal {
 const Decimal_min = (a: Decimal, b: Decimal): Decimal => (a.lessThan(b) ? a : b);
 const Decimal_max = (a: Decimal, b: Decimal): Decimal => (a.greaterThan(b) ? a : b);
 
-async function fillUsage(store: Store, customers: string[], window: number): Promise<void> {
+async function fillUsage(store: Store, customers: string[], window: number, seqBase: number): Promise<void> {
   const startSec = firstWindowSec + window * windowSec;
+  // As the rater does: the flush's record (its earliest minute) before its rows.
+  await store.insert(
+    'flush_bounds',
+    flushBoundsColumns,
+    flushBoundsPayload(0, seqBase + window + 1, startSec, startSec + windowSec - 1),
+  );
   let rows: string[][] = [];
   const flush = async (): Promise<void> => {
     // One INSERT per chunk, every row of the window under one flush sequence: the committed watermark.
@@ -153,7 +161,7 @@ async function fillUsage(store: Store, customers: string[], window: number): Pro
   for (let i = 0; i < customers.length; i++) {
     const minute = tsvDateTime(startSec + (i % 60) * 60);
     const flushedAt = tsvDateTime(startSec + windowSec - 1);
-    const seq = String(window + 1);
+    const seq = String(seqBase + window + 1);
     rows.push([customers[i]!, 'tokens', '{}', minute, quantityOf(i, 0, window), '1', '0', seq, flushedAt]);
     rows.push([
       customers[i]!,
@@ -180,6 +188,49 @@ async function fillUsage(store: Store, customers: string[], window: number): Pro
     if (rows.length >= insertRowsMax - 3) await flush();
   }
   if (rows.length > 0) await flush();
+}
+
+/**
+ * `days` of history before the first window, already settled: one row per
+ * customer, meter and day (flush 1 of partition 0, with its record), and a
+ * completed run up to the first window that took it — as a deployment that
+ * has been running that long looks to the next run. Returns the flush
+ * sequence the windows continue from.
+ */
+async function fillHistory(store: Store, customers: string[], days: number): Promise<number> {
+  if (days === 0) return 0;
+  const fromSec = firstWindowSec - days * 86_400;
+  await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(0, 1, fromSec, fromSec));
+  let rows: string[][] = [];
+  let written = 0;
+  const flush = async (): Promise<void> => {
+    await store.insert('usage_minute', usageMinuteColumns, encodeTsv(rows));
+    written += rows.length;
+    rows = [];
+  };
+  const flushedAt = tsvDateTime(firstWindowSec - 60);
+  for (let day = 0; day < days; day++) {
+    for (let i = 0; i < customers.length; i++) {
+      const minute = tsvDateTime(fromSec + day * 86_400 + (i % 1440) * 60);
+      const c = customers[i]!;
+      rows.push([c, 'tokens', '{}', minute, '1000', '1', '0', '1', flushedAt]);
+      rows.push([c, 'images', '{"model":"standard"}', minute, '1', '1', '0', '1', flushedAt]);
+      rows.push([c, 'calls', '{}', minute, '1', '1', '0', '1', flushedAt]);
+      if (rows.length >= insertRowsMax - 3) await flush();
+    }
+    if ((day + 1) % 30 === 0) log(`history: ${day + 1} of ${days} days (${written.toLocaleString('en')} rows)`);
+  }
+  if (rows.length > 0) await flush();
+  const run: RunRecord = {
+    runId: runIdFor(fromSec, firstWindowSec),
+    fromSec,
+    untilSec: firstWindowSec,
+    startedAtSec: firstWindowSec,
+    watermarks: { '0': 1 },
+  };
+  await recordRun(store, run, firstWindowSec, 'started', '');
+  await recordRun(store, run, firstWindowSec, 'completed', '{}');
+  return 1;
 }
 
 async function fillPurchases(store: Store, customers: string[]): Promise<void> {
@@ -254,6 +305,8 @@ async function main(): Promise<void> {
   const { flags } = parseArgs(process.argv.slice(2));
   const customerCount = intFlag(flags, '--customers', 100_000, 10, 1_000_000);
   const windows = intFlag(flags, '--windows', 2, 1, 24);
+  // Days of settled minute history before the first window: run time must not grow with it (issue 17).
+  const historyDays = intFlag(flags, '--history', 0, 0, 3660);
   const backend = flags.get('--backend') ?? 'chdb';
   if (backend !== 'chdb' && backend !== 'server') throw new RangeError('--backend must be chdb or server');
   const dir = process.env.BENCH_KEEP_DIR ?? mkdtempSync(join(tmpdir(), 'drawdown-bench-settlement-'));
@@ -271,10 +324,16 @@ async function main(): Promise<void> {
     let t = Date.now();
     await fillPurchases(store, customers);
     log(`purchases written (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+    t = Date.now();
+    const seqBase = await fillHistory(store, customers, historyDays);
+    if (historyDays > 0)
+      log(
+        `${historyDays} days of settled history written: ${(customerCount * 3 * historyDays).toLocaleString('en')} rows (${((Date.now() - t) / 1000).toFixed(1)} s)`,
+      );
     const runs: RunFigures[] = [];
     for (let window = 0; window < windows; window++) {
       t = Date.now();
-      await fillUsage(store, customers, window);
+      await fillUsage(store, customers, window, seqBase);
       log(
         `window ${window + 1}: ${(customerCount * 3).toLocaleString('en')} usage rows written (${((Date.now() - t) / 1000).toFixed(1)} s)`,
       );
@@ -320,6 +379,7 @@ async function main(): Promise<void> {
       machine: { cpus: cpus().length, node: process.version },
       backend,
       customers: customerCount,
+      historyDays,
       meters: 3,
       targetS: 30,
       runs,
@@ -331,7 +391,7 @@ async function main(): Promise<void> {
     const md = [
       `# Settlement benchmark ${results.date}`,
       '',
-      `${results.machine.cpus} CPUs, Node ${results.machine.node}; ClickHouse: ${backend}. ${customerCount.toLocaleString('en')} customers × 3 meters (package, unit by dimension, graduated tiers), one purchase each, a monthly grant starting in the first window for every other customer. Target: one run under ${results.targetS} s.`,
+      `${results.machine.cpus} CPUs, Node ${results.machine.node}; ClickHouse: ${backend}. ${customerCount.toLocaleString('en')} customers × 3 meters (package, unit by dimension, graduated tiers), one purchase each, a monthly grant starting in the first window for every other customer${historyDays > 0 ? `, after ${historyDays} days of settled history (one row per customer, meter and day)` : ''}. Target: one run under ${results.targetS} s.`,
       '',
       '| run | seconds | entries posted | accounts | total rated | total deducted | balances = Σ entries | exact |',
       '|---:|---:|---:|---:|---:|---:|---:|---|',
@@ -354,7 +414,7 @@ async function main(): Promise<void> {
     writeFileSync(join(resultsDir, 'settlement-latest.md'), md);
     appendHistory(
       join(resultsDir, 'history.md'),
-      `| ${results.date.slice(0, 16)} | ${backend} | ${customerCount} | ${runs.map((r) => r.seconds).join(' / ')} | ${runs.map((r) => r.entriesPosted).join(' / ')} | ${results.exact} |`,
+      `| ${results.date.slice(0, 16)} | ${backend} | ${customerCount}${historyDays > 0 ? `, ${historyDays} d history` : ''} | ${runs.map((r) => r.seconds).join(' / ')} | ${runs.map((r) => r.entriesPosted).join(' / ')} | ${results.exact} |`,
     );
     process.stdout.write(`\n${md}`);
     if (!results.exact) process.exitCode = 1;

@@ -323,6 +323,18 @@ export function catalogRoutes(deps: CatalogApiDeps): Route[] {
     },
     {
       method: 'PUT',
+      path: new RegExp(`^/v1/catalog/add-ons/${idPath}$`),
+      scope: 'admin',
+      handler: putEntity('add_ons', 'id'),
+    },
+    {
+      method: 'PUT',
+      path: new RegExp(`^/v1/catalog/charges/${idPath}$`),
+      scope: 'admin',
+      handler: putEntity('charges', 'id'),
+    },
+    {
+      method: 'PUT',
       path: new RegExp(`^/v1/catalog/subscriptions/${idPath}$`),
       scope: 'admin',
       handler: putEntity('subscriptions', 'id'),

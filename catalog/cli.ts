@@ -79,7 +79,7 @@ export async function runCatalogCommand(
     return 2;
   }
   const config = loadConfig(flags, env, ['clickhouseUrl']);
-  const store = await openStore(config.clickhouseUrl!);
+  const store = await openStore(config.clickhouseUrl!, { cluster: config.clickhouseCluster });
   try {
     await ensureSchema(store);
     const catalogs = new CatalogStore(store);

@@ -102,6 +102,8 @@ const labels: Record<EntityChange['kind'], string> = {
   rate_card_version: 'rate card version',
   package: 'package',
   plan: 'plan',
+  add_on: 'add-on',
+  charge: 'charge',
   subscription: 'subscription',
   document: 'document',
 };

@@ -17,6 +17,8 @@ export const entityKinds = [
   { kind: 'rate_card_version', list: 'rate_card.versions', key: 'version' },
   { kind: 'package', list: 'packages', key: 'id' },
   { kind: 'plan', list: 'plans', key: 'id' },
+  { kind: 'add_on', list: 'add_ons', key: 'id' },
+  { kind: 'charge', list: 'charges', key: 'id' },
   { kind: 'subscription', list: 'subscriptions', key: 'id' },
 ] as const;
 

@@ -20,6 +20,7 @@ function richCatalog(): Record<string, unknown> {
         allowed_negative_balance: '5',
         archived: false,
         notices: { low: ['10', '1'] },
+        previous_names: [{ name: 'Old credits', internal_name: 'old_credits', until: '2026-01-15T00:00:00Z' }],
       },
     ],
     meters: [
@@ -104,6 +105,34 @@ function richCatalog(): Record<string, unknown> {
         ],
       },
     ],
+    add_ons: [
+      {
+        id: 'ai-5k',
+        name: '+5,000 AI credits / month',
+        kind: 'recurring',
+        billing: 'monthly',
+        versions: [
+          {
+            version: 1,
+            grant: { unit: 'credits', quantity: '5000', frequency: 'monthly', rollover: { kind: 'none' } },
+          },
+        ],
+      },
+      {
+        id: 'overage',
+        kind: 'metered',
+        billing: 'monthly',
+        overage: { unit: 'credits', price_per_credit: { currency: 'USD', amount: '0.03' } },
+      },
+    ],
+    charges: [
+      {
+        id: 'launch-bonus',
+        name: 'Launch bonus',
+        grant: { unit: 'credits', quantity: '2000', expires_after: 'P60D' },
+      },
+      { id: 'kept-bonus', grant: { unit: 'credits', quantity: '100', rollover: { kind: 'unlimited' } } },
+    ],
     subscriptions: [
       {
         id: 'sub-1',
@@ -114,7 +143,9 @@ function richCatalog(): Record<string, unknown> {
         billing_anchor: '2026-01-01T00:00:00Z',
         end: '2027-01-01T00:00:00Z',
         overrides: { 'g-none': { quantity: '20', frequency: 'monthly', rollover: { kind: 'unlimited' } } },
-        changes: [{ effective_from: '2026-03-01T00:00:00Z', plan_version: 1, overrides: {} }],
+        changes: [{ effective_from: '2026-03-01T00:00:00Z', plan_version: 1, overrides: {}, add_ons: [] }],
+        add_ons: [{ add_on: 'ai-5k', quantity: 2, version: 1, overrides: { quantity: '6000' } }],
+        charges: [{ id: 'bonus-1', charge: 'launch-bonus', at: '2026-01-10T00:00:00Z' }],
       },
     ],
   };

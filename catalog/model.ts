@@ -20,6 +20,8 @@ import {
 } from '../shared/validate.js';
 import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
 import { parseEventMapping, type EventMapping } from './event-mapping.js';
+import { parseAddOn, parseCharge, type AddOn, type Charge } from './add-ons.js';
+import { parseNameHistory, type UnitNames } from './names.js';
 
 export type { Aggregation, MeterDefinitions };
 
@@ -47,6 +49,8 @@ export interface CreditUnit {
   archived: boolean;
   /** Default balance.low thresholds for every customer (settlement/notices; a customer's own settings replace them). */
   lowThresholds: Decimal[];
+  /** The names this unit had before, oldest first, each with when it stopped being in force (catalog/names.ts). */
+  previousNames: (UnitNames & { untilMs: number })[];
 }
 
 /** At most this many balance.low thresholds per unit (catalog default or a customer's own). */
@@ -101,6 +105,8 @@ export interface Catalog {
   rateCard: readonly RateCardVersion[];
   packages: ReadonlyMap<string, CreditPackage>;
   plans: ReadonlyMap<string, Plan>;
+  addOns: ReadonlyMap<string, AddOn>;
+  charges: ReadonlyMap<string, Charge>;
   subscriptions: readonly Subscription[];
 }
 
@@ -172,6 +178,7 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
       if (text !== undefined) lowThresholds.push(money(text));
     });
   }
+  const previousNames = parseNameHistory(problems, o.previous_names, `${at}.previous_names`);
   if (!id || !name || !internalName) return undefined;
   return {
     id,
@@ -182,6 +189,7 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
     allowedNegativeBalance: allowed === undefined ? undefined : money(allowed),
     archived: o.archived === true,
     lowThresholds,
+    previousNames,
   };
 }
 
@@ -444,10 +452,24 @@ export function parseCatalog(raw: unknown, options: ParseOptions = {}): Catalog 
     if (plans.has(plan.id)) problems.add(`plans[${i}].id`, 'duplicate', `plan ${plan.id} is defined twice`);
     plans.set(plan.id, plan);
   });
+  const addOns = new Map<string, AddOn>();
+  list(problems, root.add_ons, 'add_ons').forEach((a, i) => {
+    const addOn = parseAddOn(problems, a, `add_ons[${i}]`, creditUnits);
+    if (!addOn) return;
+    if (addOns.has(addOn.id)) problems.add(`add_ons[${i}].id`, 'duplicate', `add-on ${addOn.id} is defined twice`);
+    addOns.set(addOn.id, addOn);
+  });
+  const charges = new Map<string, Charge>();
+  list(problems, root.charges, 'charges').forEach((c, i) => {
+    const charge = parseCharge(problems, c, `charges[${i}]`, creditUnits);
+    if (!charge) return;
+    if (charges.has(charge.id)) problems.add(`charges[${i}].id`, 'duplicate', `charge ${charge.id} is defined twice`);
+    charges.set(charge.id, charge);
+  });
   const subscriptions: Subscription[] = [];
   const subscriptionIds = new Set<string>();
   list(problems, root.subscriptions, 'subscriptions').forEach((s, i) => {
-    const subscription = parseSubscription(problems, s, `subscriptions[${i}]`, plans);
+    const subscription = parseSubscription(problems, s, `subscriptions[${i}]`, plans, { addOns, charges });
     if (!subscription) return;
     // A Set, not a scan of the list: catalogs hold one subscription per customer (100,000s).
     if (subscriptionIds.has(subscription.id))
@@ -463,7 +485,7 @@ export function parseCatalog(raw: unknown, options: ParseOptions = {}): Catalog 
     throw new DrawdownError('catalog_invalid', `catalog has ${found.length} problem(s)`, {
       problems: found,
     });
-  return { creditUnits, meters, rateCard, packages, plans, subscriptions };
+  return { creditUnits, meters, rateCard, packages, plans, addOns, charges, subscriptions };
 }
 
 export function loadCatalogFile(path: string): Catalog {

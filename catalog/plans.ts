@@ -4,7 +4,7 @@
  * settlement/credit; these are only the shapes and their validation.
  */
 import type { Decimal } from 'decimal.js';
-import { frequencyRank, parseDuration, periodIndexAt, periodStart, type Duration, type Frequency } from './periods.js';
+import { frequencyRank, periodIndexAt, periodStart, type Duration, type Frequency } from './periods.js';
 import { DrawdownError } from '../shared/errors.js';
 import { money } from '../shared/money.js';
 import {
@@ -17,16 +17,12 @@ import {
   refuseUnknownFields,
 } from '../shared/validate.js';
 import { catalogFields } from './fields.js';
+import type { AddOn, Charge } from './add-ons.js';
+import { parseFrequency, parseRollover, type BillingFrequency, type Rollover } from './grant-rules.js';
+
+export { parseFrequency, parseRollover, type BillingFrequency, type Rollover };
 
 export type { Duration, Frequency };
-export type BillingFrequency = 'monthly' | 'yearly';
-
-export type Rollover =
-  | { kind: 'none' }
-  | { kind: 'unlimited' }
-  | { kind: 'time_limited'; duration: Duration }
-  /** `percent` is 0–100. */
-  | { kind: 'capped'; percent: Decimal; maximum: Decimal };
 
 export interface GrantDefinition {
   id: string;
@@ -50,13 +46,34 @@ export interface Plan {
   versions: PlanVersion[];
 }
 
-/** Per-grant overrides, by grant id. */
-export type Overrides = Record<string, Partial<Pick<GrantDefinition, 'quantity' | 'frequency' | 'rollover'>>>;
+/** One grant's per-subscription overrides. */
+export type GrantOverride = Partial<Pick<GrantDefinition, 'quantity' | 'frequency' | 'rollover'>>;
 
-/** What a subscription grants during a billing term: a plan version and its overrides. */
+/** Per-grant overrides, by grant id. */
+export type Overrides = Record<string, GrantOverride>;
+
+/** A recurring or metered add-on on a subscription: `quantity` copies of its pinned version. */
+export interface SubscriptionAddOn {
+  addOn: string;
+  /** Whole copies: 2 × "+5,000 / month" grants 10,000 a month. */
+  quantity: number;
+  version: number;
+  /** Overrides of the add-on's grant, as a plan grant's; the quantity override is per copy. */
+  overrides: GrantOverride;
+}
+
+/** A one-time charge applied to a subscription at `atMs`; `id` names this application within the subscription. */
+export interface SubscriptionCharge {
+  id: string;
+  charge: string;
+  atMs: number;
+}
+
+/** What a subscription grants during a billing term: a plan version, its overrides and the add-ons. */
 export interface SubscriptionTerms {
   planVersion: number;
   overrides: Overrides;
+  addOns: SubscriptionAddOn[];
 }
 
 /** Terms that take over at the start of a billing term (edits never apply mid-term). */
@@ -74,55 +91,24 @@ export interface Subscription extends SubscriptionTerms {
   endMs: number | undefined;
   /** Scheduled edits, ascending by effectiveFromMs, each at a billing-term start. */
   changes: SubscriptionChange[];
+  /** One-time charges, each granted once at its own instant (not at a term start). */
+  charges: SubscriptionCharge[];
 }
+
+/** What a subscription may name besides its plan. */
+export interface SubscriptionExtras {
+  addOns: ReadonlyMap<string, AddOn>;
+  charges: ReadonlyMap<string, Charge>;
+}
+
+const noExtras: SubscriptionExtras = { addOns: new Map(), charges: new Map() };
+
+/** Bounds the catalog document and the work of settling one subscription. */
+const subscriptionAddOnsMax = 50;
+const subscriptionChargesMax = 1000;
+const addOnQuantityMax = 10_000;
 
 const idPattern = /^[A-Za-z0-9._:@-]{1,128}$/;
-
-export function parseRollover(problems: Problems, raw: unknown, at: string): Rollover | undefined {
-  if (raw === undefined) return { kind: 'none' };
-  if (!isPlainObject(raw)) {
-    problems.add(at, 'type', `${at} must be an object such as {"kind": "capped", "percent": "50", "maximum": "250"}`);
-    return undefined;
-  }
-  const fields =
-    raw.kind === 'none' || raw.kind === 'unlimited'
-      ? catalogFields.rolloverNone
-      : raw.kind === 'time_limited'
-        ? catalogFields.rolloverTimeLimited
-        : raw.kind === 'capped'
-          ? catalogFields.rolloverCapped
-          : [...new Set([...catalogFields.rolloverTimeLimited, ...catalogFields.rolloverCapped])];
-  refuseUnknownFields(problems, raw, at, fields);
-  switch (raw.kind) {
-    case 'none':
-    case 'unlimited':
-      return { kind: raw.kind };
-    case 'time_limited': {
-      const duration = typeof raw.duration === 'string' ? parseDuration(raw.duration) : undefined;
-      if (duration === undefined)
-        problems.add(`${at}.duration`, 'format', `${at}.duration must be an ISO-8601 duration such as P2M or P30D`);
-      return duration && { kind: 'time_limited', duration };
-    }
-    case 'capped': {
-      const percent = readDecimalText(problems, raw.percent, `${at}.percent`);
-      const maximum = readDecimalText(problems, raw.maximum, `${at}.maximum`);
-      if (percent !== undefined && money(percent).greaterThan(100))
-        problems.add(`${at}.percent`, 'range', `${at}.percent must be 0–100`);
-      return percent !== undefined && maximum !== undefined
-        ? { kind: 'capped', percent: money(percent), maximum: money(maximum) }
-        : undefined;
-    }
-    default:
-      problems.add(`${at}.kind`, 'enum', `${at}.kind must be none, unlimited, time_limited or capped`);
-      return undefined;
-  }
-}
-
-function parseFrequency(problems: Problems, raw: unknown, at: string): Frequency | undefined {
-  if (raw === 'daily' || raw === 'monthly' || raw === 'yearly') return raw;
-  problems.add(at, 'enum', `${at} must be daily, monthly or yearly`);
-  return undefined;
-}
 
 /** Grants in archived units, per plan, as parsePlan found them: judged once the subscriptions are known. */
 const archivedGrants = new WeakMap<Plan, { version: number; field: string; unit: string }[]>();
@@ -257,6 +243,7 @@ export function parseSubscription(
   raw: unknown,
   at: string,
   plans: ReadonlyMap<string, Plan>,
+  extras: SubscriptionExtras = noExtras,
 ): Subscription | undefined {
   if (!isPlainObject(raw)) {
     problems.add(at, 'type', `${at} must be an object`);
@@ -282,13 +269,14 @@ export function parseSubscription(
     raw.billing_anchor === undefined ? startMs : readInstant(problems, raw.billing_anchor, `${at}.billing_anchor`);
   const endMs = raw.end === undefined ? undefined : readInstant(problems, raw.end, `${at}.end`);
   const overrides = parseOverrides(problems, raw.overrides, `${at}.overrides`, plan, planVersion as number);
+  const addOns = parseSubscriptionAddOns(problems, raw.add_ons, `${at}.add_ons`, plan, extras.addOns);
   const changes: SubscriptionChange[] = [];
   if (raw.changes !== undefined && !Array.isArray(raw.changes))
     problems.add(`${at}.changes`, 'type', `${at}.changes must be an array`);
   const rawChanges = Array.isArray(raw.changes) ? raw.changes : [];
   if (rawChanges.length > subscriptionChangesMax)
     problems.add(`${at}.changes`, 'too_many', `${at}.changes may list at most ${subscriptionChangesMax} changes`);
-  let previous: SubscriptionTerms = { planVersion: planVersion as number, overrides };
+  let previous: SubscriptionTerms = { planVersion: planVersion as number, overrides, addOns };
   rawChanges.slice(0, subscriptionChangesMax).forEach((c, i) => {
     const cat = `${at}.changes[${i}]`;
     if (!isPlainObject(c)) return problems.add(cat, 'type', `${cat} must be an object`);
@@ -317,10 +305,16 @@ export function parseSubscription(
         : version === previous.planVersion
           ? previous.overrides
           : {};
+    // Add-ons carry over until a change lists them again (an empty list removes them all).
+    const changeAddOns =
+      c.add_ons !== undefined
+        ? parseSubscriptionAddOns(problems, c.add_ons, `${cat}.add_ons`, plan, extras.addOns)
+        : previous.addOns;
     if (effectiveFromMs === undefined) return;
-    previous = { planVersion: version as number, overrides: changeOverrides };
+    previous = { planVersion: version as number, overrides: changeOverrides, addOns: changeAddOns };
     changes.push({ effectiveFromMs, ...previous });
   });
+  const charges = parseSubscriptionCharges(problems, raw.charges, `${at}.charges`, extras.charges, startMs, endMs);
   if (!id || !customer || !plan || startMs === undefined || anchorMs === undefined) return undefined;
   return {
     id,
@@ -331,8 +325,106 @@ export function parseSubscription(
     anchorMs,
     endMs,
     overrides,
+    addOns,
     changes,
+    charges,
   };
+}
+
+function parseSubscriptionAddOns(
+  problems: Problems,
+  raw: unknown,
+  at: string,
+  plan: Plan | undefined,
+  addOns: ReadonlyMap<string, AddOn>,
+): SubscriptionAddOn[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) {
+    problems.add(at, 'type', `${at} must be an array`);
+    return [];
+  }
+  if (raw.length > subscriptionAddOnsMax)
+    problems.add(at, 'too_many', `${at} may list at most ${subscriptionAddOnsMax} add-ons`);
+  const out: SubscriptionAddOn[] = [];
+  raw.slice(0, subscriptionAddOnsMax).forEach((a, i) => {
+    const aat = `${at}[${i}]`;
+    if (!isPlainObject(a)) return problems.add(aat, 'type', `${aat} must be an object`);
+    refuseUnknownFields(problems, a, aat, catalogFields.subscriptionAddOn);
+    const id = readString(problems, a.add_on, `${aat}.add_on`, { pattern: idPattern });
+    const addOn = id === undefined ? undefined : addOns.get(id);
+    if (id !== undefined && addOn === undefined)
+      problems.add(`${aat}.add_on`, 'unknown', `add-on ${id} is not defined`);
+    // One entry per add-on: two copies are `quantity: 2`, so its blocks have one name.
+    if (id !== undefined && out.some((x) => x.addOn === id))
+      problems.add(`${aat}.add_on`, 'duplicate', `add-on ${id} is listed twice; set its quantity instead`);
+    // Its grant periods must nest in the subscription's billing terms, where add-ons are added and removed.
+    if (addOn && plan && frequencyRank[addOn.billing] > frequencyRank[plan.billing])
+      problems.add(
+        `${aat}.add_on`,
+        'range',
+        `add-on ${addOn.id} bills ${addOn.billing}, longer than plan ${plan.id}'s ${plan.billing} terms`,
+      );
+    const quantity = a.quantity ?? 1;
+    if (!Number.isInteger(quantity) || (quantity as number) < 1 || (quantity as number) > addOnQuantityMax)
+      problems.add(`${aat}.quantity`, 'range', `${aat}.quantity must be a whole number 1–${addOnQuantityMax}`);
+    const latest = addOn?.versions.length ?? 0;
+    const version = a.version ?? latest;
+    if (
+      addOn &&
+      addOn.kind === 'recurring' &&
+      (!Number.isInteger(version) || (version as number) < 1 || (version as number) > latest)
+    )
+      problems.add(`${aat}.version`, 'unknown', `add-on ${addOn.id} has versions 1–${latest}`);
+    const grant = addOn?.versions[(version as number) - 1]?.grant;
+    let overrides: GrantOverride = {};
+    if (a.overrides !== undefined) {
+      if (addOn && grant === undefined)
+        problems.add(
+          `${aat}.overrides`,
+          'unknown',
+          `add-on ${addOn.id} version ${String(version)} grants nothing to override`,
+        );
+      overrides = parseGrantOverride(problems, a.overrides, `${aat}.overrides`, addOn?.billing, `add-on ${id}`);
+    }
+    if (id && addOn && typeof quantity === 'number' && typeof version === 'number')
+      out.push({ addOn: id, quantity, version, overrides });
+  });
+  return out;
+}
+
+function parseSubscriptionCharges(
+  problems: Problems,
+  raw: unknown,
+  at: string,
+  charges: ReadonlyMap<string, Charge>,
+  startMs: number | undefined,
+  endMs: number | undefined,
+): SubscriptionCharge[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) {
+    problems.add(at, 'type', `${at} must be an array`);
+    return [];
+  }
+  if (raw.length > subscriptionChargesMax)
+    problems.add(at, 'too_many', `${at} may list at most ${subscriptionChargesMax} charges`);
+  const out: SubscriptionCharge[] = [];
+  raw.slice(0, subscriptionChargesMax).forEach((c, i) => {
+    const cat = `${at}[${i}]`;
+    if (!isPlainObject(c)) return problems.add(cat, 'type', `${cat} must be an object`);
+    refuseUnknownFields(problems, c, cat, catalogFields.subscriptionCharge);
+    const chargeId = readString(problems, c.charge, `${cat}.charge`, { pattern: idPattern });
+    if (chargeId !== undefined && !charges.has(chargeId))
+      problems.add(`${cat}.charge`, 'unknown', `charge ${chargeId} is not defined`);
+    // The id names the block the charge grants: applying the same charge twice needs two ids.
+    const id = readString(problems, c.id ?? chargeId, `${cat}.id`, { pattern: idPattern });
+    if (id !== undefined && out.some((x) => x.id === id))
+      problems.add(`${cat}.id`, 'duplicate', `charge ${id} is applied twice; give each application its own id`);
+    const atMs = c.at === undefined ? startMs : readInstant(problems, c.at, `${cat}.at`);
+    if (atMs !== undefined && startMs !== undefined && (atMs < startMs || (endMs !== undefined && atMs >= endMs)))
+      problems.add(`${cat}.at`, 'range', `${cat}.at must lie within the subscription (from its start, before its end)`);
+    if (id && chargeId && charges.has(chargeId) && atMs !== undefined) out.push({ id, charge: chargeId, atMs });
+  });
+  return out;
 }
 
 /** Bounds the catalog document and the work of finding a term's state. */
@@ -360,29 +452,41 @@ function parseOverrides(
       problems.add(oat, 'type', `${oat} must be an object`);
       continue;
     }
-    refuseUnknownFields(problems, o, oat, catalogFields.grantOverride);
-    const entry: Overrides[string] = {};
-    if (o.quantity !== undefined) {
-      const q = readDecimalText(problems, o.quantity, `${oat}.quantity`, { positive: true });
-      if (q) entry.quantity = money(q);
-    }
-    if (o.frequency !== undefined) {
-      const f = parseFrequency(problems, o.frequency, `${oat}.frequency`);
-      if (f && plan && frequencyRank[f] > frequencyRank[plan.billing])
-        problems.add(
-          `${oat}.frequency`,
-          'range',
-          `a ${f} grant is longer than the plan's ${plan.billing} billing period`,
-        );
-      if (f) entry.frequency = f;
-    }
-    if (o.rollover !== undefined) {
-      const r = parseRollover(problems, o.rollover, `${oat}.rollover`);
-      if (r) entry.rollover = r;
-    }
+    const entry = parseGrantOverride(problems, o, oat, plan?.billing, 'the plan');
     if (!hostileKeys.has(grantId)) overrides[grantId] = entry;
   }
   return overrides;
+}
+
+/** One grant's overrides (a plan grant's or an add-on grant's); `billing` bounds the frequency. */
+function parseGrantOverride(
+  problems: Problems,
+  raw: unknown,
+  at: string,
+  billing: BillingFrequency | undefined,
+  owner: string,
+): GrantOverride {
+  const entry: GrantOverride = {};
+  if (!isPlainObject(raw)) {
+    problems.add(at, 'type', `${at} must be an object`);
+    return entry;
+  }
+  refuseUnknownFields(problems, raw, at, catalogFields.grantOverride);
+  if (raw.quantity !== undefined) {
+    const q = readDecimalText(problems, raw.quantity, `${at}.quantity`, { positive: true });
+    if (q) entry.quantity = money(q);
+  }
+  if (raw.frequency !== undefined) {
+    const f = parseFrequency(problems, raw.frequency, `${at}.frequency`);
+    if (f && billing && frequencyRank[f] > frequencyRank[billing])
+      problems.add(`${at}.frequency`, 'range', `a ${f} grant is longer than ${owner}'s ${billing} billing period`);
+    if (f) entry.frequency = f;
+  }
+  if (raw.rollover !== undefined) {
+    const r = parseRollover(problems, raw.rollover, `${at}.rollover`);
+    if (r) entry.rollover = r;
+  }
+  return entry;
 }
 
 /** Start of billing term `index` (0 = the one starting at the anchor). */
@@ -427,14 +531,15 @@ export function termSegments(
   return starts.map((s, i) => ({
     fromMs: s.fromMs,
     untilMs: starts[i + 1]?.fromMs ?? subscription.endMs,
-    terms: { planVersion: s.terms.planVersion, overrides: s.terms.overrides },
+    terms: { planVersion: s.terms.planVersion, overrides: s.terms.overrides, addOns: s.terms.addOns },
   }));
 }
 
-/** An edit to an active subscription: a new plan version and/or new overrides (replacing the old ones). */
+/** An edit to an active subscription: a new plan version, new overrides and/or add-ons (replacing the old ones). */
 export interface SubscriptionEdit {
   planVersion?: number;
   overrides?: Overrides;
+  addOns?: SubscriptionAddOn[];
 }
 
 /**
@@ -453,6 +558,7 @@ export function scheduleSubscriptionEdit(
   plan: Plan,
   edit: SubscriptionEdit,
   nowMs: number,
+  addOns: ReadonlyMap<string, AddOn> = new Map(),
 ): Subscription {
   const problems = new Problems();
   if (plan.id !== subscription.plan)
@@ -481,6 +587,10 @@ export function scheduleSubscriptionEdit(
       );
     if (o.quantity && !o.quantity.gt(0)) problems.add(`overrides.${grantId}.quantity`, 'range', 'quantity must be > 0');
   }
+  const nextAddOns = edit.addOns ?? current.addOns;
+  // The document form goes through the one validator, so an edit is held to what a catalog file is.
+  if (edit.addOns !== undefined)
+    parseSubscriptionAddOns(problems, edit.addOns.map(subscriptionAddOnJson), 'add_ons', plan, addOns);
   if (!problems.empty)
     throw new DrawdownError(
       'request_invalid',
@@ -492,10 +602,11 @@ export function scheduleSubscriptionEdit(
       ...subscription,
       planVersion,
       overrides,
+      addOns: nextAddOns,
       changes: subscription.changes.filter((c) => c.effectiveFromMs > subscription.startMs),
     };
   const changes = subscription.changes.filter((c) => c.effectiveFromMs !== effectiveFromMs);
-  changes.push({ effectiveFromMs, planVersion, overrides });
+  changes.push({ effectiveFromMs, planVersion, overrides, addOns: nextAddOns });
   changes.sort((a, b) => a.effectiveFromMs - b.effectiveFromMs);
   return { ...subscription, changes };
 }
@@ -515,17 +626,25 @@ function rolloverJson(r: Rollover): Record<string, unknown> {
   }
 }
 
+function overrideJson(o: GrantOverride): Record<string, unknown> {
+  return {
+    ...(o.quantity && { quantity: o.quantity.toFixed() }),
+    ...(o.frequency && { frequency: o.frequency }),
+    ...(o.rollover && { rollover: rolloverJson(o.rollover) }),
+  };
+}
+
 function overridesJson(overrides: Overrides): Record<string, unknown> {
-  return Object.fromEntries(
-    Object.entries(overrides).map(([id, o]) => [
-      id,
-      {
-        ...(o.quantity && { quantity: o.quantity.toFixed() }),
-        ...(o.frequency && { frequency: o.frequency }),
-        ...(o.rollover && { rollover: rolloverJson(o.rollover) }),
-      },
-    ]),
-  );
+  return Object.fromEntries(Object.entries(overrides).map(([id, o]) => [id, overrideJson(o)]));
+}
+
+function subscriptionAddOnJson(a: SubscriptionAddOn): Record<string, unknown> {
+  return {
+    add_on: a.addOn,
+    quantity: a.quantity,
+    version: a.version,
+    ...(Object.keys(a.overrides).length > 0 && { overrides: overrideJson(a.overrides) }),
+  };
 }
 
 /** A subscription as the catalog document writes it (the inverse of parseSubscription). */
@@ -539,12 +658,22 @@ export function subscriptionJson(s: Subscription): Record<string, unknown> {
     ...(s.anchorMs !== s.startMs && { billing_anchor: new Date(s.anchorMs).toISOString() }),
     ...(s.endMs !== undefined && { end: new Date(s.endMs).toISOString() }),
     ...(Object.keys(s.overrides).length > 0 && { overrides: overridesJson(s.overrides) }),
+    ...(s.addOns.length > 0 && { add_ons: s.addOns.map(subscriptionAddOnJson) }),
     ...(s.changes.length > 0 && {
-      changes: s.changes.map((c) => ({
-        effective_from: new Date(c.effectiveFromMs).toISOString(),
-        plan_version: c.planVersion,
-        overrides: overridesJson(c.overrides),
-      })),
+      changes: s.changes.map((c, i) => {
+        const addOns = c.addOns.map(subscriptionAddOnJson);
+        // Add-ons carry over, so a change lists them only when it changes them.
+        const before = (i === 0 ? s.addOns : s.changes[i - 1]!.addOns).map(subscriptionAddOnJson);
+        return {
+          effective_from: new Date(c.effectiveFromMs).toISOString(),
+          plan_version: c.planVersion,
+          overrides: overridesJson(c.overrides),
+          ...(JSON.stringify(addOns) !== JSON.stringify(before) && { add_ons: addOns }),
+        };
+      }),
+    }),
+    ...(s.charges.length > 0 && {
+      charges: s.charges.map((c) => ({ id: c.id, charge: c.charge, at: new Date(c.atMs).toISOString() })),
     }),
   };
 }

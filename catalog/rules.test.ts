@@ -62,3 +62,79 @@ describe('catalog transition rules', () => {
     ]);
   });
 });
+
+describe('grants never land in settled time', () => {
+  const settledUntilMs = nowMs;
+  const withSubscription = (doc: any, extra: Record<string, unknown> = {}) => {
+    doc.charges = [{ id: 'bonus', grant: { unit: 'credits', quantity: '20' } }];
+    doc.subscriptions = [
+      { id: 'sub-1', customer: 'acme', plan: 'pro', start: new Date(nowMs - 40 * dayMs).toISOString(), ...extra },
+    ];
+  };
+  /** Problems of moving from a catalog with sub-1 (no charges) to `change` of it. */
+  function chargeProblems(change: (doc: any) => void): string[] {
+    const before = base();
+    withSubscription(before);
+    const after = base();
+    withSubscription(after);
+    change(after);
+    return transitionProblems(
+      { document: canonicalDocument(before), catalog: parseCatalog(before) },
+      { document: after, catalog: parseCatalog(after) },
+      { nowMs, settledUntilMs },
+    ).map((p) => `${p.field} ${p.code}`);
+  }
+
+  it('refuses a charge applied in settled time, or without `at` on a subscription that started there', () => {
+    expect(
+      chargeProblems(
+        (d) =>
+          (d.subscriptions[0].charges = [{ id: 'b1', charge: 'bonus', at: new Date(nowMs - dayMs).toISOString() }]),
+      ),
+    ).toEqual(['subscriptions[0].charges[0].at settled']);
+    expect(chargeProblems((d) => (d.subscriptions[0].charges = [{ charge: 'bonus' }]))).toEqual([
+      'subscriptions[0].charges[0].at settled',
+    ]);
+  });
+
+  it('accepts a charge applied at or after the end of the last run', () => {
+    expect(
+      chargeProblems(
+        (d) => (d.subscriptions[0].charges = [{ id: 'b1', charge: 'bonus', at: new Date(nowMs).toISOString() }]),
+      ),
+    ).toEqual([]);
+  });
+
+  it('keeps charges applied before: only new applications are checked', () => {
+    const before = base();
+    withSubscription(before, {
+      charges: [{ id: 'b0', charge: 'bonus', at: new Date(nowMs - 30 * dayMs).toISOString() }],
+    });
+    const after = structuredClone(before);
+    after.subscriptions[0].end = new Date(nowMs + 30 * dayMs).toISOString();
+    const found = transitionProblems(
+      { document: canonicalDocument(before), catalog: parseCatalog(before) },
+      { document: after, catalog: parseCatalog(after) },
+      { nowMs, settledUntilMs },
+    );
+    expect(found).toEqual([]);
+  });
+
+  it('refuses a new subscription that starts in settled time, and accepts one that starts after it', () => {
+    expect(
+      chargeProblems((d) =>
+        d.subscriptions.push({
+          id: 'sub-2',
+          customer: 'beta',
+          plan: 'pro',
+          start: new Date(nowMs - dayMs).toISOString(),
+        }),
+      ),
+    ).toEqual(['subscriptions[1].start settled']);
+    expect(
+      chargeProblems((d) =>
+        d.subscriptions.push({ id: 'sub-2', customer: 'beta', plan: 'pro', start: new Date(nowMs).toISOString() }),
+      ),
+    ).toEqual([]);
+  });
+});

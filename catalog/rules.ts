@@ -189,6 +189,10 @@ export function transitionProblems(
     });
   });
 
+  addOnAndChargeProblems(previous, next, refuse);
+  nameHistoryProblems(previous, next, refuse);
+  settledGrantProblems(previous, next, context, refuse);
+
   // Subscriptions carry grant history; they end, they are not deleted.
   const subscriptionIds = new Set(cat.subscriptions.map((s) => s.id));
   for (const s of prev.subscriptions) {
@@ -200,4 +204,140 @@ export function transitionProblems(
       );
   }
   return problems;
+}
+
+type Refuse = (field: string, code: string, message: string) => void;
+
+/**
+ * Grants are posted by the run whose window holds their instant, so one in
+ * settled time would never be posted: the customer would silently not get
+ * the credits. A new subscription must start, and a newly applied one-time
+ * charge take effect, at or after the end of the last settlement run (a
+ * charge without `at` takes effect at its subscription's start).
+ */
+function settledGrantProblems(
+  previous: CatalogState,
+  next: CatalogState,
+  context: TransitionContext,
+  refuse: Refuse,
+): void {
+  if (context.settledUntilMs <= 0) return;
+  const before = new Map(previous.catalog.subscriptions.map((s) => [s.id, s]));
+  const parsed = new Map(next.catalog.subscriptions.map((s) => [s.id, s]));
+  const settled = iso(context.settledUntilMs);
+  entityList(next.document, 'subscriptions').forEach((raw, i) => {
+    const subscription = parsed.get(String(raw.id));
+    if (subscription === undefined) return;
+    const old = before.get(subscription.id);
+    if (old === undefined && subscription.startMs < context.settledUntilMs)
+      refuse(
+        `subscriptions[${i}].start`,
+        'settled',
+        `a new subscription must start at or after ${settled}, the end of the last settlement run: grants before it would never be posted`,
+      );
+    const applied = new Set(old?.charges.map((c) => c.id) ?? []);
+    const rawCharges = entityList(raw, 'charges');
+    subscription.charges.forEach((charge) => {
+      if (applied.has(charge.id) || charge.atMs >= context.settledUntilMs) return;
+      const j = rawCharges.findIndex((c) => String(c.id ?? c.charge) === charge.id);
+      refuse(
+        `subscriptions[${i}].charges[${j}].at`,
+        'settled',
+        `charge ${charge.id} would take effect at ${iso(charge.atMs)}, in settled time: give "at" at or after ${settled}, the end of the last settlement run`,
+      );
+    });
+  });
+}
+
+/** Add-ons are kept like plans (versions saved, never removed); a charge applied to a subscription keeps its grant. */
+function addOnAndChargeProblems(previous: CatalogState, next: CatalogState, refuse: Refuse): void {
+  const prevAddOns = new Map(entityList(previous.document, 'add_ons').map((a) => [String(a.id), a]));
+  const nextAddOns = entityList(next.document, 'add_ons');
+  const addOnIndex = indexBy(nextAddOns, 'id');
+  for (const [id, addOn] of previous.catalog.addOns) {
+    const i = addOnIndex.get(id);
+    if (i === undefined) {
+      refuse('add_ons', 'removed', `add-on ${id} cannot be removed (subscriptions and grants refer to it)`);
+      continue;
+    }
+    const now = next.catalog.addOns.get(id);
+    for (const field of ['billing', 'kind'] as const)
+      if (now !== undefined && now[field] !== addOn[field])
+        refuse(
+          `add_ons[${i}].${field}`,
+          'immutable',
+          `add-on ${id} was saved with ${field} ${addOn[field]}; it cannot change`,
+        );
+    const before = entityList(prevAddOns.get(id) ?? {}, 'versions');
+    const after = entityList(nextAddOns[i]!, 'versions');
+    if (after.length < before.length)
+      refuse(
+        `add_ons[${i}].versions`,
+        'removed',
+        `add-on ${id} has ${before.length} saved versions; versions cannot be removed`,
+      );
+    before.forEach((v, j) => {
+      if (j < after.length && canonicalText(after[j]) !== canonicalText(v))
+        refuse(
+          `add_ons[${i}].versions[${j}]`,
+          'immutable',
+          `add-on ${id} version ${j + 1} is saved and cannot change; add version ${after.length + 1} instead`,
+        );
+    });
+  }
+  // No new grants on an archived unit: new add-on versions and new or changed charges may not grant it.
+  nextAddOns.forEach((a, i) => {
+    const saved = entityList(prevAddOns.get(String(a.id)) ?? {}, 'versions').length;
+    entityList(a, 'versions').forEach((v, j) => {
+      const unit = (v.grant as Record<string, unknown> | undefined)?.unit;
+      if (j >= saved && next.catalog.creditUnits.get(String(unit))?.archived)
+        refuse(
+          `add_ons[${i}].versions[${j}].grant.unit`,
+          'archived',
+          `credit unit ${String(unit)} is archived: no new grants on it`,
+        );
+    });
+  });
+  const applied = new Set(previous.catalog.subscriptions.flatMap((s) => s.charges.map((c) => c.charge)));
+  const prevCharges = new Map(entityList(previous.document, 'charges').map((c) => [String(c.id), c]));
+  const nextCharges = entityList(next.document, 'charges');
+  const chargeIndex = indexBy(nextCharges, 'id');
+  for (const id of previous.catalog.charges.keys()) {
+    const i = chargeIndex.get(id);
+    if (i === undefined) {
+      refuse('charges', 'removed', `charge ${id} cannot be removed (subscriptions and grants refer to it)`);
+      continue;
+    }
+    if (applied.has(id) && canonicalText(nextCharges[i]!.grant) !== canonicalText(prevCharges.get(id)?.grant))
+      refuse(
+        `charges[${i}].grant`,
+        'immutable',
+        `charge ${id} is applied to subscriptions; its grant cannot change (define a new charge)`,
+      );
+  }
+  nextCharges.forEach((c, i) => {
+    const before = prevCharges.get(String(c.id));
+    const unit = (c.grant as Record<string, unknown> | undefined)?.unit;
+    if (before !== undefined && canonicalText(before.grant) === canonicalText(c.grant)) return;
+    if (next.catalog.creditUnits.get(String(unit))?.archived)
+      refuse(`charges[${i}].grant.unit`, 'archived', `credit unit ${String(unit)} is archived: no new grants on it`);
+  });
+}
+
+/** A unit's name history only grows (catalog/names.ts): subscriptions show the names it records. */
+function nameHistoryProblems(previous: CatalogState, next: CatalogState, refuse: Refuse): void {
+  const nextUnits = entityList(next.document, 'credit_units');
+  const unitIndex = indexBy(nextUnits, 'id');
+  for (const u of entityList(previous.document, 'credit_units')) {
+    const i = unitIndex.get(String(u.id));
+    if (i === undefined) continue;
+    const before = entityList(u, 'previous_names');
+    const after = entityList(nextUnits[i]!, 'previous_names');
+    if (before.some((entry, j) => canonicalText(entry) !== canonicalText(after[j])))
+      refuse(
+        `credit_units[${i}].previous_names`,
+        'immutable',
+        `credit unit ${String(u.id)}'s name history cannot be changed or shortened; existing subscriptions show those names`,
+      );
+  }
 }

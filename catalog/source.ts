@@ -216,6 +216,12 @@ export function liveCatalog(source: CatalogSource): Catalog {
     get plans() {
       return source.current().catalog.plans;
     },
+    get addOns() {
+      return source.current().catalog.addOns;
+    },
+    get charges() {
+      return source.current().catalog.charges;
+    },
     get subscriptions() {
       return source.current().catalog.subscriptions;
     },

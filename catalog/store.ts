@@ -5,6 +5,7 @@
  * latest + 1 → commit it only if no other writer proposed that number
  * (catalog/README.md, "Concurrency").
  */
+import { carryNameHistory } from './names.js';
 import { randomUUID } from 'node:crypto';
 import { parseCatalog, parseStoredCatalog, type Catalog } from './model.js';
 import { catalogCommitColumns, catalogRevisionColumns } from '../shared/clickhouse/schema.js';
@@ -207,8 +208,12 @@ export class CatalogStore {
   async #apply(raw: unknown, options: ApplyOptions): Promise<ApplyResult> {
     const progress = options.progress ?? (() => {});
     const nowMs = options.nowMs ?? Date.now();
+    progress('reading the latest revision');
+    const latest = await this.latest();
+    const latestRevision = latest?.revision ?? 0;
     progress('validating the catalog');
-    const { catalog, raw: submitted } = validateDocument(raw);
+    // Name history is the store's to keep (catalog/names.ts): a file without it keeps it, a rename adds to it.
+    const { catalog, raw: submitted } = validateDocument(carryNameHistory(latest?.document, raw, nowMs));
     const document = canonicalDocument(submitted);
     const text = documentText(document);
     if (Buffer.byteLength(text) > catalogDocumentBytesMax) {
@@ -219,9 +224,6 @@ export class CatalogStore {
     }
     const sha256 = sha256Hex(text);
 
-    progress('reading the latest revision');
-    const latest = await this.latest();
-    const latestRevision = latest?.revision ?? 0;
     if (options.expectedRevision !== undefined && options.expectedRevision !== latestRevision) {
       throw new DrawdownError(
         'catalog_revision_stale',

@@ -25,6 +25,11 @@ export interface ClickHouseServerOptions {
   tcpPort?: number;
   /** How long start()/restart() wait for /ping to answer; default 30 s. */
   startTimeoutMs?: number;
+  /**
+   * More server settings, as XML elements inside <yandex> (deploy/clickhouse-cluster.ts adds
+   * <zookeeper>, <remote_servers>, <macros> and the interserver port this way).
+   */
+  extraConfigXml?: string;
 }
 
 const DEFAULT_START_TIMEOUT_MS = 30_000;
@@ -43,6 +48,7 @@ interface Settings {
   httpPort: number;
   tcpPort: number;
   startTimeoutMs: number;
+  extraConfigXml: string;
 }
 
 export class ClickHouseServerProcess extends ManagedServer {
@@ -71,6 +77,7 @@ export class ClickHouseServerProcess extends ManagedServer {
         httpPort: options.httpPort ?? (await freePort()),
         tcpPort: options.tcpPort ?? (await freePort()),
         startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
+        extraConfigXml: options.extraConfigXml ?? '',
       });
       await server.launch();
       return server;
@@ -132,7 +139,7 @@ export class ClickHouseServerProcess extends ManagedServer {
   }
 }
 
-function xmlText(value: string | number): string {
+export function xmlText(value: string | number): string {
   return String(value).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
@@ -158,7 +165,7 @@ function serverConfig(settings: Settings): string {
   <users_config>users.xml</users_config>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
-  <timezone>UTC</timezone>
+  <timezone>UTC</timezone>${settings.extraConfigXml}
 </yandex>
 `;
 }

@@ -72,7 +72,7 @@ export const commands: Record<string, CommandHelp> = {
     usage: 'drawdown ingest --nats-url URL [--clickhouse-url URL | --catalog FILE] [--setting value ...]',
     about: 'The HTTP gateway: POST /v1/events into the JetStream stream. Needs API keys unless --auth off.',
     needs: ['natsUrl'],
-    reads: ['natsUrl', 'clickhouseUrl', ...service, ...stream, ...gateway],
+    reads: ['natsUrl', 'clickhouseUrl', 'clickhouseCluster', ...service, ...stream, ...gateway],
   },
   rater: {
     usage: 'drawdown rater --nats-url URL --clickhouse-url URL [--setting value ...]',
@@ -82,6 +82,7 @@ export const commands: Record<string, CommandHelp> = {
     reads: [
       'natsUrl',
       'clickhouseUrl',
+      'clickhouseCluster',
       'httpHost',
       'httpPort',
       'logLevel',
@@ -96,7 +97,7 @@ export const commands: Record<string, CommandHelp> = {
     about:
       'Balances, ledger, usage, purchases, settlements, statements and the catalog API, plus the settlement schedule. With --nats-url also credit holds and entitlement.',
     needs: ['clickhouseUrl'],
-    reads: ['clickhouseUrl', 'natsUrl', ...service, ...settlement],
+    reads: ['clickhouseUrl', 'clickhouseCluster', 'natsUrl', ...service, ...settlement],
   },
   settle: {
     usage: 'drawdown settle --clickhouse-url URL [--until INSTANT | --close-period] [--output FILE]',
@@ -111,7 +112,7 @@ export const commands: Record<string, CommandHelp> = {
       ['--output FILE', 'write the report to FILE instead of stdout'],
     ],
     needs: ['clickhouseUrl'],
-    reads: ['clickhouseUrl', 'catalog', 'logLevel', 'snapshotRetentionDays'],
+    reads: ['clickhouseUrl', 'clickhouseCluster', 'catalog', 'logLevel', 'snapshotRetentionDays'],
   },
   settlements: {
     usage: 'drawdown settlements list [--limit N] [--after RUN_ID]\n       drawdown settlements get RUN_ID',
@@ -122,7 +123,7 @@ export const commands: Record<string, CommandHelp> = {
       ['--after RUN_ID', "list: the page after this run (the previous page's next)"],
     ],
     needs: ['clickhouseUrl'],
-    reads: ['clickhouseUrl', 'logLevel'],
+    reads: ['clickhouseUrl', 'clickhouseCluster', 'logLevel'],
   },
   demo: {
     usage: 'drawdown demo [--data-dir DIR] [--setting value ...]',
@@ -149,7 +150,7 @@ export const commands: Record<string, CommandHelp> = {
       ['--revision N', 'get: that revision instead of the latest'],
     ],
     needs: ['clickhouseUrl'],
-    reads: ['clickhouseUrl', 'logLevel'],
+    reads: ['clickhouseUrl', 'clickhouseCluster', 'logLevel'],
   },
 };
 

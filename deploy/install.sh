@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what drawdown runs against is present: Debian's nats-server and
 # clickhouse-server binaries (and prometheus, whose package also ships
-# promtool, and kubectl, for the metrics and manifest tests), and the npm
+# promtool, kubectl, for the metrics and manifest tests, and zookeeper, which
+# the replicated ClickHouse cluster test coordinates through), and the npm
 # dependencies. Safe to run every
 # time: when everything is there it only looks, and prints nothing.
 set -euo pipefail
@@ -31,6 +32,11 @@ run_quietly() {
 # PATH; the TypeScript wrappers look there too.
 have_binary() {
   local dir
+  # Debian's zookeeper ships no command on PATH: its server script lives here.
+  if [[ "$1" == zookeeper ]]; then
+    [[ -x /usr/share/zookeeper/bin/zkServer.sh ]]
+    return
+  fi
   command -v "$1" >/dev/null 2>&1 && return 0
   for dir in /usr/local/sbin /usr/sbin /sbin; do
     [[ -x "$dir/$1" ]] && return 0
@@ -49,7 +55,7 @@ package_of() {
 
 missing=()
 missing_binaries=()
-for binary in nats-server clickhouse-server prometheus kubectl; do
+for binary in nats-server clickhouse-server prometheus kubectl zookeeper; do
   if ! have_binary "$binary"; then
     missing+=("$(package_of "$binary")")
     missing_binaries+=("$binary")
@@ -61,6 +67,7 @@ done
 declare -A test_only=(
   [prometheus]="test/prometheus.test.ts and, for promtool, test/process-output.test.ts"
   [kubernetes-client]="test/deploy.test.ts (kubectl kustomize deploy/k8s)"
+  [zookeeper]="test/clickhouse-cluster.test.ts (a replicated ClickHouse cluster coordinates through it)"
 )
 if [[ "$(id -u)" -ne 0 ]]; then
   kept=()

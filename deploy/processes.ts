@@ -129,7 +129,7 @@ export async function startDrawdown(
     ) {
       if (config.clickhouseUrl === undefined)
         throw new DrawdownError('config_invalid', 'DRAWDOWN_CLICKHOUSE_URL (or --clickhouse-url) is required');
-      const opened = await openStore(config.clickhouseUrl);
+      const opened = await openStore(config.clickhouseUrl, { cluster: config.clickhouseCluster });
       store = opened;
       stops.push(() => opened.close());
     }

@@ -90,7 +90,7 @@ export async function runSettle(flags: Map<string, string>, env: NodeJS.ProcessE
   const log = createLogger(config.logLevel, 'drawdown-settle', stderr);
   const progress = bar ? progressBar(bar) : progressLines(log);
 
-  const store = await openStore(config.clickhouseUrl!);
+  const store = await openStore(config.clickhouseUrl!, { cluster: config.clickhouseCluster });
   let line: string;
   try {
     await ensureSchema(store);

@@ -12,6 +12,11 @@ import type { AggregateRow } from './aggregate.js';
 import { crashPoint } from '../shared/fault.js';
 import { writeIds } from './dedupe/id-log.js';
 import { readWatermark } from '../shared/clickhouse/usage-minute.js';
+import { flushBoundsColumns } from '../shared/clickhouse/flush-bounds.js';
+import { assertCaughtUp } from '../shared/clickhouse/replication.js';
+
+/** What a rater reads back from ClickHouse: on a cluster, its replica must hold all of them first. */
+export const raterTables = ['usage_minute', 'dedupe_ids'] as const;
 
 /**
  * The TSV of one flush in `usageMinuteFlushColumns` order. `messageSeqs`
@@ -57,8 +62,11 @@ export interface FlushRetry {
 
 /**
  * Returns true once the flush is in ClickHouse, false if told to stop first.
- * `idsPayload` (the flush's remembered event ids) is written before the
- * usage rows: see rater/dedupe/id-log.ts for why that order is safe.
+ * `idsPayload` (the flush's remembered event ids) and `boundsPayload` (its
+ * earliest minute, shared/clickhouse/flush-bounds.ts) are written before the
+ * usage rows: a record of a flush that never lands is read by nobody
+ * (ids) or only lowers a floor (bounds), while a flush without them would
+ * be wrong.
  */
 export async function writeFlush(
   store: Store,
@@ -67,9 +75,11 @@ export async function writeFlush(
   payload: string,
   retry: FlushRetry,
   idsPayload = '',
+  boundsPayload = '',
 ): Promise<boolean> {
   let ambiguous = false;
   let idsWritten = idsPayload === '';
+  let boundsWritten = boundsPayload === '';
   for (let attempt = 1; ; attempt++) {
     try {
       if (!idsWritten) {
@@ -77,7 +87,20 @@ export async function writeFlush(
         idsWritten = true;
         crashPoint('after-ids-insert');
       }
-      if (ambiguous && (await readWatermark(store, partition)) >= flushSeq) return true;
+      if (!boundsWritten) {
+        await store.insert('flush_bounds', flushBoundsColumns, boundsPayload);
+        boundsWritten = true;
+      }
+      if (ambiguous) {
+        // After a failover the next replica may lack the part this flush (or
+        // an earlier one) committed on the one that failed: the watermark
+        // read there would say "not landed", and a flush written above a
+        // missing one could be skipped by settlement. Wait until it holds them.
+        // (dedupe_ids needs no wait here: a retried ids block is identical,
+        // so ZooKeeper's block ids drop it; a resume waits for it.)
+        await assertCaughtUp(store, ['usage_minute']);
+        if ((await readWatermark(store, partition)) >= flushSeq) return true;
+      }
       await store.insert('usage_minute', usageMinuteFlushColumns, payload);
       return true;
     } catch (error) {

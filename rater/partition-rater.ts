@@ -29,10 +29,12 @@ import {
   type StreamSettings,
 } from '../shared/nats/stream.js';
 import { Aggregator } from './aggregate.js';
-import { flushPayload, writeFlush } from './flush.js';
+import { flushPayload, raterTables, writeFlush } from './flush.js';
+import { flushBoundsPayload } from '../shared/clickhouse/flush-bounds.js';
 import type { RaterMetrics } from './metrics.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
 import { readWatermark } from '../shared/clickhouse/usage-minute.js';
+import { assertCaughtUp } from '../shared/clickhouse/replication.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { MeterCatalog } from './meter-catalog.js';
 import { highestIdsLabel, idsPayload, readRecentIds } from './dedupe/id-log.js';
@@ -160,6 +162,8 @@ export class PartitionRater {
     this.#held.clear();
     this.#reconsume = false;
     this.#strandedCandidate = undefined;
+    // On a cluster, everything resumed from must be on the replica read (shared/clickhouse/replication.ts).
+    await assertCaughtUp(store, raterTables);
     this.#committedSeq = await readWatermark(store, partition);
     this.#labelFloor = Math.max(this.#committedSeq, await highestIdsLabel(store, partition));
     await this.#rebuildIds();
@@ -526,6 +530,9 @@ export class PartitionRater {
     const counted = messages.map((m) => ({ seq: m.seq, fingerprint: this.#fingerprints.get(m)! }));
     const payload = flushPayload(rows, partition, flushSeq, nowSec, encodeCounted(counted));
     const ids = idsPayload(this.#pendingIds, partition, flushSeq, nowSec);
+    let firstMinuteSec: number | undefined;
+    for (const row of rows) if (firstMinuteSec === undefined || row[3] < firstMinuteSec) firstMinuteSec = row[3];
+    const bounds = flushBoundsPayload(partition, flushSeq, firstMinuteSec, nowSec);
     const flushSpan = this.#spans?.startFlush(messages, flushSeq, rows.length);
     let failedAttempts = 0;
     const stopTimer = metrics.insertDuration.startTimer();
@@ -548,6 +555,7 @@ export class PartitionRater {
         },
       },
       ids,
+      bounds,
     );
     stopTimer();
     if (flushSpan !== undefined) {

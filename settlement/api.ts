@@ -18,7 +18,7 @@ import {
   storableInstantMaxSec,
   storableInstantMinSec,
 } from '../shared/validate.js';
-import { balanceOf } from './balance.js';
+import { balanceOf, unitNamesJson } from './balance.js';
 import { readLedger, type LedgerEntry } from './ledger.js';
 import { purchasePackage } from './purchases.js';
 import { adjustmentReasonLengthMax, postAdjustment } from './adjustments.js';
@@ -33,11 +33,17 @@ import type { Logger } from '../shared/log.js';
 /** A customer id in a route's path (percent-encoded characters allowed; checkCustomer decides). */
 export const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
 
-export function entryJson(e: LedgerEntry): Record<string, unknown> {
+/** `names`: the unit's names as the customer sees them (balance.ts unitNamesJson). */
+export function entryJson(
+  e: LedgerEntry,
+  names: { name: string | null; internal_name: string | null },
+): Record<string, unknown> {
   return {
     id: e.entryId,
     kind: e.kind,
     unit: e.unit,
+    unit_name: names.name,
+    unit_internal_name: names.internal_name,
     amount: formatAmount(e.amount),
     effective_at: new Date(e.effectiveAtSec * 1000).toISOString(),
     posted_at: new Date(e.postedAtSec * 1000).toISOString(),
@@ -51,6 +57,9 @@ export function entryJson(e: LedgerEntry): Record<string, unknown> {
     // When the block this entry opened or drew from expires (null: it never does, or the entry predates this field).
     block_expires_at: e.blockId && e.expiresAtSec > 0 ? new Date(e.expiresAtSec * 1000).toISOString() : null,
     source: e.source,
+    // Who granted the block this entry opened or moved: null for purchases, adjustments and the negative balance.
+    grant_source: e.grantSource ?? null,
+    grant_origin: e.grantOrigin || null,
   };
 }
 
@@ -111,7 +120,9 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
       });
     }
     const page = await readLedger(store, checkCustomer(customer!), limit, after);
-    sendJson(res, 200, { entries: page.entries.map(entryJson), next: page.next ?? null });
+    const nowMs = now();
+    const names = (unit: string) => unitNamesJson(catalog, unit, customer!, nowMs);
+    sendJson(res, 200, { entries: page.entries.map((e) => entryJson(e, names(e.unit))), next: page.next ?? null });
   }
 
   async function statements(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
@@ -213,7 +224,10 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
       .catch((error: unknown) =>
         deps.log?.warn({ err: error, customer: result.entry.customer }, 'purchase.posted notice not published'),
       );
-    sendJson(res, result.created ? 201 : 200, { entry: entryJson(result.entry), created: result.created });
+    sendJson(res, result.created ? 201 : 200, {
+      entry: entryJson(result.entry, unitNamesJson(catalog, result.entry.unit, result.entry.customer, now())),
+      created: result.created,
+    });
   }
 
   async function adjustment(req: IncomingMessage, res: ServerResponse, [customer]: string[]): Promise<void> {
@@ -267,7 +281,10 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
       expiresAtSec,
     });
     deps.onBalanceChange?.(id);
-    sendJson(res, result.created ? 201 : 200, { entry: entryJson(result.entry), created: result.created });
+    sendJson(res, result.created ? 201 : 200, {
+      entry: entryJson(result.entry, unitNamesJson(catalog, result.entry.unit, result.entry.customer, now())),
+      created: result.created,
+    });
   }
 
   async function settlements(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -14,9 +14,24 @@ import { outstandingAsOf } from './unpriced.js';
 import { priorUsageFor } from './usage-reader.js';
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { readSelectedUsage, type Watermarks } from './usage-reader.js';
+import { namesFor } from '../catalog/names.js';
+
+/** A unit's names for a customer's balance or ledger: frozen at their subscription's start (SPEC §4 "Names"). */
+export function unitNamesJson(
+  catalog: Catalog,
+  unit: string,
+  customer: string,
+  nowMs: number,
+): { name: string | null; internal_name: string | null } {
+  const names = namesFor(catalog, unit, { customer, nowMs });
+  return { name: names?.name ?? null, internal_name: names?.internalName ?? null };
+}
 
 export interface UnitBalance {
   unit: string;
+  /** The unit's names as this customer's subscription shows them (catalog/names.ts); null: not in the catalog. */
+  name: string | null;
+  internal_name: string | null;
   settled: string;
   pending: string;
   available: string;
@@ -89,6 +104,7 @@ export async function balanceOf(
       const available = s.minus(p);
       return {
         unit,
+        ...unitNamesJson(catalog, unit, customer, nowMs),
         settled: formatAmount(s),
         pending: formatAmount(p),
         available: formatAmount(available),

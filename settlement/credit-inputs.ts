@@ -20,9 +20,12 @@ function replay(state: CreditState, e: LedgerEntry): void {
     opensBlock(e) && !state.blocks.has(e.blockId)
       ? {
           id: e.blockId,
-          source: e.kind,
+          // A grant's block keeps who granted it (add-on, charge, plan), as the run that opened it had it.
+          source:
+            e.kind === 'grant' && e.grantSource !== undefined && e.grantSource !== 'plan' ? e.grantSource : e.kind,
           createdAtMs: e.effectiveAtSec * 1000,
           expiresAtMs: e.expiresAtSec === 0 ? undefined : e.expiresAtSec * 1000,
+          ...(e.kind === 'grant' && e.grantOrigin && { origin: e.grantOrigin }),
         }
       : undefined;
   applyPosting(

@@ -17,7 +17,7 @@ import type { Store } from '../shared/clickhouse/store.js';
 import { money, parseStoredDecimal } from '../shared/money.js';
 import { sqlDateTime, sqlString } from '../shared/sql.js';
 import { priceUsage } from './price-usage.js';
-import { tierPeriodStartSec } from './pricing.js';
+import { pricingMonthStartSec } from './pricing.js';
 import { committedUnder, rateCardParts, type UsageLine, type Watermarks } from './usage-reader.js';
 import { parseHoldId } from './holds/hold-ids.js';
 
@@ -56,7 +56,7 @@ export async function readHoldCoverage(
       customer,
       meter: meter!,
       dimensions: dimensions!,
-      fromSec: Math.max(parts[Number(part)]!, tierPeriodStartSec(Number(firstMinute))),
+      fromSec: Math.max(parts[Number(part)]!, pricingMonthStartSec(Number(firstMinute))),
       quantity: parseStoredDecimal(catalog.meters.get(meter!)?.aggregation === 'max' ? max! : sum!),
       events: Number(events),
       firstMinuteSec: Number(firstMinute),

@@ -19,7 +19,7 @@ import { queryParams, readJsonBody, sendJson, type Route } from '../shared/http.
 import { formatAmount, formatAtPrecision, money } from '../shared/money.js';
 import { Problems, isPlainObject } from '../shared/validate.js';
 import { checkCustomer, customerPath } from './api.js';
-import type { Balance } from './balance.js';
+import { unitNamesJson, type Balance } from './balance.js';
 import { LiveBalances, type LiveFigures } from './live-balance.js';
 import { HoldStore, type HoldView, type BalanceFigures } from './holds/hold-store.js';
 import { HoldError, HoldRequestInvalidError, InsufficientCreditsError } from './holds/hold-errors.js';
@@ -299,6 +299,7 @@ export async function balanceWithHolds(
       const allowance = catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0);
       return {
         unit,
+        ...unitNamesJson(catalog, unit, balance.customer, figures.readAtMs),
         settled: line?.settled ?? '0',
         pending: line?.pending ?? '0',
         held: formatAmount(held),

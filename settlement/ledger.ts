@@ -37,7 +37,18 @@ export interface LedgerEntry {
   blockId: string;
   /** For a grant or purchase: when its block expires, epoch s; 0 = never. */
   expiresAtSec: number;
+  /**
+   * On an entry that opens or moves a granted block: who granted it — a plan, an add-on or a one-time charge — and
+   * its id. Left out ('' in the table) elsewhere; a grant written before add-ons existed reads '' and was a plan's.
+   */
+  grantSource?: GrantSource;
+  grantOrigin?: string;
 }
+
+/** Who granted a block, as the ledger, statements and the API name it. */
+export type GrantSource = 'plan' | 'add_on' | 'charge';
+
+const grantSources: ReadonlySet<string> = new Set<GrantSource>(['plan', 'add_on', 'charge']);
 
 /** A stable id: kind prefix plus a hash of the parts that make the entry unique. */
 export function entryId(kind: EntryKind, parts: readonly (string | number)[]): string {
@@ -70,7 +81,7 @@ function encodeEntries(entries: readonly LedgerEntry[]): string {
   for (const e of entries) {
     parts.push(
       // Decimal(38, 9) accepts at most 9 fraction digits; amounts are already fixed there.
-      `${text(e.entryId)}\t${text(e.customer)}\t${text(e.unit)}\t${e.kind}\t${formatAmount(e.amount)}\t${instant(e.effectiveAtSec)}\t${instant(e.postedAtSec)}\t${text(e.runId)}\t${text(e.meter)}\t${text(e.dimensions)}\t${formatAmount(e.quantity)}\t${text(e.rateVersion)}\t${text(e.source)}\t${text(e.blockId)}\t${instant(e.expiresAtSec)}\n`,
+      `${text(e.entryId)}\t${text(e.customer)}\t${text(e.unit)}\t${e.kind}\t${formatAmount(e.amount)}\t${instant(e.effectiveAtSec)}\t${instant(e.postedAtSec)}\t${text(e.runId)}\t${text(e.meter)}\t${text(e.dimensions)}\t${formatAmount(e.quantity)}\t${text(e.rateVersion)}\t${text(e.source)}\t${text(e.blockId)}\t${instant(e.expiresAtSec)}\t${e.grantSource ?? ''}\t${text(e.grantOrigin ?? '')}\n`,
     );
   }
   return parts.join('');
@@ -83,7 +94,8 @@ export async function writeEntries(store: Store, entries: readonly LedgerEntry[]
 }
 
 const selectColumns = `entry_id, any(customer), any(unit), any(kind), any(amount), toUnixTimestamp(any(effective_at)), toUnixTimestamp(any(posted_at)),
-  any(run_id), any(meter), any(dimensions), any(quantity), any(rate_version), any(source), any(block_id), toUnixTimestamp(any(expires_at))`;
+  any(run_id), any(meter), any(dimensions), any(quantity), any(rate_version), any(source), any(block_id), toUnixTimestamp(any(expires_at)),
+  any(grant_source), any(grant_origin)`;
 
 function fromRow(r: string[]): LedgerEntry {
   return {
@@ -102,6 +114,9 @@ function fromRow(r: string[]): LedgerEntry {
     source: r[12]!,
     blockId: r[13]!,
     expiresAtSec: Number(r[14]),
+    ...(grantSources.has(r[15]!) && { grantSource: r[15] as GrantSource, grantOrigin: r[16]! }),
+    // A grant from before grant sources were recorded: only plans granted then.
+    ...(r[15] === '' && r[3] === 'grant' && { grantSource: 'plan' as const }),
   };
 }
 

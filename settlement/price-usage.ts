@@ -1,14 +1,20 @@
 /**
  * Prices a run's usage lines with the rate card in force at each line's own
- * time (SPEC §4). Pure: what earlier runs took (for graduated tiers) is an
- * input, read by usage-reader.ts's priorUsageFor.
+ * time (SPEC §4). Pure: what earlier runs took in the month is an input,
+ * read by usage-reader.ts's priorUsageFor.
  */
 import type { Decimal } from 'decimal.js';
 import type { Catalog, RateCardVersion, RateRow } from '../catalog/model.js';
 import { money } from '../shared/money.js';
-import { costOf, matchRow, rowSignature, tierPeriodStartSec, versionAt } from './pricing.js';
+import { costOf, matchRow, rowSignature, pricingMonthStartSec, versionAt } from './pricing.js';
 import type { OutstandingLine } from './unpriced.js';
-import { priorUsageKey, type PriorUsage, type SelectedLine, type UsageLine } from './usage-reader.js';
+import {
+  priorUsageKey,
+  type PriorQuantity,
+  type PriorUsage,
+  type SelectedLine,
+  type UsageLine,
+} from './usage-reader.js';
 
 export interface PricedLine {
   line: UsageLine;
@@ -26,10 +32,16 @@ export interface PricingOutcome {
 
 /**
  * Prices usage lines; what no version or row covers is returned as unrated,
- * never as free. A graduated row prices a line by where it falls in the
- * month's cumulative usage of that row: everything taken before (`prior`,
- * from earlier runs) plus this run's earlier lines, in time order, that the
- * same version's same row prices.
+ * never as free. Every price counts over the customer's calendar month (UTC)
+ * and per row: a line costs round(F(before + q)) − round(F(before)), F the
+ * row's exact period total, `before` the month's quantity of that row so far
+ * — what earlier runs took (`prior`) plus this run's earlier lines, in time
+ * order, whose dimensions the same version's same row prices. So a month
+ * costs the same whether one run or many settle it.
+ *
+ * A max meter is charged on its monthly peak: per dimension set, a line's
+ * quantity for pricing is how far it raises that set's peak so far
+ * (max(0, q − peak)); the row's quantity is the sum of its sets' peaks.
  */
 export function priceUsage(
   catalog: Catalog,
@@ -43,7 +55,6 @@ export function priceUsage(
     if (value === undefined) parsed.set(text, (value = JSON.parse(text) as Record<string, string>));
     return value;
   };
-  const graduated: { priced: PricedLine; version: RateCardVersion; row: RateRow }[] = [];
   // Lines repeat a handful of (version, meter, dimensions): match each once.
   const rows = new Map<RateCardVersion, Map<string, RateRow | undefined>>();
   const rowFor = (version: RateCardVersion, meter: string, dimensions: string): RateRow | undefined => {
@@ -53,6 +64,7 @@ export function priceUsage(
     if (!byLine.has(key)) byLine.set(key, matchRow(version, meter, dimensionsOf(dimensions)));
     return byLine.get(key);
   };
+  const groups = new Map<string, Priceable[]>();
   for (const line of lines) {
     const version = versionAt(catalog.rateCard, line.fromSec * 1000);
     if (version === undefined) {
@@ -65,42 +77,83 @@ export function priceUsage(
       continue;
     }
     const priced: PricedLine = { line, unit: row.unit, rateVersion: version.version, cost: money(0) };
-    if (row.price.model === 'graduated') graduated.push({ priced, version, row });
-    else priced.cost = costOf(row.price, line.quantity);
     out.priced.push(priced);
+    const key = priorUsageKey(line.customer, line.meter, pricingMonthStartSec(line.firstMinuteSec));
+    let group = groups.get(key);
+    if (group === undefined) groups.set(key, (group = []));
+    group.push({ priced, version, row });
   }
-  if (graduated.length === 0) return out;
-
-  // This run's lines of each (customer, meter, month), in time order, to count what came before a line.
-  const monthOf = (line: UsageLine): number => tierPeriodStartSec(line.firstMinuteSec);
-  const inTimeOrder = (a: UsageLine, b: UsageLine): number =>
-    a.fromSec - b.fromSec ||
-    Number((b as SelectedLine).late === true) - Number((a as SelectedLine).late === true) ||
-    a.firstMinuteSec - b.firstMinuteSec ||
-    (a.dimensions < b.dimensions ? -1 : a.dimensions > b.dimensions ? 1 : 0);
-  const groups = new Map<string, UsageLine[]>();
-  for (const { priced } of graduated)
-    groups.set(priorUsageKey(priced.line.customer, priced.line.meter, monthOf(priced.line)), []);
-  for (const line of lines) groups.get(priorUsageKey(line.customer, line.meter, monthOf(line)))?.push(line);
-  for (const group of groups.values()) group.sort(inTimeOrder);
-
-  for (const { priced, version, row } of graduated) {
-    const { line } = priced;
-    const key = priorUsageKey(line.customer, line.meter, monthOf(line));
-    const signature = rowSignature(row);
-    const sameRow = (dimensions: string): boolean => {
-      const r = rowFor(version, line.meter, dimensions);
-      return r !== undefined && rowSignature(r) === signature;
-    };
-    let before = money(0);
-    for (const p of prior.get(key) ?? []) if (sameRow(p.dimensions)) before = before.plus(p.quantity);
-    for (const other of groups.get(key)!) {
-      if (other === line) break;
-      if (sameRow(other.dimensions)) before = before.plus(other.quantity);
-    }
-    priced.cost = costOf(row.price, line.quantity, before);
+  for (const [key, group] of groups) {
+    const meter = group[0]!.priced.line.meter;
+    priceMonth(group, prior.get(key) ?? [], catalog.meters.get(meter)?.aggregation === 'max', (version, dimensions) =>
+      rowFor(version, meter, dimensions),
+    );
   }
   return out;
+}
+
+interface Priceable {
+  priced: PricedLine;
+  version: RateCardVersion;
+  row: RateRow;
+}
+
+/** Time order within a run: a line's part, on-time before late, first minute, then dimensions for a stable tie. */
+function inTimeOrder(a: Priceable, b: Priceable): number {
+  const x = a.priced.line;
+  const y = b.priced.line;
+  return (
+    x.fromSec - y.fromSec ||
+    Number((y as SelectedLine).late === true) - Number((x as SelectedLine).late === true) ||
+    x.firstMinuteSec - y.firstMinuteSec ||
+    (x.dimensions < y.dimensions ? -1 : x.dimensions > y.dimensions ? 1 : 0)
+  );
+}
+
+/**
+ * Prices one (customer, meter, month)'s lines of a run in time order, each
+ * from the row's running quantity. The running quantity is kept per
+ * dimension set (total, peak) and summed per row lazily for each version the
+ * run uses, so a line costs O(versions) rather than a scan of its group.
+ */
+function priceMonth(
+  group: Priceable[],
+  prior: readonly PriorQuantity[],
+  byPeak: boolean,
+  rowFor: (version: RateCardVersion, dimensions: string) => RateRow | undefined,
+): void {
+  group.sort(inTimeOrder);
+  const versions = [...new Set(group.map((g) => g.version))];
+  // Per version, the row quantity so far of each row signature.
+  const rowTotals = new Map<RateCardVersion, Map<string, Decimal>>(versions.map((v) => [v, new Map()]));
+  const add = (dimensions: string, delta: Decimal): void => {
+    if (delta.isZero()) return;
+    for (const version of versions) {
+      const row = rowFor(version, dimensions);
+      if (row === undefined) continue;
+      const totals = rowTotals.get(version)!;
+      const signature = rowSignature(row);
+      totals.set(signature, (totals.get(signature) ?? money(0)).plus(delta));
+    }
+  };
+  const peaks = new Map<string, Decimal>();
+  for (const p of prior) {
+    const quantity = byPeak ? p.max : p.quantity;
+    if (byPeak) peaks.set(p.dimensions, quantity);
+    add(p.dimensions, quantity);
+  }
+  for (const { priced, version, row } of group) {
+    const { line } = priced;
+    let quantity = line.quantity;
+    if (byPeak) {
+      const peak = peaks.get(line.dimensions) ?? money(0);
+      quantity = line.quantity.greaterThan(peak) ? line.quantity.minus(peak) : money(0);
+      if (!quantity.isZero()) peaks.set(line.dimensions, line.quantity);
+    }
+    const before = rowTotals.get(version)!.get(rowSignature(row)) ?? money(0);
+    priced.cost = costOf(row.price, quantity, before);
+    add(line.dimensions, quantity);
+  }
 }
 
 /**

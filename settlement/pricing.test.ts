@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
+import { Decimal } from 'decimal.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseCatalog, type Catalog, type Price } from '../catalog/model.js';
 import { DrawdownError } from '../shared/errors.js';
 import { formatAmount, money, parseStoredDecimal, sumMoney } from '../shared/money.js';
-import { costOf, matchRow, versionAt } from './pricing.js';
-import { priceUsage } from './price-usage.js';
-import { priorUsageKey, type PriorUsage } from './usage-reader.js';
+import { costDependsOnPeriod, costOf, matchRow, versionAt } from './pricing.js';
+import { priceUsage, type PricingOutcome } from './price-usage.js';
+import { priorUsageKey, type PriorQuantity, type PriorUsage } from './usage-reader.js';
 import type { UsageLine } from './usage-reader.js';
 
 const demoCatalog = parseCatalog(
@@ -455,7 +456,7 @@ describe('graduated tiers', () => {
     const prior: PriorUsage = new Map([
       [
         priorUsageKey('acme', 'tokens', Date.parse('2026-01-01T00:00:00Z') / 1000),
-        [{ dimensions: '{}', quantity: money('900000') }],
+        [{ dimensions: '{}', quantity: money('900000'), max: money('900000') }],
       ],
     ]);
     expect(formatAmount(priceUsage(graduated, [line('tokens', {}, '200000')], prior).priced[0]!.cost)).toBe('0.9'); // 0.1M × 5 + 0.1M × 4
@@ -556,7 +557,7 @@ describe('graduated tiers', () => {
             return new Map([
               [
                 priorUsageKey('acme', 'images', Date.parse('2026-01-01T00:00:00Z') / 1000),
-                lines.map((l) => ({ dimensions: l.dimensions, quantity: l.quantity })),
+                lines.map((l) => ({ dimensions: l.dimensions, quantity: l.quantity, max: l.quantity })),
               ],
             ]);
           };
@@ -570,6 +571,234 @@ describe('graduated tiers', () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe('independent of the schedule: every aggregation and price model counts over the calendar month', () => {
+  type Aggregation = 'sum' | 'count' | 'max';
+  // Awkward on purpose: per-line roundings, whole packages and tier bounds all fall inside lines.
+  const prices: Record<string, unknown> = {
+    unit: { model: 'unit', amount: '0.0000000007' },
+    'unit-thirds': { model: 'unit', amount: '1.333333333333' },
+    prorate: { model: 'package', amount: '3.5', size: '7.7' },
+    up: { model: 'package', amount: '2', size: '0.75', rounding: 'up' },
+    graduated: {
+      model: 'graduated',
+      tiers: [
+        { up_to: '7', amount: '1', per: '3' },
+        { up_to: '20.5', amount: '0.7', per: '7' },
+        { up_to: null, amount: '0.013' },
+      ],
+    },
+  };
+  const laterPrices: Record<string, unknown> = {
+    unit: { model: 'unit', amount: '0.0000000011' },
+    'unit-thirds': { model: 'unit', amount: '0.666666666667' },
+    prorate: { model: 'package', amount: '1', size: '3' },
+    up: { model: 'package', amount: '5', size: '1.1', rounding: 'up' },
+    graduated: {
+      model: 'graduated',
+      tiers: [
+        { up_to: '2', amount: '3' },
+        { up_to: null, amount: '0.1' },
+      ],
+    },
+  };
+  const monthSec = Date.parse('2026-01-01T00:00:00Z') / 1000;
+  const versionAtMinute = 30;
+
+  function catalogFor(aggregation: Aggregation, model: string): Catalog {
+    const raw = baseCatalogJson();
+    raw.meters = [{ key: 'm', aggregation, dimensions: ['model'] }];
+    // One row for every model in v1; in v2 model "b" gets its own row, so rows differ between versions.
+    raw.rate_card.versions = [
+      {
+        version: 'v1',
+        effective_from: '2026-01-01T00:00:00Z',
+        rows: [{ meter: 'm', unit: 'credits', price: prices[model] }],
+      },
+      {
+        version: 'v2',
+        effective_from: new Date((monthSec + versionAtMinute * 60) * 1000).toISOString(),
+        rows: [
+          { meter: 'm', unit: 'credits', price: laterPrices[model] },
+          { meter: 'm', match: { model: 'b' }, unit: 'credits', price: prices[model] },
+        ],
+      },
+    ];
+    return parseCatalog(raw);
+  }
+
+  interface Reading {
+    at: number;
+    model: string;
+    quantity: string;
+  }
+
+  /** The lines a run over minutes [from, until) reads: per dimension set and rate-card part, as usage-reader.ts. */
+  function linesOf(usage: readonly Reading[], aggregation: Aggregation, from: number, until: number): UsageLine[] {
+    const groups = new Map<string, { model: string; part: number; quantity: Decimal; first: number }>();
+    for (const u of usage) {
+      if (u.at < from || u.at >= until) continue;
+      const part = u.at < versionAtMinute ? 0 : 1;
+      const key = `${u.model}/${part}`;
+      const q = money(u.quantity);
+      const g = groups.get(key);
+      if (g === undefined) groups.set(key, { model: u.model, part, quantity: q, first: u.at });
+      else {
+        g.quantity = aggregation === 'max' ? Decimal.max(g.quantity, q) : g.quantity.plus(q);
+        g.first = Math.min(g.first, u.at);
+      }
+    }
+    return [...groups.values()].map((g) => ({
+      ...line(
+        'm',
+        { model: g.model },
+        g.quantity.toFixed(),
+        monthSec + Math.max(from, g.part === 0 ? 0 : versionAtMinute) * 60,
+      ),
+      firstMinuteSec: monthSec + g.first * 60,
+    }));
+  }
+
+  /** What runs before minute `from` took: per dimension set, total and peak, as readPriorUsage returns it. */
+  function priorOf(usage: readonly Reading[], from: number): PriorUsage {
+    const byModel = new Map<string, PriorQuantity>();
+    for (const u of usage) {
+      if (u.at >= from) continue;
+      const dimensions = JSON.stringify({ model: u.model });
+      const q = money(u.quantity);
+      const p = byModel.get(dimensions);
+      if (p === undefined) byModel.set(dimensions, { dimensions, quantity: q, max: q });
+      else byModel.set(dimensions, { dimensions, quantity: p.quantity.plus(q), max: Decimal.max(p.max, q) });
+    }
+    return new Map([[priorUsageKey('acme', 'm', monthSec), [...byModel.values()]]]);
+  }
+
+  const cases: [Aggregation, string][] = [
+    ...(['sum', 'count'] as const).flatMap((a) => Object.keys(prices).map((m) => [a, m] as [Aggregation, string])),
+    ...Object.keys(prices)
+      .filter((m) => m !== 'graduated')
+      .map((m) => ['max', m] as [Aggregation, string]),
+  ];
+
+  it.each(cases)(
+    'given a %s meter priced %s, then any cut of the month into runs costs what one run costs',
+    (aggregation, model) => {
+      const catalog = catalogFor(aggregation, model);
+      const quantity =
+        aggregation === 'count'
+          ? fc.integer({ min: 0, max: 9 }).map(String)
+          : fc.integer({ min: 0, max: 9_000_000 }).map((n) => money(n).dividedBy(1_000_000).toFixed());
+      const reading = fc.record({
+        at: fc.integer({ min: 0, max: 59 }),
+        model: fc.constantFrom('a', 'b', 'c'),
+        quantity,
+      });
+      fc.assert(
+        fc.property(
+          fc.array(reading, { maxLength: 30 }),
+          fc.uniqueArray(fc.integer({ min: 1, max: 59 }), { maxLength: 8 }),
+          (usage, cuts) => {
+            const bounds = [0, ...cuts.sort((a, b) => a - b), 60];
+            const total = (outcomes: PricingOutcome[]): string => {
+              for (const o of outcomes) expect(o.unrated).toEqual([]);
+              return formatAmount(sumMoney(outcomes.flatMap((o) => o.priced.map((p) => p.cost))));
+            };
+            const whole = total([priceUsage(catalog, linesOf(usage, aggregation, 0, 60))]);
+            const runs = bounds
+              .slice(1)
+              .map((until, i) =>
+                priceUsage(catalog, linesOf(usage, aggregation, bounds[i]!, until), priorOf(usage, bounds[i]!)),
+              );
+            expect(total(runs)).toBe(whole);
+          },
+        ),
+        { numRuns: 150 },
+      );
+    },
+  );
+
+  it("given a max meter, then the month is charged on each dimension set's peak, whatever the runs saw", () => {
+    const catalog = catalogFor('max', 'up'); // 2 per started 0.75 in v1
+    const usage: Reading[] = [
+      { at: 1, model: 'a', quantity: '1' },
+      { at: 5, model: 'a', quantity: '0.5' },
+      { at: 9, model: 'a', quantity: '1.4' },
+      { at: 12, model: 'c', quantity: '0.1' },
+    ];
+    // Peaks 1.4 (a) + 0.1 (c) = 1.5 = 2 whole packages of 0.75 → 4, in one run or three.
+    expect(formatAmount(sumMoney(priceUsage(catalog, linesOf(usage, 'max', 0, 60)).priced.map((p) => p.cost)))).toBe(
+      '4',
+    );
+    const cut = [0, 3, 10, 60];
+    const runs = cut
+      .slice(1)
+      .flatMap((until, i) =>
+        priceUsage(catalog, linesOf(usage, 'max', cut[i]!, until), priorOf(usage, cut[i]!)).priced.map((p) => p.cost),
+      );
+    // The first peak (1) already takes 2 packages (1.5); 0.5 raises nothing; 1.4 and 0.1 fill the same 1.5.
+    expect(runs.map(formatAmount)).toEqual(['4', '0', '0']);
+  });
+
+  it('given a package with rounding up, then packages are whole per row and month, not per line or run', () => {
+    const catalog = catalogFor('sum', 'up');
+    const usage: Reading[] = [
+      { at: 1, model: 'a', quantity: '0.25' },
+      { at: 2, model: 'c', quantity: '0.25' },
+      { at: 20, model: 'a', quantity: '0.25' },
+    ];
+    // 0.75 over the month under one row: one package of 2, however it is cut.
+    for (const cut of [
+      [0, 60],
+      [0, 2, 60],
+      [0, 2, 20, 60],
+    ]) {
+      const runs = cut
+        .slice(1)
+        .flatMap((until, i) =>
+          priceUsage(catalog, linesOf(usage, 'sum', cut[i]!, until), priorOf(usage, cut[i]!)).priced.map((p) => p.cost),
+        );
+      expect(formatAmount(sumMoney(runs))).toBe('2');
+    }
+  });
+});
+
+describe('costDependsOnPeriod: which lines need what earlier runs took', () => {
+  const price = (raw: unknown): Price =>
+    catalogWithRows([{ meter: 'tokens', unit: 'credits', price: raw }]).rateCard[0]!.rows[0]!.price;
+
+  it.each([
+    ['an integer unit price, any quantity', { model: 'unit', amount: '3' }, 'sum', '1.000000001', false],
+    [
+      'a unit price whose line cost has 9 fraction digits',
+      { model: 'unit', amount: '0.5' },
+      'sum',
+      '0.00000001',
+      false,
+    ],
+    ['a unit price whose line cost has 10', { model: 'unit', amount: '0.5' }, 'sum', '0.000000001', true],
+    ['a count meter at a price finer than the ledger', { model: 'unit', amount: '0.0000000005' }, 'count', '3', true],
+    ['a count meter whose line cost is exact', { model: 'unit', amount: '0.0000000005' }, 'count', '4', false],
+    ['a prorated package that divides evenly', { model: 'package', amount: '1', size: '3' }, 'count', '6', false],
+    ['a prorated package of thirds', { model: 'package', amount: '1', size: '3' }, 'count', '7', true],
+    ['whole packages', { model: 'package', amount: '10', size: '5', rounding: 'up' }, 'count', '5', true],
+    ['tiers', { model: 'graduated', tiers: [{ up_to: null, amount: '1' }] }, 'sum', '1', true],
+    ['any price on a max meter', { model: 'unit', amount: '3' }, 'max', '1', true],
+  ] as const)('given %s, then it is %s', (_name, raw, aggregation, quantity, expected) => {
+    expect(costDependsOnPeriod(price(raw), aggregation, money(quantity))).toBe(expected);
+  });
+
+  it('given a line whose own cost is exact, then it costs the same after any quantity before it', () => {
+    const unit = price({ model: 'unit', amount: '0.5' });
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: 10n ** 15n }), fc.bigInt({ min: 0n, max: 10n ** 12n }), (b, q) => {
+        const quantity = money(q.toString()).dividedBy(1e8); // 8 fraction digits: 0.5 × q is exact at 9
+        const before = money(b.toString()).dividedBy(1e9);
+        expect(costDependsOnPeriod(unit, 'sum', quantity)).toBe(false);
+        expect(costOf(unit, quantity, before).toFixed()).toBe(costOf(unit, quantity).toFixed());
+      }),
     );
   });
 });

@@ -5,14 +5,16 @@
  */
 import type { Decimal } from 'decimal.js';
 import type { Price, PriceTier, RateCardVersion, RateRow } from '../catalog/model.js';
+import type { Aggregation } from '../shared/events/meters.js';
 import { money, toLedgerAmount } from '../shared/money.js';
 
 /**
- * Graduated tiers count usage over the customer's calendar month in UTC:
- * the month containing `sec` starts here, epoch s. (A calendar month rather
- * than a billing term: usage needs no subscription to be priced.)
+ * Every price counts usage over the customer's calendar month in UTC (tiers,
+ * whole packages, a max meter's peak): the month containing `sec` starts
+ * here, epoch s. (A calendar month rather than a billing term: usage needs no
+ * subscription to be priced.)
  */
-export function tierPeriodStartSec(sec: number): number {
+export function pricingMonthStartSec(sec: number): number {
   const d = new Date(sec * 1000);
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1) / 1000;
 }
@@ -83,28 +85,49 @@ export function graduatedTotal(tiers: readonly PriceTier[], quantity: Decimal): 
 }
 
 /**
- * Cost of `quantity` at `price`, rounded half-up to 9 fraction digits.
- * `before` is the quantity already used in the period (graduated prices
- * only): the cost is the rounded cumulative total after the line minus the
- * rounded total before it, so however a period is cut into lines and runs,
- * its costs add up to exactly the cost of the whole period in one line.
+ * The exact cost of the first `quantity` units of a period at `price`, before
+ * any rounding: what every price model charges for a period as a whole.
  */
-export function costOf(price: Price, quantity: Decimal, before: Decimal = money(0)): Decimal {
-  if (price.model === 'graduated') {
-    return toLedgerAmount(graduatedTotal(price.tiers, before.plus(quantity))).minus(
-      toLedgerAmount(graduatedTotal(price.tiers, before)),
-    );
-  }
-  if (price.model === 'unit') return toLedgerAmount(price.amount.times(quantity));
+export function periodTotal(price: Price, quantity: Decimal): Decimal {
+  if (price.model === 'graduated') return graduatedTotal(price.tiers, quantity);
+  if (price.model === 'unit') return price.amount.times(quantity);
   if (price.rounding === 'up') {
     // Whole packages, decided exactly: no quotient is rounded before the ceiling.
     const whole = quantity.dividedToIntegerBy(price.size);
     const packages = quantity.modulo(price.size).isZero() ? whole : whole.plus(1);
-    return toLedgerAmount(price.amount.times(packages));
+    return price.amount.times(packages);
   }
   // Multiply before dividing: the product is exact, so the one rounding of the
   // quotient (at 60 digits) cannot move a half-nano-credit tie.
-  return toLedgerAmount(price.amount.times(quantity).dividedBy(price.size));
+  return price.amount.times(quantity).dividedBy(price.size);
+}
+
+/**
+ * Cost of `quantity` at `price` when `before` units of the same period were
+ * priced already: the rounded period total after the line minus the rounded
+ * total before it (half-up, 9 fraction digits). The roundings telescope, so
+ * however a period is cut into lines and runs, its costs add up to exactly
+ * the cost of the whole period in one line — for every price model: whole
+ * packages and tiers count over the period, and no line's own rounding adds up.
+ */
+export function costOf(price: Price, quantity: Decimal, before: Decimal = money(0)): Decimal {
+  const after = toLedgerAmount(periodTotal(price, before.plus(quantity)));
+  return before.isZero() ? after : after.minus(toLedgerAmount(periodTotal(price, before)));
+}
+
+/**
+ * Whether a line's cost can depend on what the month took before it, so
+ * settlement must read what earlier runs took. Tiers, whole packages and max
+ * meters (charged on the month's peak) always can. A per-unit or prorated
+ * price cannot when the line's own exact cost has ≤ 9 fraction digits:
+ * adding an amount the ledger holds exactly commutes with the rounding, so
+ * round(F(before + q)) − round(F(before)) = F(q) whatever `before` is.
+ */
+export function costDependsOnPeriod(price: Price, aggregation: Aggregation, quantity: Decimal): boolean {
+  if (aggregation === 'max' || price.model === 'graduated') return true;
+  if (price.model === 'package' && price.rounding === 'up') return true;
+  const exact = periodTotal(price, quantity);
+  return !toLedgerAmount(exact).equals(exact);
 }
 
 export function zero(): Decimal {

@@ -42,7 +42,7 @@ export async function runSettlementsCommand(
     return 2;
   }
   const config = loadConfig(flags, env, ['clickhouseUrl']);
-  const store = await openStore(config.clickhouseUrl!);
+  const store = await openStore(config.clickhouseUrl!, { cluster: config.clickhouseCluster });
   try {
     await ensureSchema(store);
     if (sub === 'list') {

@@ -4,10 +4,12 @@
  * record the run. Entry ids derive from the window and what was priced, so a
  * re-run — after success or after a crash at any point — posts nothing new.
  */
+import { dropOldFlushBounds } from '../shared/clickhouse/flush-bounds.js';
 import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { readWatermarks } from '../shared/clickhouse/usage-minute.js';
+import { assertCaughtUp, assertUsageInOrder } from '../shared/clickhouse/replication.js';
 import { settings } from '../shared/config.js';
 import { DrawdownError } from '../shared/errors.js';
 import { crashPoint } from '../shared/fault.js';
@@ -21,7 +23,7 @@ import {
   type CreditSnapshot,
   type LedgerEntry,
 } from './ledger.js';
-import { balanceOf, emptyState, encodeState, type DrawDownPolicy } from './credit/blocks.js';
+import { balanceOf, emptyState, encodeState, type Block, type DrawDownPolicy } from './credit/blocks.js';
 import { settleWindow, type UsageCharge } from './credit/timeline.js';
 import { grantSchedules } from './credit/schedule.js';
 import { loadCreditInputs, type CreditInputs } from './credit-inputs.js';
@@ -96,6 +98,7 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
       request.snapshotRetentionDays ?? settings.snapshotRetentionDays.default,
     );
     request.onPhase?.('snapshot retention');
+    await dropOldFlushBounds(store, newest);
   }
   return report;
 }
@@ -113,6 +116,16 @@ async function nextWholeSecond(): Promise<number> {
   return Math.floor(Date.now() / 1000);
 }
 
+/** The tables a run reads besides usage_minute (whose own check is assertUsageInOrder). */
+const settlementTables = [
+  'settlement_runs',
+  'ledger_entries',
+  'credit_snapshots',
+  'unpriced_usage',
+  'catalog_revisions',
+  'catalog_commits',
+] as const;
+
 /** The runs of one settle call: an interrupted one first, then the requested window. */
 async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest): Promise<SettlementReport> {
   const untilSec = request.untilSec;
@@ -123,6 +136,9 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
   // An explicit window must hold time: a zero-length or inverted one is a mistake, never a stored run.
   if (request.fromSec !== undefined && untilSec <= request.fromSec) throw windowProblem('until must be after from');
   const nowSec = request.nowSec ?? (await nextWholeSecond());
+  // On a cluster, the run's own records must all be on the replica read: a
+  // cursor or ledger missing a part would settle a window twice.
+  await assertCaughtUp(store, settlementTables);
 
   let resumed: SettlementReport | undefined;
   const interrupted = await interruptedRun(store);
@@ -167,6 +183,8 @@ async function settleRuns(store: Store, catalog: Catalog, request: SettleRequest
     );
   // The snapshot is taken before the start is recorded, so the recorded run owns exactly it.
   const watermarks = Object.fromEntries([...(await readWatermarks(store))].map(([p, seq]) => [String(p), seq]));
+  // Checked after the read: no usage part at or below these watermarks may still be on its way.
+  await assertUsageInOrder(store);
   const run: RunRecord = { runId, fromSec, untilSec, startedAtSec: nowSec, watermarks };
   await recordRun(store, run, nowSec, 'started', '');
   return executeRun(store, catalog, run, nowSec, request, true);
@@ -348,6 +366,7 @@ function settleAccount(
       // drawn from a block carries the block's expiry too, so burn order can be audited from the ledger alone
       // (replay reads it only from the entry that opens the block).
       expiresAtSec: Math.floor((block?.expiresAtMs ?? 0) / 1000),
+      ...grantOf(block),
     };
   });
   const snapshot: CreditSnapshot = {
@@ -484,4 +503,10 @@ async function executeRun(
   await recordRun(store, run, nowSec, 'completed', JSON.stringify(storedReport(report)));
   onPhase('record run');
   return report;
+}
+
+/** Who granted the block an entry moves, for the ledger and statements; nothing for purchases and adjustments. */
+function grantOf(block: Block | undefined): Pick<LedgerEntry, 'grantSource' | 'grantOrigin'> {
+  if (block === undefined || block.source === 'purchase' || block.source === 'manual') return {};
+  return { grantSource: block.source === 'grant' ? 'plan' : block.source, grantOrigin: block.origin ?? '' };
 }

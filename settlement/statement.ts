@@ -20,6 +20,17 @@ import { sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
 import { periodIndexAt } from '../catalog/periods.js';
 import { queryChunks } from './ledger.js';
 import { outstandingAsOf, outstandingJson, type OutstandingLine } from './unpriced.js';
+import { overagePricesAt } from './credit/schedule.js';
+import { namesFor, type UnitNames } from '../catalog/names.js';
+import type { GrantSource } from './ledger.js';
+
+/** Credits granted in a term by one plan, add-on or charge. */
+export interface GrantLine {
+  source: GrantSource;
+  /** The plan, add-on or charge id; undefined for grants posted before ids were recorded. */
+  id: string | undefined;
+  granted: Decimal;
+}
 
 /** One billing term of one subscription. */
 export interface Term {
@@ -47,6 +58,10 @@ export interface UnitStatement {
   carried: Decimal;
   /** opening + granted + purchased − used − expired + overage. */
   closing: Decimal;
+  /** `granted` by who granted it: the plan, each add-on, each charge. */
+  grants: GrantLine[];
+  /** The unit's names as of the subscription's start (catalog/names.ts). */
+  names: UnitNames | undefined;
 }
 
 export interface Statement extends Term {
@@ -133,6 +148,8 @@ interface Sums {
   debt: Decimal;
   /** Overage credits per run id, to price each by the terms of its run. */
   overageByRun: Map<string, Decimal>;
+  /** Granted credits per `${source}\u0000${origin}`. */
+  grants: Map<string, Decimal>;
 }
 
 /**
@@ -159,23 +176,28 @@ async function termSums(store: Store, terms: readonly Term[]): Promise<Map<Term,
       const ends = `[${chunk.map((t) => sqlUInt(t.endSec)).join(', ')}]`;
       // t: the instant an entry counts at — an expiry one second earlier, so one at a term's end is the ending term's.
       const rows = await store.query(
-        `SELECT who, what, how, debt, run, t < transform(who, ${keys}, ${starts}, toUInt32(0)) AS before, sum(amount_)
+        `SELECT who, what, how, debt, run, t < transform(who, ${keys}, ${starts}, toUInt32(0)) AS before, sum(amount_),
+           granted_by, granted_from
          FROM (
            SELECT entry_id, any(customer) AS who, any(unit) AS what, any(kind) AS how, any(amount) AS amount_,
              any(block_id) = '' AS debt, if(how = 'overage', any(run_id), '') AS run,
+             if(how = 'grant', any(grant_source), '') AS granted_by, if(how = 'grant', any(grant_origin), '') AS granted_from,
              toInt64(toUnixTimestamp(any(effective_at))) - if(how = 'expiry', 1, 0) AS t
            FROM ledger_entries WHERE customer IN ${customers} GROUP BY entry_id
          )
          WHERE t < transform(who, ${keys}, ${ends}, toUInt32(0))
-         GROUP BY who, what, how, debt, run, before`,
+         GROUP BY who, what, how, debt, run, before, granted_by, granted_from`,
       );
-      for (const [customer, unit, kind, debt, run, before, sum] of rows) {
+      for (const [customer, unit, kind, debt, run, before, sum, grantedBy, grantedFrom] of rows) {
         const term = byCustomer.get(customer!)!;
         const units = out.get(term) ?? new Map<string, Sums>();
         out.set(term, units);
         let s = units.get(unit!);
         if (s === undefined)
-          units.set(unit!, (s = { byKind: new Map(), opening: money(0), debt: money(0), overageByRun: new Map() }));
+          units.set(
+            unit!,
+            (s = { byKind: new Map(), opening: money(0), debt: money(0), overageByRun: new Map(), grants: new Map() }),
+          );
         const amount = parseStoredDecimal(sum!);
         if (debt === '1') s.debt = s.debt.minus(amount);
         if (before === '1') {
@@ -184,6 +206,11 @@ async function termSums(store: Store, terms: readonly Term[]): Promise<Map<Term,
         }
         s.byKind.set(kind!, (s.byKind.get(kind!) ?? money(0)).plus(amount));
         if (kind === 'overage') s.overageByRun.set(run!, (s.overageByRun.get(run!) ?? money(0)).plus(amount));
+        if (kind === 'grant') {
+          // Grants posted before sources were recorded were all a plan's.
+          const key = `${grantedBy || 'plan'}\u0000${grantedFrom!}`;
+          s.grants.set(key, (s.grants.get(key) ?? money(0)).plus(amount));
+        }
       }
     }
   }
@@ -206,10 +233,7 @@ function overagePrice(
   let price: { pricePerCredit: Decimal; currency: string } | undefined;
   for (const subscription of subscriptions) {
     if (subscription.startMs >= untilMs || (subscription.endMs !== undefined && subscription.endMs <= fromMs)) continue;
-    const plan = catalog.plans.get(subscription.plan);
-    const overage =
-      plan?.versions[termsAt(subscription, Math.max(fromMs, subscription.startMs)).planVersion - 1]?.overage;
-    if (overage !== undefined && overage.unit === unit) price = overage;
+    price = overagePricesAt(catalog, subscription, fromMs).get(unit) ?? price;
   }
   return price;
 }
@@ -269,6 +293,15 @@ export async function statementsOf(
           );
       }
       const closing = opening.plus(moved);
+      const subscription = subscriptionsOf.get(term.customer)?.find((x) => x.id === term.subscription);
+      const grants = [...(s?.grants ?? [])]
+        .map(([key, granted]) => {
+          const [source, id] = key.split('\u0000') as [GrantSource, string];
+          return { source, id: id === '' ? undefined : id, granted };
+        })
+        .sort(
+          (a, b) => grantSourceOrder[a.source] - grantSourceOrder[b.source] || ((a.id ?? '') < (b.id ?? '') ? -1 : 1),
+        );
       units.set(unit, {
         opening,
         granted: kind('grant'),
@@ -279,6 +312,8 @@ export async function statementsOf(
         overageMoney,
         carried: closing.plus(s?.debt ?? money(0)),
         closing,
+        grants,
+        names: subscription === undefined ? undefined : namesFor(catalog, unit, { subscription }),
       });
     }
     const inTerm = (unpricedOf.get(term.customer) ?? []).filter(
@@ -308,6 +343,8 @@ export async function customerStatements(
   return statementsOf(store, catalog, terms, settledUntilSec);
 }
 
+const grantSourceOrder: Record<GrantSource, number> = { plan: 0, add_on: 1, charge: 2 };
+
 /** As the API, the run report and the CLI show it (snake_case, instants as ISO-8601, decimals as text). */
 export function statementJson(s: Statement): Record<string, unknown> {
   return {
@@ -321,6 +358,8 @@ export function statementJson(s: Statement): Record<string, unknown> {
       [...s.units].map(([unit, u]) => [
         unit,
         {
+          name: u.names?.name ?? null,
+          internal_name: u.names?.internalName ?? null,
           opening_balance: formatAmount(u.opening),
           granted: formatAmount(u.granted),
           purchased: formatAmount(u.purchased),
@@ -332,6 +371,7 @@ export function statementJson(s: Statement): Record<string, unknown> {
             [...u.overageMoney].map(([currency, amount]) => [currency, formatAmount(amount)]),
           ),
           closing_balance: formatAmount(u.closing),
+          grants: u.grants.map((g) => ({ source: g.source, id: g.id ?? null, granted: formatAmount(g.granted) })),
         },
       ]),
     ),

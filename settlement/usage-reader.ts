@@ -4,11 +4,12 @@
  * the version in force at its own minutes.
  */
 import type { Decimal } from 'decimal.js';
-import type { Catalog } from '../catalog/model.js';
+import type { Catalog, RateRow } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { parseStoredDecimal } from '../shared/money.js';
+import { untakenFloorSec } from '../shared/clickhouse/flush-bounds.js';
 import { sqlDateTime, sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
-import { tierPeriodStartSec } from './pricing.js';
+import { costDependsOnPeriod, matchRow, pricingMonthStartSec, versionAt } from './pricing.js';
 
 export interface UsageLine {
   customer: string;
@@ -91,12 +92,15 @@ export async function readSelectedUsage(
       ? '0'
       : `(minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)})`;
   const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
+  // Nothing untaken lies before the floor: ClickHouse skips the history of every customer before it.
+  const floorSec = await untakenFloorSec(store, selection.excluding, selection.watermarks);
+  const floorFilter = floorSec === undefined ? '' : ` AND minute >= ${sqlDateTime(floorSec)}`;
   const rows = await store.query(
     // Lines are also cut at calendar months (UTC): graduated tiers count usage per month.
     `SELECT customer, meter, dimensions, ${partExpr} AS part, minute < ${sqlDateTime(selection.lateBeforeSec)} AS late, toRelativeMonthNum(minute) AS month,
        sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
      FROM usage_minute
-     WHERE ${taken} AND NOT ${excluded}${customerFilter}
+     WHERE ${taken} AND NOT ${excluded}${floorFilter}${customerFilter}
      GROUP BY customer, meter, dimensions, part, late, month
      ORDER BY customer, meter, dimensions, part, late, month`,
   );
@@ -107,7 +111,7 @@ export async function readSelectedUsage(
     fromSec: Math.max(
       parts[Number(part)]!,
       late === '1' ? 0 : selection.lateBeforeSec,
-      tierPeriodStartSec(Number(firstMinute)),
+      pricingMonthStartSec(Number(firstMinute)),
     ),
     quantity: parseStoredDecimal(catalog.meters.get(meter!)?.aggregation === 'max' ? max! : sum!),
     events: Number(events),
@@ -116,11 +120,18 @@ export async function readSelectedUsage(
   }));
 }
 
+/** What earlier runs took of one dimension set in a month: its total and its peak reading. */
+export interface PriorQuantity {
+  dimensions: string;
+  quantity: Decimal;
+  max: Decimal;
+}
+
 /**
- * Quantities taken by earlier runs, for graduated tiers: per
- * `priorUsageKey(customer, meter, month start)`, each dimension set's total.
+ * Quantities taken by earlier runs, for prices that count over the month:
+ * per `priorUsageKey(customer, meter, month start)`, each dimension set's.
  */
-export type PriorUsage = ReadonlyMap<string, readonly { dimensions: string; quantity: Decimal }[]>;
+export type PriorUsage = ReadonlyMap<string, readonly PriorQuantity[]>;
 
 export function priorUsageKey(customer: string, meter: string, monthStartSec: number): string {
   return `${customer}\u0000${meter}\u0000${monthStartSec}`;
@@ -129,7 +140,7 @@ export function priorUsageKey(customer: string, meter: string, monthStartSec: nu
 /**
  * What earlier runs took (the `excluding` selection) of the given meters in
  * the given calendar months, per (customer, meter, dimensions, month): the
- * cumulative usage graduated tiers start from.
+ * cumulative usage (and peak) a month's pricing continues from.
  */
 export async function readPriorUsage(
   store: Store,
@@ -140,7 +151,7 @@ export async function readPriorUsage(
     customer?: string;
   },
 ): Promise<PriorUsage> {
-  const out = new Map<string, { dimensions: string; quantity: Decimal }[]>();
+  const out = new Map<string, PriorQuantity[]>();
   if (selection.excluding === undefined || selection.meters.length === 0 || selection.monthStartsSec.length === 0)
     return out;
   const months = selection.monthStartsSec.map((start) => {
@@ -149,23 +160,29 @@ export async function readPriorUsage(
   });
   const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
   const rows = await store.query(
-    `SELECT customer, meter, dimensions, toRelativeMonthNum(minute) AS month, sum(quantity), toUnixTimestamp(min(minute))
+    `SELECT customer, meter, dimensions, toRelativeMonthNum(minute) AS month, sum(quantity), max(quantity), toUnixTimestamp(min(minute))
      FROM usage_minute
      WHERE minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)}
        AND meter IN ${sqlStringList(selection.meters)} AND (${months.join(' OR ')})${customerFilter}
      GROUP BY customer, meter, dimensions, month
      ORDER BY customer, meter, dimensions, month`,
   );
-  for (const [customer, meter, dimensions, , sum, firstMinute] of rows) {
-    const key = priorUsageKey(customer!, meter!, tierPeriodStartSec(Number(firstMinute)));
+  for (const [customer, meter, dimensions, , sum, max, firstMinute] of rows) {
+    const key = priorUsageKey(customer!, meter!, pricingMonthStartSec(Number(firstMinute)));
     const list = out.get(key) ?? [];
-    list.push({ dimensions: dimensions!, quantity: parseStoredDecimal(sum!) });
+    list.push({ dimensions: dimensions!, quantity: parseStoredDecimal(sum!), max: parseStoredDecimal(max!) });
     out.set(key, list);
   }
   return out;
 }
 
-/** What earlier runs took in the months of these lines, for the meters some version prices by graduated tiers. */
+/**
+ * What earlier runs took in the months of these lines, for the meters where
+ * some line's cost depends on it (`costDependsOnPeriod`): tiers, whole
+ * packages, max meters, and per-unit prices only when a line's own cost is
+ * finer than the ledger's 9 places. Other lines cost the same on their own,
+ * so a month's history is read only when it can change a charge.
+ */
 export async function priorUsageFor(
   store: Store,
   catalog: Catalog,
@@ -174,14 +191,29 @@ export async function priorUsageFor(
   customer?: string,
 ): Promise<PriorUsage> {
   const meters = new Set<string>();
-  for (const version of catalog.rateCard)
-    for (const row of version.rows) if (row.price.model === 'graduated') meters.add(row.meter);
-  const months = new Set<number>();
-  for (const line of lines) if (meters.has(line.meter)) months.add(tierPeriodStartSec(line.firstMinuteSec));
+  const months = new Map<string, Set<number>>();
+  const rows = new Map<string, RateRow | undefined>();
+  for (const line of lines) {
+    const month = pricingMonthStartSec(line.firstMinuteSec);
+    if (months.get(line.meter)?.has(month) === true) continue;
+    const aggregation = catalog.meters.get(line.meter)?.aggregation;
+    const version = versionAt(catalog.rateCard, line.fromSec * 1000);
+    if (aggregation === undefined || version === undefined) continue;
+    const key = `${version.version}\u0000${line.meter}\u0000${line.dimensions}`;
+    if (!rows.has(key))
+      rows.set(key, matchRow(version, line.meter, JSON.parse(line.dimensions) as Record<string, string>));
+    const row = rows.get(key);
+    if (row === undefined || !costDependsOnPeriod(row.price, aggregation, line.quantity)) continue;
+    meters.add(line.meter);
+    let set = months.get(line.meter);
+    if (set === undefined) months.set(line.meter, (set = new Set()));
+    set.add(month);
+  }
+  const allMonths = new Set([...months.values()].flatMap((m) => [...m]));
   return readPriorUsage(store, {
     excluding,
     meters: [...meters].sort(),
-    monthStartsSec: [...months].sort((a, b) => a - b),
+    monthStartsSec: [...allMonths].sort((a, b) => a - b),
     customer,
   });
 }

@@ -26,8 +26,15 @@ export const settings = {
     kind: 'string',
     env: 'DRAWDOWN_CLICKHOUSE_URL',
     default: undefined,
-    pattern: /^(https?:\/\/|chdb:)\S+$/,
-    doc: 'http(s)://host:port[/database] for a ClickHouse server, or chdb:PATH for embedded chDB',
+    pattern: /^(https?:\/\/[^\s,]+(,https?:\/\/[^\s,]+)*|chdb:\S+)$/,
+    doc: 'http(s)://host:port[/database] for a ClickHouse server (comma-separated for the replicas of a cluster, tried in turn), or chdb:PATH for embedded chDB',
+  },
+  clickhouseCluster: {
+    kind: 'string',
+    env: 'DRAWDOWN_CLICKHOUSE_CLUSTER',
+    default: undefined,
+    pattern: /^[A-Za-z0-9_]{1,64}$/,
+    doc: "Name of the ClickHouse cluster (in the servers' <remote_servers>) whose replicas the URLs name: tables are created ReplicatedMergeTree on every replica (unset = plain MergeTree on one server)",
   },
   catalog: {
     kind: 'string',
@@ -490,6 +497,13 @@ export function loadConfig(
         'DRAWDOWN_HOLD_TTL_DEFAULT_MS',
         'range',
         `DRAWDOWN_HOLD_TTL_DEFAULT_MS (${out.holdTtlDefaultMs}) must not exceed DRAWDOWN_HOLD_TTL_MAX_MS (${out.holdTtlMaxMs})`,
+      );
+  if (typeof out.clickhouseCluster === 'string' && typeof out.clickhouseUrl === 'string')
+    if (out.clickhouseUrl.startsWith('chdb:'))
+      problems.add(
+        'DRAWDOWN_CLICKHOUSE_CLUSTER',
+        'conflict',
+        'DRAWDOWN_CLICKHOUSE_CLUSTER needs ClickHouse servers (http(s):// URLs): embedded chDB cannot replicate',
       );
   if (!problems.empty) {
     throw new DrawdownError(

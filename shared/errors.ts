@@ -52,6 +52,11 @@ export const errorCodes = {
   stream_unavailable: { status: 503, title: 'Event stream is unavailable; retry later' },
   // Every store_unavailable tells the client when to retry, wherever it is thrown.
   store_unavailable: { status: 503, title: 'Storage is unavailable; retry later', retryAfterSeconds: 2 },
+  store_replica_behind: {
+    status: 503,
+    title: 'The ClickHouse replica has not yet fetched every committed insert; retry later',
+    retryAfterSeconds: 2,
+  },
   // Configuration (start-up only; never an HTTP response in normal operation).
   config_invalid: { status: 500, title: 'Configuration is invalid' },
   catalog_invalid: { status: 500, title: 'Catalog is invalid' },

@@ -103,6 +103,8 @@ export function defineEndToEnd(backend: Backend): void {
       expect(balance.body.units).toEqual([
         {
           unit: 'credits',
+          name: 'Credits',
+          internal_name: 'credits_usd',
           settled: '88',
           pending: '0',
           held: '0',

@@ -709,9 +709,36 @@ describe('documented operations on a running drawdown', () => {
       },
       {
         method: 'PUT',
+        template: '/v1/catalog/add-ons/{id}',
+        path: '/v1/catalog/add-ons/openapi-5',
+        body: {
+          id: 'openapi-5',
+          name: '+5 credits / month',
+          billing: 'monthly',
+          versions: [
+            { version: 1, grant: { unit: 'credits', quantity: '5', frequency: 'monthly', rollover: { kind: 'none' } } },
+          ],
+        },
+      },
+      {
+        method: 'PUT',
+        template: '/v1/catalog/charges/{id}',
+        path: '/v1/catalog/charges/openapi-bonus',
+        body: { id: 'openapi-bonus', grant: { unit: 'credits', quantity: '2', expires_after: 'P60D' } },
+      },
+      {
+        method: 'PUT',
         template: '/v1/catalog/subscriptions/{id}',
         path: '/v1/catalog/subscriptions/openapi-sub',
-        body: { id: 'openapi-sub', customer, plan: 'openapi-pro', plan_version: 1, start: subscriptionStart },
+        body: {
+          id: 'openapi-sub',
+          customer,
+          plan: 'openapi-pro',
+          plan_version: 1,
+          start: subscriptionStart,
+          add_ons: [{ add_on: 'openapi-5', quantity: 2 }],
+          charges: [{ id: 'bonus', charge: 'openapi-bonus', at: subscriptionStart }],
+        },
       },
     ];
     for (const { method, template, path, body } of writes) {
@@ -757,6 +784,23 @@ describe('documented operations on a running drawdown', () => {
       },
     );
     expect(misspelt.body.errors).toEqual([expect.objectContaining({ field: 'agregation' })]);
+    // A metered add-on is an overage price: a grant on it is refused, naming the field.
+    const metered = await documentedCall(
+      'PUT',
+      '/v1/catalog/add-ons/{id}',
+      '/v1/catalog/add-ons/openapi-metered',
+      'admin',
+      {
+        body: {
+          kind: 'metered',
+          billing: 'monthly',
+          overage: { unit: 'credits', price_per_credit: { currency: 'USD', amount: '0.02' } },
+          versions: [{ version: 1, grant: { unit: 'credits', quantity: '5', frequency: 'monthly' } }],
+        },
+        status: 422,
+      },
+    );
+    expect(metered.body.errors).toEqual([expect.objectContaining({ field: 'versions[0].grant', code: 'metered' })]);
     const plan = await documentedCall(
       'GET',
       '/v1/catalog/plans/{id}/versions',

@@ -163,8 +163,11 @@ describe.each(['chdb', 'server'] as const)(
           final: true,
           units: {
             credits: {
+              name: 'Credits',
+              internal_name: 'Credits',
               opening_balance: '0',
               granted: '1000',
+              grants: [{ source: 'plan', id: 'pro', granted: '1000' }],
               purchased: '0',
               used: '1500.5',
               expired: '0',
@@ -224,8 +227,11 @@ describe.each(['chdb', 'server'] as const)(
           final: true,
           units: {
             credits: {
+              name: 'Credits',
+              internal_name: 'Credits',
               opening_balance: '0',
               granted: '500',
+              grants: [{ source: 'plan', id: 'pro', granted: '500' }],
               purchased: '100',
               used: '1250',
               expired: '0',

@@ -14,11 +14,22 @@ import type { Decimal } from 'decimal.js';
 import type { EntryKind } from '../ledger.js';
 import { formatAmount, money } from '../../shared/money.js';
 
-/** `manual`: a credit adjustment (settlement/adjustments.ts), free credit like a grant. */
-export type BlockSource = 'grant' | 'purchase' | 'manual';
+/**
+ * `grant`: a plan's grant; `add_on`, `charge`: a grant an add-on or a one-time charge carries (ledger kind `grant`
+ * all three); `manual`: a credit adjustment (settlement/adjustments.ts), free credit like a grant.
+ */
+export type BlockSource = 'grant' | 'add_on' | 'charge' | 'purchase' | 'manual';
 
-/** Free credits (grants, credit adjustments) burn before paid ones when their expiries tie. */
-const sourceRank: Record<BlockSource, number> = { grant: 0, manual: 0, purchase: 1 };
+/** Free credits (grants of any source, credit adjustments) burn before paid ones when their expiries tie. */
+const sourceRank: Record<BlockSource, number> = { grant: 0, add_on: 0, charge: 0, manual: 0, purchase: 1 };
+
+/** The ledger entry kind that opens a block of this source. */
+export function openingKind(source: BlockSource): 'grant' | 'purchase' | 'manual' {
+  return source === 'purchase' || source === 'manual' ? source : 'grant';
+}
+
+/** How snapshots (encodeState) write a source; append only, stored snapshots keep their numbers. */
+const sourceCodes: readonly BlockSource[] = ['grant', 'purchase', 'manual', 'add_on', 'charge'];
 
 export interface Block {
   id: string;
@@ -29,6 +40,8 @@ export interface Block {
   createdAtMs: number;
   /** undefined: never expires by time (unlimited rollover, purchases, capped grants). */
   expiresAtMs: number | undefined;
+  /** For a grant: the plan, add-on or charge that granted it (statements and the ledger name it). */
+  origin?: string;
 }
 
 export interface CreditState {
@@ -100,6 +113,7 @@ export interface OpenBlock {
   atMs: number;
   expiresAtMs: number | undefined;
   note: string;
+  origin?: string;
 }
 
 /**
@@ -110,7 +124,7 @@ export interface OpenBlock {
 export function openBlock(state: CreditState, block: OpenBlock): Posting[] {
   if (state.blocks.has(block.id)) return [];
   const posting: Posting = {
-    kind: block.source,
+    kind: openingKind(block.source),
     amount: block.amount,
     blockId: block.id,
     atMs: block.atMs,
@@ -121,6 +135,7 @@ export function openBlock(state: CreditState, block: OpenBlock): Posting[] {
     source: block.source,
     createdAtMs: block.atMs,
     expiresAtMs: block.expiresAtMs,
+    ...(block.origin !== undefined && { origin: block.origin }),
   });
   return [posting, ...repayDebt(state, block.atMs)];
 }
@@ -260,30 +275,40 @@ export function drawDown(
 export function encodeState(state: CreditState): string {
   const blocks: (string | number | null)[][] = [];
   for (const b of state.blocks.values()) {
-    if (b.remaining.gt(0))
-      blocks.push([
+    if (b.remaining.gt(0)) {
+      const row = [
         b.id,
-        b.source === 'grant' ? 0 : b.source === 'purchase' ? 1 : 2,
+        sourceCodes.indexOf(b.source),
         formatAmount(b.amount),
         formatAmount(b.remaining),
         b.createdAtMs,
         b.expiresAtMs ?? null,
-      ]);
+      ];
+      // Only grants name an origin; other rows stay as they were written before origins existed.
+      if (b.origin !== undefined) row.push(b.origin);
+      blocks.push(row);
+    }
   }
   return JSON.stringify([formatAmount(state.debt), blocks]);
 }
 
 export function decodeState(text: string): CreditState {
-  const [debt, blocks] = JSON.parse(text) as [string, [string, 0 | 1 | 2, string, string, number, number | null][]];
+  const [debt, blocks] = JSON.parse(text) as [
+    string,
+    [string, number, string, string, number, number | null, string?][],
+  ];
   const state: CreditState = { blocks: new Map(), debt: money(debt) };
-  for (const [id, source, amount, remaining, createdAtMs, expiresAtMs] of blocks) {
+  for (const [id, source, amount, remaining, createdAtMs, expiresAtMs, origin] of blocks) {
+    const known = sourceCodes[source];
+    if (known === undefined) throw new Error(`credit snapshot names an unknown block source ${source}`);
     state.blocks.set(id, {
       id,
-      source: source === 0 ? 'grant' : source === 1 ? 'purchase' : 'manual',
+      source: known,
       amount: money(amount),
       remaining: money(remaining),
       createdAtMs,
       expiresAtMs: expiresAtMs ?? undefined,
+      ...(origin !== undefined && { origin }),
     });
   }
   return state;

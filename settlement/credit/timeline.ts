@@ -16,6 +16,7 @@ import { money } from '../../shared/money.js';
 import {
   applyPosting,
   drawDown,
+  openingKind,
   expireDue,
   openBlock,
   repayDebt,
@@ -26,6 +27,9 @@ import {
 } from './blocks.js';
 import { boundariesIn, periodAt, periodStart, type Frequency } from '../../catalog/periods.js';
 import { capAtPeriodEnd, grantExpiry, type Rollover } from './rollover.js';
+
+/** Who granted a block: a plan, an add-on, or a one-time charge (settlement/README.md). */
+export type GrantSource = 'grant' | 'add_on' | 'charge';
 
 export interface GrantSchedule {
   /** Stable identity of the grant within its subscription and version, e.g. "sub_1:monthly-credits:v2". */
@@ -39,6 +43,15 @@ export interface GrantSchedule {
   activeFromMs: number;
   /** … or at/after this (subscription end, or the next term's version taking over). */
   activeUntilMs: number | undefined;
+  /** Default `grant` (a plan's); the block's source, which the ledger and statements show. */
+  source?: GrantSource;
+  /** The plan, add-on or charge id. */
+  origin?: string;
+  /**
+   * A one-time grant (a charge): one block at `atMs` instead of one per period. Its expiry is `expiresAtMs` if
+   * set, else the rollover rule applied at the end of the `frequency` period (the billing term) that holds `atMs`.
+   */
+  once?: { atMs: number; expiresAtMs: number | undefined };
 }
 
 export interface UsageCharge {
@@ -78,6 +91,10 @@ export function blockIdFor(grant: GrantSchedule, periodIndex: number): string {
   return `${grant.key}:p${periodIndex}`;
 }
 
+function onceBlockId(grant: GrantSchedule): string {
+  return `${grant.key}:once`;
+}
+
 function grantBlockIds(state: CreditState, grant: GrantSchedule): string[] {
   const prefix = `${grant.key}:p`;
   return [...state.blocks.keys()].filter((id) => id.startsWith(prefix));
@@ -113,7 +130,15 @@ export function settleWindow(
 
   // Every instant in [from, until) at which something happens.
   const instants = new Set<number>();
+  const inWindow = (ms: number | undefined): ms is number => ms !== undefined && ms >= fromMs && ms < untilMs;
   for (const grant of grants) {
+    if (grant.once !== undefined) {
+      if (inWindow(grant.once.atMs)) instants.add(grant.once.atMs);
+      const termEndMs = periodAt(grant.anchorMs, grant.frequency, grant.once.atMs).endMs;
+      if (grant.rollover.kind === 'capped' && grant.once.expiresAtMs === undefined && inWindow(termEndMs))
+        instants.add(termEndMs);
+      continue;
+    }
     // Only the grant's active time matters (and its end, where a capped rollover
     // happens): a first window from the epoch must not walk every month since 1970.
     const lo = Math.max(fromMs, grant.activeFromMs);
@@ -146,7 +171,6 @@ export function settleWindow(
 
   // Instants are taken smallest first; a block opened inside the window adds
   // its own expiry, which may fall later in this same window.
-  const inWindow = (ms: number | undefined): ms is number => ms !== undefined && ms >= fromMs && ms < untilMs;
   for (let at = Math.min(...instants); instants.size > 0; at = Math.min(...instants)) {
     instants.delete(at);
     // 1. Expiries, including blocks granted earlier in this window.
@@ -155,6 +179,15 @@ export function settleWindow(
       report.expired = report.expired.plus(p.amount.negated());
     }
     for (const grant of grants) {
+      if (grant.once !== undefined) {
+        const opened = settleOnce(state, grant, grant.once, at);
+        postings.push(...opened.postings);
+        report.granted = report.granted.plus(opened.granted);
+        report.expired = report.expired.plus(opened.expired);
+        report.carried = report.carried.plus(opened.carried);
+        if (inWindow(opened.expiresAtMs) && opened.expiresAtMs > at) instants.add(opened.expiresAtMs);
+        continue;
+      }
       const period = periodAt(grant.anchorMs, grant.frequency, at);
       if (period.startMs !== at) continue;
       // 2. The previous period of a capped grant ends here — if the grant was
@@ -172,11 +205,12 @@ export function settleWindow(
       if (activeAt(grant, at)) {
         const opened = openBlock(state, {
           id: blockIdFor(grant, period.index),
-          source: 'grant',
+          source: grant.source ?? 'grant',
           amount: grant.quantity,
           atMs: at,
           expiresAtMs: grantExpiry(grant.rollover, period.endMs),
-          note: `${grant.frequency} grant ${grant.key}, period from ${new Date(period.startMs).toISOString()}`,
+          note: `${grant.frequency} ${sourceLabel[grant.source ?? 'grant']} ${grant.key}, period from ${new Date(period.startMs).toISOString()}`,
+          ...(grant.origin !== undefined && { origin: grant.origin }),
         });
         if (opened.length > 0) report.granted = report.granted.plus(grant.quantity);
         const expiresAt = state.blocks.get(blockIdFor(grant, period.index))?.expiresAtMs;
@@ -197,7 +231,7 @@ export function settleWindow(
       if (state.blocks.has(block.id)) continue;
       applyPosting(
         state,
-        { kind: block.source, amount: block.amount, blockId: block.id, atMs: at, note: '' },
+        { kind: openingKind(block.source), amount: block.amount, blockId: block.id, atMs: at, note: '' },
         { id: block.id, source: block.source, createdAtMs: at, expiresAtMs: block.expiresAtMs },
       );
       if (inWindow(block.expiresAtMs) && block.expiresAtMs > at) instants.add(block.expiresAtMs);
@@ -216,4 +250,42 @@ export function settleWindow(
     }
   }
   return { postings, report };
+}
+
+const sourceLabel: Record<GrantSource, string> = { grant: 'grant', add_on: 'add-on grant', charge: 'one-time grant' };
+
+/**
+ * A one-time grant at instant `at`: its block opens at its own instant (not a period start), and a capped
+ * rollover keeps min(percent × unused, maximum) of it at the end of the term it was granted in, once; the carry
+ * then never expires (a one-time block has no later periods to cap it again).
+ */
+function settleOnce(
+  state: CreditState,
+  grant: GrantSchedule,
+  once: NonNullable<GrantSchedule['once']>,
+  at: number,
+): { postings: Posting[]; granted: Decimal; expired: Decimal; carried: Decimal; expiresAtMs: number | undefined } {
+  const out = { postings: [] as Posting[], granted: money(0), expired: money(0), carried: money(0) };
+  const id = onceBlockId(grant);
+  const term = periodAt(grant.anchorMs, grant.frequency, once.atMs);
+  if (grant.rollover.kind === 'capped' && once.expiresAtMs === undefined && at === term.endMs) {
+    const capped = capAtPeriodEnd(state, [id], grant.rollover, at);
+    out.postings.push(...capped.postings);
+    out.expired = capped.expired;
+    out.carried = capped.carried;
+  }
+  if (at !== once.atMs) return { ...out, expiresAtMs: undefined };
+  const expiresAtMs = once.expiresAtMs ?? grantExpiry(grant.rollover, term.endMs);
+  const opened = openBlock(state, {
+    id,
+    source: grant.source ?? 'charge',
+    amount: grant.quantity,
+    atMs: at,
+    expiresAtMs,
+    note: `${sourceLabel[grant.source ?? 'charge']} ${grant.key}`,
+    ...(grant.origin !== undefined && { origin: grant.origin }),
+  });
+  if (opened.length > 0) out.granted = grant.quantity;
+  out.postings.push(...opened);
+  return { ...out, expiresAtMs };
 }

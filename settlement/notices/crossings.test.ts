@@ -55,6 +55,24 @@ describe('balance crossings', () => {
     ]);
   });
 
+  it('given the names the customer sees for the unit, then every notice carries them', () => {
+    const named = { ...account, names: { unit_name: 'AI credits', unit_internal_name: 'ai' } };
+    const { added } = evaluateCrossings(
+      named,
+      emptyCrossingState(),
+      { available: money('5'), allowance: money(0), readAtMs: t0 },
+      lowRules,
+    );
+    expect(added.length).toBeGreaterThan(0);
+    for (const { notice } of added)
+      expect(notice.data).toMatchObject({
+        customer: 'acme',
+        unit: 'credits',
+        unit_name: 'AI credits',
+        unit_internal_name: 'ai',
+      });
+  });
+
   it('given a crossing decided, when the same or older figures are evaluated again, then nothing changes and the state is the same object', () => {
     const first = step(emptyCrossingState(), '50', t0, lowRules);
     expect(first.added).toHaveLength(1);

@@ -135,7 +135,12 @@ export function utcDay(ms: number): string {
  * nothing changed, so a caller writes only real changes.
  */
 export function evaluateCrossings(
-  account: { customer: string; unit: string },
+  account: {
+    customer: string;
+    unit: string;
+    /** The unit's names as the customer's subscription shows them (evaluator.ts noticeUnitNames). */
+    names?: { unit_name: string | null; unit_internal_name: string | null };
+  },
   state: CrossingState,
   figures: AccountFigures,
   rules: AccountRules,
@@ -146,6 +151,7 @@ export function evaluateCrossings(
   const figuresData = {
     customer,
     unit,
+    ...account.names,
     available: formatAmount(figures.available),
     allowance: formatAmount(figures.allowance),
   };

@@ -17,6 +17,7 @@
  * ids, which the stream stores once (notice-stream.ts).
  */
 import type { Catalog } from '../../catalog/model.js';
+import { namesFor } from '../../catalog/names.js';
 import type { Logger } from '../../shared/log.js';
 import { crashPoint } from '../../shared/fault.js';
 import { money } from '../../shared/money.js';
@@ -57,8 +58,25 @@ export interface PostedPurchase {
   postedAtMs: number;
 }
 
+/**
+ * The unit's names as this customer's subscription shows them (catalog/names.ts, the one place names come from),
+ * for a notice's `unit_name` and `unit_internal_name`: a rename after the subscription started does not reach them.
+ */
+export function noticeUnitNames(
+  catalog: Catalog,
+  customer: string,
+  unit: string,
+  atMs: number,
+): { unit_name: string | null; unit_internal_name: string | null } {
+  const names = namesFor(catalog, unit, { customer, nowMs: atMs });
+  return { unit_name: names?.name ?? null, unit_internal_name: names?.internalName ?? null };
+}
+
 /** purchase.posted: its id comes from the ledger entry, so every answer to a retried purchase names one notice. */
-export function purchasePostedNotice(purchase: PostedPurchase): Notice {
+export function purchasePostedNotice(
+  purchase: PostedPurchase,
+  names: { unit_name: string | null; unit_internal_name: string | null },
+): Notice {
   return {
     id: noticeId(['purchase.posted', purchase.customer, purchase.entryId]),
     type: 'purchase.posted',
@@ -66,6 +84,7 @@ export function purchasePostedNotice(purchase: PostedPurchase): Notice {
     data: {
       customer: purchase.customer,
       unit: purchase.unit,
+      ...names,
       entry_id: purchase.entryId,
       package: purchase.packageId,
       amount: purchase.amount,
@@ -219,7 +238,7 @@ export class NoticeEvaluator {
       const line = figures.units.find((u) => u.unit === unit);
       const rules = rulesFor(catalog, settings, unit);
       const key = CrossingStore.key(customer, unit);
-      const account = { customer, unit };
+      const account = { customer, unit, names: noticeUnitNames(catalog, customer, unit, figures.readAtMs) };
       const accountFigures = {
         available: money(line?.available ?? '0'),
         allowance: catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0),
@@ -264,7 +283,12 @@ export class NoticeEvaluator {
         // Trusted top-up: the purchase first (idempotent by the request's id), then the request and its purchase.
         const purchase = await this.#deps.purchase(customer, item.purchase.package, item.purchase.key);
         posted.push(item.purchase.key);
-        notices.push(purchasePostedNotice(purchase));
+        notices.push(
+          purchasePostedNotice(
+            purchase,
+            noticeUnitNames(this.#deps.catalog, purchase.customer, purchase.unit, purchase.postedAtMs),
+          ),
+        );
       }
       for (const notice of notices) {
         const result = await this.#deps.publisher.publish(notice);
@@ -291,7 +315,12 @@ export class NoticeEvaluator {
    */
   async purchasePosted(purchase: PostedPurchase): Promise<void> {
     const key = CrossingStore.key(purchase.customer, purchase.unit);
-    const item: OutboxItem = { notice: purchasePostedNotice(purchase) };
+    const item: OutboxItem = {
+      notice: purchasePostedNotice(
+        purchase,
+        noticeUnitNames(this.#deps.catalog, purchase.customer, purchase.unit, purchase.postedAtMs),
+      ),
+    };
     const stored = await this.#deps.crossings.update(key, (state: CrossingState) =>
       markTopUpPosted(withOutbox(state, [item]), purchase.key),
     );

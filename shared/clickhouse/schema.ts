@@ -4,11 +4,16 @@
  * MergeTree and ReplacingMergeTree; DateTimes are read back with
  * toUnixTimestamp() because the two print empty/zero dates differently.
  */
+import { flushBoundsTable } from './flush-bounds.js';
 import type { Store } from './store.js';
 import { usageMinuteTable } from './usage-minute.js';
+import { checkReplicatedEngines, createOnEveryReplica, replicatedDdl } from './replication.js';
 
 export const tables = {
   usageMinute: usageMinuteTable,
+
+  /** Each rater flush's earliest minute, written before the flush (shared/clickhouse/flush-bounds.ts). */
+  flushBounds: flushBoundsTable,
 
   /**
    * The immutable ledger. entry_id is deterministic, so a re-run writes the
@@ -30,7 +35,9 @@ export const tables = {
     rate_version String,
     source String,
     block_id String,
-    expires_at DateTime('UTC')
+    expires_at DateTime('UTC'),
+    grant_source String DEFAULT '',
+    grant_origin String DEFAULT ''
   ) ENGINE = ReplacingMergeTree ORDER BY (customer, unit, entry_id)`,
 
   /**
@@ -166,6 +173,8 @@ export const ledgerColumns = [
   'source',
   'block_id',
   'expires_at',
+  'grant_source',
+  'grant_origin',
 ] as const;
 
 export const creditSnapshotColumns = [
@@ -204,10 +213,28 @@ export const settlementRunColumns = [
 ] as const;
 
 export async function ensureSchema(store: Store): Promise<void> {
-  for (const ddl of Object.values(tables)) await store.command(ddl);
+  for (const ddl of Object.values(tables)) await createTable(store, ddl);
+  if (store.cluster !== undefined)
+    await checkReplicatedEngines(
+      store,
+      Object.values(tables).map((ddl) => /^CREATE TABLE IF NOT EXISTS (\w+)/.exec(ddl)![1]!),
+    );
   await addMessageSeqs(store);
   await addHold(store);
+  await addGrantSource(store);
   await partitionCreditSnapshots(store);
+}
+
+/**
+ * The engine clause is chosen here, once: the DDL above as written on a
+ * single server or chDB; on a cluster (DRAWDOWN_CLICKHOUSE_CLUSTER) the same
+ * DDL with its engine made Replicated…, created on every replica
+ * (shared/clickhouse/replication.ts). The ALTERs below then run on one
+ * replica: ALTER of a replicated table reaches the others through ZooKeeper.
+ */
+async function createTable(store: Store, ddl: string): Promise<void> {
+  if (store.cluster === undefined) await store.command(ddl);
+  else await createOnEveryReplica(store, (database) => replicatedDdl(ddl, database));
 }
 
 /**
@@ -237,6 +264,20 @@ async function addHold(store: Store): Promise<void> {
 }
 
 /**
+ * ledger_entries was created without `grant_source` and `grant_origin`
+ * before add-ons and charges granted credits: every grant then came from a
+ * plan, so old rows read '' and are shown as plan grants (settlement/ledger.ts).
+ */
+async function addGrantSource(store: Store): Promise<void> {
+  const rows = await store.query(
+    "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'ledger_entries' AND name IN ('grant_source', 'grant_origin')",
+  );
+  const have = new Set(rows.map((r) => r[0]));
+  for (const column of ['grant_source', 'grant_origin'])
+    if (!have.has(column)) await store.command(`ALTER TABLE ledger_entries ADD COLUMN ${column} String DEFAULT ''`);
+}
+
+/**
  * credit_snapshots was created without PARTITION BY before retention
  * existed; such a table is copied into a partitioned one once, at the first
  * start after upgrading. Snapshots are a cache of the ledger (an account
@@ -247,7 +288,7 @@ async function partitionCreditSnapshots(store: Store): Promise<void> {
   const ddl = (await store.query('SHOW CREATE TABLE credit_snapshots'))[0]?.[0] ?? '';
   if (!/PARTITION BY/i.test(ddl)) {
     await store.command('DROP TABLE IF EXISTS credit_snapshots_partitioned');
-    await store.command(tables.creditSnapshots.replace('credit_snapshots (', 'credit_snapshots_partitioned ('));
+    await createTable(store, tables.creditSnapshots.replace('credit_snapshots (', 'credit_snapshots_partitioned ('));
     await store.command(
       `INSERT INTO credit_snapshots_partitioned (${creditSnapshotColumns.join(', ')}) SELECT ${creditSnapshotColumns.join(', ')} FROM credit_snapshots`,
     );

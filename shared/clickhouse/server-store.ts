@@ -12,11 +12,27 @@ export interface ServerStoreOptions {
   requestTimeoutMs?: number;
 }
 
+/**
+ * Server exceptions that say "not now" rather than "wrong statement": a
+ * replicated table is read-only while its replica has no ZooKeeper session
+ * (just restarted, or ZooKeeper away), and an insert's fate can be unknown
+ * when the session is lost during it. Retrying them is what a client should do.
+ */
+const retryableServerCodes = new Set([
+  '209', // SOCKET_TIMEOUT
+  '210', // NETWORK_ERROR
+  '225', // NO_ZOOKEEPER
+  '242', // TABLE_IS_READ_ONLY
+  '319', // UNKNOWN_STATUS_OF_INSERT
+  '999', // KEEPER_EXCEPTION
+]);
+
 // A ClickHouse exception carries a numeric code; anything without one is transport.
 function classify(error: unknown, what: string): StoreError {
   const e = error as { code?: unknown; message?: string };
   const isServerException = typeof e.code === 'string' && /^\d+$/.test(e.code);
-  return new StoreError(`ClickHouse ${what} failed: ${e.message ?? String(error)}`, !isServerException, error);
+  const retryable = !isServerException || retryableServerCodes.has(e.code as string);
+  return new StoreError(`ClickHouse ${what} failed: ${e.message ?? String(error)}`, retryable, error);
 }
 
 export class ServerStore implements Store {

@@ -8,6 +8,12 @@ import { DrawdownError } from '../errors.js';
  */
 export interface Store {
   readonly kind: 'server' | 'chdb';
+  /**
+   * Set when the tables replicate over a ClickHouse cluster
+   * (DRAWDOWN_CLICKHOUSE_CLUSTER): ensureSchema then creates them
+   * ReplicatedMergeTree on every replica (shared/clickhouse/replication.ts).
+   */
+  readonly cluster?: StoreCluster;
   /** A statement with no result (DDL, ALTER). */
   command(sql: string): Promise<void>;
   /** A SELECT; rows of unescaped TabSeparated cells. The SQL must not carry a FORMAT clause. */
@@ -20,6 +26,16 @@ export interface Store {
   insert(table: string, columns: readonly string[], tsv: string): Promise<void>;
   ping(): Promise<boolean>;
   close(): Promise<void>;
+}
+
+/** The replicas of a cluster, as the store that fails over between them knows them. */
+export interface StoreCluster {
+  /** The cluster's name in the servers' <remote_servers>. */
+  readonly name: string;
+  /** One store per replica URL, in the order given; the cluster's own Store talks to one at a time. */
+  readonly replicas: readonly Store[];
+  /** The URL of the replica statements go to now (no credentials). */
+  current(): string;
 }
 
 /**
@@ -39,13 +55,28 @@ export class StoreError extends Error {
 }
 
 /**
+ * The replica a store reads from has not yet fetched inserts other replicas
+ * committed, and what is about to be read depends on them (a settlement
+ * run's window, a rater's resume): retry once it has caught up
+ * (shared/clickhouse/replication.ts).
+ */
+export class ReplicaBehindError extends StoreError {
+  constructor(message: string) {
+    super(message, true);
+    this.name = 'ReplicaBehindError';
+  }
+}
+
+/**
  * The client's answer for a failure that is ClickHouse being unreachable (a
  * retryable StoreError anywhere in the cause chain): 503 `store_unavailable`
- * with Retry-After, whichever route or write hit it. Undefined for anything
- * else — a failing statement is our bug and stays `internal`.
+ * with Retry-After, whichever route or write hit it; a replica that has not
+ * caught up is 503 `store_replica_behind`. Undefined for anything else — a
+ * failing statement is our bug and stays `internal`.
  */
 export function storeUnavailable(error: unknown): DrawdownError | undefined {
   for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof ReplicaBehindError) return new DrawdownError('store_replica_behind', e.message, { cause: error });
     if (e instanceof StoreError)
       return e.retryable
         ? new DrawdownError('store_unavailable', 'ClickHouse is unreachable; retry later', { cause: error })

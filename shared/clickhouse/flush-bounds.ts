@@ -1,0 +1,119 @@
+/**
+ * Where each rater flush's usage lies in time, so settlement reads only what
+ * it has not taken instead of the whole history (issue 17 item 5).
+ *
+ * usage_minute is ordered by (customer, meter, minute, …): a condition
+ * `minute >= floor` lets ClickHouse skip every older granule of each
+ * customer's history, but the rows a run has not taken are not all recent —
+ * late usage, or a rater catching up on a backlog, commits rows for old
+ * minutes. So the rater records each flush's earliest minute here before
+ * writing the flush (like dedupe_ids: a record of a flush that then failed
+ * only lowers the floor), and a run's floor is the earliest minute of the
+ * flushes committed since the previous run's watermarks, or that run's
+ * window end if lower. Where the records cannot vouch for every new flush
+ * (no previous run, a partition the previous run did not see, flushes from
+ * before this table existed) there is no floor: the read scans, as it always did.
+ */
+import type { Store } from './store.js';
+import { sqlUInt } from '../sql.js';
+import { assertCaughtUp } from './replication.js';
+import { ReplicaBehindError } from './store.js';
+import { encodeTsv, tsvDateTime } from '../tsv.js';
+
+/** One row per flush; partitioned by month of writing so retention drops whole months. */
+export const flushBoundsTable = `CREATE TABLE IF NOT EXISTS flush_bounds (
+    stream_partition UInt16,
+    flush_seq UInt64,
+    first_minute DateTime('UTC'),
+    written_at DateTime('UTC')
+  ) ENGINE = MergeTree PARTITION BY toYYYYMM(written_at) ORDER BY (stream_partition, flush_seq)`;
+
+export const flushBoundsColumns = ['stream_partition', 'flush_seq', 'first_minute', 'written_at'] as const;
+
+/** The record of a flush whose earliest row is at `firstMinuteSec` ('' for a flush without rows). */
+export function flushBoundsPayload(
+  partition: number,
+  flushSeq: number,
+  firstMinuteSec: number | undefined,
+  writtenAtSec: number,
+): string {
+  if (firstMinuteSec === undefined) return '';
+  return encodeTsv([[String(partition), String(flushSeq), tsvDateTime(firstMinuteSec), tsvDateTime(writtenAtSec)]]);
+}
+
+type Watermarks = Readonly<Record<string, number>>;
+
+async function recordsCaughtUp(store: Store): Promise<boolean> {
+  try {
+    await assertCaughtUp(store, ['flush_bounds']);
+    return true;
+  } catch (error) {
+    if (error instanceof ReplicaBehindError) return false;
+    throw error;
+  }
+}
+
+/**
+ * The earliest minute a row committed at or below `watermarks` and not taken
+ * by `excluding` can have, epoch s; undefined when the records cannot bound it.
+ */
+export async function untakenFloorSec(
+  store: Store,
+  excluding: { untilSec: number; watermarks: Watermarks } | undefined,
+  watermarks: Watermarks | undefined,
+): Promise<number | undefined> {
+  if (excluding === undefined || watermarks === undefined) return undefined;
+  const moved = Object.entries(watermarks).filter(([p, seq]) => seq > (excluding.watermarks[p] ?? -1));
+  if (moved.length === 0) return excluding.untilSec;
+  if (moved.some(([p]) => excluding.watermarks[p] === undefined)) return undefined;
+  // On a cluster a replica may hold a flush's rows before its record (parts are fetched in any order): the
+  // records vouch for the flushes only once every record committed before this call is here.
+  if (!(await recordsCaughtUp(store))) return undefined;
+  const rows = await store.query(
+    `SELECT stream_partition, min(flush_seq), countIf(flush_seq > since AND flush_seq <= upto),
+       toUnixTimestamp(minIf(first_minute, flush_seq > since AND flush_seq <= upto))
+     FROM (
+       SELECT stream_partition, flush_seq, first_minute,
+         multiIf(${moved.map(([p]) => `stream_partition = ${sqlUInt(Number(p))}, ${sqlUInt(excluding.watermarks[p]!)}`).join(', ')}, 0) AS since,
+         multiIf(${moved.map(([p, seq]) => `stream_partition = ${sqlUInt(Number(p))}, ${sqlUInt(seq)}`).join(', ')}, 0) AS upto
+       FROM flush_bounds
+       WHERE stream_partition IN (${moved.map(([p]) => sqlUInt(Number(p))).join(', ')})
+     )
+     GROUP BY stream_partition`,
+  );
+  let floor = excluding.untilSec;
+  const seen = new Set<string>();
+  for (const [partition, firstSeq, newFlushes, firstMinute] of rows) {
+    // Recorded from before the previous run's watermark on: every flush after it has its record.
+    if (Number(firstSeq) > excluding.watermarks[partition!]!) return undefined;
+    if (Number(newFlushes) === 0) return undefined;
+    floor = Math.min(floor, Number(firstMinute));
+    seen.add(partition!);
+  }
+  return moved.every(([p]) => seen.has(p)) ? floor : undefined;
+}
+
+/**
+ * Drops whole months of flush records written more than `keepDays` before
+ * `newestRunSec` (the newest completed run's end); returns the months
+ * dropped. Safe whatever is dropped: a flush's record is written after every
+ * earlier flush's of its partition, so once a record a run needs is gone,
+ * so is every record at or below the previous run's watermark, and
+ * untakenFloorSec answers "no floor" (a scan) instead of a wrong floor.
+ */
+export async function dropOldFlushBounds(store: Store, newestRunSec: number, keepDays = 62): Promise<number> {
+  const cutoff = new Date((newestRunSec - keepDays * 86_400) * 1000);
+  if (cutoff.getTime() <= 0) return 0;
+  const cutoffMonth = cutoff.getUTCFullYear() * 100 + cutoff.getUTCMonth() + 1;
+  const rows = await store.query(
+    "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'flush_bounds' AND active",
+  );
+  let dropped = 0;
+  for (const [partition] of rows) {
+    const month = Number(partition);
+    if (!Number.isSafeInteger(month) || month >= cutoffMonth) continue;
+    await store.command(`ALTER TABLE flush_bounds DROP PARTITION ${sqlUInt(month)}`);
+    dropped++;
+  }
+  return dropped;
+}

@@ -1,0 +1,3 @@
+import { defineAddOns } from './add-ons-suite.js';
+
+defineAddOns('chdb');

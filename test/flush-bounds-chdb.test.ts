@@ -1,0 +1,3 @@
+import { defineFlushBounds } from './flush-bounds-suite.js';
+
+defineFlushBounds('chdb');

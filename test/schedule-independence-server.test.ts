@@ -1,0 +1,3 @@
+import { defineScheduleIndependence } from './schedule-independence-suite.js';
+
+defineScheduleIndependence('server');
