@@ -47,9 +47,14 @@ export interface CreditUnit {
   /** How far below zero usage may take the balance; undefined = not at all. */
   allowedNegativeBalance: Decimal | undefined;
   archived: boolean;
+  /** Default balance.low thresholds for every customer (settlement/notices; a customer's own settings replace them). */
+  lowThresholds: Decimal[];
   /** The names this unit had before, oldest first, each with when it stopped being in force (catalog/names.ts). */
   previousNames: (UnitNames & { untilMs: number })[];
 }
+
+/** At most this many balance.low thresholds per unit (catalog default or a customer's own). */
+export const lowThresholdsMax = 10;
 
 /**
  * One tier of a graduated price: the quantity above the previous tier's
@@ -158,6 +163,21 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
       : readDecimalText(problems, o.allowed_negative_balance, `${at}.allowed_negative_balance`);
   if (o.archived !== undefined && typeof o.archived !== 'boolean')
     problems.add(`${at}.archived`, 'type', `${at}.archived must be a boolean`);
+  const lowThresholds: Decimal[] = [];
+  if (o.notices !== undefined) {
+    const n = object(problems, o.notices, `${at}.notices`, catalogFields.creditUnitNotices);
+    const low = list(problems, n.low, `${at}.notices.low`);
+    if (low.length > lowThresholdsMax)
+      problems.add(
+        `${at}.notices.low`,
+        'too_many',
+        `${at}.notices.low may list at most ${lowThresholdsMax} thresholds`,
+      );
+    low.slice(0, lowThresholdsMax).forEach((t, i) => {
+      const text = readDecimalText(problems, t, `${at}.notices.low[${i}]`);
+      if (text !== undefined) lowThresholds.push(money(text));
+    });
+  }
   const previousNames = parseNameHistory(problems, o.previous_names, `${at}.previous_names`);
   if (!id || !name || !internalName) return undefined;
   return {
@@ -168,6 +188,7 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
     precision: precision as number,
     allowedNegativeBalance: allowed === undefined ? undefined : money(allowed),
     archived: o.archived === true,
+    lowThresholds,
     previousNames,
   };
 }

@@ -29,6 +29,8 @@ import { createSettlementMetrics } from '../settlement/metrics.js';
 import { settlementRoutes } from '../settlement/api.js';
 import { SettlementRunner } from '../settlement/runner.js';
 import { startHolds, type RunningHolds } from '../settlement/holds-service.js';
+import { startNotices, type RunningNotices } from '../settlement/notices/notice-service.js';
+import { balanceOf } from '../settlement/balance.js';
 import { catalogRoutes } from '../catalog/api.js';
 import {
   liveCatalog,
@@ -55,6 +57,8 @@ export interface Running {
   store: Store | undefined;
   nats: NatsHandles | undefined;
   runner: SettlementRunner | undefined;
+  /** Balance notices and webhooks (settlement with NATS only). */
+  notices: RunningNotices | undefined;
   registry: Registry;
   log: Logger;
   stop(): Promise<void>;
@@ -258,6 +262,7 @@ export async function startDrawdown(
     }
 
     let runner: SettlementRunner | undefined;
+    let notices: RunningNotices | undefined;
     if (parts.settlement) {
       // Each run reads the latest revision first, and prices the whole run with it.
       const runCatalog = async () => {
@@ -271,6 +276,7 @@ export async function startDrawdown(
       settlementRunner.schedule(config.settleEveryMs);
       stops.push(() => settlementRunner.stop());
       let holds: RunningHolds | undefined;
+      // Notices start after holds (they read available after holds) but hold routes touch them: a late binding.
       if (nats) {
         const started = await startHolds({
           nc: nats.nc,
@@ -280,18 +286,46 @@ export async function startDrawdown(
           registry,
           log,
           ...(options.now ? { now: options.now } : {}),
+          onChange: (customer) => notices?.touch(customer),
         });
         holds = started;
         stops.push(() => started.stop());
         routes.push(...started.routes);
+        const holdsBalance = started.balance;
+        const nowFn = options.now ?? Date.now;
+        const runningNotices = await startNotices({
+          nc: nats.nc,
+          js: nats.js,
+          jsm: nats.jsm,
+          store: store!,
+          catalog,
+          settings: config,
+          registry,
+          log,
+          balance: holdsBalance ?? ((customer) => balanceOf(store!, catalog, customer, nowFn())),
+          ...(options.now ? { now: options.now } : {}),
+        });
+        notices = runningNotices;
+        stops.push(() => runningNotices.stop());
+        routes.push(...runningNotices.routes);
+        settlementRunner.onCompleted((report) => {
+          for (const customer of Object.keys(report.customers)) runningNotices.touch(customer, { background: true });
+        });
       }
       routes.push(
         ...settlementRoutes({
           store: store!,
           catalog,
           runner: settlementRunner,
+          log,
           ...(options.now ? { now: options.now } : {}),
           ...(holds?.balance ? { balance: holds.balance } : {}),
+          ...(notices
+            ? {
+                onPurchase: notices.purchasePosted,
+                onBalanceChange: (customer: string) => notices?.touch(customer),
+              }
+            : {}),
         }),
       );
       routes.push(
@@ -327,7 +361,7 @@ export async function startDrawdown(
     });
     stops.push(() => service.close());
 
-    return { url: service.url, catalog, catalogSource, store, nats, runner, registry, log, stop: stopAll };
+    return { url: service.url, catalog, catalogSource, store, nats, runner, notices, registry, log, stop: stopAll };
   } catch (error) {
     await stopAll();
     throw error;

@@ -28,6 +28,7 @@ import { getRun, isRunId, listRuns, runsLimitDefault, runsLimitMax } from './run
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { customerStatements, statementJson, statementsLimitMax } from './statement.js';
 import { isCustomerId } from '../shared/events/customer.js';
+import type { Logger } from '../shared/log.js';
 
 /** A customer id in a route's path (percent-encoded characters allowed; checkCustomer decides). */
 export const customerPath = '([A-Za-z0-9._:@%-]{1,384})';
@@ -77,6 +78,21 @@ export interface SettlementApiDeps {
   now?: () => number;
   /** The balance to serve instead of the ledger-and-usage one (with credit holds: holds-service.ts). */
   balance?: (customer: string) => Promise<unknown>;
+  /** A purchase was answered (201 or 200): notices publish purchase.posted (settlement/notices). */
+  onPurchase?: (purchase: PurchaseNotice) => Promise<void>;
+  /** An adjustment was posted: the customer's balance moved. */
+  onBalanceChange?: (customer: string) => void;
+  log?: Logger;
+}
+
+export interface PurchaseNotice {
+  customer: string;
+  unit: string;
+  entryId: string;
+  packageId: string;
+  amount: string;
+  key: string;
+  postedAtMs: number;
 }
 
 export function settlementRoutes(deps: SettlementApiDeps): Route[] {
@@ -193,6 +209,21 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
       nowSec,
       ...(effectiveAtSec === undefined ? {} : { effectiveAtSec }),
     });
+    // Every answer publishes purchase.posted (one stream message per entry id), so a client that retries after
+    // a failure here also gets the notice out. A failure to publish does not undo or hide the purchase.
+    await deps
+      .onPurchase?.({
+        customer: result.entry.customer,
+        unit: result.entry.unit,
+        entryId: result.entry.entryId,
+        packageId: body.package as string,
+        amount: formatAmount(result.entry.amount),
+        key,
+        postedAtMs: result.entry.postedAtSec * 1000,
+      })
+      .catch((error: unknown) =>
+        deps.log?.warn({ err: error, customer: result.entry.customer }, 'purchase.posted notice not published'),
+      );
     sendJson(res, result.created ? 201 : 200, {
       entry: entryJson(result.entry, unitNamesJson(catalog, result.entry.unit, result.entry.customer, now())),
       created: result.created,
@@ -249,6 +280,7 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
       effectiveAtSec: body.effective_at === undefined ? undefined : effectiveAtSec!,
       expiresAtSec,
     });
+    deps.onBalanceChange?.(id);
     sendJson(res, result.created ? 201 : 200, {
       entry: entryJson(result.entry, unitNamesJson(catalog, result.entry.unit, result.entry.customer, now())),
       created: result.created,

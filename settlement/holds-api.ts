@@ -77,6 +77,8 @@ export interface HoldApiDeps {
   live: LiveBalances;
   catalog: Catalog;
   metrics?: HoldMetrics;
+  /** A hold was reserved or released: the customer's available moved (balance notices). */
+  onChange?: (customer: string) => void;
 }
 
 /** What the hold store decides a (customer, unit) account by, from one live read. */
@@ -107,7 +109,7 @@ function refuse(problems: Problems): void {
 }
 
 export function holdRoutes(deps: HoldApiDeps): Route[] {
-  const { holds, live, catalog, metrics, releaseGraceMs } = deps;
+  const { holds, live, catalog, metrics, releaseGraceMs, onChange } = deps;
 
   async function reserve(req: IncomingMessage, res: ServerResponse, [customerParam]: string[]): Promise<void> {
     const customer = checkCustomer(customerParam!);
@@ -138,7 +140,10 @@ export function holdRoutes(deps: HoldApiDeps): Route[] {
           ...(body.metadata === undefined ? {} : { metadata: body.metadata as Record<string, string> }),
         }),
       );
-      if (result.created) metrics?.admitted.inc({ unit: unit! });
+      if (result.created) {
+        metrics?.admitted.inc({ unit: unit! });
+        onChange?.(customer);
+      }
       const figures = await live.figures(customer);
       sendJson(
         res,
@@ -165,7 +170,12 @@ export function holdRoutes(deps: HoldApiDeps): Route[] {
     // By default usage sent before the release may still be on its way: the hold counts until it is in.
     const graceMs = body.wait_for_usage === false ? 0 : releaseGraceMs;
     const result = await answered(holds.release(holdId!, { graceMs }));
-    if (result.changed) metrics?.released.inc({ unit: result.hold.unit });
+    if (result.changed) {
+      metrics?.released.inc({ unit: result.hold.unit });
+      onChange?.(result.hold.customer);
+      // A releasing hold keeps counting until its grace ends, when nothing writes: look again then.
+      if (onChange !== undefined && graceMs > 0) setTimeout(() => onChange(result.hold.customer), graceMs + 50).unref();
+    }
     const figures = await live.figures(result.hold.customer);
     sendJson(res, 200, { hold: holdJson(result.hold, figures), released: result.changed });
   }

@@ -62,6 +62,8 @@ export async function startHolds(deps: {
   registry: Registry;
   log: Logger;
   now?: () => number;
+  /** A hold was reserved or released (balance notices re-evaluate the customer). */
+  onChange?: (customer: string) => void;
 }): Promise<RunningHolds> {
   const { settings, catalog, log } = deps;
   const metrics = createHoldMetrics(deps.registry);
@@ -118,7 +120,14 @@ export async function startHolds(deps: {
   timer.unref();
 
   return {
-    routes: holdRoutes({ holds, live, catalog, metrics, releaseGraceMs: settings.holdReleaseGraceMs }),
+    routes: holdRoutes({
+      holds,
+      live,
+      catalog,
+      metrics,
+      releaseGraceMs: settings.holdReleaseGraceMs,
+      ...(deps.onChange ? { onChange: deps.onChange } : {}),
+    }),
     balance: async (customer) => balanceWithHolds(holds, catalog, await live.fresh(customer)),
     stop: async () => {
       clearInterval(timer);

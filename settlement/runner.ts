@@ -30,6 +30,7 @@ export class SettlementRunner {
   readonly #snapshotRetentionDays: number | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
+  readonly #listeners: ((report: RunReport) => void)[] = [];
 
   constructor(
     store: Store,
@@ -43,6 +44,11 @@ export class SettlementRunner {
     this.#log = log;
     this.#metrics = metrics;
     this.#snapshotRetentionDays = options.snapshotRetentionDays;
+  }
+
+  /** Called with every completed run's report (balance notices re-evaluate its customers). */
+  onCompleted(listener: (report: RunReport) => void): void {
+    this.#listeners.push(listener);
   }
 
   run(request: SettleRequest): Promise<RunReport> {
@@ -96,6 +102,7 @@ export class SettlementRunner {
           'old credit snapshots dropped',
         );
       this.#metrics.runs.inc({ outcome: 'completed' });
+      for (const listener of this.#listeners) listener(report);
       return report;
     } catch (error) {
       this.#metrics.runs.inc({ outcome: 'failed' });

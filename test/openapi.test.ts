@@ -20,6 +20,8 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -29,6 +31,7 @@ import type { Route } from '../shared/http.js';
 import { ingestRoutes } from '../ingest/gateway.js';
 import { settlementRoutes } from '../settlement/api.js';
 import { holdRoutes } from '../settlement/holds-api.js';
+import { noticeRoutes } from '../settlement/notices/notices-api.js';
 import { catalogRoutes } from '../catalog/api.js';
 import { startDrawdown, type Running } from '../deploy/processes.js';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
@@ -183,6 +186,7 @@ const codeRoutes: Route[] = [
   ...ingestRoutes({} as never),
   ...settlementRoutes({} as never),
   ...holdRoutes({} as never),
+  ...noticeRoutes({} as never),
   ...catalogRoutes({ auth: 'off' } as never),
   ...public3,
 ];
@@ -246,6 +250,7 @@ describe('docs/openapi.yaml', () => {
         'ingest/gateway.ts',
         'settlement/api.ts',
         'settlement/holds-api.ts',
+        'settlement/notices/notices-api.ts',
         'shared/service.ts',
       ],
     });
@@ -1038,6 +1043,108 @@ describe('documented operations on a running drawdown', () => {
     await documentedCall('GET', '/readyz', '/readyz', 'public', { status: 200 });
     const metrics = await documentedCall('GET', '/metrics', '/metrics', 'public', { status: 200 });
     expect(metrics.text).toContain('# TYPE');
+  });
+
+  it('given a webhook endpoint and a customer’s notice settings, when each notices operation is called as an admin would, then every answer matches its documented schema', async () => {
+    // A receiver that answers 204, so a delivery is logged and can be redelivered.
+    const received: string[] = [];
+    const receiver = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        received.push(String(req.headers['webhook-id']));
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+      const created = await documentedCall('POST', '/v1/webhooks', '/v1/webhooks', 'admin', {
+        body: { url, events: ['purchase.posted', 'balance.low'], description: 'openapi' },
+        status: 201,
+      });
+      const id = created.body.id as string;
+      expect(created.body.secret).toMatch(/^whsec_/);
+      await documentedCall('POST', '/v1/webhooks', '/v1/webhooks', 'admin', {
+        body: { url: 'gopher://x', events: [] },
+        status: 400,
+      });
+      await documentedCall('GET', '/v1/webhooks', '/v1/webhooks', 'admin', { status: 200 });
+      const one = '/v1/webhooks/{endpoint}';
+      await documentedCall('GET', one, `/v1/webhooks/${id}`, 'admin', { status: 200 });
+      await documentedCall('GET', one, '/v1/webhooks/we_AAAAAAAAAAAAAAAAAAAAAA', 'admin', { status: 404 });
+      await documentedCall('PATCH', one, `/v1/webhooks/${id}`, 'admin', {
+        body: { description: 'openapi, renamed' },
+        status: 200,
+      });
+
+      const customer = 'openapi-notices';
+      const settings = '/v1/customers/{customer}/notice-settings';
+      await documentedCall('PUT', settings, `/v1/customers/${customer}/notice-settings`, 'admin', {
+        body: {
+          units: {
+            credits: {
+              low: ['50'],
+              auto_top_up: { below: '20', package: 'credits-100', max_per_day: 1, mode: 'confirm' },
+            },
+          },
+        },
+        status: 200,
+      });
+      await documentedCall('PUT', settings, `/v1/customers/${customer}/notice-settings`, 'admin', {
+        body: { units: { credits: { low: ['x'] } } },
+        status: 400,
+      });
+      const bought = await fetch(`${drawdown.url}/v1/customers/${customer}/purchases`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${keys.admin}`,
+          'content-type': 'application/json',
+          'idempotency-key': 'openapi-notices-1',
+        },
+        body: JSON.stringify({ package: 'credits-100' }),
+      });
+      expect(bought.status).toBe(201);
+      await drawdown.notices!.evaluator.idle();
+      const got = await documentedCall('GET', settings, `/v1/customers/${customer}/notice-settings`, 'admin', {
+        status: 200,
+      });
+      expect((got.body.units as Record<string, unknown>).credits).toMatchObject({
+        low: ['50'],
+        low_source: 'customer',
+      });
+
+      const deliveries = '/v1/webhooks/{endpoint}/deliveries';
+      let delivered: { id: string } | undefined;
+      for (let i = 0; i < 200 && delivered === undefined; i++) {
+        const log = await documentedCall('GET', deliveries, `/v1/webhooks/${id}/deliveries?status=delivered`, 'admin', {
+          status: 200,
+        });
+        delivered = (log.body.deliveries as { id: string }[])[0];
+        if (delivered === undefined) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(delivered).toBeDefined();
+      await documentedCall('GET', deliveries, `/v1/webhooks/${id}/deliveries?limit=0`, 'admin', { status: 400 });
+      const redeliver = '/v1/webhooks/{endpoint}/deliveries/{delivery}/redeliver';
+      await documentedCall('POST', redeliver, `/v1/webhooks/${id}/deliveries/${delivered!.id}/redeliver`, 'admin', {
+        status: 202,
+      });
+      await documentedCall(
+        'POST',
+        redeliver,
+        `/v1/webhooks/${id}/deliveries/ntc_AAAAAAAAAAAAAAAAAAAAAA/redeliver`,
+        'admin',
+        { status: 404 },
+      );
+      for (let i = 0; i < 200 && received.filter((r) => r === delivered!.id).length < 2; i++)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(received.filter((r) => r === delivered!.id)).toHaveLength(2);
+      await documentedCall('DELETE', one, `/v1/webhooks/${id}`, 'admin', { status: 200 });
+      const again = await documentedCall('DELETE', one, `/v1/webhooks/${id}`, 'admin', { status: 200 });
+      expect(again.body).toEqual({ id, deleted: false });
+    } finally {
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
   });
 
   it('given the calls above, then every documented operation was answered with a 2xx by a live check', () => {

@@ -1,0 +1,348 @@
+/**
+ * Where balance changes become notices. Callers `touch(customer)` when a
+ * customer's balance may have moved (a hold reserved or released, a
+ * purchase, an adjustment, a rater flush, a settlement run); the evaluator
+ * reads the customer's live figures once, and for each credit unit applies
+ * the crossing rule (crossings.ts) under compare-and-set (crossing-store.ts),
+ * then drains the account's outbox: posts a trusted top-up's purchase,
+ * publishes each notice with its id as Nats-Msg-Id, and removes what was done.
+ *
+ *   touch ─▶ urgent | background queue (Sets: one entry per customer, ≤ queueCustomersMax in all)
+ *              │ ≤ concurrency customers at once; touched again while running ─▶ once more after
+ *              ▼
+ *   figures (one read) ─▶ per unit: CAS(state → evaluateCrossings) ─▶ outbox ─▶ publish ─▶ CAS(outbox − done)
+ *
+ * A crash between the two compare-and-sets leaves the outbox in KV: the next
+ * evaluation of the account, or the sweep, publishes it again under the same
+ * ids, which the stream stores once (notice-stream.ts).
+ */
+import type { Catalog } from '../../catalog/model.js';
+import { namesFor } from '../../catalog/names.js';
+import type { Logger } from '../../shared/log.js';
+import { crashPoint } from '../../shared/fault.js';
+import { money } from '../../shared/money.js';
+import { CrossingStore, type Versioned } from './crossing-store.js';
+import {
+  belowEveryCondition,
+  evaluateCrossings,
+  markTopUpPosted,
+  outboxItemsMax,
+  withOutbox,
+  withoutOutbox,
+  type CrossingState,
+  type OutboxItem,
+} from './crossings.js';
+import { noticeId, type Notice } from './notice.js';
+import type { NoticePublisher } from './notice-stream.js';
+import { rulesFor, type NoticeSettingsStore } from './notice-settings.js';
+import type { NoticeMetrics } from './notice-metrics.js';
+
+export interface CustomerFigures {
+  readAtMs: number;
+  units: { unit: string; available: string }[];
+}
+
+/**
+ * How long "below every condition" spares usage touches, in ms: as long as the sweep's default period, which
+ * re-evaluates every account below a threshold anyway. A purchase or hold release in this process clears it.
+ */
+const allBelowMs = 60_000;
+
+export interface PostedPurchase {
+  customer: string;
+  unit: string;
+  entryId: string;
+  packageId: string;
+  amount: string;
+  key: string;
+  postedAtMs: number;
+}
+
+/**
+ * The unit's names as this customer's subscription shows them (catalog/names.ts, the one place names come from),
+ * for a notice's `unit_name` and `unit_internal_name`: a rename after the subscription started does not reach them.
+ */
+export function noticeUnitNames(
+  catalog: Catalog,
+  customer: string,
+  unit: string,
+  atMs: number,
+): { unit_name: string | null; unit_internal_name: string | null } {
+  const names = namesFor(catalog, unit, { customer, nowMs: atMs });
+  return { unit_name: names?.name ?? null, unit_internal_name: names?.internalName ?? null };
+}
+
+/** purchase.posted: its id comes from the ledger entry, so every answer to a retried purchase names one notice. */
+export function purchasePostedNotice(
+  purchase: PostedPurchase,
+  names: { unit_name: string | null; unit_internal_name: string | null },
+): Notice {
+  return {
+    id: noticeId(['purchase.posted', purchase.customer, purchase.entryId]),
+    type: 'purchase.posted',
+    timestamp: new Date(purchase.postedAtMs).toISOString(),
+    data: {
+      customer: purchase.customer,
+      unit: purchase.unit,
+      ...names,
+      entry_id: purchase.entryId,
+      package: purchase.packageId,
+      amount: purchase.amount,
+      idempotency_key: purchase.key,
+    },
+  };
+}
+
+export interface EvaluatorLimits {
+  /** Customers waiting to be evaluated; past it touches are dropped (counted) and left to the next touch or sweep. */
+  queueCustomersMax: number;
+  /** Customers evaluated at once. */
+  concurrency: number;
+  /**
+   * Of those, how many may be background touches: each evaluation is several ClickHouse reads, and an urgent one
+   * (a hold) otherwise waits for a busy pipeline's usage evaluations ahead of it in the store.
+   */
+  backgroundConcurrency: number;
+}
+
+export const evaluatorDefaults: EvaluatorLimits = {
+  queueCustomersMax: 100_000,
+  concurrency: 8,
+  backgroundConcurrency: 2,
+};
+
+export interface EvaluatorDeps {
+  crossings: CrossingStore;
+  settings: NoticeSettingsStore;
+  publisher: NoticePublisher;
+  catalog: Catalog;
+  /** The customer's live figures: available after open holds, per unit. */
+  figures: (customer: string) => Promise<CustomerFigures>;
+  /** Posts a trusted top-up's purchase under `key` (idempotent by key): what purchase.posted reports. */
+  purchase: (customer: string, packageId: string, key: string) => Promise<PostedPurchase>;
+  metrics: NoticeMetrics;
+  log: Logger;
+  limits?: Partial<EvaluatorLimits>;
+}
+
+export class NoticeEvaluator {
+  readonly #deps: EvaluatorDeps;
+  readonly #limits: EvaluatorLimits;
+  readonly #urgent = new Set<string>();
+  readonly #background = new Set<string>();
+  readonly #running = new Set<string>();
+  #runningBackground = 0;
+  /** Customers an evaluation found below every condition of every unit, until when that is trusted (ms). */
+  readonly #allBelowUntil = new Map<string, number>();
+  /** Touched while being evaluated: evaluate once more after (true: urgently). */
+  readonly #again = new Map<string, boolean>();
+  readonly #idle: (() => void)[] = [];
+  #stopped = false;
+
+  constructor(deps: EvaluatorDeps) {
+    this.#deps = deps;
+    this.#limits = { ...evaluatorDefaults, ...deps.limits };
+  }
+
+  /**
+   * The customer's balance may have changed: evaluate it soon (coalesced with other touches). `background`
+   * touches (usage the rater flushed, settlement runs, the sweep) wait behind the others (a hold, a purchase,
+   * an adjustment, a settings edit), so a busy pipeline's many customers do not delay an API caller's crossing.
+   */
+  touch(customer: string, options: { background?: boolean; usage?: boolean } = {}): void {
+    if (this.#stopped) return;
+    // Usage only lowers available (prices are never negative): an account below every threshold it has cannot
+    // cross on usage, down or up. Known for allBelowMs after an evaluation found it so (another process's
+    // purchase may lift it meanwhile; that process evaluates it, and this one again once the mark expires).
+    if (options.usage === true) {
+      const untilMs = this.#allBelowUntil.get(customer);
+      if (untilMs !== undefined && untilMs > Date.now()) return;
+    }
+    const background = options.background === true;
+    if (this.#running.has(customer)) {
+      this.#again.set(customer, (this.#again.get(customer) ?? false) || !background);
+      return;
+    }
+    if (this.#urgent.has(customer) || (background && this.#background.has(customer))) return;
+    if (this.#urgent.size + this.#background.size >= this.#limits.queueCustomersMax) {
+      this.#deps.metrics.touchesDropped.inc();
+      return;
+    }
+    if (background) this.#background.add(customer);
+    else {
+      this.#background.delete(customer);
+      this.#urgent.add(customer);
+    }
+    this.#pump();
+  }
+
+  /** Resolves when nothing is queued or running (tests, shutdown). */
+  idle(): Promise<void> {
+    if (this.#queued() === 0 && this.#running.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#urgent.clear();
+    this.#background.clear();
+  }
+
+  #queued(): number {
+    return this.#urgent.size + this.#background.size;
+  }
+
+  #pump(): void {
+    while (this.#running.size < this.#limits.concurrency) {
+      let background = false;
+      let customer: string | undefined;
+      if (this.#urgent.size > 0) customer = this.#urgent.values().next().value as string;
+      else if (this.#background.size > 0 && this.#runningBackground < this.#limits.backgroundConcurrency) {
+        customer = this.#background.values().next().value as string;
+        background = true;
+      }
+      if (customer === undefined) return;
+      (background ? this.#background : this.#urgent).delete(customer);
+      this.#running.add(customer);
+      if (background) this.#runningBackground++;
+      void this.evaluate(customer)
+        .catch((error: unknown) => {
+          this.#deps.metrics.evaluationFailures.inc();
+          this.#deps.log.warn({ err: error, customer }, 'notice evaluation failed; the next touch or sweep retries');
+        })
+        .finally(() => {
+          this.#running.delete(customer);
+          if (background) this.#runningBackground--;
+          const again = this.#again.get(customer);
+          this.#again.delete(customer);
+          if (again !== undefined && !this.#stopped) (again ? this.#urgent : this.#background).add(customer);
+          this.#pump();
+          if (this.#queued() === 0 && this.#running.size === 0) for (const done of this.#idle.splice(0)) done();
+        });
+    }
+  }
+
+  /** Evaluates every unit of the customer now; answers the notices published (new or repeated). */
+  async evaluate(customer: string): Promise<Notice[]> {
+    const { catalog } = this.#deps;
+    const started = performance.now();
+    // Settings are read afresh: an admin's edit in another process applies to the next evaluation anywhere.
+    const [figures, settings] = await Promise.all([this.#deps.figures(customer), this.#deps.settings.read(customer)]);
+    // Units the customer has figures in, and units a customer setting names: a customer who never held a unit is
+    // not "exhausted" of it.
+    const units = new Set(figures.units.map((u) => u.unit));
+    for (const unit of Object.keys(settings?.units ?? {})) if (catalog.creditUnits.has(unit)) units.add(unit);
+    const published: Notice[] = [];
+    let allBelow = units.size > 0;
+    for (const unit of units) {
+      const line = figures.units.find((u) => u.unit === unit);
+      const rules = rulesFor(catalog, settings, unit);
+      const key = CrossingStore.key(customer, unit);
+      const account = { customer, unit, names: noticeUnitNames(catalog, customer, unit, figures.readAtMs) };
+      const accountFigures = {
+        available: money(line?.available ?? '0'),
+        allowance: catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0),
+        readAtMs: figures.readAtMs,
+      };
+      const stored = await this.#deps.crossings.update(key, (state) => {
+        // An outbox that cannot drain (the stream away) stops new decisions from piling up behind it.
+        if (state.outbox.length >= outboxItemsMax) return state;
+        return evaluateCrossings(account, state, accountFigures, rules).state;
+      });
+      if (!belowEveryCondition(accountFigures, rules)) allBelow = false;
+      published.push(...(await this.#drain(customer, key, stored)));
+    }
+    this.#allBelowUntil.delete(customer);
+    if (allBelow) {
+      this.#allBelowUntil.set(customer, Date.now() + allBelowMs);
+      if (this.#allBelowUntil.size > this.#limits.queueCustomersMax) {
+        const oldest = this.#allBelowUntil.keys().next().value;
+        if (oldest !== undefined) this.#allBelowUntil.delete(oldest);
+      }
+    }
+    this.#deps.metrics.evaluationDuration.observe((performance.now() - started) / 1000);
+    return published;
+  }
+
+  /** Publishes what the account's outbox holds (after a crash: again, under the same ids). */
+  async drainAccount(key: string): Promise<Notice[]> {
+    const account = CrossingStore.account(key);
+    if (account === undefined) return [];
+    return this.#drain(account.customer, key, await this.#deps.crossings.read(key));
+  }
+
+  async #drain(customer: string, key: string, stored: Versioned): Promise<Notice[]> {
+    if (stored.state.outbox.length === 0) return [];
+    crashPoint('notices-after-state');
+    const done = new Set<string>();
+    const posted: string[] = [];
+    const published: Notice[] = [];
+    for (const item of stored.state.outbox) {
+      const notices = [item.notice];
+      if (item.purchase !== undefined) {
+        // Trusted top-up: the purchase first (idempotent by the request's id), then the request and its purchase.
+        const purchase = await this.#deps.purchase(customer, item.purchase.package, item.purchase.key);
+        posted.push(item.purchase.key);
+        notices.push(
+          purchasePostedNotice(
+            purchase,
+            noticeUnitNames(this.#deps.catalog, purchase.customer, purchase.unit, purchase.postedAtMs),
+          ),
+        );
+      }
+      for (const notice of notices) {
+        const result = await this.#deps.publisher.publish(notice);
+        if (result.stored) this.#deps.metrics.emitted.inc({ type: notice.type });
+        else this.#deps.metrics.duplicates.inc({ type: notice.type });
+        published.push(notice);
+      }
+      done.add(item.notice.id);
+    }
+    crashPoint('notices-after-publish');
+    await this.#deps.crossings.update(key, (state) => {
+      let next = withoutOutbox(state, done);
+      for (const id of posted) next = markTopUpPosted(next, id);
+      return next;
+    });
+    // A trusted top-up moved the balance: look again (it may have recovered).
+    if (posted.length > 0) this.touch(customer);
+    return published;
+  }
+
+  /**
+   * A purchase is in the ledger (the purchases route): publish purchase.posted, and mark the top-up request it
+   * confirms (its Idempotency-Key is the request's id) posted; then re-evaluate the customer.
+   */
+  async purchasePosted(purchase: PostedPurchase): Promise<void> {
+    const key = CrossingStore.key(purchase.customer, purchase.unit);
+    const item: OutboxItem = {
+      notice: purchasePostedNotice(
+        purchase,
+        noticeUnitNames(this.#deps.catalog, purchase.customer, purchase.unit, purchase.postedAtMs),
+      ),
+    };
+    const stored = await this.#deps.crossings.update(key, (state: CrossingState) =>
+      markTopUpPosted(withOutbox(state, [item]), purchase.key),
+    );
+    await this.#drain(purchase.customer, key, stored);
+    this.touch(purchase.customer);
+  }
+
+  /**
+   * The backstop, over up to `accountsMax` accounts: drains outboxes a crashed process left, and re-evaluates
+   * accounts below a threshold, whose recovery may come from nothing anyone touches (a hold reaching its TTL).
+   */
+  async sweep(accountsMax: number): Promise<number> {
+    let drained = 0;
+    for (const key of await this.#deps.crossings.keys(accountsMax)) {
+      if (this.#stopped) break;
+      const stored = await this.#deps.crossings.read(key);
+      const account = CrossingStore.account(key);
+      if (account === undefined) continue;
+      if (stored.state.outbox.length > 0) drained += (await this.#drain(account.customer, key, stored)).length;
+      if (Object.values(stored.state.conditions).some((c) => c.below))
+        this.touch(account.customer, { background: true });
+    }
+    return drained;
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Starts notices and webhooks in a settlement process that has NATS: the
+ * notices stream, the crossing-state, settings, endpoint and delivery-log
+ * buckets, the evaluator with its triggers (usage watch, sweep), the webhook
+ * dispatcher, their routes and metrics.
+ */
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import type { Registry } from 'prom-client';
+import type { Catalog } from '../../catalog/model.js';
+import type { Store } from '../../shared/clickhouse/store.js';
+import type { Logger } from '../../shared/log.js';
+import type { Route } from '../../shared/http.js';
+import { formatAmount } from '../../shared/money.js';
+import { purchasePackage } from '../purchases.js';
+import { CrossingStore } from './crossing-store.js';
+import { DeliveryLog } from './delivery-log.js';
+import { WebhookDispatcher } from './dispatcher.js';
+import { NoticeEvaluator, type CustomerFigures, type PostedPurchase } from './evaluator.js';
+import { createNoticeMetrics } from './notice-metrics.js';
+import { NoticeSettingsStore } from './notice-settings.js';
+import { ensureNoticeStream, NoticePublisher, noticeStreamDefaults } from './notice-stream.js';
+import { noticeRoutes } from './notices-api.js';
+import { UsageWatch } from './usage-watch.js';
+import { EndpointStore } from './webhook-endpoints.js';
+
+export interface NoticesSettings {
+  noticesPollMs: number;
+  noticesSweepMs: number;
+  noticesReplicas: number;
+  noticesMaxAgeMs: number;
+  noticesDuplicateWindowMs: number;
+  webhookRetryScheduleMs: string;
+  webhookTimeoutMs: number;
+  webhookConcurrency: number;
+  webhookLogRetentionMs: number;
+}
+
+export interface RunningNotices {
+  routes: Route[];
+  evaluator: NoticeEvaluator;
+  /** A balance may have moved (holds, adjustments; `background` for settlement runs). */
+  touch(customer: string, options?: { background?: boolean }): void;
+  /** A purchase was answered: publish purchase.posted, confirm a top-up request it names. */
+  purchasePosted(purchase: PostedPurchase): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** "5000,300000" → [5000, 300000]; refused (RangeError naming the setting) unless 1–20 delays of 1 ms – 2 days. */
+export function parseRetrySchedule(text: string): number[] {
+  const delays = text.split(',').map((part) => Number(part.trim()));
+  if (delays.length < 1 || delays.length > 20 || delays.some((d) => !Number.isInteger(d) || d < 1 || d > 172_800_000))
+    throw new RangeError(
+      `DRAWDOWN_WEBHOOK_RETRY_SCHEDULE_MS must be 1–20 comma-separated delays in ms, each 1–172800000: ${text}`,
+    );
+  return delays;
+}
+
+const sweepAccountsMax = 10_000;
+const usageCustomersMax = 50_000;
+
+export async function startNotices(deps: {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  store: Store;
+  catalog: Catalog;
+  settings: NoticesSettings;
+  registry: Registry;
+  log: Logger;
+  /** Available per unit after open holds (holds-service.ts), or the ledger-and-usage balance without holds. */
+  balance: (customer: string) => Promise<{ units: { unit: string; available: string }[] }>;
+  now?: () => number;
+}): Promise<RunningNotices> {
+  const { settings, catalog, log, nc } = deps;
+  const now = deps.now ?? Date.now;
+  const metrics = createNoticeMetrics(deps.registry);
+  const streamSettings = {
+    ...noticeStreamDefaults,
+    replicas: settings.noticesReplicas,
+    maxAgeMs: settings.noticesMaxAgeMs,
+    duplicateWindowMs: Math.min(settings.noticesDuplicateWindowMs, settings.noticesMaxAgeMs),
+  };
+  await ensureNoticeStream(deps.jsm, streamSettings);
+  const publisher = new NoticePublisher(deps.js, streamSettings);
+  const replicas = settings.noticesReplicas;
+  const [crossings, customerSettings, endpoints, deliveries] = await Promise.all([
+    CrossingStore.open(nc, { replicas }),
+    NoticeSettingsStore.open(nc, {
+      bucket: 'drawdown_notice_settings',
+      replicas,
+      requestTimeoutMs: 5_000,
+    }),
+    EndpointStore.open(nc, { replicas, cacheMs: 1_000, requestTimeoutMs: 5_000 }),
+    DeliveryLog.open(nc, { replicas, retentionMs: settings.webhookLogRetentionMs, requestTimeoutMs: 5_000 }),
+  ]);
+
+  const figures = async (customer: string): Promise<CustomerFigures> => {
+    // Taken before the read: the figures hold at least everything committed before this instant.
+    const readAtMs = now();
+    const balance = await deps.balance(customer);
+    return { readAtMs, units: balance.units.map((u) => ({ unit: u.unit, available: u.available })) };
+  };
+  const purchase = async (customer: string, packageId: string, key: string): Promise<PostedPurchase> => {
+    const nowMs = now();
+    const result = await purchasePackage(deps.store, catalog, {
+      customer,
+      packageId,
+      idempotencyKey: key,
+      nowSec: Math.floor(nowMs / 1000),
+    });
+    return {
+      customer,
+      unit: result.entry.unit,
+      entryId: result.entry.entryId,
+      packageId,
+      amount: formatAmount(result.entry.amount),
+      key,
+      postedAtMs: result.entry.postedAtSec * 1000,
+    };
+  };
+  const evaluator = new NoticeEvaluator({
+    crossings,
+    settings: customerSettings,
+    publisher,
+    catalog,
+    figures,
+    purchase,
+    metrics,
+    log,
+  });
+
+  const dispatcher = new WebhookDispatcher({
+    js: deps.js,
+    jsm: deps.jsm,
+    endpoints,
+    deliveries,
+    publisher,
+    settings: {
+      retryScheduleMs: parseRetrySchedule(settings.webhookRetryScheduleMs),
+      jitterRatio: 0.2,
+      timeoutMs: settings.webhookTimeoutMs,
+      concurrency: settings.webhookConcurrency,
+      pendingMax: 50_000,
+      // ~250,000 deliveries waiting; the bytes are reserved against nats-server's max_file_store.
+      streamMessagesMax: 250_000,
+      streamBytesMax: 256 * 1024 * 1024,
+      replicas,
+      noticeStream: streamSettings.name,
+    },
+    metrics,
+    log,
+    now,
+  });
+  await dispatcher.start();
+
+  // Usage the rater committed moves `available`: look every noticesPollMs.
+  const watch = new UsageWatch(deps.store, usageCustomersMax);
+  let watching = false;
+  const poll = async (): Promise<void> => {
+    if (watching) return;
+    watching = true;
+    try {
+      const { customers, truncated } = await watch.changed();
+      for (const customer of customers) evaluator.touch(customer, { background: true, usage: true });
+      if (truncated)
+        log.warn({ customersMax: usageCustomersMax }, 'notices: more customers had usage than one look takes');
+    } catch (error) {
+      log.warn({ err: error }, 'notices: could not read which customers had usage');
+    } finally {
+      watching = false;
+    }
+  };
+  void poll();
+  const pollTimer = setInterval(() => void poll(), settings.noticesPollMs);
+  pollTimer.unref();
+
+  // The backstop: outboxes left by a process that died between deciding and publishing.
+  let sweeping = false;
+  const sweep = async (): Promise<void> => {
+    if (sweeping) return;
+    sweeping = true;
+    try {
+      const drained = await evaluator.sweep(sweepAccountsMax);
+      if (drained > 0) log.info({ notices: drained }, 'notices: published what an earlier process left unpublished');
+    } catch (error) {
+      log.warn({ err: error }, 'notices: sweep failed');
+    } finally {
+      sweeping = false;
+    }
+  };
+  void sweep();
+  const sweepTimer = setInterval(() => void sweep(), settings.noticesSweepMs);
+  sweepTimer.unref();
+
+  return {
+    routes: noticeRoutes({
+      endpoints,
+      deliveries,
+      dispatcher,
+      settings: customerSettings,
+      crossings,
+      catalog,
+      touch: (customer) => evaluator.touch(customer),
+      now,
+    }),
+    evaluator,
+    touch: (customer, options) => evaluator.touch(customer, options),
+    purchasePosted: (p) => evaluator.purchasePosted(p),
+    stop: async () => {
+      clearInterval(pollTimer);
+      clearInterval(sweepTimer);
+      evaluator.stop();
+      await dispatcher.stop();
+      await evaluator.idle();
+    },
+  };
+}

@@ -1,0 +1,3 @@
+import { defineNotices } from './notices-suite.js';
+
+defineNotices('server');
