@@ -11,6 +11,7 @@
  *   keys new     a new API key (shown once) and its hashed entry for DRAWDOWN_API_KEYS
  *                (--scopes ingest,read,admin — any of them — [--id NAME])
  *   catalog      apply FILE [--dry-run] | get [--revision N]: the catalog store (needs --clickhouse-url)
+ *   partitions   show | migrate --partitions N: the recorded partition layout (needs --nats-url)
  * Every setting is also an environment variable (docs/configuration.md). `drawdown <command> --help` says
  * which a command reads (deploy/help.ts). Processes write only JSON lines (pino); the commands whose output is for
  * a person (demo, keys new, catalog, --help) are the exceptions docs/metrics.md "Logs" lists.
@@ -29,6 +30,7 @@ import { runDemo } from './demo.js';
 import { commandHelp, overallHelp, version } from './help.js';
 import { startDrawdown, type Running } from './processes.js';
 import { runSettle } from './settle-command.js';
+import { runPartitionsCommand } from './partitions-command.js';
 
 const keysUsage = `usage: drawdown keys new --scopes <${scopes.join('|')}>[,…] [--id NAME]   (NAME: 1–64 of [A-Za-z0-9._:@-])`;
 
@@ -152,6 +154,11 @@ async function main(argv: string[]): Promise<number> {
         out: (t) => process.stdout.write(t),
         err: (t) => process.stderr.write(t),
       });
+    case 'partitions':
+      return runPartitionsCommand(positional, flags, env, {
+        out: (t) => process.stdout.write(t),
+        err: (t) => process.stderr.write(t),
+      });
     case 'demo': {
       const config = loadConfig(flags, env, [], {
         catalog: demoCatalog,
@@ -176,6 +183,8 @@ const listed: ReadonlySet<string> = new Set([
   'catalog_conflict',
   'catalog_revision_stale',
   'request_invalid',
+  'partition_layout_mismatch',
+  'partition_migration_refused',
 ]);
 
 /**

@@ -48,6 +48,13 @@ const rater: SettingName[] = [
   'dedupeIds',
   'dedupeRetentionDays',
   'retryDelayMaxMs',
+  'storeAttemptsBeforeUnready',
+  'deadLetterMaxAgeMs',
+  'deadLetterMaxBytes',
+  // The gateway's time window, which the rater holds events to as well (rater/window.ts).
+  'lateMs',
+  'skewMs',
+  'publishTimeoutMs',
 ];
 const settlement: SettingName[] = [
   'settleEveryMs',
@@ -152,6 +159,13 @@ export const commands: Record<string, CommandHelp> = {
     needs: ['clickhouseUrl'],
     reads: ['clickhouseUrl', 'clickhouseCluster', 'logLevel'],
   },
+  partitions: {
+    usage: 'drawdown partitions show\n       drawdown partitions migrate --partitions N',
+    about:
+      'The partition layout recorded for the stream (NATS KV drawdown_meta), which every gateway and rater must match to start. show prints it as one JSON line (null and exit 1 when none is recorded); migrate records N as the new count, refused while the stream holds any batch: stop the gateways, let the raters drain the stream, stop them, migrate, then start everything with the new count (docs/deploy.md, "Changing the partition count").',
+    needs: ['natsUrl'],
+    reads: ['natsUrl', 'streamName', 'subjectPrefix', 'partitions', 'streamReplicas'],
+  },
 };
 
 function settingLine(name: SettingName): string {
@@ -198,6 +212,8 @@ commands:
                --scopes ${scopes.join(',')} (any of them)  [--id NAME]
   catalog apply FILE [--dry-run]   validate, show the diff, write a new catalog revision (needs --clickhouse-url)
   catalog get [--revision N]       print the catalog in force (or revision N)                (needs --clickhouse-url)
+  partitions show | migrate --partitions N
+               the recorded partition layout; migrate changes it once the stream is drained  (needs --nats-url)
 
 Every setting is a flag or an environment variable: docs/configuration.md.
 `;

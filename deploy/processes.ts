@@ -16,12 +16,15 @@ import { createLogger, type Logger } from '../shared/log.js';
 import { createRegistry } from '../shared/metrics.js';
 import { connectNats, type NatsHandles } from '../shared/nats/connect.js';
 import { ensureStream, type StreamSettings } from '../shared/nats/stream.js';
+import { checkPartitionLayout } from '../shared/nats/partition-layout.js';
 import { startService, type RunningService } from '../shared/service.js';
 import { startTracing, type Tracing } from '../shared/tracing.js';
 import { createIngestMetrics, ingestRoutes } from '../ingest/gateway.js';
 import { BatchPublisher } from '../ingest/publisher.js';
 import { ensureClaimStream, KeyClaims } from '../ingest/key-claims.js';
 import { Rater } from '../rater/rater.js';
+import { ensureDeadLetterStream } from '../rater/dead-letter.js';
+import { raterWindow } from '../rater/window.js';
 import { createSettlementMetrics } from '../settlement/metrics.js';
 import { settlementRoutes } from '../settlement/api.js';
 import { SettlementRunner } from '../settlement/runner.js';
@@ -178,8 +181,18 @@ export async function startDrawdown(
           `DRAWDOWN_BODY_BYTES_MAX (${config.bodyBytesMax}) plus ${headerAllowanceBytes} bytes of headers exceeds the NATS server's max_payload (${maxPayload}); raise max_payload or lower the body limit`,
         );
       }
-      if (parts.ingest || parts.rater) await ensureStream(handles.jsm, stream);
+      if (parts.ingest || parts.rater) {
+        await ensureStream(handles.jsm, stream);
+        // Refuses to start with another partition count than the one recorded (or records it, first).
+        const { recorded, layout } = await checkPartitionLayout(handles.js, handles.jsm, stream, `drawdown-${name}`);
+        if (recorded) log.info({ layout }, 'partition layout recorded');
+      }
       if (parts.ingest) await ensureClaimStream(handles.jsm, stream);
+      if (parts.rater)
+        await ensureDeadLetterStream(handles.jsm, stream, {
+          maxAgeMs: config.deadLetterMaxAgeMs,
+          maxBytes: config.deadLetterMaxBytes,
+        });
     }
 
     const routes: Route[] = [];
@@ -211,8 +224,9 @@ export async function startDrawdown(
       );
     }
 
+    let rater: Rater | undefined;
     if (parts.rater) {
-      const rater = new Rater({
+      rater = new Rater({
         js: nats!.js,
         jsm: nats!.jsm,
         store: store!,
@@ -223,6 +237,9 @@ export async function startDrawdown(
           flushRowsMax: Math.max(config.flushRowsMax, config.batchEventsMax),
           fetchMessagesMax: config.fetchMessagesMax,
           retryDelayMaxMs: config.retryDelayMaxMs,
+          storeAttemptsBeforeUnready: config.storeAttemptsBeforeUnready,
+          publishTimeoutMs: config.publishTimeoutMs,
+          window: raterWindow(config),
           ackWaitMs: config.ackWaitMs,
           maxAckPending: config.maxAckPending,
         },
@@ -239,8 +256,9 @@ export async function startDrawdown(
         registry,
         tracer: tracing?.tracer('drawdown-rater'),
       });
-      await rater.start();
-      stops.push(() => rater.stop());
+      const started = rater;
+      await started.start();
+      stops.push(() => started.stop());
     }
 
     let runner: SettlementRunner | undefined;
@@ -336,6 +354,8 @@ export async function startDrawdown(
             nats.nc.info !== undefined &&
             !(nats.nc as { isReconnecting?: () => boolean }).isReconnecting?.();
         if (store) checks.clickhouse = await store.ping().catch(() => false);
+        // A partition whose ClickHouse writes keep failing (DRAWDOWN_STORE_ATTEMPTS_BEFORE_UNREADY) is not ready.
+        if (rater) checks.rater = rater.ready;
         return checks;
       },
     });

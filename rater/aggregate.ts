@@ -159,6 +159,14 @@ function scanMeters(meters: MeterDefinitions): ScanMeter[] {
 /** One message's events as scanned; arrays grow to the largest message seen. */
 export class ScannedEvents {
   count = 0;
+  /**
+   * The timestamps the next scan accepts, in ms (inclusive): the time window
+   * (the gateway's, around the message's arrival) clamped to what ClickHouse's
+   * DateTime stores. A timestamp outside sends the message to the full path,
+   * which names the problem. The defaults accept any non-negative timestamp.
+   */
+  oldestMs = 0;
+  newestMs = Number.MAX_SAFE_INTEGER;
   /** Interned customer of each event (see Interned); strings are made once per distinct customer. */
   customers = new Uint32Array(1024);
   meters: ScanMeter[] = [];
@@ -298,6 +306,8 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
   const end = b.length;
   if (end < 1) return false;
   const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const oldestMs = out.oldestMs;
+  const newestMs = out.newestMs;
   const head = b[0]!;
   let pos: number;
   let count: number;
@@ -424,7 +434,7 @@ export function scanBatch(b: Buffer, meters: MeterDefinitions, out: ScannedEvent
         }
         case F_TIMESTAMP: {
           const value = numberAt(b, view, pos, end);
-          if (!Number.isSafeInteger(value) || value < 0) return false;
+          if (!Number.isSafeInteger(value) || value < oldestMs || value > newestMs) return false;
           minutes[i] = Math.floor(value / 60_000) * 60;
           pos = scanCursor.numberEnd;
           break;

@@ -1,10 +1,11 @@
 /**
  * Writes one flush: aggregate rows plus the watermark they carry, as one
- * INSERT. On failure it asks ClickHouse whether the insert landed anyway (an
- * HTTP timeout can hide a commit) before trying again, so a flush is written
- * at most once and, while the rater lives, at least once.
+ * INSERT. On a retryable failure it asks ClickHouse whether the insert landed
+ * anyway (an HTTP timeout can hide a commit) before trying again, so a flush
+ * is written at most once and, while the rater lives and ClickHouse accepts
+ * its rows, at least once.
  */
-import type { Store } from '../shared/clickhouse/store.js';
+import { StoreError, writeFailure, type Store } from '../shared/clickhouse/store.js';
 import { usageMinuteFlushColumns } from '../shared/clickhouse/usage-minute.js';
 import { formatScaled } from '../shared/quantity.js';
 import { encodeTsv, tsvDateTime } from '../shared/tsv.js';
@@ -55,18 +56,55 @@ export function flushPayload(
 
 export interface FlushRetry {
   delayMaxMs: number;
-  /** Stops retrying (returns false) when the rater is shutting down. */
+  /** Failed attempts after which the partition reports itself unready (it keeps retrying: nothing is dropped). */
+  attemptsBeforeUnready: number;
+  /** Stops retrying (returns 'stopped') when the rater is shutting down. */
   shouldContinue: () => boolean;
-  onError: (error: unknown, attempt: number) => void;
+  onError: (error: unknown, attempt: number, failure: 'retry' | 'refused') => void;
+  /** Called with true once `attemptsBeforeUnready` attempts failed in a row, with false once a write succeeds after. */
+  onUnready: (unready: boolean) => void;
+}
+
+export type FlushOutcome =
+  | { written: true }
+  | { written: false; stopped: true }
+  /** ClickHouse refused this flush's rows (not retryable, not store-wide): retrying the same rows cannot help. */
+  | { written: false; stopped: false; refused: unknown };
+
+/**
+ * Test-only, like shared/fault.ts: DRAWDOWN_FAULT_REFUSE_CUSTOMER=<id> makes
+ * an insert holding a row of that customer fail as ClickHouse refusing its
+ * data (code 69), so the isolation of a refused flush can be tested with
+ * real processes: an event the rater's checks pass is one ClickHouse takes.
+ */
+function refusedByFault(payload: string): string | undefined {
+  const customer = process.env.DRAWDOWN_FAULT_REFUSE_CUSTOMER;
+  if (customer === undefined || customer === '') return undefined;
+  return payload.startsWith(`${customer}\t`) || payload.includes(`\n${customer}\t`) ? customer : undefined;
 }
 
 /**
- * Returns true once the flush is in ClickHouse, false if told to stop first.
- * `idsPayload` (the flush's remembered event ids) and `boundsPayload` (its
- * earliest minute, shared/clickhouse/flush-bounds.ts) are written before the
- * usage rows: a record of a flush that never lands is read by nobody
- * (ids) or only lowers a floor (bounds), while a flush without them would
- * be wrong.
+ * Exponential back-off with jitter: 100 ms doubling up to `delayMaxMs`, each
+ * delay drawn from its upper half, so partitions (and raters) that failed
+ * together do not retry in step.
+ */
+export function retryDelayMs(attempt: number, delayMaxMs: number, random = Math.random): number {
+  const ceiling = Math.min(delayMaxMs, 100 * 2 ** Math.min(attempt - 1, 16));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+/**
+ * Writes the flush; 'written' once it is in ClickHouse. `idsPayload` (the
+ * flush's remembered event ids) and `boundsPayload` (its earliest minute,
+ * shared/clickhouse/flush-bounds.ts) are written before the usage rows: a
+ * record of a flush that never lands is read by nobody (ids) or only lowers
+ * a floor (bounds), while a flush without them would be wrong.
+ *
+ * Retryable failures (ClickHouse unreachable, or refusing every write) are
+ * retried for as long as the rater runs, with back-off; past
+ * `attemptsBeforeUnready` in a row the partition says so (readiness), and
+ * the stream buffers meanwhile. A failure that refuses these rows returns
+ * at once: the caller isolates the message(s) responsible.
  */
 export async function writeFlush(
   store: Store,
@@ -76,10 +114,11 @@ export async function writeFlush(
   retry: FlushRetry,
   idsPayload = '',
   boundsPayload = '',
-): Promise<boolean> {
+): Promise<FlushOutcome> {
   let ambiguous = false;
   let idsWritten = idsPayload === '';
   let boundsWritten = boundsPayload === '';
+  let unready = false;
   for (let attempt = 1; ; attempt++) {
     try {
       if (!idsWritten) {
@@ -99,19 +138,30 @@ export async function writeFlush(
         // (dedupe_ids needs no wait here: a retried ids block is identical,
         // so ZooKeeper's block ids drop it; a resume waits for it.)
         await assertCaughtUp(store, ['usage_minute']);
-        if ((await readWatermark(store, partition)) >= flushSeq) return true;
+        if ((await readWatermark(store, partition)) >= flushSeq) {
+          if (unready) retry.onUnready(false);
+          return { written: true };
+        }
       }
+      const refused = refusedByFault(payload);
+      if (refused !== undefined)
+        throw new StoreError(`Code: 69. DB::Exception: test fault: the rows of ${refused} are refused`, false);
       await store.insert('usage_minute', usageMinuteFlushColumns, payload);
-      return true;
+      if (unready) retry.onUnready(false);
+      return { written: true };
     } catch (error) {
+      const failure = writeFailure(error);
+      retry.onError(error, attempt, failure);
+      // A refused insert wrote nothing (an INSERT is one part, or none).
+      if (failure === 'refused') return { written: false, stopped: false, refused: error };
       ambiguous = true;
-      retry.onError(error, attempt);
-      if (!retry.shouldContinue()) return false;
-      // Exponential back-off from 100 ms to delayMaxMs; ClickHouse being down is
-      // an operating condition, and the stream buffers meanwhile.
-      const delay = Math.min(retry.delayMaxMs, 100 * 2 ** Math.min(attempt - 1, 16));
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      if (!retry.shouldContinue()) return false;
+      if (attempt >= retry.attemptsBeforeUnready && !unready) {
+        unready = true;
+        retry.onUnready(true);
+      }
+      if (!retry.shouldContinue()) return { written: false, stopped: true };
+      await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt, retry.delayMaxMs)));
+      if (!retry.shouldContinue()) return { written: false, stopped: true };
     }
   }
 }

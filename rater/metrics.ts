@@ -14,10 +14,10 @@ export function createRaterMetrics(registry: Registry) {
       labelNames: ['partition'] as const,
       registers: [registry],
     }),
-    poisonMessages: new Counter({
-      name: 'drawdown_rater_poison_messages_total',
-      help: 'Stream messages that could not be decoded and were skipped',
-      labelNames: ['partition'] as const,
+    deadLetters: new Counter({
+      name: 'drawdown_rater_dead_letters_total',
+      help: 'Stream messages stored in the dead-letter stream, not counted (a copy JetStream already held is not counted again): refused (decode, event rules, time window) or insert_refused (ClickHouse refused their rows)',
+      labelNames: ['partition', 'cause'] as const,
       registers: [registry],
     }),
     committedSequence: new Gauge({

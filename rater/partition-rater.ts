@@ -31,6 +31,7 @@ import {
 import { Aggregator } from './aggregate.js';
 import { flushPayload, raterTables, writeFlush } from './flush.js';
 import { flushBoundsPayload } from '../shared/clickhouse/flush-bounds.js';
+import { publishDeadLetter, type DeadLetterCause } from './dead-letter.js';
 import type { RaterMetrics } from './metrics.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
 import { readWatermark } from '../shared/clickhouse/usage-minute.js';
@@ -56,7 +57,19 @@ export interface PartitionLimits extends ConsumerSettings {
   flushRowsMax: number;
   fetchMessagesMax: number;
   retryDelayMaxMs: number;
+  /** Failed ClickHouse attempts in a row after which the partition reports itself unready (and keeps retrying). */
+  storeAttemptsBeforeUnready: number;
+  /** Wait for JetStream to acknowledge a dead letter, in ms. */
+  publishTimeoutMs: number;
+  /** The time window events must fall in around their message's arrival (rater/window.ts). */
+  window: { lateMs: number; skewMs: number };
 }
+
+/**
+ * Thrown inside the loop to start again from the committed watermark on
+ * purpose (not a failure): the loop logs it at warn with its reason.
+ */
+class ResumeFromWatermark extends Error {}
 
 export interface PartitionDeps {
   /** Event ids remembered for duplicate dropping (at least this many most recent); 0 = off. */
@@ -126,12 +139,24 @@ export class PartitionRater {
   /** The id set's hand-over epoch the next task must find. */
   #idsEpoch = 0;
   readonly #spans: BatchSpans | undefined;
+  /**
+   * Messages of a flush ClickHouse refused (not retryably), as "seq:fingerprint":
+   * each is written in a flush of its own when it comes again, so the one(s)
+   * whose rows are refused are found and dead-lettered, and the others are
+   * counted. At most one flush's messages; pruned like the counted set.
+   */
+  readonly #suspects = new Set<string>();
+  /** Failed ClickHouse attempts (flushes or resumes) since the last success; past a bound the partition is unready. */
+  #storeUnready = false;
 
   constructor(deps: PartitionDeps) {
     this.#deps = deps;
     this.#aggregator = new Aggregator(deps.catalog.meters);
     this.#label = { partition: String(deps.partition) };
     this.#ids = deps.dedupeIdsMax > 0 ? IdSet.create(deps.dedupeIdsMax) : undefined;
+    // Present from the start at 0, so increase() sees the first dead letter (a series born at 1 shows no increase).
+    for (const cause of ['refused', 'insert_refused'] as const)
+      deps.metrics.deadLetters.inc({ partition: String(deps.partition), cause }, 0);
     this.#spans =
       deps.tracer === undefined
         ? undefined
@@ -140,6 +165,11 @@ export class PartitionRater {
 
   get committedSequence(): number {
     return this.#committedSeq;
+  }
+
+  /** False while ClickHouse has failed this partition's writes (or resumes) more than the bound in a row. */
+  get ready(): boolean {
+    return !this.#storeUnready;
   }
 
   async start(): Promise<void> {
@@ -220,7 +250,8 @@ export class PartitionRater {
    * again.
    */
   async #pruneCounted(): Promise<void> {
-    if (this.#counted.size === 0 || Date.now() - this.#lastPruneMs < countedPruneEveryMs) return;
+    if ((this.#counted.size === 0 && this.#suspects.size === 0) || Date.now() - this.#lastPruneMs < countedPruneEveryMs)
+      return;
     this.#lastPruneMs = Date.now();
     let lowest: number | undefined;
     try {
@@ -233,6 +264,8 @@ export class PartitionRater {
       );
       return;
     }
+    for (const key of this.#suspects)
+      if (lowest === undefined || Number(key.slice(0, key.indexOf(':'))) < lowest) this.#suspects.delete(key);
     const pruned: number[] = [];
     for (const seq of this.#counted.keys())
       if (lowest === undefined || seq < lowest) {
@@ -314,18 +347,31 @@ export class PartitionRater {
   }
 
   async #run(): Promise<void> {
-    const { log, partition } = this.#deps;
+    const { log, partition, limits } = this.#deps;
     let resumeNeeded = false;
+    let resumeFailures = 0;
     while (!this.#stopping) {
       try {
         if (resumeNeeded) {
           await this.#resumeFromWatermark();
           resumeNeeded = false;
+          if (resumeFailures > 0) {
+            // ClickHouse answered the whole resume: ready again (a flush failing past the bound says otherwise).
+            resumeFailures = 0;
+            this.#setUnready(false);
+          }
         } else if (this.#reconsume) {
           await this.#reconsumeAfterFetchError();
         }
       } catch (error) {
-        log.warn({ err: error, partition }, 'cannot resume partition yet; retrying');
+        if (error instanceof ResumeFromWatermark) {
+          log.warn({ partition, reason: error.message }, 'resuming from the committed watermark');
+          resumeNeeded = true;
+          continue;
+        }
+        resumeFailures++;
+        if (resumeFailures >= limits.storeAttemptsBeforeUnready) this.#setUnready(true);
+        log.warn({ err: error, partition, attempt: resumeFailures }, 'cannot resume partition yet; retrying');
         resumeNeeded = true;
         await sleep(1_000);
         continue;
@@ -348,6 +394,13 @@ export class PartitionRater {
         await this.#pruneCounted();
         if (messages.length === 0) await this.#checkStranded();
       } catch (error) {
+        if (error instanceof ResumeFromWatermark) {
+          // On purpose: what is held is delivered again and counted (or dead-lettered) then.
+          log.warn({ partition, reason: error.message }, 'resuming from the committed watermark');
+          debugAck(partition, 'resume-wanted', { reason: error.message });
+          resumeNeeded = true;
+          continue;
+        }
         // Messages taken but not committed: start over from the watermark.
         log.error(
           { err: error, partition, ...messagesTraceFields([...this.#pending, ...messages]) },
@@ -358,7 +411,53 @@ export class PartitionRater {
         await sleep(500);
       }
     }
-    if (this.#pending.length > 0 && !resumeNeeded) await this.#flush();
+    if (this.#pending.length > 0 && !resumeNeeded)
+      try {
+        await this.#flush();
+      } catch (error) {
+        // Unwritten: the stream keeps those batches for the next rater.
+        log.warn({ err: error, partition }, 'stopping with an unwritten flush; the stream keeps those batches');
+      }
+  }
+
+  #setUnready(unready: boolean): void {
+    if (this.#storeUnready === unready) return;
+    this.#storeUnready = unready;
+    if (unready)
+      this.#deps.log.error(
+        { partition: this.#deps.partition, attempts: this.#deps.limits.storeAttemptsBeforeUnready },
+        'ClickHouse keeps failing this partition; reporting unready (retrying; the stream buffers, nothing is dropped)',
+      );
+    else this.#deps.log.info({ partition: this.#deps.partition }, 'ClickHouse writes succeed again; ready');
+  }
+
+  #keyOf(message: JsMsg): string {
+    return `${message.seq}:${this.#fingerprints.get(message)}`;
+  }
+
+  /**
+   * Publishes `message` to the dead-letter stream (rater/dead-letter.ts):
+   * before its ack, under an id a redelivery makes again. Throws when
+   * JetStream did not store it; the loop then resumes and tries again.
+   */
+  async #deadLetter(message: JsMsg, cause: DeadLetterCause, reason: string): Promise<void> {
+    const { js, stream, partition, limits, log, metrics } = this.#deps;
+    const fingerprint = this.#fingerprints.get(message)!;
+    const { duplicate } = await publishDeadLetter(
+      js,
+      stream,
+      message,
+      { partition, fingerprint, cause, reason },
+      limits.publishTimeoutMs,
+    );
+    debugAck(partition, 'dead-letter', { seq: message.seq, fingerprint, cause, reason, duplicate });
+    // Dead-lettered again (after a resume or a restart): JetStream kept the first copy; counted and logged once.
+    if (duplicate) return;
+    metrics.deadLetters.inc({ partition: String(partition), cause });
+    log.error(
+      { partition, seq: message.seq, fingerprint, cause, reason, ...messageTraceFields(message) },
+      'stream message dead-lettered: it is not counted, and its partition goes on',
+    );
   }
 
   async #fetch(): Promise<JsMsg[]> {
@@ -437,24 +536,32 @@ export class PartitionRater {
   async #aggregate(messages: JsMsg[]): Promise<void> {
     const { limits } = this.#deps;
     // A task's rows are bounded by its events; keep each task within one flush.
+    // A suspect (a message of a flush ClickHouse refused) is a task and a flush of its own.
+    const isSuspect = (m: JsMsg): boolean => this.#suspects.size > 0 && this.#suspects.has(this.#keyOf(m));
     let start = 0;
     while (start < messages.length) {
+      const isolated = isSuspect(messages[start]!);
       let end = start;
       let events = 0;
       while (end < messages.length) {
         const count = Number(messages[end]!.headers?.get(batchHeaders.events) ?? '0');
-        if (end > start && events + count > limits.flushRowsMax) break;
+        if (end > start && (isolated || isSuspect(messages[end]!) || events + count > limits.flushRowsMax)) break;
         events += count;
         end++;
       }
       const group = messages.slice(start, end);
       start = end;
       await this.#catchUpCatalog(group);
-      if (this.#aggregator.size + events > limits.flushRowsMax && this.#pending.length > 0) await this.#flush();
+      if (this.#pending.length > 0 && (isolated || this.#aggregator.size + events > limits.flushRowsMax))
+        await this.#flush();
+      if (this.#pending.length > 0 && isolated) return; // stopping with an unwritten flush
       const task = packMessages(
         group.map((m) => m.data),
         group.map((m) => (m.headers?.get(batchHeaders.format) === 'json' ? 'json' : 'msgpack')),
         this.#deps.metersJson(),
+        // When JetStream stored each message: set by the server, whoever published it (rater/window.ts).
+        group.map((m) => Math.floor(m.info.timestampNanos / 1_000_000)),
+        limits.window,
       );
       if (this.#ids !== undefined) task.dedupe = { buffer: this.#ids.buffer, epoch: this.#idsEpoch };
       const result = await this.#deps.pool.run(task, { transferList: [task.data.buffer as ArrayBuffer] });
@@ -465,21 +572,19 @@ export class PartitionRater {
         this.#deps.metrics.dedupeIds.set(this.#label, this.#ids.size);
       }
       for (const rejected of result.rejected) {
-        // Only a publisher bypassing the gateway can put these here; they are
-        // logged with their sequence and skipped so the partition keeps moving.
+        // Only a publisher bypassing the gateway (or a gateway with a wrong
+        // clock) can put these here: nothing of the message was counted or
+        // remembered. Dead-lettered before its flush acks it, so the
+        // partition keeps moving and the message is kept.
         const message = group[rejected.message]!;
-        this.#deps.metrics.poisonMessages.inc(this.#label);
         this.#spans?.undecodable(message, rejected.reason);
-        const { partition, log } = this.#deps;
-        log.error(
-          { partition, seq: message.seq, reason: rejected.reason, ...messageTraceFields(message) },
-          'skipping undecodable stream message',
-        );
+        await this.#deadLetter(message, 'refused', rejected.reason);
       }
       for (const row of result.rows) this.#aggregator.addRow(row);
       this.#deps.metrics.events.inc(this.#label, result.events);
       if (this.#pending.length === 0) this.#pendingSinceMs = Date.now();
       this.#pending.push(...group);
+      if (isolated) await this.#flush();
     }
   }
 
@@ -536,27 +641,32 @@ export class PartitionRater {
     const flushSpan = this.#spans?.startFlush(messages, flushSeq, rows.length);
     let failedAttempts = 0;
     const stopTimer = metrics.insertDuration.startTimer();
-    const written = await writeFlush(
+    const outcome = await writeFlush(
       store,
       partition,
       flushSeq,
       payload,
       {
         delayMaxMs: limits.retryDelayMaxMs,
+        attemptsBeforeUnready: limits.storeAttemptsBeforeUnready,
         // While stopping, one attempt is made; unwritten messages stay in the stream.
         shouldContinue: () => !this.#stopping,
-        onError: (error, attempt) => {
+        onError: (error, attempt, failure) => {
           metrics.insertErrors.inc();
           failedAttempts++;
           log.warn(
-            { err: error, partition, flushSeq, attempt, ...messagesTraceFields(messages) },
-            'ClickHouse insert failed; will retry',
+            { err: error, partition, flushSeq, attempt, messages: messages.length, ...messagesTraceFields(messages) },
+            failure === 'retry'
+              ? 'ClickHouse insert failed; will retry'
+              : 'ClickHouse refused the flush; isolating its messages',
           );
         },
+        onUnready: (unready) => this.#setUnready(unready),
       },
       ids,
       bounds,
     );
+    const written = outcome.written;
     stopTimer();
     if (flushSpan !== undefined) {
       flushSpan.setAttributes({ 'drawdown.insert_failed_attempts': failedAttempts });
@@ -571,6 +681,10 @@ export class PartitionRater {
         ids: messages.map((m) => m.headers?.get('Nats-Msg-Id')),
         ...messagesTraceFields(messages),
       });
+    if (!outcome.written && !outcome.stopped) {
+      await this.#refused(messages, outcome.refused);
+      return;
+    }
     if (!written) {
       this.#spans?.finish(messages, 'not committed: the rater stopped; the stream keeps the batch');
       log.warn(
@@ -582,6 +696,7 @@ export class PartitionRater {
     crashPoint('after-insert');
     this.#pending = [];
     this.#pendingIds = [];
+    for (const message of messages) if (this.#suspects.size > 0) this.#suspects.delete(this.#keyOf(message));
     // A flush with no rows wrote nothing: its messages counted no event (all
     // repeats, or undecodable), and delivered again they count none again.
     if (rows.length > 0) this.#committedSeq = flushSeq;
@@ -600,6 +715,43 @@ export class PartitionRater {
         { partition, flushSeq, rows: rows.length, messages: messages.length, ...messagesTraceFields(messages) },
         'flush committed',
       );
+  }
+
+  /**
+   * ClickHouse refused a flush's rows, not retryably (writeFlush wrote
+   * nothing). One message: it is the culprit, dead-lettered then acked, and
+   * the id set forgets its ids. More: each is suspect, and the loop resumes
+   * so they come again and are written one flush each (bounded: one insert
+   * per message of this flush); only the ones refused alone are
+   * dead-lettered, the others are counted once.
+   */
+  async #refused(messages: JsMsg[], error: unknown): Promise<void> {
+    const { partition } = this.#deps;
+    const reason = `ClickHouse refused the message's rows: ${(error as Error).message ?? String(error)}`;
+    if (messages.length > 1) {
+      for (const message of messages) this.#suspects.add(this.#keyOf(message));
+      this.#spans?.finish(messages, 'not committed: ClickHouse refused the flush; its messages are written one by one');
+      throw new ResumeFromWatermark(
+        `ClickHouse refused a flush of ${messages.length} messages; writing them one per flush to find the culprit`,
+      );
+    }
+    const message = messages[0]!;
+    const key = this.#keyOf(message);
+    await this.#deadLetter(message, 'insert_refused', reason);
+    this.#spans?.finish(messages, reason);
+    this.#pending = [];
+    this.#pendingIds = [];
+    this.#aggregator.drain();
+    this.#held.delete(key);
+    this.#suspects.delete(key);
+    // Handled: a redelivery (a lost ack) is acked again, never counted.
+    if (!this.#counted.has(message.seq)) this.#counted.set(message.seq, new Set([this.#fingerprints.get(message)!]));
+    else this.#counted.get(message.seq)?.add(this.#fingerprints.get(message)!);
+    message.ack();
+    // Its event ids are in the id set but were never counted: rebuild the set from what ClickHouse holds
+    // (nothing is pending, so that is exactly what this partition counted).
+    await this.#rebuildIds();
+    debugAck(partition, 'dead-lettered-ack', { seq: message.seq });
   }
 
   /** Messages in the stream for this partition not yet delivered, for the lag gauge. */

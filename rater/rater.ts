@@ -80,6 +80,11 @@ export class Rater {
     });
   }
 
+  /** False while any partition's ClickHouse writes keep failing past the bound (it keeps retrying). */
+  get ready(): boolean {
+    return this.#partitions.every((p) => p.ready);
+  }
+
   async start(): Promise<void> {
     for (const partition of this.#options.partitions) {
       const rater = new PartitionRater({

@@ -19,6 +19,7 @@ import {
 import { hashEventId } from './dedupe/id-hash.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { AggregateResult, AggregateTask } from './task.js';
+import { timestampBounds } from './window.js';
 
 let meters = (workerData as { meters: MeterDefinitions }).meters;
 let metersRevision = -1;
@@ -57,6 +58,10 @@ export default function aggregateTask(task: AggregateTask): AggregateResult {
     const data = Buffer.from(task.data.buffer, task.data.byteOffset, task.data.byteLength);
     for (let i = 0; i < count; i++) {
       const bytes = data.subarray(task.offsets[i]!, task.offsets[i + 1]!);
+      const arrivedMs = task.arrivedMs[i]!;
+      const bounds = timestampBounds(arrivedMs, task.window);
+      scanned.oldestMs = bounds.oldestMs;
+      scanned.newestMs = bounds.newestMs;
       // Fast path: the common MessagePack shapes, scanned from the bytes (rater/aggregate.ts).
       if (task.formats[i] === 0 && scanBatch(bytes, meters, scanned, set !== undefined)) {
         crashPoint('in-worker');
@@ -90,12 +95,17 @@ export default function aggregateTask(task: AggregateTask): AggregateResult {
           decodeBatch(bytes, task.formats[i] === 1 ? 'json' : 'msgpack'),
           Number.MAX_SAFE_INTEGER,
         );
-        // No time window: the gateway checked it on arrival, against its clock.
-        batch = validateEvents(raw, meters, undefined);
+        // The gateway's time window around the message's arrival (rater/window.ts), then ClickHouse's DateTime range.
+        batch = validateEvents(raw, meters, { receivedMs: arrivedMs, ...task.window });
+        for (const [index, event] of batch.entries())
+          if (event.timestampMs < bounds.oldestMs || event.timestampMs > bounds.newestMs)
+            throw new Error(
+              `event ${index} field timestamp: ${event.timestampMs} is outside what ClickHouse's DateTime stores (1970-01-01 to 2105-12-31 UTC)`,
+            );
         // Test-only: a worker thread killing the process dies with the whole rater, mid-decode.
         crashPoint('in-worker');
       } catch (error) {
-        // Nothing of this message was remembered or counted: it is skipped whole.
+        // Nothing of this message was remembered or counted: it is dead-lettered whole (rater/dead-letter.ts).
         rejected.push({ message: i, reason: (error as Error).message });
         continue;
       }

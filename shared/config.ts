@@ -273,6 +273,30 @@ export const settings = {
     max: 300_000,
     doc: 'Longest back-off between ClickHouse retries, in ms',
   },
+  storeAttemptsBeforeUnready: {
+    kind: 'int',
+    env: 'DRAWDOWN_STORE_ATTEMPTS_BEFORE_UNREADY',
+    default: 8,
+    min: 1,
+    max: 10_000,
+    doc: 'Failed ClickHouse attempts in a row (back-off with jitter, up to DRAWDOWN_RETRY_DELAY_MAX_MS) after which a rater partition reports unready on /readyz; it keeps retrying and drops nothing',
+  },
+  deadLetterMaxAgeMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_DEAD_LETTER_MAX_AGE_MS',
+    default: 30 * 24 * 3_600_000,
+    min: 3_600_000,
+    max: 366 * 24 * 3_600_000,
+    doc: 'How long the dead-letter stream (<stream>_DEAD) keeps a message the rater could not store, in ms',
+  },
+  deadLetterMaxBytes: {
+    kind: 'int',
+    env: 'DRAWDOWN_DEAD_LETTER_MAX_BYTES',
+    default: 256 * MiB,
+    min: MiB,
+    max: Number.MAX_SAFE_INTEGER,
+    doc: 'Dead-letter stream size limit in bytes; when full, a partition with a message to dead-letter stops (unready) rather than lose it',
+  },
 
   catalogRefreshMs: {
     kind: 'int',

@@ -61,6 +61,12 @@ export const errorCodes = {
   config_invalid: { status: 500, title: 'Configuration is invalid' },
   catalog_invalid: { status: 500, title: 'Catalog is invalid' },
   chdb_not_installed: { status: 500, title: 'A chdb: ClickHouse URL needs the optional chdb package' },
+  // The partition layout (shared/nats/partition-layout.ts): start-up and `drawdown partitions migrate` only.
+  partition_layout_mismatch: {
+    status: 500,
+    title: 'DRAWDOWN_PARTITIONS (or the subject prefix) differs from the layout recorded for the stream',
+  },
+  partition_migration_refused: { status: 409, title: 'The partition layout cannot be changed now' },
   internal: { status: 500, title: 'Internal error' },
 } as const satisfies Record<string, { status: number; title: string; retryAfterSeconds?: number }>;
 

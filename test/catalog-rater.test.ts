@@ -98,6 +98,6 @@ describe('a meter added while the rater runs', () => {
       await store.close();
     }
     const metrics = await (await fetch(`${rater.url}/metrics`)).text();
-    expect(metrics).not.toMatch(/^drawdown_rater_poison_messages_total\{[^}]*\} [1-9]/m);
+    expect(metrics).not.toMatch(/^drawdown_rater_dead_letters_total\{[^}]*\} [1-9]/m);
   });
 });

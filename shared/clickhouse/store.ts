@@ -84,3 +84,63 @@ export function storeUnavailable(error: unknown): DrawdownError | undefined {
   }
   return undefined;
 }
+
+/**
+ * ClickHouse error codes that say the store refuses every write, whatever
+ * its rows: a missing table or column, a read-only or full server, limits on
+ * memory, parts or concurrent queries, a refused login. Such an error is
+ * about the store, not the data: the rater retries it (and reports itself
+ * unready) and never blames, so never dead-letters, a message for it.
+ */
+const storeWideCodes: ReadonlySet<number> = new Set([
+  8, // THERE_IS_NO_COLUMN
+  16, // NO_SUCH_COLUMN_IN_TABLE
+  47, // UNKNOWN_IDENTIFIER
+  60, // UNKNOWN_TABLE
+  81, // UNKNOWN_DATABASE
+  159, // TIMEOUT_EXCEEDED
+  164, // READONLY
+  173, // CANNOT_ALLOCATE_MEMORY
+  192, // UNKNOWN_USER
+  193, // WRONG_PASSWORD
+  194, // REQUIRED_PASSWORD
+  202, // TOO_MANY_SIMULTANEOUS_QUERIES
+  203, // NO_FREE_CONNECTION
+  209, // SOCKET_TIMEOUT
+  210, // NETWORK_ERROR
+  241, // MEMORY_LIMIT_EXCEEDED
+  242, // TABLE_IS_READ_ONLY
+  243, // NOT_ENOUGH_SPACE
+  252, // TOO_MANY_PARTS
+  279, // ALL_CONNECTION_TRIES_FAILED
+  425, // SYSTEM_ERROR
+  497, // ACCESS_DENIED
+  516, // AUTHENTICATION_FAILED
+]);
+
+/** The ClickHouse error code in an error's cause chain (`code` of the client's error, or "Code: N." in the text). */
+export function clickhouseErrorCode(error: unknown): number | undefined {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^\d+$/.test(code)) return Number(code);
+    const match = /\bCode: (\d+)\b/.exec(e.message);
+    if (match !== null) return Number(match[1]);
+  }
+  return undefined;
+}
+
+/**
+ * How the rater treats a failed write: `retry` (ClickHouse unreachable, or
+ * refusing every write: wait and try again, never drop) or `refused` (this
+ * write's rows were refused: retrying cannot help; the rows' messages are
+ * isolated and the culprit dead-lettered).
+ */
+export function writeFailure(error: unknown): 'retry' | 'refused' {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof StoreError && e.retryable) return 'retry';
+    if (e instanceof StoreError && /session is closed/.test(e.message)) return 'retry';
+  }
+  if (!(error instanceof StoreError) && !(error instanceof Error && error.cause instanceof StoreError)) return 'retry';
+  const code = clickhouseErrorCode(error);
+  return code !== undefined && storeWideCodes.has(code) ? 'retry' : 'refused';
+}

@@ -71,8 +71,10 @@ function parseTimestamp(value: unknown): number | undefined {
 /**
  * Validates one decoded event. Problems are added with the event's index;
  * the return value is undefined exactly when a problem was added.
- * `window` is omitted by the rater: the gateway already checked time bounds
- * against its own clock, and re-checking later would reject accepted events.
+ * The gateway's `window` is around its clock at receipt; the rater's is
+ * around the moment JetStream stored the message (rater/window.ts), never
+ * its own clock, so a batch rated late is not refused for being late.
+ * `undefined` checks no window.
  */
 export function parseEvent(
   raw: unknown,

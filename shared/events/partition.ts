@@ -6,7 +6,8 @@
  * record assumes.
  *
  * This mapping is part of the stored data's layout: it must never change,
- * and neither may DRAWDOWN_PARTITIONS once data exists. The byte scanners of
+ * and neither may DRAWDOWN_PARTITIONS once data exists (the count is
+ * recorded and enforced at start-up: shared/nats/partition-layout.ts). The byte scanners of
  * the gateway and the rater fold the hash in while they read the id
  * (`fnvStep`), so every implementation shares these constants, and
  * partition.test.ts pins the mapping to FNV-1a's published test vectors.

@@ -1,0 +1,3 @@
+import { defineDeadLetter } from './dead-letter-suite.js';
+
+defineDeadLetter('server');
