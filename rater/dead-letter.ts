@@ -21,8 +21,6 @@
  */
 import {
   DiscardPolicy,
-  JetStreamApiCodes,
-  JetStreamApiError,
   RetentionPolicy,
   StorageType,
   type JetStreamClient,
@@ -31,7 +29,7 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import { headers as natsHeaders, nanos } from '@nats-io/transport-node';
-import type { StreamSettings } from '../shared/nats/stream.js';
+import { ensureStreamLimits, type StreamSettings } from '../shared/nats/stream.js';
 
 export interface DeadLetterSettings {
   /** How long a dead letter is kept, in ms. */
@@ -99,18 +97,7 @@ export async function ensureDeadLetterStream(
   stream: StreamSettings,
   settings: DeadLetterSettings,
 ): Promise<void> {
-  const config = deadLetterConfig(stream, settings);
-  try {
-    await jsm.streams.info(config.name);
-  } catch (error) {
-    if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound)) throw error;
-    await jsm.streams.add(config);
-    return;
-  }
-  const { name, ...update } = config;
-  delete update.retention;
-  delete update.storage;
-  await jsm.streams.update(name, update);
+  await ensureStreamLimits(jsm, deadLetterConfig(stream, settings));
 }
 
 export interface DeadLetter {

@@ -2,6 +2,7 @@
  * Read and settlement routes: balances, ledger, usage, purchases and
  * on-demand settlement runs. Request bodies are validated here, once.
  */
+import type { PostedPurchase } from './notices/evaluator.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { Catalog } from '../catalog/model.js';
@@ -79,20 +80,10 @@ export interface SettlementApiDeps {
   /** The balance to serve instead of the ledger-and-usage one (with credit holds: holds-service.ts). */
   balance?: (customer: string) => Promise<unknown>;
   /** A purchase was answered (201 or 200): notices publish purchase.posted (settlement/notices). */
-  onPurchase?: (purchase: PurchaseNotice) => Promise<void>;
+  onPurchase?: (purchase: PostedPurchase) => Promise<void>;
   /** An adjustment was posted: the customer's balance moved. */
   onBalanceChange?: (customer: string) => void;
   log?: Logger;
-}
-
-export interface PurchaseNotice {
-  customer: string;
-  unit: string;
-  entryId: string;
-  packageId: string;
-  amount: string;
-  key: string;
-  postedAtMs: number;
 }
 
 export function settlementRoutes(deps: SettlementApiDeps): Route[] {

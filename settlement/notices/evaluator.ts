@@ -17,7 +17,7 @@
  * ids, which the stream stores once (notice-stream.ts).
  */
 import type { Catalog } from '../../catalog/model.js';
-import { namesFor } from '../../catalog/names.js';
+import { unitNamesJson } from '../balance.js';
 import type { Logger } from '../../shared/log.js';
 import { crashPoint } from '../../shared/fault.js';
 import { money } from '../../shared/money.js';
@@ -68,8 +68,8 @@ export function noticeUnitNames(
   unit: string,
   atMs: number,
 ): { unit_name: string | null; unit_internal_name: string | null } {
-  const names = namesFor(catalog, unit, { customer, nowMs: atMs });
-  return { unit_name: names?.name ?? null, unit_internal_name: names?.internalName ?? null };
+  const names = unitNamesJson(catalog, unit, customer, atMs);
+  return { unit_name: names.name, unit_internal_name: names.internal_name };
 }
 
 /** purchase.posted: its id comes from the ledger entry, so every answer to a retried purchase names one notice. */

@@ -11,8 +11,6 @@
  */
 import {
   DiscardPolicy,
-  JetStreamApiCodes,
-  JetStreamApiError,
   RetentionPolicy,
   StorageType,
   type JetStreamClient,
@@ -21,6 +19,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import { noticeSubject, noticeSubjectPrefix, type Notice } from './notice.js';
+import { ensureStreamLimits } from '../../shared/nats/stream.js';
 
 export interface NoticeStreamSettings {
   name: string;
@@ -58,18 +57,7 @@ function streamConfig(settings: NoticeStreamSettings): Partial<StreamConfig> & {
 }
 
 export async function ensureNoticeStream(jsm: JetStreamManager, settings: NoticeStreamSettings): Promise<void> {
-  const config = streamConfig(settings);
-  try {
-    await jsm.streams.info(settings.name);
-  } catch (error) {
-    if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound)) throw error;
-    await jsm.streams.add(config);
-    return;
-  }
-  const { name, ...update } = config;
-  delete update.retention;
-  delete update.storage;
-  await jsm.streams.update(name, update);
+  await ensureStreamLimits(jsm, streamConfig(settings));
 }
 
 export interface Published {

@@ -80,9 +80,19 @@ function isNotFound(error: unknown): boolean {
 
 /** Creates the stream, or brings the limits of an existing one in line with the settings. */
 export async function ensureStream(jsm: JetStreamManager, settings: StreamSettings): Promise<void> {
-  const config = streamConfig(settings);
+  await ensureStreamLimits(jsm, streamConfig(settings));
+}
+
+/**
+ * Creates a stream with `config`, or brings an existing one's limits in line
+ * with it: every stream of ours (events, dead letters, notices) is kept so.
+ */
+export async function ensureStreamLimits(
+  jsm: JetStreamManager,
+  config: Partial<StreamConfig> & { name: string },
+): Promise<void> {
   try {
-    await jsm.streams.info(settings.name);
+    await jsm.streams.info(config.name);
   } catch (error) {
     if (!isNotFound(error)) throw error;
     await jsm.streams.add(config);
