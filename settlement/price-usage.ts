@@ -122,6 +122,12 @@ function priceMonth(
   byPeak: boolean,
   rowFor: (version: RateCardVersion, dimensions: string) => RateRow | undefined,
 ): void {
+  if (group.length === 1 && prior.length === 0) {
+    // The common case, one line of a customer's meter in the month and nothing before it: it starts the month.
+    const { priced, row } = group[0]!;
+    priced.cost = costOf(row.price, priced.line.quantity);
+    return;
+  }
   group.sort(inTimeOrder);
   const versions = [...new Set(group.map((g) => g.version))];
   // Per version, the row quantity so far of each row signature.

@@ -6,7 +6,7 @@
 import type { Decimal } from 'decimal.js';
 import type { Price, PriceTier, RateCardVersion, RateRow } from '../catalog/model.js';
 import type { Aggregation } from '../shared/events/meters.js';
-import { money, toLedgerAmount } from '../shared/money.js';
+import { amountScale, money, toLedgerAmount } from '../shared/money.js';
 
 /**
  * Every price counts usage over the customer's calendar month in UTC (tiers,
@@ -126,8 +126,22 @@ export function costOf(price: Price, quantity: Decimal, before: Decimal = money(
 export function costDependsOnPeriod(price: Price, aggregation: Aggregation, quantity: Decimal): boolean {
   if (aggregation === 'max' || price.model === 'graduated') return true;
   if (price.model === 'package' && price.rounding === 'up') return true;
+  // Cheap and sufficient: a product has at most as many fraction digits as its factors together.
+  if (perUnitPlaces(price) + quantity.decimalPlaces() <= amountScale) return false;
   const exact = periodTotal(price, quantity);
   return !toLedgerAmount(exact).equals(exact);
+}
+
+const perUnitPlacesOf = new WeakMap<Price, number>();
+
+/** Fraction digits of the price of one unit (a non-terminating quotient has 60, the working precision). */
+function perUnitPlaces(price: Price & { model: 'unit' | 'package' }): number {
+  let places = perUnitPlacesOf.get(price);
+  if (places === undefined) {
+    const perUnit = price.model === 'unit' ? price.amount : price.amount.dividedBy(price.size);
+    perUnitPlacesOf.set(price, (places = perUnit.decimalPlaces()));
+  }
+  return places;
 }
 
 export function zero(): Decimal {

@@ -190,6 +190,8 @@ export async function priorUsageFor(
   excluding: { untilSec: number; watermarks: Watermarks } | undefined,
   customer?: string,
 ): Promise<PriorUsage> {
+  // The first run has no earlier runs: nothing to read, so no line needs looking at.
+  if (excluding === undefined) return new Map();
   const meters = new Set<string>();
   const months = new Map<string, Set<number>>();
   const rows = new Map<string, RateRow | undefined>();
