@@ -4,6 +4,7 @@
  * thing twice writes the same id; reads take one row per id, which makes a
  * repeated insert (a re-run, a crash between insert and bookkeeping) harmless.
  */
+import { dropPartitionsBelow, monthNumber } from '../shared/clickhouse/partitions.js';
 import { createHash } from 'node:crypto';
 import type { Decimal } from 'decimal.js';
 import { creditSnapshotColumns, ledgerColumns } from '../shared/clickhouse/schema.js';
@@ -259,20 +260,8 @@ export async function dropExpiredSnapshots(
 ): Promise<number> {
   const cutoffSec = newestAsOfSec - retentionDays * 86_400;
   if (cutoffSec <= 0) return 0;
-  const cutoff = new Date(cutoffSec * 1000);
   // Months before the cutoff's month hold only snapshots older than the cutoff.
-  const cutoffMonth = cutoff.getUTCFullYear() * 100 + cutoff.getUTCMonth() + 1;
-  const rows = await store.query(
-    "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'credit_snapshots' AND active",
-  );
-  let dropped = 0;
-  for (const [partition] of rows) {
-    const month = Number(partition);
-    if (!Number.isSafeInteger(month) || month >= cutoffMonth) continue;
-    await store.command(`ALTER TABLE credit_snapshots DROP PARTITION ${sqlUInt(month)}`);
-    dropped++;
-  }
-  return dropped;
+  return dropPartitionsBelow(store, 'credit_snapshots', monthNumber(cutoffSec));
 }
 
 /**

@@ -8,7 +8,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalogFile, type Catalog } from '../catalog/model.js';
 import { flushPayload } from '../rater/flush.js';
-import { flushBoundsColumns, flushBoundsPayload, untakenFloorSec } from '../shared/clickhouse/flush-bounds.js';
+import {
+  dropOldFlushBounds,
+  flushBoundsColumns,
+  flushBoundsPayload,
+  untakenFloorSec,
+} from '../shared/clickhouse/flush-bounds.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
 import type { Store } from '../shared/clickhouse/store.js';
@@ -118,6 +123,19 @@ export function defineFlushBounds(backend: Backend): void {
       const third = await settle(store, catalog, { untilSec: a + 3 * hour, nowSec: a + 4 * hour });
       expect(tokensOf(third, 'fb-1')).toEqual(['3']);
       expect(tokensOf(third, 'fb-2')).toEqual(['4']);
+    });
+
+    it('given records written months before the newest run, then retention drops them and the floor falls back to a scan', async () => {
+      const old = t0 - 120 * 24 * hour;
+      await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(9, 1, old, old));
+      await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(9, 2, t0, t0));
+      const excluding = { untilSec: t0, watermarks: { '9': 1 } };
+      expect(await untakenFloorSec(store, excluding, { '9': 2 })).toBe(t0);
+      // Four months back is past the 62 days kept: its month goes, this month's record stays.
+      expect(await dropOldFlushBounds(store, t0)).toBeGreaterThanOrEqual(1);
+      const left = await store.query('SELECT flush_seq FROM flush_bounds WHERE stream_partition = 9');
+      expect(left.map(([seq]) => seq)).toEqual(['2']);
+      expect(await untakenFloorSec(store, excluding, { '9': 2 })).toBeUndefined();
     });
   });
 }

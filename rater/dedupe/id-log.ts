@@ -17,6 +17,7 @@
  * size, and TabSeparated needs no escaping. The table is partitioned by day
  * so that retention is a cheap DROP PARTITION.
  */
+import { dropPartitionsBelow } from '../../shared/clickhouse/partitions.js';
 import type { Store } from '../../shared/clickhouse/store.js';
 import { dedupeIdsColumns } from '../../shared/clickhouse/schema.js';
 import { sqlUInt } from '../../shared/sql.js';
@@ -123,15 +124,5 @@ export async function dropExpiredIds(store: Store, retentionDays: number, nowSec
   const cutoff = Number(
     new Date((nowSec - retentionDays * 86_400) * 1000).toISOString().slice(0, 10).replaceAll('-', ''),
   );
-  const rows = await store.query(
-    "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'dedupe_ids' AND active",
-  );
-  let dropped = 0;
-  for (const [partition] of rows) {
-    const day = Number(partition);
-    if (!Number.isSafeInteger(day) || day >= cutoff) continue;
-    await store.command(`ALTER TABLE dedupe_ids DROP PARTITION ${sqlUInt(day)}`);
-    dropped++;
-  }
-  return dropped;
+  return dropPartitionsBelow(store, 'dedupe_ids', cutoff);
 }

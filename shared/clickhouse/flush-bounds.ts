@@ -17,6 +17,7 @@
 import type { Store } from './store.js';
 import { sqlUInt } from '../sql.js';
 import { assertCaughtUp } from './replication.js';
+import { dropPartitionsBelow, monthNumber } from './partitions.js';
 import { ReplicaBehindError } from './store.js';
 import { encodeTsv, tsvDateTime } from '../tsv.js';
 
@@ -102,18 +103,7 @@ export async function untakenFloorSec(
  * untakenFloorSec answers "no floor" (a scan) instead of a wrong floor.
  */
 export async function dropOldFlushBounds(store: Store, newestRunSec: number, keepDays = 62): Promise<number> {
-  const cutoff = new Date((newestRunSec - keepDays * 86_400) * 1000);
-  if (cutoff.getTime() <= 0) return 0;
-  const cutoffMonth = cutoff.getUTCFullYear() * 100 + cutoff.getUTCMonth() + 1;
-  const rows = await store.query(
-    "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'flush_bounds' AND active",
-  );
-  let dropped = 0;
-  for (const [partition] of rows) {
-    const month = Number(partition);
-    if (!Number.isSafeInteger(month) || month >= cutoffMonth) continue;
-    await store.command(`ALTER TABLE flush_bounds DROP PARTITION ${sqlUInt(month)}`);
-    dropped++;
-  }
-  return dropped;
+  const cutoffSec = newestRunSec - keepDays * 86_400;
+  if (cutoffSec <= 0) return 0;
+  return dropPartitionsBelow(store, 'flush_bounds', monthNumber(cutoffSec));
 }

@@ -1,0 +1,32 @@
+/**
+ * Retention by whole partitions: the tables that expire data (credit
+ * snapshots, remembered event ids, flush records) are partitioned by a
+ * numeric date (YYYYMM or YYYYMMDD), and dropping a partition is cheap on
+ * ClickHouse 18.16 and chDB alike, where TTL is not.
+ */
+import { sqlUInt } from '../sql.js';
+import type { Store } from './store.js';
+
+/** The tables retention drops from (names are SQL identifiers: only these constants reach the query). */
+export type RetainedTable = 'credit_snapshots' | 'dedupe_ids' | 'flush_bounds';
+
+/** Drops every active partition of `table` numbered below `below`; returns how many were dropped. */
+export async function dropPartitionsBelow(store: Store, table: RetainedTable, below: number): Promise<number> {
+  const rows = await store.query(
+    `SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = '${table}' AND active`,
+  );
+  let dropped = 0;
+  for (const [partition] of rows) {
+    const value = Number(partition);
+    if (!Number.isSafeInteger(value) || value >= below) continue;
+    await store.command(`ALTER TABLE ${table} DROP PARTITION ${sqlUInt(value)}`);
+    dropped++;
+  }
+  return dropped;
+}
+
+/** The YYYYMM number of the UTC month holding `sec`. */
+export function monthNumber(sec: number): number {
+  const d = new Date(sec * 1000);
+  return d.getUTCFullYear() * 100 + d.getUTCMonth() + 1;
+}
