@@ -7,11 +7,11 @@
  * once. Settlement turns them into blocks (settlement/credit/schedule.ts).
  */
 import type { Decimal } from 'decimal.js';
-import { frequencyRank, parseDuration, type Duration, type Frequency } from './periods.js';
+import { parseDuration, type Duration, type Frequency } from './periods.js';
 import { money } from '../shared/money.js';
 import { Problems, isPlainObject, readDecimalText, readString, refuseUnknownFields } from '../shared/validate.js';
 import { catalogFields } from './fields.js';
-import { parseFrequency, parseRollover, type BillingFrequency, type Rollover } from './grant-rules.js';
+import { parseRollover, readGrantTerms, type BillingFrequency, type Rollover } from './grant-rules.js';
 
 /** An add-on's grant: a plan grant without an id (an add-on grants one unit, so the add-on names it). */
 export interface AddOnGrant {
@@ -132,18 +132,14 @@ export function parseAddOn(
       );
     const gat = `${vat}.grant`;
     const g = object(problems, version.grant, gat, catalogFields.addOnGrant);
-    const unit = readString(problems, g.unit, `${gat}.unit`, { max: 64 });
-    const quantity = readDecimalText(problems, g.quantity, `${gat}.quantity`, { positive: true });
-    const frequency = parseFrequency(problems, g.frequency, `${gat}.frequency`);
-    const rollover = parseRollover(problems, g.rollover, `${gat}.rollover`);
-    if (unit !== undefined && !units.has(unit))
-      problems.add(`${gat}.unit`, 'unknown', `credit unit ${unit} is not defined`);
-    if (
-      frequency !== undefined &&
-      (billing === 'monthly' || billing === 'yearly') &&
-      frequencyRank[frequency] > frequencyRank[billing]
-    )
-      problems.add(`${gat}.frequency`, 'range', `a ${frequency} grant is longer than the add-on's ${billing} billing`);
+    const { unit, quantity, frequency, rollover } = readGrantTerms(
+      problems,
+      g,
+      gat,
+      units,
+      billing,
+      `the add-on's ${String(billing)} billing`,
+    );
     // As for plan grants: the unit is fixed once saved.
     if (unit !== undefined && grantUnit !== undefined && unit !== grantUnit)
       problems.add(`${gat}.unit`, 'immutable', `add-on ${id} grants ${grantUnit}; its unit cannot change`);

@@ -4,9 +4,9 @@
  * (add-ons.ts), validated once into typed values.
  */
 import { money } from '../shared/money.js';
-import { Problems, isPlainObject, readDecimalText, refuseUnknownFields } from '../shared/validate.js';
+import { Problems, isPlainObject, readDecimalText, readString, refuseUnknownFields } from '../shared/validate.js';
 import { catalogFields } from './fields.js';
-import { parseDuration, type Duration, type Frequency } from './periods.js';
+import { frequencyRank, parseDuration, type Duration, type Frequency } from './periods.js';
 import type { Decimal } from 'decimal.js';
 
 export type BillingFrequency = 'monthly' | 'yearly';
@@ -62,4 +62,40 @@ export function parseFrequency(problems: Problems, raw: unknown, at: string): Fr
   if (raw === 'daily' || raw === 'monthly' || raw === 'yearly') return raw;
   problems.add(at, 'enum', `${at} must be daily, monthly or yearly`);
   return undefined;
+}
+
+/** What every grant states, plan, add-on or charge alike: read, each field checked, the unit known. */
+export interface GrantTerms {
+  unit: string | undefined;
+  quantity: string | undefined;
+  frequency: Frequency | undefined;
+  rollover: Rollover | undefined;
+}
+
+/**
+ * Reads a recurring grant's terms from `g` (already checked to be an object
+ * with only known fields): the unit must exist, and the grant may not be
+ * longer than what bills it (`billing`, named in the message as `billedBy`).
+ */
+export function readGrantTerms(
+  problems: Problems,
+  g: Record<string, unknown>,
+  at: string,
+  units: ReadonlyMap<string, unknown>,
+  billing: unknown,
+  billedBy: string,
+): GrantTerms {
+  const unit = readString(problems, g.unit, `${at}.unit`, { max: 64 });
+  const quantity = readDecimalText(problems, g.quantity, `${at}.quantity`, { positive: true });
+  const frequency = parseFrequency(problems, g.frequency, `${at}.frequency`);
+  const rollover = parseRollover(problems, g.rollover, `${at}.rollover`);
+  if (unit !== undefined && !units.has(unit))
+    problems.add(`${at}.unit`, 'unknown', `credit unit ${unit} is not defined`);
+  if (
+    frequency !== undefined &&
+    (billing === 'monthly' || billing === 'yearly') &&
+    frequencyRank[frequency] > frequencyRank[billing]
+  )
+    problems.add(`${at}.frequency`, 'range', `a ${frequency} grant is longer than ${billedBy}`);
+  return { unit, quantity, frequency, rollover };
 }

@@ -18,7 +18,7 @@ import {
 } from '../shared/validate.js';
 import { catalogFields } from './fields.js';
 import type { AddOn, Charge } from './add-ons.js';
-import { parseFrequency, parseRollover, type BillingFrequency, type Rollover } from './grant-rules.js';
+import { parseFrequency, parseRollover, readGrantTerms, type BillingFrequency, type Rollover } from './grant-rules.js';
 
 export { parseFrequency, parseRollover, type BillingFrequency, type Rollover };
 
@@ -182,25 +182,16 @@ export function parsePlan(
       if (!isPlainObject(g)) return problems.add(gat, 'type', `${gat} must be an object`);
       refuseUnknownFields(problems, g, gat, catalogFields.grant);
       const gid = readString(problems, g.id, `${gat}.id`, { pattern: idPattern });
-      const unit = readString(problems, g.unit, `${gat}.unit`, { max: 64 });
-      const quantity = readDecimalText(problems, g.quantity, `${gat}.quantity`, { positive: true });
-      const frequency = parseFrequency(problems, g.frequency, `${gat}.frequency`);
-      const rollover = parseRollover(problems, g.rollover, `${gat}.rollover`);
-      if (unit !== undefined && !units.has(unit))
-        problems.add(`${gat}.unit`, 'unknown', `credit unit ${unit} is not defined`);
+      const { unit, quantity, frequency, rollover } = readGrantTerms(
+        problems,
+        g,
+        gat,
+        units,
+        billing,
+        `the plan's ${String(billing)} billing period`,
+      );
       if (unit !== undefined && units.get(unit)?.archived)
         archived.push({ version: i + 1, field: `${gat}.unit`, unit });
-      if (
-        frequency !== undefined &&
-        (billing === 'monthly' || billing === 'yearly') &&
-        frequencyRank[frequency] > frequencyRank[billing]
-      ) {
-        problems.add(
-          `${gat}.frequency`,
-          'range',
-          `a ${frequency} grant is longer than the plan's ${billing} billing period`,
-        );
-      }
       // A grant's unit is fixed once saved: later versions may change anything else.
       if (gid !== undefined && unit !== undefined) {
         const earlier = grantUnits.get(gid);
