@@ -92,8 +92,12 @@ export async function readSelectedUsage(
       ? '0'
       : `(minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)})`;
   const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
-  // Nothing untaken lies before the floor: ClickHouse skips the history of every customer before it.
-  const floorSec = await untakenFloorSec(store, selection.excluding, selection.watermarks);
+  // Nothing untaken lies before the floor: ClickHouse skips the history of every customer before it. A read for
+  // one customer (a live balance) is already bounded by the table's key and is latency-bound: no extra query.
+  const floorSec =
+    selection.customer === undefined
+      ? await untakenFloorSec(store, selection.excluding, selection.watermarks)
+      : undefined;
   const floorFilter = floorSec === undefined ? '' : ` AND minute >= ${sqlDateTime(floorSec)}`;
   const rows = await store.query(
     // Lines are also cut at calendar months (UTC): graduated tiers count usage per month.
