@@ -271,11 +271,12 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
       effectiveAtSec: body.effective_at === undefined ? undefined : effectiveAtSec!,
       expiresAtSec,
     });
-    deps.onBalanceChange?.(id);
     sendJson(res, result.created ? 201 : 200, {
       entry: entryJson(result.entry, unitNamesJson(catalog, result.entry.unit, result.entry.customer, now())),
       created: result.created,
     });
+    // After the answer, as for holds: notices never hold it up.
+    deps.onBalanceChange?.(id);
   }
 
   async function settlements(req: IncomingMessage, res: ServerResponse): Promise<void> {

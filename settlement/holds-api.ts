@@ -140,10 +140,7 @@ export function holdRoutes(deps: HoldApiDeps): Route[] {
           ...(body.metadata === undefined ? {} : { metadata: body.metadata as Record<string, string> }),
         }),
       );
-      if (result.created) {
-        metrics?.admitted.inc({ unit: unit! });
-        onChange?.(customer);
-      }
+      if (result.created) metrics?.admitted.inc({ unit: unit! });
       const figures = await live.figures(customer);
       sendJson(
         res,
@@ -151,6 +148,8 @@ export function holdRoutes(deps: HoldApiDeps): Route[] {
         { hold: holdJson(result.hold, figures), created: result.created, available: result.available },
         result.created ? {} : { 'idempotent-replayed': 'true' },
       );
+      // After the answer: notices never hold it up, and a process dying while it evaluates them has answered.
+      if (result.created) onChange?.(customer);
     } catch (error) {
       if (error instanceof DrawdownError && error.status < 500)
         metrics?.refused.inc({ unit: unit!, reason: error.code });
@@ -170,14 +169,14 @@ export function holdRoutes(deps: HoldApiDeps): Route[] {
     // By default usage sent before the release may still be on its way: the hold counts until it is in.
     const graceMs = body.wait_for_usage === false ? 0 : releaseGraceMs;
     const result = await answered(holds.release(holdId!, { graceMs }));
+    if (result.changed) metrics?.released.inc({ unit: result.hold.unit });
+    const figures = await live.figures(result.hold.customer);
+    sendJson(res, 200, { hold: holdJson(result.hold, figures), released: result.changed });
     if (result.changed) {
-      metrics?.released.inc({ unit: result.hold.unit });
       onChange?.(result.hold.customer);
       // A releasing hold keeps counting until its grace ends, when nothing writes: look again then.
       if (onChange !== undefined && graceMs > 0) setTimeout(() => onChange(result.hold.customer), graceMs + 50).unref();
     }
-    const figures = await live.figures(result.hold.customer);
-    sendJson(res, 200, { hold: holdJson(result.hold, figures), released: result.changed });
   }
 
   async function getHold(_req: IncomingMessage, res: ServerResponse, [holdId]: string[]): Promise<void> {
