@@ -192,7 +192,8 @@ async function fillUsage(store: Store, customers: string[], window: number, seqB
 
 /**
  * `days` of history before the first window, already settled: one row per
- * customer, meter and day (flush 1 of partition 0, with its record), and a
+ * customer, meter and day, each day one flush (label = day number, with its
+ * record) stamped at the day's end as the rater stamps a flush, and a
  * completed run up to the first window that took it — as a deployment that
  * has been running that long looks to the next run. Returns the flush
  * sequence the windows continue from.
@@ -200,7 +201,6 @@ async function fillUsage(store: Store, customers: string[], window: number, seqB
 async function fillHistory(store: Store, customers: string[], days: number): Promise<number> {
   if (days === 0) return 0;
   const fromSec = firstWindowSec - days * 86_400;
-  await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(0, 1, fromSec, fromSec));
   let rows: string[][] = [];
   let written = 0;
   const flush = async (): Promise<void> => {
@@ -208,29 +208,50 @@ async function fillHistory(store: Store, customers: string[], days: number): Pro
     written += rows.length;
     rows = [];
   };
-  const flushedAt = tsvDateTime(firstWindowSec - 60);
   for (let day = 0; day < days; day++) {
+    const daySec = fromSec + day * 86_400;
+    const seq = String(day + 1);
+    const flushedAt = tsvDateTime(daySec + 86_399);
+    await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(0, day + 1, daySec, daySec + 86_399));
     for (let i = 0; i < customers.length; i++) {
-      const minute = tsvDateTime(fromSec + day * 86_400 + (i % 1440) * 60);
+      const minute = tsvDateTime(daySec + (i % 1440) * 60);
       const c = customers[i]!;
-      rows.push([c, 'tokens', '{}', minute, '1000', '1', '0', '1', flushedAt]);
-      rows.push([c, 'images', '{"model":"standard"}', minute, '1', '1', '0', '1', flushedAt]);
-      rows.push([c, 'calls', '{}', minute, '1', '1', '0', '1', flushedAt]);
+      rows.push([c, 'tokens', '{}', minute, '1000', '1', '0', seq, flushedAt]);
+      rows.push([c, 'images', '{"model":"standard"}', minute, '1', '1', '0', seq, flushedAt]);
+      rows.push([c, 'calls', '{}', minute, '1', '1', '0', seq, flushedAt]);
       if (rows.length >= insertRowsMax - 3) await flush();
     }
+    // A flush never spans two days here: each day's rows are one INSERT (or more) of their own.
+    if (rows.length > 0) await flush();
     if ((day + 1) % 30 === 0) log(`history: ${day + 1} of ${days} days (${written.toLocaleString('en')} rows)`);
   }
-  if (rows.length > 0) await flush();
+  await waitForMerges(store);
   const run: RunRecord = {
     runId: runIdFor(fromSec, firstWindowSec),
     fromSec,
     untilSec: firstWindowSec,
     startedAtSec: firstWindowSec,
-    watermarks: { '0': 1 },
+    watermarks: { '0': days },
   };
   await recordRun(store, run, firstWindowSec, 'started', '');
   await recordRun(store, run, firstWindowSec, 'completed', '{}');
-  return 1;
+  return days;
+}
+
+/**
+ * A deployment's history is merged long before its next run: background merges of the rows just written
+ * would take the run's CPU and be measured as its cost. Waits (at most 10 minutes) until none is running.
+ */
+async function waitForMerges(store: Store): Promise<void> {
+  const started = Date.now();
+  for (;;) {
+    const [[running]] = (await store.query(
+      "SELECT count() FROM system.merges WHERE database = currentDatabase() AND table = 'usage_minute'",
+    )) as [[string]];
+    if (running === '0' || Date.now() - started > 600_000) break;
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+  }
+  log(`history merged (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }
 
 async function fillPurchases(store: Store, customers: string[]): Promise<void> {

@@ -12,6 +12,7 @@
  *                (--scopes ingest,read,admin — any of them — [--id NAME])
  *   catalog      apply FILE [--dry-run] | get [--revision N]: the catalog store (needs --clickhouse-url)
  *   partitions   show | migrate --partitions N: the recorded partition layout (needs --nats-url)
+ *   storage      partition-usage: usage_minute from before partitioning into months (needs --clickhouse-url)
  * Every setting is also an environment variable (docs/configuration.md). `drawdown <command> --help` says
  * which a command reads (deploy/help.ts). Processes write only JSON lines (pino); the commands whose output is for
  * a person (demo, keys new, catalog, --help) are the exceptions docs/metrics.md "Logs" lists.
@@ -31,6 +32,7 @@ import { commandHelp, overallHelp, version } from './help.js';
 import { startDrawdown, type Running } from './processes.js';
 import { runSettle } from './settle-command.js';
 import { runPartitionsCommand } from './partitions-command.js';
+import { runStorageCommand } from './storage-command.js';
 
 const keysUsage = `usage: drawdown keys new --scopes <${scopes.join('|')}>[,…] [--id NAME]   (NAME: 1–64 of [A-Za-z0-9._:@-])`;
 
@@ -62,7 +64,7 @@ function waitForSignal(running: { stop(): Promise<void> }, log: { info: (o: obje
 }
 
 /** The commands that run as processes (services, the CronJob): everything they write is a JSON line. */
-const processCommands: ReadonlySet<string> = new Set(['start', 'ingest', 'rater', 'settlement', 'settle']);
+const processCommands: ReadonlySet<string> = new Set(['start', 'ingest', 'rater', 'settlement', 'settle', 'storage']);
 
 async function main(argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv);
@@ -159,6 +161,8 @@ async function main(argv: string[]): Promise<number> {
         out: (t) => process.stdout.write(t),
         err: (t) => process.stderr.write(t),
       });
+    case 'storage':
+      return runStorageCommand(positional, flags, env, { err: (t) => process.stderr.write(t) });
     case 'demo': {
       const config = loadConfig(flags, env, [], {
         catalog: demoCatalog,
@@ -185,6 +189,7 @@ const listed: ReadonlySet<string> = new Set([
   'request_invalid',
   'partition_layout_mismatch',
   'partition_migration_refused',
+  'usage_migration_refused',
 ]);
 
 /**

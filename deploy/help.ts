@@ -59,6 +59,7 @@ const rater: SettingName[] = [
 const settlement: SettingName[] = [
   'settleEveryMs',
   'snapshotRetentionDays',
+  'usageRetentionMonths',
   'holdTtlDefaultMs',
   'holdTtlMaxMs',
   'holdReleaseGraceMs',
@@ -119,7 +120,14 @@ export const commands: Record<string, CommandHelp> = {
       ['--output FILE', 'write the report to FILE instead of stdout'],
     ],
     needs: ['clickhouseUrl'],
-    reads: ['clickhouseUrl', 'clickhouseCluster', 'catalog', 'logLevel', 'snapshotRetentionDays'],
+    reads: [
+      'clickhouseUrl',
+      'clickhouseCluster',
+      'catalog',
+      'logLevel',
+      'snapshotRetentionDays',
+      'usageRetentionMonths',
+    ],
   },
   settlements: {
     usage: 'drawdown settlements list [--limit N] [--after RUN_ID]\n       drawdown settlements get RUN_ID',
@@ -165,6 +173,13 @@ export const commands: Record<string, CommandHelp> = {
       'The partition layout recorded for the stream (NATS KV drawdown_meta), which every gateway and rater must match to start. show prints it as one JSON line (null and exit 1 when none is recorded); migrate records N as the new count, refused while the stream holds any batch: stop the gateways, let the raters drain the stream, stop them, migrate, then start everything with the new count (docs/deploy.md, "Changing the partition count").',
     needs: ['natsUrl'],
     reads: ['natsUrl', 'streamName', 'subjectPrefix', 'partitions', 'streamReplicas'],
+  },
+  storage: {
+    usage: 'drawdown storage partition-usage',
+    about:
+      'Copies a usage_minute created before partitioning into the layout partitioned by flush month, so settlement reads only the months it needs and retention can drop settled months (DRAWDOWN_USAGE_RETENTION_MONTHS). Stop every rater first: the copy is refused if a flush lands during it, and nothing changes. The original is kept as usage_minute_unpartitioned (docs/deploy.md, "Partitioning minute usage").',
+    needs: ['clickhouseUrl'],
+    reads: ['clickhouseUrl', 'clickhouseCluster', 'logLevel'],
   },
 };
 
@@ -214,6 +229,8 @@ commands:
   catalog get [--revision N]       print the catalog in force (or revision N)                (needs --clickhouse-url)
   partitions show | migrate --partitions N
                the recorded partition layout; migrate changes it once the stream is drained  (needs --nats-url)
+  storage partition-usage
+               copy usage_minute from before partitioning into monthly partitions, raters stopped (needs --clickhouse-url)
 
 Every setting is a flag or an environment variable: docs/configuration.md.
 `;

@@ -271,6 +271,7 @@ export async function startDrawdown(
       };
       const settlementRunner = new SettlementRunner(store!, runCatalog, log, createSettlementMetrics(registry), {
         snapshotRetentionDays: config.snapshotRetentionDays,
+        usageRetentionMonths: config.usageRetentionMonths,
       });
       runner = settlementRunner;
       settlementRunner.schedule(config.settleEveryMs);

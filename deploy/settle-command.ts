@@ -110,6 +110,7 @@ export async function runSettle(flags: Map<string, string>, env: NodeJS.ProcessE
       untilSec,
       catalogRevision: revision,
       snapshotRetentionDays: config.snapshotRetentionDays,
+      usageRetentionMonths: config.usageRetentionMonths,
       onPhase: (phase) => progress.phase(phase, elapsedMs()),
       onProgress: (p) => progress.accounts(p, elapsedMs()),
     });

@@ -20,6 +20,21 @@ import { assertCaughtUp } from '../shared/clickhouse/replication.js';
 export const raterTables = ['usage_minute', 'dedupe_ids'] as const;
 
 /**
+ * The `flushed_at` of a flush: now, or its latest minute if that is later
+ * (an event up to the allowed skew in the future), and never before the
+ * partition's previous stamp. usage_minute is partitioned by this stamp, and
+ * reads skip months by it on the promise that no row was stamped before its
+ * own minute (shared/clickhouse/usage-minute.ts). Stamps that only grow with
+ * a partition's labels keep its flushes' parts in label order on a cluster
+ * (shared/clickhouse/replication.ts assertUsageInOrder).
+ */
+export function flushStampSec(nowSec: number, rows: readonly AggregateRow[], previousSec = 0): number {
+  let stamp = Math.max(nowSec, previousSec);
+  for (const row of rows) if (row[3] > stamp) stamp = row[3];
+  return stamp;
+}
+
+/**
  * The TSV of one flush in `usageMinuteFlushColumns` order. `messageSeqs`
  * (rater/counted-log.ts) goes on the first row only: one copy per flush is
  * the record, and the other rows stay as small as before.

@@ -29,12 +29,12 @@ import {
   type StreamSettings,
 } from '../shared/nats/stream.js';
 import { Aggregator } from './aggregate.js';
-import { flushPayload, raterTables, writeFlush } from './flush.js';
+import { flushPayload, flushStampSec, raterTables, writeFlush } from './flush.js';
 import { flushBoundsPayload } from '../shared/clickhouse/flush-bounds.js';
 import { publishDeadLetter, type DeadLetterCause } from './dead-letter.js';
 import type { RaterMetrics } from './metrics.js';
 import { packMessages, type AggregateResult, type AggregateTask } from './task.js';
-import { readWatermark } from '../shared/clickhouse/usage-minute.js';
+import { readPartitionMarks } from '../shared/clickhouse/usage-minute.js';
 import { assertCaughtUp } from '../shared/clickhouse/replication.js';
 import { IdSet } from './dedupe/id-set.js';
 import type { MeterCatalog } from './meter-catalog.js';
@@ -106,6 +106,8 @@ export class PartitionRater {
    * that committed other messages (rater/dedupe/id-log.ts).
    */
   #labelFloor = 0;
+  /** The latest flushed_at stamped: stamps only grow with labels (rater/flush.ts flushStampSec). */
+  #stampFloor = 0;
   /** The pending messages, as "seq:fingerprint": a redelivery of one is ignored, its flush acks it. */
   readonly #held = new Set<string>();
   /**
@@ -194,7 +196,9 @@ export class PartitionRater {
     this.#strandedCandidate = undefined;
     // On a cluster, everything resumed from must be on the replica read (shared/clickhouse/replication.ts).
     await assertCaughtUp(store, raterTables);
-    this.#committedSeq = await readWatermark(store, partition);
+    const marks = await readPartitionMarks(store, partition);
+    this.#committedSeq = marks.watermark;
+    this.#stampFloor = marks.stampSec;
     this.#labelFloor = Math.max(this.#committedSeq, await highestIdsLabel(store, partition));
     await this.#rebuildIds();
     await this.#recreateConsumer();
@@ -632,12 +636,15 @@ export class PartitionRater {
     this.#labelFloor = flushSeq;
     const rows = this.#aggregator.drain();
     const nowSec = Math.floor(Date.now() / 1000);
+    // The rows and their flush record carry one stamp: settlement's floor on flushed_at comes from the record.
+    const stampSec = flushStampSec(nowSec, rows, this.#stampFloor);
+    this.#stampFloor = stampSec;
     const counted = messages.map((m) => ({ seq: m.seq, fingerprint: this.#fingerprints.get(m)! }));
-    const payload = flushPayload(rows, partition, flushSeq, nowSec, encodeCounted(counted));
+    const payload = flushPayload(rows, partition, flushSeq, stampSec, encodeCounted(counted));
     const ids = idsPayload(this.#pendingIds, partition, flushSeq, nowSec);
     let firstMinuteSec: number | undefined;
     for (const row of rows) if (firstMinuteSec === undefined || row[3] < firstMinuteSec) firstMinuteSec = row[3];
-    const bounds = flushBoundsPayload(partition, flushSeq, firstMinuteSec, nowSec);
+    const bounds = flushBoundsPayload(partition, flushSeq, firstMinuteSec, stampSec);
     const flushSpan = this.#spans?.startFlush(messages, flushSeq, rows.length);
     let failedAttempts = 0;
     const stopTimer = metrics.insertDuration.startTimer();

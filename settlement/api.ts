@@ -2,6 +2,7 @@
  * Read and settlement routes: balances, ledger, usage, purchases and
  * on-demand settlement runs. Request bodies are validated here, once.
  */
+import { usageMinutePartitioned } from '../shared/clickhouse/usage-minute.js';
 import type { PostedPurchase } from './notices/evaluator.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
@@ -153,10 +154,12 @@ export function settlementRoutes(deps: SettlementApiDeps): Route[] {
     if (!problems.empty)
       throw new DrawdownError('request_invalid', problems.list[0]!.message, { problems: problems.list });
     const bucket = granularity === 'day' ? 'toStartOfDay(minute)' : 'toStartOfHour(minute)';
+    // No row was flushed before its own minute: months flushed before the range are skipped whole.
+    const flushedFilter = (await usageMinutePartitioned(store)) ? ` AND flushed_at >= ${sqlDateTime(fromSec!)}` : '';
     const rows = await store.query(
       `SELECT meter, dimensions, toUnixTimestamp(${bucket}) AS bucket, sum(quantity), max(quantity), sum(events)
        FROM usage_minute WHERE customer = ${sqlString(checkCustomer(customer!))}
-         AND minute >= ${sqlDateTime(fromSec!)} AND minute < ${sqlDateTime(untilSec!)}
+         AND minute >= ${sqlDateTime(fromSec!)} AND minute < ${sqlDateTime(untilSec!)}${flushedFilter}
        GROUP BY meter, dimensions, bucket ORDER BY bucket, meter, dimensions`,
     );
     sendJson(res, 200, {

@@ -11,6 +11,7 @@
  * prices; for package and graduated rows, as if it were the month's only
  * usage (docs/holds.md says so).
  */
+import { usageMinutePartitioned } from '../shared/clickhouse/usage-minute.js';
 import type { Decimal } from 'decimal.js';
 import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
@@ -40,11 +41,13 @@ export async function readHoldCoverage(
   watermarks: Watermarks | undefined,
 ): Promise<HoldCoverage> {
   const { parts, partExpr } = rateCardParts(catalog, sinceSec, Number.POSITIVE_INFINITY);
+  // No row was flushed before its own minute: older months are skipped whole.
+  const flushedFilter = (await usageMinutePartitioned(store)) ? ` AND flushed_at >= ${sqlDateTime(sinceSec)}` : '';
   const rows = await store.query(
     `SELECT hold, meter, dimensions, ${partExpr} AS part, toRelativeMonthNum(minute) AS month,
        sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
      FROM usage_minute
-     WHERE customer = ${sqlString(customer)} AND hold != '' AND minute >= ${sqlDateTime(sinceSec)}
+     WHERE customer = ${sqlString(customer)} AND hold != '' AND minute >= ${sqlDateTime(sinceSec)}${flushedFilter}
        AND ${committedUnder(watermarks)}
      GROUP BY hold, meter, dimensions, part, month
      ORDER BY hold, meter, dimensions, part, month`,

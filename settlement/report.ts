@@ -20,6 +20,8 @@ export interface SettlementReport {
   catalogRevision?: number;
   /** Months of credit snapshots dropped after the run (retention). */
   snapshotMonthsDropped?: number;
+  /** Flush months (YYYYMM) of minute usage retention dropped after the run. */
+  usageMonthsDropped?: number[];
   customers: Record<string, CustomerReport>;
 }
 

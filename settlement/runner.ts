@@ -28,6 +28,7 @@ export class SettlementRunner {
   readonly #log: Logger;
   readonly #metrics: ReturnType<typeof createSettlementMetrics>;
   readonly #snapshotRetentionDays: number | undefined;
+  readonly #usageRetentionMonths: number | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   readonly #listeners: ((report: RunReport) => void)[] = [];
@@ -37,13 +38,14 @@ export class SettlementRunner {
     catalog: Catalog | RunCatalog,
     log: Logger,
     metrics: ReturnType<typeof createSettlementMetrics>,
-    options: { snapshotRetentionDays?: number } = {},
+    options: { snapshotRetentionDays?: number; usageRetentionMonths?: number } = {},
   ) {
     this.#store = store;
     this.#catalog = catalog;
     this.#log = log;
     this.#metrics = metrics;
     this.#snapshotRetentionDays = options.snapshotRetentionDays;
+    this.#usageRetentionMonths = options.usageRetentionMonths;
   }
 
   /** Called with every completed run's report (balance notices re-evaluate its customers). */
@@ -68,6 +70,7 @@ export class SettlementRunner {
       );
       const report: RunReport = await settle(this.#store, catalog, {
         ...(this.#snapshotRetentionDays === undefined ? {} : { snapshotRetentionDays: this.#snapshotRetentionDays }),
+        ...(this.#usageRetentionMonths === undefined ? {} : { usageRetentionMonths: this.#usageRetentionMonths }),
         ...request,
         ...(revision === undefined ? {} : { catalogRevision: revision }),
         onProgress: (p) => {
@@ -100,6 +103,11 @@ export class SettlementRunner {
         this.#log.info(
           { months: report.snapshotMonthsDropped, retentionDays: this.#snapshotRetentionDays },
           'old credit snapshots dropped',
+        );
+      if (report.usageMonthsDropped !== undefined)
+        this.#log.info(
+          { months: report.usageMonthsDropped, retentionMonths: this.#usageRetentionMonths },
+          'settled minute usage of old flush months dropped',
         );
       this.#metrics.runs.inc({ outcome: 'completed' });
       for (const listener of this.#listeners) listener(report);

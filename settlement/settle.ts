@@ -5,6 +5,7 @@
  * re-run — after success or after a crash at any point — posts nothing new.
  */
 import { dropOldFlushBounds } from '../shared/clickhouse/flush-bounds.js';
+import { dropSettledUsage } from './usage-retention.js';
 import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
@@ -32,7 +33,7 @@ import { postingQuantities } from './credit/quantity-shares.js';
 import { manualAccounts } from './adjustments.js';
 import { priceOutstanding, priceUsage, type PricedLine, type PricingOutcome } from './price-usage.js';
 import { storedReport, type CustomerReport, type SettlementReport } from './report.js';
-import { findRun, interruptedRun, previousRun, recordRun, runIdFor, type RunRecord } from './runs.js';
+import { findRun, interruptedRun, lastCompletedRun, previousRun, recordRun, runIdFor, type RunRecord } from './runs.js';
 import { closedTerms, runReportTermsMax, statementsOf } from './statement.js';
 import { priorUsageFor, readSelectedUsage, type SelectedLine } from './usage-reader.js';
 import { foundLines, outstandingForRun, recordUnpriced, type OutstandingLine } from './unpriced.js';
@@ -58,6 +59,11 @@ export interface SettleRequest {
    * DRAWDOWN_SNAPSHOT_RETENTION_DAYS's).
    */
   snapshotRetentionDays?: number;
+  /**
+   * After the run, flush months of minute usage older than its end minus this many months are dropped once
+   * settled (default: DRAWDOWN_USAGE_RETENTION_MONTHS's; settlement/usage-retention.ts).
+   */
+  usageRetentionMonths?: number;
   /** Called as each phase of the run ends (benchmarks and logs). */
   onPhase?: (phase: string) => void;
   /**
@@ -99,6 +105,13 @@ export async function settle(store: Store, catalog: Catalog, request: SettleRequ
     );
     request.onPhase?.('snapshot retention');
     await dropOldFlushBounds(store, newest);
+    const usage = await dropSettledUsage(
+      store,
+      await lastCompletedRun(store),
+      request.usageRetentionMonths ?? settings.usageRetentionMonths.default,
+    );
+    if (usage.dropped.length > 0) report.usageMonthsDropped = usage.dropped;
+    request.onPhase?.('usage retention');
   }
   return report;
 }

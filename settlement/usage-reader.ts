@@ -7,7 +7,8 @@ import type { Decimal } from 'decimal.js';
 import type { Catalog, RateRow } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { parseStoredDecimal } from '../shared/money.js';
-import { untakenFloorSec } from '../shared/clickhouse/flush-bounds.js';
+import { untakenFloor } from '../shared/clickhouse/flush-bounds.js';
+import { usageMinutePartitioned } from '../shared/clickhouse/usage-minute.js';
 import { sqlDateTime, sqlString, sqlStringList, sqlUInt } from '../shared/sql.js';
 import { costDependsOnPeriod, matchRow, pricingMonthStartSec, versionAt } from './pricing.js';
 
@@ -92,13 +93,16 @@ export async function readSelectedUsage(
       ? '0'
       : `(minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)})`;
   const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
-  // Nothing untaken lies before the floor: ClickHouse skips the history of every customer before it. A read for
-  // one customer (a live balance) is already bounded by the table's key and is latency-bound: no extra query.
-  const floorSec =
-    selection.customer === undefined
-      ? await untakenFloorSec(store, selection.excluding, selection.watermarks)
-      : undefined;
-  const floorFilter = floorSec === undefined ? '' : ` AND minute >= ${sqlDateTime(floorSec)}`;
+  // Nothing untaken lies before the floor: ClickHouse skips the months flushed before it whole, and within
+  // them the history of every customer before its minute. A read for one customer (a live balance) is already
+  // bounded by the table's key and is latency-bound: no extra query.
+  const floor =
+    selection.customer === undefined ? await untakenFloor(store, selection.excluding, selection.watermarks) : undefined;
+  let floorFilter = '';
+  if (floor !== undefined) {
+    floorFilter = ` AND minute >= ${sqlDateTime(floor.minuteSec)}`;
+    if (await usageMinutePartitioned(store)) floorFilter += ` AND flushed_at >= ${sqlDateTime(floor.flushedSec)}`;
+  }
   const rows = await store.query(
     // Lines are also cut at calendar months (UTC): graduated tiers count usage per month.
     `SELECT customer, meter, dimensions, ${partExpr} AS part, minute < ${sqlDateTime(selection.lateBeforeSec)} AS late, toRelativeMonthNum(minute) AS month,
@@ -163,11 +167,15 @@ export async function readPriorUsage(
     return `(minute >= ${sqlDateTime(start)} AND minute < ${sqlDateTime(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) / 1000)})`;
   });
   const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
+  // No row was flushed before its own minute: the months flushed before the earliest one read are skipped whole.
+  const flushedFilter = (await usageMinutePartitioned(store))
+    ? ` AND flushed_at >= ${sqlDateTime(Math.min(...selection.monthStartsSec))}`
+    : '';
   const rows = await store.query(
     `SELECT customer, meter, dimensions, toRelativeMonthNum(minute) AS month, sum(quantity), max(quantity), toUnixTimestamp(min(minute))
      FROM usage_minute
      WHERE minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)}
-       AND meter IN ${sqlStringList(selection.meters)} AND (${months.join(' OR ')})${customerFilter}
+       AND meter IN ${sqlStringList(selection.meters)} AND (${months.join(' OR ')})${flushedFilter}${customerFilter}
      GROUP BY customer, meter, dimensions, month
      ORDER BY customer, meter, dimensions, month`,
   );

@@ -322,6 +322,14 @@ export const settings = {
     max: 3660,
     doc: 'Settlement drops whole months of credit snapshots older than the newest completed run minus this many days (an account without a snapshot is rebuilt from its ledger)',
   },
+  usageRetentionMonths: {
+    kind: 'int',
+    env: 'DRAWDOWN_USAGE_RETENTION_MONTHS',
+    default: 13,
+    min: 2,
+    max: 1200,
+    doc: 'Settlement drops whole flush months of minute usage older than the newest completed run minus this many months, once every row in them is settled (the ledger keeps the charges)',
+  },
   holdTtlDefaultMs: {
     kind: 'int',
     env: 'DRAWDOWN_HOLD_TTL_DEFAULT_MS',

@@ -67,6 +67,7 @@ export const errorCodes = {
     title: 'DRAWDOWN_PARTITIONS (or the subject prefix) differs from the layout recorded for the stream',
   },
   partition_migration_refused: { status: 409, title: 'The partition layout cannot be changed now' },
+  usage_migration_refused: { status: 409, title: 'usage_minute cannot be partitioned now' },
   internal: { status: 500, title: 'Internal error' },
 } as const satisfies Record<string, { status: number; title: string; retryAfterSeconds?: number }>;
 

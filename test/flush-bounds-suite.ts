@@ -12,7 +12,7 @@ import {
   dropOldFlushBounds,
   flushBoundsColumns,
   flushBoundsPayload,
-  untakenFloorSec,
+  untakenFloor,
 } from '../shared/clickhouse/flush-bounds.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
@@ -81,18 +81,21 @@ export function defineFlushBounds(backend: Backend): void {
 
     it('given no earlier run, a partition it did not see, or a flush without a record, then there is no floor', async () => {
       const excluding = { untilSec: t0, watermarks: { '0': 10 } };
-      expect(await untakenFloorSec(store, undefined, { '0': 10 })).toBeUndefined();
-      expect(await untakenFloorSec(store, excluding, { '0': 10, '1': 3 })).toBeUndefined();
+      expect(await untakenFloor(store, undefined, { '0': 10 })).toBeUndefined();
+      expect(await untakenFloor(store, excluding, { '0': 10, '1': 3 })).toBeUndefined();
       // Partition 0 moved past 10, and no record at or below 10 proves the new flushes were all recorded.
       await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(0, 12, t0 - hour, t0));
-      expect(await untakenFloorSec(store, excluding, { '0': 12 })).toBeUndefined();
+      expect(await untakenFloor(store, excluding, { '0': 12 })).toBeUndefined();
       await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(0, 10, t0 - 5 * hour, t0));
-      expect(await untakenFloorSec(store, excluding, { '0': 12 })).toBe(t0 - hour);
+      expect(await untakenFloor(store, excluding, { '0': 12 })).toEqual({ minuteSec: t0 - hour, flushedSec: t0 });
       // Nothing new: the previous window's end; a new flush below it lowers the floor, one after it does not.
-      expect(await untakenFloorSec(store, excluding, { '0': 10 })).toBe(t0);
+      expect(await untakenFloor(store, excluding, { '0': 10 })).toEqual({ minuteSec: t0, flushedSec: t0 });
       await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(0, 13, t0 + hour, t0));
-      expect(await untakenFloorSec(store, excluding, { '0': 13 })).toBe(t0 - hour);
-      expect(await untakenFloorSec(store, { untilSec: t0, watermarks: { '0': 12 } }, { '0': 13 })).toBe(t0);
+      expect(await untakenFloor(store, excluding, { '0': 13 })).toEqual({ minuteSec: t0 - hour, flushedSec: t0 });
+      expect(await untakenFloor(store, { untilSec: t0, watermarks: { '0': 12 } }, { '0': 13 })).toEqual({
+        minuteSec: t0,
+        flushedSec: t0,
+      });
     });
 
     it('given late usage committed after a run, then the next run bills it whether or not its flush was recorded', async () => {
@@ -130,12 +133,12 @@ export function defineFlushBounds(backend: Backend): void {
       await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(9, 1, old, old));
       await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(9, 2, t0, t0));
       const excluding = { untilSec: t0, watermarks: { '9': 1 } };
-      expect(await untakenFloorSec(store, excluding, { '9': 2 })).toBe(t0);
+      expect(await untakenFloor(store, excluding, { '9': 2 })).toEqual({ minuteSec: t0, flushedSec: t0 });
       // Four months back is past the 62 days kept: its month goes, this month's record stays.
       expect(await dropOldFlushBounds(store, t0)).toBeGreaterThanOrEqual(1);
       const left = await store.query('SELECT flush_seq FROM flush_bounds WHERE stream_partition = 9');
       expect(left.map(([seq]) => seq)).toEqual(['2']);
-      expect(await untakenFloorSec(store, excluding, { '9': 2 })).toBeUndefined();
+      expect(await untakenFloor(store, excluding, { '9': 2 })).toBeUndefined();
     });
   });
 }

@@ -55,26 +55,38 @@ async function recordsCaughtUp(store: Store): Promise<boolean> {
 }
 
 /**
- * The earliest minute a row committed at or below `watermarks` and not taken
- * by `excluding` can have, epoch s; undefined when the records cannot bound it.
+ * Where the rows committed at or below `watermarks` and not taken by
+ * `excluding` can lie, epoch s: none has a minute before `minuteSec` or was
+ * flushed before `flushedSec`. A row taken-or-not by its flush label alone is
+ * new (its flush's record says when it was written, which is its rows'
+ * flushed_at); a row of an old flush is untaken only for a minute at or
+ * after the previous run's end, and a flush is stamped no earlier than its
+ * latest minute (rater/flush.ts flushStampSec). Undefined when the records
+ * cannot bound them.
  */
-export async function untakenFloorSec(
+export interface UntakenFloor {
+  minuteSec: number;
+  flushedSec: number;
+}
+
+export async function untakenFloor(
   store: Store,
   excluding: { untilSec: number; watermarks: Watermarks } | undefined,
   watermarks: Watermarks | undefined,
-): Promise<number | undefined> {
+): Promise<UntakenFloor | undefined> {
   if (excluding === undefined || watermarks === undefined) return undefined;
   const moved = Object.entries(watermarks).filter(([p, seq]) => seq > (excluding.watermarks[p] ?? -1));
-  if (moved.length === 0) return excluding.untilSec;
+  if (moved.length === 0) return { minuteSec: excluding.untilSec, flushedSec: excluding.untilSec };
   if (moved.some(([p]) => excluding.watermarks[p] === undefined)) return undefined;
   // On a cluster a replica may hold a flush's rows before its record (parts are fetched in any order): the
   // records vouch for the flushes only once every record committed before this call is here.
   if (!(await recordsCaughtUp(store))) return undefined;
   const rows = await store.query(
     `SELECT stream_partition, min(flush_seq), countIf(flush_seq > since AND flush_seq <= upto),
-       toUnixTimestamp(minIf(first_minute, flush_seq > since AND flush_seq <= upto))
+       toUnixTimestamp(minIf(first_minute, flush_seq > since AND flush_seq <= upto)),
+       toUnixTimestamp(minIf(written_at, flush_seq > since AND flush_seq <= upto))
      FROM (
-       SELECT stream_partition, flush_seq, first_minute,
+       SELECT stream_partition, flush_seq, first_minute, written_at,
          multiIf(${moved.map(([p]) => `stream_partition = ${sqlUInt(Number(p))}, ${sqlUInt(excluding.watermarks[p]!)}`).join(', ')}, 0) AS since,
          multiIf(${moved.map(([p, seq]) => `stream_partition = ${sqlUInt(Number(p))}, ${sqlUInt(seq)}`).join(', ')}, 0) AS upto
        FROM flush_bounds
@@ -82,13 +94,14 @@ export async function untakenFloorSec(
      )
      GROUP BY stream_partition`,
   );
-  let floor = excluding.untilSec;
+  const floor = { minuteSec: excluding.untilSec, flushedSec: excluding.untilSec };
   const seen = new Set<string>();
-  for (const [partition, firstSeq, newFlushes, firstMinute] of rows) {
+  for (const [partition, firstSeq, newFlushes, firstMinute, firstWritten] of rows) {
     // Recorded from before the previous run's watermark on: every flush after it has its record.
     if (Number(firstSeq) > excluding.watermarks[partition!]!) return undefined;
     if (Number(newFlushes) === 0) return undefined;
-    floor = Math.min(floor, Number(firstMinute));
+    floor.minuteSec = Math.min(floor.minuteSec, Number(firstMinute));
+    floor.flushedSec = Math.min(floor.flushedSec, Number(firstWritten));
     seen.add(partition!);
   }
   return moved.every(([p]) => seen.has(p)) ? floor : undefined;
@@ -100,7 +113,7 @@ export async function untakenFloorSec(
  * dropped. Safe whatever is dropped: a flush's record is written after every
  * earlier flush's of its partition, so once a record a run needs is gone,
  * so is every record at or below the previous run's watermark, and
- * untakenFloorSec answers "no floor" (a scan) instead of a wrong floor.
+ * untakenFloor answers "no floor" (a scan) instead of a wrong floor.
  */
 export async function dropOldFlushBounds(store: Store, newestRunSec: number, keepDays = 62): Promise<number> {
   const cutoffSec = newestRunSec - keepDays * 86_400;

@@ -1,6 +1,6 @@
 /**
  * Retention by whole partitions: the tables that expire data (credit
- * snapshots, remembered event ids, flush records) are partitioned by a
+ * snapshots, remembered event ids, flush records, minute usage) are partitioned by a
  * numeric date (YYYYMM or YYYYMMDD), and dropping a partition is cheap on
  * ClickHouse 18.16 and chDB alike, where TTL is not.
  */
@@ -8,7 +8,7 @@ import { sqlUInt } from '../sql.js';
 import type { Store } from './store.js';
 
 /** The tables retention drops from (names are SQL identifiers: only these constants reach the query). */
-export type RetainedTable = 'credit_snapshots' | 'dedupe_ids' | 'flush_bounds';
+export type RetainedTable = 'credit_snapshots' | 'dedupe_ids' | 'flush_bounds' | 'usage_minute';
 
 /** Drops every active partition of `table` numbered below `below`; returns how many were dropped. */
 export async function dropPartitionsBelow(store: Store, table: RetainedTable, below: number): Promise<number> {
@@ -23,6 +23,11 @@ export async function dropPartitionsBelow(store: Store, table: RetainedTable, be
     dropped++;
   }
   return dropped;
+}
+
+/** Drops one partition (a numeric date) of `table`; dropping one that is not there is a no-op. */
+export async function dropPartition(store: Store, table: RetainedTable, partition: number): Promise<void> {
+  await store.command(`ALTER TABLE ${table} DROP PARTITION ${sqlUInt(partition)}`);
 }
 
 /** The YYYYMM number of the UTC month holding `sec`. */

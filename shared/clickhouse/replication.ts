@@ -131,15 +131,35 @@ export async function assertCaughtUp(store: Store, tables: readonly string[]): P
   }
 }
 
+/** Where a part lies in commit order: its partition (a YYYYMM month, or "all" on a table from before) and block. */
+interface PartPlace {
+  partition: string;
+  block: number;
+}
+
+/** Parses `<partition>_<min block>_<max block>_<level>[_<mutation>]`, at its min or max block. */
+function partPlace(name: string, end: 'min' | 'max'): PartPlace | undefined {
+  const fields = name.split('_');
+  const block = Number(fields[end === 'min' ? 1 : 2]);
+  return fields.length >= 4 && Number.isSafeInteger(block) ? { partition: fields[0]!, block } : undefined;
+}
+
+/** Months compare as equal-length digit strings; block numbers count per partition. */
+function before(a: PartPlace, b: PartPlace): boolean {
+  return a.partition < b.partition || (a.partition === b.partition && a.block < b.block);
+}
+
 /**
  * The weaker check a settlement run needs for usage_minute, after reading
  * the watermarks: every part it lacks was committed after every part it
- * has. One rater writes a partition's flushes one after another, so block
- * numbers follow their labels; a missing part numbered below a present one
- * could hold a label at or below the watermark just read, and the run would
- * skip it for good. Missing parts above are labelled above the watermark,
- * and a later run takes them. So a run can settle on a replica whose peer
- * died with parts it never copied, as long as nothing was written after them.
+ * has. One rater writes a partition's flushes one after another, with labels
+ * and flushed_at stamps that only grow (rater/flush.ts flushStampSec), so
+ * (month, block number) follows their labels (block numbers count per
+ * month); a missing part placed below a present one could hold a label at or
+ * below the watermark just read, and the run would skip it for good. Missing
+ * parts above are labelled above the watermark, and a later run takes them.
+ * So a run can settle on a replica whose peer died with parts it never
+ * copied, as long as nothing was written after them.
  */
 export async function assertUsageInOrder(store: Store): Promise<void> {
   if (store.cluster === undefined) return;
@@ -147,18 +167,25 @@ export async function assertUsageInOrder(store: Store): Promise<void> {
   if (state === undefined) return;
   if (!(await logCopied(store, state))) throw behind(store, 'the replication log of usage_minute');
   if (state.insertsInQueue === 0) return;
-  // Part names are <partition>_<min block>_<max block>_<level>; usage_minute has one partition, "all".
   const waiting = await store.query(
-    "SELECT min(toUInt64(splitByChar('_', new_part_name)[2])) FROM system.replication_queue WHERE database = currentDatabase() AND table = 'usage_minute' AND type = 'GET_PART'",
+    "SELECT new_part_name FROM system.replication_queue WHERE database = currentDatabase() AND table = 'usage_minute' AND type = 'GET_PART'",
   );
   const present = await store.query(
-    "SELECT max(max_block_number) FROM system.parts WHERE database = currentDatabase() AND table = 'usage_minute' AND active",
+    "SELECT name FROM system.parts WHERE database = currentDatabase() AND table = 'usage_minute' AND active",
   );
-  const lowestWaiting = Number(waiting[0]?.[0] ?? Number.MAX_SAFE_INTEGER);
-  const highestPresent = Number(present[0]?.[0] ?? -1);
-  if (lowestWaiting <= highestPresent)
+  let lowestWaiting: PartPlace | undefined;
+  for (const [name] of waiting) {
+    const place = partPlace(name!, 'min');
+    if (place !== undefined && (lowestWaiting === undefined || before(place, lowestWaiting))) lowestWaiting = place;
+  }
+  let highestPresent: PartPlace | undefined;
+  for (const [name] of present) {
+    const place = partPlace(name!, 'max');
+    if (place !== undefined && (highestPresent === undefined || before(highestPresent, place))) highestPresent = place;
+  }
+  if (lowestWaiting !== undefined && highestPresent !== undefined && !before(highestPresent, lowestWaiting))
     throw behind(
       store,
-      `usage_minute parts committed before parts it already holds (block ${lowestWaiting} < ${highestPresent})`,
+      `usage_minute parts committed before parts it already holds (${lowestWaiting.partition} block ${lowestWaiting.block} < ${highestPresent.partition} block ${highestPresent.block})`,
     );
 }

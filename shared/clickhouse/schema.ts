@@ -7,6 +7,7 @@
 import { flushBoundsTable } from './flush-bounds.js';
 import type { Store } from './store.js';
 import { usageMinuteTable } from './usage-minute.js';
+import { finishUsagePartitioning } from './usage-partitioning.js';
 import { checkReplicatedEngines, createOnEveryReplica, replicatedDdl } from './replication.js';
 
 export const tables = {
@@ -213,6 +214,8 @@ export const settlementRunColumns = [
 ] as const;
 
 export async function ensureSchema(store: Store): Promise<void> {
+  // Before any CREATE: a migration cut between its renames must not be met with a new, empty usage_minute.
+  await finishUsagePartitioning(store);
   for (const ddl of Object.values(tables)) await createTable(store, ddl);
   if (store.cluster !== undefined)
     await checkReplicatedEngines(

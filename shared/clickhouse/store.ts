@@ -20,7 +20,7 @@ export interface Store {
   query(sql: string): Promise<string[][]>;
   /**
    * Inserts a TabSeparated payload. One call is one INSERT statement: below
-   * `insertRowsMax` rows into a table without PARTITION BY it writes exactly
+   * `insertRowsMax` rows that fall in one partition it writes exactly
    * one part, atomically — the rater's exactly-once commit depends on that.
    */
   insert(table: string, columns: readonly string[], tsv: string): Promise<void>;

@@ -11,6 +11,28 @@
 import type { Store } from './store.js';
 import { sqlUInt } from '../sql.js';
 
+const partitionedByStore = new WeakMap<Store, Promise<boolean>>();
+
+/**
+ * Whether usage_minute is partitioned by flush month, so reads may name a
+ * `flushed_at` floor: asked once per store (the layout changes only through
+ * `drawdown storage partition-usage`, with every process stopped). In a table
+ * from before, rows were stamped with the flush's clock alone, which may be
+ * earlier than a future-skewed minute: no such floor is safe there.
+ */
+export function usageMinutePartitioned(store: Store): Promise<boolean> {
+  let known = partitionedByStore.get(store);
+  if (known === undefined) {
+    known = store
+      .query('SHOW CREATE TABLE usage_minute')
+      .then((rows) => /PARTITION BY toYYYYMM\(flushed_at\)/i.test(rows[0]?.[0] ?? ''));
+    // A failed question is asked again next time, not remembered.
+    known.catch(() => partitionedByStore.delete(store));
+    partitionedByStore.set(store, known);
+  }
+  return known;
+}
+
 export async function readWatermarks(store: Store): Promise<Map<number, number>> {
   const rows = await store.query('SELECT stream_partition, max(flush_seq) FROM usage_minute GROUP BY stream_partition');
   const out = new Map<number, number>();
@@ -25,6 +47,17 @@ export async function readWatermark(store: Store, partition: number): Promise<nu
   return Number(rows[0]?.[0] ?? 0);
 }
 
+/** A partition's watermark and the latest flushed_at it stamped (0, 0 for a partition with no flush yet). */
+export async function readPartitionMarks(
+  store: Store,
+  partition: number,
+): Promise<{ watermark: number; stampSec: number }> {
+  const rows = await store.query(
+    `SELECT max(flush_seq), toUnixTimestamp(max(flushed_at)) FROM usage_minute WHERE stream_partition = ${sqlUInt(partition)}`,
+  );
+  return { watermark: Number(rows[0]?.[0] ?? 0), stampSec: Number(rows[0]?.[1] ?? 0) };
+}
+
 /**
  * Usage aggregated per (customer, meter, dimensions, minute) by the rater.
  * Each row also names the stream partition and the label of the flush that
@@ -34,8 +67,18 @@ export async function readWatermark(store: Store, partition: number): Promise<nu
  * also lists the stream sequences of the messages the flush counted
  * (`message_seqs`, rater/counted-log.ts); the others leave it empty.
  * `hold` names the credit hold the row's usage spent ('' for none): usage
- * naming a hold gets rows of its own, which sum like any other. No
- * PARTITION BY, so one INSERT writes one part and commits atomically.
+ * naming a hold gets rows of its own, which sum like any other.
+ *
+ * Partitioned by the month of `flushed_at`, the one stamp every row of a
+ * flush shares: one INSERT still writes one part and commits atomically
+ * (partitioning by the rows' own minutes would split a flush across months
+ * into parts that commit one by one). The rater stamps a flush no earlier
+ * than its latest minute (rater/flush.ts flushStampSec), so `flushed_at >=
+ * minute` holds for every row, and a read of minutes from T on, or of flushes
+ * since T, skips every month before T whole: settlement's cost stays that of
+ * the months it reads, not of the deployment's age (issue 17 item 5).
+ * Tables created before this were unpartitioned; they keep working, read
+ * whole, until `drawdown storage partition-usage` copies them.
  */
 export const usageMinuteTable = `CREATE TABLE IF NOT EXISTS usage_minute (
     customer String,
@@ -49,7 +92,7 @@ export const usageMinuteTable = `CREATE TABLE IF NOT EXISTS usage_minute (
     flushed_at DateTime('UTC'),
     message_seqs String DEFAULT '',
     hold String DEFAULT ''
-  ) ENGINE = MergeTree ORDER BY (customer, meter, minute, dimensions)`;
+  ) ENGINE = MergeTree PARTITION BY toYYYYMM(flushed_at) ORDER BY (customer, meter, minute, dimensions)`;
 
 export const usageMinuteColumns = [
   'customer',

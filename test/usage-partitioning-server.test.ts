@@ -1,0 +1,3 @@
+import { defineUsagePartitioning } from './usage-partitioning-suite.js';
+
+defineUsagePartitioning('server');
