@@ -19,7 +19,7 @@ function richCatalog(): Record<string, unknown> {
         precision: 2,
         allowed_negative_balance: '5',
         archived: false,
-        notices: { low: ['10', '1'] },
+        notices: { low: ['10', '1'], expiring_within: 'P7D' },
         previous_names: [{ name: 'Old credits', internal_name: 'old_credits', until: '2026-01-15T00:00:00Z' }],
       },
     ],

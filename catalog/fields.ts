@@ -19,7 +19,7 @@ export const catalogFields = {
     'notices',
   ],
   previousName: ['name', 'internal_name', 'until'],
-  creditUnitNotices: ['low'],
+  creditUnitNotices: ['low', 'expiring_within'],
   fiat: ['currency', 'value'],
   meter: ['key', 'name', 'unit', 'aggregation', 'dimensions', 'archived', 'event_type', 'value_property', 'group_by'],
   meterUnit: ['singular', 'plural'],

@@ -22,6 +22,7 @@ import type { Aggregation, MeterDefinitions } from '../shared/events/meters.js';
 import { parseEventMapping, type EventMapping } from './event-mapping.js';
 import { parseAddOn, parseCharge, type AddOn, type Charge } from './add-ons.js';
 import { parseNameHistory, type UnitNames } from './names.js';
+import { parseLeadTime } from './periods.js';
 
 export type { Aggregation, MeterDefinitions };
 
@@ -49,8 +50,19 @@ export interface CreditUnit {
   archived: boolean;
   /** Default balance.low thresholds for every customer (settlement/notices; a customer's own settings replace them). */
   lowThresholds: Decimal[];
+  /**
+   * Default grant.expiring lead time for every customer (settlement/notices): a block with credits left is announced
+   * once when its expiry is this close. undefined: none (a customer's own settings may set one).
+   */
+  expiringWithin: LeadTime | undefined;
   /** The names this unit had before, oldest first, each with when it stopped being in force (catalog/names.ts). */
   previousNames: (UnitNames & { untilMs: number })[];
+}
+
+/** A notice lead time as written ("P7D") and in ms (catalog/periods.ts parseLeadTime). */
+export interface LeadTime {
+  text: string;
+  ms: number;
 }
 
 /** At most this many balance.low thresholds per unit (catalog default or a customer's own). */
@@ -164,6 +176,7 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
   if (o.archived !== undefined && typeof o.archived !== 'boolean')
     problems.add(`${at}.archived`, 'type', `${at}.archived must be a boolean`);
   const lowThresholds: Decimal[] = [];
+  let expiringWithin: LeadTime | undefined;
   if (o.notices !== undefined) {
     const n = object(problems, o.notices, `${at}.notices`, catalogFields.creditUnitNotices);
     const low = list(problems, n.low, `${at}.notices.low`);
@@ -177,6 +190,16 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
       const text = readDecimalText(problems, t, `${at}.notices.low[${i}]`);
       if (text !== undefined) lowThresholds.push(money(text));
     });
+    if (n.expiring_within !== undefined) {
+      const ms = typeof n.expiring_within === 'string' ? parseLeadTime(n.expiring_within) : undefined;
+      if (ms === undefined)
+        problems.add(
+          `${at}.notices.expiring_within`,
+          'format',
+          `${at}.notices.expiring_within must be an ISO-8601 lead time in days, hours or minutes (P7D, PT12H), at most P366D`,
+        );
+      else expiringWithin = { text: n.expiring_within as string, ms };
+    }
   }
   const previousNames = parseNameHistory(problems, o.previous_names, `${at}.previous_names`);
   if (!id || !name || !internalName) return undefined;
@@ -189,6 +212,7 @@ function parseCreditUnit(problems: Problems, raw: unknown, at: string): CreditUn
     allowedNegativeBalance: allowed === undefined ? undefined : money(allowed),
     archived: o.archived === true,
     lowThresholds,
+    expiringWithin,
     previousNames,
   };
 }

@@ -1,6 +1,16 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { addDuration, boundariesIn, parseDuration, periodAt, periodIndexAt, periodStart } from './periods.js';
+import {
+  addDuration,
+  boundariesIn,
+  leadTimeMaxMs,
+  parseDuration,
+  parseLeadTime,
+  periodAt,
+  periodIndexAt,
+  periodStart,
+} from './periods.js';
+import { parseCatalog } from './model.js';
 
 const utc = (iso: string): number => Date.parse(iso);
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -69,5 +79,34 @@ describe('grant periods', () => {
     for (const bad of ['P', 'P0D', '2M', 'PT1H', 'P-1M', '']) expect(parseDuration(bad)).toBeUndefined();
     expect(iso(addDuration(utc('2026-02-01T00:00:00Z'), { months: 2, days: 0 }))).toBe('2026-04-01T00:00:00.000Z');
     expect(iso(addDuration(utc('2025-12-31T00:00:00Z'), { months: 2, days: 1 }))).toBe('2026-03-01T00:00:00.000Z');
+  });
+});
+
+describe('notice lead times (grant.expiring)', () => {
+  it('reads days, hours and minutes, and refuses months, zero, empty parts and more than a year', () => {
+    expect(parseLeadTime('P7D')).toBe(7 * 86_400_000);
+    expect(parseLeadTime('PT12H')).toBe(12 * 3_600_000);
+    expect(parseLeadTime('P1DT6H30M')).toBe(86_400_000 + 6 * 3_600_000 + 30 * 60_000);
+    expect(parseLeadTime('P366D')).toBe(leadTimeMaxMs);
+    for (const bad of ['P367D', 'P1M', 'P0D', 'PT0H', 'P', 'PT', 'P1DT', '7d', 'P-1D', ' P1D'])
+      expect({ bad, ms: parseLeadTime(bad) }).toEqual({ bad, ms: undefined });
+  });
+
+  it('given a catalog default lead time, then it is read; a malformed one is refused naming the field', () => {
+    const unit = (notices: unknown) => ({ credit_units: [{ id: 'credits', name: 'Credits', notices }] });
+    expect(parseCatalog(unit({ expiring_within: 'P3D' })).creditUnits.get('credits')!.expiringWithin).toEqual({
+      text: 'P3D',
+      ms: 3 * 86_400_000,
+    });
+    expect(parseCatalog(unit({ low: ['5'] })).creditUnits.get('credits')!.expiringWithin).toBeUndefined();
+    let problems: unknown;
+    try {
+      parseCatalog(unit({ expiring_within: 'P1M' }));
+    } catch (error) {
+      problems = (error as { problems?: unknown }).problems;
+    }
+    expect(problems).toEqual([
+      expect.objectContaining({ field: 'credit_units[0].notices.expiring_within', code: 'format' }),
+    ]);
   });
 });

@@ -25,6 +25,22 @@ export function parseDuration(text: string): Duration | undefined {
 
 const dayMs = 86_400_000;
 
+/** The longest lead time a notice may announce an expiry with (grant.expiring): a year. */
+export const leadTimeMaxMs = 366 * dayMs;
+
+/**
+ * A notice lead time, ISO-8601 in days, hours and minutes only ("P7D",
+ * "PT12H", "P1DT6H", "PT30M") → ms; undefined if malformed, zero, or longer
+ * than `leadTimeMaxMs`. Months are refused: "expires within a month" would
+ * mean a different span each month.
+ */
+export function parseLeadTime(text: string): number | undefined {
+  const match = /^P(?:(\d{1,3})D)?(?:T(?:(\d{1,4})H)?(?:(\d{1,6})M)?)?$/.exec(text);
+  if (match === null || text === 'P' || text.endsWith('T')) return undefined;
+  const ms = Number(match[1] ?? 0) * dayMs + Number(match[2] ?? 0) * 3_600_000 + Number(match[3] ?? 0) * 60_000;
+  return ms > 0 && ms <= leadTimeMaxMs ? ms : undefined;
+}
+
 /** Order of frequencies, for "a grant is never longer than its billing period". */
 export const frequencyRank: Record<Frequency, number> = { daily: 0, monthly: 1, yearly: 2 };
 

@@ -311,6 +311,10 @@ export async function startDrawdown(
         routes.push(...runningNotices.routes);
         settlementRunner.onCompleted((report) => {
           for (const customer of Object.keys(report.customers)) runningNotices.touch(customer, { background: true });
+          // The run left every block's remaining exact: look for blocks now inside their grant.expiring lead time.
+          runningNotices.checkExpiring().catch((error: unknown) => {
+            log.warn({ err: error }, 'notices: grant.expiring check after a settlement run failed');
+          });
         });
       }
       routes.push(

@@ -331,3 +331,73 @@ export async function settledBalances(store: Store, customer: string): Promise<M
   );
   return new Map(rows.map(([unit, sum]) => [unit!, parseStoredDecimal(sum!)]));
 }
+
+/** A credit block that still holds credits and expires in a given span, as the ledger has it (notices). */
+export interface HeldBlockRow {
+  customer: string;
+  unit: string;
+  id: string;
+  source: 'grant' | 'add_on' | 'charge' | 'purchase' | 'manual';
+  origin: string | undefined;
+  /** Σ of the block's entries: what settlement (and credit adjustments) left in it. */
+  remaining: Decimal;
+  createdAtMs: number;
+  expiresAtMs: number;
+}
+
+/**
+ * The blocks with credits left whose expiry lies in (fromSec, untilSec],
+ * soonest expiry first, at most `rowsMax` (grant.expiring, settlement/notices/
+ * expiring.ts). Every entry that opens or draws a block carries its expiry
+ * (`expires_at`), so the blocks are found by that column; their remaining
+ * sum is then taken over all of their entries (one row per id, as every read),
+ * so entries written before that column existed still count. Reads the
+ * ledger's `expires_at` column (one UInt32 per entry) and the found
+ * customers' rows.
+ */
+export async function blocksExpiringBetween(
+  store: Store,
+  fromSec: number,
+  untilSec: number,
+  rowsMax: number,
+): Promise<{ blocks: HeldBlockRow[]; truncated: boolean }> {
+  const span = `expires_at > toDateTime(${sqlUInt(fromSec)}, 'UTC') AND expires_at <= toDateTime(${sqlUInt(untilSec)}, 'UTC') AND block_id != ''`;
+  const rows = await store.query(
+    `SELECT c, u, b, sum(a), max(e), min(t), countIf(k = 'purchase'), countIf(k = 'manual'), max(gs), max(go)
+     FROM (
+       SELECT any(customer) AS c, any(unit) AS u, any(block_id) AS b, any(amount) AS a,
+              toUnixTimestamp(any(expires_at)) AS e, toUnixTimestamp(any(effective_at)) AS t, any(kind) AS k,
+              any(grant_source) AS gs, any(grant_origin) AS go
+       FROM ledger_entries
+       WHERE customer IN (SELECT customer FROM ledger_entries WHERE ${span})
+         AND block_id IN (SELECT block_id FROM ledger_entries WHERE ${span})
+       GROUP BY entry_id
+     )
+     GROUP BY c, u, b
+     HAVING sum(a) > 0 AND max(e) > ${sqlUInt(fromSec)} AND max(e) <= ${sqlUInt(untilSec)}
+     ORDER BY max(e), c, u, b
+     LIMIT ${sqlUInt(rowsMax + 1)}`,
+  );
+  const blocks = rows.slice(0, rowsMax).map((r): HeldBlockRow => {
+    const grantSource = r[8]!;
+    const source: HeldBlockRow['source'] =
+      Number(r[6]) > 0
+        ? 'purchase'
+        : Number(r[7]) > 0
+          ? 'manual'
+          : grantSource === 'add_on' || grantSource === 'charge'
+            ? grantSource
+            : 'grant';
+    return {
+      customer: r[0]!,
+      unit: r[1]!,
+      id: r[2]!,
+      source,
+      origin: source === 'purchase' || source === 'manual' || r[9] === '' ? undefined : r[9]!,
+      remaining: parseStoredDecimal(r[3]!),
+      expiresAtMs: Number(r[4]) * 1000,
+      createdAtMs: Number(r[5]) * 1000,
+    };
+  });
+  return { blocks, truncated: rows.length > rowsMax };
+}

@@ -394,6 +394,14 @@ export const settings = {
     max: 3_600_000,
     doc: 'How often settlement publishes notices a crashed process decided but did not publish (reads up to 10,000 accounts), in ms',
   },
+  noticesExpiringCheckMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_NOTICES_EXPIRING_CHECK_MS',
+    default: 300_000,
+    min: 1_000,
+    max: 3_600_000,
+    doc: 'How often settlement looks for credit blocks whose grant.expiring lead time has begun (also after every settlement run and at start-up), in ms: the longest a block waits to be announced',
+  },
   noticesReplicas: {
     kind: 'int',
     env: 'DRAWDOWN_NOTICES_REPLICAS',

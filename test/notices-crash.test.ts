@@ -5,6 +5,7 @@
  * started afterwards publishes what was left; the stream holds each notice
  * exactly once — neither missed nor duplicated. Real `drawdown settlement`
  * children, nats-server and clickhouse-server; crash points via DRAWDOWN_FAULT.
+ * The same for a grant.expiring decided by a process's start-up check.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
@@ -63,7 +64,7 @@ describe('notices when a settlement process is SIGKILLed mid-crossing', () => {
       .map((n) => n.data.threshold)
       .sort();
 
-  const until = async (probe: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> => {
+  const until_ = async (probe: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> => {
     const deadline = Date.now() + timeoutMs;
     while (!(await probe())) {
       if (Date.now() > deadline) throw new Error('timed out');
@@ -90,7 +91,7 @@ describe('notices when a settlement process is SIGKILLed mid-crossing', () => {
       const normal = await start();
       const bought = await api(normal.base, 'POST', `/v1/customers/${customer}/purchases`, { package: 'credits-100' });
       expect(bought.status).toBe(201);
-      await until(async () => (await streamNotices(nats.url)).some((n) => n.data.customer === customer));
+      await until_(async () => (await streamNotices(nats.url)).some((n) => n.data.customer === customer));
       await normal.child.stop();
 
       const doomed = await start({ DRAWDOWN_FAULT: `${fault}:1` });
@@ -108,7 +109,7 @@ describe('notices when a settlement process is SIGKILLed mid-crossing', () => {
 
       // The next process's start-up sweep publishes what the outbox kept, under the same ids.
       const next = await start();
-      await until(async () => (await lows(customer)).length >= 2);
+      await until_(async () => (await lows(customer)).length >= 2);
       // Another look later (a touch and a second sweep) adds nothing.
       const again = await api(next.base, 'GET', `/v1/customers/${customer}/notice-settings`);
       expect(again.body.units.credits.unpublished).toBe(0);
@@ -120,6 +121,52 @@ describe('notices when a settlement process is SIGKILLed mid-crossing', () => {
       expect(await lows(customer)).toEqual(['10', '50']);
       const all = await streamNotices(nats.url);
       expect(new Set(all.map((n) => n.id)).size).toBe(all.length);
+      await next.child.stop();
+    });
+  }
+
+  for (const fault of ['notices-after-state', 'notices-after-publish']) {
+    it(`given a process killed at ${fault} while announcing grant.expiring, when another process starts, then the block is announced exactly once`, async () => {
+      const customer = `expiring-${fault}`;
+      const expiring = async () =>
+        (await streamNotices(nats.url)).filter((n) => n.type === 'grant.expiring' && n.data.customer === customer);
+      // A credit of 25 expiring in 2 days (lead time 7): in the ledger at once, no run needed. No balance.low for
+      // it, so the first notice the doomed process drains is the expiring one.
+      const normal = await start();
+      const put = await api(normal.base, 'PUT', `/v1/customers/${customer}/notice-settings`, {
+        units: { credits: { low: [] } },
+      });
+      expect(put.status).toBe(200);
+      const credit = await api(
+        normal.base,
+        'POST',
+        `/v1/customers/${customer}/adjustments`,
+        {
+          unit: 'credits',
+          amount: '25',
+          reason: 'goodwill',
+          expires_at: new Date(Date.now() + 2 * 86_400_000).toISOString(),
+        },
+        { 'idempotency-key': `${customer}-credit` },
+      );
+      expect(credit.status).toBe(201);
+      await normal.child.stop();
+
+      // The start-up check decides it, and the process dies at the fault.
+      const doomed = await start({ DRAWDOWN_FAULT: `${fault}:1` });
+      expect((await crashed(doomed.child)).signal).toBe('SIGKILL');
+      expect((await expiring()).length).toBe(fault === 'notices-after-state' ? 0 : 1);
+
+      // The next process's start-up sweep publishes what the outbox kept, under the same id; its own check adds none.
+      const next = await start();
+      await until_(async () => (await expiring()).length >= 1);
+      const view = await api(next.base, 'GET', `/v1/customers/${customer}/notice-settings`);
+      expect(view.body.units.credits.unpublished).toBe(0);
+      expect(view.body.units.credits.expiring).toHaveLength(1);
+      await new Promise((r) => setTimeout(r, 500));
+      const notices = await expiring();
+      expect(notices.map((n) => n.id)).toEqual([view.body.units.credits.expiring[0].notice]);
+      expect(notices[0]!.data).toMatchObject({ grant_source: 'manual', remaining: '25', expiring_within: 'P7D' });
       await next.child.stop();
     });
   }

@@ -10,7 +10,10 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Webhook } from 'standardwebhooks';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { startDrawdown, type Running } from '../deploy/processes.js';
@@ -28,11 +31,34 @@ import {
   type ClickHouseTarget,
 } from './harness.js';
 
-/** The demo catalog with 5 credits allowed below zero and balance.low at 50 and 10 for everyone. */
-export function noticesCatalog(dir: string): string {
+const dayMs = 86_400_000;
+
+/**
+ * The demo catalog with 5 credits allowed below zero, balance.low at 50 and 10 and a grant.expiring lead time of 7
+ * days for everyone; and three subscriptions (from `startMs`) whose one-time charge grants 25 credits: expiring 3
+ * days after `startMs` (n-expiring, n-expiring-off) or 30 days after (n-expiring-far).
+ */
+export function noticesCatalog(dir: string, startMs = Math.floor(Date.now() / 60_000) * 60_000 - dayMs): string {
   const catalog = JSON.parse(readFileSync(catalogPath, 'utf8'));
   catalog.credit_units[0].allowed_negative_balance = '5';
-  catalog.credit_units[0].notices = { low: ['50', '10'] };
+  catalog.credit_units[0].notices = { low: ['50', '10'], expiring_within: 'P7D' };
+  const start = new Date(startMs).toISOString();
+  catalog.plans = [{ id: 'starter', billing: 'monthly', versions: [{ version: 1, grants: [] }] }];
+  catalog.charges = [
+    { id: 'welcome', name: 'Welcome credits', grant: { unit: 'credits', quantity: '25', expires_after: 'P3D' } },
+    { id: 'welcome-long', grant: { unit: 'credits', quantity: '25', expires_after: 'P30D' } },
+  ];
+  catalog.subscriptions = [
+    ['n-expiring', 'welcome'],
+    ['n-expiring-off', 'welcome'],
+    ['n-expiring-far', 'welcome-long'],
+  ].map(([customer, charge]) => ({
+    id: `sub-${customer}`,
+    customer,
+    plan: 'starter',
+    start,
+    charges: [{ id: 'welcome', charge, at: start }],
+  }));
   const path = join(dir, 'notices-catalog.json');
   writeFileSync(path, JSON.stringify(catalog));
   return path;
@@ -55,6 +81,36 @@ export async function streamNotices(natsUrl: string): Promise<Notice[]> {
   }
 }
 
+interface Delivery {
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** A webhook receiver on a local port that answers 204 to everything and keeps what it got. */
+async function startReceiver(): Promise<{ url: string; received: Delivery[]; stop: () => Promise<void> }> {
+  const received: Delivery[] = [];
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const headers = Object.fromEntries(
+        Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : (v ?? '')]),
+      );
+      received.push({ headers, body: Buffer.concat(chunks).toString('utf8') });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
+    received,
+    stop: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
 export function defineNotices(backend: Backend): void {
   describe(`balance notices on ${backend === 'chdb' ? 'chDB' : 'clickhouse-server'}`, () => {
     const dir = tempDir(`notices-${backend}`);
@@ -64,10 +120,12 @@ export function defineNotices(backend: Backend): void {
     const bases = () => processes.map((p) => p.url!);
     const atMs = Math.floor(Date.now() / 60_000) * 60_000 - 10 * 60_000;
 
+    let config: ReturnType<typeof testConfig>;
+
     beforeAll(async () => {
       nats = await startNats(dir.path);
       clickhouse = await startClickHouse(backend, dir.path);
-      const config = testConfig({
+      config = testConfig({
         natsUrl: nats.url,
         clickhouseUrl: clickhouse.url,
         catalog: noticesCatalog(dir.path),
@@ -271,6 +329,90 @@ export function defineNotices(backend: Backend): void {
       expect(notices.filter((n) => n.type === 'purchase.posted')).toHaveLength(3);
       const balance = await api(bases()[0]!, 'GET', `/v1/customers/${customer}/balance`);
       expect(balance.body.units[0]).toMatchObject({ settled: '300', available: '20' });
+    });
+
+    it('given a grant with credits left that expires within the lead time, then one grant.expiring on the stream and to a webhook, however often and wherever it is evaluated, restarts included', async () => {
+      const receiver = await startReceiver();
+      try {
+        const endpoint = await api(bases()[0]!, 'POST', '/v1/webhooks', {
+          url: receiver.url,
+          events: ['grant.expiring'],
+        });
+        expect(endpoint.status).toBe(201);
+        // Fan-out reads the endpoints at most 1 s old (webhook-endpoints.ts listCached): let every process see it.
+        await new Promise((r) => setTimeout(r, 1_200));
+        // One customer has none: its own settings turn the catalog's lead time off.
+        const off = await api(bases()[1]!, 'PUT', '/v1/customers/n-expiring-off/notice-settings', {
+          units: { credits: { expiring_within: null } },
+        });
+        expect(off.status).toBe(200);
+        expect(off.body.units.credits).toMatchObject({ expiring_within: null, expiring_within_source: 'customer' });
+
+        // The run grants the charges (25 credits each); the check after it finds the block inside its lead time.
+        const until = Math.floor(Date.now() / 60_000) * 60;
+        const run = await api(bases()[0]!, 'POST', '/v1/settlements', { until: new Date(until * 1000).toISOString() });
+        expect(run.status).toBe(200);
+        // Both processes check at once, and again: one decision between them.
+        await Promise.all(processes.map((p) => p.notices!.checkExpiring()));
+        await Promise.all(processes.map((p) => p.notices!.checkExpiring()));
+        const expiring = async () =>
+          (await streamNotices(nats.url)).filter(
+            (n) => n.type === 'grant.expiring' && String(n.data.customer).startsWith('n-expiring'),
+          );
+        let notices = await expiring();
+        expect(notices).toHaveLength(1);
+        const notice = notices[0]!;
+        const ledger = (await api(bases()[0]!, 'GET', '/v1/customers/n-expiring/ledger')).body.entries;
+        const grant = ledger.find((e: { kind: string }) => e.kind === 'grant');
+        expect(notice.data).toEqual({
+          customer: 'n-expiring',
+          unit: 'credits',
+          unit_name: 'Credits',
+          unit_internal_name: 'credits_usd',
+          block: grant.block,
+          grant_source: 'charge',
+          grant_origin: 'welcome',
+          remaining: '25',
+          expires_at: grant.block_expires_at,
+          expiring_within: 'P7D',
+        });
+        expect(Date.parse(grant.block_expires_at) - Date.parse(grant.effective_at)).toBe(3 * dayMs);
+        const view = await api(bases()[1]!, 'GET', '/v1/customers/n-expiring/notice-settings');
+        expect(view.body.units.credits).toMatchObject({
+          expiring_within: 'P7D',
+          expiring_within_source: 'catalog',
+          expiring: [{ block: grant.block, expires_at: grant.block_expires_at, notice: notice.id }],
+        });
+
+        // A restart: a new process checks at start-up and when asked; the block is not announced again.
+        const restarted = processes.pop()!;
+        await restarted.stop();
+        processes.push(
+          await startDrawdown(
+            config,
+            { ingest: false, rater: false, settlement: true },
+            { store: processes[0]!.store! },
+          ),
+        );
+        await processes[1]!.notices!.checkExpiring();
+        await processes[0]!.notices!.checkExpiring();
+        notices = await expiring();
+        expect(notices.map((n) => n.id)).toEqual([notice.id]);
+
+        // The webhook: signed per Standard Webhooks, webhook-id = the notice id.
+        const deadline = Date.now() + 20_000;
+        while (receiver.received.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        const secret = endpoint.body.secret as string;
+        const ids = new Set<string>();
+        for (const delivery of receiver.received) {
+          const verified = new Webhook(secret).verify(delivery.body, delivery.headers) as typeof notice;
+          expect(verified).toEqual(notice);
+          ids.add(delivery.headers['webhook-id']!);
+        }
+        expect([...ids]).toEqual([notice.id]);
+      } finally {
+        await receiver.stop();
+      }
     });
   });
 }

@@ -1084,6 +1084,7 @@ describe('documented operations on a running drawdown', () => {
           units: {
             credits: {
               low: ['50'],
+              expiring_within: 'P3D',
               auto_top_up: { below: '20', package: 'credits-100', max_per_day: 1, mode: 'confirm' },
             },
           },
@@ -1094,6 +1095,27 @@ describe('documented operations on a running drawdown', () => {
         body: { units: { credits: { low: ['x'] } } },
         status: 400,
       });
+      await documentedCall('PUT', settings, `/v1/customers/${customer}/notice-settings`, 'admin', {
+        body: { units: { credits: { expiring_within: 'P1M' } } },
+        status: 400,
+      });
+      // A credit expiring within the lead time: the GET below lists its grant.expiring.
+      const credited = await fetch(`${drawdown.url}/v1/customers/${customer}/adjustments`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${keys.admin}`,
+          'content-type': 'application/json',
+          'idempotency-key': 'openapi-notices-credit',
+        },
+        body: JSON.stringify({
+          unit: 'credits',
+          amount: '5',
+          reason: 'openapi',
+          expires_at: new Date(Date.now() + 86_400_000).toISOString(),
+        }),
+      });
+      expect(credited.status).toBe(201);
+      expect(await drawdown.notices!.checkExpiring()).toBe(1);
       const bought = await fetch(`${drawdown.url}/v1/customers/${customer}/purchases`, {
         method: 'POST',
         headers: {
@@ -1111,6 +1133,9 @@ describe('documented operations on a running drawdown', () => {
       expect((got.body.units as Record<string, unknown>).credits).toMatchObject({
         low: ['50'],
         low_source: 'customer',
+        expiring_within: 'P3D',
+        expiring_within_source: 'customer',
+        expiring: [expect.objectContaining({ expires_at: expect.any(String) })],
       });
 
       const deliveries = '/v1/webhooks/{endpoint}/deliveries';

@@ -76,6 +76,18 @@ export interface CrossingState {
   conditions: Record<string, ConditionState>;
   topUp: { day: string; requested: number; capped: number; requests: TopUpRequest[] };
   outbox: OutboxItem[];
+  /**
+   * grant.expiring notices decided (expiring.ts), keyed by notice id — one per (block, expiry instant): kept until a
+   * day after the expiry, so no process announces the block again. Absent in states written before it existed.
+   */
+  expiring?: Record<string, ExpiringMark>;
+}
+
+export interface ExpiringMark {
+  block: string;
+  expiresAtMs: number;
+  /** When it was decided (the figures' instant). */
+  decidedMs: number;
 }
 
 export const topUpRequestsKept = 32;
@@ -83,7 +95,14 @@ export const topUpRequestsKept = 32;
 export const outboxItemsMax = 256;
 
 export function emptyCrossingState(): CrossingState {
-  return { asOfMs: 0, seq: 0, conditions: {}, topUp: { day: '', requested: 0, capped: 0, requests: [] }, outbox: [] };
+  return {
+    asOfMs: 0,
+    seq: 0,
+    conditions: {},
+    topUp: { day: '', requested: 0, capped: 0, requests: [] },
+    outbox: [],
+    expiring: {},
+  };
 }
 
 interface Condition {
@@ -236,7 +255,8 @@ export function evaluateCrossings(
   if (Object.keys(state.conditions).some((key) => !(key in conditions))) changed = true;
   if (!changed) return { state, added: [] };
   return {
-    state: { asOfMs: figures.readAtMs, seq, conditions, topUp, outbox: [...state.outbox, ...added] },
+    // The rest of the state (grant.expiring marks) is not the crossing rule's: carried as it is.
+    state: { ...state, asOfMs: figures.readAtMs, seq, conditions, topUp, outbox: [...state.outbox, ...added] },
     added,
   };
 }

@@ -34,12 +34,14 @@ import {
 } from './crossings.js';
 import { noticeId, type Notice } from './notice.js';
 import type { NoticePublisher } from './notice-stream.js';
-import { rulesFor, type NoticeSettingsStore } from './notice-settings.js';
+import { expiringWithinFor, rulesFor, type NoticeSettingsStore } from './notice-settings.js';
+import { decideExpiring, expiringBlocks, expiringNoticeId, type HeldBlock } from './expiring.js';
 import type { NoticeMetrics } from './notice-metrics.js';
 
 export interface CustomerFigures {
   readAtMs: number;
-  units: { unit: string; available: string }[];
+  /** `settled`: the ledger's sum; settled − available is what unsettled usage and open holds draw (grant.expiring). */
+  units: { unit: string; available: string; settled?: string }[];
 }
 
 /**
@@ -261,6 +263,52 @@ export class NoticeEvaluator {
       }
     }
     this.#deps.metrics.evaluationDuration.observe((performance.now() - started) / 1000);
+    return published;
+  }
+
+  /**
+   * grant.expiring for one customer (expiring.ts): `blocks` are the customer's blocks with credits left that expire
+   * within the check's horizon, per unit (ledger.ts blocksExpiringBetween). Per unit with a lead time in force, the
+   * blocks already inside it that are not yet announced are decided under compare-and-set — so two processes, or a
+   * check repeated after a restart, announce each (block, expiry) once — and published. Live figures are read only
+   * when some block is due and unannounced. Answers the notices published.
+   */
+  async evaluateExpiring(
+    customer: string,
+    blocks: ReadonlyMap<string, readonly HeldBlock[]>,
+    nowMs: number,
+  ): Promise<Notice[]> {
+    const { catalog } = this.#deps;
+    const settings = await this.#deps.settings.read(customer);
+    let figures: CustomerFigures | undefined;
+    const published: Notice[] = [];
+    for (const [unit, held] of blocks) {
+      const lead = expiringWithinFor(catalog, settings, unit);
+      if (lead === undefined) continue;
+      const key = CrossingStore.key(customer, unit);
+      const dueBy = nowMs + lead.ms;
+      const due = held.filter((b) => b.expiresAtMs !== undefined && b.expiresAtMs <= dueBy);
+      if (due.length === 0) continue;
+      const known = (await this.#deps.crossings.read(key)).state.expiring ?? {};
+      if (due.every((b) => expiringNoticeId(customer, unit, b.id, b.expiresAtMs!) in known)) continue;
+      figures ??= await this.#deps.figures(customer);
+      const line = figures.units.find((u) => u.unit === unit);
+      // What is drawn and not yet settled: pending usage and open holds (settled − available).
+      const draw = line?.settled === undefined ? money(0) : money(line.settled).minus(money(line.available));
+      const expiring = expiringBlocks(held, draw, figures.readAtMs, lead.ms);
+      if (expiring.length === 0) continue;
+      const account = { customer, unit, names: noticeUnitNames(catalog, customer, unit, figures.readAtMs) };
+      let deferred = 0;
+      const stored = await this.#deps.crossings.update(key, (state) => {
+        if (state.outbox.length >= outboxItemsMax) return state;
+        const decided = decideExpiring(account, state, expiring, figures!.readAtMs, lead);
+        deferred = decided.deferred;
+        return decided.state;
+      });
+      if (deferred > 0)
+        this.#deps.log.warn({ customer, unit, deferred }, 'notices: grant.expiring deferred to the next check');
+      published.push(...(await this.#drain(customer, key, stored)));
+    }
     return published;
   }
 

@@ -12,7 +12,9 @@ import type { Store } from '../../shared/clickhouse/store.js';
 import type { Logger } from '../../shared/log.js';
 import type { Route } from '../../shared/http.js';
 import { formatAmount } from '../../shared/money.js';
+import { blocksExpiringBetween } from '../ledger.js';
 import { purchasePackage } from '../purchases.js';
+import type { HeldBlock } from './expiring.js';
 import { CrossingStore } from './crossing-store.js';
 import { DeliveryLog } from './delivery-log.js';
 import { WebhookDispatcher } from './dispatcher.js';
@@ -27,6 +29,7 @@ import { EndpointStore } from './webhook-endpoints.js';
 export interface NoticesSettings {
   noticesPollMs: number;
   noticesSweepMs: number;
+  noticesExpiringCheckMs: number;
   noticesReplicas: number;
   noticesMaxAgeMs: number;
   noticesDuplicateWindowMs: number;
@@ -43,6 +46,11 @@ export interface RunningNotices {
   touch(customer: string, options?: { background?: boolean }): void;
   /** A purchase was answered: publish purchase.posted, confirm a top-up request it names. */
   purchasePosted(purchase: PostedPurchase): Promise<void>;
+  /**
+   * One grant.expiring check now (after a settlement run; also every noticesExpiringCheckMs): resolves with the
+   * notices it published once a check that started after this call has finished.
+   */
+  checkExpiring(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -57,6 +65,10 @@ export function parseRetrySchedule(text: string): number[] {
 }
 
 const sweepAccountsMax = 10_000;
+/** Blocks one grant.expiring check reads (soonest expiry first; the rest wait for a later check, with a warning). */
+const expiringBlocksMax = 100_000;
+/** Customers one grant.expiring check decides at once. */
+const expiringConcurrency = 4;
 const usageCustomersMax = 50_000;
 
 export async function startNotices(deps: {
@@ -69,7 +81,7 @@ export async function startNotices(deps: {
   registry: Registry;
   log: Logger;
   /** Available per unit after open holds (holds-service.ts), or the ledger-and-usage balance without holds. */
-  balance: (customer: string) => Promise<{ units: { unit: string; available: string }[] }>;
+  balance: (customer: string) => Promise<{ units: { unit: string; available: string; settled: string }[] }>;
   now?: () => number;
 }): Promise<RunningNotices> {
   const { settings, catalog, log, nc } = deps;
@@ -99,7 +111,10 @@ export async function startNotices(deps: {
     // Taken before the read: the figures hold at least everything committed before this instant.
     const readAtMs = now();
     const balance = await deps.balance(customer);
-    return { readAtMs, units: balance.units.map((u) => ({ unit: u.unit, available: u.available })) };
+    return {
+      readAtMs,
+      units: balance.units.map((u) => ({ unit: u.unit, available: u.available, settled: u.settled })),
+    };
   };
   const purchase = async (customer: string, packageId: string, key: string): Promise<PostedPurchase> => {
     const nowMs = now();
@@ -193,6 +208,79 @@ export async function startNotices(deps: {
   const sweepTimer = setInterval(() => void sweep(), settings.noticesSweepMs);
   sweepTimer.unref();
 
+  // grant.expiring: the blocks with credits left whose expiry is within the longest lead time anyone has, read from
+  // the ledger in one query; each customer's are decided by the evaluator (expiring.ts, under compare-and-set).
+  let stopped = false;
+  const expiringPass = async (): Promise<number> => {
+    const nowMs = now();
+    let horizonMs = await customerSettings.expiringWithinMaxMs();
+    for (const unit of catalog.creditUnits.values())
+      if (unit.expiringWithin !== undefined && unit.expiringWithin.ms > horizonMs) horizonMs = unit.expiringWithin.ms;
+    if (horizonMs === 0) return 0;
+    const { blocks, truncated } = await blocksExpiringBetween(
+      deps.store,
+      Math.floor(nowMs / 1000),
+      Math.ceil((nowMs + horizonMs) / 1000),
+      expiringBlocksMax,
+    );
+    if (truncated)
+      log.warn(
+        { blocksMax: expiringBlocksMax },
+        'notices: more blocks expire within the lead time than one check reads',
+      );
+    const byCustomer = new Map<string, Map<string, HeldBlock[]>>();
+    for (const row of blocks) {
+      const units = byCustomer.get(row.customer) ?? new Map<string, HeldBlock[]>();
+      byCustomer.set(row.customer, units);
+      const list = units.get(row.unit) ?? [];
+      units.set(row.unit, list);
+      list.push({ ...row, ...(row.origin === undefined ? {} : { origin: row.origin }) });
+    }
+    const customers = [...byCustomer.keys()];
+    let next = 0;
+    let published = 0;
+    const worker = async (): Promise<void> => {
+      while (next < customers.length && !stopped) {
+        const customer = customers[next++]!;
+        try {
+          published += (await evaluator.evaluateExpiring(customer, byCustomer.get(customer)!, nowMs)).length;
+        } catch (error) {
+          metrics.evaluationFailures.inc();
+          log.warn(
+            { err: error, customer },
+            'notices: grant.expiring check failed for a customer; the next check retries',
+          );
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: expiringConcurrency }, worker));
+    return published;
+  };
+  // One check at a time; a request during one is served by one more check after it (requests coalesce).
+  let checking: Promise<number> | undefined;
+  let checkQueued: Promise<number> | undefined;
+  const checkExpiring = (): Promise<number> => {
+    if (checking === undefined) {
+      checking = expiringPass().finally(() => {
+        checking = undefined;
+      });
+      return checking;
+    }
+    checkQueued ??= checking
+      .catch(() => 0)
+      .then(() => {
+        checkQueued = undefined;
+        return checkExpiring();
+      });
+    return checkQueued;
+  };
+  const expiringCheck = (): void => {
+    checkExpiring().catch((error: unknown) => log.warn({ err: error }, 'notices: grant.expiring check failed'));
+  };
+  expiringCheck();
+  const expiringTimer = setInterval(expiringCheck, settings.noticesExpiringCheckMs);
+  expiringTimer.unref();
+
   return {
     routes: noticeRoutes({
       endpoints,
@@ -207,9 +295,13 @@ export async function startNotices(deps: {
     evaluator,
     touch: (customer, options) => evaluator.touch(customer, options),
     purchasePosted: (p) => evaluator.purchasePosted(p),
+    checkExpiring,
     stop: async () => {
+      stopped = true;
       clearInterval(pollTimer);
       clearInterval(sweepTimer);
+      clearInterval(expiringTimer);
+      await checking?.catch(() => 0);
       evaluator.stop();
       await dispatcher.stop();
       await evaluator.idle();

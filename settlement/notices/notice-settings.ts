@@ -1,10 +1,11 @@
 /**
  * A customer's own notice settings (admin API), per credit unit: balance.low
- * thresholds that replace the catalog's defaults, and an auto top-up rule.
+ * thresholds and a grant.expiring lead time that replace the catalog's
+ * defaults, and an auto top-up rule.
  * Stored in NATS KV (one value per customer, last write wins: an admin edit,
  * not a money decision), read afresh by every evaluation (one KV get).
  *
- *   { "units": { "credits": { "low": ["100", "10"],
+ *   { "units": { "credits": { "low": ["100", "10"], "expiring_within": "P7D",
  *                             "auto_top_up": { "below": "20", "package": "credits-100",
  *                                              "max_per_day": 2, "mode": "confirm" } } } }
  */
@@ -12,7 +13,8 @@ import type { Decimal } from 'decimal.js';
 import { jetstream, StorageType } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { lowThresholdsMax, type Catalog } from '../../catalog/model.js';
+import { lowThresholdsMax, type Catalog, type LeadTime } from '../../catalog/model.js';
+import { parseLeadTime } from '../../catalog/periods.js';
 import { formatAmount, money } from '../../shared/money.js';
 import { isPlainObject, Problems, refuseUnknownFields } from '../../shared/validate.js';
 import type { AccountRules, TopUpMode } from './crossings.js';
@@ -20,6 +22,8 @@ import type { AccountRules, TopUpMode } from './crossings.js';
 export interface UnitSettingsJson {
   /** Replaces the catalog's thresholds for this customer when present ([] = none). */
   low?: string[];
+  /** Replaces the catalog's grant.expiring lead time for this customer when present (null = none). */
+  expiring_within?: string | null;
   auto_top_up?: { below: string; package: string; max_per_day: number; mode: TopUpMode } | null;
 }
 
@@ -59,7 +63,7 @@ export function parseCustomerSettings(problems: Problems, body: unknown, catalog
       problems.add(at, 'type', `${at} must be an object`);
       continue;
     }
-    refuseUnknownFields(problems, raw, at, ['low', 'auto_top_up']);
+    refuseUnknownFields(problems, raw, at, ['low', 'expiring_within', 'auto_top_up']);
     const unitOut: UnitSettingsJson = {};
     if (raw.low !== undefined) {
       if (!Array.isArray(raw.low) || raw.low.length > lowThresholdsMax) {
@@ -73,6 +77,16 @@ export function parseCustomerSettings(problems: Problems, body: unknown, catalog
         });
         unitOut.low = [...new Set(low)];
       }
+    }
+    if (raw.expiring_within === null) unitOut.expiring_within = null;
+    else if (raw.expiring_within !== undefined) {
+      if (typeof raw.expiring_within !== 'string' || parseLeadTime(raw.expiring_within) === undefined)
+        problems.add(
+          `${at}.expiring_within`,
+          'format',
+          'expiring_within is an ISO-8601 lead time in days, hours or minutes (P7D, PT12H), at most P366D, or null',
+        );
+      else unitOut.expiring_within = raw.expiring_within;
     }
     if (raw.auto_top_up === null) unitOut.auto_top_up = null;
     else if (raw.auto_top_up !== undefined) {
@@ -128,6 +142,39 @@ export function rulesFor(catalog: Catalog, settings: CustomerSettingsJson | unde
   };
 }
 
+/** The grant.expiring lead time in force for an account, and where it comes from; undefined: none. */
+export function expiringWithinFor(
+  catalog: Catalog,
+  settings: CustomerSettingsJson | undefined,
+  unit: string,
+): (LeadTime & { source: 'customer' | 'catalog' }) | undefined {
+  const own = settings?.units[unit]?.expiring_within;
+  if (own === null) return undefined;
+  if (own !== undefined) {
+    const ms = parseLeadTime(own);
+    return ms === undefined ? undefined : { text: own, ms, source: 'customer' };
+  }
+  const fallback = catalog.creditUnits.get(unit)?.expiringWithin;
+  return fallback === undefined ? undefined : { ...fallback, source: 'catalog' };
+}
+
+/** The longest lead time these settings set for any unit, in ms (0: none). */
+export function longestExpiringWithinMs(settings: CustomerSettingsJson): number {
+  let longest = 0;
+  for (const unit of Object.values(settings.units)) {
+    const ms = typeof unit.expiring_within === 'string' ? (parseLeadTime(unit.expiring_within) ?? 0) : 0;
+    if (ms > longest) longest = ms;
+  }
+  return longest;
+}
+
+/**
+ * The key that keeps the longest lead time any customer's settings ever set (ms, as text): how far ahead the
+ * grant.expiring check looks (evaluator.ts). A '.' never appears in a customer's key (base64url), so it cannot
+ * collide. It only grows: a shorter setting later makes the check read a little more than it needs, never less.
+ */
+const expiringWithinMaxKey = 'meta.expiring_within_max';
+
 export interface NoticeSettingsOptions {
   bucket: string;
   replicas: number;
@@ -165,6 +212,34 @@ export class NoticeSettingsStore {
   }
 
   async write(customer: string, settings: CustomerSettingsJson): Promise<void> {
+    // The horizon first: a setting is never in force before the check looks far enough ahead for it.
+    await this.#raiseExpiringWithinMax(longestExpiringWithinMs(settings));
     await this.#kv.put(NoticeSettingsStore.#key(customer), JSON.stringify(settings));
+  }
+
+  /** The longest grant.expiring lead time any customer has set, in ms (0: none ever). */
+  async expiringWithinMaxMs(): Promise<number> {
+    const entry = await this.#kv.get(expiringWithinMaxKey);
+    if (entry === null || entry.operation !== 'PUT' || entry.value.length === 0) return 0;
+    const ms = Number(Buffer.from(entry.value).toString('utf8'));
+    return Number.isSafeInteger(ms) && ms > 0 ? ms : 0;
+  }
+
+  /** Compare-and-set, so two admins' edits in two processes keep the larger; bounded attempts. */
+  async #raiseExpiringWithinMax(ms: number): Promise<void> {
+    for (let attempt = 0; attempt < 16 && ms > 0; attempt++) {
+      const entry = await this.#kv.get(expiringWithinMaxKey);
+      const stored =
+        entry === null || entry.operation !== 'PUT' ? 0 : Number(Buffer.from(entry.value).toString('utf8')) || 0;
+      if (stored >= ms) return;
+      try {
+        if (entry === null) await this.#kv.create(expiringWithinMaxKey, String(ms));
+        else await this.#kv.update(expiringWithinMaxKey, String(ms), entry.revision);
+        return;
+      } catch (error) {
+        // Another writer changed it: read again (a NATS failure fails the last attempt, and the edit with it).
+        if (attempt === 15) throw error;
+      }
+    }
   }
 }

@@ -8,7 +8,7 @@
  *   DELETE /v1/webhooks/{endpoint}                                remove (idempotent: deleted false if absent)
  *   GET    /v1/webhooks/{endpoint}/deliveries?status=&limit=      delivery log
  *   POST   /v1/webhooks/{endpoint}/deliveries/{delivery}/redeliver  send again
- *   GET    /v1/customers/{id}/notice-settings                     thresholds, top-up rules and their state
+ *   GET    /v1/customers/{id}/notice-settings                     thresholds, lead times, top-up rules and their state
  *   PUT    /v1/customers/{id}/notice-settings                     replace the customer's own settings
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -22,7 +22,7 @@ import { CrossingStore } from './crossing-store.js';
 import type { DeliveryLog, DeliveryRecord, DeliveryStatus } from './delivery-log.js';
 import type { WebhookDispatcher } from './dispatcher.js';
 import { isNoticeType, noticeTypes, type NoticeType } from './notice.js';
-import { parseCustomerSettings, rulesFor, type NoticeSettingsStore } from './notice-settings.js';
+import { expiringWithinFor, parseCustomerSettings, rulesFor, type NoticeSettingsStore } from './notice-settings.js';
 import { endpointView, EndpointNotFoundError, endpointsMax, type EndpointStore } from './webhook-endpoints.js';
 
 // Loose on purpose: an id of another shape is a 404 from the handler, not an unrouted path.
@@ -221,9 +221,21 @@ export function noticeRoutes(deps: NoticesApiDeps): Route[] {
       const rules = rulesFor(catalog, own, unit);
       const { state } = await deps.crossings.read(CrossingStore.key(customer, unit));
       const ownUnit = own?.units[unit];
+      const lead = expiringWithinFor(catalog, own, unit);
       units[unit] = {
         low: rules.low.map((t) => formatAmount(t)),
         low_source: ownUnit?.low !== undefined ? 'customer' : 'catalog',
+        expiring_within: lead?.text ?? null,
+        expiring_within_source: ownUnit?.expiring_within !== undefined ? 'customer' : 'catalog',
+        // grant.expiring decided for this account (kept until a day after each expiry), soonest first.
+        expiring: Object.entries(state.expiring ?? {})
+          .sort(([, a], [, b]) => a.expiresAtMs - b.expiresAtMs)
+          .map(([notice, mark]) => ({
+            block: mark.block,
+            expires_at: new Date(mark.expiresAtMs).toISOString(),
+            notice,
+            decided_at: new Date(mark.decidedMs).toISOString(),
+          })),
         auto_top_up: ownUnit?.auto_top_up ?? null,
         below: Object.entries(state.conditions)
           .filter(([, c]) => c.below)
