@@ -30,7 +30,7 @@ import { settlementRoutes } from '../settlement/api.js';
 import { SettlementRunner } from '../settlement/runner.js';
 import { startHolds, type RunningHolds } from '../settlement/holds-service.js';
 import { startNotices, type RunningNotices } from '../settlement/notices/notice-service.js';
-import { balanceOf } from '../settlement/balance.js';
+import { balanceOf, balancesOf } from '../settlement/balance.js';
 import { catalogRoutes } from '../catalog/api.js';
 import {
   liveCatalog,
@@ -304,6 +304,7 @@ export async function startDrawdown(
           registry,
           log,
           balance: holdsBalance ?? ((customer) => balanceOf(store!, catalog, customer, nowFn())),
+          balances: started.balances ?? ((customers) => balancesOf(store!, catalog, customers, nowFn())),
           ...(options.now ? { now: options.now } : {}),
         });
         notices = runningNotices;

@@ -7,7 +7,7 @@ import type { Decimal } from 'decimal.js';
 import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { formatAmount, formatAtPrecision, money } from '../shared/money.js';
-import { settledBalances } from './ledger.js';
+import { settledBalancesOf } from './ledger.js';
 import { lastCompletedRun } from './runs.js';
 import { priceOutstanding, priceUsage } from './price-usage.js';
 import { outstandingAsOf } from './unpriced.js';
@@ -67,11 +67,25 @@ export async function balanceOf(
   /** Pending as of these watermarks (a snapshot read first, shared with other reads); undefined: all committed. */
   watermarks?: Watermarks,
 ): Promise<Balance> {
+  return (await balancesOf(store, catalog, [customer], nowMs, watermarks)).get(customer)!;
+}
+
+/**
+ * balanceOf for many customers with one read of each kind (balance notices evaluate every customer a rater flush
+ * touched; a read per customer would queue them behind each other).
+ */
+export async function balancesOf(
+  store: Store,
+  catalog: Catalog,
+  customers: readonly string[],
+  nowMs: number = Date.now(),
+  watermarks?: Watermarks,
+): Promise<Map<string, Balance>> {
   // The last completed run is read before the ledger: a run that completes in between then shows in both settled
   // and pending (available reads low for a moment), never in neither (it would read high).
   const last = await lastCompletedRun(store);
   const cursor = await settledUntil(store);
-  const settled = await settledBalances(store, customer);
+  const settledOf = await settledBalancesOf(store, customers);
   // Pending covers everything after the cursor, up to the end of the current minute.
   const untilSec = (Math.floor(nowMs / 60_000) + 1) * 60;
   // Pending = everything committed that no completed run has taken yet, late usage included.
@@ -81,52 +95,64 @@ export async function balanceOf(
     watermarks,
     excluding,
     lateBeforeSec: cursor,
-    customer,
+    customers,
   });
   const { priced, unrated } = priceUsage(
     catalog,
     lines,
-    await priorUsageFor(store, catalog, lines, excluding, customer),
+    await priorUsageFor(store, catalog, lines, excluding, customers),
   );
   // Outstanding lines a rate now prices are what the next run will bill: pending, at the version in force now.
-  const outstanding = priceOutstanding(catalog, await outstandingAsOf(store, cursor, [customer]), untilSec);
-  const pending = new Map<string, Decimal>();
-  for (const p of [...priced, ...outstanding.billed])
+  const outstanding = priceOutstanding(catalog, await outstandingAsOf(store, cursor, customers), untilSec);
+  const pendingOf = new Map<string, Map<string, Decimal>>();
+  for (const p of [...priced, ...outstanding.billed]) {
+    let pending = pendingOf.get(p.line.customer);
+    if (pending === undefined) pendingOf.set(p.line.customer, (pending = new Map()));
     pending.set(p.unit, (pending.get(p.unit) ?? money(0)).plus(p.cost));
-
-  const units = [...new Set([...settled.keys(), ...pending.keys()])].sort();
-  return {
-    customer,
-    settled_until: cursor === 0 ? null : new Date(cursor * 1000).toISOString(),
-    units: units.map((unit) => {
-      const s = settled.get(unit) ?? money(0);
-      const p = pending.get(unit) ?? money(0);
-      const available = s.minus(p);
-      return {
-        unit,
-        ...unitNamesJson(catalog, unit, customer, nowMs),
-        settled: formatAmount(s),
-        pending: formatAmount(p),
-        available: formatAmount(available),
-        display: formatAtPrecision(available, catalog.creditUnits.get(unit)?.precision ?? 2),
-        over_limit: available.lessThan((catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0)).negated()),
-      };
-    }),
-    unrated_pending: [
-      ...outstanding.still.map((line) => ({
-        meter: line.meter,
-        dimensions: JSON.parse(line.dimensions) as Record<string, string>,
-        quantity: formatAmount(line.quantity),
-        since: new Date(line.sinceSec * 1000).toISOString(),
-        found_by: line.foundBy,
-      })),
-      ...unrated.map((u) => ({
-        meter: u.line.meter,
-        dimensions: JSON.parse(u.line.dimensions) as Record<string, string>,
-        quantity: formatAmount(u.line.quantity),
-        since: new Date(u.line.firstMinuteSec * 1000).toISOString(),
-        found_by: null,
-      })),
-    ],
-  };
+  }
+  const out = new Map<string, Balance>();
+  for (const customer of customers) {
+    const settled = settledOf.get(customer) ?? new Map<string, Decimal>();
+    const pending = pendingOf.get(customer) ?? new Map<string, Decimal>();
+    const units = [...new Set([...settled.keys(), ...pending.keys()])].sort();
+    out.set(customer, {
+      customer,
+      settled_until: cursor === 0 ? null : new Date(cursor * 1000).toISOString(),
+      units: units.map((unit) => {
+        const s = settled.get(unit) ?? money(0);
+        const p = pending.get(unit) ?? money(0);
+        const available = s.minus(p);
+        return {
+          unit,
+          ...unitNamesJson(catalog, unit, customer, nowMs),
+          settled: formatAmount(s),
+          pending: formatAmount(p),
+          available: formatAmount(available),
+          display: formatAtPrecision(available, catalog.creditUnits.get(unit)?.precision ?? 2),
+          over_limit: available.lessThan((catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0)).negated()),
+        };
+      }),
+      unrated_pending: [
+        ...outstanding.still
+          .filter((line) => line.customer === customer)
+          .map((line) => ({
+            meter: line.meter,
+            dimensions: JSON.parse(line.dimensions) as Record<string, string>,
+            quantity: formatAmount(line.quantity),
+            since: new Date(line.sinceSec * 1000).toISOString(),
+            found_by: line.foundBy,
+          })),
+        ...unrated
+          .filter((u) => u.line.customer === customer)
+          .map((u) => ({
+            meter: u.line.meter,
+            dimensions: JSON.parse(u.line.dimensions) as Record<string, string>,
+            quantity: formatAmount(u.line.quantity),
+            since: new Date(u.line.firstMinuteSec * 1000).toISOString(),
+            found_by: null,
+          })),
+      ],
+    });
+  }
+  return out;
 }

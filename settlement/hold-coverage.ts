@@ -16,7 +16,7 @@ import type { Decimal } from 'decimal.js';
 import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { money, parseStoredDecimal } from '../shared/money.js';
-import { sqlDateTime, sqlString } from '../shared/sql.js';
+import { sqlDateTime, sqlString, sqlStringList } from '../shared/sql.js';
 import { priceUsage } from './price-usage.js';
 import { pricingMonthStartSec } from './pricing.js';
 import { committedUnder, rateCardParts, type UsageLine, type Watermarks } from './usage-reader.js';
@@ -40,23 +40,40 @@ export async function readHoldCoverage(
   /** Read as of this snapshot, the one pending is read at, so both see the same flushes. */
   watermarks: Watermarks | undefined,
 ): Promise<HoldCoverage> {
+  return (await readHoldCoverages(store, catalog, [customer], sinceSec, watermarks)).get(customer)!;
+}
+
+/** readHoldCoverage for many customers in one read (balance notices evaluate every customer a flush touched). */
+export async function readHoldCoverages(
+  store: Store,
+  catalog: Catalog,
+  customers: readonly string[],
+  sinceSec: number,
+  watermarks: Watermarks | undefined,
+): Promise<Map<string, HoldCoverage>> {
+  const out = new Map<string, HoldCoverage>(customers.map((c) => [c, new Map()]));
+  if (customers.length === 0) return out;
   const { parts, partExpr } = rateCardParts(catalog, sinceSec, Number.POSITIVE_INFINITY);
   // No row was flushed before its own minute: older months are skipped whole.
   const flushedFilter = (await usageMinutePartitioned(store)) ? ` AND flushed_at >= ${sqlDateTime(sinceSec)}` : '';
+  const customerFilter =
+    customers.length === 1 ? `customer = ${sqlString(customers[0]!)}` : `customer IN ${sqlStringList(customers)}`;
   const rows = await store.query(
-    `SELECT hold, meter, dimensions, ${partExpr} AS part, toRelativeMonthNum(minute) AS month,
+    `SELECT customer, hold, meter, dimensions, ${partExpr} AS part, toRelativeMonthNum(minute) AS month,
        sum(quantity), max(quantity), sum(events), toUnixTimestamp(min(minute))
      FROM usage_minute
-     WHERE customer = ${sqlString(customer)} AND hold != '' AND minute >= ${sqlDateTime(sinceSec)}${flushedFilter}
+     WHERE ${customerFilter} AND hold != '' AND minute >= ${sqlDateTime(sinceSec)}${flushedFilter}
        AND ${committedUnder(watermarks)}
-     GROUP BY hold, meter, dimensions, part, month
-     ORDER BY hold, meter, dimensions, part, month`,
+     GROUP BY customer, hold, meter, dimensions, part, month
+     ORDER BY customer, hold, meter, dimensions, part, month`,
   );
-  const linesByHold = new Map<string, UsageLine[]>();
-  for (const [hold, meter, dimensions, part, , sum, max, events, firstMinute] of rows) {
-    const lines = linesByHold.get(hold!) ?? [];
-    lines.push({
-      customer,
+  const linesByHold = new Map<string, { customer: string; hold: string; lines: UsageLine[] }>();
+  for (const [customer, hold, meter, dimensions, part, , sum, max, events, firstMinute] of rows) {
+    const key = `${customer!}\u0000${hold!}`;
+    let entry = linesByHold.get(key);
+    if (entry === undefined) linesByHold.set(key, (entry = { customer: customer!, hold: hold!, lines: [] }));
+    entry.lines.push({
+      customer: customer!,
       meter: meter!,
       dimensions: dimensions!,
       fromSec: Math.max(parts[Number(part)]!, pricingMonthStartSec(Number(firstMinute))),
@@ -64,12 +81,11 @@ export async function readHoldCoverage(
       events: Number(events),
       firstMinuteSec: Number(firstMinute),
     });
-    linesByHold.set(hold!, lines);
   }
-  const coverage: HoldCoverage = new Map();
-  for (const [holdId, lines] of linesByHold) {
-    const parsed = parseHoldId(holdId);
-    if (parsed === undefined || parsed.account.customer !== customer) continue;
+  for (const { customer, hold, lines } of linesByHold.values()) {
+    const coverage = out.get(customer);
+    const parsed = parseHoldId(hold);
+    if (coverage === undefined || parsed === undefined || parsed.account.customer !== customer) continue;
     let cost = money(0);
     for (const priced of priceUsage(catalog, lines).priced)
       if (priced.unit === parsed.account.unit) cost = cost.plus(priced.cost);
@@ -78,5 +94,5 @@ export async function readHoldCoverage(
     if (byHold === undefined) coverage.set(parsed.account.unit, (byHold = new Map()));
     byHold.set(parsed.suffix, cost);
   }
-  return coverage;
+  return out;
 }

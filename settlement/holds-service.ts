@@ -31,10 +31,14 @@ export interface RunningHolds {
   routes: Route[];
   /** The balance GET /v1/customers/{id}/balance serves: read now, open holds subtracted (undefined: holds off). */
   balance: ((customer: string) => Promise<Balance>) | undefined;
+  /** balance for many customers with one read of each kind (balance notices); undefined: holds off. */
+  balances: ((customers: readonly string[]) => Promise<Map<string, Balance>>) | undefined;
   stop(): Promise<void>;
 }
 
 const gaugeAccountsMax = 10_000;
+/** Customers whose open holds one grouped balance read lists at once. */
+const holdListsConcurrency = 32;
 
 /**
  * Holds off: every hold route answers 503 holds_unavailable saying why, and the balance is served without holds.
@@ -50,6 +54,7 @@ export function holdsOff(why: string): RunningHolds {
   return {
     routes: holdRouteTable.map(({ method, path, scope }) => ({ method, path, scope, handler: refuse })),
     balance: undefined,
+    balances: undefined,
     stop: async () => {},
   };
 }
@@ -129,6 +134,18 @@ export async function startHolds(deps: {
       ...(deps.onChange ? { onChange: deps.onChange } : {}),
     }),
     balance: async (customer) => balanceWithHolds(holds, catalog, await live.fresh(customer)),
+    balances: async (customers) => {
+      const figures = await live.freshMany(customers);
+      const out = new Map<string, Balance>();
+      // Holds are per account in KV: a handful at a time, not thousands of reads at once.
+      for (let i = 0; i < customers.length; i += holdListsConcurrency)
+        await Promise.all(
+          customers
+            .slice(i, i + holdListsConcurrency)
+            .map(async (c) => out.set(c, await balanceWithHolds(holds, catalog, figures.get(c)!))),
+        );
+      return out;
+    },
     stop: async () => {
       clearInterval(timer);
       await holds.shutdown();

@@ -326,10 +326,23 @@ export async function readLedger(store: Store, customer: string, limit: number, 
 
 /** Settled balance per credit unit: the sum of the customer's entries, one row per id. */
 export async function settledBalances(store: Store, customer: string): Promise<Map<string, Decimal>> {
+  return (await settledBalancesOf(store, [customer])).get(customer)!;
+}
+
+/** settledBalances for many customers in one read; a customer without entries maps to an empty map. */
+export async function settledBalancesOf(
+  store: Store,
+  customers: readonly string[],
+): Promise<Map<string, Map<string, Decimal>>> {
+  const out = new Map<string, Map<string, Decimal>>(customers.map((c) => [c, new Map()]));
+  if (customers.length === 0) return out;
+  const filter =
+    customers.length === 1 ? `customer = ${sqlString(customers[0]!)}` : `customer IN ${sqlStringList(customers)}`;
   const rows = await store.query(
-    `SELECT unit, sum(amount) FROM (SELECT entry_id, any(unit) AS unit, any(amount) AS amount FROM ledger_entries WHERE customer = ${sqlString(customer)} GROUP BY entry_id) GROUP BY unit ORDER BY unit`,
+    `SELECT customer, unit, sum(amount) FROM (SELECT customer, entry_id, any(unit) AS unit, any(amount) AS amount FROM ledger_entries WHERE ${filter} GROUP BY customer, entry_id) GROUP BY customer, unit ORDER BY customer, unit`,
   );
-  return new Map(rows.map(([unit, sum]) => [unit!, parseStoredDecimal(sum!)]));
+  for (const [customer, unit, sum] of rows) out.get(customer!)?.set(unit!, parseStoredDecimal(sum!));
+  return out;
 }
 
 /** A credit block that still holds credits and expires in a given span, as the ledger has it (notices). */

@@ -14,8 +14,8 @@ import type { Decimal } from 'decimal.js';
 import type { Catalog } from '../catalog/model.js';
 import type { Store } from '../shared/clickhouse/store.js';
 import { money } from '../shared/money.js';
-import { balanceOf, type Balance } from './balance.js';
-import { readHoldCoverage, type HoldCoverage } from './hold-coverage.js';
+import { balanceOf, balancesOf, type Balance } from './balance.js';
+import { readHoldCoverage, readHoldCoverages, type HoldCoverage } from './hold-coverage.js';
 import { readWatermarks } from '../shared/clickhouse/usage-minute.js';
 
 export interface LiveFigures {
@@ -79,6 +79,41 @@ export class LiveBalances {
     return line === undefined ? money(0) : money(line.available);
   }
 
+  /**
+   * fresh() for many customers with one read of each kind, cached for each as fresh() caches one: balance notices
+   * evaluate every customer a rater flush touched, and one read per customer would queue them behind each other.
+   */
+  async freshMany(customers: readonly string[]): Promise<Map<string, LiveFigures>> {
+    const nowMs = this.#now();
+    const started = performance.now();
+    const all = (async (): Promise<Map<string, LiveFigures>> => {
+      const watermarks = Object.fromEntries(await readWatermarks(this.#store));
+      const sinceSec = Math.floor((nowMs - this.#options.holdLookbackMs) / 60_000) * 60;
+      const coverage = await readHoldCoverages(this.#store, this.#catalog, customers, sinceSec, watermarks);
+      const balances = await balancesOf(this.#store, this.#catalog, customers, nowMs, watermarks);
+      this.#options.onRead?.((performance.now() - started) / 1000);
+      return new Map(
+        customers.map((c) => [c, { balance: balances.get(c)!, coverage: coverage.get(c)!, readAtMs: nowMs }]),
+      );
+    })();
+    for (const customer of customers)
+      this.#remember(customer, { startedMs: nowMs, figures: all.then((m) => m.get(customer)!) });
+    return all;
+  }
+
+  #remember(customer: string, entry: Entry): void {
+    this.#entries.delete(customer);
+    this.#entries.set(customer, entry);
+    if (this.#entries.size > this.#options.cachedCustomersMax) {
+      const oldest = this.#entries.keys().next().value;
+      if (oldest !== undefined) this.#entries.delete(oldest);
+    }
+    // A failed read is not served to later callers.
+    entry.figures.catch(() => {
+      if (this.#entries.get(customer) === entry) this.#entries.delete(customer);
+    });
+  }
+
   #read(customer: string, nowMs: number): Promise<LiveFigures> {
     const started = performance.now();
     const figures = (async (): Promise<LiveFigures> => {
@@ -95,17 +130,7 @@ export class LiveBalances {
       this.#options.onRead?.((performance.now() - started) / 1000);
       return { balance, coverage, readAtMs: nowMs };
     })();
-    const entry: Entry = { startedMs: nowMs, figures };
-    this.#entries.delete(customer);
-    this.#entries.set(customer, entry);
-    if (this.#entries.size > this.#options.cachedCustomersMax) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest !== undefined) this.#entries.delete(oldest);
-    }
-    // A failed read is not served to later callers.
-    figures.catch(() => {
-      if (this.#entries.get(customer) === entry) this.#entries.delete(customer);
-    });
+    this.#remember(customer, { startedMs: nowMs, figures });
     return figures;
   }
 }

@@ -44,7 +44,16 @@ export interface UsageSelection {
   excluding: { untilSec: number; watermarks: Watermarks } | undefined;
   /** Minutes before this are late (their time was settled already). */
   lateBeforeSec: number;
-  customer?: string;
+  /** Only these customers' usage (a live balance, or the customers a flush touched); undefined: everyone's. */
+  customers?: readonly string[];
+}
+
+/** SQL: the row is one of `customers`' ('' when undefined: everyone's). */
+function customersFilter(customers: readonly string[] | undefined): string {
+  if (customers === undefined) return '';
+  return customers.length === 1
+    ? ` AND customer = ${sqlString(customers[0]!)}`
+    : ` AND customer IN ${sqlStringList(customers)}`;
 }
 
 export interface SelectedLine extends UsageLine {
@@ -92,12 +101,14 @@ export async function readSelectedUsage(
     selection.excluding === undefined
       ? '0'
       : `(minute < ${sqlDateTime(selection.excluding.untilSec)} AND ${committedUnder(selection.excluding.watermarks)})`;
-  const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
+  const customerFilter = customersFilter(selection.customers);
   // Nothing untaken lies before the floor: ClickHouse skips the months flushed before it whole, and within
   // them the history of every customer before its minute. A read for one customer (a live balance) is already
   // bounded by the table's key and is latency-bound: no extra query.
   const floor =
-    selection.customer === undefined ? await untakenFloor(store, selection.excluding, selection.watermarks) : undefined;
+    selection.customers === undefined
+      ? await untakenFloor(store, selection.excluding, selection.watermarks)
+      : undefined;
   let floorFilter = '';
   if (floor !== undefined) {
     floorFilter = ` AND minute >= ${sqlDateTime(floor.minuteSec)}`;
@@ -156,7 +167,7 @@ export async function readPriorUsage(
     excluding: { untilSec: number; watermarks: Watermarks } | undefined;
     meters: readonly string[];
     monthStartsSec: readonly number[];
-    customer?: string;
+    customers?: readonly string[];
   },
 ): Promise<PriorUsage> {
   const out = new Map<string, PriorQuantity[]>();
@@ -166,7 +177,7 @@ export async function readPriorUsage(
     const d = new Date(start * 1000);
     return `(minute >= ${sqlDateTime(start)} AND minute < ${sqlDateTime(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) / 1000)})`;
   });
-  const customerFilter = selection.customer === undefined ? '' : ` AND customer = ${sqlString(selection.customer)}`;
+  const customerFilter = customersFilter(selection.customers);
   // No row was flushed before its own minute: the months flushed before the earliest one read are skipped whole.
   const flushedFilter = (await usageMinutePartitioned(store))
     ? ` AND flushed_at >= ${sqlDateTime(Math.min(...selection.monthStartsSec))}`
@@ -200,7 +211,7 @@ export async function priorUsageFor(
   catalog: Catalog,
   lines: readonly UsageLine[],
   excluding: { untilSec: number; watermarks: Watermarks } | undefined,
-  customer?: string,
+  customers?: readonly string[],
 ): Promise<PriorUsage> {
   // The first run has no earlier runs: nothing to read, so no line needs looking at.
   if (excluding === undefined) return new Map();
@@ -228,6 +239,6 @@ export async function priorUsageFor(
     excluding,
     meters: [...meters].sort(),
     monthStartsSec: [...allMonths].sort((a, b) => a - b),
-    customer,
+    ...(customers === undefined ? {} : { customers }),
   });
 }

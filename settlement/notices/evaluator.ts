@@ -139,6 +139,12 @@ export class NoticeEvaluator {
   /** Touched while being evaluated: evaluate once more after (true: urgently). */
   readonly #again = new Map<string, boolean>();
   readonly #idle: (() => void)[] = [];
+  /**
+   * Figures read for many customers at once after a rater flush (prime()), taken by the customer's next
+   * evaluation instead of a read of its own. Any touch but usage's drops them: a hold, purchase or run since
+   * the read is not in them.
+   */
+  readonly #primed = new Map<string, CustomerFigures>();
   #stopped = false;
 
   constructor(deps: EvaluatorDeps) {
@@ -153,12 +159,16 @@ export class NoticeEvaluator {
    */
   touch(customer: string, options: { background?: boolean; usage?: boolean } = {}): void {
     if (this.#stopped) return;
+    if (options.usage !== true) this.#primed.delete(customer);
     // Usage only lowers available (prices are never negative): an account below every threshold it has cannot
     // cross on usage, down or up. Known for allBelowMs after an evaluation found it so (another process's
     // purchase may lift it meanwhile; that process evaluates it, and this one again once the mark expires).
     if (options.usage === true) {
       const untilMs = this.#allBelowUntil.get(customer);
-      if (untilMs !== undefined && untilMs > Date.now()) return;
+      if (untilMs !== undefined && untilMs > Date.now()) {
+        this.#primed.delete(customer);
+        return;
+      }
     }
     const background = options.background === true;
     if (this.#running.has(customer)) {
@@ -178,6 +188,20 @@ export class NoticeEvaluator {
     this.#pump();
   }
 
+  /**
+   * Figures read (with many other customers') after usage was committed, for the usage touch that follows:
+   * at most one per customer, the queue's bound in all (the oldest dropped first).
+   */
+  prime(customer: string, figures: CustomerFigures): void {
+    if (this.#stopped) return;
+    this.#primed.delete(customer);
+    this.#primed.set(customer, figures);
+    if (this.#primed.size > this.#limits.queueCustomersMax) {
+      const oldest = this.#primed.keys().next().value;
+      if (oldest !== undefined) this.#primed.delete(oldest);
+    }
+  }
+
   /** Resolves when nothing is queued or running (tests, shutdown). */
   idle(): Promise<void> {
     if (this.#queued() === 0 && this.#running.size === 0) return Promise.resolve();
@@ -188,6 +212,7 @@ export class NoticeEvaluator {
     this.#stopped = true;
     this.#urgent.clear();
     this.#background.clear();
+    this.#primed.clear();
   }
 
   #queued(): number {
@@ -229,7 +254,12 @@ export class NoticeEvaluator {
     const { catalog } = this.#deps;
     const started = performance.now();
     // Settings are read afresh: an admin's edit in another process applies to the next evaluation anywhere.
-    const [figures, settings] = await Promise.all([this.#deps.figures(customer), this.#deps.settings.read(customer)]);
+    const primed = this.#primed.get(customer);
+    this.#primed.delete(customer);
+    const [figures, settings] = await Promise.all([
+      primed ?? this.#deps.figures(customer),
+      this.#deps.settings.read(customer),
+    ]);
     // Units the customer has figures in, and units a customer setting names: a customer who never held a unit is
     // not "exhausted" of it.
     const units = new Set(figures.units.map((u) => u.unit));

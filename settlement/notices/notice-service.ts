@@ -70,6 +70,8 @@ const expiringBlocksMax = 100_000;
 /** Customers one grant.expiring check decides at once. */
 const expiringConcurrency = 4;
 const usageCustomersMax = 50_000;
+/** Customers whose live figures one grouped read takes, after a flush touched them. */
+const usagePrimeChunk = 500;
 
 export async function startNotices(deps: {
   nc: NatsConnection;
@@ -82,6 +84,10 @@ export async function startNotices(deps: {
   log: Logger;
   /** Available per unit after open holds (holds-service.ts), or the ledger-and-usage balance without holds. */
   balance: (customer: string) => Promise<{ units: { unit: string; available: string; settled: string }[] }>;
+  /** balance for many customers with one read of each kind; without it each customer a flush touched reads alone. */
+  balances?: (
+    customers: readonly string[],
+  ) => Promise<ReadonlyMap<string, { units: { unit: string; available: string; settled: string }[] }>>;
   now?: () => number;
 }): Promise<RunningNotices> {
   const { settings, catalog, log, nc } = deps;
@@ -177,7 +183,25 @@ export async function startNotices(deps: {
     watching = true;
     try {
       const { customers, truncated } = await watch.changed();
-      for (const customer of customers) evaluator.touch(customer, { background: true, usage: true });
+      for (let i = 0; i < customers.length; i += usagePrimeChunk) {
+        const chunk = customers.slice(i, i + usagePrimeChunk);
+        // One read for the chunk, taken before it: the figures hold the flushes the watch just saw.
+        const balances = deps.balances;
+        if (balances !== undefined) {
+          const readAtMs = now();
+          try {
+            for (const [customer, balance] of await balances(chunk))
+              evaluator.prime(customer, {
+                readAtMs,
+                units: balance.units.map((u) => ({ unit: u.unit, available: u.available, settled: u.settled })),
+              });
+          } catch (error) {
+            // Each customer's evaluation then reads its own figures.
+            log.warn({ err: error, customers: chunk.length }, 'notices: grouped balance read failed');
+          }
+        }
+        for (const customer of chunk) evaluator.touch(customer, { background: true, usage: true });
+      }
       if (truncated)
         log.warn({ customersMax: usageCustomersMax }, 'notices: more customers had usage than one look takes');
     } catch (error) {

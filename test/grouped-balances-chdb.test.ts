@@ -1,0 +1,3 @@
+import { defineGroupedBalances } from './grouped-balances-suite.js';
+
+defineGroupedBalances('chdb');
