@@ -721,7 +721,11 @@ export class PartitionRater {
           );
         },
         onUnready: (unready) => this.#setUnready(unready),
-        fence: () => this.#deps.lease.confirm(),
+        fence: async () => {
+          await this.#deps.lease.confirm();
+          // What the lease tests read: an insert of a partition leaves only after this line.
+          if (log.isLevelEnabled('debug')) log.debug({ partition, flushSeq }, 'lease confirmed; inserting');
+        },
       },
       ids,
       bounds,
