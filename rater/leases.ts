@@ -196,11 +196,14 @@ export class LeaseManager {
     await this.#putMember();
     await this.#watch();
     await this.#plan();
+    // Renewals run while the first partitions resume (a resume can take a while); start() returns once they run.
+    const firstStarts = Promise.all([...this.#held.values()].map((h) => h.task));
     this.#renewLoop = this.#every(
       'renew',
       () => this.#renewAll(),
       () => this.#renewing,
     );
+    await firstStarts;
     this.#planLoop = this.#every(
       'balance',
       () => this.#plan(),
