@@ -40,6 +40,7 @@ const gateway: SettingName[] = [
 const rater: SettingName[] = [
   'raterThreads',
   'raterPartitions',
+  'raterLeaseTtlMs',
   'flushIntervalMs',
   'flushRowsMax',
   'fetchMessagesMax',

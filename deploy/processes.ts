@@ -8,7 +8,7 @@ import type { Catalog } from '../catalog/model.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
 import type { Store } from '../shared/clickhouse/store.js';
-import { parsePartitionList, type Config } from '../shared/config.js';
+import { parseRaterPartitions, type Config } from '../shared/config.js';
 import { DrawdownError } from '../shared/errors.js';
 import { authFromConfig } from '../shared/auth.js';
 import type { Route } from '../shared/http.js';
@@ -227,11 +227,13 @@ export async function startDrawdown(
     let rater: Rater | undefined;
     if (parts.rater) {
       rater = new Rater({
+        nc: nats!.nc,
         js: nats!.js,
         jsm: nats!.jsm,
         store: store!,
         stream,
-        partitions: parsePartitionList(config.raterPartitions, config.partitions),
+        partitions: parseRaterPartitions(config.raterPartitions, config.partitions),
+        lease: { ttlMs: config.raterLeaseTtlMs, replicas: config.streamReplicas },
         limits: {
           flushIntervalMs: config.flushIntervalMs,
           flushRowsMax: Math.max(config.flushRowsMax, config.batchEventsMax),

@@ -15,6 +15,7 @@ import { writeIds } from './dedupe/id-log.js';
 import { readWatermark } from '../shared/clickhouse/usage-minute.js';
 import { flushBoundsColumns } from '../shared/clickhouse/flush-bounds.js';
 import { assertCaughtUp } from '../shared/clickhouse/replication.js';
+import { isFenceError } from './lease-fence.js';
 
 /** What a rater reads back from ClickHouse: on a cluster, its replica must hold all of them first. */
 export const raterTables = ['usage_minute', 'dedupe_ids'] as const;
@@ -78,6 +79,12 @@ export interface FlushRetry {
   onError: (error: unknown, attempt: number, failure: 'retry' | 'refused') => void;
   /** Called with true once `attemptsBeforeUnready` attempts failed in a row, with false once a write succeeds after. */
   onUnready: (unready: boolean) => void;
+  /**
+   * Called right before each INSERT (ids, bounds, usage): throws when this
+   * rater cannot prove it still holds the partition's lease (rater/lease-fence.ts).
+   * That error is not a store failure: it ends the write at once, unretried.
+   */
+  fence?: () => Promise<void>;
 }
 
 export type FlushOutcome =
@@ -137,11 +144,13 @@ export async function writeFlush(
   for (let attempt = 1; ; attempt++) {
     try {
       if (!idsWritten) {
+        await retry.fence?.();
         await writeIds(store, idsPayload);
         idsWritten = true;
         crashPoint('after-ids-insert');
       }
       if (!boundsWritten) {
+        await retry.fence?.();
         await store.insert('flush_bounds', flushBoundsColumns, boundsPayload);
         boundsWritten = true;
       }
@@ -161,10 +170,13 @@ export async function writeFlush(
       const refused = refusedByFault(payload);
       if (refused !== undefined)
         throw new StoreError(`Code: 69. DB::Exception: test fault: the rows of ${refused} are refused`, false);
+      await retry.fence?.();
       await store.insert('usage_minute', usageMinuteFlushColumns, payload);
       if (unready) retry.onUnready(false);
       return { written: true };
     } catch (error) {
+      // Not ClickHouse's doing: the caller stops (or resumes) without writing.
+      if (isFenceError(error)) throw error;
       const failure = writeFailure(error);
       retry.onError(error, attempt, failure);
       // A refused insert wrote nothing (an INSERT is one part, or none).

@@ -61,6 +61,26 @@ export function createRaterMetrics(registry: Registry) {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
+    partitionsOwned: new Gauge({
+      name: 'drawdown_rater_partitions_owned',
+      help: 'Partitions whose lease this rater holds and whose loop runs',
+      registers: [registry],
+    }),
+    leaseTakeovers: new Counter({
+      name: 'drawdown_rater_lease_takeovers_total',
+      help: 'Partition leases taken from a rater that stopped renewing them (expired), not handed back',
+      registers: [registry],
+    }),
+    leaseLost: new Counter({
+      name: 'drawdown_rater_lease_lost_total',
+      help: 'Partition leases this rater lost (not renewed in time, or held by another): the partition stopped without writing',
+      registers: [registry],
+    }),
+    leaseHandbacks: new Counter({
+      name: 'drawdown_rater_lease_handbacks_total',
+      help: 'Partition leases this rater handed back (more than its share, or stopping) after writing what it held',
+      registers: [registry],
+    }),
     insertErrors: new Counter({
       name: 'drawdown_clickhouse_insert_errors_total',
       help: 'Failed ClickHouse insert attempts',

@@ -14,12 +14,19 @@
  * Repeated event ids are dropped against the partition's id set, which is
  * rebuilt from ClickHouse (ids committed up to the watermark) whenever the
  * loop resumes, so it never remembers an id whose event was not committed.
+ *
+ * The loop runs only while this rater holds the partition's lease
+ * (rater/leases.ts): it checks the lease's local deadline before each fetch
+ * and consumer recreation, and has the lease confirmed right before each
+ * ClickHouse insert (rater/lease-fence.ts). Lost, it stops writing nothing:
+ * what it held stays unacked in the stream for the next owner, which resumes
+ * from the watermark like any restart.
  */
 import type { Consumer, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import type { Piscina } from 'piscina';
 import type { Logger } from '../shared/log.js';
 import type { Store } from '../shared/clickhouse/store.js';
-import { crashPoint } from '../shared/fault.js';
+import { crashPoint, pausePoint } from '../shared/fault.js';
 import {
   batchHeaders,
   lowestPartitionSequence,
@@ -44,6 +51,7 @@ import { debugAck, debugAcksOn } from './debug-acks.js';
 import { messageTraceFields, messagesTraceFields } from './trace-fields.js';
 import { BatchSpans } from './batch-spans.js';
 import type { RoleTracer } from '../shared/tracing.js';
+import { LeaseLostError, LeaseUnconfirmedError, isFenceError, type PartitionLease } from './lease-fence.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -88,6 +96,8 @@ export interface PartitionDeps {
   metrics: RaterMetrics;
   /** Spans per batch and flush (DRAWDOWN_OTLP_TRACES_ENDPOINT); trace ids are logged either way. */
   tracer?: RoleTracer | undefined;
+  /** The partition's lease: the loop acts only while it holds it. */
+  lease: PartitionLease;
 }
 
 export class PartitionRater {
@@ -96,6 +106,8 @@ export class PartitionRater {
   readonly #label: { partition: string };
   #consumer: Consumer | undefined;
   #stopping = false;
+  /** The lease is lost (or the stop says so): nothing more is written, not even a last flush. */
+  #fenced = false;
   #loop: Promise<void> | undefined;
   /** The label of the last committed flush: max(flush_seq) of the partition's rows, the watermark. */
   #committedSeq = 0;
@@ -174,9 +186,32 @@ export class PartitionRater {
     return !this.#storeUnready;
   }
 
+  /** Resumes from the watermark and starts the loop; a resume that fails is retried by the loop. */
   async start(): Promise<void> {
-    await this.#resumeFromWatermark();
-    this.#loop = this.#run();
+    let resumed = true;
+    try {
+      await this.#resumeFromWatermark();
+    } catch (error) {
+      if (error instanceof LeaseLostError) {
+        this.#fenceOff(error);
+        return;
+      }
+      resumed = false;
+      this.#deps.log.warn({ err: error, partition: this.#deps.partition }, 'cannot resume partition yet; retrying');
+    }
+    this.#loop = this.#run(!resumed);
+  }
+
+  /** The lease is gone: stop at once, writing and acking nothing more. */
+  #fenceOff(error: Error): void {
+    if (this.#fenced && this.#stopping) return;
+    this.#fenced = true;
+    this.#stopping = true;
+    this.#spans?.abandonAll('not committed: the partition lease was lost; the stream keeps the batch');
+    this.#deps.log.warn(
+      { partition: this.#deps.partition, reason: error.message, pending: this.#pending.length },
+      'partition lease lost; stopping without writing (the stream keeps what was not committed)',
+    );
   }
 
   /**
@@ -229,6 +264,8 @@ export class PartitionRater {
 
   async #recreateConsumer(): Promise<void> {
     const { jsm, js, stream, partition, limits } = this.#deps;
+    // Recreating deletes the consumer the partition's owner reads from: never without the lease.
+    if (!this.#deps.lease.held()) throw new LeaseLostError(`the lease of partition ${partition} is no longer held`);
     const name = await recreatePartitionConsumer(jsm, stream, partition, limits);
     this.#consumer = await js.consumers.get(stream.name, name);
     debugAck(partition, 'consumer-recreated', { held: [...this.#held], pending: this.#pending.length });
@@ -344,17 +381,27 @@ export class PartitionRater {
     );
   }
 
-  /** Stops pulling, writes what is pending (unless ClickHouse is down), and returns. */
-  async stop(): Promise<void> {
+  /**
+   * Stops pulling and returns once the loop ended. With `write` (handing the
+   * partition back, or shutting down) it first writes what is pending, through
+   * the lease fence, unless ClickHouse is down; without (the lease is lost) it
+   * writes nothing.
+   */
+  async stop(options: { write: boolean } = { write: true }): Promise<void> {
+    if (!options.write) this.#fenced = true;
     this.#stopping = true;
     await this.#loop;
   }
 
-  async #run(): Promise<void> {
-    const { log, partition, limits } = this.#deps;
-    let resumeNeeded = false;
+  async #run(resumeFirst: boolean): Promise<void> {
+    const { log, partition, limits, lease } = this.#deps;
+    let resumeNeeded = resumeFirst;
     let resumeFailures = 0;
     while (!this.#stopping) {
+      if (!lease.held()) {
+        this.#fenceOff(new LeaseLostError(`the lease of partition ${partition} is no longer held`));
+        break;
+      }
       try {
         if (resumeNeeded) {
           await this.#resumeFromWatermark();
@@ -368,9 +415,14 @@ export class PartitionRater {
           await this.#reconsumeAfterFetchError();
         }
       } catch (error) {
-        if (error instanceof ResumeFromWatermark) {
+        if (error instanceof LeaseLostError) {
+          this.#fenceOff(error);
+          break;
+        }
+        if (error instanceof ResumeFromWatermark || error instanceof LeaseUnconfirmedError) {
           log.warn({ partition, reason: error.message }, 'resuming from the committed watermark');
           resumeNeeded = true;
+          if (error instanceof LeaseUnconfirmedError) await sleep(500);
           continue;
         }
         resumeFailures++;
@@ -398,11 +450,17 @@ export class PartitionRater {
         await this.#pruneCounted();
         if (messages.length === 0) await this.#checkStranded();
       } catch (error) {
-        if (error instanceof ResumeFromWatermark) {
+        if (error instanceof LeaseLostError) {
+          debugAck(partition, 'lease-lost', { reason: error.message });
+          this.#fenceOff(error);
+          break;
+        }
+        if (error instanceof ResumeFromWatermark || error instanceof LeaseUnconfirmedError) {
           // On purpose: what is held is delivered again and counted (or dead-lettered) then.
           log.warn({ partition, reason: error.message }, 'resuming from the committed watermark');
           debugAck(partition, 'resume-wanted', { reason: error.message });
           resumeNeeded = true;
+          if (error instanceof LeaseUnconfirmedError) await sleep(500);
           continue;
         }
         // Messages taken but not committed: start over from the watermark.
@@ -415,7 +473,7 @@ export class PartitionRater {
         await sleep(500);
       }
     }
-    if (this.#pending.length > 0 && !resumeNeeded)
+    if (this.#pending.length > 0 && !resumeNeeded && !this.#fenced)
       try {
         await this.#flush();
       } catch (error) {
@@ -533,7 +591,7 @@ export class PartitionRater {
       this.#fingerprints.set(message, fingerprint);
       this.#spans?.taken(message);
       out.push(message);
-      if (this.#stopping) break;
+      if (this.#stopping || !this.#deps.lease.held()) break;
     }
   }
 
@@ -647,6 +705,7 @@ export class PartitionRater {
     const bounds = flushBoundsPayload(partition, flushSeq, firstMinuteSec, stampSec);
     const flushSpan = this.#spans?.startFlush(messages, flushSeq, rows.length);
     let failedAttempts = 0;
+    pausePoint('before-flush');
     const stopTimer = metrics.insertDuration.startTimer();
     const outcome = await writeFlush(
       store,
@@ -669,10 +728,26 @@ export class PartitionRater {
           );
         },
         onUnready: (unready) => this.#setUnready(unready),
+        fence: async () => {
+          await this.#deps.lease.confirm();
+          // What the lease tests read: an insert of a partition leaves only after this line.
+          if (log.isLevelEnabled('debug')) log.debug({ partition, flushSeq }, 'lease confirmed; inserting');
+        },
       },
       ids,
       bounds,
-    );
+    ).catch((error: unknown) => {
+      if (!isFenceError(error)) throw error;
+      stopTimer();
+      flushSpan?.fail(`not written: ${(error as Error).message}`);
+      flushSpan?.end();
+      debugAck(partition, 'flush-fenced', { flushSeq, seqs: encodeSeqs(messages.map((m) => m.seq)) });
+      log.warn(
+        { partition, flushSeq, rows: rows.length, messages: messages.length, reason: (error as Error).message },
+        'flush not written: the partition lease could not be confirmed',
+      );
+      throw error;
+    });
     const written = outcome.written;
     stopTimer();
     if (flushSpan !== undefined) {

@@ -1,10 +1,12 @@
 /**
- * The rater: a Piscina pool shared by one loop per owned stream partition.
+ * The rater: a Piscina pool shared by one loop per partition whose lease it
+ * holds (rater/leases.ts decides which, and starts and stops the loops).
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
 import type { Registry } from 'prom-client';
 import type { Store } from '../shared/clickhouse/store.js';
 import type { Logger } from '../shared/log.js';
@@ -16,13 +18,20 @@ import { IdSet } from './dedupe/id-set.js';
 import { dropExpiredIds } from './dedupe/id-log.js';
 import type { MeterCatalog } from './meter-catalog.js';
 import type { RoleTracer } from '../shared/tracing.js';
+import { LeaseManager } from './leases.js';
+import type { PartitionLease } from './lease-fence.js';
+import type { Wants } from './lease-plan.js';
 
 export interface RaterOptions {
+  nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   store: Store;
   stream: StreamSettings;
-  partitions: number[];
+  /** `auto` (share the partitions with the other live raters) or the partitions this rater wants. */
+  partitions: Wants;
+  /** Partition leases: DRAWDOWN_RATER_LEASE_TTL_MS, and the bucket's replicas when this rater creates it. */
+  lease: { ttlMs: number; replicas: number };
   limits: PartitionLimits;
   threads: number;
   catalog: MeterCatalog;
@@ -53,7 +62,8 @@ function workerFile(): string {
 export class Rater {
   readonly #options: RaterOptions;
   readonly #pool: Piscina<AggregateTask, AggregateResult>;
-  readonly #partitions: PartitionRater[] = [];
+  readonly #partitions = new Map<number, PartitionRater>();
+  #leases: LeaseManager | undefined;
   readonly #metrics;
   #lagTimer: NodeJS.Timeout | undefined;
   #retentionTimer: NodeJS.Timeout | undefined;
@@ -74,39 +84,92 @@ export class Rater {
       workerData: { meters: options.catalog.meters },
       minThreads: options.threads,
       maxThreads: options.threads,
-      // Each partition loop has at most one task in flight.
-      maxQueue: Math.max(1, options.partitions.length),
+      // Each partition loop has at most one task in flight, and a rater runs at most every partition.
+      maxQueue: Math.max(1, options.stream.partitions),
       idleTimeout: 60_000,
     });
   }
 
   /** False while any partition's ClickHouse writes keep failing past the bound (it keeps retrying). */
   get ready(): boolean {
-    return this.#partitions.every((p) => p.ready);
+    return [...this.#partitions.values()].every((p) => p.ready);
   }
 
+  /** This rater's member id in the lease bucket (unique per start). */
+  get id(): string | undefined {
+    return this.#leases?.id;
+  }
+
+  /** Partitions whose lease this rater holds now. */
+  get owned(): number[] {
+    return this.#leases?.owned ?? [];
+  }
+
+  /**
+   * Joins the lease bucket and starts the partitions it could take at once
+   * (every free one it wants); the rest follow as leases free up or expire.
+   */
   async start(): Promise<void> {
-    for (const partition of this.#options.partitions) {
-      const rater = new PartitionRater({
-        ...this.#options,
-        pool: this.#pool,
-        partition,
-        metrics: this.#metrics,
-        dedupeIdsMax: this.#options.dedupe.idsMax,
-        metersJson: this.#metersJson,
-      });
-      await rater.start();
-      this.#partitions.push(rater);
-    }
+    const { nc, stream, partitions, lease, log } = this.#options;
+    this.#leases = await LeaseManager.open({
+      nc,
+      stream: stream.name,
+      partitions: stream.partitions,
+      wants: partitions,
+      ttlMs: lease.ttlMs,
+      replicas: lease.replicas,
+      log,
+      metrics: this.#metrics,
+      hooks: {
+        start: (partition, held) => this.#startPartition(partition, held),
+        stop: (partition, how) => this.#stopPartition(partition, how),
+      },
+    });
+    log.info(
+      { raterId: this.#leases.id, wants: partitions, leaseTtlMs: lease.ttlMs },
+      'rater joining the partition leases',
+    );
+    await this.#leases.start();
     this.#lagTimer = setInterval(() => void this.#updateLag(), 5_000);
     this.#lagTimer.unref();
     const { idsMax, retentionDays } = this.#options.dedupe;
-    this.#metrics.dedupeMemory.set(idsMax > 0 ? this.#options.partitions.length * IdSet.bytesFor(idsMax) : 0);
     if (idsMax > 0) {
       void this.#dropExpiredIds(retentionDays);
       this.#retentionTimer = setInterval(() => void this.#dropExpiredIds(retentionDays), retentionEveryMs);
       this.#retentionTimer.unref();
     }
+  }
+
+  async #startPartition(partition: number, lease: PartitionLease): Promise<void> {
+    const rater = new PartitionRater({
+      ...this.#options,
+      pool: this.#pool,
+      partition,
+      metrics: this.#metrics,
+      dedupeIdsMax: this.#options.dedupe.idsMax,
+      metersJson: this.#metersJson,
+      lease,
+    });
+    this.#partitions.set(partition, rater);
+    this.#updateDedupeMemory();
+    await rater.start();
+  }
+
+  async #stopPartition(partition: number, how: 'hand-back' | 'lost'): Promise<void> {
+    const rater = this.#partitions.get(partition);
+    if (rater === undefined) return;
+    await rater.stop({ write: how === 'hand-back' });
+    this.#partitions.delete(partition);
+    this.#updateDedupeMemory();
+    // Another rater reports it now.
+    const label = { partition: String(partition) };
+    for (const gauge of [this.#metrics.lag, this.#metrics.committedSequence, this.#metrics.dedupeIds])
+      gauge.remove(label);
+  }
+
+  #updateDedupeMemory(): void {
+    const { idsMax } = this.#options.dedupe;
+    this.#metrics.dedupeMemory.set(idsMax > 0 ? this.#partitions.size * IdSet.bytesFor(idsMax) : 0);
   }
 
   async #dropExpiredIds(retentionDays: number): Promise<void> {
@@ -120,12 +183,11 @@ export class Rater {
   }
 
   async #updateLag(): Promise<void> {
-    for (const rater of this.#partitions) {
+    for (const [partition, rater] of this.#partitions) {
       try {
-        this.#metrics.lag.set(
-          { partition: String(this.#options.partitions[this.#partitions.indexOf(rater)]) },
-          await rater.pendingInStream(),
-        );
+        const pending = await rater.pendingInStream();
+        // Handed back meanwhile: its series belongs to another rater now.
+        if (this.#partitions.get(partition) === rater) this.#metrics.lag.set({ partition: String(partition) }, pending);
       } catch {
         // Lag is best-effort; NATS being away is reported elsewhere.
       }
@@ -133,20 +195,14 @@ export class Rater {
   }
 
   /**
-   * Stops the loops, waiting at most `stopWaitMs` for their last flush: an
-   * unwritten flush is safe to abandon (its batches stay unacked in the
-   * stream), a shutdown that never ends is not.
+   * Hands every partition back, waiting at most `stopWaitMs` for their last
+   * flush: an unwritten flush is safe to abandon (its batches stay unacked in
+   * the stream, and its lease expires), a shutdown that never ends is not.
    */
   async stop(stopWaitMs = 15_000): Promise<void> {
     clearInterval(this.#lagTimer);
     clearInterval(this.#retentionTimer);
-    const stopped = Promise.all(this.#partitions.map((p) => p.stop()));
-    const timedOut = await Promise.race([
-      stopped.then(() => false),
-      new Promise<boolean>((r) => setTimeout(() => r(true), stopWaitMs).unref()),
-    ]);
-    if (timedOut)
-      this.#options.log.warn({ stopWaitMs }, 'rater loops did not stop in time; unflushed batches stay in the stream');
+    await this.#leases?.stop(stopWaitMs);
     await this.#pool.destroy();
   }
 }

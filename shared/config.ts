@@ -205,9 +205,17 @@ export const settings = {
   raterPartitions: {
     kind: 'string',
     env: 'DRAWDOWN_RATER_PARTITIONS',
-    default: 'all',
-    pattern: /^(all|\d+(-\d+)?(,\d+(-\d+)?)*)$/,
-    doc: 'Partitions this rater owns: all, or e.g. 0-3,8',
+    default: 'auto',
+    pattern: /^(auto|all|\d+(-\d+)?(,\d+(-\d+)?)*)$/,
+    doc: "Partitions this rater takes leases on: auto (share them evenly with the other live auto raters, and take over a dead one's), or a fixed list, all or e.g. 0-3,8 (a partition whose lease another rater holds waits)",
+  },
+  raterLeaseTtlMs: {
+    kind: 'int',
+    env: 'DRAWDOWN_RATER_LEASE_TTL_MS',
+    default: 5_000,
+    min: 1_000,
+    max: 120_000,
+    doc: "Partition lease TTL, in ms: renewed every TTL/4; a rater stops writing a partition TTL/4 before its lease could be taken, and takes a silent rater's lease one TTL after its last renewal (how soon a dead rater's partitions move)",
   },
   flushIntervalMs: {
     kind: 'int',
@@ -553,6 +561,11 @@ export function loadConfig(
     );
   }
   return Object.freeze(out) as Config;
+}
+
+/** DRAWDOWN_RATER_PARTITIONS: "auto", or the partitions of a fixed list (parsePartitionList). */
+export function parseRaterPartitions(text: string, partitions: number): 'auto' | number[] {
+  return text === 'auto' ? 'auto' : parsePartitionList(text, partitions);
 }
 
 /** "all" | "0-3,8" → sorted partition numbers below `partitions`. */
