@@ -6,18 +6,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { autoShare, planLeases, type LeaseMember, type SeenLease, type Wants } from './lease-plan.js';
-
 /** mulberry32, seeded: a failing trial can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+import { prng } from '../test/harness.js';
 
 const auto = (id: string): LeaseMember => ({ id, wants: 'auto' });
 const leasesOf = (owners: Record<number, string>, expired: readonly number[] = []): Map<number, SeenLease> =>

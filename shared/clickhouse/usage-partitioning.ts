@@ -19,21 +19,10 @@
  */
 import { DrawdownError } from '../errors.js';
 import type { Store } from './store.js';
-import { readWatermarks, usageMinuteTable } from './usage-minute.js';
+import { readWatermarks, usageMinuteFlushColumns, usageMinuteTable } from './usage-minute.js';
 
-const copyColumns = [
-  'customer',
-  'meter',
-  'dimensions',
-  'minute',
-  'quantity',
-  'events',
-  'stream_partition',
-  'flush_seq',
-  'flushed_at',
-  'message_seqs',
-  'hold',
-] as const;
+/** Every column, as a rater flush writes them. */
+const copyColumns = usageMinuteFlushColumns;
 
 async function tableExists(store: Store, name: string): Promise<boolean> {
   const rows = await store.query(
