@@ -24,8 +24,10 @@ export class UsageWatch {
   async changed(): Promise<{ customers: string[]; truncated: boolean }> {
     const now = await readWatermarks(this.#store);
     const before = this.#marks;
-    this.#marks = now;
-    if (before === undefined) return { customers: [], truncated: false };
+    if (before === undefined) {
+      this.#marks = now;
+      return { customers: [], truncated: false };
+    }
     const ranges: string[] = [];
     for (const [partition, seq] of now) {
       const was = before.get(partition) ?? 0;
@@ -38,6 +40,9 @@ export class UsageWatch {
     const rows = await this.#store.query(
       `SELECT DISTINCT customer FROM usage_minute WHERE ${ranges.join(' OR ')} LIMIT ${sqlUInt(this.#customersMax + 1)}`,
     );
+    // Only now: a look that failed leaves the marks where they were, so the next one reads the same flushes again
+    // instead of losing their customers' touches.
+    this.#marks = now;
     const customers = rows.map(([customer]) => customer!);
     const truncated = customers.length > this.#customersMax;
     return { customers: truncated ? customers.slice(0, this.#customersMax) : customers, truncated };
