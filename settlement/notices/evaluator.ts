@@ -105,12 +105,15 @@ export interface EvaluatorLimits {
    * (a hold) otherwise waits for a busy pipeline's usage evaluations ahead of it in the store.
    */
   backgroundConcurrency: number;
+  /** Back-off before each retry of a customer's failed evaluation; after the last, the next touch decides. */
+  retryDelaysMs: readonly number[];
 }
 
 export const evaluatorDefaults: EvaluatorLimits = {
   queueCustomersMax: 100_000,
   concurrency: 8,
   backgroundConcurrency: 2,
+  retryDelaysMs: [250, 1_000, 4_000, 15_000, 60_000],
 };
 
 export interface EvaluatorDeps {
@@ -145,6 +148,8 @@ export class NoticeEvaluator {
    * the read is not in them.
    */
   readonly #primed = new Map<string, CustomerFigures>();
+  /** Customers whose last evaluations failed, and how many in a row (retryDelaysMs bounds them). */
+  readonly #failures = new Map<string, number>();
   #stopped = false;
 
   constructor(deps: EvaluatorDeps) {
@@ -213,6 +218,7 @@ export class NoticeEvaluator {
     this.#urgent.clear();
     this.#background.clear();
     this.#primed.clear();
+    this.#failures.clear();
   }
 
   #queued(): number {
@@ -233,10 +239,13 @@ export class NoticeEvaluator {
       this.#running.add(customer);
       if (background) this.#runningBackground++;
       void this.evaluate(customer)
-        .catch((error: unknown) => {
-          this.#deps.metrics.evaluationFailures.inc();
-          this.#deps.log.warn({ err: error, customer }, 'notice evaluation failed; the next touch or sweep retries');
-        })
+        .then(
+          () => this.#failures.delete(customer),
+          (error: unknown) => {
+            this.#deps.metrics.evaluationFailures.inc();
+            this.#retryLater(customer, error);
+          },
+        )
         .finally(() => {
           this.#running.delete(customer);
           if (background) this.#runningBackground--;
@@ -247,6 +256,30 @@ export class NoticeEvaluator {
           if (this.#queued() === 0 && this.#running.size === 0) for (const done of this.#idle.splice(0)) done();
         });
     }
+  }
+
+  /**
+   * A failed evaluation (ClickHouse or NATS away for a moment) is tried again after a back-off, a bounded number
+   * of times: the touch that caused it may be the customer's last (one usage event, one hold), and the sweep only
+   * looks at accounts already recorded below a threshold, so without a retry the crossing would wait for some
+   * later touch.
+   */
+  #retryLater(customer: string, error: unknown): void {
+    const failures = (this.#failures.get(customer) ?? 0) + 1;
+    const delayMs = this.#limits.retryDelaysMs[failures - 1];
+    if (delayMs === undefined || this.#stopped) {
+      this.#failures.delete(customer);
+      this.#deps.log.warn({ err: error, customer, failures }, 'notice evaluation failed; left to the next touch');
+      return;
+    }
+    this.#deps.log.warn({ err: error, customer, failures, retryInMs: delayMs }, 'notice evaluation failed; will retry');
+    this.#failures.delete(customer);
+    this.#failures.set(customer, failures);
+    if (this.#failures.size > this.#limits.queueCustomersMax) {
+      const oldest = this.#failures.keys().next().value;
+      if (oldest !== undefined) this.#failures.delete(oldest);
+    }
+    setTimeout(() => this.touch(customer, { background: true }), delayMs).unref();
   }
 
   /** Evaluates every unit of the customer now; answers the notices published (new or repeated). */
