@@ -168,12 +168,9 @@ export class NoticeEvaluator {
     // Usage only lowers available (prices are never negative): an account below every threshold it has cannot
     // cross on usage, down or up. Known for allBelowMs after an evaluation found it so (another process's
     // purchase may lift it meanwhile; that process evaluates it, and this one again once the mark expires).
-    if (options.usage === true) {
-      const untilMs = this.#allBelowUntil.get(customer);
-      if (untilMs !== undefined && untilMs > Date.now()) {
-        this.#primed.delete(customer);
-        return;
-      }
+    if (options.usage === true && this.sparesUsage(customer)) {
+      this.#primed.delete(customer);
+      return;
     }
     const background = options.background === true;
     if (this.#running.has(customer)) {
@@ -191,6 +188,17 @@ export class NoticeEvaluator {
       this.#urgent.add(customer);
     }
     this.#pump();
+  }
+
+  /** Whether an evaluation found the customer below every condition (its mark may have lapsed since). */
+  wasBelowEveryCondition(customer: string): boolean {
+    return this.#allBelowUntil.has(customer);
+  }
+
+  /** Whether a usage touch of this customer would be ignored now (below every condition, lately). */
+  sparesUsage(customer: string): boolean {
+    const untilMs = this.#allBelowUntil.get(customer);
+    return untilMs !== undefined && untilMs > Date.now();
   }
 
   /**

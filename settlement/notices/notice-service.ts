@@ -178,29 +178,46 @@ export async function startNotices(deps: {
   // Usage the rater committed moves `available`: look every noticesPollMs.
   const watch = new UsageWatch(deps.store, usageCustomersMax);
   let watching = false;
+  let rechecking = false;
+  /** Reads the customers' figures together (chunks of usagePrimeChunk), hands them over, and touches them. */
+  const primeAndTouch = async (customers: readonly string[]): Promise<void> => {
+    for (let i = 0; i < customers.length; i += usagePrimeChunk) {
+      const chunk = customers.slice(i, i + usagePrimeChunk);
+      const balances = deps.balances;
+      if (balances !== undefined) {
+        // Taken before the read: the figures hold the flushes the watch just saw.
+        const readAtMs = now();
+        try {
+          for (const [customer, balance] of await balances(chunk))
+            evaluator.prime(customer, {
+              readAtMs,
+              units: balance.units.map((u) => ({ unit: u.unit, available: u.available, settled: u.settled })),
+            });
+        } catch (error) {
+          // Each customer's evaluation then reads its own figures.
+          log.warn({ err: error, customers: chunk.length }, 'notices: grouped balance read failed');
+        }
+      }
+      for (const customer of chunk) evaluator.touch(customer, { background: true, usage: true });
+    }
+  };
   const poll = async (): Promise<void> => {
     if (watching) return;
     watching = true;
     try {
       const { customers, truncated } = await watch.changed();
-      for (let i = 0; i < customers.length; i += usagePrimeChunk) {
-        const chunk = customers.slice(i, i + usagePrimeChunk);
-        // One read for the chunk, taken before it: the figures hold the flushes the watch just saw.
-        const balances = deps.balances;
-        if (balances !== undefined) {
-          const readAtMs = now();
-          try {
-            for (const [customer, balance] of await balances(chunk))
-              evaluator.prime(customer, {
-                readAtMs,
-                units: balance.units.map((u) => ({ unit: u.unit, available: u.available, settled: u.settled })),
-              });
-          } catch (error) {
-            // Each customer's evaluation then reads its own figures.
-            log.warn({ err: error, customers: chunk.length }, 'notices: grouped balance read failed');
-          }
-        }
-        for (const customer of chunk) evaluator.touch(customer, { background: true, usage: true });
+      // Customers usage cannot move across any threshold (below every one) are not read at all. Those an earlier
+      // evaluation found so, whose mark has lapsed, are re-checked for safety off this loop, one batch at a time:
+      // a busy account's large read must not hold up the next look, nor a customer whose usage may be crossing a
+      // threshold now. A lapsed customer not re-checked now is re-checked on its next usage.
+      const wanted = customers.filter((customer) => !evaluator.sparesUsage(customer));
+      await primeAndTouch(wanted.filter((customer) => !evaluator.wasBelowEveryCondition(customer)));
+      const lapsed = wanted.filter((customer) => evaluator.wasBelowEveryCondition(customer));
+      if (lapsed.length > 0 && !rechecking) {
+        rechecking = true;
+        void primeAndTouch(lapsed).finally(() => {
+          rechecking = false;
+        });
       }
       if (truncated)
         log.warn({ customersMax: usageCustomersMax }, 'notices: more customers had usage than one look takes');
