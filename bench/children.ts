@@ -4,6 +4,7 @@
  * (`drawdown rater`), the no-op HTTP baseline server and the HTTP → JetStream
  * forwarder baseline.
  */
+import { appendFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,6 +46,8 @@ export function spawnNode(
       reject(new Error(`not ready within ${timeoutMs} ms:\n${output}`));
     }, timeoutMs);
     const onData = (d: Buffer): void => {
+      // BENCH_CHILD_LOG=<file>: every child's whole output, for looking into a slow sample afterwards.
+      if (process.env.BENCH_CHILD_LOG) appendFileSync(process.env.BENCH_CHILD_LOG, d);
       output = (output + d.toString()).slice(-outputKeptChars);
       if (ready) return;
       const match = readyPattern.exec(output);

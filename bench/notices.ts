@@ -137,11 +137,24 @@ async function main(): Promise<void> {
   };
   let serial = 0;
 
-  /** A customer with 100 credits and balance.low at `threshold`. */
+  /**
+   * A customer with 100 credits and balance.low at `threshold`, which the notices have seen above it: notices
+   * follow the balance as evaluations see it, so a probe sent before the purchase's evaluation ran would find
+   * the customer below the threshold all along (0, then 97), a balance that crossed nothing as far as they know.
+   */
   const prepare = async (customer: string, threshold: string): Promise<void> => {
     await call('PUT', `/v1/customers/${customer}/notice-settings`, { units: { credits: { low: [threshold] } } });
     await call('POST', `/v1/customers/${customer}/purchases`, { package: 'credits-100' }, `buy-${customer}`);
     await wait((s) => s.customer === customer && s.type === 'purchase.posted', `purchase.posted for ${customer}`);
+    const deadline = performance.now() + 180_000;
+    for (;;) {
+      const settings = (await call('GET', `/v1/customers/${customer}/notice-settings`)) as {
+        units: Record<string, { below: unknown[] }>;
+      };
+      if ((settings.units.credits?.below.length ?? 1) === 0) break;
+      if (performance.now() > deadline) throw new Error(`${customer}: the notices never saw the purchase`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
   };
 
   const prepared = new Set<string>();
@@ -223,6 +236,9 @@ async function main(): Promise<void> {
       }
       balance.push(performance.now() - accepted);
       notice.push((await low).atMs - accepted);
+      process.stderr.write(
+        `${label} usage probe ${customer}: 202 at ${new Date().toISOString()}, balance +${Math.round(balance.at(-1)!)} ms, notice +${Math.round(notice.at(-1)!)} ms\n`,
+      );
       await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
     }
     return { notice, balance };

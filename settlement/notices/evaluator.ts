@@ -109,6 +109,9 @@ export interface EvaluatorLimits {
   retryDelaysMs: readonly number[];
 }
 
+/** Queued customers one pick looks through for one that may run now. */
+const pickScanMax = 64;
+
 export const evaluatorDefaults: EvaluatorLimits = {
   queueCustomersMax: 100_000,
   concurrency: 8,
@@ -135,6 +138,10 @@ export class NoticeEvaluator {
   readonly #limits: EvaluatorLimits;
   readonly #urgent = new Set<string>();
   readonly #background = new Set<string>();
+  /** Background touches of least interest (a lapsed "below every condition" re-check): taken after the rest. */
+  readonly #recheck = new Set<string>();
+  /** Evaluations running with figures read in a group (prime()): they wait on NATS only, not on ClickHouse. */
+  #runningPrimed = 0;
   readonly #running = new Set<string>();
   #runningBackground = 0;
   /** Customers an evaluation found below every condition of every unit, until when that is trusted (ms). */
@@ -162,7 +169,7 @@ export class NoticeEvaluator {
    * touches (usage the rater flushed, settlement runs, the sweep) wait behind the others (a hold, a purchase,
    * an adjustment, a settings edit), so a busy pipeline's many customers do not delay an API caller's crossing.
    */
-  touch(customer: string, options: { background?: boolean; usage?: boolean } = {}): void {
+  touch(customer: string, options: { background?: boolean; usage?: boolean; recheck?: boolean } = {}): void {
     if (this.#stopped) return;
     if (options.usage !== true) this.#primed.delete(customer);
     // Usage only lowers available (prices are never negative): an account below every threshold it has cannot
@@ -177,12 +184,16 @@ export class NoticeEvaluator {
       this.#again.set(customer, (this.#again.get(customer) ?? false) || !background);
       return;
     }
+    const recheck = background && options.recheck === true;
     if (this.#urgent.has(customer) || (background && this.#background.has(customer))) return;
-    if (this.#urgent.size + this.#background.size >= this.#limits.queueCustomersMax) {
+    if (recheck && this.#recheck.has(customer)) return;
+    if (this.#queued() >= this.#limits.queueCustomersMax) {
       this.#deps.metrics.touchesDropped.inc();
       return;
     }
-    if (background) this.#background.add(customer);
+    this.#recheck.delete(customer);
+    if (recheck) this.#recheck.add(customer);
+    else if (background) this.#background.add(customer);
     else {
       this.#background.delete(customer);
       this.#urgent.add(customer);
@@ -225,27 +236,45 @@ export class NoticeEvaluator {
     this.#stopped = true;
     this.#urgent.clear();
     this.#background.clear();
+    this.#recheck.clear();
     this.#primed.clear();
     this.#failures.clear();
   }
 
   #queued(): number {
-    return this.#urgent.size + this.#background.size;
+    return this.#urgent.size + this.#background.size + this.#recheck.size;
+  }
+
+  /**
+   * The next customer to evaluate and the share it runs in: urgent touches first; then background ones (before
+   * re-checks), those with grouped figures in up to all but two of the slots (they wait on NATS only), the others
+   * in `backgroundConcurrency` (each reads ClickHouse). Looks at most `pickScanMax` queued customers.
+   */
+  #pick(): { customer: string; share: 'urgent' | 'background' | 'primed'; from: Set<string> } | undefined {
+    const first = this.#urgent.values().next();
+    if (first.done !== true) return { customer: first.value, share: 'urgent', from: this.#urgent };
+    const primedFree = this.#runningPrimed < Math.max(1, this.#limits.concurrency - 2);
+    const readFree = this.#runningBackground < this.#limits.backgroundConcurrency;
+    if (!primedFree && !readFree) return undefined;
+    let scanned = 0;
+    for (const from of [this.#background, this.#recheck])
+      for (const customer of from) {
+        if (++scanned > pickScanMax) return undefined;
+        const primed = this.#primed.has(customer);
+        if (primed ? primedFree : readFree) return { customer, share: primed ? 'primed' : 'background', from };
+      }
+    return undefined;
   }
 
   #pump(): void {
     while (this.#running.size < this.#limits.concurrency) {
-      let background = false;
-      let customer: string | undefined;
-      if (this.#urgent.size > 0) customer = this.#urgent.values().next().value as string;
-      else if (this.#background.size > 0 && this.#runningBackground < this.#limits.backgroundConcurrency) {
-        customer = this.#background.values().next().value as string;
-        background = true;
-      }
-      if (customer === undefined) return;
-      (background ? this.#background : this.#urgent).delete(customer);
+      const picked = this.#pick();
+      if (picked === undefined) return;
+      const { customer, share } = picked;
+      picked.from.delete(customer);
       this.#running.add(customer);
-      if (background) this.#runningBackground++;
+      if (share === 'background') this.#runningBackground++;
+      if (share === 'primed') this.#runningPrimed++;
       void this.evaluate(customer)
         .then(
           () => this.#failures.delete(customer),
@@ -256,7 +285,8 @@ export class NoticeEvaluator {
         )
         .finally(() => {
           this.#running.delete(customer);
-          if (background) this.#runningBackground--;
+          if (share === 'background') this.#runningBackground--;
+          if (share === 'primed') this.#runningPrimed--;
           const again = this.#again.get(customer);
           this.#again.delete(customer);
           if (again !== undefined && !this.#stopped) (again ? this.#urgent : this.#background).add(customer);
@@ -333,7 +363,13 @@ export class NoticeEvaluator {
         if (oldest !== undefined) this.#allBelowUntil.delete(oldest);
       }
     }
-    this.#deps.metrics.evaluationDuration.observe((performance.now() - started) / 1000);
+    const seconds = (performance.now() - started) / 1000;
+    this.#deps.metrics.evaluationDuration.observe(seconds);
+    if (seconds >= 2)
+      this.#deps.log.warn(
+        { customer, ms: Math.round(seconds * 1000), primed: primed !== undefined },
+        'notice evaluation was slow',
+      );
     return published;
   }
 

@@ -72,6 +72,8 @@ const expiringConcurrency = 4;
 const usageCustomersMax = 50_000;
 /** Customers whose live figures one grouped read takes, after a flush touched them. */
 const usagePrimeChunk = 500;
+/** A usage look or an evaluation this slow is logged (a notice waited for it). */
+const slowMs = 2_000;
 
 export async function startNotices(deps: {
   nc: NatsConnection;
@@ -180,7 +182,7 @@ export async function startNotices(deps: {
   let watching = false;
   let rechecking = false;
   /** Reads the customers' figures together (chunks of usagePrimeChunk), hands them over, and touches them. */
-  const primeAndTouch = async (customers: readonly string[]): Promise<void> => {
+  const primeAndTouch = async (customers: readonly string[], recheck = false): Promise<void> => {
     for (let i = 0; i < customers.length; i += usagePrimeChunk) {
       const chunk = customers.slice(i, i + usagePrimeChunk);
       const balances = deps.balances;
@@ -198,14 +200,17 @@ export async function startNotices(deps: {
           log.warn({ err: error, customers: chunk.length }, 'notices: grouped balance read failed');
         }
       }
-      for (const customer of chunk) evaluator.touch(customer, { background: true, usage: true });
+      for (const customer of chunk) evaluator.touch(customer, { background: true, usage: true, recheck });
     }
   };
   const poll = async (): Promise<void> => {
     if (watching) return;
     watching = true;
+    const started = performance.now();
+    let looked = 0;
     try {
       const { customers, truncated } = await watch.changed();
+      looked = customers.length;
       // Customers usage cannot move across any threshold (below every one) are not read at all. Those an earlier
       // evaluation found so, whose mark has lapsed, are re-checked for safety off this loop, one batch at a time:
       // a busy account's large read must not hold up the next look, nor a customer whose usage may be crossing a
@@ -215,7 +220,7 @@ export async function startNotices(deps: {
       const lapsed = wanted.filter((customer) => evaluator.wasBelowEveryCondition(customer));
       if (lapsed.length > 0 && !rechecking) {
         rechecking = true;
-        void primeAndTouch(lapsed).finally(() => {
+        void primeAndTouch(lapsed, true).finally(() => {
           rechecking = false;
         });
       }
@@ -225,6 +230,9 @@ export async function startNotices(deps: {
       log.warn({ err: error }, 'notices: could not read which customers had usage');
     } finally {
       watching = false;
+      const ms = Math.round(performance.now() - started);
+      // Usage notices wait for this look: a slow one is worth a line.
+      if (ms >= slowMs) log.warn({ ms, customers: looked }, 'notices: a look for usage was slow');
     }
   };
   void poll();
