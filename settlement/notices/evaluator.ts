@@ -109,9 +109,6 @@ export interface EvaluatorLimits {
   retryDelaysMs: readonly number[];
 }
 
-/** Queued customers one pick looks through for one that may run now. */
-const pickScanMax = 64;
-
 export const evaluatorDefaults: EvaluatorLimits = {
   queueCustomersMax: 100_000,
   concurrency: 8,
@@ -142,6 +139,12 @@ export class NoticeEvaluator {
   readonly #recheck = new Set<string>();
   /** Evaluations running with figures read in a group (prime()): they wait on NATS only, not on ClickHouse. */
   #runningPrimed = 0;
+  /**
+   * Queued background customers that had grouped figures when touched, oldest first: picked ahead of the rest
+   * (a sweep's hundred reads must not hold up a crossing whose figures are already here). Entries that left the
+   * queue or lost their figures are dropped when met.
+   */
+  readonly #primedQueued = new Set<string>();
   readonly #running = new Set<string>();
   #runningBackground = 0;
   /** Customers an evaluation found below every condition of every unit, until when that is trusted (ms). */
@@ -198,6 +201,14 @@ export class NoticeEvaluator {
       this.#background.delete(customer);
       this.#urgent.add(customer);
     }
+    if (background && this.#primed.has(customer)) {
+      this.#primedQueued.delete(customer);
+      this.#primedQueued.add(customer);
+      if (this.#primedQueued.size > this.#limits.queueCustomersMax) {
+        const oldest = this.#primedQueued.keys().next().value;
+        if (oldest !== undefined) this.#primedQueued.delete(oldest);
+      }
+    }
     this.#pump();
   }
 
@@ -237,6 +248,7 @@ export class NoticeEvaluator {
     this.#urgent.clear();
     this.#background.clear();
     this.#recheck.clear();
+    this.#primedQueued.clear();
     this.#primed.clear();
     this.#failures.clear();
   }
@@ -246,23 +258,27 @@ export class NoticeEvaluator {
   }
 
   /**
-   * The next customer to evaluate and the share it runs in: urgent touches first; then background ones (before
-   * re-checks), those with grouped figures in up to all but two of the slots (they wait on NATS only), the others
-   * in `backgroundConcurrency` (each reads ClickHouse). Looks at most `pickScanMax` queued customers.
+   * The next customer to evaluate and the share it runs in: urgent touches first; then background ones with
+   * grouped figures, in up to all but two of the slots (they wait on NATS only); then the other background ones
+   * (before re-checks) in `backgroundConcurrency` slots (each reads ClickHouse).
    */
   #pick(): { customer: string; share: 'urgent' | 'background' | 'primed'; from: Set<string> } | undefined {
     const first = this.#urgent.values().next();
     if (first.done !== true) return { customer: first.value, share: 'urgent', from: this.#urgent };
-    const primedFree = this.#runningPrimed < Math.max(1, this.#limits.concurrency - 2);
-    const readFree = this.#runningBackground < this.#limits.backgroundConcurrency;
-    if (!primedFree && !readFree) return undefined;
-    let scanned = 0;
-    for (const from of [this.#background, this.#recheck])
-      for (const customer of from) {
-        if (++scanned > pickScanMax) return undefined;
-        const primed = this.#primed.has(customer);
-        if (primed ? primedFree : readFree) return { customer, share: primed ? 'primed' : 'background', from };
+    if (this.#runningPrimed < Math.max(1, this.#limits.concurrency - 2))
+      for (const customer of this.#primedQueued) {
+        this.#primedQueued.delete(customer);
+        const from = this.#background.has(customer) ? this.#background : this.#recheck;
+        if (from.has(customer) && this.#primed.has(customer)) return { customer, share: 'primed', from };
       }
+    if (this.#runningBackground >= this.#limits.backgroundConcurrency) return undefined;
+    for (const from of [this.#background, this.#recheck]) {
+      const next = from.values().next();
+      if (next.done !== true) {
+        this.#primedQueued.delete(next.value);
+        return { customer: next.value, share: 'background', from };
+      }
+    }
     return undefined;
   }
 
