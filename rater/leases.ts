@@ -113,6 +113,8 @@ interface Held {
   state: 'starting' | 'running' | 'releasing' | 'lost';
   /** The partition's start and stop, in order. */
   task: Promise<void>;
+  /** Its partition has stopped and this rater is deleting the lease: finding it gone is no loss. */
+  deleting?: boolean;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref());
@@ -345,6 +347,11 @@ export class LeaseManager {
   /** The lease is gone: the partition stops writing nothing, and the lease is deleted if it is still ours. */
   #lose(held: Held, reason: string): void {
     if (held.state === 'lost') return;
+    if (held.deleting === true) {
+      // A renewal sent before this rater's own delete, refused after it: nothing is lost, nothing can write.
+      held.state = 'lost';
+      return;
+    }
     const wasEnding = held.state === 'releasing';
     held.state = 'lost';
     this.#options.metrics.leaseLost.inc();
@@ -378,6 +385,7 @@ export class LeaseManager {
       .catch((error: unknown) => this.#options.log.warn({ err: error, partition }, 'error while stopping a partition'))
       .then(async () => {
         // Deleted only at the revision this rater wrote: if another took it, this is refused.
+        held.deleting = true;
         try {
           await this.#kv.delete(key, { previousSeq: held.revision });
           if (how === 'hand-back' && held.state === 'releasing') {
