@@ -110,6 +110,28 @@ export async function balancesOf(
     if (pending === undefined) pendingOf.set(p.line.customer, (pending = new Map()));
     pending.set(p.unit, (pending.get(p.unit) ?? money(0)).plus(p.cost));
   }
+  const unratedOf = new Map<string, Balance['unrated_pending']>();
+  const addUnrated = (customer: string, line: Balance['unrated_pending'][number]): void => {
+    const list = unratedOf.get(customer);
+    if (list === undefined) unratedOf.set(customer, [line]);
+    else list.push(line);
+  };
+  for (const line of outstanding.still)
+    addUnrated(line.customer, {
+      meter: line.meter,
+      dimensions: JSON.parse(line.dimensions) as Record<string, string>,
+      quantity: formatAmount(line.quantity),
+      since: new Date(line.sinceSec * 1000).toISOString(),
+      found_by: line.foundBy,
+    });
+  for (const u of unrated)
+    addUnrated(u.line.customer, {
+      meter: u.line.meter,
+      dimensions: JSON.parse(u.line.dimensions) as Record<string, string>,
+      quantity: formatAmount(u.line.quantity),
+      since: new Date(u.line.firstMinuteSec * 1000).toISOString(),
+      found_by: null,
+    });
   const out = new Map<string, Balance>();
   for (const customer of customers) {
     const settled = settledOf.get(customer) ?? new Map<string, Decimal>();
@@ -132,26 +154,7 @@ export async function balancesOf(
           over_limit: available.lessThan((catalog.creditUnits.get(unit)?.allowedNegativeBalance ?? money(0)).negated()),
         };
       }),
-      unrated_pending: [
-        ...outstanding.still
-          .filter((line) => line.customer === customer)
-          .map((line) => ({
-            meter: line.meter,
-            dimensions: JSON.parse(line.dimensions) as Record<string, string>,
-            quantity: formatAmount(line.quantity),
-            since: new Date(line.sinceSec * 1000).toISOString(),
-            found_by: line.foundBy,
-          })),
-        ...unrated
-          .filter((u) => u.line.customer === customer)
-          .map((u) => ({
-            meter: u.line.meter,
-            dimensions: JSON.parse(u.line.dimensions) as Record<string, string>,
-            quantity: formatAmount(u.line.quantity),
-            since: new Date(u.line.firstMinuteSec * 1000).toISOString(),
-            found_by: null,
-          })),
-      ],
+      unrated_pending: unratedOf.get(customer) ?? [],
     });
   }
   return out;

@@ -21,7 +21,7 @@
 import type { Store } from '../shared/clickhouse/store.js';
 import { ReplicaBehindError } from '../shared/clickhouse/store.js';
 import { assertCaughtUp } from '../shared/clickhouse/replication.js';
-import { dropPartition } from '../shared/clickhouse/partitions.js';
+import { dropPartition, monthNumber } from '../shared/clickhouse/partitions.js';
 import { usageMinutePartitioned } from '../shared/clickhouse/usage-minute.js';
 import { sqlDateTime, sqlUInt } from '../shared/sql.js';
 import { committedUnder, type Watermarks } from './usage-reader.js';
@@ -33,13 +33,6 @@ export interface UsageRetentionOutcome {
   kept: number[];
 }
 
-/** The YYYYMM `months` months before the month of `sec`. */
-export function monthsBefore(sec: number, months: number): number {
-  const d = new Date(sec * 1000);
-  const total = d.getUTCFullYear() * 12 + d.getUTCMonth() - months;
-  return Math.floor(total / 12) * 100 + (total % 12) + 1;
-}
-
 export async function dropSettledUsage(
   store: Store,
   newestRun: { untilSec: number; watermarks: Watermarks } | undefined,
@@ -48,7 +41,7 @@ export async function dropSettledUsage(
   const outcome: UsageRetentionOutcome = { dropped: [], kept: [] };
   // A table from before partitioning can only be dropped whole: it is kept (drawdown storage partition-usage).
   if (newestRun === undefined || !(await usageMinutePartitioned(store))) return outcome;
-  const below = monthsBefore(newestRun.untilSec, keepMonths);
+  const below = monthNumber(newestRun.untilSec, keepMonths);
   const parts = await store.query(
     "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = 'usage_minute' AND active",
   );

@@ -18,6 +18,7 @@ import {
   tempDir,
   type ChildService,
   type ClickHouseTarget,
+  waitReady,
 } from './harness.js';
 
 const hook = `
@@ -30,19 +31,6 @@ export async function resolve(specifier, context, next) {
   return next(specifier, context);
 }
 `;
-
-async function ready(url: string, service: ChildService): Promise<void> {
-  for (let attempt = 0; attempt < 600; attempt++) {
-    if (service.child.exitCode !== null) throw new Error(`exited early:\n${service.output()}`);
-    try {
-      if ((await fetch(`${url}/readyz`)).status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`not ready within a minute:\n${service.output()}`);
-}
 
 describe('without chdb installed', () => {
   const dir = tempDir('chdb-optional');
@@ -78,7 +66,7 @@ describe('without chdb installed', () => {
       const child = spawnDrawdown(role, { ...env, DRAWDOWN_HTTP_PORT: String(port) });
       children.push(child);
       urls.set(role, `http://127.0.0.1:${port}`);
-      await ready(urls.get(role)!, child);
+      await waitReady(urls.get(role)!, child);
     }
     const posted = await postEvents(urls.get('ingest')!, [
       { id: 'e1', customer: 'acme', meter: 'gpt-4o.input_tokens', quantity: 2_000_000, timestamp: Date.now() },

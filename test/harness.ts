@@ -265,6 +265,21 @@ process.once('exit', () => {
   for (const child of liveChildren) child.kill('SIGKILL');
 });
 
+/** Waits until a drawdown child answers 200 on /readyz; fails with its output if it exits or takes too long. */
+export async function waitReady(base: string, child: ChildService, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.child.exitCode !== null) throw new Error(`drawdown at ${base} exited early:\n${child.output()}`);
+    const ok = await fetch(`${base}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`drawdown at ${base} did not become ready within ${timeoutMs} ms:\n${child.output()}`);
+}
+
 export function spawnDrawdown(command: string, env: Record<string, string>): ChildService {
   const child = spawn(process.execPath, [cliPath, command], {
     env: {

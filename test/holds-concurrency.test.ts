@@ -9,21 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsServerProcess } from '../deploy/nats-server.js';
 import { freePort } from '../deploy/free-port.js';
 import type { ClickHouseServerProcess } from '../deploy/clickhouse-server.js';
-import { api, spawnDrawdown, startClickHouse, startNats, tempDir, type ChildService } from './harness.js';
+import { api, spawnDrawdown, startClickHouse, startNats, tempDir, waitReady, type ChildService } from './harness.js';
 import { holdsCatalog } from './holds-api-suite.js';
-
-async function ready(base: string, child: ChildService): Promise<void> {
-  for (let attempt = 0; attempt < 300; attempt++) {
-    const ok = await fetch(`${base}/readyz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return;
-    if (child.child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`drawdown settlement at ${base} did not become ready:\n${child.output()}`);
-}
 
 describe('holds from two API processes', () => {
   const dir = tempDir('holds-concurrency');
@@ -46,7 +33,7 @@ describe('holds from two API processes', () => {
       });
       const base = `http://127.0.0.1:${port}`;
       processes.push({ base, child });
-      await ready(base, child);
+      await waitReady(base, child);
     }
   });
 

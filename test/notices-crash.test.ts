@@ -19,21 +19,9 @@ import {
   tempDir,
   type ChildService,
   type ClickHouseTarget,
+  waitReady,
 } from './harness.js';
 import { noticesCatalog, streamNotices } from './notices-suite.js';
-
-async function ready(base: string, child: ChildService): Promise<void> {
-  for (let attempt = 0; attempt < 300; attempt++) {
-    const ok = await fetch(`${base}/readyz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return;
-    if (child.child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`drawdown settlement at ${base} did not become ready:\n${child.output()}`);
-}
 
 describe('notices when a settlement process is SIGKILLed mid-crossing', () => {
   const dir = tempDir('notices-crash');
@@ -54,7 +42,7 @@ describe('notices when a settlement process is SIGKILLed mid-crossing', () => {
     });
     children.push(child);
     const base = `http://127.0.0.1:${port}`;
-    await ready(base, child);
+    await waitReady(base, child);
     return { base, child };
   };
 

@@ -30,8 +30,9 @@ export async function dropPartition(store: Store, table: RetainedTable, partitio
   await store.command(`ALTER TABLE ${table} DROP PARTITION ${sqlUInt(partition)}`);
 }
 
-/** The YYYYMM number of the UTC month holding `sec`. */
-export function monthNumber(sec: number): number {
+/** The YYYYMM number of the UTC month `monthsBack` months before the one holding `sec` (0: that month). */
+export function monthNumber(sec: number, monthsBack = 0): number {
   const d = new Date(sec * 1000);
-  return d.getUTCFullYear() * 100 + d.getUTCMonth() + 1;
+  const total = d.getUTCFullYear() * 12 + d.getUTCMonth() - monthsBack;
+  return Math.floor(total / 12) * 100 + (total % 12) + 1;
 }

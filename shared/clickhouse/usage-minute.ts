@@ -13,6 +13,12 @@ import { sqlUInt } from '../sql.js';
 
 const partitionedByStore = new WeakMap<Store, Promise<boolean>>();
 
+/** Whether `table` (usage_minute or its copy) has the flush-month layout, asked now. */
+export async function partitionedByFlushMonth(store: Store, table: 'usage_minute'): Promise<boolean> {
+  const ddl = (await store.query(`SHOW CREATE TABLE ${table}`))[0]?.[0] ?? '';
+  return /PARTITION BY toYYYYMM\(flushed_at\)/i.test(ddl);
+}
+
 /**
  * Whether usage_minute is partitioned by flush month, so reads may name a
  * `flushed_at` floor: asked once per store (the layout changes only through
@@ -23,9 +29,7 @@ const partitionedByStore = new WeakMap<Store, Promise<boolean>>();
 export function usageMinutePartitioned(store: Store): Promise<boolean> {
   let known = partitionedByStore.get(store);
   if (known === undefined) {
-    known = store
-      .query('SHOW CREATE TABLE usage_minute')
-      .then((rows) => /PARTITION BY toYYYYMM\(flushed_at\)/i.test(rows[0]?.[0] ?? ''));
+    known = partitionedByFlushMonth(store, 'usage_minute');
     // A failed question is asked again next time, not remembered.
     known.catch(() => partitionedByStore.delete(store));
     partitionedByStore.set(store, known);

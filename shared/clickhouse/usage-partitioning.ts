@@ -19,7 +19,7 @@
  */
 import { DrawdownError } from '../errors.js';
 import type { Store } from './store.js';
-import { readWatermarks, usageMinuteFlushColumns, usageMinuteTable } from './usage-minute.js';
+import { partitionedByFlushMonth, readWatermarks, usageMinuteFlushColumns, usageMinuteTable } from './usage-minute.js';
 
 /** Every column, as a rater flush writes them. */
 const copyColumns = usageMinuteFlushColumns;
@@ -29,11 +29,6 @@ async function tableExists(store: Store, name: string): Promise<boolean> {
     `SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = '${name}'`,
   );
   return Number(rows[0]?.[0] ?? 0) > 0;
-}
-
-async function isPartitioned(store: Store, table: string): Promise<boolean> {
-  const ddl = (await store.query(`SHOW CREATE TABLE ${table}`))[0]?.[0] ?? '';
-  return /PARTITION BY toYYYYMM\(flushed_at\)/i.test(ddl);
 }
 
 /** Finishes a migration a crash cut between its renames; a no-op otherwise. Runs before any table is created. */
@@ -62,7 +57,7 @@ export async function partitionUsageMinute(
       'usage_migration_refused',
       'drawdown storage partition-usage runs on one server or chDB; on a cluster, create the partitioned table on each replica and copy per docs/deploy.md',
     );
-  if (await isPartitioned(store, 'usage_minute')) return { partitioned: 'already', rows: 0 };
+  if (await partitionedByFlushMonth(store, 'usage_minute')) return { partitioned: 'already', rows: 0 };
   // The place the original goes must be free: an operator's table is never dropped here.
   if (await tableExists(store, 'usage_minute_unpartitioned'))
     throw new DrawdownError(
