@@ -30,7 +30,11 @@ describe('notices when a settlement process is SIGKILLed mid-crossing', () => {
   let catalog: string;
   const children: ChildService[] = [];
 
-  const start = async (env: Record<string, string> = {}): Promise<{ base: string; child: ChildService }> => {
+  // `ready: false` for a process that may reach its crash point before it serves.
+  const start = async (
+    env: Record<string, string> = {},
+    { ready = true } = {},
+  ): Promise<{ base: string; child: ChildService }> => {
     const port = await freePort();
     const child = spawnDrawdown('settlement', {
       DRAWDOWN_NATS_URL: nats.url,
@@ -42,7 +46,7 @@ describe('notices when a settlement process is SIGKILLed mid-crossing', () => {
     });
     children.push(child);
     const base = `http://127.0.0.1:${port}`;
-    await waitReady(base, child);
+    if (ready) await waitReady(base, child);
     return { base, child };
   };
 
@@ -140,8 +144,8 @@ describe('notices when a settlement process is SIGKILLed mid-crossing', () => {
       expect(credit.status).toBe(201);
       await normal.child.stop();
 
-      // The start-up check decides it, and the process dies at the fault.
-      const doomed = await start({ DRAWDOWN_FAULT: `${fault}:1` });
+      // The start-up check decides it, and the process dies at the fault, perhaps before it serves.
+      const doomed = await start({ DRAWDOWN_FAULT: `${fault}:1` }, { ready: false });
       expect((await crashed(doomed.child)).signal).toBe('SIGKILL');
       expect((await expiring()).length).toBe(fault === 'notices-after-state' ? 0 : 1);
 

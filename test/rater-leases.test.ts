@@ -254,7 +254,9 @@ describe('rater leases', () => {
     await sender;
     await waitForStreamDrained(nats.url, stream);
 
-    // After SIGCONT an insert of a partition may only follow a new take of its lease by this process.
+    // After SIGCONT an insert of a partition may only leave after a new take of its lease by this process.
+    // ('flush committed' alone may follow SIGCONT: an insert that left before SIGSTOP, its reply read after;
+    // the totals below show it counted nothing twice. The residual window is in docs/guarantees.md.)
     const retaken = new Set<unknown>();
     const early: unknown[] = [];
     for (const line of linesOf(stopped, resumedAt)) {
@@ -263,8 +265,7 @@ describe('rater leases', () => {
         line.msg === 'took over an expired rater lease (its holder stopped renewing)'
       )
         retaken.add(line.partition);
-      if ((line.msg === 'lease confirmed; inserting' || line.msg === 'flush committed') && !retaken.has(line.partition))
-        early.push(line);
+      if (line.msg === 'lease confirmed; inserting' && !retaken.has(line.partition)) early.push(line);
     }
     expect(early, 'inserts by the resumed rater before it took the lease again').toEqual([]);
     expect(survivor.output()).not.toMatch(/"level":(50|60)/);
