@@ -15,13 +15,16 @@
  *                         single key more would only conflict).
  *   holds, hot account    the same pairs, every one on one account.
  * A pair is two state changes, so without batching it costs at least two
- * compare-and-sets: "ops/s" counts reserves + releases. Base and allowance
+ * compare-and-sets: "ops/s" counts reserves + releases. Each holds phase
+ * follows an unreported warm-up (`--warm-seconds`, 15) on the same accounts,
+ * so it measures the steady state: values at the size sustained load keeps
+ * them (closed holds beyond the value's share archived, and looked up there). Base and allowance
  * are constants here (no balance lookup). Latencies are closed-loop (a
  * worker sends its next pair when the last is answered), so a stall delays
  * the samples behind it rather than appearing in them.
  *
  * Results: bench/results/holds.{json,md}.
- * Flags: --seconds 5 (per phase, ≤ 10) --concurrency 64 --accounts 1000
+ * Flags: --seconds 5 (per phase, ≤ 10) --warm-seconds 15 --concurrency 64 --accounts 1000
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -79,6 +82,9 @@ interface PhaseResult {
   pairsPerSecond: number | undefined;
   latencyMs: Record<string, { p50: number; p99: number }>;
   writesPerSecond: number;
+  /** Holds phases: closed records put into the archive bucket, and lookups there, per second. */
+  archivePutsPerSecond: number | undefined;
+  archiveReadsPerSecond: number | undefined;
   meanValueBytes: number;
   conflicts: number;
   /** CPU cores used while it ran: this process, and nats-server. */
@@ -162,6 +168,8 @@ async function rawCas(
     pairsPerSecond: undefined,
     latencyMs: { cas: { p50: latency.percentile(50), p99: latency.percentile(99) } },
     writesPerSecond: ops / run.elapsed,
+    archivePutsPerSecond: undefined,
+    archiveReadsPerSecond: undefined,
     meanValueBytes: value.length,
     conflicts: 0,
     benchCores: run.benchCores,
@@ -220,6 +228,8 @@ async function holdPairs(
       pair: { p50: pairLatency.percentile(50), p99: pairLatency.percentile(99) },
     },
     writesPerSecond: writes / run.elapsed,
+    archivePutsPerSecond: (after.archived - before.archived) / run.elapsed,
+    archiveReadsPerSecond: (after.archiveReads - before.archiveReads) / run.elapsed,
     meanValueBytes: writes === 0 ? 0 : (after.bytesWritten - before.bytesWritten) / writes,
     conflicts: after.conflicts - before.conflicts,
     benchCores: run.benchCores,
@@ -230,6 +240,7 @@ async function holdPairs(
 async function main(): Promise<void> {
   const { flags } = parseArgs(process.argv.slice(2));
   const seconds = intFlag(flags, '--seconds', 5, 1, 10);
+  const warmSeconds = intFlag(flags, '--warm-seconds', 15, 1, 120);
   const concurrency = intFlag(flags, '--concurrency', 64, 1, 10_000);
   const accounts = intFlag(flags, '--accounts', 1_000, 1, 100_000);
   const totalStarted = performance.now();
@@ -258,7 +269,7 @@ async function main(): Promise<void> {
         .map(([name, l]) => `${name} p50 ${l.p50.toFixed(2)} p99 ${l.p99.toFixed(2)} ms`)
         .join(', ');
       log(
-        `${r.phase}: ${Math.round(r.opsPerSecond)} ops/s${r.pairsPerSecond === undefined ? '' : ` (${Math.round(r.pairsPerSecond)} pairs/s)`}, ${latency}, ${Math.round(r.writesPerSecond)} writes/s of ${Math.round(r.meanValueBytes)} B, cores bench ${r.benchCores.toFixed(2)} nats ${r.natsCores.toFixed(2)}`,
+        `${r.phase}: ${Math.round(r.opsPerSecond)} ops/s${r.pairsPerSecond === undefined ? '' : ` (${Math.round(r.pairsPerSecond)} pairs/s)`}, ${latency}, ${Math.round(r.writesPerSecond)} writes/s of ${Math.round(r.meanValueBytes)} B${r.archivePutsPerSecond === undefined ? '' : `, archive ${Math.round(r.archivePutsPerSecond)} puts/s ${Math.round(r.archiveReadsPerSecond!)} reads/s`}, cores bench ${r.benchCores.toFixed(2)} nats ${r.natsCores.toFixed(2)}`,
       );
     };
 
@@ -276,9 +287,10 @@ async function main(): Promise<void> {
         `raw CAS, ${accounts} keys, ${emptyAccountValue.length} B`,
       ),
     );
-    // Warm-up, not reported: lets the JIT settle, and has the store find (one
-    // conflict and a read per account) the values the raw phase wrote behind its back.
-    await holdPairs(store, customers, 1, concurrency, pid, 'warm-up', 'warm');
+    // Warm-up, not reported: lets the JIT settle, has the store find (one
+    // conflict and a read per account) the values the raw phase wrote behind
+    // its back, and brings the values to the size sustained load keeps them.
+    await holdPairs(store, customers, warmSeconds, concurrency, pid, 'warm-up', 'warm');
     const spread = await holdPairs(
       store,
       customers,
@@ -306,6 +318,7 @@ async function main(): Promise<void> {
     report(
       await rawCas(kv, hotKey, emptyAccountValue, seconds, 1, pid, `raw CAS, 1 hot key, ${emptyAccountValue.length} B`),
     );
+    await holdPairs(store, hot, warmSeconds, concurrency, pid, 'warm-up', 'hot-warm');
     const hotResult = await holdPairs(store, hot, seconds, concurrency, pid, 'holds, 1 hot account', 'hot');
     report(hotResult);
     const hotSized = Buffer.alloc(Math.max(emptyAccountValue.length, Math.round(hotResult.meanValueBytes)), 0x20);
@@ -343,15 +356,17 @@ async function main(): Promise<void> {
   const rows = results.map((r) => {
     const l = r.latencyMs.pair ?? r.latencyMs.cas!;
     const reserve = r.latencyMs.reserve;
-    return `| ${r.phase} | ${fmt(r.opsPerSecond)} | ${fmt(r.pairsPerSecond)} | ${fmt(l.p50, 2)} / ${fmt(l.p99, 2)} | ${reserve ? `${fmt(reserve.p50, 2)} / ${fmt(reserve.p99, 2)}` : ''} | ${fmt(r.writesPerSecond)} | ${fmt(r.meanValueBytes)} | ${fmt(r.conflicts)} | ${fmt(r.benchCores, 2)} / ${fmt(r.natsCores, 2)} |`;
+    const archive =
+      r.archivePutsPerSecond === undefined ? '' : `${fmt(r.archivePutsPerSecond)} / ${fmt(r.archiveReadsPerSecond)}`;
+    return `| ${r.phase} | ${fmt(r.opsPerSecond)} | ${fmt(r.pairsPerSecond)} | ${fmt(l.p50, 2)} / ${fmt(l.p99, 2)} | ${reserve ? `${fmt(reserve.p50, 2)} / ${fmt(reserve.p99, 2)}` : ''} | ${fmt(r.writesPerSecond)} | ${archive} | ${fmt(r.meanValueBytes)} | ${fmt(r.conflicts)} | ${fmt(r.benchCores, 2)} / ${fmt(r.natsCores, 2)} |`;
   });
   const md = [
     `# Credit holds ${at}`,
     '',
-    `Node ${process.version}, ${cpus().length} cores (load average before the run ${loadavg()[0]!.toFixed(2)}), nats-server on loopback with file storage; ${seconds} s per phase, ${concurrency} operations in flight from one connection, ${accounts} accounts. \`npm run bench:holds\` regenerates this file (bench/holds.ts says what each phase does).`,
+    `Node ${process.version}, ${cpus().length} cores (load average before the run ${loadavg()[0]!.toFixed(2)}), nats-server on loopback with file storage; ${seconds} s per phase, each holds phase after a ${warmSeconds} s warm-up (steady state), ${concurrency} operations in flight from one connection, ${accounts} accounts. \`npm run bench:holds\` regenerates this file (bench/holds.ts says what each phase does).`,
     '',
-    '| phase | ops/s | pairs/s | latency p50 / p99 ms (pair, or one CAS) | reserve p50 / p99 ms | KV writes/s | mean value B | conflicts | cores bench / nats |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| phase | ops/s | pairs/s | latency p50 / p99 ms (pair, or one CAS) | reserve p50 / p99 ms | KV writes/s | archive puts / reads per s | mean value B | conflicts | cores bench / nats |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...rows,
     '',
     `- holds ops/s ÷ raw CAS/s, ${accounts} accounts: **${ratios.spreadOpsVsRawCas.toFixed(2)}** (reserve+release pairs/s ÷ raw CAS/s: ${ratios.spreadPairsVsRawCas.toFixed(2)}; against raw CAS writing values of the holds' mean size: ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)})`,
@@ -364,7 +379,7 @@ async function main(): Promise<void> {
   mkdirSync(out, { recursive: true });
   writeFileSync(
     join(out, 'holds.json'),
-    `${JSON.stringify({ at, node: process.version, cores: cpus().length, seconds, concurrency, accounts, results, ratios }, null, 2)}\n`,
+    `${JSON.stringify({ at, node: process.version, cores: cpus().length, seconds, warmSeconds, concurrency, accounts, results, ratios }, null, 2)}\n`,
   );
   writeFileSync(join(out, 'holds.md'), md);
   log(`wrote bench/results/holds.{json,md}`);

@@ -99,6 +99,16 @@ export async function startHolds(deps: {
         for (const hold of before.holds) if (hold.expiresMs <= nowMs && !kept.has(hold.id)) expired++;
         if (expired > 0) metrics.expired.inc(expired);
       },
+      onArchive: (outcome) => {
+        if ('archived' in outcome) metrics.archived.inc(outcome.archived);
+        else {
+          metrics.archiveFailures.inc();
+          log.warn(
+            { err: outcome.failed },
+            'could not archive closed holds; they stay in their account and are retried',
+          );
+        }
+      },
     });
   } catch (error) {
     if (!(error instanceof UnsafeHoldsClusterError)) throw error;

@@ -78,6 +78,16 @@ export function createHoldMetrics(registry: Registry) {
       help: 'Holds that reached their TTL, counted by the process whose write recorded the expiry',
       registers: [registry],
     }),
+    archived: new Counter({
+      name: 'drawdown_holds_archived_total',
+      help: 'Closed holds this process moved from busy accounts to the archive bucket (drawdown_holds_closed)',
+      registers: [registry],
+    }),
+    archiveFailures: new Counter({
+      name: 'drawdown_holds_archive_failures_total',
+      help: 'Rounds of archive puts that failed (the closed holds stay in their account and are retried)',
+      registers: [registry],
+    }),
     open: new Gauge({
       name: 'drawdown_holds_open',
       help: 'Open holds in the hold store, all accounts (read every DRAWDOWN_HOLDS_GAUGE_MS)',

@@ -337,6 +337,62 @@ describe('idempotent reserves', () => {
   });
 });
 
+describe('closed holds of a busy account', () => {
+  it('move out of its value into the archive bucket, and every key still answers with its hold, from any process, until its retention ends', async () => {
+    const server = await natsServer('holds-archive');
+    let now = Date.now();
+    const options = { closedInValueMax: 2, closedRetentionMs: 60_000, clock: () => now };
+    const [a, b] = [await apiProcess(server.url, options), await apiProcess(server.url, options)];
+    const account = { customer: 'busy', unit: 'credits', base: '100', allowance: '0' };
+    const made: ReserveResult[] = [];
+    for (let i = 0; i < 30; i++) {
+      const store = i % 2 ? a : b;
+      const reserved = await store.reserve({ ...account, amount: '1', key: `job-${i}`, metadata: { job: String(i) } });
+      await store.release(reserved.hold.id, { graceMs: 0 });
+      made.push(reserved);
+      now += 10;
+    }
+    // Archiving runs off the answer path: wait until the value holds no more than its share.
+    const nc = await connection(server.url);
+    const value = await new Kvm(nc).open('drawdown_holds');
+    const key = made[0]!.hold.id.split('.').slice(0, 2).join('.');
+    const closedInValue = async () => (await value.get(key))!.json<{ closed: unknown[] }>().closed.length;
+    for (let i = 0; (await closedInValue()) > 4 && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      // A write lets a process drop what the archive acknowledged.
+      await (i % 2 ? a : b).reserve({ ...account, amount: '1', key: `nudge-${i}` });
+    }
+    expect(await closedInValue()).toBeLessThanOrEqual(4);
+    const archive = await new Kvm(nc).open('drawdown_holds_closed');
+    let archived = 0;
+    for await (const _ of await archive.keys()) archived++;
+    expect(archived).toBeGreaterThanOrEqual(20);
+
+    // Every key answers with its own (released) hold, through either process; nothing is reserved again.
+    const heldBefore = (await a.list('busy', 'credits')).held;
+    for (const [i, first] of made.entries()) {
+      const store = i % 2 ? b : a;
+      const again = await store.reserve({ ...account, amount: '1', key: `job-${i}`, metadata: { job: String(i) } });
+      expect([again.created, again.hold.id, again.hold.status]).toEqual([false, first.hold.id, 'released']);
+      await expect(store.reserve({ ...account, amount: '2', key: `job-${i}` })).rejects.toBeInstanceOf(
+        IdempotencyKeyReusedError,
+      );
+      const released = await store.release(first.hold.id);
+      expect([released.changed, released.hold.status]).toEqual([false, 'released']);
+      expect((await store.get(first.hold.id)).status).toBe('released');
+      await expect(store.consume(first.hold.id, '1')).rejects.toBeInstanceOf(HoldClosedError);
+    }
+    expect((await a.list('busy', 'credits')).held).toBe(heldBefore);
+    expect((await b.reserve({ ...account, amount: '1', key: 'fresh' })).created).toBe(true);
+
+    // Past its retention a key is forgotten, archived or not (as documented): it makes a new hold.
+    now += 60_001;
+    const late = await a.reserve({ ...account, amount: '1', key: 'job-0', metadata: { job: '0' } });
+    expect([late.created, late.hold.id, late.hold.status]).toEqual([true, made[0]!.hold.id, 'open']);
+    await expect(b.get(made[1]!.hold.id)).rejects.toBeInstanceOf(HoldNotFoundError);
+  });
+});
+
 describe('expiry, release, consume, list', () => {
   it('a hold counts until its TTL, then frees its credits without anyone writing', async () => {
     const server = await natsServer('holds-expiry');

@@ -6,9 +6,15 @@
  *   AccountState
  *   ├─ held     Σ remaining of the open holds (kept, so an admission is O(1), and checked on decode)
  *   ├─ holds    open holds, oldest first (≤ openHoldsMax)
- *   └─ closed   released / expired / closed holds, kept closedRetentionMs after closing
- *               (≤ closedHoldsMax, oldest dropped first) so that a retried reserve
- *               finds its hold instead of making another, and a late release says so
+ *   ├─ closed   released / expired / closed holds, kept closedRetentionMs after closing
+ *   │           (≤ closedHoldsMax, oldest dropped first) so that a retried reserve
+ *   │           finds its hold instead of making another, and a late release says so
+ *   └─ archivedMs  the newest closedMs of the records moved out to the archive
+ *               (the store's second bucket, one key per closed hold): a busy
+ *               account keeps only its newest closed records in its own value,
+ *               so what every write of it costs stays flat. An id not in the
+ *               value is looked up there while archivedMs is within retention
+ *               (`Archived`, passed in by the store).
  *
  * A hold is admitted iff base − held + allowance ≥ amount. `base` (settled
  * balance − live cost of unsettled usage) and `allowance` (the unit's allowed
@@ -59,11 +65,22 @@ export interface AccountState {
   readonly held: string;
   readonly holds: readonly OpenHold[];
   readonly closed: readonly ClosedHold[];
+  /** 0: nothing archived. Required, so no transition can drop it. */
+  readonly archivedMs: number;
 }
+
+/**
+ * Closed records of this account found in the archive, by id (suffix): the
+ * store looks up the ids a batch names that the value lacks, keeping only
+ * records within retention. A record in the value wins over one here.
+ */
+export type Archived = ReadonlyMap<string, ClosedHold>;
 
 export interface AccountLimits {
   readonly openHoldsMax: number;
   readonly closedHoldsMax: number;
+  /** Closed records a value keeps once it has archived (archiveCandidates). */
+  readonly closedInValueMax: number;
   readonly closedRetentionMs: number;
   readonly usageKeysMax: number;
 }
@@ -77,6 +94,7 @@ export const emptyAccount: AccountState = Object.freeze({
   held: '0',
   holds: Object.freeze([]),
   closed: Object.freeze([]),
+  archivedMs: 0,
 });
 
 function closedRecord(hold: OpenHold, status: ClosedStatus, closedMs: number): ClosedHold {
@@ -149,7 +167,38 @@ export function prune(state: AccountState, nowMs: number, limits: AccountLimits)
   let kept = 0;
   while (kept < state.closed.length && state.closed[kept]!.closedMs <= floorMs) kept++;
   const closed = addClosed(state.closed.slice(kept), expired, limits);
-  return { held: formatAmount(held), holds, closed };
+  return { held: formatAmount(held), holds, closed, archivedMs: state.archivedMs };
+}
+
+/** May an id missing from this value have a record in the archive? (Else no lookup is needed.) */
+export function archiveMayHold(state: AccountState, nowMs: number, limits: AccountLimits): boolean {
+  return state.archivedMs > nowMs - limits.closedRetentionMs;
+}
+
+/**
+ * The closed records to move to the archive: none until the value holds
+ * more than twice closedInValueMax, then the oldest down to closedInValueMax
+ * (so archiving runs once per closedInValueMax closings, in one round of puts).
+ */
+export function archiveCandidates(state: AccountState, limits: AccountLimits): readonly ClosedHold[] {
+  if (state.closed.length <= 2 * limits.closedInValueMax) return [];
+  return state.closed.slice(0, state.closed.length - limits.closedInValueMax);
+}
+
+/**
+ * Drops the closed records whose stored form (closedRecordText) is in
+ * `archived` — records the archive is known to hold — and raises archivedMs
+ * to the newest of them. Returns `state` itself when none is present.
+ */
+export function dropArchived(state: AccountState, archived: ReadonlySet<string>): AccountState {
+  let archivedMs = state.archivedMs;
+  const closed = state.closed.filter((record) => {
+    if (!archived.has(closedRecordText(record))) return true;
+    if (record.closedMs > archivedMs) archivedMs = record.closedMs;
+    return false;
+  });
+  if (closed.length === state.closed.length) return state;
+  return { held: state.held, holds: state.holds, closed, archivedMs };
 }
 
 /**
@@ -187,14 +236,14 @@ export function availableOf(state: AccountState, base: Decimal, covered?: Covere
   return base.minus(state.held).plus(coveredOf(state, covered));
 }
 
-function findClosed(state: AccountState, id: string): ClosedHold | undefined {
+function findClosed(state: AccountState, id: string, archived: Archived | undefined): ClosedHold | undefined {
   // Newest first: a key reused after its record was pruned and re-created closes again later.
   for (let i = state.closed.length - 1; i >= 0; i--) if (state.closed[i]!.id === id) return state.closed[i];
-  return undefined;
+  return archived?.get(id);
 }
 
-export function findHold(state: AccountState, id: string): OpenHold | ClosedHold | undefined {
-  return state.holds.find((hold) => hold.id === id) ?? findClosed(state, id);
+export function findHold(state: AccountState, id: string, archived?: Archived): OpenHold | ClosedHold | undefined {
+  return state.holds.find((hold) => hold.id === id) ?? findClosed(state, id, archived);
 }
 
 export function isOpen(hold: OpenHold | ClosedHold): hold is OpenHold {
@@ -218,6 +267,7 @@ export interface AdmitContext {
   readonly limits: AccountLimits;
   /** The usage each open hold already covers, read with `base` (see Covered). */
   readonly covered?: Covered;
+  readonly archived?: Archived;
 }
 
 export type AdmitOutcome =
@@ -231,7 +281,7 @@ export type AdmitOutcome =
 export function admit(before: AccountState, request: AdmitRequest, context: AdmitContext): Transition<AdmitOutcome> {
   const state = prune(before, context.nowMs, context.limits);
   const available = availableOf(state, context.base, context.covered);
-  const prior = findHold(state, request.id);
+  const prior = findHold(state, request.id, context.archived);
   if (prior !== undefined) {
     return {
       state,
@@ -258,6 +308,7 @@ export function admit(before: AccountState, request: AdmitRequest, context: Admi
       held: formatAmount(money(state.held).plus(request.amount)),
       holds: [...state.holds, hold],
       closed: state.closed,
+      archivedMs: state.archivedMs,
     },
     outcome: { kind: 'created', hold, available: available.minus(request.amount) },
   };
@@ -284,11 +335,12 @@ export function closeHold(
   nowMs: number,
   limits: AccountLimits,
   graceMs = 0,
+  archived?: Archived,
 ): Transition<CloseOutcome> {
   const state = prune(before, nowMs, limits);
   const index = state.holds.findIndex((hold) => hold.id === id);
   if (index < 0) {
-    const closed = findClosed(state, id);
+    const closed = findClosed(state, id, archived);
     return { state, outcome: closed === undefined ? { kind: 'not_found' } : { kind: 'already_closed', hold: closed } };
   }
   const hold = state.holds[index]!;
@@ -300,7 +352,7 @@ export function closeHold(
     const holds = state.holds.slice();
     holds[index] = releasing;
     return {
-      state: { held: state.held, holds, closed: state.closed },
+      state: { held: state.held, holds, closed: state.closed, archivedMs: state.archivedMs },
       outcome: { kind: 'releasing', hold: releasing },
     };
   }
@@ -310,6 +362,7 @@ export function closeHold(
       held: formatAmount(money(state.held).minus(hold.remaining)),
       holds: state.holds.filter((_, i) => i !== index),
       closed: addClosed(state.closed, [record], limits),
+      archivedMs: state.archivedMs,
     },
     outcome: { kind: 'closed', hold: record },
   };
@@ -335,11 +388,12 @@ export function consumeHold(
   usageHash: string | undefined,
   nowMs: number,
   limits: AccountLimits,
+  archived?: Archived,
 ): Transition<ConsumeOutcome> {
   const state = prune(before, nowMs, limits);
   const index = state.holds.findIndex((hold) => hold.id === id);
   if (index < 0) {
-    const closed = findClosed(state, id);
+    const closed = findClosed(state, id, archived);
     return { state, outcome: closed === undefined ? { kind: 'not_found' } : { kind: 'closed', hold: closed } };
   }
   const hold = state.holds[index]!;
@@ -354,14 +408,20 @@ export function consumeHold(
   const holds = state.holds.slice();
   holds[index] = updated;
   return {
-    state: { held: formatAmount(money(state.held).minus(consumed)), holds, closed: state.closed },
+    state: {
+      held: formatAmount(money(state.held).minus(consumed)),
+      holds,
+      closed: state.closed,
+      archivedMs: state.archivedMs,
+    },
     outcome: { kind: 'consumed', hold: updated, consumed, excess },
   };
 }
 
 // ---------------------------------------------------------------------------
 // Stored form: JSON, amounts as decimal strings.
-//   {"v":1,"held":"3","holds":[{"i","f","a","r","c","e","m"?,"u"?}…],"closed":[[i,f,s,a,r,c,x]…]}
+//   {"v":1,"held":"3","holds":[{"i","f","a","r","c","e","m"?,"u"?}…],"closed":[[i,f,s,a,r,c,x]…],"a"?:archivedMs}
+// An archived record is the same tuple, alone (closedRecordText).
 // Closed records are tuples (s: "r" released, "e" expired, "c" closed): they are
 // the many small entries, so their keys would be most of the bytes.
 
@@ -388,6 +448,11 @@ function encodeOpen(hold: OpenHold): string {
   if (hold.usage.length > 0) stored.u = hold.usage;
   if (hold.releasedMs !== undefined) stored.x = hold.releasedMs;
   return JSON.stringify(stored);
+}
+
+/** A closed record's stored form: also its identity (records never change once closed) and its archive value. */
+export function closedRecordText(record: ClosedHold): string {
+  return encodeClosed(record);
 }
 
 function encodeClosed(record: ClosedHold): string {
@@ -418,7 +483,8 @@ function closedSection(closed: readonly ClosedHold[]): string {
 }
 
 export function encodeAccount(state: AccountState): string {
-  return `{"v":1,"held":${JSON.stringify(state.held)},"holds":[${state.holds.map(encodeOpen).join(',')}],"closed":[${closedSection(state.closed)}]}`;
+  const archived = state.archivedMs > 0 ? `,"a":${state.archivedMs}` : '';
+  return `{"v":1,"held":${JSON.stringify(state.held)},"holds":[${state.holds.map(encodeOpen).join(',')}],"closed":[${closedSection(state.closed)}]${archived}}`;
 }
 
 /** The stored form, as UTF-8 bytes (what the KV value holds). */
@@ -472,7 +538,7 @@ export function decodeAccount(json: string): AccountState {
   } catch {
     throw new AccountStateCorruptError('not JSON');
   }
-  const stored = raw as { v?: unknown; held?: unknown; holds?: unknown; closed?: unknown };
+  const stored = raw as { v?: unknown; held?: unknown; holds?: unknown; closed?: unknown; a?: unknown };
   if (typeof raw !== 'object' || raw === null || stored.v !== 1)
     throw new AccountStateCorruptError('not a version 1 account');
   if (!Array.isArray(stored.holds) || !Array.isArray(stored.closed))
@@ -493,20 +559,7 @@ export function decodeAccount(json: string): AccountState {
       ...(h.x === undefined ? {} : { releasedMs: instant(h.x, `holds[${i}].x`) }),
     };
   });
-  const closed = stored.closed.map((c: unknown, i): ClosedHold => {
-    if (!Array.isArray(c) || c.length !== 7) throw new AccountStateCorruptError(`closed[${i}] is not a 7-tuple`);
-    const status = statusByCode[text(c[2], `closed[${i}].status`)];
-    if (status === undefined) throw new AccountStateCorruptError(`closed[${i}] has an unknown status`);
-    return {
-      id: text(c[0], `closed[${i}].id`),
-      fp: text(c[1], `closed[${i}].fp`),
-      status,
-      amount: amount(c[3], `closed[${i}].amount`),
-      remaining: amount(c[4], `closed[${i}].remaining`),
-      createdMs: instant(c[5], `closed[${i}].created`),
-      closedMs: instant(c[6], `closed[${i}].closed`),
-    };
-  });
+  const closed = stored.closed.map((c: unknown, i) => closedFromTuple(c, `closed[${i}]`));
   // Kept ordered by closedMs (prune relies on it); a value written otherwise is put in order.
   closed.sort((a, b) => a.closedMs - b.closedMs);
   const held = amount(stored.held, 'held');
@@ -515,5 +568,32 @@ export function decodeAccount(json: string): AccountState {
     throw new AccountStateCorruptError(
       `held ${held} is not the sum of the open holds' remaining amounts (${formatAmount(sum)})`,
     );
-  return { held, holds, closed };
+  const archivedMs = stored.a === undefined ? 0 : instant(stored.a, 'a');
+  return { held, holds, closed, archivedMs };
+}
+
+function closedFromTuple(c: unknown, what: string): ClosedHold {
+  if (!Array.isArray(c) || c.length !== 7) throw new AccountStateCorruptError(`${what} is not a 7-tuple`);
+  const status = statusByCode[text(c[2], `${what}.status`)];
+  if (status === undefined) throw new AccountStateCorruptError(`${what} has an unknown status`);
+  return {
+    id: text(c[0], `${what}.id`),
+    fp: text(c[1], `${what}.fp`),
+    status,
+    amount: amount(c[3], `${what}.amount`),
+    remaining: amount(c[4], `${what}.remaining`),
+    createdMs: instant(c[5], `${what}.created`),
+    closedMs: instant(c[6], `${what}.closed`),
+  };
+}
+
+/** Parses and checks an archived record (closedRecordText's output). */
+export function decodeClosedRecord(json: string): ClosedHold {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch {
+    throw new AccountStateCorruptError('archived record is not JSON');
+  }
+  return closedFromTuple(raw, 'archived record');
 }

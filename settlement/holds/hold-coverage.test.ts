@@ -24,6 +24,7 @@ const t0 = Date.parse('2026-03-01T00:00:00Z');
 const limits: AccountLimits = {
   openHoldsMax: 1_000,
   closedHoldsMax: 100_000,
+  closedInValueMax: 100_000,
   closedRetentionMs: 1e12,
   usageKeysMax: 16,
 };

@@ -22,11 +22,19 @@ export const holdStoreDefaults = Object.freeze({
   /** Open holds per (customer, unit); past it a reserve is refused (too_many_open_holds). */
   openHoldsMax: 1_000,
   /**
-   * Closed holds remembered per account (for idempotent retries), oldest
-   * forgotten first. They ride in every write of the account (~75 B each),
-   * so this bounds what a busy account costs to write: 512 → ~38 KB.
+   * Closed holds an account's own value may hold (for idempotent retries),
+   * oldest forgotten first. A hard bound: normally the value keeps far fewer
+   * (closedInValueMax) and the rest sit in the archive bucket.
    */
   closedHoldsMax: 512,
+  /**
+   * Closed holds an account's value keeps once it archives. Closed records
+   * ride in every write of the account (~75 B each): without the archive a
+   * busy account carried hundreds (~38 KB a write, 1.9k pairs/s over 1,000
+   * busy accounts, then timeouts). Past twice this many, the oldest move to
+   * the archive bucket (one key per hold, kept closedRetentionMs), still found.
+   */
+  closedInValueMax: 8,
   /**
    * How long a closed hold is remembered after it closed: longer than a client retries (the SDK gives up after 60 s).
    */
@@ -67,6 +75,7 @@ const ranges: Record<Exclude<keyof HoldStoreSettings, 'bucket'>, [number, number
   releaseGraceMs: [0, 600_000],
   openHoldsMax: [1, 100_000],
   closedHoldsMax: [0, 100_000],
+  closedInValueMax: [1, 100_000],
   closedRetentionMs: [0, 7 * 24 * 3_600_000],
   usageKeysMax: [0, 1_000],
   metadataBytesMax: [2, 64 * 1024],
@@ -112,6 +121,7 @@ export function accountLimits(settings: HoldStoreSettings): AccountLimits {
   return Object.freeze({
     openHoldsMax: settings.openHoldsMax,
     closedHoldsMax: settings.closedHoldsMax,
+    closedInValueMax: settings.closedInValueMax,
     closedRetentionMs: settings.closedRetentionMs,
     usageKeysMax: settings.usageKeysMax,
   });

@@ -13,6 +13,12 @@
  *                        revision conflict ─▶ re-read, back off (jittered), re-apply, ≤ attemptsMax
  *                        other error ─▶ holds_unavailable (a write's outcome is then unknown)
  *
+ * Closed records past 2 × closedInValueMax in a written value are put, one key
+ * per hold, into the archive bucket (`<bucket>_closed`, entries live
+ * closedRetentionMs) off the answer path; the account's next write drops the
+ * ones whose put was acknowledged. An id a batch names that its value lacks
+ * is looked up there while the value says it archived within retention.
+ *
  * One write in flight per account per process: operations that arrive
  * meanwhile share the next write, so a hot account costs one round trip per
  * batch instead of one conflict storm per operation. Across processes the
@@ -27,11 +33,16 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { formatAmount, money, Money } from '../../shared/money.js';
 import {
   admit,
+  archiveCandidates,
+  archiveMayHold,
   availableOf,
   closeHold,
   coveredOf,
   consumeHold,
+  closedRecordText,
   decodeAccount,
+  decodeClosedRecord,
+  dropArchived,
   emptyAccount,
   encodeAccountBytes,
   findHold,
@@ -39,6 +50,7 @@ import {
   prune,
   type AccountLimits,
   type AccountState,
+  type Archived,
   type ClosedHold,
   type ClosedStatus,
   type Covered,
@@ -98,6 +110,8 @@ export interface HoldStoreOptions extends Partial<HoldStoreSettings> {
    * expired: the compare-and-set makes exactly one process store each change).
    */
   onWrite?: (before: AccountState, after: AccountState, nowMs: number) => void;
+  /** Called after each round of archive puts: how many closed holds it moved, or that it failed. */
+  onArchive?: (outcome: { archived: number } | { failed: unknown }) => void;
   /** ms since the epoch; decides expiry. Tests pass a fixed clock. */
   clock?: () => number;
 }
@@ -199,6 +213,10 @@ export interface HoldStoreStats {
   reads: number;
   /** Writes refused because another process wrote first. */
   conflicts: number;
+  /** Closed records put into the archive bucket, lookups there, and rounds of puts that failed (retried later). */
+  archived: number;
+  archiveReads: number;
+  archiveFailures: number;
   contentionExhausted: number;
   pending: number;
 }
@@ -210,8 +228,14 @@ interface Snapshot {
 
 /** An operation waiting for its account's next write. */
 interface PendingOp {
+  /** The hold (id suffix) it names, if any: looked up in the archive when the value lacks it. */
+  readonly target: string | undefined;
   /** Runs the transition on `state`; `settle` answers the caller once the result is stored. */
-  apply(state: AccountState, nowMs: number): { state: AccountState; settle: () => void };
+  apply(
+    state: AccountState,
+    nowMs: number,
+    archived: Archived | undefined,
+  ): { state: AccountState; settle: () => void };
   reject(error: unknown): void;
 }
 
@@ -220,6 +244,9 @@ interface Lane {
   cached: Snapshot | undefined;
   queue: PendingOp[];
   running: boolean;
+  /** Closed records (closedRecordText) the archive acknowledged: the next write drops them. ≤ closedHoldsMax. */
+  archived: Set<string>;
+  archiving: boolean;
 }
 
 const decimalText = /^-?\d+(\.\d+)?$/;
@@ -352,14 +379,21 @@ function refuseUnserializedCas(nc: NatsConnection): void {
   }
 }
 
+/** The bucket closed holds move to (hold-store.ts header). */
+export function archiveBucketOf(bucket: string): string {
+  return `${bucket}_closed`;
+}
+
 export class HoldStore {
   readonly #kv: KV;
+  readonly #archive: KV;
   readonly #settings: Readonly<HoldStoreSettings>;
   readonly #limits: AccountLimits;
   readonly #valueBytesMax: number;
   readonly #balance: BalanceSource | undefined;
   readonly #clock: () => number;
   readonly #onWrite: HoldStoreOptions['onWrite'];
+  readonly #onArchive: HoldStoreOptions['onArchive'];
   // Insertion order is recency: a lane is moved to the end when used, evicted from the front.
   readonly #lanes = new Map<string, Lane>();
   readonly #ready = new Set<Lane>();
@@ -375,16 +409,27 @@ export class HoldStore {
     reads: 0,
     conflicts: 0,
     contentionExhausted: 0,
+    archived: 0,
+    archiveReads: 0,
+    archiveFailures: 0,
   };
 
-  private constructor(kv: KV, settings: Readonly<HoldStoreSettings>, valueBytesMax: number, options: HoldStoreOptions) {
+  private constructor(
+    kv: KV,
+    archive: KV,
+    settings: Readonly<HoldStoreSettings>,
+    valueBytesMax: number,
+    options: HoldStoreOptions,
+  ) {
     this.#kv = kv;
+    this.#archive = archive;
     this.#settings = settings;
     this.#limits = accountLimits(settings);
     this.#valueBytesMax = valueBytesMax;
     this.#balance = options.balance;
     this.#clock = options.clock ?? Date.now;
     this.#onWrite = options.onWrite;
+    this.#onArchive = options.onArchive;
   }
 
   /**
@@ -419,7 +464,22 @@ export class HoldStore {
         `bucket ${settings.bucket} allows values of ${status.maxValueSize} bytes, but these limits need up to ${valueBytesMax}; raise the bucket's max_msg_size or lower the limits`,
       );
     }
-    return new HoldStore(kv, settings, valueBytesMax, options);
+    const archive = await new Kvm(js).create(archiveBucketOf(settings.bucket), {
+      storage: StorageType.File,
+      replicas: settings.replicas,
+      history: 1,
+      // A record is put after it closed, so it outlives its retention by the put's delay; lookups check closedMs.
+      ttl: Math.max(settings.closedRetentionMs, 1_000),
+      allow_direct: false,
+      description: 'drawdown credit holds: closed holds moved out of busy accounts, one key per hold',
+    });
+    const archiveStatus = await archive.status();
+    if (archiveStatus.ttl > 0 && archiveStatus.ttl < settings.closedRetentionMs) {
+      throw new RangeError(
+        `bucket ${archiveBucketOf(settings.bucket)} keeps entries ${archiveStatus.ttl} ms, less than closedRetentionMs (${settings.closedRetentionMs}); raise its max_age or lower closedRetentionMs`,
+      );
+    }
+    return new HoldStore(kv, archive, settings, valueBytesMax, options);
   }
 
   get settings(): Readonly<HoldStoreSettings> {
@@ -455,13 +515,14 @@ export class HoldStore {
     const { base, allowance, covered } = await this.#balanceFor(account, request);
     const key = accountKey(account);
     const limits = this.#limits;
-    return this.#enqueue<ReserveResult>(key, (resolve, reject) => (state, nowMs) => {
+    return this.#enqueue<ReserveResult>(key, admitRequest.id, (resolve, reject) => (state, nowMs, archived) => {
       const { state: next, outcome } = admit(state, admitRequest, {
         nowMs,
         base,
         allowance,
         limits,
         ...(covered === undefined ? {} : { covered }),
+        ...(archived === undefined ? {} : { archived }),
       });
       return {
         state: next,
@@ -533,59 +594,71 @@ export class HoldStore {
       throw new HoldRequestInvalidError('usage_key', 'must be 1–128 printable ASCII characters');
     const usageHash = usageKey === undefined ? undefined : usageKeyHash(usageKey);
     const limits = this.#limits;
-    return this.#enqueue<ConsumeResult>(parsed.accountKey, (resolve, reject) => (state, nowMs) => {
-      const { state: next, outcome } = consumeHold(state, parsed.suffix, rounded, usageHash, nowMs, limits);
-      return {
-        state: next,
-        settle: () => {
-          switch (outcome.kind) {
-            case 'consumed':
-              return resolve({
-                hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
-                consumed: formatAmount(outcome.consumed),
-                excess: formatAmount(outcome.excess),
-                duplicate: false,
-              });
-            case 'duplicate':
-              return resolve({
-                hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
-                consumed: '0',
-                excess: '0',
-                duplicate: true,
-              });
-            case 'closed':
-              return reject(new HoldClosedError(holdId, outcome.hold.status));
-            case 'not_found':
-              return reject(new HoldNotFoundError(holdId));
-          }
-        },
-      };
-    });
+    return this.#enqueue<ConsumeResult>(
+      parsed.accountKey,
+      parsed.suffix,
+      (resolve, reject) => (state, nowMs, archived) => {
+        const { state: next, outcome } = consumeHold(state, parsed.suffix, rounded, usageHash, nowMs, limits, archived);
+        return {
+          state: next,
+          settle: () => {
+            switch (outcome.kind) {
+              case 'consumed':
+                return resolve({
+                  hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
+                  consumed: formatAmount(outcome.consumed),
+                  excess: formatAmount(outcome.excess),
+                  duplicate: false,
+                });
+              case 'duplicate':
+                return resolve({
+                  hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
+                  consumed: '0',
+                  excess: '0',
+                  duplicate: true,
+                });
+              case 'closed':
+                return reject(new HoldClosedError(holdId, outcome.hold.status));
+              case 'not_found':
+                return reject(new HoldNotFoundError(holdId));
+            }
+          },
+        };
+      },
+    );
   }
 
   #close(holdId: string, status: 'released' | 'closed', graceMs = 0): Promise<CloseResult> {
     const parsed = this.#holdId(holdId);
     const limits = this.#limits;
-    return this.#enqueue<CloseResult>(parsed.accountKey, (resolve, reject) => (state, nowMs) => {
-      const { state: next, outcome } = closeHold(state, parsed.suffix, status, nowMs, limits, graceMs);
-      return {
-        state: next,
-        settle: () => {
-          if (outcome.kind === 'not_found') return reject(new HoldNotFoundError(holdId));
-          resolve({
-            hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
-            changed: outcome.kind === 'closed' || outcome.kind === 'releasing',
-          });
-        },
-      };
-    });
+    return this.#enqueue<CloseResult>(
+      parsed.accountKey,
+      parsed.suffix,
+      (resolve, reject) => (state, nowMs, archived) => {
+        const { state: next, outcome } = closeHold(state, parsed.suffix, status, nowMs, limits, graceMs, archived);
+        return {
+          state: next,
+          settle: () => {
+            if (outcome.kind === 'not_found') return reject(new HoldNotFoundError(holdId));
+            resolve({
+              hold: holdView(parsed.account, parsed.accountKey, outcome.hold),
+              changed: outcome.kind === 'closed' || outcome.kind === 'releasing',
+            });
+          },
+        };
+      },
+    );
   }
 
   /** A hold, open or closed within its retention, as of a fresh read. */
   async get(holdId: string): Promise<HoldView> {
     const parsed = this.#holdId(holdId);
     const { state } = await this.#read(parsed.accountKey);
-    const hold = findHold(prune(state, this.#clock(), this.#limits), parsed.suffix);
+    const nowMs = this.#clock();
+    const pruned = prune(state, nowMs, this.#limits);
+    const hold =
+      findHold(pruned, parsed.suffix) ??
+      (await this.#lookUpArchived(parsed.accountKey, pruned, [parsed.suffix], nowMs))?.get(parsed.suffix);
     if (hold === undefined) throw new HoldNotFoundError(holdId);
     return holdView(parsed.account, parsed.accountKey, hold);
   }
@@ -774,6 +847,7 @@ export class HoldStore {
 
   #enqueue<T>(
     key: string,
+    target: string | undefined,
     build: (resolve: (value: T) => void, reject: (error: unknown) => void) => PendingOp['apply'],
   ): Promise<T> {
     if (this.#stopped) return Promise.reject(new HoldsUnavailableError('the hold store is shut down'));
@@ -781,10 +855,11 @@ export class HoldStore {
       return Promise.reject(new HoldsOverloadedError(this.#settings.pendingOpsMax));
     return new Promise<T>((resolve, reject) => {
       let lane = this.#lanes.get(key);
-      if (lane === undefined) lane = { key, cached: undefined, queue: [], running: false };
+      if (lane === undefined)
+        lane = { key, cached: undefined, queue: [], running: false, archived: new Set(), archiving: false };
       else this.#lanes.delete(key);
       this.#lanes.set(key, lane);
-      lane.queue.push({ apply: build(resolve, reject), reject });
+      lane.queue.push({ target, apply: build(resolve, reject), reject });
       this.#pending++;
       this.#stats.operations++;
       if (!lane.running) this.#schedule(lane);
@@ -848,10 +923,22 @@ export class HoldStore {
         }
       }
       const nowMs = this.#clock();
+      let archived: Archived | undefined;
+      try {
+        archived = await this.#lookUpArchived(
+          lane.key,
+          snapshot.state,
+          batch.map((op) => op.target),
+          nowMs,
+        );
+      } catch (error) {
+        for (const op of batch) op.reject(error);
+        return;
+      }
       let state = snapshot.state;
       const settles: (() => void)[] = [];
       for (const op of batch) {
-        const step = op.apply(state, nowMs);
+        const step = op.apply(state, nowMs, archived);
         state = step.state;
         settles.push(step.settle);
       }
@@ -869,12 +956,15 @@ export class HoldStore {
         return;
       }
 
+      // Rides on a write the batch makes anyway: records whose archive put was acknowledged leave the value.
+      if (lane.archived.size > 0) state = dropArchived(state, lane.archived);
       try {
         const revision = await this.#write(lane.key, state, snapshot.revision);
         lane.cached = { state, revision };
         this.#onWrite?.(snapshot.state, state, nowMs);
         this.#stats.batches++;
         for (const settle of settles) settle();
+        this.#archiveLater(lane, state);
         return;
       } catch (error) {
         lane.cached = undefined;
@@ -897,6 +987,78 @@ export class HoldStore {
     this.#stats.contentionExhausted++;
     const exhausted = new ContentionExhaustedError(lane.key, attemptsMax);
     for (const op of batch) op.reject(exhausted);
+  }
+
+  /**
+   * The archived records of the ids in `targets` that `state` lacks, within
+   * retention; undefined when the value says nothing of its closed records
+   * can be there. Called after `state` was read (or written): every record a
+   * write up to it dropped was acknowledged by the archive before that write.
+   */
+  async #lookUpArchived(
+    key: string,
+    state: AccountState,
+    targets: readonly (string | undefined)[],
+    nowMs: number,
+  ): Promise<Archived | undefined> {
+    if (!archiveMayHold(state, nowMs, this.#limits)) return undefined;
+    const missing = new Set<string>();
+    for (const id of targets) if (id !== undefined && findHold(state, id) === undefined) missing.add(id);
+    if (missing.size === 0) return undefined;
+    const floorMs = nowMs - this.#limits.closedRetentionMs;
+    const found = new Map<string, ClosedHold>();
+    await Promise.all(
+      [...missing].map(async (id) => {
+        let entry;
+        try {
+          entry = await this.#archive.get(holdIdOf(key, id));
+        } catch (error) {
+          throw new HoldsUnavailableError(`reading archived hold ${holdIdOf(key, id)}: ${messageOf(error)}`, error);
+        }
+        this.#stats.archiveReads++;
+        if (entry === null || entry.operation !== 'PUT') return;
+        const record = decodeClosedRecord(entry.string());
+        if (record.id === id && record.closedMs > floorMs) found.set(id, record);
+      }),
+    );
+    return found;
+  }
+
+  /**
+   * Puts the value's oldest closed records into the archive, off the answer
+   * path, one round at a time per account; once acknowledged, the account's
+   * next write drops them (#commit). A failed round leaves them in the value,
+   * which retries with the next write (closedHoldsMax still bounds it).
+   */
+  #archiveLater(lane: Lane, state: AccountState): void {
+    // Forget what this value no longer holds, so the set stays within the value's own records.
+    if (lane.archived.size > 0) {
+      const present = new Set(state.closed.map(closedRecordText));
+      for (const text of lane.archived) if (!present.has(text)) lane.archived.delete(text);
+    }
+    if (lane.archiving) return;
+    const due = archiveCandidates(state, this.#limits).filter((record) => !lane.archived.has(closedRecordText(record)));
+    if (due.length === 0) return;
+    lane.archiving = true;
+    Promise.all(
+      due.map(async (record) => {
+        const text = closedRecordText(record);
+        await this.#archive.put(holdIdOf(lane.key, record.id), text);
+        return text;
+      }),
+    )
+      .then((texts) => {
+        for (const text of texts) lane.archived.add(text);
+        this.#stats.archived += texts.length;
+        this.#onArchive?.({ archived: texts.length });
+      })
+      .catch((error: unknown) => {
+        this.#stats.archiveFailures++;
+        this.#onArchive?.({ failed: error });
+      })
+      .finally(() => {
+        lane.archiving = false;
+      });
   }
 
   #backoff(conflicts: number): Promise<void> {
