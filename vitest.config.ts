@@ -8,6 +8,7 @@ export default defineConfig({
     exclude: ['node_modules/**', 'dist/**'],
     pool: 'forks',
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
+    setupFiles: ['./test/fast-check-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     // The summary line is for CI (see test/summary-reporter.ts).

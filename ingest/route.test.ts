@@ -27,8 +27,9 @@ const value = fc.letrec((tie) => ({
   node: fc.oneof(
     { depthSize: 'small' },
     tie('leaf'),
-    fc.array(tie('node'), { maxLength: 20 }),
-    fc.dictionary(fc.string({ maxLength: 10 }), tie('node'), { maxKeys: 20 }),
+    // Nested containers stay small (at most size each level grows combinatorially); the top-level array spreads to 40.
+    fc.array(tie('node'), { maxLength: 20, size: 'small' }),
+    fc.dictionary(fc.string({ maxLength: 10 }), tie('node'), { maxKeys: 20, size: 'small' }),
   ),
 }));
 
