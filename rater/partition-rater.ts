@@ -100,6 +100,19 @@ export interface PartitionDeps {
   lease: PartitionLease;
 }
 
+/** A pull request being read: its iterator, and the delivery awaited when #fetch last handed back. */
+interface OpenFetch {
+  iterator: AsyncIterator<JsMsg>;
+  next: Promise<IteratorResult<JsMsg>> | undefined;
+}
+
+/**
+ * A pause in deliveries this long, with something taken or pending, counts
+ * as a quiet partition (#fetch). Parts of one request reach a partition
+ * within a millisecond or two; a busy partition never pauses this long.
+ */
+const quietFlushMs = 20;
+
 export class PartitionRater {
   readonly #deps: PartitionDeps;
   readonly #aggregator: Aggregator;
@@ -147,8 +160,17 @@ export class PartitionRater {
   /** Fingerprints of the pending messages' counted event ids, written with their flush. */
   #pendingIds: Uint32Array[] = [];
   #pendingSinceMs = 0;
-  /** Messages the last fetch delivered (taken or not). */
+  /** Messages the current (or last) fetch delivered, taken or not. */
   #delivered = 0;
+  /**
+   * A fetch handed back early, at a pause in deliveries (#fetch), still open:
+   * the next #fetch reads on from it. Dropped before the consumer is recreated
+   * (its deliveries come again from the new consumer) and when the loop ends.
+   */
+  #openFetch: OpenFetch | undefined;
+  /** How the last #fetch returned: filled, ended (expired before it filled) or paused (no delivery for a while). */
+  #fetchEnd: 'filled' | 'ended' | 'paused' = 'filled';
+  #lastFlushMs = 0;
   readonly #ids: IdSet | undefined;
   /** The id set's hand-over epoch the next task must find. */
   #idsEpoch = 0;
@@ -264,6 +286,7 @@ export class PartitionRater {
 
   async #recreateConsumer(): Promise<void> {
     const { jsm, js, stream, partition, limits } = this.#deps;
+    this.#dropOpenFetch();
     // Recreating deletes the consumer the partition's owner reads from: never without the lease.
     if (!this.#deps.lease.held()) throw new LeaseLostError(`the lease of partition ${partition} is no longer held`);
     const name = await recreatePartitionConsumer(jsm, stream, partition, limits);
@@ -473,6 +496,7 @@ export class PartitionRater {
         await sleep(500);
       }
     }
+    this.#dropOpenFetch();
     if (this.#pending.length > 0 && !resumeNeeded && !this.#fenced)
       try {
         await this.#flush();
@@ -522,20 +546,36 @@ export class PartitionRater {
     );
   }
 
+  /**
+   * Takes what the partition's consumer delivers. A pull request lasts until
+   * it fills or expires (at least 1 s: nats.js's floor), so a lone event on a
+   * quiet partition used to wait out the expiry before its flush. Now, once
+   * something is taken or pending, a pause in deliveries (quietFlushMs, but
+   * not before a flush interval since the last flush) hands back what was
+   * taken with the request still open, and the loop may flush it; the next
+   * call reads on from the same request.
+   */
   async #fetch(): Promise<JsMsg[]> {
     const { limits } = this.#deps;
-    const batch = await this.#consumer!.fetch({
-      max_messages: limits.fetchMessagesMax,
-      // Short enough that an idle partition still flushes on time.
-      expires: Math.max(1_000, Math.min(limits.flushIntervalMs, 5_000)),
-    });
+    if (this.#openFetch === undefined) {
+      const batch = await this.#consumer!.fetch({
+        max_messages: limits.fetchMessagesMax,
+        // Short enough that an idle partition still flushes on time.
+        expires: Math.max(1_000, Math.min(limits.flushIntervalMs, 5_000)),
+      });
+      this.#openFetch = { iterator: batch[Symbol.asyncIterator](), next: undefined };
+      this.#delivered = 0;
+    }
+    const open = this.#openFetch;
     const out: JsMsg[] = [];
     try {
-      await this.#take(batch, out);
+      this.#fetchEnd = await this.#take(open, out);
     } catch (error) {
       // A fetch can fail half-way (NATS restart, stream leader change): what
       // was taken is processed, and what was lost is delivered again once
       // the consumer is recreated.
+      this.#dropOpenFetch();
+      this.#fetchEnd = 'ended';
       this.#reconsume = true;
       debugAck(this.#deps.partition, 'fetch-ended-early', { err: String(error), taken: out.length });
       if (out.length === 0) throw error;
@@ -547,9 +587,43 @@ export class PartitionRater {
     return out;
   }
 
-  async #take(batch: AsyncIterable<JsMsg>, out: JsMsg[]): Promise<void> {
-    this.#delivered = 0;
-    for await (const message of batch) {
+  /** Closes a fetch handed back early; what it would still deliver is delivered again (ack wait, or a new consumer). */
+  #dropOpenFetch(): void {
+    const open = this.#openFetch;
+    if (open === undefined) return;
+    this.#openFetch = undefined;
+    open.next?.catch(() => undefined);
+    void open.iterator.return?.()?.catch(() => undefined);
+  }
+
+  /** How long a pause in deliveries hands back what was taken (#fetch); 0 while nothing is taken or pending. */
+  #pauseMs(taken: number): number {
+    if (taken === 0 && this.#pending.length === 0) return 0;
+    return Math.max(quietFlushMs, this.#lastFlushMs + this.#deps.limits.flushIntervalMs - Date.now());
+  }
+
+  async #take(open: OpenFetch, out: JsMsg[]): Promise<'filled' | 'ended' | 'paused'> {
+    for (;;) {
+      const next = open.next ?? open.iterator.next();
+      open.next = next;
+      const pauseMs = this.#pauseMs(out.length);
+      let result: IteratorResult<JsMsg> | 'paused';
+      if (pauseMs <= 0) result = await next;
+      else {
+        let timer: NodeJS.Timeout | undefined;
+        result = await Promise.race([
+          next,
+          new Promise<'paused'>((resolve) => (timer = setTimeout(() => resolve('paused'), pauseMs))),
+        ]);
+        clearTimeout(timer);
+      }
+      if (result === 'paused') return 'paused';
+      open.next = undefined;
+      if (result.done === true) {
+        this.#openFetch = undefined;
+        return this.#delivered < this.#deps.limits.fetchMessagesMax ? 'ended' : 'filled';
+      }
+      const message = result.value;
       this.#delivered++;
       const seq = message.seq;
       const fingerprint = messageFingerprint(message.data);
@@ -591,7 +665,10 @@ export class PartitionRater {
       this.#fingerprints.set(message, fingerprint);
       this.#spans?.taken(message);
       out.push(message);
-      if (this.#stopping || !this.#deps.lease.held()) break;
+      if (this.#stopping || !this.#deps.lease.held()) {
+        this.#dropOpenFetch();
+        return 'ended';
+      }
     }
   }
 
@@ -674,9 +751,10 @@ export class PartitionRater {
 
   #flushDue(): boolean {
     if (this.#pending.length === 0) return false;
-    // A fetch that ended before it filled waited out its expiry: the partition is quiet, and what it holds has
-    // waited long enough (usage reaches live balances and holds that much sooner: issue 12).
-    if (this.#delivered < this.#deps.limits.fetchMessagesMax) return true;
+    // A fetch that expired before it filled, or a pause in deliveries (#fetch, which waits for one only a flush
+    // interval after the last flush): the partition is quiet, and what it holds need not wait longer (usage
+    // reaches live balances and holds that much sooner: issue 12).
+    if (this.#fetchEnd !== 'filled') return true;
     return (
       this.#aggregator.size >= this.#deps.limits.flushRowsMax ||
       Date.now() - this.#pendingSinceMs >= this.#deps.limits.flushIntervalMs
@@ -685,6 +763,8 @@ export class PartitionRater {
 
   async #flush(): Promise<void> {
     const { store, partition, metrics, log, limits } = this.#deps;
+    // Paces flushes of a partition that pauses often (#pauseMs): at most one per flush interval.
+    this.#lastFlushMs = Date.now();
     const messages = this.#pending;
     let highestSeq = 0;
     for (const m of messages) highestSeq = Math.max(highestSeq, m.seq);

@@ -223,7 +223,7 @@ export const settings = {
     default: 500,
     min: 10,
     max: 60_000,
-    doc: 'Longest time aggregates wait before being written on a busy partition, in ms (a quiet one writes when its fetch expires, within 1 s): how soon usage reaches live balances and holds',
+    doc: 'Longest time aggregates wait before being written on a busy partition, in ms (a quiet one writes once its deliveries pause for 20 ms, at most once per interval): how soon usage reaches live balances and holds',
   },
   flushRowsMax: {
     kind: 'int',
