@@ -751,10 +751,11 @@ export class PartitionRater {
 
   #flushDue(): boolean {
     if (this.#pending.length === 0) return false;
-    // A fetch that expired before it filled, or a pause in deliveries (#fetch, which waits for one only a flush
-    // interval after the last flush): the partition is quiet, and what it holds need not wait longer (usage
-    // reaches live balances and holds that much sooner: issue 12).
-    if (this.#fetchEnd !== 'filled') return true;
+    // A fetch that expired before it filled, or a pause in deliveries (#fetch): the partition is quiet, and what
+    // it holds need not wait longer (usage reaches live balances and holds that much sooner: issue 12) — but a
+    // partition flushes at most once per interval (#pauseMs waits out the rest; 1 ms spares timer rounding).
+    if (this.#fetchEnd !== 'filled' && Date.now() >= this.#lastFlushMs + this.#deps.limits.flushIntervalMs - 1)
+      return true;
     return (
       this.#aggregator.size >= this.#deps.limits.flushRowsMax ||
       Date.now() - this.#pendingSinceMs >= this.#deps.limits.flushIntervalMs
