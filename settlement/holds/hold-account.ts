@@ -532,12 +532,7 @@ function decodeMetadata(value: unknown): Record<string, string> | undefined {
 
 /** Parses and checks a stored state; `held` must equal the sum it caches. */
 export function decodeAccount(json: string): AccountState {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(json);
-  } catch {
-    throw new AccountStateCorruptError('not JSON');
-  }
+  const raw = parsed(json, 'not JSON');
   const stored = raw as { v?: unknown; held?: unknown; holds?: unknown; closed?: unknown; a?: unknown };
   if (typeof raw !== 'object' || raw === null || stored.v !== 1)
     throw new AccountStateCorruptError('not a version 1 account');
@@ -589,11 +584,13 @@ function closedFromTuple(c: unknown, what: string): ClosedHold {
 
 /** Parses and checks an archived record (closedRecordText's output). */
 export function decodeClosedRecord(json: string): ClosedHold {
-  let raw: unknown;
+  return closedFromTuple(parsed(json, 'archived record is not JSON'), 'archived record');
+}
+
+function parsed(json: string, failure: string): unknown {
   try {
-    raw = JSON.parse(json);
+    return JSON.parse(json);
   } catch {
-    throw new AccountStateCorruptError('archived record is not JSON');
+    throw new AccountStateCorruptError(failure);
   }
-  return closedFromTuple(raw, 'archived record');
 }
