@@ -16,7 +16,7 @@ import type { Store } from '../shared/clickhouse/store.js';
 import { money } from '../shared/money.js';
 import { balanceOf, balancesOf, type Balance } from './balance.js';
 import { readHoldCoverage, readHoldCoverages, type HoldCoverage } from './hold-coverage.js';
-import { readWatermarks } from '../shared/clickhouse/usage-minute.js';
+import { LiveWatermarks } from './live-watermarks.js';
 
 export interface LiveFigures {
   balance: Balance;
@@ -48,9 +48,11 @@ export class LiveBalances {
   readonly #options: LiveBalanceOptions;
   readonly #now: () => number;
   readonly #entries = new Map<string, Entry>();
+  readonly #watermarks: LiveWatermarks;
 
   constructor(store: Store, catalog: Catalog, options: LiveBalanceOptions) {
     this.#store = store;
+    this.#watermarks = new LiveWatermarks(store);
     this.#catalog = catalog;
     this.#options = options;
     this.#now = options.now ?? Date.now;
@@ -87,7 +89,7 @@ export class LiveBalances {
     const nowMs = this.#now();
     const started = performance.now();
     const all = (async (): Promise<Map<string, LiveFigures>> => {
-      const watermarks = Object.fromEntries(await readWatermarks(this.#store));
+      const watermarks = Object.fromEntries(await this.#watermarks.read());
       const sinceSec = Math.floor((nowMs - this.#options.holdLookbackMs) / 60_000) * 60;
       const coverage = await readHoldCoverages(this.#store, this.#catalog, customers, sinceSec, watermarks);
       const balances = await balancesOf(this.#store, this.#catalog, customers, nowMs, watermarks);
@@ -118,7 +120,7 @@ export class LiveBalances {
     const started = performance.now();
     const figures = (async (): Promise<LiveFigures> => {
       // One snapshot of what the rater committed, for both reads: a flush lands in both or in neither.
-      const watermarks = Object.fromEntries(await readWatermarks(this.#store));
+      const watermarks = Object.fromEntries(await this.#watermarks.read());
       const coverage = await readHoldCoverage(
         this.#store,
         this.#catalog,

@@ -19,6 +19,8 @@ import type { Store } from '../shared/clickhouse/store.js';
 import { usageMinuteFlushColumns, usageMinutePartitioned } from '../shared/clickhouse/usage-minute.js';
 import { partitionUsageMinute } from '../shared/clickhouse/usage-partitioning.js';
 import { isDrawdownError } from '../shared/errors.js';
+import { LiveWatermarks } from '../settlement/live-watermarks.js';
+import { UsageWatch } from '../settlement/notices/usage-watch.js';
 import { settle } from '../settlement/settle.js';
 import { lastCompletedRun } from '../settlement/runs.js';
 import { dropSettledUsage } from '../settlement/usage-retention.js';
@@ -159,6 +161,63 @@ export function defineUsagePartitioning(backend: Backend): void {
       expect(prior.size).toBe(0);
       // And the limit is real: reading the whole table breaks it.
       await expect(limited.query('SELECT count() FROM usage_minute WHERE quantity > 0')).rejects.toThrow();
+    });
+
+    it('given months of history, then live watermarks and the notices usage watch read only the flushes since their last look', async () => {
+      await ensureSchema(store);
+      await history(4, 20_000);
+      // A partition that flushed once, long ago, and has been quiet since.
+      await flush(1, 1, [{ customer: 'quiet', minuteSec: t0 - 100 * day, tokens: 1 }], t0 - 100 * day + 60);
+      let limit: number | undefined = undefined;
+      const guarded = new Proxy(store, {
+        get(target, property, receiver) {
+          if (property === 'query')
+            return (sql: string) => (limit === undefined ? target.query(sql) : limitedReads(target, limit).query(sql));
+          const value: unknown = Reflect.get(target, property, receiver);
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+      const marks = new LiveWatermarks(guarded);
+      const watch = new UsageWatch(guarded, 100);
+      // The first look of each scans once.
+      expect(await marks.read()).toEqual(
+        new Map([
+          [0, 4],
+          [1, 1],
+        ]),
+      );
+      expect(await watch.changed()).toEqual({ customers: [], truncated: false });
+
+      // From here on, 80,000 rows of history may not be read: one granule per new part is all there is to read.
+      limit = 4 * 8_192;
+      expect(await marks.read()).toEqual(
+        new Map([
+          [0, 4],
+          [1, 1],
+        ]),
+      );
+      await flush(0, 5, [{ customer: 'new-a', minuteSec: t0 + 60, tokens: 2 }], t0 + 120);
+      // A record of a flush that never landed (its rater died after writing it) changes no watermark.
+      await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(1, 2, t0 + 60, t0 + 130));
+      expect(await marks.read()).toEqual(
+        new Map([
+          [0, 5],
+          [1, 1],
+        ]),
+      );
+      expect(await watch.changed()).toEqual({ customers: ['new-a'], truncated: false });
+      // A partition never seen before is found through its records too.
+      await flush(2, 1, [{ customer: 'new-b', minuteSec: t0 + 60, tokens: 3 }], t0 + 180);
+      await flush(1, 3, [{ customer: 'quiet', minuteSec: t0 + 120, tokens: 4 }], t0 + 190);
+      expect(await marks.read()).toEqual(
+        new Map([
+          [0, 5],
+          [1, 3],
+          [2, 1],
+        ]),
+      );
+      // And the limit is real: reading the whole table breaks it.
+      await expect(guarded.query('SELECT count() FROM usage_minute WHERE quantity > 0')).rejects.toThrow();
     });
 
     it('given a table from before partitioning, then the same reads still find everything, and the migration partitions it with nothing lost', async () => {

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flushPayload } from '../rater/flush.js';
+import { flushBoundsColumns, flushBoundsPayload } from '../shared/clickhouse/flush-bounds.js';
 import { openStore } from '../shared/clickhouse/open.js';
 import { ensureSchema } from '../shared/clickhouse/schema.js';
 import type { Store } from '../shared/clickhouse/store.js';
@@ -44,8 +45,10 @@ describe('the usage watch of balance notices (chDB)', () => {
     dir.remove();
   });
 
+  // As the rater writes a flush: its record first (shared/clickhouse/flush-bounds.ts), then its rows.
   const flush = async (partition: number, label: number, customers: string[]): Promise<void> => {
     const nowSec = Math.floor(Date.now() / 60_000) * 60;
+    await store.insert('flush_bounds', flushBoundsColumns, flushBoundsPayload(partition, label, nowSec, nowSec));
     await store.insert(
       'usage_minute',
       usageMinuteFlushColumns,
