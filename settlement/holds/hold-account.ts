@@ -455,16 +455,25 @@ export function closedRecordText(record: ClosedHold): string {
   return encodeClosed(record);
 }
 
+// Records are immutable and shared by every state that keeps them: each is encoded once (the archive compares
+// them by this text on every write of a busy account).
+const closedTexts = new WeakMap<ClosedHold, string>();
+
 function encodeClosed(record: ClosedHold): string {
-  return JSON.stringify([
-    record.id,
-    record.fp,
-    statusCodes[record.status],
-    record.amount,
-    record.remaining,
-    record.createdMs,
-    record.closedMs,
-  ]);
+  let text = closedTexts.get(record);
+  if (text === undefined) {
+    text = JSON.stringify([
+      record.id,
+      record.fp,
+      statusCodes[record.status],
+      record.amount,
+      record.remaining,
+      record.createdMs,
+      record.closedMs,
+    ]);
+    closedTexts.set(record, text);
+  }
+  return text;
 }
 
 function closedSection(closed: readonly ClosedHold[]): string {

@@ -6,6 +6,7 @@
  * rows between the old and the new watermark. Data flows rater → ClickHouse
  * → settlement only: the rater knows nothing of notices.
  */
+import { recordedFloor, type FlushRange } from '../../shared/clickhouse/flush-bounds.js';
 import type { Store } from '../../shared/clickhouse/store.js';
 import { LiveWatermarks } from '../live-watermarks.js';
 import { sqlDateTime, sqlUInt } from '../../shared/sql.js';
@@ -30,17 +31,18 @@ export class UsageWatch {
       this.#marks = now;
       return { customers: [], truncated: false };
     }
-    const moved: [number, number, number][] = [];
-    for (const [partition, seq] of now) {
-      const was = before.get(partition) ?? 0;
-      if (seq > was) moved.push([partition, was, seq]);
+    const moved: FlushRange[] = [];
+    for (const [partition, upto] of now) {
+      const since = before.get(partition) ?? 0;
+      if (upto > since) moved.push({ partition, since, upto });
     }
     if (moved.length === 0) return { customers: [], truncated: false };
     const ranges = moved.map(
-      ([p, was, seq]) =>
-        `(stream_partition = ${sqlUInt(p)} AND flush_seq > ${sqlUInt(was)} AND flush_seq <= ${sqlUInt(seq)})`,
+      (r) =>
+        `(stream_partition = ${sqlUInt(r.partition)} AND flush_seq > ${sqlUInt(r.since)} AND flush_seq <= ${sqlUInt(r.upto)})`,
     );
-    const floorSec = await this.#stampFloor(moved);
+    // Their records say from which stamp on their rows lie, so the read skips older parts (else it scans).
+    const floorSec = (await recordedFloor(this.#store, moved))?.flushedSec;
     const floor = floorSec === undefined ? '' : ` AND flushed_at >= ${sqlDateTime(floorSec)}`;
     const rows = await this.#store.query(
       `SELECT DISTINCT customer FROM usage_minute WHERE (${ranges.join(' OR ')})${floor} LIMIT ${sqlUInt(this.#customersMax + 1)}`,
@@ -51,26 +53,5 @@ export class UsageWatch {
     const customers = rows.map(([customer]) => customer!);
     const truncated = customers.length > this.#customersMax;
     return { customers: truncated ? customers.slice(0, this.#customersMax) : customers, truncated };
-  }
-
-  /**
-   * The earliest stamp (flushed_at) of the flushes in the moved ranges, from their flush_bounds records, so the
-   * read above skips older parts instead of scanning the table. Only when every moved partition's previous mark
-   * has its record too: then the rater wrote a record for every flush after it (undefined otherwise: a scan).
-   */
-  async #stampFloor(moved: readonly [number, number, number][]): Promise<number | undefined> {
-    if (moved.some(([, was]) => was === 0)) return undefined;
-    const rows = await this.#store.query(
-      `SELECT stream_partition, countIf(flush_seq = since), toUnixTimestamp(minIf(written_at, flush_seq > since))
-       FROM (
-         SELECT stream_partition, flush_seq, written_at,
-           multiIf(${moved.map(([p, was]) => `stream_partition = ${sqlUInt(p)}, ${sqlUInt(was)}`).join(', ')}, 0) AS since
-         FROM flush_bounds
-         WHERE ${moved.map(([p, was, seq]) => `(stream_partition = ${sqlUInt(p)} AND flush_seq >= ${sqlUInt(was)} AND flush_seq <= ${sqlUInt(seq)})`).join(' OR ')}
-       )
-       GROUP BY stream_partition`,
-    );
-    if (rows.length !== moved.length || rows.some(([, anchored]) => Number(anchored) === 0)) return undefined;
-    return Math.min(...rows.map(([, , stampSec]) => Number(stampSec)));
   }
 }

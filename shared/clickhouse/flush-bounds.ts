@@ -78,33 +78,55 @@ export async function untakenFloor(
   const moved = Object.entries(watermarks).filter(([p, seq]) => seq > (excluding.watermarks[p] ?? -1));
   if (moved.length === 0) return { minuteSec: excluding.untilSec, flushedSec: excluding.untilSec };
   if (moved.some(([p]) => excluding.watermarks[p] === undefined)) return undefined;
-  // On a cluster a replica may hold a flush's rows before its record (parts are fetched in any order): the
-  // records vouch for the flushes only once every record committed before this call is here.
-  if (!(await recordsCaughtUp(store))) return undefined;
+  const recorded = await recordedFloor(
+    store,
+    moved.map(([p, seq]) => ({ partition: Number(p), since: excluding.watermarks[p]!, upto: seq })),
+  );
+  if (recorded === undefined) return undefined;
+  return {
+    minuteSec: Math.min(excluding.untilSec, recorded.minuteSec),
+    flushedSec: Math.min(excluding.untilSec, recorded.flushedSec),
+  };
+}
+
+/** A partition's flushes above `since` and at or below `upto` (labels). */
+export interface FlushRange {
+  partition: number;
+  since: number;
+  upto: number;
+}
+
+/**
+ * The earliest minute and stamp among the flushes of `ranges`, from their
+ * records, when the records vouch for every flush there: each range's start
+ * has its record (so its rater wrote one for every later flush), each range
+ * has at least one, and on a cluster every record committed before this call
+ * is on this replica (a replica may hold a flush's rows before its record:
+ * parts are fetched in any order). Undefined otherwise: the caller scans.
+ * The records are read by their key (partition, label), not scanned.
+ */
+export async function recordedFloor(store: Store, ranges: readonly FlushRange[]): Promise<UntakenFloor | undefined> {
+  if (ranges.length === 0 || !(await recordsCaughtUp(store))) return undefined;
   const rows = await store.query(
-    `SELECT stream_partition, min(flush_seq), countIf(flush_seq > since AND flush_seq <= upto),
-       toUnixTimestamp(minIf(first_minute, flush_seq > since AND flush_seq <= upto)),
-       toUnixTimestamp(minIf(written_at, flush_seq > since AND flush_seq <= upto))
+    `SELECT stream_partition, countIf(flush_seq = since), countIf(flush_seq > since),
+       toUnixTimestamp(minIf(first_minute, flush_seq > since)), toUnixTimestamp(minIf(written_at, flush_seq > since))
      FROM (
        SELECT stream_partition, flush_seq, first_minute, written_at,
-         multiIf(${moved.map(([p]) => `stream_partition = ${sqlUInt(Number(p))}, ${sqlUInt(excluding.watermarks[p]!)}`).join(', ')}, 0) AS since,
-         multiIf(${moved.map(([p, seq]) => `stream_partition = ${sqlUInt(Number(p))}, ${sqlUInt(seq)}`).join(', ')}, 0) AS upto
+         multiIf(${ranges.map((r) => `stream_partition = ${sqlUInt(r.partition)}, ${sqlUInt(r.since)}`).join(', ')}, 0) AS since
        FROM flush_bounds
-       WHERE stream_partition IN (${moved.map(([p]) => sqlUInt(Number(p))).join(', ')})
+       WHERE ${ranges.map((r) => `(stream_partition = ${sqlUInt(r.partition)} AND flush_seq >= ${sqlUInt(r.since)} AND flush_seq <= ${sqlUInt(r.upto)})`).join(' OR ')}
      )
      GROUP BY stream_partition`,
   );
-  const floor = { minuteSec: excluding.untilSec, flushedSec: excluding.untilSec };
-  const seen = new Set<string>();
-  for (const [partition, firstSeq, newFlushes, firstMinute, firstWritten] of rows) {
-    // Recorded from before the previous run's watermark on: every flush after it has its record.
-    if (Number(firstSeq) > excluding.watermarks[partition!]!) return undefined;
-    if (Number(newFlushes) === 0) return undefined;
-    floor.minuteSec = Math.min(floor.minuteSec, Number(firstMinute));
-    floor.flushedSec = Math.min(floor.flushedSec, Number(firstWritten));
-    seen.add(partition!);
+  if (rows.length !== ranges.length) return undefined;
+  let minuteSec = Number.POSITIVE_INFINITY;
+  let flushedSec = Number.POSITIVE_INFINITY;
+  for (const [, anchored, newer, firstMinute, firstWritten] of rows) {
+    if (Number(anchored) === 0 || Number(newer) === 0) return undefined;
+    minuteSec = Math.min(minuteSec, Number(firstMinute));
+    flushedSec = Math.min(flushedSec, Number(firstWritten));
   }
-  return moved.every(([p]) => seen.has(p)) ? floor : undefined;
+  return { minuteSec, flushedSec };
 }
 
 /**
