@@ -14,6 +14,12 @@
  *   raw CAS, hot key      one chain of updates on one key (one in flight: on a
  *                         single key more would only conflict).
  *   holds, hot account    the same pairs, every one on one account.
+ *   raw log append        not what the hold store does: the ceiling of a
+ *                         design it could move to. Publishes to a stream with
+ *                         an expected last subject sequence, one chain per
+ *                         subject on 16 subjects (shards), 8 operations of
+ *                         ~130 B per message: a write that changes several
+ *                         accounts at once, which KV compare-and-set cannot.
  * A pair is two state changes, so without batching it costs at least two
  * compare-and-sets: "ops/s" counts reserves + releases. Each holds phase
  * follows an unreported warm-up (`--warm-seconds`, 15) on the same accounts,
@@ -31,7 +37,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { NatsServerProcess } from '../deploy/nats-server.js';
@@ -72,6 +78,8 @@ class Samples {
 }
 
 const samplesMax = 2_000_000;
+const logSubjects = 16;
+const logOpsPerMessage = 8;
 
 interface PhaseResult {
   phase: string;
@@ -171,6 +179,52 @@ async function rawCas(
     archivePutsPerSecond: undefined,
     archiveReadsPerSecond: undefined,
     meanValueBytes: value.length,
+    conflicts: 0,
+    benchCores: run.benchCores,
+    natsCores: run.natsCores,
+  };
+}
+
+/** Chained appends with an expected last subject sequence: one chain per subject, `perMessage` ops a message. */
+async function rawLogAppend(
+  js: JetStreamClient,
+  subjects: number,
+  perMessage: number,
+  seconds: number,
+  natsPid: number | undefined,
+  phase: string,
+): Promise<PhaseResult> {
+  const op = JSON.stringify({
+    op: 'reserve',
+    account: 'bench-customer-123:credits',
+    id: 'spread-12-34567',
+    amount: '1',
+    ttl_ms: 300_000,
+    at_ms: Date.now(),
+  });
+  const payload = new TextEncoder().encode(`[${Array(perMessage).fill(op).join(',')}]`);
+  const last = new Array<number>(subjects).fill(0);
+  const latency = new Samples(samplesMax);
+  let messages = 0;
+  const run = await timed(natsPid, seconds, subjects, async (shard) => {
+    const t0 = performance.now();
+    // 0 expects the subject to hold no message yet: each is new here.
+    const ack = await js.publish(`bench.holdlog.${shard}`, payload, { expect: { lastSubjectSequence: last[shard]! } });
+    last[shard] = ack.seq;
+    latency.add(performance.now() - t0);
+    messages++;
+  });
+  return {
+    phase,
+    seconds: run.elapsed,
+    ops: messages * perMessage,
+    opsPerSecond: (messages * perMessage) / run.elapsed,
+    pairsPerSecond: undefined,
+    latencyMs: { append: { p50: latency.percentile(50), p99: latency.percentile(99) } },
+    writesPerSecond: messages / run.elapsed,
+    archivePutsPerSecond: undefined,
+    archiveReadsPerSecond: undefined,
+    meanValueBytes: payload.length,
     conflicts: 0,
     benchCores: run.benchCores,
     natsCores: run.natsCores,
@@ -326,6 +380,18 @@ async function main(): Promise<void> {
     report(
       await rawCas(kv, hotKey, hotSized, seconds, 1, pid, `raw CAS, 1 hot key, ${hotSized.length} B (holds' mean)`),
     );
+    const logNc = await open();
+    await (await jetstreamManager(logNc)).streams.add({ name: 'BENCH_HOLD_LOG', subjects: ['bench.holdlog.>'] });
+    report(
+      await rawLogAppend(
+        jetstream(logNc, { timeout: 5_000 }),
+        logSubjects,
+        logOpsPerMessage,
+        seconds,
+        pid,
+        `raw log append, ${logSubjects} subjects, ${logOpsPerMessage} ops per message`,
+      ),
+    );
     await store.shutdown();
   } finally {
     await Promise.allSettled(connections.map((nc) => nc.close()));
@@ -344,17 +410,18 @@ async function main(): Promise<void> {
     spreadPairsVsRawCas: spread.pairsPerSecond! / rawSpread.opsPerSecond,
     spreadOpsVsRawCasSameSize: spread.opsPerSecond / rawSpreadSized.opsPerSecond,
     hotOpsVsRawCas: hotHolds.opsPerSecond / rawHot.opsPerSecond,
+    logAppendOpsVsRawCas: byPhase('raw log append').opsPerSecond / rawSpread.opsPerSecond,
   };
   const totalSeconds = (performance.now() - totalStarted) / 1000;
   log(
-    `holds ops ÷ raw CAS (${accounts} accounts): ${ratios.spreadOpsVsRawCas.toFixed(2)} (pairs ÷ raw CAS ${ratios.spreadPairsVsRawCas.toFixed(2)}; ops ÷ raw CAS at the same value size ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)}); hot account ops ÷ hot-key CAS chain: ${ratios.hotOpsVsRawCas.toFixed(2)}; ${totalSeconds.toFixed(1)} s in all`,
+    `holds ops ÷ raw CAS (${accounts} accounts): ${ratios.spreadOpsVsRawCas.toFixed(2)} (pairs ÷ raw CAS ${ratios.spreadPairsVsRawCas.toFixed(2)}; ops ÷ raw CAS at the same value size ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)}); hot account ops ÷ hot-key CAS chain: ${ratios.hotOpsVsRawCas.toFixed(2)}; raw log append ops ÷ raw CAS: ${ratios.logAppendOpsVsRawCas.toFixed(2)}; ${totalSeconds.toFixed(1)} s in all`,
   );
 
   const at = new Date().toISOString();
   const fmt = (n: number | undefined, digits = 0) =>
     n === undefined ? '' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
   const rows = results.map((r) => {
-    const l = r.latencyMs.pair ?? r.latencyMs.cas!;
+    const l = r.latencyMs.pair ?? r.latencyMs.cas ?? r.latencyMs.append!;
     const reserve = r.latencyMs.reserve;
     const archive =
       r.archivePutsPerSecond === undefined ? '' : `${fmt(r.archivePutsPerSecond)} / ${fmt(r.archiveReadsPerSecond)}`;
@@ -365,12 +432,13 @@ async function main(): Promise<void> {
     '',
     `Node ${process.version}, ${cpus().length} cores (load average before the run ${loadavg()[0]!.toFixed(2)}), nats-server on loopback with file storage; ${seconds} s per phase, each holds phase after a ${warmSeconds} s warm-up (steady state), ${concurrency} operations in flight from one connection, ${accounts} accounts. \`npm run bench:holds\` regenerates this file (bench/holds.ts says what each phase does).`,
     '',
-    '| phase | ops/s | pairs/s | latency p50 / p99 ms (pair, or one CAS) | reserve p50 / p99 ms | KV writes/s | archive puts / reads per s | mean value B | conflicts | cores bench / nats |',
+    '| phase | ops/s | pairs/s | latency p50 / p99 ms (pair, one CAS or one append) | reserve p50 / p99 ms | KV writes/s | archive puts / reads per s | mean value B | conflicts | cores bench / nats |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...rows,
     '',
     `- holds ops/s ÷ raw CAS/s, ${accounts} accounts: **${ratios.spreadOpsVsRawCas.toFixed(2)}** (reserve+release pairs/s ÷ raw CAS/s: ${ratios.spreadPairsVsRawCas.toFixed(2)}; against raw CAS writing values of the holds' mean size: ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)})`,
     `- hot account ops/s ÷ one key's CAS chain: **${ratios.hotOpsVsRawCas.toFixed(2)}** (operations on one account share a write: ${fmt(hotHolds.ops / Math.max(1, hotHolds.writesPerSecond * hotHolds.seconds), 1)} per write)`,
+    `- raw log append ops/s ÷ raw CAS/s: **${ratios.logAppendOpsVsRawCas.toFixed(2)}** (${logOpsPerMessage} operations per append on ${logSubjects} subjects: the ceiling of a hold store writing several accounts per append, which this one does not do)`,
     `- CPU this run got: at most ${fmt(Math.max(...results.map((r) => r.benchCores + r.natsCores)), 2)} cores for bench + nats-server together (the machine is shared: the load average counts other work)`,
     `- whole run ${totalSeconds.toFixed(1)} s`,
     '',
