@@ -168,17 +168,31 @@ async function rawCas(
     latency.add(performance.now() - t0);
     ops++;
   });
+  return rawResult(phase, run, ops, ops, { cas: latency }, value.length);
+}
+
+/** A phase of plain writes (no hold logic): `ops` carried by `writes` writes of `bytes` each. */
+function rawResult(
+  phase: string,
+  run: Awaited<ReturnType<typeof timed>>,
+  ops: number,
+  writes: number,
+  latency: Record<string, Samples>,
+  bytes: number,
+): PhaseResult {
   return {
     phase,
     seconds: run.elapsed,
     ops,
     opsPerSecond: ops / run.elapsed,
     pairsPerSecond: undefined,
-    latencyMs: { cas: { p50: latency.percentile(50), p99: latency.percentile(99) } },
-    writesPerSecond: ops / run.elapsed,
+    latencyMs: Object.fromEntries(
+      Object.entries(latency).map(([name, l]) => [name, { p50: l.percentile(50), p99: l.percentile(99) }]),
+    ),
+    writesPerSecond: writes / run.elapsed,
     archivePutsPerSecond: undefined,
     archiveReadsPerSecond: undefined,
-    meanValueBytes: value.length,
+    meanValueBytes: bytes,
     conflicts: 0,
     benchCores: run.benchCores,
     natsCores: run.natsCores,
@@ -214,21 +228,7 @@ async function rawLogAppend(
     latency.add(performance.now() - t0);
     messages++;
   });
-  return {
-    phase,
-    seconds: run.elapsed,
-    ops: messages * perMessage,
-    opsPerSecond: (messages * perMessage) / run.elapsed,
-    pairsPerSecond: undefined,
-    latencyMs: { append: { p50: latency.percentile(50), p99: latency.percentile(99) } },
-    writesPerSecond: messages / run.elapsed,
-    archivePutsPerSecond: undefined,
-    archiveReadsPerSecond: undefined,
-    meanValueBytes: payload.length,
-    conflicts: 0,
-    benchCores: run.benchCores,
-    natsCores: run.natsCores,
-  };
+  return rawResult(phase, run, messages * perMessage, messages, { append: latency }, payload.length);
 }
 
 async function holdPairs(
