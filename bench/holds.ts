@@ -31,6 +31,7 @@
  *
  * Results: bench/results/holds.{json,md}.
  * Flags: --seconds 5 (per phase, ≤ 10) --warm-seconds 15 --concurrency 64 --accounts 1000
+ * --no-save (print only: for trial runs and profiling)
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -443,6 +444,7 @@ async function main(): Promise<void> {
     `- whole run ${totalSeconds.toFixed(1)} s`,
     '',
   ].join('\n');
+  if (flags.has('--no-save')) return;
   const out = join(repoRoot, 'bench', 'results');
   mkdirSync(out, { recursive: true });
   writeFileSync(
