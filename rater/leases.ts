@@ -308,11 +308,13 @@ export class LeaseManager {
         return;
       }
       if (this.#isMine(entry, held)) {
-        // A renewal of ours landed unanswered: its revision is adopted, not its time.
-        held.revision = Math.max(held.revision, entry!.revision);
+        // A renewal of ours landed unanswered: its revision is adopted, not its time. The bucket's
+        // revision, even below the one this rater last wrote (a write lost in a leader change), is
+        // what the next compare-and-set must name.
+        held.revision = entry!.revision;
         return;
       }
-      this.#see(held.key, entry);
+      this.#seeRead(held.key, entry);
       this.#lose(held, 'another rater holds its lease');
     }
   }
@@ -334,7 +336,7 @@ export class LeaseManager {
           );
         }
         if (!this.#isMine(entry, held)) {
-          this.#see(held.key, entry);
+          this.#seeRead(held.key, entry);
           this.#lose(held, 'another rater holds its lease');
           throw new LeaseLostError(`another rater holds the lease of partition ${partition}`);
         }
@@ -416,6 +418,28 @@ export class LeaseManager {
       value: entry.operation === 'PUT' ? parse(entry) : undefined,
       seenAtMs: performance.now(),
     });
+  }
+
+  /**
+   * What a read of the bucket answered, over whatever the watch delivered:
+   * the bucket can hold less than this rater saw. A write the watch
+   * delivered can be lost in a JetStream leader change (nats-server before
+   * 2.11), and a key left alone for the bucket's max age leaves no marker.
+   * A view ahead of the bucket would name a revision in every take that no
+   * compare-and-set can match, and the partition would never be taken again
+   * (seen in the cluster node-loss test). So the read replaces the view, even
+   * with a lower revision or none; a key the bucket lacks is free. Taking stays
+   * a compare-and-set, so a wrong view only costs a refused take.
+   */
+  #seeRead(key: string, entry: KvEntry | null): void {
+    if (entry === null) {
+      this.#view.delete(key);
+      return;
+    }
+    const seen = this.#view.get(key);
+    if (seen !== undefined && seen.revision === entry.revision) return;
+    this.#view.delete(key);
+    this.#see(key, entry);
   }
 
   /** Follows the bucket; resolves once the keys present at the start were read (or after a TTL). */
@@ -530,7 +554,7 @@ export class LeaseManager {
         // Looked at again next round.
       }
       if (entry === null || !this.#isMine(entry, held)) {
-        this.#see(key, entry);
+        this.#seeRead(key, entry);
         this.#options.log.debug({ err: error, partition }, 'rater lease not taken: another rater was first');
         return;
       }
