@@ -52,7 +52,7 @@ export class LiveBalances {
 
   constructor(store: Store, catalog: Catalog, options: LiveBalanceOptions) {
     this.#store = store;
-    this.#watermarks = new LiveWatermarks(store);
+    this.#watermarks = LiveWatermarks.of(store);
     this.#catalog = catalog;
     this.#options = options;
     this.#now = options.now ?? Date.now;

@@ -32,7 +32,20 @@ import { sqlDateTime, sqlUInt } from '../shared/sql.js';
  */
 const fullReadEveryMs = 60_000;
 
+/** One reader per store: live balances and the notices' usage watch in one process share its scans. */
+const perStore = new WeakMap<Store, LiveWatermarks>();
+
 export class LiveWatermarks {
+  /** The reader of `store` that every live read of this process shares (so the minutely full scan runs once). */
+  static of(store: Store): LiveWatermarks {
+    let reader = perStore.get(store);
+    if (reader === undefined) {
+      reader = new LiveWatermarks(store);
+      perStore.set(store, reader);
+    }
+    return reader;
+  }
+
   readonly #store: Store;
   readonly #marks = new Map<number, number>();
   #first: Promise<void> | undefined;

@@ -19,7 +19,7 @@ export class UsageWatch {
 
   constructor(store: Store, customersMax: number) {
     this.#store = store;
-    this.#watermarks = new LiveWatermarks(store);
+    this.#watermarks = LiveWatermarks.of(store);
     this.#customersMax = customersMax;
   }
 
