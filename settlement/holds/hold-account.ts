@@ -74,7 +74,9 @@ export interface AccountState {
  * store looks up the ids a batch names that the value lacks, keeping only
  * records within retention. A record in the value wins over one here.
  */
-export type Archived = ReadonlyMap<string, ClosedHold>;
+export interface Archived {
+  get(id: string): ClosedHold | undefined;
+}
 
 export interface AccountLimits {
   readonly openHoldsMax: number;

@@ -6,8 +6,24 @@
 import type { AccountLimits } from './hold-account.js';
 
 export const holdStoreDefaults = Object.freeze({
-  /** KV bucket (stream KV_<bucket>), created if missing: file storage, history 1. */
+  /** KV bucket (stream KV_<bucket>), created if missing: file storage, history 1. The log engine's: <bucket>_log. */
   bucket: 'drawdown_holds',
+  /**
+   * Where accounts' holds live. 'kv': one KV value per account, one compare-and-set per change (hold-store.ts).
+   * 'log': a stream of shards, each append changing every account of its shard that a batch touched
+   * (hold-log.ts); every process keeps the shards in memory. New, opt-in: an account moved between engines
+   * starts empty.
+   */
+  engine: 'kv' as 'kv' | 'log',
+  /** The log engine's shards (subjects). Fixed once the log exists: opening it with another count is refused. */
+  logShards: 16,
+  /** The log engine: closed records kept in memory per process; past it the oldest are forgotten early (counted). */
+  logClosedRecordsMax: 2_000_000,
+  /**
+   * The log stream's max_bytes when this process creates it (JetStream reserves it). Full, appends are refused
+   * (holds_unavailable) rather than old messages dropped. What a second of holds costs: ~200 B per operation.
+   */
+  logBytesMax: 1024 ** 3,
   /** Bucket replicas when this process creates it: 3 on a JetStream cluster (RAFT), 1 on a single server. */
   replicas: 1,
   /** A hold's time to live when the caller names none. */
@@ -64,11 +80,18 @@ export const holdStoreDefaults = Object.freeze({
 });
 
 export type HoldStoreSettings = {
-  -readonly [K in keyof typeof holdStoreDefaults]: K extends 'bucket' ? string : number;
+  -readonly [K in keyof typeof holdStoreDefaults]: K extends 'bucket'
+    ? string
+    : K extends 'engine'
+      ? 'kv' | 'log'
+      : number;
 };
 
-// [min, max] per option; bucket is checked separately.
-const ranges: Record<Exclude<keyof HoldStoreSettings, 'bucket'>, [number, number]> = {
+// [min, max] per option; bucket and engine are checked separately.
+const ranges: Record<Exclude<keyof HoldStoreSettings, 'bucket' | 'engine'>, [number, number]> = {
+  logShards: [1, 1_024],
+  logClosedRecordsMax: [0, 100_000_000],
+  logBytesMax: [1024 ** 2, 1024 ** 4],
   replicas: [1, 5],
   ttlDefaultMs: [1, 7 * 24 * 3_600_000],
   ttlMaxMs: [1, 7 * 24 * 3_600_000],
@@ -101,6 +124,12 @@ export function fillHoldStoreSettings(options: Partial<HoldStoreSettings>): Read
       if (typeof value !== 'string' || !bucketPattern.test(value))
         throw new RangeError(`bucket must be 1–64 characters of [A-Za-z0-9_-], got ${JSON.stringify(value)}`);
       settings.bucket = value;
+      continue;
+    }
+    if (name === 'engine') {
+      if (value !== 'kv' && value !== 'log')
+        throw new RangeError(`engine must be "kv" or "log", got ${JSON.stringify(value)}`);
+      settings.engine = value;
       continue;
     }
     const [min, max] = ranges[name];

@@ -1,65 +1,33 @@
 /**
- * Credit holds in NATS JetStream KV: one value per (customer, unit) account,
- * changed only by compare-and-set on its revision, so every process decides
- * from the state the previous decision left (README.md in this folder).
- *
- *   reserve/release/close/consume ──▶ lane (one per account in this process)
- *                                       │ queue ≤ pendingOpsMax (all lanes)
- *                                       ▼ ≤ batchOpsMax operations per write
- *          cached {state, revision} ──▶ pure transitions (hold-account.ts)
- *                                       ▼
- *                      kv.update(key, next, revision)   (kv.create for the first write)
- *                        ok ─▶ answer every operation of the batch
- *                        revision conflict ─▶ re-read, back off (jittered), re-apply, ≤ attemptsMax
- *                        other error ─▶ holds_unavailable (a write's outcome is then unknown)
- *
- * Closed records past 2 × closedInValueMax in a written value are put, one key
- * per hold, into the archive bucket (`<bucket>_closed`, entries live
- * closedRetentionMs) off the answer path; the account's next write drops the
- * ones whose put was acknowledged. An id a batch names that its value lacks
- * is looked up there while the value says it archived within retention.
- *
- * One write in flight per account per process: operations that arrive
- * meanwhile share the next write, so a hot account costs one round trip per
- * batch instead of one conflict storm per operation. Across processes the
- * compare-and-set is the only arbiter. Reads (get, list, check) read the
- * value afresh, from the stream leader (no direct get, which a lagging
- * replica may answer).
+ * Credit holds: the API a process uses (reserve, release, close, consume,
+ * get, list, check), its input checks and answers. Where accounts' states
+ * live and how a change is decided against other processes is the engine's
+ * (settlement.holds.engine): hold-kv.ts, one compare-and-set per account
+ * change, or hold-log.ts, one append per shard of accounts. Both run the
+ * same pure transitions (hold-account.ts), README.md in this folder.
  */
 import { Decimal } from 'decimal.js';
-import { JetStreamApiCodes, JetStreamApiError, jetstream, StorageType } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { formatAmount, money, Money } from '../../shared/money.js';
 import {
   admit,
-  archiveCandidates,
-  archiveMayHold,
   availableOf,
   closeHold,
   coveredOf,
   consumeHold,
-  closedRecordText,
-  decodeAccount,
-  decodeClosedRecord,
-  dropArchived,
-  emptyAccount,
-  encodeAccountBytes,
   findHold,
   isOpen,
   prune,
   type AccountLimits,
   type AccountState,
-  type Archived,
   type ClosedHold,
   type ClosedStatus,
   type Covered,
   type OpenHold,
 } from './hold-account.js';
 import {
-  ContentionExhaustedError,
   HoldClosedError,
-  HoldError,
   HoldNotFoundError,
   HoldRequestInvalidError,
   HoldsOverloadedError,
@@ -80,6 +48,9 @@ import {
   usageKeyHash,
   type AccountRef,
 } from './hold-ids.js';
+import { HoldKv } from './hold-kv.js';
+import { HoldLog } from './hold-log.js';
+import type { EngineStats, HoldEngine, PendingOp } from './hold-op.js';
 import { accountLimits, fillHoldStoreSettings, valueBytesBound, type HoldStoreSettings } from './hold-options.js';
 
 /** A decimal amount: a Decimal, or its text ("12", "0.5"; no exponent). */
@@ -203,50 +174,9 @@ export interface AccountHolds {
   revision: number;
 }
 
-export interface HoldStoreStats {
+export interface HoldStoreStats extends EngineStats {
   operations: number;
-  /** Batches committed (written, or answered from a fresh read). */
-  batches: number;
-  writes: number;
-  /** Bytes of the values written (their mean tells what one account costs to write). */
-  bytesWritten: number;
-  reads: number;
-  /** Writes refused because another process wrote first. */
-  conflicts: number;
-  /** Closed records put into the archive bucket, lookups there, and rounds of puts that failed (retried later). */
-  archived: number;
-  archiveReads: number;
-  archiveFailures: number;
-  contentionExhausted: number;
   pending: number;
-}
-
-interface Snapshot {
-  state: AccountState;
-  revision: number;
-}
-
-/** An operation waiting for its account's next write. */
-interface PendingOp {
-  /** The hold (id suffix) it names, if any: looked up in the archive when the value lacks it. */
-  readonly target: string | undefined;
-  /** Runs the transition on `state`; `settle` answers the caller once the result is stored. */
-  apply(
-    state: AccountState,
-    nowMs: number,
-    archived: Archived | undefined,
-  ): { state: AccountState; settle: () => void };
-  reject(error: unknown): void;
-}
-
-interface Lane {
-  readonly key: string;
-  cached: Snapshot | undefined;
-  queue: PendingOp[];
-  running: boolean;
-  /** Closed records (closedRecordText) the archive acknowledged: the next write drops them. ≤ closedHoldsMax. */
-  archived: Set<string>;
-  archiving: boolean;
 }
 
 const decimalText = /^-?\d+(\.\d+)?$/;
@@ -256,18 +186,6 @@ const costLimit = money('1e30');
 // Usage costs come from pricing at 60 significant digits; kept to 18 fraction digits (twice the ledger's 9) so a
 // hold's remaining stays bounded in length.
 const costScale = 18;
-
-function isConflict(error: unknown): boolean {
-  return (
-    error instanceof JetStreamApiError &&
-    (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
-      error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-  );
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 function toDecimal(value: unknown): Decimal | undefined {
   if (typeof value === 'string') return decimalText.test(value) ? money(value) : undefined;
@@ -379,67 +297,42 @@ function refuseUnserializedCas(nc: NatsConnection): void {
   }
 }
 
-/** The bucket closed holds move to (hold-store.ts header). */
-export function archiveBucketOf(bucket: string): string {
-  return `${bucket}_closed`;
-}
+export { archiveBucketOf } from './hold-kv.js';
 
 export class HoldStore {
-  readonly #kv: KV;
-  readonly #archive: KV;
+  readonly #engine: HoldEngine;
   readonly #settings: Readonly<HoldStoreSettings>;
   readonly #limits: AccountLimits;
-  readonly #valueBytesMax: number;
   readonly #balance: BalanceSource | undefined;
   readonly #clock: () => number;
-  readonly #onWrite: HoldStoreOptions['onWrite'];
-  readonly #onArchive: HoldStoreOptions['onArchive'];
-  // Insertion order is recency: a lane is moved to the end when used, evicted from the front.
-  readonly #lanes = new Map<string, Lane>();
-  readonly #ready = new Set<Lane>();
-  #tickScheduled = false;
   readonly #idleWaiters: (() => void)[] = [];
   #pending = 0;
+  #operations = 0;
   #stopped = false;
-  readonly #stats = {
-    operations: 0,
-    batches: 0,
-    writes: 0,
-    bytesWritten: 0,
-    reads: 0,
-    conflicts: 0,
-    contentionExhausted: 0,
-    archived: 0,
-    archiveReads: 0,
-    archiveFailures: 0,
-  };
 
   private constructor(
-    kv: KV,
-    archive: KV,
+    engine: HoldEngine,
     settings: Readonly<HoldStoreSettings>,
-    valueBytesMax: number,
+    limits: AccountLimits,
     options: HoldStoreOptions,
   ) {
-    this.#kv = kv;
-    this.#archive = archive;
+    this.#engine = engine;
     this.#settings = settings;
-    this.#limits = accountLimits(settings);
-    this.#valueBytesMax = valueBytesMax;
+    this.#limits = limits;
     this.#balance = options.balance;
     this.#clock = options.clock ?? Date.now;
-    this.#onWrite = options.onWrite;
-    this.#onArchive = options.onArchive;
   }
 
   /**
-   * Opens (creating if missing) the holds bucket on `nc`. The connection stays
-   * the caller's: close it after shutdown(). On a fresh cluster, creating the
-   * bucket can fail until a JetStream meta leader is elected; retry.
+   * Opens (creating if missing) the engine's bucket or stream on `nc`; the log
+   * engine returns once it has replayed the log. The connection stays the
+   * caller's: close it after shutdown(). On a fresh cluster, creating a
+   * stream can fail until a JetStream meta leader is elected; retry.
    */
   static async open(nc: NatsConnection, options: HoldStoreOptions = {}): Promise<HoldStore> {
     const settings = fillHoldStoreSettings(options);
     refuseUnserializedCas(nc);
+    const limits = accountLimits(settings);
     const valueBytesMax = valueBytesBound(settings);
     const maxPayload = nc.info?.max_payload;
     // Headers and the subject ride in the same message; 4 KiB covers them.
@@ -449,37 +342,12 @@ export class HoldStore {
       );
     }
     const js = jetstream(nc, { timeout: settings.requestTimeoutMs });
-    const kv = await new Kvm(js).create(settings.bucket, {
-      storage: StorageType.File,
-      replicas: settings.replicas,
-      history: 1,
-      maxValueSize: valueBytesMax,
-      // Reads go to the stream leader: a direct get may be answered by a replica that lags.
-      allow_direct: false,
-      description: 'drawdown credit holds: one value per (customer, credit unit)',
-    });
-    const status = await kv.status();
-    if (status.maxValueSize > 0 && status.maxValueSize < valueBytesMax) {
-      throw new RangeError(
-        `bucket ${settings.bucket} allows values of ${status.maxValueSize} bytes, but these limits need up to ${valueBytesMax}; raise the bucket's max_msg_size or lower the limits`,
-      );
-    }
-    const archive = await new Kvm(js).create(archiveBucketOf(settings.bucket), {
-      storage: StorageType.File,
-      replicas: settings.replicas,
-      history: 1,
-      // A record is put after it closed, so it outlives its retention by the put's delay; lookups check closedMs.
-      ttl: Math.max(settings.closedRetentionMs, 1_000),
-      allow_direct: false,
-      description: 'drawdown credit holds: closed holds moved out of busy accounts, one key per hold',
-    });
-    const archiveStatus = await archive.status();
-    if (archiveStatus.ttl > 0 && archiveStatus.ttl < settings.closedRetentionMs) {
-      throw new RangeError(
-        `bucket ${archiveBucketOf(settings.bucket)} keeps entries ${archiveStatus.ttl} ms, less than closedRetentionMs (${settings.closedRetentionMs}); raise its max_age or lower closedRetentionMs`,
-      );
-    }
-    return new HoldStore(kv, archive, settings, valueBytesMax, options);
+    const hooks = { clock: options.clock ?? Date.now, onWrite: options.onWrite, onArchive: options.onArchive };
+    const engine =
+      settings.engine === 'log'
+        ? await HoldLog.open(nc, js, settings, limits, maxPayload ?? 1024 * 1024, hooks)
+        : await HoldKv.open(js, settings, limits, valueBytesMax, hooks);
+    return new HoldStore(engine, settings, limits, options);
   }
 
   get settings(): Readonly<HoldStoreSettings> {
@@ -487,7 +355,7 @@ export class HoldStore {
   }
 
   stats(): HoldStoreStats {
-    return { ...this.#stats, pending: this.#pending };
+    return { ...this.#engine.stats(), operations: this.#operations, pending: this.#pending };
   }
 
   /**
@@ -653,12 +521,9 @@ export class HoldStore {
   /** A hold, open or closed within its retention, as of a fresh read. */
   async get(holdId: string): Promise<HoldView> {
     const parsed = this.#holdId(holdId);
-    const { state } = await this.#read(parsed.accountKey);
     const nowMs = this.#clock();
-    const pruned = prune(state, nowMs, this.#limits);
-    const hold =
-      findHold(pruned, parsed.suffix) ??
-      (await this.#lookUpArchived(parsed.accountKey, pruned, [parsed.suffix], nowMs))?.get(parsed.suffix);
+    const { state, archived } = await this.#engine.read(parsed.accountKey, [parsed.suffix], nowMs);
+    const hold = findHold(prune(state, nowMs, this.#limits), parsed.suffix, archived);
     if (hold === undefined) throw new HoldNotFoundError(holdId);
     return holdView(parsed.account, parsed.accountKey, hold);
   }
@@ -667,8 +532,9 @@ export class HoldStore {
   async list(customer: string, unit: string): Promise<AccountHolds> {
     const account = this.#account(customer, unit);
     const key = accountKey(account);
-    const { state, revision } = await this.#read(key);
-    const pruned = prune(state, this.#clock(), this.#limits);
+    const nowMs = this.#clock();
+    const { state, revision } = await this.#engine.read(key, [], nowMs);
+    const pruned = prune(state, nowMs, this.#limits);
     return {
       customer,
       unit,
@@ -683,36 +549,19 @@ export class HoldStore {
    * now and then, not per request). `complete` is false when accounts were left unread.
    */
   async countOpen(accountsMax: number): Promise<{ open: number; accounts: number; complete: boolean }> {
-    let open = 0;
-    let accounts = 0;
-    const nowMs = this.#clock();
-    let keys;
-    try {
-      keys = await this.#kv.keys();
-    } catch (error) {
-      throw new HoldsUnavailableError(`listing hold accounts: ${messageOf(error)}`, error);
-    }
-    for await (const key of keys) {
-      if (accounts >= accountsMax) {
-        keys.stop();
-        return { open, accounts, complete: false };
-      }
-      accounts++;
-      const { state } = await this.#read(key);
-      for (const hold of state.holds) if (hold.expiresMs > nowMs) open++;
-    }
-    return { open, accounts, complete: true };
+    return this.#engine.countOpen(accountsMax, this.#clock());
   }
 
   /** Would a hold of `amount` be admitted now? Reserves nothing. */
   async check(request: CheckRequest): Promise<CheckResult> {
     const account = this.#account(request.customer, request.unit);
     const amount = this.#amount(request.amount);
+    const nowMs = this.#clock();
     const [{ base, allowance, covered }, { state }] = await Promise.all([
       this.#balanceFor(account, request),
-      this.#read(accountKey(account)),
+      this.#engine.read(accountKey(account), [], nowMs),
     ]);
-    const pruned = prune(state, this.#clock(), this.#limits);
+    const pruned = prune(state, nowMs, this.#limits);
     const available = availableOf(pruned, base, covered);
     return {
       allowed: !available.plus(allowance).lessThan(amount),
@@ -729,6 +578,43 @@ export class HoldStore {
   async shutdown(): Promise<void> {
     this.#stopped = true;
     if (this.#pending > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    await this.#engine.close();
+  }
+
+  /** Queues an operation on the account's engine; answered exactly once, counted in pending until then. */
+  #enqueue<T>(
+    key: string,
+    target: string | undefined,
+    build: (resolve: (value: T) => void, reject: (error: unknown) => void) => PendingOp['apply'],
+  ): Promise<T> {
+    if (this.#stopped) return Promise.reject(new HoldsUnavailableError('the hold store is shut down'));
+    if (this.#pending >= this.#settings.pendingOpsMax)
+      return Promise.reject(new HoldsOverloadedError(this.#settings.pendingOpsMax));
+    return new Promise<T>((resolve, reject) => {
+      let answered = false;
+      const done = (): boolean => {
+        if (answered) return false;
+        answered = true;
+        if (--this.#pending === 0) for (const idle of this.#idleWaiters.splice(0)) idle();
+        return true;
+      };
+      this.#pending++;
+      this.#operations++;
+      this.#engine.submit(key, {
+        target,
+        apply: build(
+          (value) => {
+            if (done()) resolve(value);
+          },
+          (error) => {
+            if (done()) reject(error);
+          },
+        ),
+        reject: (error) => {
+          if (done()) reject(error);
+        },
+      });
+    });
   }
 
   // --- inputs -------------------------------------------------------------
@@ -814,270 +700,5 @@ export class HoldStore {
     if (allowanceValue.isNegative())
       throw new RangeError(`allowance must not be negative, got ${formatAmount(allowanceValue)}`);
     return { base: baseValue, allowance: allowanceValue, covered };
-  }
-
-  // --- KV -----------------------------------------------------------------
-
-  async #read(key: string): Promise<Snapshot> {
-    let entry;
-    try {
-      entry = await this.#kv.get(key);
-    } catch (error) {
-      throw new HoldsUnavailableError(`reading hold account ${key}: ${messageOf(error)}`, error);
-    }
-    this.#stats.reads++;
-    if (entry === null) return { state: emptyAccount, revision: 0 };
-    // A deleted or purged key (an operator's doing) reads as an empty account at the marker's revision.
-    if (entry.operation !== 'PUT') return { state: emptyAccount, revision: entry.revision };
-    return { state: decodeAccount(entry.string()), revision: entry.revision };
-  }
-
-  async #write(key: string, state: AccountState, revision: number): Promise<number> {
-    const value = encodeAccountBytes(state);
-    if (value.length > this.#valueBytesMax)
-      throw new Error(
-        `hold account ${key} encodes to ${value.length} bytes, above the ${this.#valueBytesMax} its limits allow: valueBytesBound is wrong`,
-      );
-    this.#stats.writes++;
-    this.#stats.bytesWritten += value.length;
-    return revision === 0 ? this.#kv.create(key, value) : this.#kv.update(key, value, revision);
-  }
-
-  // --- lanes --------------------------------------------------------------
-
-  #enqueue<T>(
-    key: string,
-    target: string | undefined,
-    build: (resolve: (value: T) => void, reject: (error: unknown) => void) => PendingOp['apply'],
-  ): Promise<T> {
-    if (this.#stopped) return Promise.reject(new HoldsUnavailableError('the hold store is shut down'));
-    if (this.#pending >= this.#settings.pendingOpsMax)
-      return Promise.reject(new HoldsOverloadedError(this.#settings.pendingOpsMax));
-    return new Promise<T>((resolve, reject) => {
-      let lane = this.#lanes.get(key);
-      if (lane === undefined)
-        lane = { key, cached: undefined, queue: [], running: false, archived: new Set(), archiving: false };
-      else this.#lanes.delete(key);
-      this.#lanes.set(key, lane);
-      lane.queue.push({ target, apply: build(resolve, reject), reject });
-      this.#pending++;
-      this.#stats.operations++;
-      if (!lane.running) this.#schedule(lane);
-    });
-  }
-
-  /**
-   * Lanes with work start their next write together, on the next turn of the
-   * event loop. Why wait a turn: nats.js sends what was published since its
-   * last flush in one socket write, and it flushes at the end of the current
-   * microtask run. Writes started one by one from separate continuations each
-   * paid a write(2) (a fifth of the CPU at 1,000 accounts); started from one
-   * callback they share it. Operations on one account that arrive during the
-   * turn also join its batch.
-   */
-  #schedule(lane: Lane): void {
-    this.#ready.add(lane);
-    if (this.#tickScheduled) return;
-    this.#tickScheduled = true;
-    setImmediate(this.#tick);
-  }
-
-  readonly #tick = (): void => {
-    this.#tickScheduled = false;
-    const lanes = [...this.#ready];
-    this.#ready.clear();
-    for (const lane of lanes) this.#runBatch(lane);
-  };
-
-  #runBatch(lane: Lane): void {
-    lane.running = true;
-    const batch = lane.queue.splice(0, this.#settings.batchOpsMax);
-    this.#commit(lane, batch)
-      .catch((error: unknown) => {
-        // A bug (a transition threw, a state would not encode): fail this batch, keep the lane usable.
-        lane.cached = undefined;
-        for (const op of batch) op.reject(error);
-      })
-      .finally(() => {
-        lane.running = false;
-        this.#pending -= batch.length;
-        if (lane.queue.length > 0) this.#schedule(lane);
-        else this.#evictIdle();
-        if (this.#pending === 0) for (const idle of this.#idleWaiters.splice(0)) idle();
-      });
-  }
-
-  /** Answers every operation of `batch`, whatever happens. */
-  async #commit(lane: Lane, batch: PendingOp[]): Promise<void> {
-    const { attemptsMax } = this.#settings;
-    let conflicts = 0;
-    for (let attempt = 1; attempt <= attemptsMax; attempt++) {
-      let snapshot = lane.cached;
-      const fresh = snapshot === undefined;
-      if (snapshot === undefined) {
-        try {
-          snapshot = await this.#read(lane.key);
-        } catch (error) {
-          for (const op of batch) op.reject(error);
-          return;
-        }
-      }
-      const nowMs = this.#clock();
-      let archived: Archived | undefined;
-      try {
-        archived = await this.#lookUpArchived(
-          lane.key,
-          snapshot.state,
-          batch.map((op) => op.target),
-          nowMs,
-        );
-      } catch (error) {
-        for (const op of batch) op.reject(error);
-        return;
-      }
-      let state = snapshot.state;
-      const settles: (() => void)[] = [];
-      for (const op of batch) {
-        const step = op.apply(state, nowMs, archived);
-        state = step.state;
-        settles.push(step.settle);
-      }
-
-      if (state === snapshot.state) {
-        // Nothing to write. The answers stand only if the state is current: a
-        // cached one may be stale (another process wrote since), so read again.
-        if (!fresh) {
-          lane.cached = undefined;
-          continue;
-        }
-        lane.cached = snapshot;
-        this.#stats.batches++;
-        for (const settle of settles) settle();
-        return;
-      }
-
-      // Rides on a write the batch makes anyway: records whose archive put was acknowledged leave the value.
-      if (lane.archived.size > 0) state = dropArchived(state, lane.archived);
-      try {
-        const revision = await this.#write(lane.key, state, snapshot.revision);
-        lane.cached = { state, revision };
-        this.#onWrite?.(snapshot.state, state, nowMs);
-        this.#stats.batches++;
-        for (const settle of settles) settle();
-        this.#archiveLater(lane, state);
-        return;
-      } catch (error) {
-        lane.cached = undefined;
-        if (!isConflict(error)) {
-          const failure =
-            error instanceof HoldError
-              ? error
-              : new HoldsUnavailableError(
-                  `writing hold account ${lane.key} (the write may or may not have been stored): ${messageOf(error)}`,
-                  error,
-                );
-          for (const op of batch) op.reject(failure);
-          return;
-        }
-        conflicts++;
-        this.#stats.conflicts++;
-        if (attempt < attemptsMax) await this.#backoff(conflicts);
-      }
-    }
-    this.#stats.contentionExhausted++;
-    const exhausted = new ContentionExhaustedError(lane.key, attemptsMax);
-    for (const op of batch) op.reject(exhausted);
-  }
-
-  /**
-   * The archived records of the ids in `targets` that `state` lacks, within
-   * retention; undefined when the value says nothing of its closed records
-   * can be there. Called after `state` was read (or written): every record a
-   * write up to it dropped was acknowledged by the archive before that write.
-   */
-  async #lookUpArchived(
-    key: string,
-    state: AccountState,
-    targets: readonly (string | undefined)[],
-    nowMs: number,
-  ): Promise<Archived | undefined> {
-    if (!archiveMayHold(state, nowMs, this.#limits)) return undefined;
-    const missing = new Set<string>();
-    for (const id of targets) if (id !== undefined && findHold(state, id) === undefined) missing.add(id);
-    if (missing.size === 0) return undefined;
-    const floorMs = nowMs - this.#limits.closedRetentionMs;
-    const found = new Map<string, ClosedHold>();
-    await Promise.all(
-      [...missing].map(async (id) => {
-        let entry;
-        try {
-          entry = await this.#archive.get(holdIdOf(key, id));
-        } catch (error) {
-          throw new HoldsUnavailableError(`reading archived hold ${holdIdOf(key, id)}: ${messageOf(error)}`, error);
-        }
-        this.#stats.archiveReads++;
-        if (entry === null || entry.operation !== 'PUT') return;
-        const record = decodeClosedRecord(entry.string());
-        if (record.id === id && record.closedMs > floorMs) found.set(id, record);
-      }),
-    );
-    return found;
-  }
-
-  /**
-   * Puts the value's oldest closed records into the archive, off the answer
-   * path, one round at a time per account; once acknowledged, the account's
-   * next write drops them (#commit). A failed round leaves them in the value,
-   * which retries with the next write (closedHoldsMax still bounds it).
-   */
-  #archiveLater(lane: Lane, state: AccountState): void {
-    // Forget what this value no longer holds, so the set stays within the value's own records.
-    if (lane.archived.size > 0) {
-      const present = new Set(state.closed.map(closedRecordText));
-      for (const text of lane.archived) if (!present.has(text)) lane.archived.delete(text);
-    }
-    if (lane.archiving) return;
-    const due = archiveCandidates(state, this.#limits).filter((record) => !lane.archived.has(closedRecordText(record)));
-    if (due.length === 0) return;
-    lane.archiving = true;
-    Promise.all(
-      due.map(async (record) => {
-        const text = closedRecordText(record);
-        await this.#archive.put(holdIdOf(lane.key, record.id), text);
-        return text;
-      }),
-    )
-      .then((texts) => {
-        for (const text of texts) lane.archived.add(text);
-        this.#stats.archived += texts.length;
-        this.#onArchive?.({ archived: texts.length });
-      })
-      .catch((error: unknown) => {
-        this.#stats.archiveFailures++;
-        this.#onArchive?.({ failed: error });
-      })
-      .finally(() => {
-        lane.archiving = false;
-      });
-  }
-
-  #backoff(conflicts: number): Promise<void> {
-    const { backoffBaseMs, backoffMaxMs } = this.#settings;
-    // Full jitter: processes that collided spread out instead of colliding again in step.
-    const ceilingMs = Math.min(backoffMaxMs, backoffBaseMs * 2 ** Math.min(conflicts - 1, 30));
-    const delayMs = Math.random() * ceilingMs;
-    return delayMs < 0.5 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, delayMs));
-  }
-
-  #evictIdle(): void {
-    let excess = this.#lanes.size - this.#settings.cachedAccountsMax;
-    if (excess <= 0) return;
-    // Bounded by the map's size; busy lanes are skipped and evicted on a later call.
-    for (const [key, lane] of this.#lanes) {
-      if (excess <= 0) break;
-      if (lane.running || lane.queue.length > 0 || this.#ready.has(lane)) continue;
-      this.#lanes.delete(key);
-      excess--;
-    }
   }
 }

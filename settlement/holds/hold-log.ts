@@ -1,0 +1,637 @@
+/**
+ * The log engine of the hold store (engine 'log'): accounts are hashed onto
+ * `logShards` subjects of one stream, every process follows the whole stream
+ * and keeps each shard's accounts in memory, and a batch of operations on any
+ * accounts of one shard is one append, made with an expected last subject
+ * sequence. That is JetStream's compare-and-set on the shard — the primitive
+ * KV's update is made of — so the arbiter and what it guarantees are the KV
+ * engine's; what changes is that one append decides many accounts, where KV
+ * needs one compare-and-set per account.
+ *
+ *   submitted operation ──▶ shard queue (one append in flight per shard per process)
+ *                             ▼ ≤ batchOpsMax operations, any accounts of the shard
+ *      accounts in memory at shard sequence S ──▶ pure transitions (hold-account.ts)
+ *                             ▼
+ *      publish(<bucket>.log.<shard>, post-images, expected last subject sequence S)
+ *        ok (S') ─▶ keep the post-images, S := S', answer the batch
+ *        wrong last sequence N ─▶ wait for the follower to apply N, re-apply, ≤ attemptsMax
+ *        other error ─▶ holds_unavailable (the append's outcome is unknown: if stored, the follower applies it)
+ *
+ * A message is one line per account it changed, `<account key>\t<account>`,
+ * the account in hold-account.ts' stored form: its open holds after the
+ * batch, and as `closed` only the records the batch closed. Closed records
+ * live in memory, per account, for closedRetentionMs (bounded per process by
+ * logClosedRecordsMax), not in later post-images: that is what keeps an
+ * append small however busy the account, with no archive.
+ *
+ * The follower (an ordered consumer from the stream's start) applies every
+ * message on a shard past the sequence that shard is known at; one this
+ * process appended is known at its ack already. Invariant: a shard's
+ * accounts reflect every message of its subject up to its sequence, because
+ * an append succeeds only when no other message came after that sequence.
+ *
+ * What a process restarting replays: the stream keeps a message max_age =
+ * ttlMaxMs + closedRetentionMs + 1 min. By then every hold it lists has
+ * expired and every record it added is past retention, so the window is
+ * everything the state needs — and all a process replays before it answers.
+ * No snapshots yet: that window, and the replay, grow with ttlMaxMs and the
+ * traffic (docs/holds.md).
+ */
+import {
+  DeliverPolicy,
+  DiscardPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  jetstreamManager,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type StreamInfo,
+} from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
+import {
+  AccountStateCorruptError,
+  decodeAccount,
+  emptyAccount,
+  encodeAccount,
+  type AccountLimits,
+  type AccountState,
+  type Archived,
+  type ClosedHold,
+} from './hold-account.js';
+import { ContentionExhaustedError, HoldError, HoldsUnavailableError } from './hold-errors.js';
+import type { HoldKvHooks } from './hold-kv.js';
+import { messageOf } from './hold-kv.js';
+import { emptyEngineStats, type AccountRead, type HoldEngine, type OpenCount, type PendingOp } from './hold-op.js';
+import type { HoldStoreSettings } from './hold-options.js';
+
+export function logStreamOf(bucket: string): string {
+  return `${bucket}_log`;
+}
+
+/** Which shard an account key belongs to: FNV-1a over its UTF-16 code units, so every process agrees. */
+export function shardOf(key: string, shards: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    hash ^= key.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % shards;
+}
+
+const shardsDescription = /(\d+) shards/;
+const wrongLastSequenceText = /wrong last sequence: (\d+)/;
+
+interface Account {
+  /** Open holds; `closed` is always empty here (records live in `closed` below). */
+  state: AccountState;
+  closed: Map<string, ClosedHold> | undefined;
+}
+
+interface Item {
+  readonly key: string;
+  readonly op: PendingOp;
+}
+
+interface Shard {
+  readonly index: number;
+  readonly subject: string;
+  /** The stream sequence of the last message of this subject that `accounts` reflects (0: none). */
+  seq: number;
+  readonly accounts: Map<string, Account>;
+  queue: Item[];
+  running: boolean;
+  waiters: { seq: number; resolve: () => void }[];
+}
+
+/** A closed record's place in the per-process retention queue. */
+interface Retained {
+  readonly shard: Shard;
+  readonly key: string;
+  readonly record: ClosedHold;
+}
+
+/** The records of one account within retention, as the transitions look them up (Archived). */
+class RetainedView implements Archived {
+  constructor(
+    readonly records: Map<string, ClosedHold>,
+    readonly floorMs: number,
+  ) {}
+  get(id: string): ClosedHold | undefined {
+    const record = this.records.get(id);
+    return record !== undefined && record.closedMs > this.floorMs ? record : undefined;
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export class HoldLog implements HoldEngine {
+  readonly #js: JetStreamClient;
+  readonly #jsm: JetStreamManager;
+  readonly #stream: string;
+  readonly #settings: Readonly<HoldStoreSettings>;
+  readonly #limits: AccountLimits;
+  readonly #messageBytesMax: number;
+  readonly #hooks: HoldKvHooks;
+  readonly #shards: Shard[];
+  readonly #bySubject = new Map<string, Shard>();
+  readonly #ready = new Set<Shard>();
+  #tickScheduled = false;
+  // Oldest first (by arrival; expiries can arrive with older closedMs, and leave a little later).
+  #retained: Retained[] = [];
+  #retainedHead = 0;
+  #messages: ConsumerMessages | undefined;
+  #followed: Promise<void> | undefined;
+  #followError: unknown;
+  readonly #stats = emptyEngineStats();
+
+  private constructor(
+    js: JetStreamClient,
+    jsm: JetStreamManager,
+    settings: Readonly<HoldStoreSettings>,
+    limits: AccountLimits,
+    messageBytesMax: number,
+    hooks: HoldKvHooks,
+  ) {
+    this.#js = js;
+    this.#jsm = jsm;
+    this.#stream = logStreamOf(settings.bucket);
+    this.#settings = settings;
+    // A batch may close many holds of one account at once: the per-write cap on closed records must not drop any.
+    this.#limits = Object.freeze({
+      ...limits,
+      closedHoldsMax: Math.max(limits.closedHoldsMax, settings.batchOpsMax + limits.openHoldsMax),
+    });
+    this.#messageBytesMax = messageBytesMax;
+    this.#hooks = hooks;
+    this.#shards = Array.from({ length: settings.logShards }, (_, index) => ({
+      index,
+      subject: `${settings.bucket}.log.${index}`,
+      seq: 0,
+      accounts: new Map(),
+      queue: [],
+      running: false,
+      waiters: [],
+    }));
+    for (const shard of this.#shards) this.#bySubject.set(shard.subject, shard);
+  }
+
+  /** Opens (creating if missing) the log stream and replays it; resolves once every shard is current. */
+  static async open(
+    nc: NatsConnection,
+    js: JetStreamClient,
+    settings: Readonly<HoldStoreSettings>,
+    limits: AccountLimits,
+    maxPayload: number,
+    hooks: HoldKvHooks,
+  ): Promise<HoldLog> {
+    const jsm = await jetstreamManager(nc, { timeout: settings.requestTimeoutMs });
+    const name = logStreamOf(settings.bucket);
+    const maxAgeMs = settings.ttlMaxMs + settings.closedRetentionMs + 60_000;
+    const description = `drawdown credit holds: the log of ${settings.logShards} shards of accounts`;
+    let info;
+    try {
+      info = await jsm.streams.info(name);
+    } catch (error) {
+      if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound)) throw error;
+      info = await addOrFind(jsm, name, {
+        name,
+        subjects: [`${settings.bucket}.log.*`],
+        storage: StorageType.File,
+        retention: RetentionPolicy.Limits,
+        num_replicas: settings.replicas,
+        max_age: maxAgeMs * 1_000_000,
+        max_bytes: settings.logBytesMax,
+        // Full: appends are refused (holds_unavailable) rather than old messages, which may hold open holds, dropped.
+        discard: DiscardPolicy.New,
+        max_msg_size: maxPayload,
+        // A shard's last sequence is read from the stream leader: a direct get may be answered by a lagging replica.
+        allow_direct: false,
+        description,
+      });
+    }
+    const shards = Number(shardsDescription.exec(info.config.description ?? '')?.[1]);
+    if (shards !== settings.logShards)
+      throw new RangeError(
+        `stream ${name} was made for ${Number.isNaN(shards) ? 'an unknown number of' : shards} shards, not logShards ${settings.logShards}: accounts would be decided on the wrong shard`,
+      );
+    const keptMs = info.config.max_age / 1_000_000;
+    if (info.config.max_age > 0 && keptMs < maxAgeMs)
+      throw new RangeError(
+        `stream ${name} keeps messages ${keptMs} ms, less than ttlMaxMs + closedRetentionMs + 1 min (${maxAgeMs}): a process starting would miss open holds; raise its max_age`,
+      );
+    const log = new HoldLog(
+      js,
+      jsm,
+      settings,
+      limits,
+      Math.min(maxPayload, info.config.max_msg_size > 0 ? info.config.max_msg_size : maxPayload) - 4096,
+      hooks,
+    );
+    await log.#follow(info.state.messages === 0 ? 0 : info.state.last_seq);
+    return log;
+  }
+
+  stats() {
+    return { ...this.#stats };
+  }
+
+  submit(key: string, op: PendingOp): void {
+    const shard = this.#shards[shardOf(key, this.#shards.length)]!;
+    shard.queue.push({ key, op });
+    if (!shard.running) this.#schedule(shard);
+  }
+
+  async read(key: string, _targets: readonly string[], nowMs: number): Promise<AccountRead> {
+    const shard = this.#shards[shardOf(key, this.#shards.length)]!;
+    await this.#current(shard);
+    const account = shard.accounts.get(key);
+    return {
+      state: account?.state ?? emptyAccount,
+      revision: shard.seq,
+      archived:
+        account?.closed === undefined
+          ? undefined
+          : new RetainedView(account.closed, nowMs - this.#limits.closedRetentionMs),
+    };
+  }
+
+  async countOpen(accountsMax: number, nowMs: number): Promise<OpenCount> {
+    // Every account is in memory here: no reads.
+    let open = 0;
+    let accounts = 0;
+    for (const shard of this.#shards) {
+      for (const { state } of shard.accounts.values()) {
+        if (state.holds.length === 0) continue;
+        if (accounts >= accountsMax) return { open, accounts, complete: false };
+        accounts++;
+        for (const hold of state.holds) if (hold.expiresMs > nowMs) open++;
+      }
+    }
+    return { open, accounts, complete: true };
+  }
+
+  async close(): Promise<void> {
+    const messages = this.#messages;
+    this.#messages = undefined;
+    if (messages !== undefined) {
+      messages.stop();
+      await this.#followed;
+    }
+  }
+
+  // --- the follower ---------------------------------------------------------
+
+  /** Starts following the stream from its first message; resolves once it delivered `untilSeq`. */
+  async #follow(untilSeq: number): Promise<void> {
+    // The whole stream (it holds only the shards' subjects): nats-server 2.9 takes no filter_subjects here.
+    const consumer = await this.#js.consumers.get(this.#stream, { deliver_policy: DeliverPolicy.All });
+    const messages = await consumer.consume({ max_messages: 1_000 });
+    this.#messages = messages;
+    let caughtUp!: () => void;
+    const ready = new Promise<void>((resolve) => (caughtUp = resolve));
+    if (untilSeq === 0) caughtUp();
+    this.#followed = (async () => {
+      try {
+        for await (const message of messages) {
+          this.#apply(message.subject, message.seq, message.data);
+          // pending 0: nothing after it (the last message may have aged out since the stream's info was read).
+          if (message.seq >= untilSeq || message.info.pending === 0) caughtUp();
+        }
+      } catch (error) {
+        this.#followError = error;
+      }
+      caughtUp();
+    })();
+    await ready;
+    if (this.#followError !== undefined)
+      throw new HoldsUnavailableError(`replaying ${this.#stream}: ${messageOf(this.#followError)}`, this.#followError);
+  }
+
+  /** Applies a message another process (or this one, unacknowledged) appended. */
+  #apply(subject: string, seq: number, data: Uint8Array): void {
+    const shard = this.#bySubject.get(subject);
+    if (shard === undefined || seq <= shard.seq) return;
+    const nowMs = this.#hooks.clock();
+    for (const line of decoder.decode(data).split('\n')) {
+      const tab = line.indexOf('\t');
+      // Not written by this code: the shard's state is unknown from here, so the follower stops and every
+      // append and read of this process refuses (holds_unavailable) rather than deciding from it.
+      if (tab < 1) throw new AccountStateCorruptError(`${subject} sequence ${seq} has a line without an account key`);
+      this.#keep(shard, line.slice(0, tab), decodeAccount(line.slice(tab + 1)), nowMs);
+    }
+    this.#stats.applied++;
+    this.#advance(shard, seq);
+  }
+
+  #advance(shard: Shard, seq: number): void {
+    shard.seq = seq;
+    if (shard.waiters.length === 0) return;
+    shard.waiters = shard.waiters.filter((waiter) => {
+      if (waiter.seq > seq) return true;
+      waiter.resolve();
+      return false;
+    });
+  }
+
+  /** Resolves once the shard reflects sequence `seq`; refuses after the request timeout. */
+  #caughtUpTo(shard: Shard, seq: number): Promise<void> {
+    if (shard.seq >= seq) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        shard.waiters = shard.waiters.filter((waiter) => waiter !== entry);
+        reject(
+          new HoldsUnavailableError(
+            `the holds log's follower has not reached ${this.#stream} sequence ${seq} on shard ${shard.index} in ${this.#settings.requestTimeoutMs} ms`,
+          ),
+        );
+      }, this.#settings.requestTimeoutMs);
+      const entry = {
+        seq,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      shard.waiters.push(entry);
+    });
+  }
+
+  /** The shard's last sequence on the stream leader; the shard then reflects it (a fresh read). */
+  async #current(shard: Shard): Promise<void> {
+    const last = await this.#lastSeq(shard);
+    if (last > shard.seq) await this.#caughtUpTo(shard, last);
+    else if (last < shard.seq) this.#rewound(shard, last);
+  }
+
+  async #lastSeq(shard: Shard): Promise<number> {
+    this.#stats.reads++;
+    try {
+      const message = await this.#jsm.streams.getMessage(this.#stream, { last_by_subj: shard.subject });
+      return message === null ? 0 : message.seq;
+    } catch (error) {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.NoMessageFound) return 0;
+      throw new HoldsUnavailableError(`reading the last sequence of ${shard.subject}: ${messageOf(error)}`, error);
+    }
+  }
+
+  /**
+   * The subject's last message is older than the shard's: the shard's messages aged out (max_age: what they
+   * held has expired), or a leader change lost the newest (nats-server before 2.11). Either way the next append
+   * must name what the stream holds.
+   */
+  #rewound(shard: Shard, last: number): void {
+    shard.seq = last;
+  }
+
+  // --- state in memory ------------------------------------------------------
+
+  /** Makes `state` (a post-image: open holds, plus the records its batch closed) the account's state. */
+  #keep(shard: Shard, key: string, state: AccountState, nowMs: number): void {
+    let account = shard.accounts.get(key);
+    if (account === undefined) {
+      account = { state: emptyAccount, closed: undefined };
+      shard.accounts.set(key, account);
+    }
+    account.state =
+      state.closed.length === 0 && state.archivedMs === 0
+        ? state
+        : { held: state.held, holds: state.holds, closed: [], archivedMs: 0 };
+    if (state.closed.length > 0) {
+      account.closed ??= new Map();
+      for (const record of state.closed) {
+        account.closed.set(record.id, record);
+        this.#retained.push({ shard, key, record });
+      }
+    }
+    this.#forget(nowMs);
+  }
+
+  /** Drops closed records past retention, or beyond logClosedRecordsMax (counted), and accounts left empty. */
+  #forget(nowMs: number): void {
+    const floorMs = nowMs - this.#limits.closedRetentionMs;
+    const retained = this.#retained;
+    while (this.#retainedHead < retained.length) {
+      const oldest = retained[this.#retainedHead]!;
+      const over = retained.length - this.#retainedHead > this.#settings.logClosedRecordsMax;
+      if (!over && oldest.record.closedMs > floorMs) break;
+      if (over && oldest.record.closedMs > floorMs) this.#stats.closedForgotten++;
+      this.#retainedHead++;
+      const account = oldest.shard.accounts.get(oldest.key);
+      if (account?.closed?.get(oldest.record.id) !== oldest.record) continue;
+      account.closed.delete(oldest.record.id);
+      if (account.closed.size === 0) {
+        account.closed = undefined;
+        if (account.state.holds.length === 0) oldest.shard.accounts.delete(oldest.key);
+      }
+    }
+    if (this.#retainedHead > 4_096 && this.#retainedHead * 2 > retained.length) {
+      this.#retained = retained.slice(this.#retainedHead);
+      this.#retainedHead = 0;
+    }
+  }
+
+  // --- appends --------------------------------------------------------------
+
+  /** Shards with work start their next append together, on the next turn (hold-kv.ts #schedule says why). */
+  #schedule(shard: Shard): void {
+    this.#ready.add(shard);
+    if (this.#tickScheduled) return;
+    this.#tickScheduled = true;
+    setImmediate(this.#tick);
+  }
+
+  readonly #tick = (): void => {
+    this.#tickScheduled = false;
+    const shards = [...this.#ready];
+    this.#ready.clear();
+    for (const shard of shards) this.#run(shard);
+  };
+
+  #run(shard: Shard): void {
+    shard.running = true;
+    const batch = shard.queue.splice(0, this.#settings.batchOpsMax);
+    this.#commit(shard, batch)
+      .catch((error: unknown) => {
+        // A bug (a transition threw, a state would not encode): fail this batch, keep the shard usable.
+        for (const item of batch) item.op.reject(error);
+      })
+      .finally(() => {
+        shard.running = false;
+        if (shard.queue.length > 0) this.#schedule(shard);
+      });
+  }
+
+  /** Answers every operation of `batch`, whatever happens (those that do not fit one message go back first in line). */
+  async #commit(shard: Shard, batch: Item[]): Promise<void> {
+    const { attemptsMax } = this.#settings;
+    const retentionMs = this.#limits.closedRetentionMs;
+    for (let attempt = 1; attempt <= attemptsMax; attempt++) {
+      if (this.#followError !== undefined) {
+        const failure = new HoldsUnavailableError(`following ${this.#stream}: ${messageOf(this.#followError)}`);
+        for (const item of batch) item.op.reject(failure);
+        return;
+      }
+      const nowMs = this.#hooks.clock();
+      // The sequence the transitions below decide at: the follower may move the shard on while this waits.
+      const at = shard.seq;
+      const byAccount = new Map<string, Item[]>();
+      for (const item of batch) {
+        const items = byAccount.get(item.key);
+        if (items === undefined) byAccount.set(item.key, [item]);
+        else items.push(item);
+      }
+      const changed: { key: string; before: AccountState; after: AccountState }[] = [];
+      const settles: (() => void)[] = [];
+      const lines: string[] = [];
+      let bytes = 0;
+      let deferred: Item[] | undefined;
+      for (const [key, items] of byAccount) {
+        const account = shard.accounts.get(key);
+        const before = account?.state ?? emptyAccount;
+        const archived =
+          account?.closed === undefined ? undefined : new RetainedView(account.closed, nowMs - retentionMs);
+        let state = before;
+        const own: (() => void)[] = [];
+        for (const { op } of items) {
+          const step = op.apply(state, nowMs, archived);
+          state = step.state;
+          own.push(step.settle);
+        }
+        if (state !== before) {
+          const line = `${key}\t${encodeAccount(state)}`;
+          const size = Buffer.byteLength(line) + 1;
+          if (lines.length > 0 && bytes + size > this.#messageBytesMax) {
+            (deferred ??= []).push(...items);
+            continue;
+          }
+          bytes += size;
+          lines.push(line);
+          changed.push({ key, before, after: state });
+        }
+        settles.push(...own);
+      }
+      if (deferred !== undefined) {
+        // Their transitions are discarded (they are pure): they run again in the next append, against its state.
+        const later = new Set(deferred);
+        batch = batch.filter((item) => !later.has(item));
+        shard.queue.unshift(...deferred);
+      }
+
+      if (changed.length === 0) {
+        // Nothing to append. The answers stand only if the shard is current: another process may have appended.
+        let last;
+        try {
+          last = await this.#lastSeq(shard);
+        } catch (error) {
+          for (const item of batch) item.op.reject(error);
+          return;
+        }
+        if (last > at) {
+          if (!(await this.#waited(shard, last, batch))) return;
+          continue;
+        }
+        if (last < at && shard.seq === at) this.#rewound(shard, last);
+        this.#stats.batches++;
+        for (const settle of settles) settle();
+        return;
+      }
+
+      const body = encoder.encode(lines.join('\n'));
+      const expected = at;
+      try {
+        const ack = await this.#js.publish(shard.subject, body, {
+          expect: { lastSubjectSequence: expected },
+          timeout: this.#settings.requestTimeoutMs,
+        });
+        this.#stats.writes++;
+        this.#stats.bytesWritten += body.length;
+        // The follower may have delivered this very message already (and more after it): then it is applied.
+        if (shard.seq < ack.seq) {
+          for (const { key, after } of changed) this.#keep(shard, key, after, nowMs);
+          this.#advance(shard, ack.seq);
+        }
+        for (const { before, after } of changed) this.#hooks.onWrite?.(before, after, nowMs);
+        this.#stats.batches++;
+        for (const settle of settles) settle();
+        return;
+      } catch (error) {
+        let last = wrongLastSequence(error);
+        if (last === null) {
+          try {
+            last = await this.#lastSeq(shard);
+          } catch (failure) {
+            for (const item of batch) item.op.reject(failure);
+            return;
+          }
+        }
+        if (last === undefined) {
+          const failure =
+            error instanceof HoldError
+              ? error
+              : new HoldsUnavailableError(
+                  `appending to ${shard.subject} (the append may or may not have been stored): ${messageOf(error)}`,
+                  error,
+                );
+          for (const item of batch) item.op.reject(failure);
+          return;
+        }
+        this.#stats.conflicts++;
+        if (last > expected) {
+          if (!(await this.#waited(shard, last, batch))) return;
+        } else if (last < expected && shard.seq === expected) {
+          this.#rewound(shard, last);
+        }
+      }
+    }
+    this.#stats.contentionExhausted++;
+    const exhausted = new ContentionExhaustedError(shard.subject, attemptsMax);
+    for (const item of batch) item.op.reject(exhausted);
+  }
+
+  /** Waits for the shard to reach `seq`; false (the batch refused) when the follower does not get there in time. */
+  async #waited(shard: Shard, seq: number, batch: Item[]): Promise<boolean> {
+    try {
+      await this.#caughtUpTo(shard, seq);
+      return true;
+    } catch (error) {
+      for (const item of batch) item.op.reject(error);
+      return false;
+    }
+  }
+}
+
+/** Adds the stream; when another process added it meanwhile (a refused add), its info. */
+async function addOrFind(
+  jsm: JetStreamManager,
+  name: string,
+  config: Parameters<JetStreamManager['streams']['add']>[0],
+): Promise<StreamInfo> {
+  try {
+    return await jsm.streams.add(config);
+  } catch (error) {
+    try {
+      return await jsm.streams.info(name);
+    } catch {
+      throw error;
+    }
+  }
+}
+
+/**
+ * The subject's actual last sequence, when `error` refused an append for naming another (null: refused so, in a
+ * form without the number); undefined for any other error.
+ */
+function wrongLastSequence(error: unknown): number | null | undefined {
+  if (!(error instanceof JetStreamApiError)) return undefined;
+  if (
+    error.code !== JetStreamApiCodes.StreamWrongLastSequence &&
+    error.code !== JetStreamApiCodes.StreamWrongLastSequenceUnknown
+  )
+    return undefined;
+  const match = wrongLastSequenceText.exec(error.message);
+  return match === null ? null : Number(match[1]);
+}

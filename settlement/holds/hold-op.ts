@@ -1,0 +1,81 @@
+/**
+ * An operation on one account as the hold store hands it to its engine (KV
+ * or log): a pure transition to run on the account's current state, and how
+ * to answer the caller. The engine runs `apply` as often as it must (each
+ * retry after a conflict), and answers exactly once: `settle` after the
+ * state `apply` returned is stored, or `reject`.
+ */
+import type { AccountState, Archived } from './hold-account.js';
+
+export interface PendingOp {
+  /** The hold (id suffix) it names, if any: the engine finds its closed record when the state lacks it. */
+  readonly target: string | undefined;
+  apply(
+    state: AccountState,
+    nowMs: number,
+    archived: Archived | undefined,
+  ): { state: AccountState; settle: () => void };
+  reject(error: unknown): void;
+}
+
+/** An account's state as of a fresh read, with the closed records of the ids asked for that it lacks. */
+export interface AccountRead {
+  state: AccountState;
+  /** KV: the value's revision (0: never written). Log: the shard's last sequence. */
+  revision: number;
+  archived: Archived | undefined;
+}
+
+export interface OpenCount {
+  open: number;
+  accounts: number;
+  complete: boolean;
+}
+
+/** What the store needs of an engine. */
+export interface HoldEngine {
+  /** Queues `op` on the account; it is answered through op.apply's settle or op.reject. */
+  submit(key: string, op: PendingOp): void;
+  read(key: string, targets: readonly string[], nowMs: number): Promise<AccountRead>;
+  countOpen(accountsMax: number, nowMs: number): Promise<OpenCount>;
+  stats(): EngineStats;
+  /** Stops background work; called after every submitted operation was answered. */
+  close(): Promise<void>;
+}
+
+export interface EngineStats {
+  /** Batches committed (written, or answered from a fresh read). */
+  batches: number;
+  /** KV: compare-and-sets. Log: appends. */
+  writes: number;
+  /** Bytes of the values (KV) or messages (log) written. */
+  bytesWritten: number;
+  /** KV: value reads. Log: reads of a shard's last sequence. */
+  reads: number;
+  /** Writes refused because another process wrote first. */
+  conflicts: number;
+  contentionExhausted: number;
+  /** KV: closed records put into the archive bucket, lookups there, and rounds of puts that failed (retried later). */
+  archived: number;
+  archiveReads: number;
+  archiveFailures: number;
+  /** Log: messages of other processes applied; closed records forgotten before retention (logClosedRecordsMax). */
+  applied: number;
+  closedForgotten: number;
+}
+
+export function emptyEngineStats(): EngineStats {
+  return {
+    batches: 0,
+    writes: 0,
+    bytesWritten: 0,
+    reads: 0,
+    conflicts: 0,
+    contentionExhausted: 0,
+    archived: 0,
+    archiveReads: 0,
+    archiveFailures: 0,
+    applied: 0,
+    closedForgotten: 0,
+  };
+}
