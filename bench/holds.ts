@@ -381,6 +381,18 @@ async function main(): Promise<void> {
     report(
       await rawCas(kv, hotKey, hotSized, seconds, 1, pid, `raw CAS, 1 hot key, ${hotSized.length} B (holds' mean)`),
     );
+    await store.shutdown();
+
+    // The log engine on the same server: its own stream, the same accounts (they start empty there).
+    const logStore = await HoldStore.open(await open(), { engine: 'log' });
+    await holdPairs(logStore, customers, warmSeconds, concurrency, pid, 'warm-up', 'log-warm');
+    report(
+      await holdPairs(logStore, customers, seconds, concurrency, pid, `holds (log engine), ${accounts} accounts`, 'log'),
+    );
+    await holdPairs(logStore, hot, warmSeconds, concurrency, pid, 'warm-up', 'log-hot-warm');
+    report(await holdPairs(logStore, hot, seconds, concurrency, pid, 'holds (log engine), 1 hot account', 'log-hot'));
+    await logStore.shutdown();
+
     const logNc = await open();
     await (await jetstreamManager(logNc)).streams.add({ name: 'BENCH_HOLD_LOG', subjects: ['bench.holdlog.>'] });
     report(
@@ -393,7 +405,6 @@ async function main(): Promise<void> {
         `raw log append, ${logSubjects} subjects, ${logOpsPerMessage} ops per message`,
       ),
     );
-    await store.shutdown();
   } finally {
     await Promise.allSettled(connections.map((nc) => nc.close()));
     await server.stop();

@@ -194,8 +194,8 @@ for (const engine of ['kv', 'log'] as const) {
               'new',
               1,
             ]);
-            // Kept so long that a process starting finds every open hold: ttlMaxMs + closedRetentionMs + 1 min.
-            expect(log.config.max_age).toBe((3_600_000 + 120_000 + 60_000) * 1e6);
+            // logWindowMs: what a process starting replays (open holds are refreshed within it).
+            expect(log.config.max_age).toBe(600_000 * 1e6);
             const message = await jsm.streams.getMessage('drawdown_holds_log', { seq: log.state.last_seq });
             const [key, json] = message!.string().split('\t');
             expect(key).toBe(hold.id.split('.').slice(0, 2).join('.'));

@@ -30,12 +30,13 @@
  * accounts reflect every message of its subject up to its sequence, because
  * an append succeeds only when no other message came after that sequence.
  *
- * What a process restarting replays: the stream keeps a message max_age =
- * ttlMaxMs + closedRetentionMs + 1 min. By then every hold it lists has
- * expired and every record it added is past retention, so the window is
- * everything the state needs — and all a process replays before it answers.
- * No snapshots yet: that window, and the replay, grow with ttlMaxMs and the
- * traffic (docs/holds.md).
+ * What a process starting replays: the stream keeps a message logWindowMs
+ * (max_age), at least closedRetentionMs + 30 s, so every closed record still
+ * retained is in it. An account's open holds are in its latest post-image;
+ * every process re-appends (refreshes) an account whose open holds were last
+ * written over half the window ago, so while any process runs, every open
+ * hold is in the window. The window is everything the state needs, and all a
+ * process replays before it answers (docs/holds.md).
  */
 import {
   DeliverPolicy,
@@ -54,6 +55,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import {
   AccountStateCorruptError,
   decodeAccount,
+  prune,
   emptyAccount,
   encodeAccount,
   type AccountLimits,
@@ -88,12 +90,19 @@ interface Account {
   /** Open holds; `closed` is always empty here (records live in `closed` below). */
   state: AccountState;
   closed: Map<string, ClosedHold> | undefined;
+  /** When its post-image was last appended or applied here (this process's clock): refreshed past half the window. */
+  writtenMs: number;
 }
 
 interface Item {
   readonly key: string;
   readonly op: PendingOp;
+  /** Append the account's post-image even when nothing changed (a refresh). */
+  readonly refresh?: true;
 }
+
+/** Accounts one refresh round re-appends at most; the rest wait for the next round. */
+const refreshAccountsMax = 10_000;
 
 interface Shard {
   readonly index: number;
@@ -146,6 +155,7 @@ export class HoldLog implements HoldEngine {
   #messages: ConsumerMessages | undefined;
   #followed: Promise<void> | undefined;
   #followError: unknown;
+  #refreshTimer: NodeJS.Timeout | undefined;
   readonly #stats = emptyEngineStats();
 
   private constructor(
@@ -190,7 +200,7 @@ export class HoldLog implements HoldEngine {
   ): Promise<HoldLog> {
     const jsm = await jetstreamManager(nc, { timeout: settings.requestTimeoutMs });
     const name = logStreamOf(settings.bucket);
-    const maxAgeMs = settings.ttlMaxMs + settings.closedRetentionMs + 60_000;
+    const maxAgeMs = settings.logWindowMs;
     const description = `drawdown credit holds: the log of ${settings.logShards} shards of accounts`;
     let info;
     try {
@@ -221,7 +231,7 @@ export class HoldLog implements HoldEngine {
     const keptMs = info.config.max_age / 1_000_000;
     if (info.config.max_age > 0 && keptMs < maxAgeMs)
       throw new RangeError(
-        `stream ${name} keeps messages ${keptMs} ms, less than ttlMaxMs + closedRetentionMs + 1 min (${maxAgeMs}): a process starting would miss open holds; raise its max_age`,
+        `stream ${name} keeps messages ${keptMs} ms, less than logWindowMs (${maxAgeMs}): refreshes would come too late, and open holds age out; raise its max_age or lower logWindowMs`,
       );
     const log = new HoldLog(
       js,
@@ -232,6 +242,8 @@ export class HoldLog implements HoldEngine {
       hooks,
     );
     await log.#follow(info.state.messages === 0 ? 0 : info.state.last_seq);
+    log.#refreshTimer = setInterval(() => log.#refresh(), Math.max(1_000, settings.logWindowMs / 8));
+    log.#refreshTimer.unref();
     return log;
   }
 
@@ -275,6 +287,7 @@ export class HoldLog implements HoldEngine {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#refreshTimer);
     const messages = this.#messages;
     this.#messages = undefined;
     if (messages !== undefined) {
@@ -393,9 +406,10 @@ export class HoldLog implements HoldEngine {
   #keep(shard: Shard, key: string, state: AccountState, nowMs: number): void {
     let account = shard.accounts.get(key);
     if (account === undefined) {
-      account = { state: emptyAccount, closed: undefined };
+      account = { state: emptyAccount, closed: undefined, writtenMs: nowMs };
       shard.accounts.set(key, account);
     }
+    account.writtenMs = nowMs;
     account.state =
       state.closed.length === 0 && state.archivedMs === 0
         ? state
@@ -435,6 +449,34 @@ export class HoldLog implements HoldEngine {
   }
 
   // --- appends --------------------------------------------------------------
+
+  /**
+   * Re-appends the accounts whose open holds (any not yet expired) were last written over half the window ago,
+   * before the stream ages that post-image out. Several processes may refresh one account: the appends stay in
+   * order, and the extra one costs one line.
+   */
+  #refresh(): void {
+    const nowMs = this.#hooks.clock();
+    const staleMs = nowMs - this.#settings.logWindowMs / 2;
+    let queued = 0;
+    for (const shard of this.#shards) {
+      for (const [key, account] of shard.accounts) {
+        if (queued >= refreshAccountsMax) return;
+        if (account.writtenMs > staleMs || !account.state.holds.some((hold) => hold.expiresMs > nowMs)) continue;
+        queued++;
+        this.#stats.refreshed++;
+        shard.queue.push({ key, op: this.#refreshOp, refresh: true });
+        if (!shard.running) this.#schedule(shard);
+      }
+    }
+  }
+
+  readonly #refreshOp: PendingOp = {
+    target: undefined,
+    apply: (state, nowMs) => ({ state: prune(state, nowMs, this.#limits), settle: () => {} }),
+    // A refresh that fails is retried by the next round (it runs every eighth of the window).
+    reject: () => {},
+  };
 
   /** Shards with work start their next append together, on the next turn (hold-kv.ts #schedule says why). */
   #schedule(shard: Shard): void {
@@ -501,7 +543,7 @@ export class HoldLog implements HoldEngine {
           state = step.state;
           own.push(step.settle);
         }
-        if (state !== before) {
+        if (state !== before || items.some((item) => item.refresh === true)) {
           const line = `${key}\t${encodeAccount(state)}`;
           const size = Buffer.byteLength(line) + 1;
           if (lines.length > 0 && bytes + size > this.#messageBytesMax) {

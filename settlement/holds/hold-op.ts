@@ -62,6 +62,8 @@ export interface EngineStats {
   /** Log: messages of other processes applied; closed records forgotten before retention (logClosedRecordsMax). */
   applied: number;
   closedForgotten: number;
+  /** Log: accounts re-appended so their open holds stay within the stream's window. */
+  refreshed: number;
 }
 
 export function emptyEngineStats(): EngineStats {
@@ -77,5 +79,6 @@ export function emptyEngineStats(): EngineStats {
     archiveFailures: 0,
     applied: 0,
     closedForgotten: 0,
+    refreshed: 0,
   };
 }

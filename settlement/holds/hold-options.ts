@@ -15,6 +15,13 @@ export const holdStoreDefaults = Object.freeze({
    * starts empty.
    */
   engine: 'kv' as 'kv' | 'log',
+  /**
+   * How long the log engine's stream keeps a message (its max_age), and so what a process starting replays. Every
+   * process re-appends an account whose open holds were last written over half of it ago, so no open hold ages out
+   * while any process runs. If every process is down longer than this, holds opened before are forgotten: raise it to
+   * ttlMaxMs + closedRetentionMs to rule that out, at the cost of replay time and disk.
+   */
+  logWindowMs: 10 * 60_000,
   /** The log engine's shards (subjects). Fixed once the log exists: opening it with another count is refused. */
   logShards: 16,
   /** The log engine: closed records kept in memory per process; past it the oldest are forgotten early (counted). */
@@ -23,7 +30,7 @@ export const holdStoreDefaults = Object.freeze({
    * The log stream's max_bytes when this process creates it (JetStream reserves it). Full, appends are refused
    * (holds_unavailable) rather than old messages dropped. What a second of holds costs: ~200 B per operation.
    */
-  logBytesMax: 1024 ** 3,
+  logBytesMax: 2 * 1024 ** 3,
   /** Bucket replicas when this process creates it: 3 on a JetStream cluster (RAFT), 1 on a single server. */
   replicas: 1,
   /** A hold's time to live when the caller names none. */
@@ -90,6 +97,7 @@ export type HoldStoreSettings = {
 // [min, max] per option; bucket and engine are checked separately.
 const ranges: Record<Exclude<keyof HoldStoreSettings, 'bucket' | 'engine'>, [number, number]> = {
   logShards: [1, 1_024],
+  logWindowMs: [60_000, 7 * 24 * 3_600_000],
   logClosedRecordsMax: [0, 100_000_000],
   logBytesMax: [1024 ** 2, 1024 ** 4],
   replicas: [1, 5],
@@ -139,6 +147,10 @@ export function fillHoldStoreSettings(options: Partial<HoldStoreSettings>): Read
   }
   if (settings.ttlDefaultMs > settings.ttlMaxMs)
     throw new RangeError(`ttlDefaultMs (${settings.ttlDefaultMs}) must not exceed ttlMaxMs (${settings.ttlMaxMs})`);
+  if (settings.engine === 'log' && settings.logWindowMs < settings.closedRetentionMs + 30_000)
+    throw new RangeError(
+      `logWindowMs (${settings.logWindowMs}) must be at least closedRetentionMs + 30 s (${settings.closedRetentionMs + 30_000}): closed holds are found in the log`,
+    );
   if (settings.backoffBaseMs > settings.backoffMaxMs)
     throw new RangeError(
       `backoffBaseMs (${settings.backoffBaseMs}) must not exceed backoffMaxMs (${settings.backoffMaxMs})`,
