@@ -64,6 +64,8 @@ const settlement: SettingName[] = [
   'holdTtlDefaultMs',
   'holdTtlMaxMs',
   'holdReleaseGraceMs',
+  'holdsEngine',
+  'holdsLogWindowMs',
   'holdsReplicas',
   'liveBalanceCacheMs',
   'holdsGaugeMs',

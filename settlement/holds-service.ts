@@ -20,6 +20,8 @@ export interface HoldsSettings {
   holdTtlDefaultMs: number;
   holdTtlMaxMs: number;
   holdReleaseGraceMs: number;
+  holdsEngine: string;
+  holdsLogWindowMs: number;
   holdsReplicas: number;
   liveBalanceCacheMs: number;
   holdsGaugeMs: number;
@@ -87,6 +89,8 @@ export async function startHolds(deps: {
       ttlDefaultMs: settings.holdTtlDefaultMs,
       ttlMaxMs: settings.holdTtlMaxMs,
       replicas: settings.holdsReplicas,
+      engine: settings.holdsEngine as 'auto' | 'kv' | 'log',
+      logWindowMs: settings.holdsLogWindowMs,
       ...(deps.now ? { clock: deps.now } : {}),
       balance: async ({ customer, unit }) => {
         const figures = await live.figures(customer);

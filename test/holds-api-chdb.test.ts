@@ -1,3 +1,3 @@
 import { defineHoldsApi } from './holds-api-suite.js';
 
-defineHoldsApi('chdb');
+defineHoldsApi('chdb', 'log');

@@ -47,8 +47,9 @@ function images(customer: string, count: number, atMs: number, id: string, hold?
   ];
 }
 
-export function defineHoldsApi(backend: Backend): void {
-  describe(`credit holds over HTTP on ${backend === 'chdb' ? 'chDB' : 'clickhouse-server'}`, () => {
+/** `engine`: the hold store's (DRAWDOWN_HOLDS_ENGINE); each engine runs under one of the two back ends. */
+export function defineHoldsApi(backend: Backend, engine: 'kv' | 'log'): void {
+  describe(`credit holds over HTTP on ${backend === 'chdb' ? 'chDB' : 'clickhouse-server'}, ${engine} engine`, () => {
     const dir = tempDir(`holds-api-${backend}`);
     let nats: NatsServerProcess;
     let clickhouse: ClickHouseTarget;
@@ -87,6 +88,7 @@ export function defineHoldsApi(backend: Backend): void {
           catalog: holdsCatalog(dir.path),
           liveBalanceCacheMs: 0,
           holdReleaseGraceMs: 3_000,
+          holdsEngine: engine,
         }),
         { ingest: true, rater: true, settlement: true },
       );

@@ -9,12 +9,12 @@ export const holdStoreDefaults = Object.freeze({
   /** KV bucket (stream KV_<bucket>), created if missing: file storage, history 1. The log engine's: <bucket>_log. */
   bucket: 'drawdown_holds',
   /**
-   * Where accounts' holds live. 'kv': one KV value per account, one compare-and-set per change (hold-store.ts).
-   * 'log': a stream of shards, each append changing every account of its shard that a batch touched
-   * (hold-log.ts); every process keeps the shards in memory. New, opt-in: an account moved between engines
-   * starts empty.
+   * Where accounts' holds live. 'kv': one KV value per account, one compare-and-set per change (hold-kv.ts).
+   * 'log': a stream of shards, one append per batch of changes to any accounts of a shard (hold-log.ts); every
+   * process keeps the shards in memory. 'auto': the log, unless the KV bucket exists and the log does not (an
+   * installation from before the log keeps its holds where they are; docs/holds.md says how to move).
    */
-  engine: 'kv' as 'kv' | 'log',
+  engine: 'auto' as 'auto' | 'kv' | 'log',
   /**
    * How long the log engine's stream keeps a message (its max_age), and so what a process starting replays. Every
    * process re-appends an account whose open holds were last written over half of it ago, so no open hold ages out
@@ -86,11 +86,13 @@ export const holdStoreDefaults = Object.freeze({
   requestTimeoutMs: 2_000,
 });
 
+export type HoldEngineName = 'auto' | 'kv' | 'log';
+
 export type HoldStoreSettings = {
   -readonly [K in keyof typeof holdStoreDefaults]: K extends 'bucket'
     ? string
     : K extends 'engine'
-      ? 'kv' | 'log'
+      ? HoldEngineName
       : number;
 };
 
@@ -135,8 +137,8 @@ export function fillHoldStoreSettings(options: Partial<HoldStoreSettings>): Read
       continue;
     }
     if (name === 'engine') {
-      if (value !== 'kv' && value !== 'log')
-        throw new RangeError(`engine must be "kv" or "log", got ${JSON.stringify(value)}`);
+      if (value !== 'auto' && value !== 'kv' && value !== 'log')
+        throw new RangeError(`engine must be "auto", "kv" or "log", got ${JSON.stringify(value)}`);
       settings.engine = value;
       continue;
     }
@@ -147,7 +149,7 @@ export function fillHoldStoreSettings(options: Partial<HoldStoreSettings>): Read
   }
   if (settings.ttlDefaultMs > settings.ttlMaxMs)
     throw new RangeError(`ttlDefaultMs (${settings.ttlDefaultMs}) must not exceed ttlMaxMs (${settings.ttlMaxMs})`);
-  if (settings.engine === 'log' && settings.logWindowMs < settings.closedRetentionMs + 30_000)
+  if (settings.engine !== 'kv' && settings.logWindowMs < settings.closedRetentionMs + 30_000)
     throw new RangeError(
       `logWindowMs (${settings.logWindowMs}) must be at least closedRetentionMs + 30 s (${settings.closedRetentionMs + 30_000}): closed holds are found in the log`,
     );

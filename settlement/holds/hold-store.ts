@@ -7,7 +7,7 @@
  * same pure transitions (hold-account.ts), README.md in this folder.
  */
 import { Decimal } from 'decimal.js';
-import { jetstream } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { formatAmount, money, Money } from '../../shared/money.js';
 import {
@@ -49,7 +49,7 @@ import {
   type AccountRef,
 } from './hold-ids.js';
 import { HoldKv } from './hold-kv.js';
-import { HoldLog } from './hold-log.js';
+import { HoldLog, logStreamOf } from './hold-log.js';
 import type { EngineStats, HoldEngine, PendingOp } from './hold-op.js';
 import { accountLimits, fillHoldStoreSettings, valueBytesBound, type HoldStoreSettings } from './hold-options.js';
 
@@ -299,6 +299,22 @@ function refuseUnserializedCas(nc: NatsConnection): void {
 
 export { archiveBucketOf } from './hold-kv.js';
 
+/** engine 'auto': the log, unless the KV bucket already exists and the log does not. */
+async function chooseEngine(nc: NatsConnection, settings: Readonly<HoldStoreSettings>): Promise<'kv' | 'log'> {
+  const jsm = await jetstreamManager(nc, { timeout: settings.requestTimeoutMs });
+  const exists = async (stream: string): Promise<boolean> => {
+    try {
+      await jsm.streams.info(stream);
+      return true;
+    } catch (error) {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return false;
+      throw error;
+    }
+  };
+  if (await exists(logStreamOf(settings.bucket))) return 'log';
+  return (await exists(`KV_${settings.bucket}`)) ? 'kv' : 'log';
+}
+
 export class HoldStore {
   readonly #engine: HoldEngine;
   readonly #settings: Readonly<HoldStoreSettings>;
@@ -343,11 +359,12 @@ export class HoldStore {
     }
     const js = jetstream(nc, { timeout: settings.requestTimeoutMs });
     const hooks = { clock: options.clock ?? Date.now, onWrite: options.onWrite, onArchive: options.onArchive };
+    const name = settings.engine === 'auto' ? await chooseEngine(nc, settings) : settings.engine;
     const engine =
-      settings.engine === 'log'
+      name === 'log'
         ? await HoldLog.open(nc, js, settings, limits, maxPayload ?? 1024 * 1024, hooks)
         : await HoldKv.open(js, settings, limits, valueBytesMax, hooks);
-    return new HoldStore(engine, settings, limits, options);
+    return new HoldStore(engine, Object.freeze({ ...settings, engine: name }), limits, options);
   }
 
   get settings(): Readonly<HoldStoreSettings> {
