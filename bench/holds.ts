@@ -311,7 +311,7 @@ async function main(): Promise<void> {
   };
   const results: PhaseResult[] = [];
   try {
-    const store = await HoldStore.open(await open());
+    const store = await HoldStore.open(await open(), { engine: 'kv' });
     const kv = await new Kvm(jetstream(await open(), { timeout: 5_000 })).open(store.settings.bucket);
     const customers = Array.from({ length: accounts }, (_, i) => `bench-customer-${i}`);
     const keys = customers.map((customer) => accountKey({ customer, unit: 'credits' }));

@@ -163,6 +163,22 @@ describe('holds log engine', () => {
     for (const i of [0, 150, 299]) expect((await other.list(`split-${i}`, 'credits')).held).toBe('2');
   });
 
+  it('engine auto: the log on a new installation, the KV bucket where one holds the holds already', async () => {
+    const fresh = await natsServer('holds-log-auto');
+    const auto = await HoldStore.open(await connection(fresh.url));
+    cleanups.push(() => auto.shutdown());
+    expect(auto.settings.engine).toBe('log');
+
+    const older = await natsServer('holds-log-auto-kv');
+    const kv = await HoldStore.open(await connection(older.url), { engine: 'kv' });
+    cleanups.push(() => kv.shutdown());
+    const made = await kv.reserve({ ...account, customer: 'before', amount: '2', key: 'k' });
+    const later = await HoldStore.open(await connection(older.url));
+    cleanups.push(() => later.shutdown());
+    expect(later.settings.engine).toBe('kv');
+    expect((await later.get(made.hold.id)).status).toBe('open');
+  });
+
   it('a shard purged by an operator takes appends again; a stream made for another shard count is refused', async () => {
     const server = await natsServer('holds-log-purged');
     const store = await apiProcess(server.url);
