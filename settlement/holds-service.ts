@@ -120,10 +120,17 @@ export async function startHolds(deps: {
     return holdsOff(error.message);
   }
 
+  log.info({ engine: holds.settings.engine }, 'credit holds are on');
   let counting = false;
+  let counted = holds.stats();
   const recount = async (): Promise<void> => {
     if (counting) return;
     counting = true;
+    // The engine counts; the metrics take what it counted since the last round.
+    const stats = holds.stats();
+    metrics.closedForgotten.inc(stats.closedForgotten - counted.closedForgotten);
+    metrics.refreshed.inc(stats.refreshed - counted.refreshed);
+    counted = stats;
     try {
       const { open, complete } = await holds.countOpen(gaugeAccountsMax);
       metrics.open.set(open);

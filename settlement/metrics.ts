@@ -88,6 +88,16 @@ export function createHoldMetrics(registry: Registry) {
       help: 'Rounds of archive puts that failed (the closed holds stay in their account and are retried)',
       registers: [registry],
     }),
+    closedForgotten: new Counter({
+      name: 'drawdown_holds_closed_forgotten_total',
+      help: 'Log engine: closed holds this process forgot before their retention, past its in-memory bound (a retried reserve under such a key makes a new hold)',
+      registers: [registry],
+    }),
+    refreshed: new Counter({
+      name: 'drawdown_holds_log_refreshed_total',
+      help: 'Log engine: accounts this process re-appended so their open holds stay within the log window',
+      registers: [registry],
+    }),
     open: new Gauge({
       name: 'drawdown_holds_open',
       help: 'Open holds in the hold store, all accounts (read every DRAWDOWN_HOLDS_GAUGE_MS)',
