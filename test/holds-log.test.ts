@@ -179,6 +179,38 @@ describe('holds log engine', () => {
     expect((await later.get(made.hold.id)).status).toBe('open');
   });
 
+  it('moving from the KV engine: open holds and closed ones in the values come along, imported once', async () => {
+    const server = await natsServer('holds-log-import');
+    const kv = await HoldStore.open(await connection(server.url), { engine: 'kv' });
+    const open: ReserveResult[] = [];
+    for (let i = 0; i < 30; i++)
+      open.push(await kv.reserve({ ...account, customer: `move-${i % 5}`, amount: '4', key: `job-${i}` }));
+    const released = await kv.reserve({ ...account, customer: 'move-0', amount: '1', key: 'done' });
+    await kv.release(released.hold.id);
+    await kv.shutdown();
+
+    // Two processes start on the log at once: each shard is imported by one of them.
+    const [a, b] = await Promise.all([apiProcess(server.url), apiProcess(server.url)]);
+    expect(a.stats().imported + b.stats().imported).toBe(5);
+    const jsm = await jetstreamManager(await connection(server.url));
+    const info = await jsm.streams.info('drawdown_holds_log');
+    const lines: string[] = [];
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++)
+      lines.push(...(await jsm.streams.getMessage('drawdown_holds_log', { seq }))!.string().split('\n'));
+    expect(lines.map((line) => line.split('\t')[0]).sort()).toEqual(
+      Array.from({ length: 5 }, (_, c) => accountKey({ customer: `move-${c}`, unit: 'credits' })).sort(),
+    );
+    for (let c = 0; c < 5; c++) expect((await b.list(`move-${c}`, 'credits')).held).toBe('24');
+    // 100 + 5 − 24 = 81 left for move-1: a hold of 82 is refused, as the KV engine would have.
+    await expect(a.reserve({ ...account, customer: 'move-1', amount: '82', key: 'big' })).rejects.toBeInstanceOf(
+      InsufficientCreditsError,
+    );
+    const again = await b.reserve({ ...account, customer: 'move-0', amount: '1', key: 'done' });
+    expect([again.created, again.hold.status]).toEqual([false, 'released']);
+    expect(await a.release(open[7]!.hold.id)).toMatchObject({ changed: true });
+    expect((await b.list('move-2', 'credits')).held).toBe('20');
+  });
+
   it('a shard purged by an operator takes appends again; a stream made for another shard count is refused', async () => {
     const server = await natsServer('holds-log-purged');
     const store = await apiProcess(server.url);

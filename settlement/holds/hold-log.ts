@@ -66,6 +66,7 @@ import {
 import { ContentionExhaustedError, HoldError, HoldsUnavailableError } from './hold-errors.js';
 import type { HoldKvHooks } from './hold-kv.js';
 import { messageOf } from './hold-kv.js';
+import { importKvAccounts } from './hold-log-import.js';
 import { emptyEngineStats, type AccountRead, type HoldEngine, type OpenCount, type PendingOp } from './hold-op.js';
 import type { HoldStoreSettings } from './hold-options.js';
 
@@ -92,6 +93,8 @@ interface Account {
   closed: Map<string, ClosedHold> | undefined;
   /** When its post-image was last appended or applied here (this process's clock): refreshed past half the window. */
   writtenMs: number;
+  /** A refresh of it is queued (one at a time). */
+  refreshing: boolean;
 }
 
 interface Item {
@@ -241,7 +244,23 @@ export class HoldLog implements HoldEngine {
       Math.min(maxPayload, info.config.max_msg_size > 0 ? info.config.max_msg_size : maxPayload) - 4096,
       hooks,
     );
-    await log.#follow(info.state.messages === 0 ? 0 : info.state.last_seq);
+    let lastSeq = info.state.messages === 0 ? 0 : info.state.last_seq;
+    if (info.state.last_seq === 0) {
+      // Never written: an installation moving from the KV engine brings its accounts (hold-log-import.ts).
+      const imported = await importKvAccounts(js, jsm, {
+        bucket: settings.bucket,
+        shards: settings.logShards,
+        subjectOf: (shard) => log.#shards[shard]!.subject,
+        shardOf: (key) => shardOf(key, settings.logShards),
+        messageBytesMax: log.#messageBytesMax,
+        limits: log.#limits,
+        nowMs: hooks.clock(),
+        timeoutMs: settings.requestTimeoutMs,
+      });
+      log.#stats.imported = imported.accounts;
+      lastSeq = (await jsm.streams.info(name)).state.last_seq;
+    }
+    await log.#follow(lastSeq);
     log.#refreshTimer = setInterval(() => log.#refresh(), Math.max(1_000, settings.logWindowMs / 8));
     log.#refreshTimer.unref();
     return log;
@@ -406,7 +425,7 @@ export class HoldLog implements HoldEngine {
   #keep(shard: Shard, key: string, state: AccountState, nowMs: number): void {
     let account = shard.accounts.get(key);
     if (account === undefined) {
-      account = { state: emptyAccount, closed: undefined, writtenMs: nowMs };
+      account = { state: emptyAccount, closed: undefined, writtenMs: nowMs, refreshing: false };
       shard.accounts.set(key, account);
     }
     account.writtenMs = nowMs;
@@ -453,30 +472,44 @@ export class HoldLog implements HoldEngine {
   /**
    * Re-appends the accounts whose open holds (any not yet expired) were last written over half the window ago,
    * before the stream ages that post-image out. Several processes may refresh one account: the appends stay in
-   * order, and the extra one costs one line.
+   * order, and the extra one costs one line. Forgets accounts left with nothing but holds expired past retention
+   * (what pruning them would leave is the empty account).
    */
   #refresh(): void {
     const nowMs = this.#hooks.clock();
     const staleMs = nowMs - this.#settings.logWindowMs / 2;
+    const floorMs = nowMs - this.#limits.closedRetentionMs;
     let queued = 0;
     for (const shard of this.#shards) {
       for (const [key, account] of shard.accounts) {
+        const { holds } = account.state;
+        if (account.closed === undefined && holds.every((hold) => hold.expiresMs <= floorMs)) {
+          if (!account.refreshing) shard.accounts.delete(key);
+          continue;
+        }
         if (queued >= refreshAccountsMax) return;
-        if (account.writtenMs > staleMs || !account.state.holds.some((hold) => hold.expiresMs > nowMs)) continue;
+        if (account.refreshing || account.writtenMs > staleMs || !holds.some((hold) => hold.expiresMs > nowMs))
+          continue;
         queued++;
+        account.refreshing = true;
         this.#stats.refreshed++;
-        shard.queue.push({ key, op: this.#refreshOp, refresh: true });
+        const done = (): void => {
+          account.refreshing = false;
+        };
+        shard.queue.push({
+          key,
+          refresh: true,
+          op: {
+            target: undefined,
+            apply: (state, atMs) => ({ state: prune(state, atMs, this.#limits), settle: done }),
+            // A refresh that fails is retried by the next round (one every eighth of the window).
+            reject: done,
+          },
+        });
         if (!shard.running) this.#schedule(shard);
       }
     }
   }
-
-  readonly #refreshOp: PendingOp = {
-    target: undefined,
-    apply: (state, nowMs) => ({ state: prune(state, nowMs, this.#limits), settle: () => {} }),
-    // A refresh that fails is retried by the next round (it runs every eighth of the window).
-    reject: () => {},
-  };
 
   /** Shards with work start their next append together, on the next turn (hold-kv.ts #schedule says why). */
   #schedule(shard: Shard): void {

@@ -64,6 +64,8 @@ export interface EngineStats {
   closedForgotten: number;
   /** Log: accounts re-appended so their open holds stay within the stream's window. */
   refreshed: number;
+  /** Log: accounts this process imported from the KV bucket when the log was new (hold-log-import.ts). */
+  imported: number;
 }
 
 export function emptyEngineStats(): EngineStats {
@@ -80,5 +82,6 @@ export function emptyEngineStats(): EngineStats {
     applied: 0,
     closedForgotten: 0,
     refreshed: 0,
+    imported: 0,
   };
 }
