@@ -387,7 +387,15 @@ async function main(): Promise<void> {
     const logStore = await HoldStore.open(await open(), { engine: 'log' });
     await holdPairs(logStore, customers, warmSeconds, concurrency, pid, 'warm-up', 'log-warm');
     report(
-      await holdPairs(logStore, customers, seconds, concurrency, pid, `holds (log engine), ${accounts} accounts`, 'log'),
+      await holdPairs(
+        logStore,
+        customers,
+        seconds,
+        concurrency,
+        pid,
+        `holds (log engine), ${accounts} accounts`,
+        'log',
+      ),
     );
     await holdPairs(logStore, hot, warmSeconds, concurrency, pid, 'warm-up', 'log-hot-warm');
     report(await holdPairs(logStore, hot, seconds, concurrency, pid, 'holds (log engine), 1 hot account', 'log-hot'));

@@ -25,7 +25,7 @@
  * value afresh, from the stream leader (no direct get, which a lagging
  * replica may answer).
  */
-import { JetStreamApiCodes, JetStreamApiError, StorageType, type JetStreamClient } from '@nats-io/jetstream';
+import { StorageType, type JetStreamClient } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import {
   archiveCandidates,
@@ -45,7 +45,16 @@ import {
 import { ContentionExhaustedError, HoldError, HoldsUnavailableError } from './hold-errors.js';
 import { holdIdOf } from './hold-ids.js';
 import type { HoldStoreSettings } from './hold-options.js';
-import { emptyEngineStats, type AccountRead, type HoldEngine, type OpenCount, type PendingOp } from './hold-op.js';
+import {
+  emptyEngineStats,
+  messageOf,
+  type EngineHooks,
+  type AccountRead,
+  type HoldEngine,
+  type OpenCount,
+  type PendingOp,
+} from './hold-op.js';
+import { isCasConflict } from '../../shared/nats/cas-conflict.js';
 
 interface Snapshot {
   state: AccountState;
@@ -62,27 +71,9 @@ interface Lane {
   archiving: boolean;
 }
 
-function isConflict(error: unknown): boolean {
-  return (
-    error instanceof JetStreamApiError &&
-    (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
-      error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-  );
-}
-
-export function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** The bucket closed holds move to (header). */
 export function archiveBucketOf(bucket: string): string {
   return `${bucket}_closed`;
-}
-
-export interface HoldKvHooks {
-  clock: () => number;
-  onWrite: ((before: AccountState, after: AccountState, nowMs: number) => void) | undefined;
-  onArchive: ((outcome: { archived: number } | { failed: unknown }) => void) | undefined;
 }
 
 export class HoldKv implements HoldEngine {
@@ -92,8 +83,8 @@ export class HoldKv implements HoldEngine {
   readonly #limits: AccountLimits;
   readonly #valueBytesMax: number;
   readonly #clock: () => number;
-  readonly #onWrite: HoldKvHooks['onWrite'];
-  readonly #onArchive: HoldKvHooks['onArchive'];
+  readonly #onWrite: EngineHooks['onWrite'];
+  readonly #onArchive: EngineHooks['onArchive'];
   // Insertion order is recency: a lane is moved to the end when used, evicted from the front.
   readonly #lanes = new Map<string, Lane>();
   readonly #ready = new Set<Lane>();
@@ -106,7 +97,7 @@ export class HoldKv implements HoldEngine {
     settings: Readonly<HoldStoreSettings>,
     limits: AccountLimits,
     valueBytesMax: number,
-    hooks: HoldKvHooks,
+    hooks: EngineHooks,
   ) {
     this.#kv = kv;
     this.#archive = archive;
@@ -124,7 +115,7 @@ export class HoldKv implements HoldEngine {
     settings: Readonly<HoldStoreSettings>,
     limits: AccountLimits,
     valueBytesMax: number,
-    hooks: HoldKvHooks,
+    hooks: EngineHooks,
   ): Promise<HoldKv> {
     const kv = await new Kvm(js).create(settings.bucket, {
       storage: StorageType.File,
@@ -327,7 +318,7 @@ export class HoldKv implements HoldEngine {
         return;
       } catch (error) {
         lane.cached = undefined;
-        if (!isConflict(error)) {
+        if (!isCasConflict(error)) {
           const failure =
             error instanceof HoldError
               ? error

@@ -16,8 +16,9 @@
 import { JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { decodeAccount, encodeAccount, prune, type AccountLimits } from './hold-account.js';
+import { isCasConflict } from '../../shared/nats/cas-conflict.js';
 import { HoldsUnavailableError } from './hold-errors.js';
-import { messageOf } from './hold-kv.js';
+import { messageOf } from './hold-op.js';
 
 export interface ImportTarget {
   readonly bucket: string;
@@ -81,13 +82,7 @@ export async function importKvAccounts(
         return true;
       } catch (error) {
         // The shard was written first: by another process's import, which it then serves from.
-        if (
-          expected === 0 &&
-          error instanceof JetStreamApiError &&
-          (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
-            error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-        )
-          return false;
+        if (expected === 0 && isCasConflict(error)) return false;
         throw new HoldsUnavailableError(`importing holds into ${target.subjectOf(shard)}: ${messageOf(error)}`, error);
       }
     };

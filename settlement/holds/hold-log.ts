@@ -64,10 +64,17 @@ import {
   type ClosedHold,
 } from './hold-account.js';
 import { ContentionExhaustedError, HoldError, HoldsUnavailableError } from './hold-errors.js';
-import type { HoldKvHooks } from './hold-kv.js';
-import { messageOf } from './hold-kv.js';
+import { isCasConflict } from '../../shared/nats/cas-conflict.js';
 import { importKvAccounts } from './hold-log-import.js';
-import { emptyEngineStats, type AccountRead, type HoldEngine, type OpenCount, type PendingOp } from './hold-op.js';
+import {
+  emptyEngineStats,
+  messageOf,
+  type EngineHooks,
+  type AccountRead,
+  type HoldEngine,
+  type OpenCount,
+  type PendingOp,
+} from './hold-op.js';
 import type { HoldStoreSettings } from './hold-options.js';
 
 export function logStreamOf(bucket: string): string {
@@ -147,7 +154,7 @@ export class HoldLog implements HoldEngine {
   readonly #settings: Readonly<HoldStoreSettings>;
   readonly #limits: AccountLimits;
   readonly #messageBytesMax: number;
-  readonly #hooks: HoldKvHooks;
+  readonly #hooks: EngineHooks;
   readonly #shards: Shard[];
   readonly #bySubject = new Map<string, Shard>();
   readonly #ready = new Set<Shard>();
@@ -167,7 +174,7 @@ export class HoldLog implements HoldEngine {
     settings: Readonly<HoldStoreSettings>,
     limits: AccountLimits,
     messageBytesMax: number,
-    hooks: HoldKvHooks,
+    hooks: EngineHooks,
   ) {
     this.#js = js;
     this.#jsm = jsm;
@@ -199,7 +206,7 @@ export class HoldLog implements HoldEngine {
     settings: Readonly<HoldStoreSettings>,
     limits: AccountLimits,
     maxPayload: number,
-    hooks: HoldKvHooks,
+    hooks: EngineHooks,
   ): Promise<HoldLog> {
     const jsm = await jetstreamManager(nc, { timeout: settings.requestTimeoutMs });
     const name = logStreamOf(settings.bucket);
@@ -701,12 +708,7 @@ async function addOrFind(
  * form without the number); undefined for any other error.
  */
 function wrongLastSequence(error: unknown): number | null | undefined {
-  if (!(error instanceof JetStreamApiError)) return undefined;
-  if (
-    error.code !== JetStreamApiCodes.StreamWrongLastSequence &&
-    error.code !== JetStreamApiCodes.StreamWrongLastSequenceUnknown
-  )
-    return undefined;
+  if (!isCasConflict(error)) return undefined;
   const match = wrongLastSequenceText.exec(error.message);
   return match === null ? null : Number(match[1]);
 }

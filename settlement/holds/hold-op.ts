@@ -85,3 +85,14 @@ export function emptyEngineStats(): EngineStats {
     imported: 0,
   };
 }
+
+/** What the store gives an engine: its clock, and what to call after a write it stored (and, KV, an archive round). */
+export interface EngineHooks {
+  clock: () => number;
+  onWrite: ((before: AccountState, after: AccountState, nowMs: number) => void) | undefined;
+  onArchive: ((outcome: { archived: number } | { failed: unknown }) => void) | undefined;
+}
+
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

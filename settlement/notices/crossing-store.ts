@@ -9,11 +9,12 @@
  * so a process killed after the write and before publishing leaves them
  * there for the next evaluation or the sweep (notice-service.ts) to publish.
  */
-import { JetStreamApiCodes, JetStreamApiError, jetstream, StorageType } from '@nats-io/jetstream';
+import { jetstream, StorageType } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { accountKey, parseHoldId } from '../holds/hold-ids.js';
 import { emptyCrossingState, encodeCrossingState, parseCrossingState, type CrossingState } from './crossings.js';
+import { isCasConflict } from '../../shared/nats/cas-conflict.js';
 
 export interface CrossingStoreOptions {
   bucket: string;
@@ -33,14 +34,6 @@ export const crossingStoreDefaults: CrossingStoreOptions = {
 export interface Versioned {
   state: CrossingState;
   revision: number;
-}
-
-function isConflict(error: unknown): boolean {
-  return (
-    error instanceof JetStreamApiError &&
-    (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
-      error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-  );
 }
 
 export class CrossingContendedError extends Error {
@@ -109,7 +102,7 @@ export class CrossingStore {
         return { state: next, revision };
       } catch (error) {
         // create() on a key another process created meanwhile is refused the same way.
-        if (!isConflict(error) && !(error instanceof Error && /wrong last sequence|exists/i.test(error.message)))
+        if (!isCasConflict(error) && !(error instanceof Error && /wrong last sequence|exists/i.test(error.message)))
           throw error;
         const ceilingMs = Math.min(100, 2 * 2 ** Math.min(attempt - 1, 10));
         await new Promise((resolve) => setTimeout(resolve, Math.random() * ceilingMs));

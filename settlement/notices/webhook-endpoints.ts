@@ -6,11 +6,12 @@
  * in the answer that created the endpoint.
  */
 import { randomBytes } from 'node:crypto';
-import { JetStreamApiCodes, JetStreamApiError, jetstream, StorageType } from '@nats-io/jetstream';
+import { jetstream, StorageType } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { NoticeType } from './notice.js';
 import { newWebhookSecret } from './signer.js';
+import { isCasConflict } from '../../shared/nats/cas-conflict.js';
 
 export interface Endpoint {
   id: string;
@@ -41,14 +42,6 @@ export class EndpointNotFoundError extends Error {
     super(`no webhook endpoint ${id}`);
     this.name = 'EndpointNotFoundError';
   }
-}
-
-function isConflict(error: unknown): boolean {
-  return (
-    error instanceof JetStreamApiError &&
-    (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
-      error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-  );
 }
 
 export class EndpointStore {
@@ -144,7 +137,7 @@ export class EndpointStore {
         this.#cache = undefined;
         return next;
       } catch (error) {
-        if (!isConflict(error)) throw error;
+        if (!isCasConflict(error)) throw error;
         await new Promise((resolve) => setTimeout(resolve, Math.random() * 20));
       }
     }
