@@ -111,6 +111,21 @@ describe('holds log engine', () => {
     for (const store of stores) expect((await store.list('restart', 'credits')).held).toBe('105');
   });
 
+  it("keeps following when its consumer is deleted under it: another process's holds still count", async () => {
+    const server = await natsServer('holds-log-follower');
+    const [a, b] = [await apiProcess(server.url), await apiProcess(server.url)];
+    const jsm = await jetstreamManager(await connection(server.url));
+    for await (const consumer of jsm.consumers.list('drawdown_holds_log'))
+      await jsm.consumers.delete('drawdown_holds_log', consumer.name);
+    await b.reserve({ ...account, customer: 'follow', amount: '100', key: 'all' });
+    // a must see b's hold: 5 left (the allowance), so 6 is refused and 5 admitted.
+    await expect(a.reserve({ ...account, customer: 'follow', amount: '6', key: 'six' })).rejects.toBeInstanceOf(
+      InsufficientCreditsError,
+    );
+    expect((await a.reserve({ ...account, customer: 'follow', amount: '5', key: 'five' })).created).toBe(true);
+    expect((await b.list('follow', 'credits')).held).toBe('105');
+  });
+
   it('re-appends an account whose open hold was last written over half the window ago', async () => {
     const server = await natsServer('holds-log-refresh');
     let now = Date.now();

@@ -111,6 +111,9 @@ interface Item {
   readonly refresh?: true;
 }
 
+/** Pause before the follower resumes after its consumer ended. */
+const followerRestartMs = 250;
+
 /** Accounts one refresh round re-appends at most; the rest wait for the next round. */
 const refreshAccountsMax = 10_000;
 
@@ -165,6 +168,9 @@ export class HoldLog implements HoldEngine {
   #messages: ConsumerMessages | undefined;
   #followed: Promise<void> | undefined;
   #followError: unknown;
+  /** The stream sequence the follower last delivered: where it resumes. */
+  #deliveredSeq = 0;
+  #closing = false;
   #refreshTimer: NodeJS.Timeout | undefined;
   readonly #stats = emptyEngineStats();
 
@@ -314,40 +320,56 @@ export class HoldLog implements HoldEngine {
 
   async close(): Promise<void> {
     clearInterval(this.#refreshTimer);
-    const messages = this.#messages;
-    this.#messages = undefined;
-    if (messages !== undefined) {
-      messages.stop();
-      await this.#followed;
-    }
+    this.#closing = true;
+    this.#messages?.stop();
+    await this.#followed;
   }
 
   // --- the follower ---------------------------------------------------------
 
   /** Starts following the stream from its first message; resolves once it delivered `untilSeq`. */
   async #follow(untilSeq: number): Promise<void> {
-    // The whole stream (it holds only the shards' subjects): nats-server 2.9 takes no filter_subjects here.
-    const consumer = await this.#js.consumers.get(this.#stream, { deliver_policy: DeliverPolicy.All });
-    const messages = await consumer.consume({ max_messages: 1_000 });
-    this.#messages = messages;
     let caughtUp!: () => void;
     const ready = new Promise<void>((resolve) => (caughtUp = resolve));
     if (untilSeq === 0) caughtUp();
     this.#followed = (async () => {
-      try {
-        for await (const message of messages) {
-          this.#apply(message.subject, message.seq, message.data);
-          // pending 0: nothing after it (the last message may have aged out since the stream's info was read).
-          if (message.seq >= untilSeq || message.info.pending === 0) caughtUp();
+      // A consumer's messages can end, or stall, under load or across a reconnect: following resumes after the
+      // last message applied, until close(). Only a message this code did not write stops it for good.
+      while (!this.#closing && this.#followError === undefined) {
+        try {
+          const consumer = await this.#js.consumers.get(
+            this.#stream,
+            this.#deliveredSeq === 0
+              ? { deliver_policy: DeliverPolicy.All }
+              : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.#deliveredSeq + 1 },
+          );
+          const messages = await consumer.consume({ max_messages: 1_000 });
+          this.#messages = messages;
+          if (this.#closing) messages.stop();
+          for await (const message of messages) {
+            this.#apply(message.subject, message.seq, message.data);
+            this.#deliveredSeq = message.seq;
+            // pending 0: nothing after it (the last message may have aged out since the stream's info was read).
+            if (message.seq >= untilSeq || message.info.pending === 0) caughtUp();
+          }
+        } catch (error) {
+          if (error instanceof AccountStateCorruptError) this.#followError = error;
         }
-      } catch (error) {
-        this.#followError = error;
+        if (!this.#closing && this.#followError === undefined) {
+          this.#stats.followerRestarts++;
+          await new Promise((resolve) => setTimeout(resolve, followerRestartMs));
+        }
       }
       caughtUp();
     })();
     await ready;
     if (this.#followError !== undefined)
       throw new HoldsUnavailableError(`replaying ${this.#stream}: ${messageOf(this.#followError)}`, this.#followError);
+  }
+
+  /** The follower is late past a request's timeout: its consumer may have stalled, so it starts afresh. */
+  #restartFollower(): void {
+    this.#messages?.stop();
   }
 
   /** Applies a message another process (or this one, unacknowledged) appended. */
@@ -376,21 +398,28 @@ export class HoldLog implements HoldEngine {
     });
   }
 
-  /** Resolves once the shard reflects sequence `seq`; refuses after the request timeout. */
+  /**
+   * Resolves once the shard reflects sequence `seq`; refuses after the request timeout. Still waiting at half of
+   * it, the follower starts afresh: a consumer deleted or stalled under it neither ends nor delivers.
+   */
   #caughtUpTo(shard: Shard, seq: number): Promise<void> {
     if (shard.seq >= seq) return Promise.resolve();
     return new Promise((resolve, reject) => {
+      const timeoutMs = this.#settings.requestTimeoutMs;
+      const nudge = setTimeout(() => this.#restartFollower(), timeoutMs / 2);
       const timer = setTimeout(() => {
+        clearTimeout(nudge);
         shard.waiters = shard.waiters.filter((waiter) => waiter !== entry);
         reject(
           new HoldsUnavailableError(
-            `the holds log's follower has not reached ${this.#stream} sequence ${seq} on shard ${shard.index} in ${this.#settings.requestTimeoutMs} ms`,
+            `the holds log's follower has not reached ${this.#stream} sequence ${seq} on shard ${shard.index} in ${timeoutMs} ms`,
           ),
         );
-      }, this.#settings.requestTimeoutMs);
+      }, timeoutMs);
       const entry = {
         seq,
         resolve: () => {
+          clearTimeout(nudge);
           clearTimeout(timer);
           resolve();
         },

@@ -66,6 +66,8 @@ export interface EngineStats {
   refreshed: number;
   /** Log: accounts this process imported from the KV bucket when the log was new (hold-log-import.ts). */
   imported: number;
+  /** Log: times the follower's consumer ended or stalled and following resumed after the last message applied. */
+  followerRestarts: number;
 }
 
 export function emptyEngineStats(): EngineStats {
@@ -83,6 +85,7 @@ export function emptyEngineStats(): EngineStats {
     closedForgotten: 0,
     refreshed: 0,
     imported: 0,
+    followerRestarts: 0,
   };
 }
 
