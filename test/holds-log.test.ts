@@ -180,7 +180,7 @@ describe('holds log engine', () => {
 
   it('engine auto: the log on a new installation, the KV bucket where one holds the holds already', async () => {
     const fresh = await natsServer('holds-log-auto');
-    const auto = await HoldStore.open(await connection(fresh.url));
+    const auto = await HoldStore.open(await connection(fresh.url), { engine: 'auto' });
     cleanups.push(() => auto.shutdown());
     expect(auto.settings.engine).toBe('log');
 
@@ -188,7 +188,7 @@ describe('holds log engine', () => {
     const kv = await HoldStore.open(await connection(older.url), { engine: 'kv' });
     cleanups.push(() => kv.shutdown());
     const made = await kv.reserve({ ...account, customer: 'before', amount: '2', key: 'k' });
-    const later = await HoldStore.open(await connection(older.url));
+    const later = await HoldStore.open(await connection(older.url), { engine: 'auto' });
     cleanups.push(() => later.shutdown());
     expect(later.settings.engine).toBe('kv');
     expect((await later.get(made.hold.id)).status).toBe('open');
