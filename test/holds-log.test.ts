@@ -126,6 +126,30 @@ describe('holds log engine', () => {
     expect((await b.list('follow', 'credits')).held).toBe('105');
   });
 
+  it('reads racing appends never leave a process behind its log: every read and reserve of the other process answers', async () => {
+    // A read asks the shard's last sequence; the follower may apply a newer message before that answer arrives.
+    // Taking the older answer for a rewound log once left the shard waiting for a message already applied (503).
+    const server = await natsServer('holds-log-race');
+    const [a, b] = [await apiProcess(server.url), await apiProcess(server.url)];
+    let writing = true;
+    const readers = Array.from({ length: 64 }, async () => {
+      let reads = 0;
+      while (writing) {
+        await b.list('race', 'credits');
+        reads++;
+      }
+      return reads;
+    });
+    for (let i = 0; i < 40; i++) await a.reserve({ ...account, customer: 'race', amount: '1', key: `race-${i}` });
+    writing = false;
+    expect((await Promise.all(readers)).every((reads) => reads > 0)).toBe(true);
+    expect((await b.reserve({ ...account, customer: 'race', amount: '65', key: 'rest' })).created).toBe(true);
+    await expect(b.reserve({ ...account, customer: 'race', amount: '1', key: 'over' })).rejects.toBeInstanceOf(
+      InsufficientCreditsError,
+    );
+    expect((await a.list('race', 'credits')).held).toBe('105');
+  });
+
   it('re-appends an account whose open hold was last written over half the window ago', async () => {
     const server = await natsServer('holds-log-refresh');
     let now = Date.now();

@@ -430,9 +430,12 @@ export class HoldLog implements HoldEngine {
 
   /** The shard's last sequence on the stream leader; the shard then reflects it (a fresh read). */
   async #current(shard: Shard): Promise<void> {
+    const at = shard.seq;
     const last = await this.#lastSeq(shard);
     if (last > shard.seq) await this.#caughtUpTo(shard, last);
-    else if (last < shard.seq) this.#rewound(shard, last);
+    // Only a log older than the shard *when asked* is rewound: the follower may have applied a newer message while
+    // the answer was on its way, and taking the stale answer would leave the shard waiting for one already applied.
+    else if (last < at && shard.seq === at) this.#rewound(shard, last);
   }
 
   async #lastSeq(shard: Shard): Promise<number> {
