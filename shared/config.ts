@@ -365,8 +365,9 @@ export const settings = {
   holdsEngine: {
     kind: 'enum',
     env: 'DRAWDOWN_HOLDS_ENGINE',
-    // kv until the log engine's follower stall under the full suite's load is understood (docs/holds.md › Engines).
-    default: 'kv',
+    // auto: a new installation gets the log (several times the KV engine's throughput); one with a KV bucket of
+    // holds keeps it until moved on purpose (docs/holds.md › Engines).
+    default: 'auto',
     values: ['auto', 'log', 'kv'],
     doc: 'Where credit holds live: log (a stream of account shards, one append per batch of changes; every process keeps the shards in memory), kv (one KV value per account, one compare-and-set per change), or auto (the log, unless a KV bucket of holds exists and no log: docs/holds.md says how to move)',
   },

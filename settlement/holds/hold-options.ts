@@ -14,7 +14,7 @@ export const holdStoreDefaults = Object.freeze({
    * process keeps the shards in memory. 'auto': the log, unless the KV bucket exists and the log does not (an
    * installation from before the log keeps its holds where they are; docs/holds.md says how to move).
    */
-  engine: 'kv' as 'auto' | 'kv' | 'log',
+  engine: 'auto' as 'auto' | 'kv' | 'log',
   /**
    * How long the log engine's stream keeps a message (its max_age), and so what a process starting replays. Every
    * process re-appends an account whose open holds were last written over half of it ago, so no open hold ages out
