@@ -240,6 +240,9 @@ describe('rater leases', () => {
 
     await sleep(2_000);
     const resumedAt = stopped.output().length;
+    // pino writes stdout asynchronously: a line logged just before SIGSTOP can reach the pipe after SIGCONT, so
+    // what the process did after waking is told by each line's own time, not by where it lands in the output.
+    const continuedAtMs = Date.now();
     stopped.child.kill('SIGCONT');
     // It notices its leases are gone, and may rejoin and be handed some back.
     await waitFor('the resumed rater to report its leases lost', 30_000, () =>
@@ -259,7 +262,8 @@ describe('rater leases', () => {
     // the totals below show it counted nothing twice. The residual window is in docs/guarantees.md.)
     const retaken = new Set<unknown>();
     const early: unknown[] = [];
-    for (const line of linesOf(stopped, resumedAt)) {
+    for (const line of linesOf(stopped)) {
+      if ((line.time as number) < continuedAtMs) continue;
       if (
         line.msg === 'rater lease acquired' ||
         line.msg === 'took over an expired rater lease (its holder stopped renewing)'
