@@ -14,12 +14,16 @@
  *   raw CAS, hot key      one chain of updates on one key (one in flight: on a
  *                         single key more would only conflict).
  *   holds, hot account    the same pairs, every one on one account.
- *   raw log append        not what the hold store does: the ceiling of a
- *                         design it could move to. Publishes to a stream with
- *                         an expected last subject sequence, one chain per
- *                         subject on 16 subjects (shards), 8 operations of
- *                         ~130 B per message: a write that changes several
- *                         accounts at once, which KV compare-and-set cannot.
+ *   (the four above with the KV engine, engine 'kv')
+ *   holds (log engine)    the same pairs, 1000 accounts then one hot account,
+ *                         with the log engine (the default on a new
+ *                         installation): one append per shard batch.
+ *   raw log append        the log engine's ceiling, no state kept. Publishes
+ *                         to a stream with an expected last subject sequence,
+ *                         one chain per subject on 16 subjects (shards), 8
+ *                         operations of ~130 B per message: a write that
+ *                         changes several accounts at once, which KV
+ *                         compare-and-set cannot.
  * A pair is two state changes, so without batching it costs at least two
  * compare-and-sets: "ops/s" counts reserves + releases. Each holds phase
  * follows an unreported warm-up (`--warm-seconds`, 15) on the same accounts,
@@ -310,6 +314,7 @@ async function main(): Promise<void> {
     return nc;
   };
   const results: PhaseResult[] = [];
+  let replay: { messages: number; bytes: number; ms: number; applied: number } | undefined;
   try {
     const store = await HoldStore.open(await open(), { engine: 'kv' });
     const kv = await new Kvm(jetstream(await open(), { timeout: 5_000 })).open(store.settings.bucket);
@@ -401,6 +406,21 @@ async function main(): Promise<void> {
     report(await holdPairs(logStore, hot, seconds, concurrency, pid, 'holds (log engine), 1 hot account', 'log-hot'));
     await logStore.shutdown();
 
+    // What a settlement process starting on this log waits for: the replay of everything the stream keeps.
+    const { state } = await (await jetstreamManager(await open())).streams.info('drawdown_holds_log');
+    const replayStarted = performance.now();
+    const replaying = await HoldStore.open(await open(), { engine: 'log' });
+    replay = {
+      messages: state.messages,
+      bytes: state.bytes,
+      ms: performance.now() - replayStarted,
+      applied: replaying.stats().applied ?? 0,
+    };
+    await replaying.shutdown();
+    log(
+      `log replay at start: ${replay.messages} messages (${(replay.bytes / 1e6).toFixed(1)} MB) in ${replay.ms.toFixed(0)} ms`,
+    );
+
     const logNc = await open();
     await (await jetstreamManager(logNc)).streams.add({ name: 'BENCH_HOLD_LOG', subjects: ['bench.holdlog.>'] });
     report(
@@ -424,6 +444,7 @@ async function main(): Promise<void> {
   const rawSpread = results.find((r) => r.phase.startsWith('raw CAS') && !r.phase.includes('hot'))!;
   const rawSpreadSized = results.filter((r) => r.phase.startsWith('raw CAS') && !r.phase.includes('hot'))[1]!;
   const hotHolds = byPhase('holds, 1 hot');
+  const logSpread = byPhase(`holds (log engine), ${accounts}`);
   const rawHot = results.find((r) => r.phase.startsWith('raw CAS, 1 hot'))!;
   const ratios = {
     spreadOpsVsRawCas: spread.opsPerSecond / rawSpread.opsPerSecond,
@@ -431,10 +452,14 @@ async function main(): Promise<void> {
     spreadOpsVsRawCasSameSize: spread.opsPerSecond / rawSpreadSized.opsPerSecond,
     hotOpsVsRawCas: hotHolds.opsPerSecond / rawHot.opsPerSecond,
     logAppendOpsVsRawCas: byPhase('raw log append').opsPerSecond / rawSpread.opsPerSecond,
+    logOpsVsRawCas: logSpread.opsPerSecond / rawSpread.opsPerSecond,
+    logPairsVsRawCas: logSpread.pairsPerSecond! / rawSpread.opsPerSecond,
+    logPairsVsKv: logSpread.pairsPerSecond! / spread.pairsPerSecond!,
+    logReserveP99VsRawCasP99: logSpread.latencyMs.reserve!.p99 / rawSpread.latencyMs.cas!.p99,
   };
   const totalSeconds = (performance.now() - totalStarted) / 1000;
   log(
-    `holds ops ÷ raw CAS (${accounts} accounts): ${ratios.spreadOpsVsRawCas.toFixed(2)} (pairs ÷ raw CAS ${ratios.spreadPairsVsRawCas.toFixed(2)}; ops ÷ raw CAS at the same value size ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)}); hot account ops ÷ hot-key CAS chain: ${ratios.hotOpsVsRawCas.toFixed(2)}; raw log append ops ÷ raw CAS: ${ratios.logAppendOpsVsRawCas.toFixed(2)}; ${totalSeconds.toFixed(1)} s in all`,
+    `holds ops ÷ raw CAS (${accounts} accounts): ${ratios.spreadOpsVsRawCas.toFixed(2)} (pairs ÷ raw CAS ${ratios.spreadPairsVsRawCas.toFixed(2)}; ops ÷ raw CAS at the same value size ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)}); hot account ops ÷ hot-key CAS chain: ${ratios.hotOpsVsRawCas.toFixed(2)}; raw log append ops ÷ raw CAS: ${ratios.logAppendOpsVsRawCas.toFixed(2)}; log engine ops ÷ raw CAS: ${ratios.logOpsVsRawCas.toFixed(2)} (pairs ${ratios.logPairsVsRawCas.toFixed(2)}, ${ratios.logPairsVsKv.toFixed(2)}× the KV engine's pairs), its reserve p99 ÷ raw CAS p99: ${ratios.logReserveP99VsRawCasP99.toFixed(2)}; ${totalSeconds.toFixed(1)} s in all`,
   );
 
   const at = new Date().toISOString();
@@ -458,7 +483,13 @@ async function main(): Promise<void> {
     '',
     `- holds ops/s ÷ raw CAS/s, ${accounts} accounts: **${ratios.spreadOpsVsRawCas.toFixed(2)}** (reserve+release pairs/s ÷ raw CAS/s: ${ratios.spreadPairsVsRawCas.toFixed(2)}; against raw CAS writing values of the holds' mean size: ${ratios.spreadOpsVsRawCasSameSize.toFixed(2)})`,
     `- hot account ops/s ÷ one key's CAS chain: **${ratios.hotOpsVsRawCas.toFixed(2)}** (operations on one account share a write: ${fmt(hotHolds.ops / Math.max(1, hotHolds.writesPerSecond * hotHolds.seconds), 1)} per write)`,
-    `- raw log append ops/s ÷ raw CAS/s: **${ratios.logAppendOpsVsRawCas.toFixed(2)}** (${logOpsPerMessage} operations per append on ${logSubjects} subjects: the ceiling of a hold store writing several accounts per append, which this one does not do)`,
+    `- log engine (the default) ops/s ÷ raw CAS/s, ${accounts} accounts: **${ratios.logOpsVsRawCas.toFixed(2)}** (reserve+release pairs/s ÷ raw CAS/s: ${ratios.logPairsVsRawCas.toFixed(2)}; ${ratios.logPairsVsKv.toFixed(2)}× the KV engine's pairs/s); its reserve p99 ÷ raw CAS p99 in the same run: **${ratios.logReserveP99VsRawCasP99.toFixed(2)}**`,
+    `- raw log append ops/s ÷ raw CAS/s: **${ratios.logAppendOpsVsRawCas.toFixed(2)}** (${logOpsPerMessage} operations per append on ${logSubjects} subjects, no state kept: the ceiling for a store appending several accounts per message, as the log engine does)`,
+    ...(replay === undefined
+      ? []
+      : [
+          `- a process starting on the log engine replays what the stream keeps before it answers: here ${fmt(replay.messages)} messages (${fmt(replay.bytes / 1e6, 1)} MB, everything the phases above appended) in **${fmt(replay.ms)} ms** (${fmt(replay.messages / (replay.ms / 1000))} messages/s)`,
+        ]),
     `- CPU this run got: at most ${fmt(Math.max(...results.map((r) => r.benchCores + r.natsCores)), 2)} cores for bench + nats-server together (the machine is shared: the load average counts other work)`,
     `- whole run ${totalSeconds.toFixed(1)} s`,
     '',
@@ -468,7 +499,7 @@ async function main(): Promise<void> {
   mkdirSync(out, { recursive: true });
   writeFileSync(
     join(out, 'holds.json'),
-    `${JSON.stringify({ at, node: process.version, cores: cpus().length, seconds, warmSeconds, concurrency, accounts, results, ratios }, null, 2)}\n`,
+    `${JSON.stringify({ at, node: process.version, cores: cpus().length, seconds, warmSeconds, concurrency, accounts, results, ratios, replay }, null, 2)}\n`,
   );
   writeFileSync(join(out, 'holds.md'), md);
   log(`wrote bench/results/holds.{json,md}`);
