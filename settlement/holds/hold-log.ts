@@ -433,9 +433,7 @@ export class HoldLog implements HoldEngine {
     const at = shard.seq;
     const last = await this.#lastSeq(shard);
     if (last > shard.seq) await this.#caughtUpTo(shard, last);
-    // Only a log older than the shard *when asked* is rewound: the follower may have applied a newer message while
-    // the answer was on its way, and taking the stale answer would leave the shard waiting for one already applied.
-    else if (last < at && shard.seq === at) this.#rewound(shard, last);
+    else this.#rewound(shard, at, last);
   }
 
   async #lastSeq(shard: Shard): Promise<number> {
@@ -450,12 +448,14 @@ export class HoldLog implements HoldEngine {
   }
 
   /**
-   * The subject's last message is older than the shard's: the shard's messages aged out (max_age: what they
-   * held has expired), or a leader change lost the newest (nats-server before 2.11). Either way the next append
-   * must name what the stream holds.
+   * The subject's last message, `last`, read when the shard stood at `askedAt`. Older than that: the shard's
+   * messages aged out (max_age: what they held has expired), or a leader change lost the newest (nats-server
+   * before 2.11); either way the next append must name what the stream holds. Only if the shard has not moved
+   * since: the follower may have applied a newer message while the answer was on its way, and taking the stale
+   * answer would leave the shard waiting for a message already applied.
    */
-  #rewound(shard: Shard, last: number): void {
-    shard.seq = last;
+  #rewound(shard: Shard, askedAt: number, last: number): void {
+    if (last < askedAt && shard.seq === askedAt) shard.seq = last;
   }
 
   // --- state in memory ------------------------------------------------------
@@ -648,7 +648,7 @@ export class HoldLog implements HoldEngine {
           if (!(await this.#waited(shard, last, batch))) return;
           continue;
         }
-        if (last < at && shard.seq === at) this.#rewound(shard, last);
+        this.#rewound(shard, at, last);
         this.#stats.batches++;
         for (const settle of settles) settle();
         return;
@@ -696,8 +696,8 @@ export class HoldLog implements HoldEngine {
         this.#stats.conflicts++;
         if (last > expected) {
           if (!(await this.#waited(shard, last, batch))) return;
-        } else if (last < expected && shard.seq === expected) {
-          this.#rewound(shard, last);
+        } else {
+          this.#rewound(shard, expected, last);
         }
       }
     }
