@@ -127,7 +127,7 @@ function addClosed(
   if (records.length === 1 && (last === undefined || last.closedMs <= records[0]!.closedMs)) {
     next = [...closed, records[0]!];
     if (next.length <= limits.closedHoldsMax) {
-      closedParents.set(next, closed);
+      if (next.length > encodedAfreshMax) closedParents.set(next, closed);
       return next;
     }
   } else {
@@ -210,9 +210,11 @@ export function dropArchived(state: AccountState, archived: ReadonlySet<string>)
  */
 export type Covered = ReadonlyMap<string, Decimal>;
 
+const zero = money(0);
+
 /** Σ over open holds of min(remaining, covered): what `held` counts twice with `base`. Expects a pruned state. */
 export function coveredOf(state: AccountState, covered: Covered | undefined): Decimal {
-  let total = money(0);
+  let total = zero;
   if (covered === undefined || covered.size === 0) return total;
   for (const hold of state.holds) {
     const spent = covered.get(hold.id);
@@ -235,7 +237,8 @@ export function reservedOf(hold: OpenHold, covered: Covered | undefined): Decima
  * `covered` as in coveredOf; without it every open hold counts whole.
  */
 export function availableOf(state: AccountState, base: Decimal, covered?: Covered): Decimal {
-  return base.minus(state.held).plus(coveredOf(state, covered));
+  const available = base.minus(state.held);
+  return covered === undefined || covered.size === 0 ? available : available.plus(coveredOf(state, covered));
 }
 
 function findClosed(state: AccountState, id: string, archived: Archived | undefined): ClosedHold | undefined {
@@ -361,7 +364,8 @@ export function closeHold(
   const record = closedRecord(hold, status, nowMs);
   return {
     state: {
-      held: formatAmount(money(state.held).minus(hold.remaining)),
+      // held is the sum of the open holds' remaining (decodeAccount checks it): with none left, it is 0.
+      held: state.holds.length === 1 ? '0' : formatAmount(money(state.held).minus(hold.remaining)),
       holds: state.holds.filter((_, i) => i !== index),
       closed: addClosed(state.closed, [record], limits),
       archivedMs: state.archivedMs,
@@ -434,8 +438,11 @@ const statusByCode: Record<string, ClosedStatus> = { r: 'released', e: 'expired'
 // record per write, so its text is kept per (immutable) array and a child's
 // text is its parent's plus the new record, not a re-encoding of every record.
 // Open holds are few per write and short-lived: encoded afresh.
+// A short list (the log engine's every write: only the records its batch closed) is encoded afresh, its records
+// uncached: a cache entry would cost more than the encoding, and the log engine keeps a million records alive.
 const closedSections = new WeakMap<readonly ClosedHold[], string>();
 const closedParents = new WeakMap<readonly ClosedHold[], readonly ClosedHold[]>();
+const encodedAfreshMax = 8;
 
 function encodeOpen(hold: OpenHold): string {
   const stored: Record<string, unknown> = {
@@ -464,21 +471,30 @@ const closedTexts = new WeakMap<ClosedHold, string>();
 function encodeClosed(record: ClosedHold): string {
   let text = closedTexts.get(record);
   if (text === undefined) {
-    text = JSON.stringify([
-      record.id,
-      record.fp,
-      statusCodes[record.status],
-      record.amount,
-      record.remaining,
-      record.createdMs,
-      record.closedMs,
-    ]);
+    text = closedTuple(record);
     closedTexts.set(record, text);
   }
   return text;
 }
 
+function closedTuple(record: ClosedHold): string {
+  return JSON.stringify([
+    record.id,
+    record.fp,
+    statusCodes[record.status],
+    record.amount,
+    record.remaining,
+    record.createdMs,
+    record.closedMs,
+  ]);
+}
+
 function closedSection(closed: readonly ClosedHold[]): string {
+  if (closed.length <= encodedAfreshMax) {
+    let text = '';
+    for (const record of closed) text = text.length === 0 ? closedTuple(record) : `${text},${closedTuple(record)}`;
+    return text;
+  }
   let text = closedSections.get(closed);
   if (text !== undefined) return text;
   const parent = closedParents.get(closed);

@@ -5,7 +5,17 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { accountKey, bodyFingerprint, customerPattern, holdIdFor, parseHoldId, unitPattern } from './hold-ids.js';
+import { createHash } from 'node:crypto';
+import {
+  accountKey,
+  bodyFingerprint,
+  customerPattern,
+  holdIdFor,
+  holdSuffix,
+  parseHoldId,
+  unitPattern,
+  usageKeyHash,
+} from './hold-ids.js';
 import { fillHoldStoreSettings, valueBytesBound } from './hold-options.js';
 
 // What @nats-io/kv accepts as a key (kv.js validateKey).
@@ -108,5 +118,43 @@ describe('hold store settings', () => {
 
   it('the default limits fit a stock NATS server (1 MiB max_payload)', () => {
     expect(valueBytesBound(fillHoldStoreSettings({}))).toBeLessThan(1024 * 1024 - 4096);
+  });
+});
+
+describe('hold ids stay what was stored', () => {
+  // Ids live in logs, KV values and callers' databases: the derivation must not drift with how it is computed.
+  const sha256 = (parts: string[]) => createHash('sha256').update(parts.join('\0')).digest();
+
+  it('a hold id suffix is the first 12 bytes of sha256(tag, customer, unit, key), base64url', () => {
+    fc.assert(
+      fc.property(customers, units, fc.stringMatching(/^[\x21-\x7e]{1,128}$/), (customer, unit, key) => {
+        const suffix = sha256(['drawdown.hold.v1', customer, unit, key]).subarray(0, 12).toString('base64url');
+        expect(holdSuffix({ customer, unit }, key)).toBe(suffix);
+        expect(holdIdFor({ customer, unit }, key)).toBe(`${accountKey({ customer, unit })}.${suffix}`);
+      }),
+    );
+    // Known answer, from the createHash derivation every stored id was made with.
+    expect(holdIdFor({ customer: 'acme', unit: 'credits' }, 'k1')).toBe('YWNtZQ.Y3JlZGl0cw.sNitZHRCOB2kjY-a');
+  });
+
+  it('a usage key is remembered as the first 9 bytes of sha256(tag, key), base64url', () => {
+    fc.assert(
+      fc.property(fc.stringMatching(/^[\x21-\x7e]{1,128}$/), (key) => {
+        expect(usageKeyHash(key)).toBe(sha256(['drawdown.hold.usage.v1', key]).subarray(0, 9).toString('base64url'));
+      }),
+    );
+  });
+
+  it('account keys and parsed ids are the same on every call (their caches change nothing)', () => {
+    fc.assert(
+      fc.property(customers, units, (customer, unit) => {
+        const key = `${Buffer.from(customer).toString('base64url')}.${Buffer.from(unit).toString('base64url')}`;
+        expect(accountKey({ customer, unit })).toBe(key);
+        expect(accountKey({ customer, unit })).toBe(key);
+        const id = holdIdFor({ customer, unit }, 'k');
+        expect(parseHoldId(id)?.account).toEqual({ customer, unit });
+        expect(parseHoldId(id)?.account).toEqual({ customer, unit });
+      }),
+    );
   });
 });

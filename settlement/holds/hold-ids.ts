@@ -15,7 +15,7 @@
  * arrives. The price: after a closed hold's record has been pruned (retention),
  * reserving again under the same key creates a hold with the same id.
  */
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { customerIdPattern } from '../../shared/events/customer.js';
 
 /** As ingest accepts customers (shared/events/event.ts). */
@@ -40,14 +40,28 @@ export interface ParsedHoldId {
 const suffixLength = 16; // 12 bytes of the hash: 96 bits, per account
 const tokenPattern = /^[A-Za-z0-9_-]+$/;
 
+// Every operation encodes or decodes its customer and unit, and a process sees the same few many times over: both
+// directions are remembered (≤ tokenCacheMax entries each, then forgotten at once).
+const tokenCacheMax = 8_192;
+const encodedTokens = new Map<string, string>();
+const decodedTokens = new Map<string, string>();
+
+function remember(cache: Map<string, string>, key: string, value: string): string {
+  if (cache.size >= tokenCacheMax) cache.clear();
+  cache.set(key, value);
+  return value;
+}
+
 function encodeToken(text: string): string {
-  return Buffer.from(text, 'utf8').toString('base64url');
+  return encodedTokens.get(text) ?? remember(encodedTokens, text, Buffer.from(text, 'utf8').toString('base64url'));
 }
 
 function decodeToken(token: string): string | undefined {
+  const known = decodedTokens.get(token);
+  if (known !== undefined) return known;
   if (!tokenPattern.test(token)) return undefined;
   const text = Buffer.from(token, 'base64url').toString('utf8');
-  return encodeToken(text) === token ? text : undefined;
+  return Buffer.from(text, 'utf8').toString('base64url') === token ? remember(decodedTokens, token, text) : undefined;
 }
 
 export function accountKey(account: AccountRef): string {
@@ -55,16 +69,23 @@ export function accountKey(account: AccountRef): string {
 }
 
 function sha256(parts: readonly string[]): Buffer {
-  const hash = createHash('sha256');
   // NUL cannot occur in any part (all are printable ASCII), so the join is unambiguous.
-  hash.update(parts.join('\0'));
-  return hash.digest();
+  return crypto.createHash('sha256').update(parts.join('\0')).digest();
+}
+
+// crypto.hash (Node ≥ 20.12): one call, no Hash object, about a sixth of createHash's cost on inputs this short.
+// @types/node 20 does not declare it yet.
+const hashOnce = (crypto as { hash?: (algorithm: string, data: string, encoding: 'base64url') => string }).hash;
+
+/** The first `chars` of base64url(sha256(parts)): `chars` a multiple of 4, so it is exactly 3·chars/4 leading bytes. */
+function sha256Prefix(parts: readonly string[], chars: number): string {
+  if (hashOnce === undefined) return sha256(parts).toString('base64url').slice(0, chars);
+  return hashOnce('sha256', parts.join('\0'), 'base64url').slice(0, chars);
 }
 
 export function holdSuffix(account: AccountRef, idempotencyKey: string): string {
-  return sha256(['drawdown.hold.v1', account.customer, account.unit, idempotencyKey])
-    .subarray(0, 12)
-    .toString('base64url');
+  // 16 characters: 12 bytes.
+  return sha256Prefix(['drawdown.hold.v1', account.customer, account.unit, idempotencyKey], suffixLength);
 }
 
 export function holdIdFor(account: AccountRef, idempotencyKey: string): string {
@@ -121,5 +142,6 @@ function fingerprintOf(amount: string, metadata: Readonly<Record<string, string>
 
 /** A usage event's key as remembered by the hold it consumed (so a redelivered event consumes once). */
 export function usageKeyHash(usageKey: string): string {
-  return sha256(['drawdown.hold.usage.v1', usageKey]).subarray(0, 9).toString('base64url');
+  // 12 characters: 9 bytes.
+  return sha256Prefix(['drawdown.hold.usage.v1', usageKey], 12);
 }

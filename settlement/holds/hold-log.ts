@@ -66,6 +66,7 @@ import {
 import { ContentionExhaustedError, HoldError, HoldsUnavailableError } from './hold-errors.js';
 import { isCasConflict } from '../../shared/nats/cas-conflict.js';
 import { importKvAccounts } from './hold-log-import.js';
+import { ClosedRetention } from './closed-retention.js';
 import {
   emptyEngineStats,
   messageOf,
@@ -95,8 +96,11 @@ const shardsDescription = /(\d+) shards/;
 const wrongLastSequenceText = /wrong last sequence: (\d+)/;
 
 interface Account {
+  readonly key: string;
+  readonly shard: Shard;
   /** Open holds; `closed` is always empty here (records live in `closed` below). */
   state: AccountState;
+  /** Its closed records within retention, by id (ClosedRetention keeps and drops them). */
   closed: Map<string, ClosedHold> | undefined;
   /** When its post-image was last appended or applied here (this process's clock): refreshed past half the window. */
   writtenMs: number;
@@ -128,13 +132,6 @@ interface Shard {
   waiters: { seq: number; resolve: () => void }[];
 }
 
-/** A closed record's place in the per-process retention queue. */
-interface Retained {
-  readonly shard: Shard;
-  readonly key: string;
-  readonly record: ClosedHold;
-}
-
 /** The records of one account within retention, as the transitions look them up (Archived). */
 class RetainedView implements Archived {
   constructor(
@@ -163,8 +160,7 @@ export class HoldLog implements HoldEngine {
   readonly #ready = new Set<Shard>();
   #tickScheduled = false;
   // Oldest first (by arrival; expiries can arrive with older closedMs, and leave a little later).
-  #retained: Retained[] = [];
-  #retainedHead = 0;
+  readonly #retention = new ClosedRetention<Account>();
   #messages: ConsumerMessages | undefined;
   #followed: Promise<void> | undefined;
   #followError: unknown;
@@ -464,47 +460,31 @@ export class HoldLog implements HoldEngine {
   #keep(shard: Shard, key: string, state: AccountState, nowMs: number): void {
     let account = shard.accounts.get(key);
     if (account === undefined) {
-      account = { state: emptyAccount, closed: undefined, writtenMs: nowMs, refreshing: false };
+      account = { key, shard, state: emptyAccount, closed: undefined, writtenMs: nowMs, refreshing: false };
       shard.accounts.set(key, account);
     }
     account.writtenMs = nowMs;
     account.state =
       state.closed.length === 0 && state.archivedMs === 0
         ? state
-        : { held: state.held, holds: state.holds, closed: [], archivedMs: 0 };
-    if (state.closed.length > 0) {
-      account.closed ??= new Map();
-      for (const record of state.closed) {
-        account.closed.set(record.id, record);
-        this.#retained.push({ shard, key, record });
-      }
-    }
+        : { held: state.held, holds: state.holds, closed: emptyAccount.closed, archivedMs: 0 };
+    for (const record of state.closed) this.#retention.keep(account, record);
     this.#forget(nowMs);
   }
 
   /** Drops closed records past retention, or beyond logClosedRecordsMax (counted), and accounts left empty. */
   #forget(nowMs: number): void {
-    const floorMs = nowMs - this.#limits.closedRetentionMs;
-    const retained = this.#retained;
-    while (this.#retainedHead < retained.length) {
-      const oldest = retained[this.#retainedHead]!;
-      const over = retained.length - this.#retainedHead > this.#settings.logClosedRecordsMax;
-      if (!over && oldest.record.closedMs > floorMs) break;
-      if (over && oldest.record.closedMs > floorMs) this.#stats.closedForgotten++;
-      this.#retainedHead++;
-      const account = oldest.shard.accounts.get(oldest.key);
-      if (account?.closed?.get(oldest.record.id) !== oldest.record) continue;
-      account.closed.delete(oldest.record.id);
-      if (account.closed.size === 0) {
-        account.closed = undefined;
-        if (account.state.holds.length === 0) oldest.shard.accounts.delete(oldest.key);
-      }
-    }
-    if (this.#retainedHead > 4_096 && this.#retainedHead * 2 > retained.length) {
-      this.#retained = retained.slice(this.#retainedHead);
-      this.#retainedHead = 0;
-    }
+    this.#stats.closedForgotten += this.#retention.forget(
+      nowMs - this.#limits.closedRetentionMs,
+      this.#settings.logClosedRecordsMax,
+      this.#dropIfEmpty,
+    );
   }
+
+  readonly #dropIfEmpty = (account: Account): void => {
+    if (account.state.holds.length === 0 && account.shard.accounts.get(account.key) === account)
+      account.shard.accounts.delete(account.key);
+  };
 
   // --- appends --------------------------------------------------------------
 

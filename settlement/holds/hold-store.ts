@@ -206,23 +206,33 @@ async function resolveInput(input: BalanceInput, name: string): Promise<Decimal>
   return checkedInput(typeof input === 'function' ? await input() : input, name);
 }
 
-// Holds made in one turn share their instants (created now, expiring now + the same TTL), so the last two are kept.
-const isoCache: [number, string][] = [
+// Every hold shown has two instants, and those of one second share all but the milliseconds: the text up to them
+// is kept for the last two seconds seen (created now, expiring now + a TTL), the rest is appended.
+const isoSeconds: [number, string][] = [
   [Number.NaN, ''],
   [Number.NaN, ''],
 ];
 let isoNext = 0;
+// Up to 9999-12-31T23:59:59.999Z every instant has the same 24-character form.
+const isoPlainMax = 253_402_300_799_999;
 
-function iso(ms: number): string {
-  for (const [cachedMs, text] of isoCache) if (cachedMs === ms) return text;
-  const text = new Date(ms).toISOString();
-  isoCache[isoNext] = [ms, text];
-  isoNext = 1 - isoNext;
-  return text;
+export function iso(ms: number): string {
+  if (!(ms >= 0 && ms <= isoPlainMax && Number.isInteger(ms))) return new Date(ms).toISOString();
+  const millis = ms % 1000;
+  const second = ms - millis;
+  let prefix: string | undefined;
+  for (const [cached, text] of isoSeconds) if (cached === second) prefix = text;
+  if (prefix === undefined) {
+    // "YYYY-MM-DDTHH:MM:SS."
+    prefix = new Date(second).toISOString().slice(0, 20);
+    isoSeconds[isoNext] = [second, prefix];
+    isoNext = 1 - isoNext;
+  }
+  return `${prefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
 }
 
 export function holdView(account: AccountRef, key: string, hold: OpenHold | ClosedHold): HoldView {
-  const consumed = formatAmount(money(hold.amount).minus(hold.remaining));
+  const consumed = hold.amount === hold.remaining ? '0' : formatAmount(money(hold.amount).minus(hold.remaining));
   const id = holdIdOf(key, hold.id);
   if (isOpen(hold)) {
     return {
