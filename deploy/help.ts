@@ -66,6 +66,7 @@ const settlement: SettingName[] = [
   'holdReleaseGraceMs',
   'holdsEngine',
   'holdsLogWindowMs',
+  'holdsLogClosedRecordsMax',
   'holdsReplicas',
   'liveBalanceCacheMs',
   'holdsGaugeMs',

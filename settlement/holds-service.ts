@@ -22,6 +22,7 @@ export interface HoldsSettings {
   holdReleaseGraceMs: number;
   holdsEngine: string;
   holdsLogWindowMs: number;
+  holdsLogClosedRecordsMax: number;
   holdsReplicas: number;
   liveBalanceCacheMs: number;
   holdsGaugeMs: number;
@@ -91,6 +92,7 @@ export async function startHolds(deps: {
       replicas: settings.holdsReplicas,
       engine: settings.holdsEngine as 'auto' | 'kv' | 'log',
       logWindowMs: settings.holdsLogWindowMs,
+      logClosedRecordsMax: settings.holdsLogClosedRecordsMax,
       ...(deps.now ? { clock: deps.now } : {}),
       balance: async ({ customer, unit }) => {
         const figures = await live.figures(customer);
@@ -130,6 +132,7 @@ export async function startHolds(deps: {
     const stats = holds.stats();
     metrics.closedForgotten.inc(stats.closedForgotten - counted.closedForgotten);
     metrics.refreshed.inc(stats.refreshed - counted.refreshed);
+    metrics.closedRetained.set(stats.closedRetained);
     counted = stats;
     try {
       const { open, complete } = await holds.countOpen(gaugeAccountsMax);

@@ -93,6 +93,11 @@ export function createHoldMetrics(registry: Registry) {
       help: 'Log engine: closed holds this process forgot before their retention, past its in-memory bound (a retried reserve under such a key makes a new hold)',
       registers: [registry],
     }),
+    closedRetained: new Gauge({
+      name: 'drawdown_holds_log_closed_retained',
+      help: 'Log engine: closed holds this process keeps in memory so a retried reserve or a late release finds them (about the close rate times the 2-minute retention, at most DRAWDOWN_HOLDS_LOG_CLOSED_RECORDS_MAX)',
+      registers: [registry],
+    }),
     refreshed: new Counter({
       name: 'drawdown_holds_log_refreshed_total',
       help: 'Log engine: accounts this process re-appended so their open holds stay within the log window',

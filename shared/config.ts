@@ -379,6 +379,14 @@ export const settings = {
     max: 7 * 24 * 3_600_000,
     doc: 'The holds log keeps a message this long (what a process starting replays); open holds are re-appended within it. If every process is down longer, holds opened before are forgotten, in ms',
   },
+  holdsLogClosedRecordsMax: {
+    kind: 'int',
+    env: 'DRAWDOWN_HOLDS_LOG_CLOSED_RECORDS_MAX',
+    default: 4_000_000,
+    min: 10_000,
+    max: 100_000_000,
+    doc: 'Log engine: closed holds one process keeps in memory for their 2-minute retention (a retried reserve finds its hold), about 95 bytes each, outside the JS heap; past it the oldest are forgotten early (drawdown_holds_closed_forgotten_total). Enough for 33k closings/s, more than one process makes',
+  },
   holdsReplicas: {
     kind: 'int',
     env: 'DRAWDOWN_HOLDS_REPLICAS',

@@ -66,7 +66,7 @@ import {
 import { ContentionExhaustedError, HoldError, HoldsUnavailableError } from './hold-errors.js';
 import { isCasConflict } from '../../shared/nats/cas-conflict.js';
 import { importKvAccounts } from './hold-log-import.js';
-import { ClosedRetention } from './closed-retention.js';
+import { ClosedStore, type RecordOwner } from './closed-store.js';
 import {
   emptyEngineStats,
   messageOf,
@@ -95,13 +95,11 @@ export function shardOf(key: string, shards: number): number {
 const shardsDescription = /(\d+) shards/;
 const wrongLastSequenceText = /wrong last sequence: (\d+)/;
 
-interface Account {
+interface Account extends RecordOwner {
   readonly key: string;
   readonly shard: Shard;
-  /** Open holds; `closed` is always empty here (records live in `closed` below). */
+  /** Open holds; `closed` is always empty here (its closed records within retention are in the ClosedStore). */
   state: AccountState;
-  /** Its closed records within retention, by id (ClosedRetention keeps and drops them). */
-  closed: Map<string, ClosedHold> | undefined;
   /** When its post-image was last appended or applied here (this process's clock): refreshed past half the window. */
   writtenMs: number;
   /** A refresh of it is queued (one at a time). */
@@ -135,16 +133,15 @@ interface Shard {
 /** The records of one account within retention, as the transitions look them up (Archived). */
 class RetainedView implements Archived {
   constructor(
-    readonly records: Map<string, ClosedHold>,
+    readonly store: ClosedStore<Account>,
+    readonly account: Account,
     readonly floorMs: number,
   ) {}
   get(id: string): ClosedHold | undefined {
-    const record = this.records.get(id);
-    return record !== undefined && record.closedMs > this.floorMs ? record : undefined;
+    return this.store.get(this.account, id, this.floorMs);
   }
 }
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 export class HoldLog implements HoldEngine {
@@ -160,7 +157,7 @@ export class HoldLog implements HoldEngine {
   readonly #ready = new Set<Shard>();
   #tickScheduled = false;
   // Oldest first (by arrival; expiries can arrive with older closedMs, and leave a little later).
-  readonly #retention = new ClosedRetention<Account>();
+  readonly #closed: ClosedStore<Account>;
   #messages: ConsumerMessages | undefined;
   #followed: Promise<void> | undefined;
   #followError: unknown;
@@ -199,6 +196,10 @@ export class HoldLog implements HoldEngine {
       waiters: [],
     }));
     for (const shard of this.#shards) this.#bySubject.set(shard.subject, shard);
+    this.#closed = new ClosedStore<Account>(settings.logClosedRecordsMax, (account) => {
+      if (account.state.holds.length === 0 && account.shard.accounts.get(account.key) === account)
+        account.shard.accounts.delete(account.key);
+    });
   }
 
   /** Opens (creating if missing) the log stream and replays it; resolves once every shard is current. */
@@ -276,7 +277,7 @@ export class HoldLog implements HoldEngine {
   }
 
   stats() {
-    return { ...this.#stats };
+    return { ...this.#stats, closedRetained: this.#closed.size };
   }
 
   submit(key: string, op: PendingOp): void {
@@ -293,9 +294,9 @@ export class HoldLog implements HoldEngine {
       state: account?.state ?? emptyAccount,
       revision: shard.seq,
       archived:
-        account?.closed === undefined
+        account === undefined || account.recordCount === 0
           ? undefined
-          : new RetainedView(account.closed, nowMs - this.#limits.closedRetentionMs),
+          : new RetainedView(this.#closed, account, nowMs - this.#limits.closedRetentionMs),
     };
   }
 
@@ -460,7 +461,15 @@ export class HoldLog implements HoldEngine {
   #keep(shard: Shard, key: string, state: AccountState, nowMs: number): void {
     let account = shard.accounts.get(key);
     if (account === undefined) {
-      account = { key, shard, state: emptyAccount, closed: undefined, writtenMs: nowMs, refreshing: false };
+      account = {
+        key,
+        shard,
+        state: emptyAccount,
+        recordOwner: -1,
+        recordCount: 0,
+        writtenMs: nowMs,
+        refreshing: false,
+      };
       shard.accounts.set(key, account);
     }
     account.writtenMs = nowMs;
@@ -468,23 +477,11 @@ export class HoldLog implements HoldEngine {
       state.closed.length === 0 && state.archivedMs === 0
         ? state
         : { held: state.held, holds: state.holds, closed: emptyAccount.closed, archivedMs: 0 };
-    for (const record of state.closed) this.#retention.keep(account, record);
-    this.#forget(nowMs);
+    const floorMs = nowMs - this.#limits.closedRetentionMs;
+    // Past logClosedRecordsMax the oldest leave first, counted when still within retention.
+    for (const record of state.closed) this.#stats.closedForgotten += this.#closed.keep(account, record, floorMs);
+    this.#closed.forget(floorMs);
   }
-
-  /** Drops closed records past retention, or beyond logClosedRecordsMax (counted), and accounts left empty. */
-  #forget(nowMs: number): void {
-    this.#stats.closedForgotten += this.#retention.forget(
-      nowMs - this.#limits.closedRetentionMs,
-      this.#settings.logClosedRecordsMax,
-      this.#dropIfEmpty,
-    );
-  }
-
-  readonly #dropIfEmpty = (account: Account): void => {
-    if (account.state.holds.length === 0 && account.shard.accounts.get(account.key) === account)
-      account.shard.accounts.delete(account.key);
-  };
 
   // --- appends --------------------------------------------------------------
 
@@ -502,7 +499,7 @@ export class HoldLog implements HoldEngine {
     for (const shard of this.#shards) {
       for (const [key, account] of shard.accounts) {
         const { holds } = account.state;
-        if (account.closed === undefined && holds.every((hold) => hold.expiresMs <= floorMs)) {
+        if (account.recordCount === 0 && holds.every((hold) => hold.expiresMs <= floorMs)) {
           if (!account.refreshing) shard.accounts.delete(key);
           continue;
         }
@@ -587,7 +584,9 @@ export class HoldLog implements HoldEngine {
         const account = shard.accounts.get(key);
         const before = account?.state ?? emptyAccount;
         const archived =
-          account?.closed === undefined ? undefined : new RetainedView(account.closed, nowMs - retentionMs);
+          account === undefined || account.recordCount === 0
+            ? undefined
+            : new RetainedView(this.#closed, account, nowMs - retentionMs);
         let state = before;
         const own: (() => void)[] = [];
         for (const { op } of items) {
@@ -634,7 +633,8 @@ export class HoldLog implements HoldEngine {
         return;
       }
 
-      const body = encoder.encode(lines.join('\n'));
+      // Buffer.from, not TextEncoder: the same UTF-8, at a fraction of TextEncoder's cost in Node 20.
+      const body = Buffer.from(lines.join('\n'));
       const expected = at;
       try {
         const ack = await this.#js.publish(shard.subject, body, {

@@ -62,6 +62,8 @@ export interface EngineStats {
   /** Log: messages of other processes applied; closed records forgotten before retention (logClosedRecordsMax). */
   applied: number;
   closedForgotten: number;
+  /** Log: closed records this process keeps in memory now (within retention, ≤ logClosedRecordsMax). KV: 0. */
+  closedRetained: number;
   /** Log: accounts re-appended so their open holds stay within the stream's window. */
   refreshed: number;
   /** Log: accounts this process imported from the KV bucket when the log was new (hold-log-import.ts). */
@@ -83,6 +85,7 @@ export function emptyEngineStats(): EngineStats {
     archiveFailures: 0,
     applied: 0,
     closedForgotten: 0,
+    closedRetained: 0,
     refreshed: 0,
     imported: 0,
     followerRestarts: 0,

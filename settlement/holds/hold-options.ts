@@ -25,7 +25,7 @@ export const holdStoreDefaults = Object.freeze({
   /** The log engine's shards (subjects). Fixed once the log exists: opening it with another count is refused. */
   logShards: 16,
   /** The log engine: closed records kept in memory per process; past it the oldest are forgotten early (counted). */
-  logClosedRecordsMax: 2_000_000,
+  logClosedRecordsMax: 4_000_000,
   /**
    * The log stream's max_bytes when this process creates it (JetStream reserves it). Full, appends are refused
    * (holds_unavailable) rather than old messages dropped. What a second of holds costs: ~200 B per operation.
