@@ -39,7 +39,7 @@
  *
  * Results: bench/results/holds.{json,md}.
  * Flags: --seconds 5 (per phase, ≤ 10) --warm-seconds 15 --log-warm-seconds (retention + 10)
- * --concurrency 64 --accounts 1000 --log-sweep 16,32 (the log engine's 1000-account phase again at these
+ * --concurrency 64 --accounts 1000 --log-sweep 16,32,48 (the log engine's 1000-account phase again at these
  * numbers in flight: throughput against latency)
  * --no-save (print only: for trial runs and profiling)
  */
@@ -324,7 +324,7 @@ async function main(): Promise<void> {
   const logWarmFlag = flags.has('--log-warm-seconds') ? intFlag(flags, '--log-warm-seconds', 0, 1, 900) : undefined;
   const concurrency = intFlag(flags, '--concurrency', 64, 1, 10_000);
   const accounts = intFlag(flags, '--accounts', 1_000, 1, 100_000);
-  const sweep = (flags.get('--log-sweep') ?? '16,32')
+  const sweep = (flags.get('--log-sweep') ?? '16,32,48')
     .split(',')
     .filter((c) => c !== '')
     .map((c) => {

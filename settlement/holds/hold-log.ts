@@ -20,8 +20,8 @@
  * A message is one line per account it changed, `<account key>\t<account>`,
  * the account in hold-account.ts' stored form: its open holds after the
  * batch, and as `closed` only the records the batch closed. Closed records
- * live in memory, per account, for closedRetentionMs (bounded per process by
- * logClosedRecordsMax), not in later post-images: that is what keeps an
+ * live in memory (closed-store.ts) for closedRetentionMs (bounded per process
+ * by logClosedRecordsMax), not in later post-images: that is what keeps an
  * append small however busy the account, with no archive.
  *
  * The follower (an ordered consumer from the stream's start) applies every
