@@ -47,6 +47,7 @@ export interface NatsServerOptions {
 
 const MiB = 1024 * 1024;
 const DEFAULT_MAX_FILE_STORE = 10 * 1024 * MiB;
+export const defaultMaxFileStoreBytes = DEFAULT_MAX_FILE_STORE;
 const DEFAULT_MAX_PAYLOAD = 8 * MiB;
 // 2.9 accepts more, but newer servers refuse anything above 64 MiB; failing
 // here keeps a config that works now from breaking on an upgrade.

@@ -26,6 +26,8 @@ import { noticeRoutes } from './notices-api.js';
 import { UsageWatch } from './usage-watch.js';
 import { EndpointStore } from './webhook-endpoints.js';
 
+/** The webhook delivery stream's max_bytes (reserved against nats-server's max_file_store). */
+export const webhookStreamBytesMax = 256 * 1024 * 1024;
 export interface NoticesSettings {
   noticesPollMs: number;
   noticesSweepMs: number;
@@ -167,7 +169,7 @@ export async function startNotices(deps: {
       pendingMax: 50_000,
       // ~250,000 deliveries waiting; the bytes are reserved against nats-server's max_file_store.
       streamMessagesMax: 250_000,
-      streamBytesMax: 256 * 1024 * 1024,
+      streamBytesMax: webhookStreamBytesMax,
       replicas,
       noticeStream: streamSettings.name,
     },
