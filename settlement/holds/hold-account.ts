@@ -490,11 +490,7 @@ function closedTuple(record: ClosedHold): string {
 }
 
 function closedSection(closed: readonly ClosedHold[]): string {
-  if (closed.length <= encodedAfreshMax) {
-    let text = '';
-    for (const record of closed) text = text.length === 0 ? closedTuple(record) : `${text},${closedTuple(record)}`;
-    return text;
-  }
+  if (closed.length <= encodedAfreshMax) return closed.map(closedTuple).join(',');
   let text = closedSections.get(closed);
   if (text !== undefined) return text;
   const parent = closedParents.get(closed);

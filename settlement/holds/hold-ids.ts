@@ -61,7 +61,7 @@ function decodeToken(token: string): string | undefined {
   if (known !== undefined) return known;
   if (!tokenPattern.test(token)) return undefined;
   const text = Buffer.from(token, 'base64url').toString('utf8');
-  return Buffer.from(text, 'utf8').toString('base64url') === token ? remember(decodedTokens, token, text) : undefined;
+  return encodeToken(text) === token ? remember(decodedTokens, token, text) : undefined;
 }
 
 export function accountKey(account: AccountRef): string {
