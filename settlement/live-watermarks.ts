@@ -4,7 +4,7 @@
  *
  * readWatermarks (shared/clickhouse/usage-minute.ts) groups the whole of
  * usage_minute: exact, and what a settlement run does once, but a live
- * balance read and the notices' 250 ms poll paid it every time, so their cost
+ * balance read and the notices' poll (every 100 ms) paid it every time, so their cost
  * grew with the deployment's age. This reader does that scan once a minute,
  * remembers each partition's watermark, and on each read:
  *

@@ -414,10 +414,10 @@ export const settings = {
   noticesPollMs: {
     kind: 'int',
     env: 'DRAWDOWN_NOTICES_POLL_MS',
-    default: 250,
+    default: 100,
     min: 10,
     max: 60_000,
-    doc: 'How often settlement looks for customers the rater flushed usage for, to evaluate their balance notices, in ms',
+    doc: 'How often settlement looks for customers the rater flushed usage for, to evaluate their balance notices, in ms (a look that finds nothing new is one small read of flush_bounds)',
   },
   noticesSweepMs: {
     kind: 'int',
