@@ -12,7 +12,6 @@ import { lastCompletedRun } from './runs.js';
 import { priceOutstanding, priceUsage } from './price-usage.js';
 import { outstandingAsOf } from './unpriced.js';
 import { priorUsageFor } from './usage-reader.js';
-import { settledUntil } from '../shared/clickhouse/settlement-runs.js';
 import { readSelectedUsage, type Watermarks } from './usage-reader.js';
 import { namesFor } from '../catalog/names.js';
 
@@ -84,26 +83,33 @@ export async function balancesOf(
   // The last completed run is read before the ledger: a run that completes in between then shows in both settled
   // and pending (available reads low for a moment), never in neither (it would read high).
   const last = await lastCompletedRun(store);
-  const cursor = await settledUntil(store);
+  // Where settlement has reached (settledUntil's answer: the newest completed run's end), taken from the same read so
+  // the two always agree, and one read fewer in every live balance.
+  const cursor = last?.untilSec ?? 0;
   const settledOf = await settledBalancesOf(store, customers);
   // Pending covers everything after the cursor, up to the end of the current minute.
   const untilSec = (Math.floor(nowMs / 60_000) + 1) * 60;
   // Pending = everything committed that no completed run has taken yet, late usage included.
   const excluding = last && { untilSec: last.untilSec, watermarks: last.watermarks };
-  const lines = await readSelectedUsage(store, catalog, {
-    untilSec: Math.max(untilSec, cursor),
-    watermarks,
-    excluding,
-    lateBeforeSec: cursor,
-    customers,
-  });
+  // Both reads are fixed by `last` and `cursor` (a run completing meanwhile changes neither answer), so they run
+  // together: each sequential read is a wait in every live balance, hold and notice evaluation.
+  const [lines, outstandingLines] = await Promise.all([
+    readSelectedUsage(store, catalog, {
+      untilSec: Math.max(untilSec, cursor),
+      watermarks,
+      excluding,
+      lateBeforeSec: cursor,
+      customers,
+    }),
+    outstandingAsOf(store, cursor, customers),
+  ]);
   const { priced, unrated } = priceUsage(
     catalog,
     lines,
     await priorUsageFor(store, catalog, lines, excluding, customers),
   );
   // Outstanding lines a rate now prices are what the next run will bill: pending, at the version in force now.
-  const outstanding = priceOutstanding(catalog, await outstandingAsOf(store, cursor, customers), untilSec);
+  const outstanding = priceOutstanding(catalog, outstandingLines, untilSec);
   const pendingOf = new Map<string, Map<string, Decimal>>();
   for (const p of [...priced, ...outstanding.billed]) {
     let pending = pendingOf.get(p.line.customer);
