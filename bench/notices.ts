@@ -60,6 +60,7 @@ const timings = {
   evaluation: 'drawdown_notices_evaluation_duration_seconds',
   liveRead: 'drawdown_live_balance_read_duration_seconds',
   insert: 'drawdown_clickhouse_insert_duration_seconds',
+  look: 'drawdown_notices_usage_look_duration_seconds',
 } as const;
 type Timings = Record<keyof typeof timings, { count: number; sumS: number }>;
 
@@ -398,7 +399,7 @@ async function main(): Promise<void> {
           row('(baseline) event 202 → GET balance shows it', result.idle.balance, result.loaded.balance),
           row('notice on the stream → webhook request at the receiver', result.idle.webhook, result.loaded.webhook),
           '',
-          `Where the time goes, mean idle / under load: ${timingLine('customer evaluation (live figures read, crossings decided, notices published)', result.means.idle.evaluation, result.means.loaded.evaluation)}; ${timingLine('live-figures read from ClickHouse', result.means.idle.liveRead, result.means.loaded.liveRead)}; ${timingLine('rater insert (one flush)', result.means.idle.insert, result.means.loaded.insert)}. A busy partition flushes every ${result.settings.flushIntervalMs} ms and notices look for flushed usage every ${result.settings.noticesPollMs} ms. Load average as the load ended: ${result.loadAverage}.`,
+          `Where the time goes, mean idle / under load: ${timingLine('customer evaluation (live figures read, crossings decided, notices published)', result.means.idle.evaluation, result.means.loaded.evaluation)}; ${timingLine('live-figures read from ClickHouse', result.means.idle.liveRead, result.means.loaded.liveRead)}; ${timingLine('rater insert (one flush)', result.means.idle.insert, result.means.loaded.insert)}; ${timingLine('look for flushed usage that found customers', result.means.idle.look, result.means.loaded.look)}. A busy partition flushes every ${result.settings.flushIntervalMs} ms and notices look for flushed usage every ${result.settings.noticesPollMs} ms. Load average as the load ended: ${result.loadAverage}.`,
           '',
           'Targets (issue 15): p99 < 1 s from the crossing change to the stream under 500,000 events/s; first webhook attempt within 1 s of the notice. The load generator, gateway, rater, chDB, nats-server and the bench share the machine, so the accepted rate is what it sustained; usage reaches `available` only after the rater flushes (bench/results/live-balance.md), which bounds the event → notice figure from below.',
           '',

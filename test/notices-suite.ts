@@ -241,6 +241,11 @@ export function defineNotices(backend: Backend): void {
       }
       expect(kinds(notices)).toEqual(['balance.low:50', 'purchase.posted']);
       expect(notices.find((n) => n.type === 'balance.low')!.data.available).toBe('40');
+      // The look that found this usage is on /metrics, for an operator asking where a usage notice's time went.
+      const looks = (await Promise.all(bases().map(async (base) => (await fetch(`${base}/metrics`)).text()))).map(
+        (text) => Number(/^drawdown_notices_usage_look_duration_seconds_count (\d+)$/m.exec(text)?.[1] ?? 0),
+      );
+      expect(looks.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(1);
     });
 
     it('given an auto top-up rule in confirm mode, then one request per crossing, credits only once the app posts the purchase under the request id, and never past max_per_day', async () => {

@@ -23,6 +23,12 @@ export function createNoticeMetrics(registry: Registry) {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
+    usageLookDuration: new Histogram({
+      name: 'drawdown_notices_usage_look_duration_seconds',
+      help: 'Time of one look for usage the rater flushed that found customers: watermarks, their customers, their grouped figures read, evaluations queued',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
     evaluationFailures: new Counter({
       name: 'drawdown_notices_evaluation_failures_total',
       help: 'Customer evaluations that failed (retried by the next touch or the sweep)',

@@ -232,7 +232,9 @@ export async function startNotices(deps: {
       log.warn({ err: error }, 'notices: could not read which customers had usage');
     } finally {
       watching = false;
-      const ms = Math.round(performance.now() - started);
+      const elapsedMs = performance.now() - started;
+      if (looked > 0) metrics.usageLookDuration.observe(elapsedMs / 1000);
+      const ms = Math.round(elapsedMs);
       // Usage notices wait for this look: a slow one is worth a line.
       if (ms >= slowMs) log.warn({ ms, customers: looked }, 'notices: a look for usage was slow');
     }
