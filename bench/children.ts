@@ -8,10 +8,17 @@ import { appendFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { settings } from '../shared/config.js';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const cliPath = join(repoRoot, 'dist', 'deploy', 'cli.js');
 const catalogPath = join(repoRoot, 'deploy', 'demo-catalog.json');
+
+/** A numeric setting as a spawned drawdown sees it: this process's environment (inherited), else the default. */
+export function inheritedSetting(setting: (typeof settings)[keyof typeof settings] & { default: number }): number {
+  const raw = process.env[setting.env];
+  return raw === undefined ? setting.default : Number(raw);
+}
 
 export interface Child {
   child: ChildProcess;

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Decimal } from 'decimal.js';
 import { parseArgs, settings } from '../shared/config.js';
-import { repoRoot, spawnNode } from './children.js';
+import { inheritedSetting, repoRoot, spawnNode } from './children.js';
 import { acceptedEvents, httpLoad, type LoadResult } from './load.js';
 import { makeBatch } from './workload.js';
 
@@ -174,7 +174,7 @@ async function main(): Promise<void> {
         [
           '# Live balance lag (`npm run bench:live-balance`)',
           '',
-          `${result.at}, ${result.machine}, all-in-one (nats-server + chDB), flush interval ${flushMs === undefined ? `${process.env.DRAWDOWN_FLUSH_INTERVAL_MS ?? settings.flushIntervalMs.default} ms (DRAWDOWN_FLUSH_INTERVAL_MS)` : `${flushMs} ms`}.`,
+          `${result.at}, ${result.machine}, all-in-one (nats-server + chDB), flush interval ${flushMs === undefined ? `${inheritedSetting(settings.flushIntervalMs)} ms (DRAWDOWN_FLUSH_INTERVAL_MS)` : `${flushMs} ms`}.`,
           'Lag: from the 202 of one probe event to the first GET …/balance whose `available` shows it, in ms.',
           '',
           '| pipeline | probes | p50 | p90 | p99 | max |',

@@ -29,7 +29,7 @@ import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { NatsServerProcess } from '../deploy/nats-server.js';
 import { parseArgs, settings } from '../shared/config.js';
-import { repoRoot, spawnNode } from './children.js';
+import { inheritedSetting, repoRoot, spawnNode } from './children.js';
 import { acceptedEvents, httpLoad, type LoadResult } from './load.js';
 import { makeBatch } from './workload.js';
 
@@ -359,13 +359,13 @@ async function main(): Promise<void> {
         balance: summary(loadedBalance),
         webhook: summary(loadedWebhook),
       },
-      // Mean seconds and count of evaluations, live-figures reads and rater inserts: idle, then under load only.
+      // Mean seconds and count of each of `timings`: idle, then under load only.
       means: { idle: timingMeans(undefined, idleTimings), loaded: timingMeans(idleTimings, loadedTimings) },
       loadAverage,
       // What the drawdown child ran with (the environment it inherits, else the defaults).
       settings: {
-        flushIntervalMs: Number(process.env.DRAWDOWN_FLUSH_INTERVAL_MS ?? settings.flushIntervalMs.default),
-        noticesPollMs: Number(process.env.DRAWDOWN_NOTICES_POLL_MS ?? settings.noticesPollMs.default),
+        flushIntervalMs: inheritedSetting(settings.flushIntervalMs),
+        noticesPollMs: inheritedSetting(settings.noticesPollMs),
       },
       background: {
         askedEventsPerS: rate,

@@ -38,7 +38,7 @@ async function loadChdb(path: string): Promise<ChdbModule> {
 }
 
 /** Sessions that answer queries; writes have one of their own. */
-export const chdbReadSessions = 2;
+const chdbReadSessions = 2;
 
 interface Lane {
   readonly session: ChdbSession;
